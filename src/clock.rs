@@ -1,0 +1,39 @@
+//! Wall-clock time as stored (unix milliseconds) and as shown (RFC 3339 UTC, milliseconds).
+
+use time::OffsetDateTime;
+use time::format_description::FormatItem;
+use time::macros::format_description;
+
+const RFC3339_MS: &[FormatItem<'static>] =
+    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+
+/// Milliseconds since the Unix epoch, UTC: the one time format in the database.
+pub fn now_ms() -> i64 {
+    let nanos = OffsetDateTime::now_utc().unix_timestamp_nanos();
+    i64::try_from(nanos / 1_000_000).unwrap_or(i64::MAX)
+}
+
+/// `2026-11-24T10:15:30.123Z` for a unix-millisecond time; out-of-range input gives the epoch.
+pub fn rfc3339_ms(ms: i64) -> String {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+        .format(RFC3339_MS)
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_with_exactly_three_fraction_digits() {
+        assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339_ms(1_795_000_000_123), "2026-11-18T11:06:40.123Z");
+        assert_eq!(rfc3339_ms(1_795_000_000_100), "2026-11-18T11:06:40.100Z");
+    }
+
+    #[test]
+    fn now_is_after_2025() {
+        assert!(now_ms() > 1_735_689_600_000);
+    }
+}

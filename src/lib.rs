@@ -1,0 +1,10 @@
+//! bote: a secure, authenticated messaging gateway with verifiable delivery evidence.
+//!
+//! See `docs/ARCHITECTURE.md` for the map of modules and the flow of one message.
+
+pub mod accounts;
+pub mod address;
+pub mod clock;
+pub mod config;
+pub mod crypto;
+pub mod store;

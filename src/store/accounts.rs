@@ -1,0 +1,361 @@
+//! Repository for users, identities, mailboxes and memberships.
+//!
+//! Rows are parsed into the domain types of [`crate::accounts`] here, so a value that the
+//! schema's CHECK constraints should have kept out surfaces as a [`StoreError`] instead of
+//! travelling further.
+
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
+
+use super::StoreError;
+use crate::accounts::{
+    Identity, IdentityMethod, Mailbox, MailboxKind, Membership, MembershipState, Relay, RelayTls,
+    Role, User, Verification,
+};
+use crate::address::EmailAddress;
+
+/// A user row to insert.
+#[derive(Debug)]
+pub struct NewUser<'a> {
+    /// Login.
+    pub email: &'a EmailAddress,
+    /// Display name.
+    pub name: &'a str,
+    /// Role.
+    pub role: Role,
+    /// PHC string.
+    pub password_hash: &'a str,
+    /// Notice address.
+    pub notify_email: Option<&'a EmailAddress>,
+    /// Creation time.
+    pub now: i64,
+}
+
+/// A mailbox row to insert.
+#[derive(Debug)]
+pub struct NewMailbox<'a> {
+    /// Address.
+    pub address: &'a EmailAddress,
+    /// Kind.
+    pub kind: MailboxKind,
+    /// Display name.
+    pub name: &'a str,
+    /// Owner (citizen mailboxes).
+    pub owner_user_id: Option<i64>,
+    /// Identity record to attach (a citizen's mailbox shares the owner's).
+    pub identity_id: i64,
+    /// Relay (external offices).
+    pub relay: Option<&'a Relay>,
+    /// Creation time.
+    pub now: i64,
+}
+
+fn corrupt(what: &str, detail: impl std::fmt::Display) -> StoreError {
+    StoreError::Query(sqlx::Error::Decode(
+        format!("stored {what} is invalid: {detail}").into(),
+    ))
+}
+
+fn parse_col<T: std::str::FromStr>(row: &AnyRow, col: &str) -> Result<T, StoreError>
+where
+    T::Err: std::fmt::Display,
+{
+    let text: String = row.try_get(col)?;
+    text.parse().map_err(|e| corrupt(col, e))
+}
+
+fn parse_opt_address(row: &AnyRow, col: &str) -> Result<Option<EmailAddress>, StoreError> {
+    let text: Option<String> = row.try_get(col)?;
+    text.map(|t| EmailAddress::parse(&t).map_err(|e| corrupt(col, e)))
+        .transpose()
+}
+
+/// Creates an unverified identity record.
+pub async fn insert_identity(conn: &mut AnyConnection) -> Result<i64, StoreError> {
+    Ok(
+        sqlx::query_scalar("INSERT INTO identities (verified) VALUES (0) RETURNING id")
+            .fetch_one(conn)
+            .await?,
+    )
+}
+
+/// Marks an identity verified.
+pub async fn verify_identity(
+    conn: &mut AnyConnection,
+    identity_id: i64,
+    v: &Verification,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE identities SET verified = 1, method = $1, verified_by = $2, verified_at = $3 \
+         WHERE id = $4",
+    )
+    .bind(v.method.as_str())
+    .bind(&v.verified_by)
+    .bind(v.verified_at)
+    .bind(identity_id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Inserts a user with a fresh identity; returns (user id, identity id).
+pub async fn insert_user(
+    conn: &mut AnyConnection,
+    u: &NewUser<'_>,
+) -> Result<(i64, i64), StoreError> {
+    let identity_id = insert_identity(conn).await?;
+    let id = sqlx::query_scalar(
+        "INSERT INTO users (email, email_key, display_name, role, password_hash, notify_email, \
+         identity_id, disabled, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, $8) RETURNING id",
+    )
+    .bind(u.email.to_string())
+    .bind(u.email.key())
+    .bind(u.name)
+    .bind(u.role.as_str())
+    .bind(u.password_hash)
+    .bind(u.notify_email.map(ToString::to_string))
+    .bind(identity_id)
+    .bind(u.now)
+    .fetch_one(conn)
+    .await?;
+    Ok((id, identity_id))
+}
+
+const USER_COLUMNS: &str = "u.id, u.email, u.display_name, u.role, u.notify_email, u.disabled, \
+     u.created_at, u.identity_id, i.verified, i.method, i.verified_by, i.verified_at";
+
+fn identity_from_row(row: &AnyRow) -> Result<Identity, StoreError> {
+    let verified: i64 = row.try_get("verified")?;
+    let verification = if verified == 1 {
+        Some(Verification {
+            method: parse_col::<IdentityMethod>(row, "method")?,
+            verified_by: row.try_get("verified_by")?,
+            verified_at: row.try_get("verified_at")?,
+        })
+    } else {
+        None
+    };
+    Ok(Identity { verification })
+}
+
+fn user_from_row(row: &AnyRow) -> Result<User, StoreError> {
+    Ok(User {
+        id: row.try_get("id")?,
+        email: parse_col(row, "email")?,
+        name: row.try_get("display_name")?,
+        role: parse_col(row, "role")?,
+        notify_email: parse_opt_address(row, "notify_email")?,
+        identity: identity_from_row(row)?,
+        disabled: row.try_get::<i64, _>("disabled")? == 1,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+/// A user and the id of their identity record, by login (case-insensitive).
+pub async fn find_user(
+    conn: &mut AnyConnection,
+    email: &EmailAddress,
+) -> Result<Option<(User, i64)>, StoreError> {
+    let sql = format!(
+        "SELECT {USER_COLUMNS} FROM users u JOIN identities i ON i.id = u.identity_id \
+         WHERE u.email_key = $1"
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(email.key())
+        .fetch_optional(conn)
+        .await?;
+    row.map(|r| Ok((user_from_row(&r)?, r.try_get("identity_id")?)))
+        .transpose()
+}
+
+/// The stored password hash of an enabled user, for login.
+pub async fn password_hash(
+    conn: &mut AnyConnection,
+    user_id: i64,
+) -> Result<Option<String>, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT password_hash FROM users WHERE id = $1 AND disabled = 0")
+            .bind(user_id)
+            .fetch_optional(conn)
+            .await?,
+    )
+}
+
+/// All users, ordered by login.
+pub async fn list_users(conn: &mut AnyConnection) -> Result<Vec<User>, StoreError> {
+    let sql = format!(
+        "SELECT {USER_COLUMNS} FROM users u JOIN identities i ON i.id = u.identity_id \
+         ORDER BY u.email_key"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .fetch_all(conn)
+        .await?;
+    rows.iter().map(user_from_row).collect()
+}
+
+/// Sets or clears the disabled flag.
+pub async fn set_user_disabled(
+    conn: &mut AnyConnection,
+    user_id: i64,
+    disabled: bool,
+    now: i64,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE users SET disabled = $1, updated_at = $2 WHERE id = $3")
+        .bind(i64::from(disabled))
+        .bind(now)
+        .bind(user_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Replaces the password hash.
+pub async fn set_password_hash(
+    conn: &mut AnyConnection,
+    user_id: i64,
+    phc: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3")
+        .bind(phc)
+        .bind(now)
+        .bind(user_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Inserts a mailbox; returns its id.
+pub async fn insert_mailbox(
+    conn: &mut AnyConnection,
+    m: &NewMailbox<'_>,
+) -> Result<i64, StoreError> {
+    let relay = m.relay;
+    Ok(sqlx::query_scalar(
+        "INSERT INTO mailboxes (address, address_key, kind, display_name, owner_user_id, \
+         identity_id, relay_host, relay_port, relay_tls, cert, cert_fingerprint, disabled, \
+         created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 0, $12) RETURNING id",
+    )
+    .bind(m.address.to_string())
+    .bind(m.address.key())
+    .bind(m.kind.as_str())
+    .bind(m.name)
+    .bind(m.owner_user_id)
+    .bind(m.identity_id)
+    .bind(relay.map(|r| r.host.clone()))
+    .bind(relay.map(|r| i64::from(r.port)))
+    .bind(relay.map(|r| r.tls.as_str()))
+    .bind(relay.map(|r| r.cert.clone()))
+    .bind(relay.map(|r| r.cert_fingerprint.clone()))
+    .bind(m.now)
+    .fetch_one(conn)
+    .await?)
+}
+
+const MAILBOX_COLUMNS: &str = "m.id, m.address, m.kind, m.display_name, m.owner_user_id, \
+     m.identity_id, m.relay_host, m.relay_port, m.relay_tls, m.cert, m.cert_fingerprint, \
+     m.disabled, m.created_at, i.verified, i.method, i.verified_by, i.verified_at";
+
+fn mailbox_from_row(row: &AnyRow) -> Result<Mailbox, StoreError> {
+    let kind: MailboxKind = parse_col(row, "kind")?;
+    let relay = if kind == MailboxKind::External {
+        let port: i64 = row.try_get("relay_port")?;
+        Some(Relay {
+            host: row.try_get("relay_host")?,
+            port: u16::try_from(port).map_err(|e| corrupt("relay_port", e))?,
+            tls: parse_col::<RelayTls>(row, "relay_tls")?,
+            cert: row.try_get("cert")?,
+            cert_fingerprint: row.try_get("cert_fingerprint")?,
+        })
+    } else {
+        None
+    };
+    Ok(Mailbox {
+        id: row.try_get("id")?,
+        address: parse_col(row, "address")?,
+        kind,
+        name: row.try_get("display_name")?,
+        owner_user_id: row.try_get("owner_user_id")?,
+        identity: identity_from_row(row)?,
+        relay,
+        disabled: row.try_get::<i64, _>("disabled")? == 1,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+/// A mailbox and the id of its identity record, by address (case-insensitive).
+pub async fn find_mailbox(
+    conn: &mut AnyConnection,
+    address: &EmailAddress,
+) -> Result<Option<(Mailbox, i64)>, StoreError> {
+    let sql = format!(
+        "SELECT {MAILBOX_COLUMNS} FROM mailboxes m JOIN identities i ON i.id = m.identity_id \
+         WHERE m.address_key = $1"
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(address.key())
+        .fetch_optional(conn)
+        .await?;
+    row.map(|r| Ok((mailbox_from_row(&r)?, r.try_get("identity_id")?)))
+        .transpose()
+}
+
+/// All mailboxes, ordered by address.
+pub async fn list_mailboxes(conn: &mut AnyConnection) -> Result<Vec<Mailbox>, StoreError> {
+    let sql = format!(
+        "SELECT {MAILBOX_COLUMNS} FROM mailboxes m JOIN identities i ON i.id = m.identity_id \
+         ORDER BY m.address_key"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .fetch_all(conn)
+        .await?;
+    rows.iter().map(mailbox_from_row).collect()
+}
+
+/// Records a membership.
+pub async fn insert_membership(
+    conn: &mut AnyConnection,
+    mailbox_id: i64,
+    user_id: i64,
+    state: MembershipState,
+    granted_by: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO memberships (mailbox_id, user_id, state, granted_by, created_at) \
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(mailbox_id)
+    .bind(user_id)
+    .bind(state.as_str())
+    .bind(granted_by)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The members of a mailbox.
+pub async fn list_members(
+    conn: &mut AnyConnection,
+    mailbox_id: i64,
+) -> Result<Vec<Membership>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT m.address, u.email, ms.state FROM memberships ms \
+         JOIN mailboxes m ON m.id = ms.mailbox_id JOIN users u ON u.id = ms.user_id \
+         WHERE ms.mailbox_id = $1 ORDER BY u.email_key",
+    )
+    .bind(mailbox_id)
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(Membership {
+                mailbox: parse_col(r, "address")?,
+                user: parse_col(r, "email")?,
+                state: parse_col(r, "state")?,
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,326 @@
+//! Storage: one repository layer over SQLite and PostgreSQL.
+//!
+//! The rest of the code never sees which backend is in use. Everything goes through the
+//! sqlx `Any` driver with `$n` placeholders, BIGINT times (unix ms) and 0/1 flags, which
+//! both backends read and write identically. Repository functions take a
+//! `&mut AnyConnection` so that callers compose them inside one transaction (an event, its
+//! audit entry and, later, its evidence commit or roll back together).
+//!
+//! Architecture invariant: commands that only read or change accounts never create or
+//! migrate a database; only `init`, `migrate`, `serve` and `demo` do ([`OpenMode`]).
+
+pub mod accounts;
+pub mod audit;
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::migrate::Migrator;
+use sqlx::{AnyConnection, AnyPool, Executor, Row};
+
+pub use crate::config::Backend;
+use crate::config::{Config, redact_url};
+
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
+
+/// An open transaction on either backend.
+pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
+
+/// Storage failures, each with what to do about it where the operator can act.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached or opened.
+    #[error("cannot connect to database {url}: {message}")]
+    Connect {
+        /// The URL, password redacted.
+        url: String,
+        /// The driver's reason.
+        message: String,
+    },
+    /// A SQLite database file that should exist does not.
+    #[error("database {0} does not exist: run `bote init` (new setup) or `bote migrate`")]
+    Missing(PathBuf),
+    /// Migrations are pending.
+    #[error("database schema is {0} migration(s) behind this bote: run `bote migrate`")]
+    Behind(usize),
+    /// The database was migrated by a newer bote.
+    #[error(
+        "database has migration {0}, which this bote does not know: it was written by a newer version"
+    )]
+    Ahead(i64),
+    /// Applying migrations failed.
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A query failed.
+    #[error("database error: {0}")]
+    Query(#[from] sqlx::Error),
+}
+
+impl StoreError {
+    /// True when the error is a unique-constraint violation (a duplicate insert).
+    pub fn is_unique_violation(&self) -> bool {
+        matches!(self, Self::Query(sqlx::Error::Database(e)) if e.is_unique_violation())
+    }
+}
+
+/// Whether opening may create and migrate the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Create the database if missing (SQLite) and apply pending migrations.
+    CreateAndMigrate,
+    /// Open an existing, fully migrated database; change nothing otherwise.
+    Existing,
+}
+
+/// Where the schema stands relative to this binary's migrations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrationStatus {
+    /// Migrations this binary knows.
+    pub known: usize,
+    /// Of those, not yet applied.
+    pub pending: usize,
+    /// Applied versions this binary does not know (a newer bote migrated).
+    pub unknown: Vec<i64>,
+}
+
+impl MigrationStatus {
+    /// True when the schema is exactly what this binary expects.
+    pub fn is_current(&self) -> bool {
+        self.pending == 0 && self.unknown.is_empty()
+    }
+}
+
+/// The database handle shared by the whole process.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl Store {
+    /// Opens the database named by the configuration.
+    pub async fn open(config: &Config, mode: OpenMode) -> Result<Self, StoreError> {
+        Self::open_url(
+            &config.database_url(),
+            mode,
+            config.database.max_connections,
+            Duration::from_secs(config.database.connect_timeout_secs),
+        )
+        .await
+    }
+
+    /// Opens a database by URL (tests and tools use this directly).
+    pub async fn open_url(
+        url: &str,
+        mode: OpenMode,
+        max_connections: u32,
+        timeout: Duration,
+    ) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let connect_err = |message: String| StoreError::Connect {
+            url: redact_url(url),
+            message,
+        };
+        let backend = Backend::of_url(url)
+            .ok_or_else(|| connect_err("expected sqlite://PATH or postgres://…".into()))?;
+        let url = match backend {
+            Backend::Sqlite => sqlite_url(url, mode)?,
+            Backend::Postgres => url.to_owned(),
+        };
+        let options = AnyConnectOptions::from_str(&url).map_err(|e| connect_err(e.to_string()))?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(timeout)
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        configure_sqlite(conn).await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await
+            .map_err(|e| connect_err(e.to_string()))?;
+        let store = Self { pool, backend };
+        match mode {
+            OpenMode::CreateAndMigrate => {
+                store.migrate().await?;
+            }
+            OpenMode::Existing => store.ensure_current().await?,
+        }
+        Ok(store)
+    }
+
+    /// The backend in use.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The connection pool (for modules that run their own queries).
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Starts a transaction.
+    pub async fn begin(&self) -> Result<Tx, StoreError> {
+        Ok(self.pool.begin().await?)
+    }
+
+    fn migrator(&self) -> &'static Migrator {
+        match self.backend {
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+        }
+    }
+
+    /// Applies pending migrations; returns how many were applied. On PostgreSQL sqlx holds
+    /// an advisory lock meanwhile, so instances starting together do not race.
+    pub async fn migrate(&self) -> Result<usize, StoreError> {
+        let before = self.migration_status().await?;
+        if let Some(v) = before.unknown.first() {
+            return Err(StoreError::Ahead(*v));
+        }
+        self.migrator().run(&self.pool).await?;
+        Ok(before.pending)
+    }
+
+    /// Compares applied migrations with the ones built into this binary.
+    pub async fn migration_status(&self) -> Result<MigrationStatus, StoreError> {
+        let migrator = self.migrator();
+        let known: Vec<i64> = migrator
+            .iter()
+            .filter(|m| m.migration_type.is_up_migration())
+            .map(|m| m.version)
+            .collect();
+        let applied = self.applied_versions().await?;
+        Ok(MigrationStatus {
+            known: known.len(),
+            pending: known.iter().filter(|v| !applied.contains(v)).count(),
+            unknown: applied
+                .iter()
+                .copied()
+                .filter(|v| !known.contains(v))
+                .collect(),
+        })
+    }
+
+    async fn applied_versions(&self) -> Result<Vec<i64>, StoreError> {
+        let exists_sql = match self.backend {
+            Backend::Sqlite => {
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'"
+            }
+            Backend::Postgres => {
+                "SELECT COUNT(*) FROM information_schema.tables \
+                 WHERE table_name = '_sqlx_migrations' AND table_schema = current_schema()"
+            }
+        };
+        let exists: i64 = sqlx::query_scalar(exists_sql).fetch_one(&self.pool).await?;
+        if exists == 0 {
+            return Ok(Vec::new());
+        }
+        let rows =
+            sqlx::query("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows
+            .iter()
+            .map(|r| r.try_get::<i64, _>(0))
+            .collect::<Result<_, _>>()?)
+    }
+
+    /// Fails unless the schema is exactly current.
+    pub async fn ensure_current(&self) -> Result<(), StoreError> {
+        let status = self.migration_status().await?;
+        if let Some(v) = status.unknown.first() {
+            return Err(StoreError::Ahead(*v));
+        }
+        if status.pending > 0 {
+            return Err(StoreError::Behind(status.pending));
+        }
+        Ok(())
+    }
+
+    /// A round trip to the database.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Closes the pool, waiting for connections to be returned.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Adds `mode=` to a SQLite URL: `rwc` may create the file, `rw` refuses a missing one.
+fn sqlite_url(url: &str, mode: OpenMode) -> Result<String, StoreError> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or(url);
+    let (path, query) = rest.split_once('?').map_or((rest, ""), |(p, q)| (p, q));
+    if path == ":memory:" {
+        return Ok(url.to_owned());
+    }
+    let file = PathBuf::from(path);
+    let mode_param = match mode {
+        OpenMode::CreateAndMigrate => {
+            if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| StoreError::Connect {
+                    url: url.to_owned(),
+                    message: format!("cannot create directory {}: {e}", dir.display()),
+                })?;
+            }
+            "rwc"
+        }
+        OpenMode::Existing => {
+            if !file.exists() {
+                return Err(StoreError::Missing(file));
+            }
+            "rw"
+        }
+    };
+    let query = query
+        .split('&')
+        .filter(|kv| !kv.is_empty() && !kv.starts_with("mode="))
+        .chain(std::iter::once(&*format!("mode={mode_param}")))
+        .collect::<Vec<_>>()
+        .join("&");
+    Ok(format!("sqlite://{path}?{query}"))
+}
+
+/// Per-connection SQLite settings: WAL, fsync on every commit, foreign keys enforced.
+async fn configure_sqlite(conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
+    for pragma in [
+        "PRAGMA journal_mode = WAL",
+        "PRAGMA synchronous = FULL",
+        "PRAGMA foreign_keys = ON",
+        "PRAGMA busy_timeout = 10000",
+    ] {
+        conn.execute(pragma).await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_url_sets_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("sub/bote.db");
+        let url = format!("sqlite://{}", db.display());
+        assert!(matches!(
+            sqlite_url(&url, OpenMode::Existing),
+            Err(StoreError::Missing(_))
+        ));
+        let created = sqlite_url(&format!("{url}?mode=ro"), OpenMode::CreateAndMigrate).unwrap();
+        assert!(created.ends_with("?mode=rwc"), "{created}");
+        assert!(db.parent().unwrap().is_dir());
+    }
+}
