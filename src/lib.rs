@@ -4,7 +4,13 @@
 
 pub mod accounts;
 pub mod address;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod crypto;
+pub mod pki;
+pub mod server;
 pub mod store;
+pub mod telemetry;
+pub mod tls;
+pub mod web;

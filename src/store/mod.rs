@@ -73,6 +73,8 @@ pub enum OpenMode {
     CreateAndMigrate,
     /// Open an existing, fully migrated database; change nothing otherwise.
     Existing,
+    /// Create the database if missing but leave the schema alone (`bote migrate`).
+    Unchecked,
 }
 
 /// Where the schema stands relative to this binary's migrations.
@@ -151,6 +153,7 @@ impl Store {
                 store.migrate().await?;
             }
             OpenMode::Existing => store.ensure_current().await?,
+            OpenMode::Unchecked => {}
         }
         Ok(store)
     }
@@ -268,7 +271,7 @@ fn sqlite_url(url: &str, mode: OpenMode) -> Result<String, StoreError> {
     }
     let file = PathBuf::from(path);
     let mode_param = match mode {
-        OpenMode::CreateAndMigrate => {
+        OpenMode::CreateAndMigrate | OpenMode::Unchecked => {
             if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir).map_err(|e| StoreError::Connect {
                     url: url.to_owned(),
@@ -284,12 +287,13 @@ fn sqlite_url(url: &str, mode: OpenMode) -> Result<String, StoreError> {
             "rw"
         }
     };
-    let query = query
+    let mut params: Vec<String> = query
         .split('&')
         .filter(|kv| !kv.is_empty() && !kv.starts_with("mode="))
-        .chain(std::iter::once(&*format!("mode={mode_param}")))
-        .collect::<Vec<_>>()
-        .join("&");
+        .map(str::to_owned)
+        .collect();
+    params.push(format!("mode={mode_param}"));
+    let query = params.join("&");
     Ok(format!("sqlite://{path}?{query}"))
 }
 

@@ -1,0 +1,288 @@
+//! `bote user …` and `bote mailbox …`.
+
+use std::path::{Path, PathBuf};
+
+use clap::Subcommand;
+
+use super::{CliError, load_config, read_secret_line};
+use crate::accounts::service::Accounts;
+use crate::accounts::service::{AddUser, RelaySpec};
+use crate::accounts::{Actor, Identity, IdentityMethod, MailboxKind, RelayTls, Role};
+use crate::address::EmailAddress;
+use crate::clock::rfc3339_ms;
+use crate::store::{OpenMode, Store};
+
+/// `bote user …`
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Add a user (a citizen also gets a mailbox at their address).
+    Add {
+        /// Role.
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+        /// Display name.
+        #[arg(long)]
+        name: String,
+        /// Login address.
+        #[arg(long, value_parser = parse_address)]
+        email: EmailAddress,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+        /// Ordinary e-mail address for arrival notices.
+        #[arg(long, value_parser = parse_address)]
+        notify_email: Option<EmailAddress>,
+    },
+    /// List users.
+    List,
+    /// Refuse further logins by a user.
+    Disable {
+        /// Login address.
+        #[arg(value_parser = parse_address)]
+        email: EmailAddress,
+    },
+    /// Set a user's password (read from standard input).
+    SetPassword {
+        /// Login address.
+        #[arg(value_parser = parse_address)]
+        email: EmailAddress,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Record that a user's identity was verified.
+    VerifyIdentity {
+        /// Login address.
+        #[arg(value_parser = parse_address)]
+        email: EmailAddress,
+        /// How it was verified.
+        #[arg(long, value_parser = parse_method)]
+        method: IdentityMethod,
+    },
+}
+
+/// `bote mailbox …`
+#[derive(Debug, Subcommand)]
+pub enum MailboxCommand {
+    /// Add an office mailbox: local, or external with --relay and --cert.
+    Add {
+        /// Office address.
+        #[arg(long, value_parser = parse_address)]
+        office: EmailAddress,
+        /// Office name.
+        #[arg(long)]
+        name: String,
+        /// The office's own mail server, HOST:PORT (makes the mailbox external).
+        #[arg(long, requires = "cert")]
+        relay: Option<String>,
+        /// The office's OpenPGP certificate (armoured or binary) for external offices.
+        #[arg(long, requires = "relay")]
+        cert: Option<PathBuf>,
+        /// TLS towards the relay.
+        #[arg(long, requires = "relay", value_parser = parse_relay_tls, default_value = "required")]
+        relay_tls: RelayTls,
+    },
+    /// List mailboxes.
+    List,
+    /// Make a staff user a member of a local office mailbox.
+    AddMember {
+        /// Office address.
+        #[arg(long, value_parser = parse_address)]
+        mailbox: EmailAddress,
+        /// Staff login.
+        #[arg(long, value_parser = parse_address)]
+        user: EmailAddress,
+    },
+    /// Record that an office's identity was verified.
+    VerifyIdentity {
+        /// Office address.
+        #[arg(value_parser = parse_address)]
+        address: EmailAddress,
+        /// How it was verified.
+        #[arg(long, value_parser = parse_method)]
+        method: IdentityMethod,
+    },
+}
+
+fn parse_address(s: &str) -> Result<EmailAddress, String> {
+    EmailAddress::parse(s).map_err(|e| e.to_string())
+}
+fn parse_role(s: &str) -> Result<Role, String> {
+    s.parse()
+}
+fn parse_method(s: &str) -> Result<IdentityMethod, String> {
+    s.parse()
+}
+fn parse_relay_tls(s: &str) -> Result<RelayTls, String> {
+    s.parse()
+}
+
+async fn open(config_path: &Path) -> Result<Accounts, CliError> {
+    let config = load_config(config_path)?;
+    let store = Store::open(&config, OpenMode::Existing).await?;
+    Ok(Accounts::new(store, config.gateway.domains.clone()))
+}
+
+fn require_stdin_flag(given: bool) -> Result<(), CliError> {
+    if given {
+        Ok(())
+    } else {
+        Err(CliError::Usage(
+            "a password is required: pass --password-stdin and write it to standard input \
+             (passwords are never taken from arguments)"
+                .into(),
+        ))
+    }
+}
+
+fn describe_identity(identity: &Identity) -> String {
+    match &identity.verification {
+        Some(v) => format!("verified:{}", v.method),
+        None => "unverified".to_owned(),
+    }
+}
+
+/// Runs a `bote user` command.
+pub async fn user(config: &Path, command: UserCommand) -> Result<(), CliError> {
+    let actor = Actor::current_operator();
+    match command {
+        UserCommand::Add {
+            role,
+            name,
+            email,
+            password_stdin,
+            notify_email,
+        } => {
+            require_stdin_flag(password_stdin)?;
+            let password = read_secret_line("password")?;
+            let accounts = open(config).await?;
+            let new = AddUser {
+                role,
+                name,
+                email,
+                password,
+                notify_email,
+            };
+            let user = accounts.add_user(&actor, new).await?;
+            println!("user: {}", user.email);
+        }
+        UserCommand::List => {
+            let accounts = open(config).await?;
+            for u in accounts.list_users().await? {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}",
+                    u.email,
+                    u.role,
+                    describe_identity(&u.identity),
+                    if u.disabled { "disabled" } else { "active" },
+                    u.name
+                );
+            }
+        }
+        UserCommand::Disable { email } => {
+            let accounts = open(config).await?;
+            accounts.disable_user(&actor, &email).await?;
+            println!("disabled: {email}");
+        }
+        UserCommand::SetPassword {
+            email,
+            password_stdin,
+        } => {
+            require_stdin_flag(password_stdin)?;
+            let password = read_secret_line("password")?;
+            let accounts = open(config).await?;
+            accounts.set_password(&actor, &email, password).await?;
+            println!("password-set: {email}");
+        }
+        UserCommand::VerifyIdentity { email, method } => {
+            let accounts = open(config).await?;
+            let v = accounts
+                .verify_user_identity(&actor, &email, method)
+                .await?;
+            println!(
+                "verified: {email} {} {}",
+                v.method,
+                rfc3339_ms(v.verified_at)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Runs a `bote mailbox` command.
+pub async fn mailbox(config: &Path, command: MailboxCommand) -> Result<(), CliError> {
+    let actor = Actor::current_operator();
+    match command {
+        MailboxCommand::Add {
+            office,
+            name,
+            relay,
+            cert,
+            relay_tls,
+        } => {
+            let relay = match (relay, cert) {
+                (Some(target), Some(cert_path)) => {
+                    let cert = std::fs::read(&cert_path).map_err(|e| {
+                        CliError::Io(format!("cannot read {}: {e}", cert_path.display()))
+                    })?;
+                    Some(RelaySpec {
+                        target,
+                        tls: relay_tls,
+                        cert,
+                    })
+                }
+                _ => None,
+            };
+            let accounts = open(config).await?;
+            let mailbox = accounts.add_office(&actor, &office, &name, relay).await?;
+            println!("mailbox: {} ({})", mailbox.address, mailbox.kind);
+        }
+        MailboxCommand::List => {
+            let accounts = open(config).await?;
+            for m in accounts.list_mailboxes().await? {
+                let extra = match (&m.kind, &m.relay) {
+                    (MailboxKind::External, Some(r)) => {
+                        format!(
+                            "relay={}:{} tls={} cert={}",
+                            r.host, r.port, r.tls, r.cert_fingerprint
+                        )
+                    }
+                    (MailboxKind::Office, _) => {
+                        let members = accounts.members(&m.address).await?;
+                        let names: Vec<String> = members
+                            .iter()
+                            .map(|ms| format!("{}({})", ms.user, ms.state))
+                            .collect();
+                        format!("members={}", names.join(","))
+                    }
+                    _ => String::new(),
+                };
+                println!(
+                    "{}\t{}\t{}\t{}\t{}",
+                    m.address,
+                    m.kind,
+                    describe_identity(&m.identity),
+                    m.name,
+                    extra
+                );
+            }
+        }
+        MailboxCommand::AddMember { mailbox, user } => {
+            let accounts = open(config).await?;
+            let state = accounts.add_member(&actor, &mailbox, &user).await?;
+            println!("member: {user} of {mailbox} ({state})");
+        }
+        MailboxCommand::VerifyIdentity { address, method } => {
+            let accounts = open(config).await?;
+            let v = accounts
+                .verify_mailbox_identity(&actor, &address, method)
+                .await?;
+            println!(
+                "verified: {address} {} {}",
+                v.method,
+                rfc3339_ms(v.verified_at)
+            );
+        }
+    }
+    Ok(())
+}

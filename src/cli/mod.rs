@@ -1,0 +1,205 @@
+//! The `bote` command line (spec §6): parsing, dispatch, and the one place where errors
+//! become a line on stderr and an exit code.
+//!
+//! Output contract: what scripts read goes to stdout as `key: value` lines; everything
+//! else (errors, logs) goes to stderr. Secrets are read from stdin only.
+
+mod accounts;
+mod setup;
+
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use zeroize::Zeroizing;
+
+use crate::accounts::password::Password;
+use crate::accounts::service::AccountError;
+use crate::config::{Config, ConfigError};
+use crate::pki::PkiError;
+use crate::server::ServeError;
+use crate::store::{OpenMode, Store, StoreError};
+use crate::telemetry::{self, LogFormat};
+
+/// bote: secure, authenticated messaging gateway with verifiable delivery evidence.
+#[derive(Debug, Parser)]
+#[command(name = "bote", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Configuration file (relative paths inside it are relative to its directory).
+    #[arg(long, global = true, default_value = "bote.toml", value_name = "FILE")]
+    config: PathBuf,
+    /// Log line format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create a development setup: config, CA and certificates, keys, database.
+    Init {
+        /// Directory to create it in.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The first mail domain served.
+        #[arg(long)]
+        domain: String,
+    },
+    /// Run the gateway until SIGTERM/SIGINT.
+    Serve,
+    /// Apply pending database migrations.
+    Migrate,
+    /// Inspect the configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Create a throwaway demo setup with demo users if missing, print logins, serve.
+    Demo {
+        /// Where the demo lives.
+        #[arg(long, default_value = "bote-demo")]
+        dir: PathBuf,
+    },
+    /// Manage users.
+    User {
+        #[command(subcommand)]
+        command: accounts::UserCommand,
+    },
+    /// Manage mailboxes.
+    Mailbox {
+        #[command(subcommand)]
+        command: accounts::MailboxCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Validate and print the effective configuration (secrets redacted).
+    Check,
+}
+
+/// Everything a command can fail with; each prints as one line.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Database.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Accounts.
+    #[error(transparent)]
+    Account(#[from] AccountError),
+    /// Development PKI.
+    #[error(transparent)]
+    Pki(#[from] PkiError),
+    /// Serving.
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+    /// Bad invocation or input not covered by a module error.
+    #[error("{0}")]
+    Usage(String),
+    /// Local I/O.
+    #[error("{0}")]
+    Io(String),
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            // One line, as for every other error: clap's first line names the problem.
+            let rendered = e.render().to_string();
+            eprintln!(
+                "{}",
+                rendered
+                    .lines()
+                    .next()
+                    .unwrap_or("error: invalid arguments")
+            );
+            return ExitCode::from(2);
+        }
+    };
+    let level = match cli.command {
+        Command::Serve | Command::Demo { .. } => "info",
+        _ => "warn",
+    };
+    telemetry::init_logging(cli.log_format, level);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), CliError> {
+    match cli.command {
+        Command::Init { dir, domain } => setup::init(&dir, &domain).await,
+        Command::Demo { dir } => setup::demo(&dir).await,
+        Command::Serve => {
+            let config = load_config(&cli.config)?;
+            serve(config).await
+        }
+        Command::Migrate => {
+            let config = load_config(&cli.config)?;
+            let store = Store::open(&config, OpenMode::Unchecked).await?;
+            let applied = store.migrate().await?;
+            store.close().await;
+            println!("migrations-applied: {applied}");
+            Ok(())
+        }
+        Command::Config {
+            command: ConfigCommand::Check,
+        } => {
+            let config = load_config(&cli.config)?;
+            print!("{}", config.redacted_toml());
+            Ok(())
+        }
+        Command::User { command } => accounts::user(&cli.config, command).await,
+        Command::Mailbox { command } => accounts::mailbox(&cli.config, command).await,
+    }
+}
+
+/// Loads the config file with the process environment's overrides.
+pub fn load_config(path: &std::path::Path) -> Result<Config, CliError> {
+    Ok(Config::load(path, std::env::vars())?)
+}
+
+async fn serve(config: Config) -> Result<(), CliError> {
+    let token = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(crate::server::cancel_on_signal(token.clone()));
+    crate::server::serve(config, token).await?;
+    Ok(())
+}
+
+/// Reads a secret from the first line of stdin (without its line ending).
+fn read_secret_line(what: &str) -> Result<Password, CliError> {
+    let mut line = Zeroizing::new(String::new());
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| CliError::Io(format!("cannot read {what} from standard input: {e}")))?;
+    let trimmed = line.trim_end_matches(['\n', '\r']);
+    if trimmed.is_empty() {
+        return Err(CliError::Usage(format!(
+            "no {what} on standard input: write it as the first line"
+        )));
+    }
+    Ok(Zeroizing::new(trimmed.to_owned()))
+}

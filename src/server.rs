@@ -1,0 +1,240 @@
+//! `bote serve`: opens the store, binds every configured listener, serves until a signal,
+//! then drains in-flight work before returning.
+//!
+//! Listeners of later issues (SMTP MX and submission, the queue worker, the log sequencer)
+//! plug in here: each gets the [`CancellationToken`] and is awaited on shutdown.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
+
+use crate::config::Config;
+use crate::store::{OpenMode, Store, StoreError};
+use crate::telemetry;
+use crate::tls::{self, TlsError};
+use crate::web::{self, AppState};
+
+/// How long a TLS handshake may take before the connection is dropped (slow clients).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long shutdown waits for in-flight requests.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why the gateway could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The database.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Certificates.
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr} (`{key}`): {source}")]
+    Bind {
+        /// Config key.
+        key: &'static str,
+        /// Address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The metrics recorder.
+    #[error("metrics: {0}")]
+    Metrics(String),
+}
+
+/// Addresses actually bound (useful when a config asks for port 0).
+#[derive(Debug, Clone, Default)]
+pub struct Bound {
+    /// HTTPS.
+    pub https: Option<SocketAddr>,
+    /// Metrics.
+    pub metrics: Option<SocketAddr>,
+}
+
+/// Serves until `shutdown` is cancelled, then drains and returns.
+pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), ServeError> {
+    let store = Store::open(&config, OpenMode::CreateAndMigrate).await?;
+    let config = Arc::new(config);
+    let tracker = TaskTracker::new();
+    let bound = start(&config, &store, &tracker, shutdown.clone()).await?;
+    tracing::info!(https = ?bound.https, metrics = ?bound.metrics, "bote is serving");
+    metrics::gauge!("bote_up").set(1.0);
+    shutdown.cancelled().await;
+    tracing::info!("shutting down: draining in-flight requests");
+    tracker.close();
+    if tokio::time::timeout(DRAIN_TIMEOUT, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("drain timed out after {DRAIN_TIMEOUT:?}; closing anyway");
+    }
+    store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Binds the listeners and spawns their accept loops on `tracker`.
+pub async fn start(
+    config: &Arc<Config>,
+    store: &Store,
+    tracker: &TaskTracker,
+    shutdown: CancellationToken,
+) -> Result<Bound, ServeError> {
+    let mut bound = Bound::default();
+    if let Some(addr) = config.http.metrics_listen.0 {
+        let handle = telemetry::install_metrics().map_err(ServeError::Metrics)?;
+        telemetry::describe_metrics();
+        let listener = bind("http.metrics_listen", addr).await?;
+        let local = local_addr("http.metrics_listen", &listener, addr)?;
+        telemetry::announce("metrics", "http", local);
+        bound.metrics = Some(local);
+        let app = telemetry::metrics_router(handle);
+        tracker.spawn(accept_loop(
+            listener,
+            None,
+            app,
+            shutdown.clone(),
+            tracker.clone(),
+        ));
+    }
+    if let Some(addr) = config.http.listen.0 {
+        let tls = tls::server_config(&config.tls, &[b"h2", b"http/1.1"])?;
+        let listener = bind("http.listen", addr).await?;
+        let local = local_addr("http.listen", &listener, addr)?;
+        telemetry::announce("https", "https", local);
+        bound.https = Some(local);
+        let app = web::router(AppState {
+            store: store.clone(),
+            config: config.clone(),
+        });
+        let acceptor = TlsAcceptor::from(tls);
+        tracker.spawn(accept_loop(
+            listener,
+            Some(acceptor),
+            app,
+            shutdown,
+            tracker.clone(),
+        ));
+    }
+    Ok(bound)
+}
+
+async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { key, addr, source })
+}
+
+fn local_addr(
+    key: &'static str,
+    listener: &TcpListener,
+    addr: SocketAddr,
+) -> Result<SocketAddr, ServeError> {
+    listener
+        .local_addr()
+        .map_err(|source| ServeError::Bind { key, addr, source })
+}
+
+/// Accepts connections until shutdown; each connection is served on its own task and
+/// finishes its in-flight request (HTTP/1 keep-alive and HTTP/2 are told to close).
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    app: Router,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (tcp, peer) = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let watcher = graceful.watcher();
+        let tls = tls.clone();
+        let app = app.clone();
+        tracker.spawn(async move {
+            let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+                let app = app.clone();
+                async move {
+                    let response = match app.oneshot(req.map(Body::new)).await {
+                        Ok(r) => r,
+                        Err(never) => match never {},
+                    };
+                    Ok::<_, Infallible>(response)
+                }
+            });
+            let builder = auto::Builder::new(TokioExecutor::new());
+            let result = match tls {
+                Some(acceptor) => {
+                    let stream =
+                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => {
+                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, "TLS handshake timed out");
+                                return;
+                            }
+                        };
+                    let conn =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    watcher.watch(conn.into_owned()).await
+                }
+                None => {
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
+                    watcher.watch(conn.into_owned()).await
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+/// Resolves when SIGTERM or SIGINT arrives, then cancels `token`.
+pub async fn cancel_on_signal(token: CancellationToken) {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+        () = terminate => tracing::info!("SIGTERM received"),
+    }
+    token.cancel();
+}
