@@ -1,0 +1,419 @@
+//! The `bote` binary as an operator uses it: init, users, mailboxes, errors.
+
+use bote::store::Backend;
+use sequoia_openpgp::cert::CertBuilder;
+use sequoia_openpgp::serialize::SerializeInto;
+
+use crate::on_both_backends;
+use crate::support::{
+    Setup, TestDb, assert_one_line_error, bote, run, run_with_stdin, stderr, stdout,
+};
+
+async fn operator_workflow(db: TestDb) {
+    let backend = db.backend;
+    drop(db);
+    let (setup, _db) = Setup::new(backend).await;
+    let dir = setup.path();
+    for f in [
+        "bote.toml",
+        "certs/ca.crt",
+        "certs/server.crt",
+        "certs/server.key",
+        "certs/peer.crt",
+        "certs/peer.key",
+        "keys/passphrase",
+    ] {
+        assert!(dir.join(f).is_file(), "init did not write {f}");
+    }
+    assert_eq!(
+        dir.join("data/bote.db").exists(),
+        backend == Backend::Sqlite
+    );
+
+    setup.add_user("citizen", "anna@lemgo.example");
+    setup.add_user("staff", "bernd@lemgo.example");
+    let out = run(setup.cmd(&[
+        "mailbox",
+        "add",
+        "--office",
+        "bauamt@lemgo.example",
+        "--name",
+        "Bauamt Lemgo",
+    ]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "mailbox: bauamt@lemgo.example (office)\n");
+
+    let cert_file = dir.join("office.asc");
+    let (cert, _) = CertBuilder::general_purpose(Some("Ordnungsamt <ordnungsamt@kreis.example>"))
+        .generate()
+        .unwrap();
+    std::fs::write(&cert_file, cert.armored().to_vec().unwrap()).unwrap();
+    let out = run(setup.cmd(&[
+        "mailbox",
+        "add",
+        "--office",
+        "ordnungsamt@kreis.example",
+        "--name",
+        "Ordnungsamt",
+        "--relay",
+        "mail.kreis.example:25",
+        "--cert",
+        cert_file.to_str().unwrap(),
+        "--relay-tls",
+        "opportunistic",
+    ]));
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // `--config` before the verb works as well as after it.
+    let mut cmd = bote(&[
+        "--config",
+        setup.config().to_str().unwrap(),
+        "mailbox",
+        "add-member",
+        "--mailbox",
+        "bauamt@lemgo.example",
+        "--user",
+        "bernd@lemgo.example",
+    ]);
+    if let Some(url) = &setup.database_url {
+        cmd.env("BOTE_DATABASE_URL", url);
+    }
+    let out = run(cmd);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let out = run(setup.cmd(&[
+        "user",
+        "verify-identity",
+        "anna@lemgo.example",
+        "--method",
+        "in-person",
+    ]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run(setup.cmd(&[
+        "mailbox",
+        "verify-identity",
+        "bauamt@lemgo.example",
+        "--method",
+        "qualified-signature",
+    ]));
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let users = stdout(&run(setup.cmd(&["user", "list"])));
+    assert!(
+        users.contains("anna@lemgo.example\tcitizen\tverified:in-person\tactive"),
+        "{users}"
+    );
+    assert!(
+        users.contains("bernd@lemgo.example\tstaff\tunverified\tactive"),
+        "{users}"
+    );
+    let boxes = stdout(&run(setup.cmd(&["mailbox", "list"])));
+    assert!(boxes.contains("bauamt@lemgo.example\toffice\tverified:qualified-signature\tBauamt Lemgo\tmembers=bernd@lemgo.example(pending)"), "{boxes}");
+    assert!(boxes.contains("ordnungsamt@kreis.example\texternal\tunverified\tOrdnungsamt\trelay=mail.kreis.example:25 tls=opportunistic"), "{boxes}");
+    assert!(boxes.contains("anna@lemgo.example\tcitizen"), "{boxes}");
+
+    let out = run(setup.cmd(&["user", "disable", "bernd@lemgo.example"]));
+    assert!(out.status.success());
+    assert!(
+        stdout(&run(setup.cmd(&["user", "list"])))
+            .contains("bernd@lemgo.example\tstaff\tunverified\tdisabled")
+    );
+}
+on_both_backends!(operator_workflow, super::operator_workflow);
+
+async fn bad_input_gives_one_line_and_changes_nothing(db: TestDb) {
+    let backend = db.backend;
+    drop(db);
+    let (setup, _db) = Setup::new(backend).await;
+    setup.add_user("citizen", "anna@lemgo.example");
+    let list_before = stdout(&run(setup.cmd(&["user", "list"])));
+
+    let pw = "a long enough password\n";
+    let add = |email: &str| {
+        setup.cmd(&[
+            "user",
+            "add",
+            "--role",
+            "citizen",
+            "--name",
+            "X",
+            "--email",
+            email,
+            "--password-stdin",
+        ])
+    };
+    assert_one_line_error(
+        &run_with_stdin(add("Anna@LEMGO.example"), pw),
+        &["user Anna@lemgo.example already exists"],
+    );
+    assert_one_line_error(
+        &run_with_stdin(add("anna@@lemgo.example"), pw),
+        &["--email", "not of the form local-part@domain"],
+    );
+    let long = format!("{}@lemgo.example", "a".repeat(65));
+    assert_one_line_error(&run_with_stdin(add(&long), pw), &["at most 64 octets"]);
+    assert_one_line_error(
+        &run_with_stdin(add("x@other.example"), pw),
+        &["not in a domain this gateway serves"],
+    );
+    assert_one_line_error(
+        &run_with_stdin(add("y@lemgo.example"), "short\n"),
+        &["password too short"],
+    );
+    assert_one_line_error(
+        &run_with_stdin(add("y@lemgo.example"), ""),
+        &["no password on standard input"],
+    );
+    let no_flag = setup.cmd(&[
+        "user",
+        "add",
+        "--role",
+        "citizen",
+        "--name",
+        "X",
+        "--email",
+        "z@lemgo.example",
+    ]);
+    assert_one_line_error(&run_with_stdin(no_flag, pw), &["--password-stdin"]);
+    let role = setup.cmd(&[
+        "user",
+        "add",
+        "--role",
+        "root",
+        "--name",
+        "X",
+        "--email",
+        "z@lemgo.example",
+        "--password-stdin",
+    ]);
+    assert_one_line_error(&run_with_stdin(role, pw), &["unknown role `root`"]);
+    assert_one_line_error(
+        &run(setup.cmd(&[
+            "mailbox",
+            "add-member",
+            "--mailbox",
+            "anna@lemgo.example",
+            "--user",
+            "anna@lemgo.example",
+        ])),
+        &["members can only be added to local office mailboxes"],
+    );
+    assert_one_line_error(
+        &run(setup.cmd(&[
+            "user",
+            "verify-identity",
+            "anna@lemgo.example",
+            "--method",
+            "selfie",
+        ])),
+        &["unknown identity method `selfie`"],
+    );
+    assert_one_line_error(
+        &run(setup.cmd(&[
+            "mailbox",
+            "add",
+            "--office",
+            "a@b.example",
+            "--name",
+            "N",
+            "--relay",
+            "host:25",
+        ])),
+        &["--cert"],
+    );
+
+    // A wrong database URL: one line, no password echoed, nothing created.
+    let mut wrong_db = bote(&["user", "list", "--config", setup.config().to_str().unwrap()]);
+    wrong_db.env(
+        "BOTE_DATABASE_URL",
+        "postgres://bote:topsecret@127.0.0.1:1/bote",
+    );
+    let out = run(wrong_db);
+    assert_one_line_error(
+        &out,
+        &["cannot connect to database postgres://bote:***@127.0.0.1:1/bote"],
+    );
+    assert!(!stderr(&out).contains("topsecret"));
+    let missing = setup.path().join("nowhere.db");
+    let mut wrong_file = bote(&["user", "list", "--config", setup.config().to_str().unwrap()]);
+    wrong_file.env(
+        "BOTE_DATABASE_URL",
+        format!("sqlite://{}", missing.display()),
+    );
+    assert_one_line_error(&run(wrong_file), &["does not exist", "bote migrate"]);
+    assert!(!missing.exists(), "a read-only command created a database");
+
+    assert_eq!(stdout(&run(setup.cmd(&["user", "list"]))), list_before);
+}
+on_both_backends!(
+    bad_input_gives_one_line_and_changes_nothing,
+    super::bad_input_gives_one_line_and_changes_nothing
+);
+
+#[tokio::test]
+async fn bad_configuration_is_refused_with_key_file_and_expectation() {
+    let (setup, _db) = Setup::new(Backend::Sqlite).await;
+    let config = setup.config();
+    let original = std::fs::read_to_string(&config).unwrap();
+
+    std::fs::write(
+        &config,
+        original.replace("[http]\n", "[http]\nlisten_port = 8443\n"),
+    )
+    .unwrap();
+    assert_one_line_error(
+        &run(setup.cmd(&["config", "check"])),
+        &["bote.toml", "listen_port", "unknown field"],
+    );
+
+    std::fs::write(
+        &config,
+        original.replace("listen = \"127.0.0.1:8443\"", "listen = \"localhost\""),
+    )
+    .unwrap();
+    assert_one_line_error(
+        &run(setup.cmd(&["serve"])),
+        &["bote.toml", "`http.listen`", "expected IP:PORT"],
+    );
+
+    std::fs::write(
+        &config,
+        original.replace("max_recipients = 100", "max_recipients = \"lots\""),
+    )
+    .unwrap();
+    assert_one_line_error(
+        &run(setup.cmd(&["user", "list"])),
+        &["`limits.max_recipients`", "expected u32"],
+    );
+
+    std::fs::write(
+        &config,
+        original.replace("certs/server.key", "certs/missing.key"),
+    )
+    .unwrap();
+    assert_one_line_error(
+        &run(setup.cmd(&["serve"])),
+        &["`tls.key`", "certs/missing.key", "does not exist"],
+    );
+
+    std::fs::write(&config, &original).unwrap();
+    let mut env_typo = setup.cmd(&["config", "check"]);
+    env_typo.env("BOTE_SMTP_MX_LISTN", "0.0.0.0:25");
+    assert_one_line_error(
+        &run(env_typo),
+        &[
+            "environment variable BOTE_SMTP_MX_LISTN",
+            "unknown key `mx_listn`",
+        ],
+    );
+
+    let absent = bote(&["config", "check", "--config", "/nonexistent/bote.toml"]);
+    assert_one_line_error(
+        &run(absent),
+        &["/nonexistent/bote.toml", "cannot read config file"],
+    );
+}
+
+#[tokio::test]
+async fn config_check_prints_effective_config_with_secrets_redacted() {
+    let (setup, _db) = Setup::new(Backend::Sqlite).await;
+    let mut cmd = setup.cmd(&["config", "check"]);
+    cmd.env(
+        "BOTE_DATABASE_URL",
+        "postgres://bote:s3cret@db.internal/bote",
+    );
+    cmd.env("BOTE_SMTP_TRUSTED_NETWORKS", "10.1.0.0/16,192.0.2.0/24");
+    let out = run(cmd);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("postgres://bote:***@db.internal/bote"),
+        "{text}"
+    );
+    assert!(!text.contains("s3cret"));
+    assert!(text.contains("\"10.1.0.0/16\""), "{text}");
+    let abs_cert = setup.path().join("certs/server.crt");
+    assert!(
+        text.contains(abs_cert.to_str().unwrap()),
+        "paths are shown resolved: {text}"
+    );
+}
+
+#[tokio::test]
+async fn init_refuses_to_overwrite_and_validates_its_domain() {
+    let (setup, _db) = Setup::new(Backend::Sqlite).await;
+    let before = std::fs::read(setup.path().join("certs/ca.crt")).unwrap();
+    let again = bote(&[
+        "init",
+        "--dir",
+        setup.path().to_str().unwrap(),
+        "--domain",
+        "lemgo.example",
+    ]);
+    assert_one_line_error(&run(again), &["already exists"]);
+    assert_eq!(
+        std::fs::read(setup.path().join("certs/ca.crt")).unwrap(),
+        before
+    );
+
+    let fresh = tempfile::tempdir().unwrap();
+    let target = fresh.path().join("new");
+    let bad = bote(&[
+        "init",
+        "--dir",
+        target.to_str().unwrap(),
+        "--domain",
+        "not a domain",
+    ]);
+    assert_one_line_error(&run(bad), &["--domain"]);
+    assert!(!target.exists(), "failed init left files behind");
+}
+
+#[tokio::test]
+async fn failed_init_on_an_unreachable_database_leaves_nothing() {
+    let fresh = tempfile::tempdir().unwrap();
+    let target = fresh.path().join("gw");
+    let mut cmd = bote(&[
+        "init",
+        "--dir",
+        target.to_str().unwrap(),
+        "--domain",
+        "lemgo.example",
+    ]);
+    cmd.env("BOTE_DATABASE_URL", "postgres://bote@127.0.0.1:1/bote");
+    assert_one_line_error(&run(cmd), &["cannot connect to database"]);
+    assert!(!target.exists(), "failed init left files behind");
+}
+
+async fn migrate_reports_what_it_applied(db: TestDb) {
+    let backend = db.backend;
+    drop(db);
+    let (setup, _db) = Setup::new(backend).await;
+    let out = run(setup.cmd(&["migrate"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "migrations-applied: 0\n",
+        "init already migrated"
+    );
+}
+on_both_backends!(
+    migrate_reports_what_it_applied,
+    super::migrate_reports_what_it_applied
+);
+
+#[tokio::test]
+async fn migrate_creates_a_postgres_schema_from_scratch() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let (setup, _sqlite) = Setup::new(Backend::Sqlite).await;
+    let mut cmd = bote(&["migrate", "--config", setup.config().to_str().unwrap()]);
+    cmd.env("BOTE_DATABASE_URL", &db.url);
+    let out = run(cmd);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).starts_with("migrations-applied: "),
+        "{}",
+        stdout(&out)
+    );
+    assert_ne!(stdout(&out), "migrations-applied: 0\n");
+}

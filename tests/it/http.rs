@@ -1,0 +1,308 @@
+//! The HTTPS service: in-process through the router, and as a real process with curl.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use bote::config::Config;
+use bote::store::{Backend, OpenMode};
+use bote::web::{self, AppState};
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+
+use crate::on_both_backends;
+use crate::support::{Setup, TestDb, free_port, stderr};
+
+const SECURITY_HEADERS: &[(&str, &str)] = &[
+    (
+        "strict-transport-security",
+        "max-age=63072000; includeSubDomains",
+    ),
+    ("x-content-type-options", "nosniff"),
+    ("referrer-policy", "no-referrer"),
+];
+
+fn app(store: bote::store::Store) -> axum::Router {
+    let config = Config::from_toml(
+        "[gateway]\ndomains = [\"lemgo.example\"]\n[http]\nlisten = \"\"\nmetrics_listen = \"\"\n\
+         [smtp]\nmx_listen = \"\"\nsubmission_listen = \"\"\nsubmissions_listen = \"\"\n\
+         [tls]\ncert = \"\"\nkey = \"\"\nca_cert = \"\"\n",
+        std::path::Path::new("/nonexistent/bote.toml"),
+        std::iter::empty(),
+    )
+    .unwrap();
+    web::router(AppState {
+        store,
+        config: Arc::new(config),
+    })
+}
+
+async fn get(app: &axum::Router, path: &str) -> (StatusCode, axum::http::HeaderMap, String) {
+    let response = app
+        .clone()
+        .oneshot(Request::get(path).body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, headers, String::from_utf8_lossy(&body).into_owned())
+}
+
+fn assert_security_headers(headers: &axum::http::HeaderMap) {
+    for (name, value) in SECURITY_HEADERS {
+        assert_eq!(
+            headers.get(*name).map(|v| v.to_str().unwrap()),
+            Some(*value),
+            "{name}"
+        );
+    }
+    let csp = headers
+        .get("content-security-policy")
+        .unwrap()
+        .to_str()
+        .unwrap();
+    assert!(
+        csp.contains("frame-ancestors 'none'") && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
+    assert!(headers.get("x-request-id").is_some(), "request id missing");
+}
+
+async fn health_readiness_and_headers_on_every_response(db: TestDb) {
+    let app = app(db.store().await);
+    let (status, headers, body) = get(&app, "/healthz").await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "ok\n"));
+    assert_security_headers(&headers);
+
+    let (status, headers, body) = get(&app, "/readyz").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let ready: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(ready["status"], "ready");
+    assert_eq!(ready["database"], db.backend.to_string());
+    assert_security_headers(&headers);
+
+    let (status, headers, body) = get(&app, "/no/such/page?token=abc").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        headers.get("content-type").unwrap(),
+        "application/problem+json"
+    );
+    let problem: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(problem["type"], "urn:bote:problem:not-found");
+    assert_eq!(problem["status"], 404);
+    assert_security_headers(&headers);
+}
+on_both_backends!(
+    health_readiness_and_headers_on_every_response,
+    super::health_readiness_and_headers_on_every_response
+);
+
+async fn readyz_fails_while_migrations_are_pending(db: TestDb) {
+    let app = app(db.open(OpenMode::Unchecked).await);
+    let (status, headers, body) = get(&app, "/readyz").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        headers.get("content-type").unwrap(),
+        "application/problem+json"
+    );
+    assert!(body.contains("schema not current"), "{body}");
+}
+on_both_backends!(
+    readyz_fails_while_migrations_are_pending,
+    super::readyz_fails_while_migrations_are_pending
+);
+
+/// A `bote serve` child process, killed if the test fails before it stops it.
+struct Server {
+    child: Child,
+    https: u16,
+    metrics: u16,
+    ca: std::path::PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    fn start(setup: &Setup, extra_args: &[&str]) -> Self {
+        let https = free_port();
+        let metrics = free_port();
+        let mut args = vec!["serve"];
+        args.extend_from_slice(extra_args);
+        let mut cmd = setup.cmd(&args);
+        cmd.env("BOTE_HTTP_LISTEN", format!("127.0.0.1:{https}"))
+            .env("BOTE_HTTP_METRICS_LISTEN", format!("127.0.0.1:{metrics}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let child = cmd.spawn().expect("spawn bote serve");
+        let server = Self {
+            child,
+            https,
+            metrics,
+            ca: setup.path().join("certs/ca.crt"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", https)).is_err() {
+            assert!(Instant::now() < deadline, "bote serve did not come up");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+
+    fn curl(&self, extra: &[&str], path: &str) -> std::process::Output {
+        Command::new("curl")
+            .args(["-sS", "--max-time", "10", "--cacert"])
+            .arg(&self.ca)
+            .args(extra)
+            .arg(format!("https://localhost:{}{path}", self.https))
+            .output()
+            .expect("run curl")
+    }
+
+    fn stop(mut self) -> (std::process::ExitStatus, String) {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let mut err = String::new();
+                use std::io::Read;
+                self.child
+                    .stderr
+                    .take()
+                    .unwrap()
+                    .read_to_string(&mut err)
+                    .unwrap();
+                return (status, err);
+            }
+            assert!(Instant::now() < deadline, "bote serve ignored SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+async fn serves_https_with_the_generated_ca(db: TestDb) {
+    let backend = db.backend;
+    drop(db);
+    let (setup, _db) = Setup::new(backend).await;
+    let server = Server::start(&setup, &[]);
+
+    let out = server.curl(&["-i"], "/healthz");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "curl failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.starts_with("HTTP/2 200"), "{text}");
+    assert!(
+        text.contains("strict-transport-security: max-age=63072000"),
+        "{text}"
+    );
+
+    let out = server.curl(&["--fail"], "/readyz");
+    assert!(
+        out.status.success(),
+        "readyz: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ready: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(ready["database"], backend.to_string());
+
+    // TLS 1.1 and below are refused; TLS 1.2 alone still works.
+    let old = server.curl(&["--tlsv1.1", "--tls-max", "1.1"], "/healthz");
+    assert!(!old.status.success(), "TLS 1.1 was accepted");
+    let tls12 = server.curl(&["--tlsv1.2", "--tls-max", "1.2", "--fail"], "/healthz");
+    assert!(
+        tls12.status.success(),
+        "TLS 1.2: {}",
+        String::from_utf8_lossy(&tls12.stderr)
+    );
+    // Plain HTTP on the HTTPS port gets nothing useful.
+    let plain = Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "5",
+            "--fail",
+            &format!("http://127.0.0.1:{}/healthz", server.https),
+        ])
+        .output()
+        .unwrap();
+    assert!(!plain.status.success());
+
+    let metrics = Command::new("curl")
+        .args([
+            "-sS",
+            "--fail",
+            &format!("http://127.0.0.1:{}/metrics", server.metrics),
+        ])
+        .output()
+        .unwrap();
+    let metrics = String::from_utf8_lossy(&metrics.stdout).into_owned();
+    assert!(
+        metrics
+            .contains("bote_http_requests_total{method=\"GET\",route=\"/healthz\",status=\"200\"}"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("bote_up 1"), "{metrics}");
+    // Metrics are not served on the public listener.
+    let public = server.curl(&["-o", "/dev/null", "-w", "%{http_code}"], "/metrics");
+    assert_eq!(String::from_utf8_lossy(&public.stdout), "404");
+
+    let (status, log) = server.stop();
+    assert!(status.success(), "exit {status:?}: {log}");
+    assert!(
+        log.contains("SIGTERM received") && log.contains("stopped"),
+        "{log}"
+    );
+}
+on_both_backends!(
+    serves_https_with_the_generated_ca,
+    super::serves_https_with_the_generated_ca
+);
+
+#[tokio::test]
+async fn json_logs_are_one_object_per_line() {
+    let (setup, _db) = Setup::new(Backend::Sqlite).await;
+    let server = Server::start(&setup, &["--log-format", "json"]);
+    assert!(server.curl(&["--fail"], "/healthz").status.success());
+    let (status, log) = server.stop();
+    assert!(status.success());
+    let lines: Vec<&str> = log.lines().collect();
+    assert!(lines.len() >= 3, "{log}");
+    for line in lines {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(
+            v.get("level").is_some() && v.get("timestamp").is_some(),
+            "{line}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn serve_refuses_a_port_in_use_with_a_clear_error() {
+    let (setup, _db) = Setup::new(Backend::Sqlite).await;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let mut cmd = setup.cmd(&["serve"]);
+    cmd.env("BOTE_HTTP_LISTEN", format!("127.0.0.1:{port}"))
+        .env("BOTE_HTTP_METRICS_LISTEN", "");
+    let out = crate::support::run(cmd);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("error: cannot listen on 127.0.0.1:") && last.contains("`http.listen`"),
+        "{err}"
+    );
+}

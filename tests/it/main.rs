@@ -1,0 +1,14 @@
+//! Integration tests: one binary, one module per capability.
+//!
+//! PostgreSQL tests need `BOTE_TEST_POSTGRES_URL` (set by `scripts/test`, which starts a
+//! throwaway cluster); they fail rather than skip without it.
+
+// Test helpers are not `#[test]` functions, so clippy.toml's test allowance misses them.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+mod accounts;
+mod cli;
+mod http;
+mod storage;

@@ -1,0 +1,175 @@
+//! The storage layer itself: migrations, schema checks, transactions, backend settings.
+
+use std::time::Duration;
+
+use bote::accounts::Actor;
+use bote::store::{Backend, OpenMode, Store, StoreError, audit};
+use sqlx::Row;
+
+use crate::on_both_backends;
+use crate::support::TestDb;
+
+async fn migrations_apply_once_and_are_then_current(db: TestDb) {
+    let store = db.open(OpenMode::Unchecked).await;
+    let status = store.migration_status().await.unwrap();
+    assert!(status.known >= 1);
+    assert_eq!(
+        status.pending, status.known,
+        "fresh database has nothing applied"
+    );
+    assert!(!status.is_current());
+    // A command that must not change anything refuses a database that is behind.
+    let behind = Store::open_url(&db.url, OpenMode::Existing, 1, Duration::from_secs(5))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(behind, StoreError::Behind(n) if n == status.known),
+        "{behind}"
+    );
+    assert!(behind.to_string().contains("run `bote migrate`"));
+
+    assert_eq!(store.migrate().await.unwrap(), status.known);
+    assert_eq!(store.migrate().await.unwrap(), 0);
+    assert!(store.migration_status().await.unwrap().is_current());
+    let existing = db.open(OpenMode::Existing).await;
+    existing.ping().await.unwrap();
+}
+on_both_backends!(
+    migrations_apply_once_and_are_then_current,
+    super::migrations_apply_once_and_are_then_current
+);
+
+async fn a_schema_from_a_newer_bote_is_refused(db: TestDb) {
+    let store = db.store().await;
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES ($1, $2, TRUE, $3, 0)",
+    )
+    .bind(99_990_001_i64)
+    .bind("from the future")
+    .bind(vec![0u8; 4])
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let err = Store::open_url(&db.url, OpenMode::Existing, 1, Duration::from_secs(5))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Ahead(99_990_001)), "{err}");
+    assert!(matches!(store.migrate().await, Err(StoreError::Ahead(_))));
+}
+on_both_backends!(
+    a_schema_from_a_newer_bote_is_refused,
+    super::a_schema_from_a_newer_bote_is_refused
+);
+
+async fn a_rolled_back_transaction_leaves_no_trace(db: TestDb) {
+    let store = db.store().await;
+    let mut tx = store.begin().await.unwrap();
+    audit::record(
+        &mut tx,
+        &Actor::System,
+        "test.event",
+        "x",
+        serde_json::json!({}),
+        1,
+    )
+    .await
+    .unwrap();
+    tx.rollback().await.unwrap();
+    let mut tx = store.begin().await.unwrap();
+    audit::record(
+        &mut tx,
+        &Actor::System,
+        "test.kept",
+        "y",
+        serde_json::json!({"n": 1}),
+        2,
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let mut conn = store.pool().acquire().await.unwrap();
+    let entries = audit::entries(&mut conn, None).await.unwrap();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].action, "test.kept");
+    assert_eq!(entries[0].details["n"], 1);
+}
+on_both_backends!(
+    a_rolled_back_transaction_leaves_no_trace,
+    super::a_rolled_back_transaction_leaves_no_trace
+);
+
+async fn constraints_are_enforced_by_the_database(db: TestDb) {
+    let store = db.store().await;
+    // A membership pointing at no mailbox: foreign keys must be on (SQLite needs the pragma).
+    let fk = sqlx::query(
+        "INSERT INTO memberships (mailbox_id, user_id, state, granted_by, created_at) \
+         VALUES (4242, 4242, 'pending', 'x', 0)",
+    )
+    .execute(store.pool())
+    .await;
+    assert!(fk.is_err(), "foreign key not enforced");
+    let role = sqlx::query("INSERT INTO identities (verified, method) VALUES (1, 'telepathy')")
+        .execute(store.pool())
+        .await;
+    assert!(role.is_err(), "CHECK constraint not enforced");
+}
+on_both_backends!(
+    constraints_are_enforced_by_the_database,
+    super::constraints_are_enforced_by_the_database
+);
+
+#[tokio::test]
+async fn sqlite_runs_in_wal_mode_with_full_sync() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let store = db.store().await;
+    let mut conn = store.pool().acquire().await.unwrap();
+    let mode: String = sqlx::query("PRAGMA journal_mode")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap()
+        .get(0);
+    let sync: i64 = sqlx::query("PRAGMA synchronous")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap()
+        .get(0);
+    let fk: i64 = sqlx::query("PRAGMA foreign_keys")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(mode.to_lowercase(), "wal");
+    assert_eq!(sync, 2, "synchronous = FULL");
+    assert_eq!(fk, 1);
+}
+
+#[tokio::test]
+async fn a_missing_sqlite_file_is_not_created_by_read_only_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("absent.db");
+    let url = format!("sqlite://{}", path.display());
+    let err = Store::open_url(&url, OpenMode::Existing, 1, Duration::from_secs(5))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Missing(_)), "{err}");
+    assert!(!path.exists());
+}
+
+#[tokio::test]
+async fn an_unreachable_postgres_gives_a_connect_error_without_the_password() {
+    let err = Store::open_url(
+        "postgres://bote:hunter2@127.0.0.1:1/bote",
+        OpenMode::Existing,
+        1,
+        Duration::from_secs(3),
+    )
+    .await
+    .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with("cannot connect to database postgres://bote:***@127.0.0.1:1/bote"),
+        "{msg}"
+    );
+    assert!(!msg.contains("hunter2"));
+}

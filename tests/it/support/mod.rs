@@ -1,0 +1,260 @@
+//! Test support: throwaway databases on both backends, the bote binary, free ports.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use bote::store::{Backend, OpenMode, Store};
+
+/// Environment variable naming a PostgreSQL server URL whose user may CREATE DATABASE.
+/// `scripts/test` starts a throwaway cluster and sets it.
+pub const PG_ENV: &str = "BOTE_TEST_POSTGRES_URL";
+
+/// A fresh, empty database for one test.
+pub struct TestDb {
+    /// Its URL.
+    pub url: String,
+    /// Which backend.
+    pub backend: Backend,
+    _dir: Option<tempfile::TempDir>,
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+fn unique_name() -> String {
+    format!(
+        "bote_test_{}_{}_{:08x}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed),
+        rand_u32()
+    )
+}
+
+fn rand_u32() -> u32 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(std::time::SystemTime::now()) as u32
+}
+
+/// The PostgreSQL admin URL; tests fail loudly rather than silently skip without it.
+pub fn pg_admin_url() -> String {
+    std::env::var(PG_ENV).unwrap_or_else(|_| {
+        panic!(
+            "{PG_ENV} is not set: PostgreSQL tests need a server. Run ./scripts/test, \
+             which starts a throwaway cluster, or set {PG_ENV}=postgres://USER@HOST:PORT/postgres"
+        )
+    })
+}
+
+impl TestDb {
+    /// Creates an empty database (a new file, or a new PostgreSQL database).
+    pub async fn new(backend: Backend) -> Self {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("tempdir");
+                let url = format!("sqlite://{}", dir.path().join("bote.db").display());
+                Self {
+                    url,
+                    backend,
+                    _dir: Some(dir),
+                }
+            }
+            Backend::Postgres => {
+                let admin = pg_admin_url();
+                let name = unique_name();
+                let store =
+                    Store::open_url(&admin, OpenMode::Unchecked, 1, Duration::from_secs(10))
+                        .await
+                        .expect("connect to the PostgreSQL test server");
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                    .execute(store.pool())
+                    .await
+                    .expect("create test database");
+                store.close().await;
+                let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+                Self {
+                    url: format!("{base}/{name}"),
+                    backend,
+                    _dir: None,
+                }
+            }
+        }
+    }
+
+    /// Opens it with migrations applied.
+    pub async fn store(&self) -> Store {
+        self.open(OpenMode::CreateAndMigrate).await
+    }
+
+    /// Opens it in the given mode.
+    pub async fn open(&self, mode: OpenMode) -> Store {
+        Store::open_url(&self.url, mode, 5, Duration::from_secs(10))
+            .await
+            .expect("open test store")
+    }
+}
+
+/// Runs `$body(TestDb)` once per backend, as two tests `sqlite` and `postgres`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($name:ident, $body:path) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let db = $crate::support::TestDb::new(bote::store::Backend::Sqlite).await;
+                $body(db).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                let db = $crate::support::TestDb::new(bote::store::Backend::Postgres).await;
+                $body(db).await;
+            }
+        }
+    };
+}
+
+/// The bote binary built for these tests.
+pub fn bote_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_bote"))
+}
+
+/// A `bote` invocation with a clean `BOTE_*` environment.
+pub fn bote(args: &[&str]) -> Command {
+    let mut cmd = Command::new(bote_bin());
+    cmd.args(args);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("BOTE_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env_remove("RUST_LOG");
+    cmd
+}
+
+/// Runs a command, feeding `stdin`, and returns its output.
+pub fn run_with_stdin(mut cmd: Command, stdin: &str) -> Output {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn bote");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("wait for bote")
+}
+
+/// Runs a command with empty stdin.
+pub fn run(cmd: Command) -> Output {
+    run_with_stdin(cmd, "")
+}
+
+/// Stdout as text.
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Stderr as text.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Asserts failure with exactly one line on stderr containing every `needle`.
+pub fn assert_one_line_error(o: &Output, needles: &[&str]) {
+    let err = stderr(o);
+    assert!(
+        !o.status.success(),
+        "expected failure, got success; stderr: {err}"
+    );
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "expected one stderr line, got: {err}"
+    );
+    for n in needles {
+        assert!(err.contains(n), "stderr lacks {n:?}: {err}");
+    }
+}
+
+/// A development setup made by `bote init` in a temporary directory.
+pub struct Setup {
+    /// The directory.
+    pub dir: tempfile::TempDir,
+    /// Database URL override (PostgreSQL), if any.
+    pub database_url: Option<String>,
+}
+
+impl Setup {
+    /// `bote init` on the given backend.
+    pub async fn new(backend: Backend) -> (Self, TestDb) {
+        let db = TestDb::new(backend).await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let database_url = (backend == Backend::Postgres).then(|| db.url.clone());
+        let setup = Self { dir, database_url };
+        let out = run(setup.cmd(&[
+            "init",
+            "--dir",
+            setup.path().to_str().expect("utf-8 path"),
+            "--domain",
+            "lemgo.example",
+        ]));
+        assert!(out.status.success(), "init failed: {}", stderr(&out));
+        (setup, db)
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The config file.
+    pub fn config(&self) -> PathBuf {
+        self.path().join("bote.toml")
+    }
+
+    /// A `bote` command for this setup (`--config` appended after the verb).
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = bote(args);
+        if !args.contains(&"init") {
+            cmd.arg("--config").arg(self.config());
+        }
+        if let Some(url) = &self.database_url {
+            cmd.env("BOTE_DATABASE_URL", url);
+        }
+        cmd
+    }
+
+    /// Adds a user with a password on stdin; panics on failure.
+    pub fn add_user(&self, role: &str, email: &str) {
+        let out = run_with_stdin(
+            self.cmd(&[
+                "user",
+                "add",
+                "--role",
+                role,
+                "--name",
+                "Test User",
+                "--email",
+                email,
+                "--password-stdin",
+            ]),
+            "a long enough password\n",
+        );
+        assert!(out.status.success(), "user add failed: {}", stderr(&out));
+    }
+}
+
+/// A TCP port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
