@@ -24,7 +24,7 @@ use tower::ServiceExt;
 use crate::config::Config;
 use crate::store::{OpenMode, Store, StoreError};
 use crate::telemetry;
-use crate::tls::{self, TlsError};
+use crate::tls::{self, ServerCert, TlsError};
 use crate::web::{self, AppState};
 
 /// How long a TLS handshake may take before the connection is dropped (slow clients).
@@ -112,7 +112,9 @@ pub async fn start(
         ));
     }
     if let Some(addr) = config.http.listen.0 {
-        let tls = tls::server_config(&config.tls, &[b"h2", b"http/1.1"])?;
+        let cert = Arc::new(ServerCert::load(&config.tls)?);
+        tracker.spawn(reload_on_sighup(cert.clone(), shutdown.clone()));
+        let tls = tls::server_config(cert, &[b"h2", b"http/1.1"])?;
         let listener = bind("http.listen", addr).await?;
         let local = local_addr("http.listen", &listener, addr)?;
         telemetry::announce("https", "https", local);
@@ -217,6 +219,33 @@ async fn accept_loop(
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// Re-reads the TLS certificate and key on every SIGHUP until shutdown; a failed reload is
+/// logged and the certificate in use stays.
+async fn reload_on_sighup(cert: Arc<ServerCert>, shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP; certificates reload on restart only");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            received = hangup.recv() => {
+                if received.is_none() {
+                    return;
+                }
+                match cert.reload() {
+                    Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+                    Err(e) => tracing::error!(error = %e, "SIGHUP: TLS certificate reload failed; keeping the old one"),
+                }
+            }
+        }
+    }
 }
 
 /// Resolves when SIGTERM or SIGINT arrives, then cancels `token`.

@@ -1,9 +1,12 @@
-//! rustls configuration (ring provider, TLS 1.2 and 1.3 only) from the `[tls]` files.
+//! rustls configuration (ring provider, TLS 1.2 and 1.3 only) from the `[tls]` files, with a
+//! certificate that can be reloaded from disk (SIGHUP) without dropping connections.
 
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 
 use rustls::ServerConfig;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -55,20 +58,111 @@ pub fn load_certs(
     Ok(certs)
 }
 
-/// The server configuration for the HTTPS and SMTP listeners, with the given ALPN list.
-pub fn server_config(tls: &TlsConfig, alpn: &[&[u8]]) -> Result<Arc<ServerConfig>, TlsError> {
-    let cert_path = tls.cert.get().ok_or(TlsError::Unset("tls.cert"))?;
-    let key_path = tls.key.get().ok_or(TlsError::Unset("tls.key"))?;
+/// The server certificate and key, re-read from their files on [`ServerCert::reload`].
+#[derive(Debug)]
+pub struct ServerCert {
+    cert_path: PathBuf,
+    key_path: PathBuf,
+    current: RwLock<Arc<CertifiedKey>>,
+}
+
+impl ServerCert {
+    /// Loads `tls.cert` and `tls.key`; fails if they are missing, malformed or do not match.
+    pub fn load(tls: &TlsConfig) -> Result<Self, TlsError> {
+        let cert_path = tls
+            .cert
+            .get()
+            .ok_or(TlsError::Unset("tls.cert"))?
+            .to_owned();
+        let key_path = tls.key.get().ok_or(TlsError::Unset("tls.key"))?.to_owned();
+        let current = RwLock::new(Arc::new(read_certified_key(&cert_path, &key_path)?));
+        Ok(Self {
+            cert_path,
+            key_path,
+            current,
+        })
+    }
+
+    /// Re-reads the files. On failure the previous certificate stays in use.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let fresh = Arc::new(read_certified_key(&self.cert_path, &self.key_path)?);
+        match self.current.write() {
+            Ok(mut guard) => *guard = fresh,
+            // A panic while holding the lock cannot leave a half-written Arc: replace it.
+            Err(poisoned) => *poisoned.into_inner() = fresh,
+        }
+        Ok(())
+    }
+
+    fn get(&self) -> Arc<CertifiedKey> {
+        match self.current.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+}
+
+impl ResolvesServerCert for ServerCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.get())
+    }
+}
+
+fn read_certified_key(cert_path: &Path, key_path: &Path) -> Result<CertifiedKey, TlsError> {
     let certs = load_certs("tls.cert", cert_path)?;
     let key = PrivateKeyDer::from_pem_file(key_path).map_err(|e| TlsError::Pem {
         key: "tls.key",
         path: key_path.display().to_string(),
         message: e.to_string(),
     })?;
+    Ok(CertifiedKey::from_der(certs, key, &provider())?)
+}
+
+/// A server configuration for the HTTPS and SMTP listeners using `cert`, with the given ALPN
+/// protocols.
+pub fn server_config(cert: Arc<ServerCert>, alpn: &[&[u8]]) -> Result<Arc<ServerConfig>, TlsError> {
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_no_client_auth()
-        .with_single_cert(certs, key)?;
+        .with_cert_resolver(cert);
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::address::DomainName;
+    use crate::config::OptionalPath;
+
+    #[test]
+    fn refuses_mismatched_key_and_keeps_old_cert_on_failed_reload() {
+        let domain = DomainName::parse("lemgo.example").unwrap();
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        let pki_a = crate::pki::write_dev_pki(a.path(), &domain).unwrap();
+        let pki_b = crate::pki::write_dev_pki(b.path(), &domain).unwrap();
+        let tls = |cert: &Path, key: &Path| TlsConfig {
+            cert: OptionalPath(cert.to_owned()),
+            key: OptionalPath(key.to_owned()),
+            ..TlsConfig::default()
+        };
+        let mismatched = ServerCert::load(&tls(&pki_a.server_cert, &pki_b.server_key));
+        assert!(matches!(mismatched, Err(TlsError::Rustls(_))));
+
+        let cert = ServerCert::load(&tls(&pki_a.server_cert, &pki_a.server_key)).unwrap();
+        let before = cert.get().cert[0].clone();
+        std::fs::write(&pki_a.server_key, "garbage").unwrap();
+        assert!(cert.reload().is_err());
+        assert_eq!(
+            cert.get().cert[0],
+            before,
+            "failed reload must keep the old certificate"
+        );
+
+        std::fs::copy(&pki_b.server_cert, &pki_a.server_cert).unwrap();
+        std::fs::copy(&pki_b.server_key, &pki_a.server_key).unwrap();
+        cert.reload().unwrap();
+        assert_ne!(cert.get().cert[0], before);
+    }
 }

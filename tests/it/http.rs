@@ -306,3 +306,49 @@ async fn serve_refuses_a_port_in_use_with_a_clear_error() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn sighup_reloads_the_certificate_without_a_restart() {
+    let (setup, _db) = Setup::new(Backend::Sqlite).await;
+    let server = Server::start(&setup, &[]);
+    assert!(server.curl(&["--fail"], "/healthz").status.success());
+
+    let other = tempfile::tempdir().unwrap();
+    let domain = bote::address::DomainName::parse("lemgo.example").unwrap();
+    let fresh = bote::pki::write_dev_pki(other.path(), &domain).unwrap();
+    let certs = setup.path().join("certs");
+    std::fs::copy(&fresh.server_cert, certs.join("server.crt")).unwrap();
+    std::fs::copy(&fresh.server_key, certs.join("server.key")).unwrap();
+    let pid = server.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+
+    let new_ca = |s: &Server| {
+        Command::new("curl")
+            .args(["-sS", "--fail", "--max-time", "5", "--cacert"])
+            .arg(&fresh.ca_cert)
+            .arg(format!("https://localhost:{}/healthz", s.https))
+            .output()
+            .unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !new_ca(&server).status.success() {
+        assert!(
+            Instant::now() < deadline,
+            "new certificate not served after SIGHUP"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        !server.curl(&["--fail"], "/healthz").status.success(),
+        "old CA still accepted"
+    );
+    let (status, log) = server.stop();
+    assert!(status.success(), "{log}");
+    assert!(log.contains("TLS certificate reloaded"), "{log}");
+}
