@@ -21,6 +21,15 @@ pub fn rfc3339_ms(ms: i64) -> String {
         .unwrap_or_default()
 }
 
+/// Parses exactly the form [`rfc3339_ms`] writes; anything else is `None`.
+pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
+    let t = time::PrimitiveDateTime::parse(s, RFC3339_MS)
+        .ok()?
+        .assume_utc();
+    let ms = i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()?;
+    (rfc3339_ms(ms) == s).then_some(ms)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -30,6 +39,17 @@ mod tests {
         assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(rfc3339_ms(1_795_000_000_123), "2026-11-18T11:06:40.123Z");
         assert_eq!(rfc3339_ms(1_795_000_000_100), "2026-11-18T11:06:40.100Z");
+    }
+
+    #[test]
+    fn parses_only_its_own_format() {
+        assert_eq!(
+            parse_rfc3339_ms("2026-11-18T11:06:40.123Z"),
+            Some(1_795_000_000_123)
+        );
+        assert_eq!(parse_rfc3339_ms("2026-11-18T11:06:40Z"), None);
+        assert_eq!(parse_rfc3339_ms("2026-11-18T11:06:40.123+01:00"), None);
+        assert_eq!(parse_rfc3339_ms("2026-11-18T11:06:40.1234Z"), None);
     }
 
     #[test]

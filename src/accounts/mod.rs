@@ -78,6 +78,18 @@ named_enum!(
 );
 
 named_enum!(
+    /// How strongly a sender or reader was authenticated (spec §2).
+    AuthLevel, "authentication level", {
+        /// Not authenticated by this gateway (mail from a non-ERDS origin).
+        None => "none",
+        /// One factor.
+        Normal => "normal",
+        /// Two factors, or a token with its registered client certificate.
+        High => "high",
+    }
+);
+
+named_enum!(
     /// What kind of mailbox an address is.
     MailboxKind, "mailbox kind", {
         /// A citizen's own mailbox.

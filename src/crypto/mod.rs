@@ -5,10 +5,14 @@
 
 use sequoia_openpgp as openpgp;
 
-use openpgp::Cert;
+use openpgp::crypto::mpi;
+use openpgp::packet::key::{KeyParts, KeyRole, SecretParts};
+use openpgp::packet::{Key, Packet};
 use openpgp::parse::Parse;
 use openpgp::policy::StandardPolicy;
 use openpgp::serialize::SerializeInto;
+use openpgp::types::SignatureType;
+use openpgp::{Cert, armor};
 
 /// The policy bote applies to every certificate and signature it accepts.
 pub fn policy() -> StandardPolicy<'static> {
@@ -35,6 +39,74 @@ pub enum CryptoError {
     /// No key that can receive encrypted mail.
     #[error("certificate {0} has no valid encryption-capable key")]
     NoEncryptionKey(String),
+    /// A detached signature does not verify.
+    #[error("bad signature: {0}")]
+    BadSignature(String),
+}
+
+/// Verifies a detached binary-mode signature (binary or armoured) over `data` by a signing
+/// key of `cert` that was valid under the standard policy when the signature was made.
+pub fn verify_detached(cert: &Cert, data: &[u8], signature: &[u8]) -> Result<(), CryptoError> {
+    let sig = match Packet::from_bytes(signature) {
+        Ok(Packet::Signature(sig)) => sig,
+        _ => return Err(CryptoError::BadSignature("not an OpenPGP signature".into())),
+    };
+    if sig.typ() != SignatureType::Binary {
+        return Err(CryptoError::BadSignature(format!(
+            "signature type {} where a binary document signature belongs",
+            sig.typ()
+        )));
+    }
+    let policy = policy();
+    let valid = cert
+        .with_policy(&policy, sig.signature_creation_time())
+        .map_err(|e| CryptoError::BadSignature(format!("certificate not valid then: {e}")))?;
+    let verified = valid
+        .keys()
+        .for_signing()
+        .any(|ka| sig.verify_message(ka.key(), data).is_ok());
+    if verified {
+        Ok(())
+    } else {
+        Err(CryptoError::BadSignature(format!(
+            "not made by certificate {} over these bytes",
+            cert.fingerprint()
+        )))
+    }
+}
+
+/// ASCII armour for a binary signature packet (`.asc` files).
+pub fn armor_signature(binary: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(binary.len() * 2);
+    let written = armor::Writer::new(&mut out, armor::Kind::Signature).and_then(|mut w| {
+        std::io::Write::write_all(&mut w, binary)?;
+        w.finalize()?;
+        Ok(())
+    });
+    // Writing to a Vec cannot fail.
+    debug_assert!(written.is_ok());
+    out
+}
+
+/// The 32-byte seed of an unencrypted Ed25519 secret key.
+pub fn ed25519_seed<P: KeyParts, R: KeyRole>(key: &Key<P, R>) -> Option<[u8; 32]>
+where
+    Key<P, R>: Clone,
+{
+    let key: Key<SecretParts, R> = key.clone().parts_into_secret().ok()?;
+    let mpi::PublicKey::EdDSA { .. } = key.mpis() else {
+        return None;
+    };
+    match key.secret() {
+        openpgp::packet::key::SecretKeyMaterial::Unencrypted(u) => u.map(|m| match m {
+            mpi::SecretKeyMaterial::EdDSA { scalar } => {
+                let padded = scalar.value_padded(32);
+                <[u8; 32]>::try_from(&padded[..]).ok()
+            }
+            _ => None,
+        }),
+        _ => None,
+    }
 }
 
 /// A certificate accepted as a recipient of encrypted mail.

@@ -11,6 +11,7 @@
 
 pub mod accounts;
 pub mod audit;
+pub mod evidence;
 
 use std::path::PathBuf;
 use std::str::FromStr;

@@ -1,0 +1,50 @@
+-- The transparency log and the evidence records it commits to (spec §4).
+-- log_hashes holds the tlog "stored hashes" (every complete subtree's hash, indexed as in
+-- Go's sumdb/tlog); tiles and proofs are read from it. log_head is the sequencer row: every
+-- append updates it first, which serialises appends across processes.
+
+CREATE TABLE log_head (
+    id         INTEGER PRIMARY KEY CHECK (id = 1),
+    size       INTEGER NOT NULL CHECK (size >= 0),
+    root       BLOB NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+-- The empty tree: SHA-256 of the empty string (RFC 6962 §2.1).
+INSERT INTO log_head (id, size, root, updated_at)
+VALUES (1, 0, X'E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855', 0);
+
+CREATE TABLE log_entries (
+    idx   INTEGER PRIMARY KEY CHECK (idx >= 0),
+    entry BLOB NOT NULL
+);
+
+CREATE TABLE log_hashes (
+    idx  INTEGER PRIMARY KEY CHECK (idx >= 0),
+    hash BLOB NOT NULL
+);
+
+CREATE TABLE log_checkpoints (
+    size       INTEGER PRIMARY KEY CHECK (size >= 0),
+    root       BLOB NOT NULL,
+    note       TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+
+CREATE TABLE evidence (
+    evidence_id        TEXT PRIMARY KEY,
+    log_index          INTEGER NOT NULL UNIQUE REFERENCES log_entries (idx),
+    event              TEXT NOT NULL,
+    reason             TEXT NOT NULL,
+    event_time         INTEGER NOT NULL,
+    gateway_message_id TEXT NOT NULL,
+    message_id         TEXT,
+    sender_key         TEXT NOT NULL,
+    recipient_key      TEXT NOT NULL,
+    record             BLOB NOT NULL,
+    signature          BLOB NOT NULL
+);
+CREATE INDEX evidence_message ON evidence (gateway_message_id, recipient_key);
+CREATE INDEX evidence_rfc_message ON evidence (message_id);
+CREATE INDEX evidence_sender ON evidence (sender_key, event_time);
+CREATE INDEX evidence_recipient ON evidence (recipient_key, event_time);
+CREATE INDEX evidence_time ON evidence (event_time);

@@ -1,0 +1,103 @@
+//! Evidence: signed records of every dispatch, relay, delivery, pickup and failure,
+//! committed in the same transaction as the event and appended to the transparency log.
+//!
+//! The API the rest of bote uses is small:
+//! - build an [`EvidenceRecord`], [`seal`] it (canonical bytes + OpenPGP signature; CPU work,
+//!   run it on the blocking pool, in parallel, before the writer);
+//! - hand the sealed records (and the event's own rows, as a closure) to the [`Writer`],
+//!   which batches concurrent callers into one transaction (group commit), appends to the
+//!   log, signs one checkpoint and commits once; or call [`record_in_tx`] inside a
+//!   transaction of your own;
+//! - read back with [`query`] and export with [`bundle`].
+
+pub mod bundle;
+pub mod query;
+pub mod record;
+mod writer;
+
+use sqlx::AnyConnection;
+
+use crate::keys::{EvidenceKey, KeyError};
+use crate::log::{Appended, Log, LogError};
+use crate::store::{StoreError, evidence as repo};
+pub use record::{
+    Attachment, Commitment, Details, Event, EvidenceId, EvidenceRecord, IdentityAssurance,
+    MessageRef, ReasonCode, RecordError, Sender, Sha256Digest, Timestamp,
+};
+pub use writer::{Receipt, Work, Writer, WriterError};
+
+/// Why evidence could not be sealed or recorded.
+#[derive(Debug, thiserror::Error)]
+pub enum EvidenceError {
+    /// The record breaks an invariant.
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    /// Signing failed.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// The log.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// Storage.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for EvidenceError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Store(StoreError::Query(e))
+    }
+}
+
+/// A record with its canonical bytes and detached signature, ready to be stored.
+#[derive(Debug, Clone)]
+pub struct Sealed {
+    /// The record.
+    pub record: EvidenceRecord,
+    /// Its canonical (RFC 8785) bytes.
+    pub canonical: Vec<u8>,
+    /// OpenPGP detached signature over `canonical` (binary packet).
+    pub signature: Vec<u8>,
+}
+
+impl Sealed {
+    /// The log entry committing to this record.
+    pub fn entry(&self) -> Vec<u8> {
+        EvidenceRecord::commitment(self.record.event, &self.canonical).to_entry()
+    }
+}
+
+/// Serialises and signs records with the evidence key. CPU-bound: call from a blocking thread.
+pub fn seal(key: &EvidenceKey, records: Vec<EvidenceRecord>) -> Result<Vec<Sealed>, EvidenceError> {
+    let canonical: Vec<Vec<u8>> = records
+        .iter()
+        .map(EvidenceRecord::to_canonical)
+        .collect::<Result<_, _>>()?;
+    let signatures = key.sign_many(canonical.iter().map(Vec::as_slice))?;
+    Ok(records
+        .into_iter()
+        .zip(canonical)
+        .zip(signatures)
+        .map(|((record, canonical), signature)| Sealed {
+            record,
+            canonical,
+            signature,
+        })
+        .collect())
+}
+
+/// Appends sealed records to the log and stores them, inside the caller's transaction.
+/// Returns each record's log index (in order) and the checkpoint to publish after commit.
+pub async fn record_in_tx(
+    conn: &mut AnyConnection,
+    log: &Log,
+    sealed: &[Sealed],
+) -> Result<(Vec<u64>, Appended), EvidenceError> {
+    let entries: Vec<Vec<u8>> = sealed.iter().map(Sealed::entry).collect();
+    let appended = log.append(conn, &entries).await?;
+    let indexes: Vec<u64> = (0..sealed.len() as u64)
+        .map(|i| appended.first_index + i)
+        .collect();
+    repo::insert(conn, sealed, &indexes).await?;
+    Ok((indexes, appended))
+}

@@ -1,0 +1,515 @@
+//! The evidence record (spec §4): a typed model of the ETSI EN 319 522-1 events, serialised
+//! canonically with RFC 8785 (JCS) so that the same record always has the same bytes.
+//!
+//! Parse, don't validate: [`EvidenceRecord::from_canonical`] accepts exactly the bytes that
+//! [`EvidenceRecord::to_canonical`] produces for some valid record, and nothing else.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use sha2::{Digest as _, Sha256};
+
+use crate::accounts::{AuthLevel, IdentityMethod};
+use crate::address::EmailAddress;
+
+/// The record format version this code writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Why a byte string is not a valid evidence record.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    /// Not JSON of the record's shape (names the field where possible).
+    #[error("not a valid evidence record: {0}")]
+    Shape(String),
+    /// A version this code does not know.
+    #[error("unsupported evidence format version {0} (this bote reads version {FORMAT_VERSION})")]
+    Version(u32),
+    /// A positive event with a failure reason, or a negative one with RA01.
+    #[error("reason {reason} does not fit event {event}")]
+    Reason {
+        /// The event.
+        event: Event,
+        /// The reason.
+        reason: ReasonCode,
+    },
+    /// Valid content, but not in canonical (RFC 8785) form.
+    #[error("evidence record is not in canonical JSON form (RFC 8785)")]
+    NotCanonical,
+    /// Serialisation failed (cannot happen for well-formed values).
+    #[error("cannot serialise evidence record: {0}")]
+    Serialize(String),
+}
+
+macro_rules! string_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub enum $name { $($(#[$vmeta])* #[serde(rename = $text)] $variant),+ }
+
+        impl $name {
+            /// Every value.
+            pub const ALL: &'static [Self] = &[$(Self::$variant),+];
+            /// The name as it appears in records.
+            pub fn as_str(self) -> &'static str {
+                match self { $(Self::$variant => $text),+ }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.pad(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s {
+                    $($text => Ok(Self::$variant),)+
+                    other => Err(format!("unknown {} `{other}`", stringify!($name))),
+                }
+            }
+        }
+    };
+}
+
+string_enum!(
+    /// The events of ETSI EN 319 522-1 that bote records — these and no others.
+    Event {
+        /// The gateway accepted a sender's submission.
+        SubmissionAcceptance => "SubmissionAcceptance",
+        /// The gateway refused an authenticated sender's complete submission.
+        SubmissionRejection => "SubmissionRejection",
+        /// A peer gateway accepted a relayed message.
+        RelayAcceptance => "RelayAcceptance",
+        /// A peer gateway refused a relayed message.
+        RelayRejection => "RelayRejection",
+        /// Relaying to a peer gateway failed.
+        RelayFailure => "RelayFailure",
+        /// A non-ERDS mail server (an office's own) accepted the message.
+        RelayToNonERDS => "RelayToNonERDS",
+        /// Relaying to a non-ERDS mail server failed for good.
+        RelayToNonERDSFailure => "RelayToNonERDSFailure",
+        /// A message arrived from a registered non-ERDS origin.
+        ReceivedFromNonERDS => "ReceivedFromNonERDS",
+        /// The message was placed in the recipient's mailbox.
+        ContentConsignment => "ContentConsignment",
+        /// The message could not be placed in the recipient's mailbox.
+        ContentConsignmentFailure => "ContentConsignmentFailure",
+        /// The recipient took the message (first opening, spec §2).
+        ContentHandover => "ContentHandover",
+        /// Handover failed.
+        ContentHandoverFailure => "ContentHandoverFailure",
+    }
+);
+
+impl Event {
+    /// True for events that report success (their reason is RA01).
+    pub fn is_positive(self) -> bool {
+        matches!(
+            self,
+            Self::SubmissionAcceptance
+                | Self::RelayAcceptance
+                | Self::RelayToNonERDS
+                | Self::ReceivedFromNonERDS
+                | Self::ContentConsignment
+                | Self::ContentHandover
+        )
+    }
+}
+
+string_enum!(
+    /// Reason codes in the spirit of ETSI EN 319 522-2 (documented in docs/proof-bundle.md).
+    ReasonCode {
+        /// Accepted / succeeded.
+        Accepted => "RA01",
+        /// The message is malformed.
+        InvalidFormat => "RA02",
+        /// Malware was found.
+        Malware => "RA03",
+        /// The sender's quota or rate limit is exhausted.
+        QuotaExceeded => "RA04",
+        /// Refused by policy (size, options, sender not allowed).
+        Policy => "RA05",
+        /// The recipient's system refused the message.
+        RefusedByRecipientSystem => "RB07",
+        /// The recipient's system could not be reached.
+        Unreachable => "RB08",
+        /// The recipient does not exist.
+        UnknownRecipient => "RB09",
+        /// Delivery attempts expired.
+        Expired => "RD03",
+    }
+);
+
+/// A 128-bit random evidence identifier, as 32 lower-case hex digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct EvidenceId([u8; 16]);
+
+impl EvidenceId {
+    /// A fresh random id.
+    pub fn random() -> Self {
+        Self(rand::random())
+    }
+}
+
+/// A SHA-256 digest, as 64 lower-case hex digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Sha256Digest(pub [u8; 32]);
+
+impl Sha256Digest {
+    /// The digest of `data`.
+    pub fn of(data: &[u8]) -> Self {
+        Self(Sha256::digest(data).into())
+    }
+}
+
+macro_rules! hex_newtype {
+    ($name:ident, $len:literal, $what:literal) => {
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&hex::encode(self.0))
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                let lower = s
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+                let mut out = [0u8; $len];
+                if s.len() != 2 * $len || !lower || hex::decode_to_slice(s, &mut out).is_err() {
+                    return Err(format!(
+                        "{} must be {} lower-case hex digits",
+                        $what,
+                        2 * $len
+                    ));
+                }
+                Ok(Self(out))
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                s.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+hex_newtype!(EvidenceId, 16, "an evidence id");
+hex_newtype!(Sha256Digest, 32, "a SHA-256 digest");
+
+/// An event time: UTC, millisecond precision, written as RFC 3339 (`…T…:ss.mmmZ`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(pub i64);
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&crate::clock::rfc3339_ms(self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        crate::clock::parse_rfc3339_ms(&s).map(Self).ok_or_else(|| {
+            serde::de::Error::custom("time must be RFC 3339 UTC with milliseconds (…Z)")
+        })
+    }
+}
+
+/// How the sender's identity was established.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityAssurance {
+    /// Whether an operator verified it.
+    pub verified: bool,
+    /// How, when verified.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub method: Option<IdentityMethod>,
+}
+
+/// The sender as the gateway knew them at the event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sender {
+    /// Address.
+    pub address: EmailAddress,
+    /// Identity assurance.
+    pub identity: IdentityAssurance,
+    /// Authentication level of the submission.
+    pub auth_level: AuthLevel,
+}
+
+/// One attachment's name, size and digest (of its decoded bytes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Attachment {
+    /// File name as given by the sender.
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// SHA-256 of the content.
+    pub sha256: Sha256Digest,
+}
+
+/// Which message the record is about: identifiers and digests, never subject or body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MessageRef {
+    /// The gateway's message id.
+    pub gateway_id: String,
+    /// The RFC 5322 Message-ID, where the message has one.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub message_id: Option<String>,
+    /// SHA-256 of the exact RFC 5322 bytes as submitted.
+    pub sha256: Sha256Digest,
+    /// Size of those bytes.
+    pub size: u64,
+    /// Attachments.
+    pub attachments: Vec<Attachment>,
+}
+
+/// Event details; absent fields do not apply to the event.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Details {
+    /// The remote host of a relay.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub remote_host: Option<String>,
+    /// The TLS version of a relay connection (`TLSv1.3`, or `none`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub tls_version: Option<String>,
+    /// The remote server's reply text.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub reply: Option<String>,
+    /// The recipient's authentication level at handover.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub recipient_auth_level: Option<AuthLevel>,
+    /// A note such as why content passed unscanned (already end-to-end encrypted).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub note: Option<String>,
+}
+
+/// One evidence record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvidenceRecord {
+    /// Format version ([`FORMAT_VERSION`]).
+    pub version: u32,
+    /// Random id; salts the log commitment against guessing.
+    pub evidence_id: EvidenceId,
+    /// The event.
+    pub event: Event,
+    /// RA01 for positive events, a failure reason otherwise.
+    pub reason: ReasonCode,
+    /// When it happened.
+    pub time: Timestamp,
+    /// The issuing gateway (its first domain).
+    pub issuer: String,
+    /// The sender.
+    pub sender: Sender,
+    /// The one recipient this record is about (spec §3.4: per recipient).
+    pub recipient: EmailAddress,
+    /// The message.
+    pub message: MessageRef,
+    /// Event details.
+    pub details: Details,
+}
+
+/// The log entry committing to one record: exactly the canonical JSON of spec §4.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Commitment {
+    /// The record's event.
+    pub event: Event,
+    /// SHA-256 of the record's canonical bytes.
+    pub record_sha256: Sha256Digest,
+    /// Always 1.
+    pub version: u32,
+}
+
+impl EvidenceRecord {
+    /// Checks the invariants serde cannot express.
+    fn check(&self) -> Result<(), RecordError> {
+        if self.version != FORMAT_VERSION {
+            return Err(RecordError::Version(self.version));
+        }
+        if self.event.is_positive() != (self.reason == ReasonCode::Accepted) {
+            return Err(RecordError::Reason {
+                event: self.event,
+                reason: self.reason,
+            });
+        }
+        Ok(())
+    }
+
+    /// The canonical (RFC 8785) bytes; fails for a record that breaks the invariants.
+    pub fn to_canonical(&self) -> Result<Vec<u8>, RecordError> {
+        self.check()?;
+        serde_jcs::to_vec(self).map_err(|e| RecordError::Serialize(e.to_string()))
+    }
+
+    /// Parses canonical bytes; anything else (other shape, other version, non-canonical
+    /// spelling of the same content) is refused.
+    pub fn from_canonical(bytes: &[u8]) -> Result<Self, RecordError> {
+        let record: Self =
+            serde_json::from_slice(bytes).map_err(|e| RecordError::Shape(e.to_string()))?;
+        if record.to_canonical()? != bytes {
+            return Err(RecordError::NotCanonical);
+        }
+        Ok(record)
+    }
+
+    /// The log entry for this record's canonical bytes.
+    pub fn commitment(event: Event, canonical: &[u8]) -> Commitment {
+        Commitment {
+            event,
+            record_sha256: Sha256Digest::of(canonical),
+            version: FORMAT_VERSION,
+        }
+    }
+}
+
+impl Commitment {
+    /// The entry bytes: canonical JSON, ASCII only.
+    pub fn to_entry(&self) -> Vec<u8> {
+        // The shape is fixed and holds only strings and a small integer: cannot fail.
+        serde_jcs::to_vec(self).unwrap_or_default()
+    }
+
+    /// Parses entry bytes, refusing non-canonical spellings.
+    pub fn from_entry(bytes: &[u8]) -> Result<Self, RecordError> {
+        let c: Self =
+            serde_json::from_slice(bytes).map_err(|e| RecordError::Shape(e.to_string()))?;
+        if c.version != FORMAT_VERSION {
+            return Err(RecordError::Version(c.version));
+        }
+        if c.to_entry() != bytes {
+            return Err(RecordError::NotCanonical);
+        }
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn sample(event: Event, reason: ReasonCode) -> EvidenceRecord {
+        EvidenceRecord {
+            version: FORMAT_VERSION,
+            evidence_id: EvidenceId([7; 16]),
+            event,
+            reason,
+            time: Timestamp(1_795_000_000_123),
+            issuer: "lemgo.example".into(),
+            sender: Sender {
+                address: EmailAddress::parse("anna@lemgo.example").unwrap(),
+                identity: IdentityAssurance {
+                    verified: true,
+                    method: Some(IdentityMethod::Eid),
+                },
+                auth_level: AuthLevel::High,
+            },
+            recipient: EmailAddress::parse("bauamt@lemgo.example").unwrap(),
+            message: MessageRef {
+                gateway_id: "m-1".into(),
+                message_id: Some("<1@lemgo.example>".into()),
+                sha256: Sha256Digest::of(b"message"),
+                size: 7,
+                attachments: vec![Attachment {
+                    name: "Bauantrag.pdf".into(),
+                    size: 3,
+                    sha256: Sha256Digest::of(b"pdf"),
+                }],
+            },
+            details: Details::default(),
+        }
+    }
+
+    #[test]
+    fn canonical_form_is_stable_sorted_and_round_trips() {
+        let r = sample(Event::SubmissionAcceptance, ReasonCode::Accepted);
+        let bytes = r.to_canonical().unwrap();
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        assert!(
+            text.starts_with("{\"details\":{},\"event\":\"SubmissionAcceptance\""),
+            "{text}"
+        );
+        assert!(
+            text.contains("\"time\":\"2026-11-18T11:06:40.123Z\""),
+            "{text}"
+        );
+        assert!(!text.contains("subject"));
+        assert_eq!(EvidenceRecord::from_canonical(&bytes).unwrap(), r);
+        assert_eq!(r.to_canonical().unwrap(), bytes);
+    }
+
+    #[test]
+    fn non_canonical_or_inconsistent_input_is_refused() {
+        let r = sample(Event::ContentConsignment, ReasonCode::Accepted);
+        let bytes = r.to_canonical().unwrap();
+        let pretty = serde_json::to_vec_pretty(&r).unwrap();
+        assert!(matches!(
+            EvidenceRecord::from_canonical(&pretty),
+            Err(RecordError::NotCanonical)
+        ));
+        let upper = String::from_utf8(bytes.clone())
+            .unwrap()
+            .replace("\"evidence_id\":\"07", "\"evidence_id\":\"0A");
+        assert!(EvidenceRecord::from_canonical(upper.as_bytes()).is_err());
+        let extra =
+            String::from_utf8(bytes.clone())
+                .unwrap()
+                .replacen('{', "{\"subject\":\"x\",", 1);
+        assert!(matches!(
+            EvidenceRecord::from_canonical(extra.as_bytes()),
+            Err(RecordError::Shape(_))
+        ));
+        let wrong = sample(Event::RelayFailure, ReasonCode::Accepted);
+        assert!(matches!(
+            wrong.to_canonical(),
+            Err(RecordError::Reason { .. })
+        ));
+        let mut v2 = r.clone();
+        v2.version = 2;
+        assert!(matches!(v2.to_canonical(), Err(RecordError::Version(2))));
+    }
+
+    #[test]
+    fn commitment_is_exactly_the_spec_shape() {
+        let r = sample(Event::SubmissionAcceptance, ReasonCode::Accepted);
+        let bytes = r.to_canonical().unwrap();
+        let entry = EvidenceRecord::commitment(r.event, &bytes).to_entry();
+        let expected = format!(
+            "{{\"event\":\"SubmissionAcceptance\",\"record_sha256\":\"{}\",\"version\":1}}",
+            hex::encode(Sha256::digest(&bytes))
+        );
+        assert_eq!(String::from_utf8(entry.clone()).unwrap(), expected);
+        assert_eq!(Commitment::from_entry(&entry).unwrap().event, r.event);
+    }
+
+    #[test]
+    fn exactly_twelve_events_and_positive_ones_take_ra01() {
+        assert_eq!(Event::ALL.len(), 12);
+        for e in Event::ALL {
+            let reason = if e.is_positive() {
+                ReasonCode::Accepted
+            } else {
+                ReasonCode::Unreachable
+            };
+            assert!(sample(*e, reason).to_canonical().is_ok(), "{e}");
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! The group-commit writer: one task that turns many concurrent "commit this event and its
+//! evidence" requests into one transaction, one log append, one checkpoint and one fsync.
+//!
+//! Callers do their expensive work (parsing, hashing, signing, encrypting) first, in
+//! parallel, then submit a [`Work`] closure (the event's own rows) with its sealed evidence
+//! and await the [`Receipt`]. The writer takes whatever is queued (up to [`MAX_BATCH`]
+//! records), runs each closure under a savepoint so one failing caller cannot spoil the
+//! others, appends all evidence, commits, publishes the checkpoint, and answers everyone.
+//! At low load a batch is one request (no added latency); under load batches grow.
+
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use sqlx::{Acquire, AnyConnection};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{EvidenceError, Sealed, record_in_tx};
+use crate::log::{Log, SignedCheckpoint};
+use crate::store::{Store, StoreError};
+
+/// Most evidence records one transaction takes.
+pub const MAX_BATCH: usize = 4096;
+/// Requests waiting for the writer before submitters are slowed down.
+const QUEUE: usize = 8192;
+
+/// An event's own writes, run inside the batch transaction (under a savepoint).
+pub type Work =
+    Box<dyn for<'c> FnOnce(&'c mut AnyConnection) -> BoxFuture<'c, Result<(), StoreError>> + Send>;
+
+/// What a committed request gets back.
+#[derive(Debug, Clone)]
+pub struct Receipt {
+    /// Log index of each submitted record, in order.
+    pub log_indexes: Vec<u64>,
+    /// The checkpoint signed for the batch (covers every index above).
+    pub checkpoint: SignedCheckpoint,
+}
+
+/// Why a request was not committed.
+#[derive(Debug, thiserror::Error, Clone)]
+pub enum WriterError {
+    /// The request's own work failed; nothing of it was written.
+    #[error("{0}")]
+    Work(String),
+    /// The batch could not be committed; nothing of it was written.
+    #[error("evidence commit failed: {0}")]
+    Commit(String),
+    /// The writer has stopped (shutdown).
+    #[error("the evidence writer has stopped")]
+    Stopped,
+}
+
+type Reply = oneshot::Sender<Result<Receipt, WriterError>>;
+
+struct Request {
+    sealed: Vec<Sealed>,
+    work: Option<Work>,
+    reply: Reply,
+}
+
+/// Handle to the writer task; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Writer {
+    tx: mpsc::Sender<Request>,
+}
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Request({} records)", self.sealed.len())
+    }
+}
+
+impl Writer {
+    /// Starts the writer task; it ends when every handle is dropped.
+    pub fn spawn(store: Store, log: Arc<Log>) -> Self {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(run(store, log, rx));
+        Self { tx }
+    }
+
+    /// Commits `sealed` (and `work`, if any) and waits until they are durable and logged.
+    pub async fn commit(
+        &self,
+        sealed: Vec<Sealed>,
+        work: Option<Work>,
+    ) -> Result<Receipt, WriterError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Request {
+                sealed,
+                work,
+                reply,
+            })
+            .await
+            .map_err(|_| WriterError::Stopped)?;
+        answer.await.map_err(|_| WriterError::Stopped)?
+    }
+}
+
+async fn run(store: Store, log: Arc<Log>, mut rx: mpsc::Receiver<Request>) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        let mut records = batch[0].sealed.len();
+        while records < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(next) => {
+                    records += next.sealed.len();
+                    batch.push(next);
+                }
+                Err(_) => break,
+            }
+        }
+        commit_batch(&store, &log, batch).await;
+    }
+}
+
+async fn commit_batch(store: &Store, log: &Log, batch: Vec<Request>) {
+    let mut accepted: Vec<(Vec<Sealed>, Reply)> = Vec::with_capacity(batch.len());
+    let outcome = async {
+        let mut tx = store.begin().await?;
+        for request in batch {
+            if let Some(work) = request.work {
+                let mut savepoint = tx.begin().await?;
+                match work(&mut savepoint).await {
+                    Ok(()) => savepoint.commit().await?,
+                    Err(e) => {
+                        savepoint.rollback().await?;
+                        let _ = request.reply.send(Err(WriterError::Work(e.to_string())));
+                        continue;
+                    }
+                }
+            }
+            accepted.push((request.sealed, request.reply));
+        }
+        let all: Vec<Sealed> = accepted
+            .iter()
+            .flat_map(|(s, _)| s.iter().cloned())
+            .collect();
+        let (indexes, appended) = record_in_tx(&mut tx, log, &all).await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok::<_, EvidenceError>((indexes, appended.checkpoint))
+    }
+    .await;
+
+    match outcome {
+        Ok((indexes, checkpoint)) => {
+            if let Err(e) = log.publish(&checkpoint) {
+                // Committed and signed; the file lags until the next publish or restart.
+                tracing::error!(error = %e, "cannot publish checkpoint file");
+            }
+            metrics::counter!("bote_evidence_records_total").increment(indexes.len() as u64);
+            metrics::histogram!("bote_evidence_batch_records").record(indexes.len() as f64);
+            let mut rest = indexes.as_slice();
+            for (sealed, reply) in accepted {
+                let (mine, tail) = rest.split_at(sealed.len());
+                rest = tail;
+                let _ = reply.send(Ok(Receipt {
+                    log_indexes: mine.to_vec(),
+                    checkpoint: checkpoint.clone(),
+                }));
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "evidence batch rolled back");
+            let msg = e.to_string();
+            for (_, reply) in accepted {
+                let _ = reply.send(Err(WriterError::Commit(msg.clone())));
+            }
+        }
+    }
+}

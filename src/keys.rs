@@ -1,0 +1,415 @@
+//! The gateway's own keys at rest: the OpenPGP **evidence key** (signs evidence records and
+//! bundle manifests) and the Ed25519 **log key** (signs checkpoints as C2SP signed notes).
+//!
+//! Both are stored in `keys.dir`, encrypted with the passphrase from `keys.passphrase_file`
+//! or the variable named by `keys.passphrase_env`, as OpenPGP secret keys (S2K-protected),
+//! so standard tools can inspect them. They are separate keys on purpose: a leaked log key
+//! cannot forge evidence and vice versa. The message core's provider key joins them later.
+//!
+//! | file | content |
+//! |---|---|
+//! | `evidence.key.asc` | evidence key, secret parts encrypted |
+//! | `evidence.cert.asc` | its public certificate (published at `/log/key` and via WKD) |
+//! | `log.key.asc` | log key (Ed25519 seed as an OpenPGP secret key packet), encrypted |
+//! | `log.vkey` | its signed-note verifier key `name+keyid+base64` |
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use sequoia_openpgp as openpgp;
+
+use openpgp::armor;
+use openpgp::cert::{CertBuilder, CipherSuite};
+use openpgp::crypto::{KeyPair, Password};
+use openpgp::packet::key::{Key4, PrimaryRole, SecretParts};
+use openpgp::packet::signature::SignatureBuilder;
+use openpgp::packet::{Key, Packet};
+use openpgp::parse::Parse;
+use openpgp::serialize::{Serialize as _, SerializeInto};
+use openpgp::types::{KeyFlags, SignatureType};
+use openpgp::{Cert, Profile};
+use zeroize::Zeroizing;
+
+use crate::config::Config;
+use crate::crypto;
+use crate::pki::write_file;
+
+/// Why keys could not be created, loaded or used.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// No passphrase configured or available.
+    #[error(
+        "key passphrase: keys.passphrase_file is not set and environment variable {0} is empty"
+    )]
+    NoPassphrase(String),
+    /// The passphrase file is unreadable or empty.
+    #[error("key passphrase: cannot use {path}: {reason}")]
+    PassphraseFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// A key file is missing.
+    #[error("{0} does not exist: create the gateway keys with `bote keys generate`")]
+    Missing(PathBuf),
+    /// Keys exist already.
+    #[error("{0} already exists: refusing to overwrite a gateway key")]
+    Exists(PathBuf),
+    /// A key file is unreadable or malformed.
+    #[error("{path}: {reason}")]
+    Malformed {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// Wrong passphrase.
+    #[error("{0}: cannot decrypt with the configured passphrase")]
+    WrongPassphrase(PathBuf),
+    /// OpenPGP failure while generating or signing.
+    #[error("OpenPGP: {0}")]
+    OpenPgp(String),
+    /// Writing a file failed.
+    #[error(transparent)]
+    Write(#[from] crate::pki::PkiError),
+}
+
+fn pgp_err(e: impl std::fmt::Display) -> KeyError {
+    KeyError::OpenPgp(e.to_string())
+}
+
+/// The key passphrase, wiped from memory when dropped.
+pub struct Passphrase(Zeroizing<String>);
+
+impl std::fmt::Debug for Passphrase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Passphrase(***)")
+    }
+}
+
+impl Passphrase {
+    /// Reads the passphrase as configured: the file if set, else the environment variable.
+    pub fn load(config: &Config) -> Result<Self, KeyError> {
+        if let Some(path) = config.keys.passphrase_file.get() {
+            let text = std::fs::read_to_string(path).map_err(|e| KeyError::PassphraseFile {
+                path: path.to_owned(),
+                reason: e.to_string(),
+            })?;
+            let line = text.lines().next().unwrap_or_default().to_owned();
+            if line.is_empty() {
+                return Err(KeyError::PassphraseFile {
+                    path: path.to_owned(),
+                    reason: "it is empty".into(),
+                });
+            }
+            return Ok(Self(Zeroizing::new(line)));
+        }
+        let var = &config.keys.passphrase_env;
+        match std::env::var(var) {
+            Ok(v) if !v.is_empty() => Ok(Self(Zeroizing::new(v))),
+            _ => Err(KeyError::NoPassphrase(var.clone())),
+        }
+    }
+
+    fn password(&self) -> Password {
+        Password::from(self.0.as_str())
+    }
+}
+
+/// File names inside `keys.dir`.
+#[derive(Debug, Clone)]
+pub struct KeyFiles {
+    /// Evidence key, encrypted.
+    pub evidence_key: PathBuf,
+    /// Evidence certificate.
+    pub evidence_cert: PathBuf,
+    /// Log key, encrypted.
+    pub log_key: PathBuf,
+    /// Log verifier key.
+    pub log_vkey: PathBuf,
+}
+
+impl KeyFiles {
+    /// The files in `dir`.
+    pub fn in_dir(dir: &Path) -> Self {
+        Self {
+            evidence_key: dir.join("evidence.key.asc"),
+            evidence_cert: dir.join("evidence.cert.asc"),
+            log_key: dir.join("log.key.asc"),
+            log_vkey: dir.join("log.vkey"),
+        }
+    }
+}
+
+/// The signed-note key name of the log: `<first domain>/log` (spec §4).
+pub fn log_origin(config: &Config) -> String {
+    let domain = config
+        .gateway
+        .domains
+        .first()
+        .map_or("localhost", |d| d.as_str());
+    format!("{domain}/log")
+}
+
+/// Creates the evidence and log keys; refuses to overwrite any existing key file.
+pub fn generate(config: &Config, passphrase: &Passphrase) -> Result<KeyFiles, KeyError> {
+    let files = KeyFiles::in_dir(&config.keys.dir);
+    for f in [
+        &files.evidence_key,
+        &files.evidence_cert,
+        &files.log_key,
+        &files.log_vkey,
+    ] {
+        if f.exists() {
+            return Err(KeyError::Exists(f.clone()));
+        }
+    }
+    std::fs::create_dir_all(&config.keys.dir).map_err(|e| KeyError::Malformed {
+        path: config.keys.dir.clone(),
+        reason: e.to_string(),
+    })?;
+    let domain = config
+        .gateway
+        .domains
+        .first()
+        .map_or("localhost", |d| d.as_str());
+
+    // No expiry: evidence must verify for ten years and more; rotation replaces keys.
+    let (cert, _revocation) = CertBuilder::new()
+        .set_profile(Profile::RFC4880)
+        .map_err(pgp_err)?
+        .set_cipher_suite(CipherSuite::Cv25519)
+        .add_userid(format!("bote evidence ({domain}) <evidence@{domain}>"))
+        .set_primary_key_flags(KeyFlags::empty().set_certification().set_signing())
+        .set_validity_period(None)
+        .set_password(Some(passphrase.password()))
+        .generate()
+        .map_err(pgp_err)?;
+    let tsk =
+        String::from_utf8(cert.as_tsk().armored().to_vec().map_err(pgp_err)?).map_err(pgp_err)?;
+    let public = String::from_utf8(cert.armored().to_vec().map_err(pgp_err)?).map_err(pgp_err)?;
+
+    let seed: Zeroizing<[u8; 32]> = Zeroizing::new(rand::random());
+    let log_key = Key4::<SecretParts, PrimaryRole>::import_secret_ed25519(&seed[..], None)
+        .map_err(pgp_err)?;
+    let log_key: Key<SecretParts, PrimaryRole> = log_key.into();
+    let log_key = log_key
+        .encrypt_secret(&passphrase.password())
+        .map_err(pgp_err)?;
+    let mut log_armored = Vec::new();
+    {
+        let mut w =
+            armor::Writer::new(&mut log_armored, armor::Kind::SecretKey).map_err(pgp_err)?;
+        Packet::from(log_key).serialize(&mut w).map_err(pgp_err)?;
+        w.finalize().map_err(pgp_err)?;
+    }
+    let vkey = LogKey::from_seed(&log_origin(config), &seed).verifier_key;
+
+    write_file(&files.evidence_key, &tsk, true)?;
+    write_file(&files.evidence_cert, &public, false)?;
+    write_file(
+        &files.log_key,
+        &String::from_utf8(log_armored).map_err(pgp_err)?,
+        true,
+    )?;
+    write_file(&files.log_vkey, &format!("{vkey}\n"), false)?;
+    Ok(files)
+}
+
+/// The evidence signing key, unlocked.
+pub struct EvidenceKey {
+    cert: Cert,
+    keypair: KeyPair,
+    armored_cert: String,
+}
+
+impl std::fmt::Debug for EvidenceKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "EvidenceKey({})", self.cert.fingerprint())
+    }
+}
+
+impl EvidenceKey {
+    /// Unlocks the key from its TSK with the passphrase.
+    pub fn unlock(path: &Path, passphrase: &Passphrase) -> Result<Self, KeyError> {
+        let bytes = read_key_file(path)?;
+        let malformed = |reason: String| KeyError::Malformed {
+            path: path.to_owned(),
+            reason,
+        };
+        let cert = Cert::from_bytes(&bytes).map_err(|e| malformed(e.to_string()))?;
+        let key = cert
+            .primary_key()
+            .key()
+            .clone()
+            .parts_into_secret()
+            .map_err(|_| malformed("no secret key material".into()))?;
+        let key = key
+            .decrypt_secret(&passphrase.password())
+            .map_err(|_| KeyError::WrongPassphrase(path.to_owned()))?;
+        let keypair = key.into_keypair().map_err(pgp_err)?;
+        let public = cert.clone().strip_secret_key_material();
+        let armored_cert =
+            String::from_utf8(public.armored().to_vec().map_err(pgp_err)?).map_err(pgp_err)?;
+        Ok(Self {
+            cert: public,
+            keypair,
+            armored_cert,
+        })
+    }
+
+    /// The public certificate.
+    pub fn cert(&self) -> &Cert {
+        &self.cert
+    }
+
+    /// The certificate, ASCII-armoured.
+    pub fn armored_cert(&self) -> &str {
+        &self.armored_cert
+    }
+
+    /// Upper-case hex fingerprint.
+    pub fn fingerprint(&self) -> String {
+        self.cert.fingerprint().to_hex()
+    }
+
+    /// A detached binary-mode signature over `data` (binary packet; armour it for files).
+    pub fn sign(&self, data: &[u8]) -> Result<Vec<u8>, KeyError> {
+        self.sign_many(std::iter::once(data))
+            .map(|mut v| v.pop().unwrap_or_default())
+    }
+
+    /// Detached signatures over several messages, sharing one unlocked key pair.
+    pub fn sign_many<'a>(
+        &self,
+        data: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Result<Vec<Vec<u8>>, KeyError> {
+        let mut keypair = self.keypair.clone();
+        data.into_iter()
+            .map(|d| {
+                let sig = SignatureBuilder::new(SignatureType::Binary)
+                    .sign_message(&mut keypair, d)
+                    .map_err(pgp_err)?;
+                Packet::from(sig).to_vec().map_err(pgp_err)
+            })
+            .collect()
+    }
+}
+
+/// The log key, unlocked: signs checkpoints as C2SP signed notes.
+pub struct LogKey {
+    signer: signed_note::StandardSigner,
+    verifier_key: String,
+}
+
+impl std::fmt::Debug for LogKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LogKey({})", self.verifier_key)
+    }
+}
+
+impl LogKey {
+    fn from_seed(name: &str, seed: &[u8; 32]) -> Self {
+        let signing = ed25519_dalek::SigningKey::from_bytes(seed);
+        let verifier_key = signed_note::new_ed25519_verifier_key(name, &signing.verifying_key());
+        let mut public = vec![0x01];
+        public.extend_from_slice(signing.verifying_key().as_bytes());
+        let mut private = Zeroizing::new(vec![0x01]);
+        private.extend_from_slice(seed);
+        let skey = Zeroizing::new(format!(
+            "PRIVATE+KEY+{name}+{:08x}+{}",
+            signed_note::key_id(name, &public),
+            B64.encode(&private[..])
+        ));
+        // The string was built from a valid name and key just above.
+        let signer = match signed_note::StandardSigner::new(&skey) {
+            Ok(s) => s,
+            Err(e) => unreachable!("freshly built signer key is malformed: {e}"),
+        };
+        Self {
+            signer,
+            verifier_key,
+        }
+    }
+
+    /// Unlocks the key file with the passphrase; `name` is the log origin.
+    pub fn unlock(path: &Path, name: &str, passphrase: &Passphrase) -> Result<Self, KeyError> {
+        let bytes = read_key_file(path)?;
+        let malformed = |reason: &str| KeyError::Malformed {
+            path: path.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let key = match Packet::from_bytes(&bytes) {
+            Ok(Packet::SecretKey(k)) => k,
+            _ => return Err(malformed("not an OpenPGP secret key packet")),
+        };
+        let key = key
+            .decrypt_secret(&passphrase.password())
+            .map_err(|_| KeyError::WrongPassphrase(path.to_owned()))?;
+        let seed = crypto::ed25519_seed(&key).ok_or_else(|| malformed("not an Ed25519 key"))?;
+        if !signed_note::is_key_name_valid(name) {
+            return Err(malformed(
+                "the log origin is not a valid signed-note key name",
+            ));
+        }
+        Ok(Self::from_seed(name, &seed))
+    }
+
+    /// `name+keyid+base64(0x01‖pubkey)`.
+    pub fn verifier_key(&self) -> &str {
+        &self.verifier_key
+    }
+
+    /// The signer for signed notes.
+    pub fn signer(&self) -> &signed_note::StandardSigner {
+        &self.signer
+    }
+}
+
+fn read_key_file(path: &Path) -> Result<Vec<u8>, KeyError> {
+    if !path.exists() {
+        return Err(KeyError::Missing(path.to_owned()));
+    }
+    std::fs::read(path).map_err(|e| KeyError::Malformed {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+/// The unlocked keys of a running gateway.
+#[derive(Debug, Clone)]
+pub struct KeyRing {
+    /// Evidence key.
+    pub evidence: Arc<EvidenceKey>,
+    /// Log key.
+    pub log: Arc<LogKey>,
+    /// Log origin (`<domain>/log`).
+    pub origin: String,
+}
+
+impl KeyRing {
+    /// Loads and unlocks every key named by the configuration.
+    pub fn load(config: &Config) -> Result<Self, KeyError> {
+        let passphrase = Passphrase::load(config)?;
+        let files = KeyFiles::in_dir(&config.keys.dir);
+        let origin = log_origin(config);
+        Ok(Self {
+            evidence: Arc::new(EvidenceKey::unlock(&files.evidence_key, &passphrase)?),
+            log: Arc::new(LogKey::unlock(&files.log_key, &origin, &passphrase)?),
+            origin,
+        })
+    }
+
+    /// The text served at `/log/key`: the log verifier key alone on one line, a blank
+    /// line, then the evidence certificate (spec §4).
+    pub fn published_keys(&self) -> String {
+        format!(
+            "{}\n\n{}",
+            self.log.verifier_key(),
+            self.evidence.armored_cert()
+        )
+    }
+}

@@ -1,0 +1,448 @@
+//! The transparency log (spec §4): an append-only RFC 6962 Merkle tree following C2SP
+//! tlog-checkpoint, signed-note and tlog-tiles, stored in the database.
+//!
+//! Storage is the "stored hashes" layout of Go's `sumdb/tlog` (ported by `tlog_tiles`):
+//! record `n` adds the hashes of every complete subtree it finishes, at stored-hash indexes
+//! that depend on `n` alone. Every tile element is such a stored hash, so tiles, tree hashes,
+//! inclusion and consistency proofs all read O(log n) rows and never rehash the log.
+//!
+//! Architecture invariants:
+//! - Entries are commitments (`evidence::Commitment`), never records: no personal data.
+//! - One sequencer at a time: [`Log::append`] starts by updating the single `log_head` row,
+//!   which takes the row lock (PostgreSQL) or the write lock (SQLite) until the caller's
+//!   transaction ends. Two processes can therefore never assign the same index.
+//! - A checkpoint is signed inside the appending transaction for exactly the new size, so
+//!   stored checkpoints strictly grow and always describe committed data.
+//! - The last published checkpoint also lives in `data_dir/log-checkpoint`; a start against a
+//!   database whose log is shorter than, or inconsistent with, it is refused.
+
+mod hashes;
+pub mod note;
+pub mod tiles;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use sqlx::{AnyConnection, Row};
+use tlog_tiles::{Hash, HashReader, stored_hash_count, stored_hashes, tree_hash};
+
+use crate::clock::now_ms;
+use crate::keys::LogKey;
+use crate::store::StoreError;
+pub use hashes::StoredHashes;
+pub use note::SignedCheckpoint;
+
+/// Rows per multi-row INSERT (well below both backends' parameter limits).
+const INSERT_CHUNK: usize = 400;
+
+/// Why a log operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// Storage.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A proof or hash computation failed (corrupt or missing stored hashes).
+    #[error("log hashes: {0}")]
+    Tlog(String),
+    /// An index or size outside the tree.
+    #[error("{0}")]
+    OutOfRange(String),
+    /// A checkpoint is malformed or badly signed.
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
+    /// The database holds fewer entries than the last published checkpoint.
+    #[error(
+        "the evidence log in the database has {db} entries, but the last published checkpoint \
+         ({file}) covers {published}: the database was restored from an older backup or lost \
+         commits. Restore a backup at least as new as that checkpoint; bote will not sign a \
+         checkpoint that does not extend it (see deploy/README.md, \"Backup and restore\")"
+    )]
+    RolledBack {
+        /// Entries in the database.
+        db: u64,
+        /// Size of the published checkpoint.
+        published: u64,
+        /// Where it is kept.
+        file: String,
+    },
+    /// The database's tree at the published size has another root.
+    #[error(
+        "the evidence log in the database does not match the last published checkpoint ({file}, \
+         size {size}): entries were changed or reordered. Restore the database from a backup \
+         that matches it; do not serve from this one"
+    )]
+    Inconsistent {
+        /// Where the checkpoint is kept.
+        file: String,
+        /// Its size.
+        size: u64,
+    },
+    /// Writing the published checkpoint file failed.
+    #[error("cannot write {path}: {reason}")]
+    Publish {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl From<sqlx::Error> for LogError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Store(StoreError::Query(e))
+    }
+}
+
+impl From<tlog_tiles::Error> for LogError {
+    fn from(e: tlog_tiles::Error) -> Self {
+        Self::Tlog(e.to_string())
+    }
+}
+
+/// What one append produced.
+#[derive(Debug, Clone)]
+pub struct Appended {
+    /// Index of the first new entry.
+    pub first_index: u64,
+    /// The checkpoint for the new size, stored in the same transaction.
+    pub checkpoint: SignedCheckpoint,
+}
+
+/// The log of one gateway: its origin, its key, and where it publishes checkpoints.
+#[derive(Debug)]
+pub struct Log {
+    key: Arc<LogKey>,
+    origin: String,
+    published_file: PathBuf,
+    published_size: Mutex<Option<u64>>,
+}
+
+impl Log {
+    /// A log named `origin`, signing with `key`, publishing into `data_dir`.
+    pub fn new(key: Arc<LogKey>, origin: String, data_dir: &Path) -> Self {
+        Self {
+            key,
+            origin,
+            published_file: data_dir.join("log-checkpoint"),
+            published_size: Mutex::new(None),
+        }
+    }
+
+    /// The origin line, `<domain>/log`.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// The verifier key of the log key.
+    pub fn verifier_key(&self) -> &str {
+        self.key.verifier_key()
+    }
+
+    /// Where the last published checkpoint is kept outside the database.
+    pub fn published_file(&self) -> &Path {
+        &self.published_file
+    }
+
+    /// Appends `entries` in the caller's transaction and signs the checkpoint for the new
+    /// size. Nothing is visible to others until the caller commits; then call
+    /// [`Log::publish`] with the returned checkpoint.
+    pub async fn append(
+        &self,
+        conn: &mut AnyConnection,
+        entries: &[Vec<u8>],
+    ) -> Result<Appended, LogError> {
+        let start: i64 =
+            sqlx::query_scalar("UPDATE log_head SET updated_at = $1 WHERE id = 1 RETURNING size")
+                .bind(now_ms())
+                .fetch_one(&mut *conn)
+                .await?;
+        let n0 = u64::try_from(start).map_err(|_| LogError::Tlog("negative log size".into()))?;
+        let new_size = n0 + entries.len() as u64;
+        let base = stored_hash_count(n0);
+
+        let (new_hashes, root) = hashes::two_phase(conn, HashMap::new(), |reader| {
+            let mut fresh = Vec::new();
+            for (i, entry) in entries.iter().enumerate() {
+                let hs = stored_hashes(n0 + i as u64, entry, reader)?;
+                for h in hs {
+                    reader.insert(base + fresh.len() as u64, h);
+                    fresh.push(h);
+                }
+            }
+            let root = tree_hash(new_size, reader)?;
+            Ok((fresh, root))
+        })
+        .await?;
+
+        insert_pairs(
+            conn,
+            "log_entries (idx, entry)",
+            entries
+                .iter()
+                .enumerate()
+                .map(|(i, e)| (n0 + i as u64, e.clone())),
+        )
+        .await?;
+        insert_pairs(
+            conn,
+            "log_hashes (idx, hash)",
+            new_hashes
+                .iter()
+                .enumerate()
+                .map(|(i, h)| (base + i as u64, h.0.to_vec())),
+        )
+        .await?;
+        let checkpoint = SignedCheckpoint::sign(&self.key, &self.origin, new_size, root)?;
+        sqlx::query("UPDATE log_head SET size = $1, root = $2 WHERE id = 1")
+            .bind(to_i64(new_size)?)
+            .bind(root.0.to_vec())
+            .execute(&mut *conn)
+            .await?;
+        sqlx::query(
+            "INSERT INTO log_checkpoints (size, root, note, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(to_i64(new_size)?)
+        .bind(root.0.to_vec())
+        .bind(&checkpoint.note)
+        .bind(now_ms())
+        .execute(&mut *conn)
+        .await?;
+        Ok(Appended {
+            first_index: n0,
+            checkpoint,
+        })
+    }
+
+    /// Records a committed checkpoint as published: writes it to the data directory
+    /// (atomically) unless a larger one was published already by this process.
+    pub fn publish(&self, checkpoint: &SignedCheckpoint) -> Result<(), LogError> {
+        let mut last = self
+            .published_size
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if last.is_some_and(|s| s >= checkpoint.size) {
+            return Ok(());
+        }
+        write_atomically(&self.published_file, checkpoint.note.as_bytes()).map_err(|e| {
+            LogError::Publish {
+                path: self.published_file.clone(),
+                reason: e.to_string(),
+            }
+        })?;
+        *last = Some(checkpoint.size);
+        Ok(())
+    }
+
+    /// The current size of the log.
+    pub async fn size(&self, conn: &mut AnyConnection) -> Result<u64, LogError> {
+        let size: i64 = sqlx::query_scalar("SELECT size FROM log_head WHERE id = 1")
+            .fetch_one(conn)
+            .await?;
+        u64::try_from(size).map_err(|_| LogError::Tlog("negative log size".into()))
+    }
+
+    /// The newest stored checkpoint, if any was signed.
+    pub async fn latest_checkpoint(
+        &self,
+        conn: &mut AnyConnection,
+    ) -> Result<Option<SignedCheckpoint>, LogError> {
+        let row = sqlx::query("SELECT note FROM log_checkpoints ORDER BY size DESC LIMIT 1")
+            .fetch_optional(conn)
+            .await?;
+        row.map(|r| {
+            let note: String = r.try_get(0)?;
+            SignedCheckpoint::parse(&note, self.key.verifier_key())
+        })
+        .transpose()
+    }
+
+    /// The stored checkpoint for exactly `size`, if one was signed.
+    pub async fn checkpoint_at(
+        &self,
+        conn: &mut AnyConnection,
+        size: u64,
+    ) -> Result<Option<SignedCheckpoint>, LogError> {
+        let row = sqlx::query("SELECT note FROM log_checkpoints WHERE size = $1")
+            .bind(to_i64(size)?)
+            .fetch_optional(conn)
+            .await?;
+        row.map(|r| {
+            let note: String = r.try_get(0)?;
+            SignedCheckpoint::parse(&note, self.key.verifier_key())
+        })
+        .transpose()
+    }
+
+    /// Signs and stores a checkpoint for the empty log if none exists yet, so that
+    /// `/log/checkpoint` always answers.
+    pub async fn ensure_checkpoint(&self, conn: &mut AnyConnection) -> Result<(), LogError> {
+        if let Some(cp) = self.latest_checkpoint(conn).await? {
+            return self.publish(&cp);
+        }
+        let mut tx = sqlx::Acquire::begin(&mut *conn).await?;
+        let appended = self.append(&mut tx, &[]).await?;
+        tx.commit().await?;
+        self.publish(&appended.checkpoint)
+    }
+
+    /// The tree hash of the first `size` entries, from stored hashes.
+    pub async fn root_at(&self, conn: &mut AnyConnection, size: u64) -> Result<Hash, LogError> {
+        hashes::two_phase(conn, HashMap::new(), |r| Ok(tree_hash(size, &*r)?)).await
+    }
+
+    /// An RFC 6962 inclusion proof of entry `index` in the tree of `size` entries.
+    pub async fn inclusion_proof(
+        &self,
+        conn: &mut AnyConnection,
+        index: u64,
+        size: u64,
+    ) -> Result<Vec<Hash>, LogError> {
+        if index >= size {
+            return Err(LogError::OutOfRange(format!(
+                "entry {index} is not in a tree of size {size}"
+            )));
+        }
+        self.check_size(conn, size).await?;
+        hashes::two_phase(conn, HashMap::new(), |r| {
+            Ok(tlog_tiles::prove_record(size, index, &*r)?)
+        })
+        .await
+    }
+
+    /// An RFC 6962 consistency proof from the tree of `old` entries to the one of `new`.
+    pub async fn consistency_proof(
+        &self,
+        conn: &mut AnyConnection,
+        old: u64,
+        new: u64,
+    ) -> Result<Vec<Hash>, LogError> {
+        if old == 0 || old > new {
+            return Err(LogError::OutOfRange(format!(
+                "no consistency proof from size {old} to size {new}"
+            )));
+        }
+        self.check_size(conn, new).await?;
+        hashes::two_phase(conn, HashMap::new(), |r| {
+            Ok(tlog_tiles::prove_tree(new, old, &*r)?)
+        })
+        .await
+    }
+
+    async fn check_size(&self, conn: &mut AnyConnection, size: u64) -> Result<(), LogError> {
+        let current = self.size(conn).await?;
+        if size > current {
+            return Err(LogError::OutOfRange(format!(
+                "the log has {current} entries, not {size}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The entry at `index`.
+    pub async fn entry(&self, conn: &mut AnyConnection, index: u64) -> Result<Vec<u8>, LogError> {
+        sqlx::query_scalar("SELECT entry FROM log_entries WHERE idx = $1")
+            .bind(to_i64(index)?)
+            .fetch_optional(conn)
+            .await?
+            .ok_or_else(|| LogError::OutOfRange(format!("no log entry {index}")))
+    }
+
+    /// Refuses a database whose log is shorter than, or inconsistent with, the checkpoint
+    /// last published from this data directory; then publishes the newest stored one.
+    pub async fn check_published(&self, conn: &mut AnyConnection) -> Result<(), LogError> {
+        let file = self.published_file.display().to_string();
+        match std::fs::read_to_string(&self.published_file) {
+            Ok(text) => {
+                let published = SignedCheckpoint::parse(&text, self.key.verifier_key())
+                    .map_err(|e| LogError::Checkpoint(format!("{file}: {e}")))?;
+                let db = self.size(conn).await?;
+                if db < published.size {
+                    return Err(LogError::RolledBack {
+                        db,
+                        published: published.size,
+                        file,
+                    });
+                }
+                if self.root_at(conn, published.size).await? != published.root {
+                    return Err(LogError::Inconsistent {
+                        file,
+                        size: published.size,
+                    });
+                }
+                *self
+                    .published_size
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = Some(published.size);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(LogError::Checkpoint(format!("cannot read {file}: {e}")));
+            }
+        }
+        self.ensure_checkpoint(conn).await
+    }
+}
+
+fn to_i64(n: u64) -> Result<i64, LogError> {
+    i64::try_from(n).map_err(|_| LogError::OutOfRange(format!("{n} is too large")))
+}
+
+/// Multi-row `INSERT INTO {table_and_columns} VALUES ($1, $2), …` of (index, bytes) pairs.
+async fn insert_pairs(
+    conn: &mut AnyConnection,
+    table_and_columns: &'static str,
+    rows: impl Iterator<Item = (u64, Vec<u8>)>,
+) -> Result<(), LogError> {
+    let rows: Vec<(u64, Vec<u8>)> = rows.collect();
+    for chunk in rows.chunks(INSERT_CHUNK) {
+        let placeholders: Vec<String> = (0..chunk.len())
+            .map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2))
+            .collect();
+        let sql = format!(
+            "INSERT INTO {table_and_columns} VALUES {}",
+            placeholders.join(", ")
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (index, bytes) in chunk {
+            query = query.bind(to_i64(*index)?).bind(bytes.clone());
+        }
+        query.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// Writes a file so that readers see the old or the new content, never a mix, and the new
+/// content survives a crash once this returns.
+fn write_atomically(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(contents)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Reads stored hashes from a plain in-memory map (used by verifiers and tests).
+pub fn map_reader(map: &HashMap<u64, Hash>) -> impl HashReader + '_ {
+    struct R<'a>(&'a HashMap<u64, Hash>);
+    impl HashReader for R<'_> {
+        fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<Hash>, tlog_tiles::Error> {
+            indexes
+                .iter()
+                .map(|i| {
+                    self.0
+                        .get(i)
+                        .copied()
+                        .ok_or(tlog_tiles::Error::IndexesNotInTree)
+                })
+                .collect()
+        }
+    }
+    R(map)
+}

@@ -1,0 +1,143 @@
+//! Repository for evidence records (the full records live here; the log holds commitments).
+
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
+
+use super::StoreError;
+use crate::evidence::{EvidenceRecord, Sealed};
+
+/// Rows per multi-row INSERT.
+const CHUNK: usize = 100;
+/// Columns per evidence row.
+const COLUMNS: usize = 11;
+
+/// A stored record with its signature and log position.
+#[derive(Debug, Clone)]
+pub struct StoredEvidence {
+    /// The record, parsed from its stored canonical bytes.
+    pub record: EvidenceRecord,
+    /// The canonical bytes as stored.
+    pub canonical: Vec<u8>,
+    /// Detached signature (binary).
+    pub signature: Vec<u8>,
+    /// Index of its commitment in the log.
+    pub log_index: u64,
+}
+
+/// Stores sealed records with their log indexes (same order).
+pub async fn insert(
+    conn: &mut AnyConnection,
+    sealed: &[Sealed],
+    indexes: &[u64],
+) -> Result<(), StoreError> {
+    let rows: Vec<(&Sealed, u64)> = sealed.iter().zip(indexes.iter().copied()).collect();
+    for chunk in rows.chunks(CHUNK) {
+        let placeholders: Vec<String> = (0..chunk.len())
+            .map(|r| {
+                let cols: Vec<String> = (1..=COLUMNS)
+                    .map(|c| format!("${}", r * COLUMNS + c))
+                    .collect();
+                format!("({})", cols.join(", "))
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO evidence (evidence_id, log_index, event, reason, event_time, \
+             gateway_message_id, message_id, sender_key, recipient_key, record, signature) \
+             VALUES {}",
+            placeholders.join(", ")
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (s, index) in chunk {
+            let r = &s.record;
+            query = query
+                .bind(r.evidence_id.to_string())
+                .bind(i64::try_from(*index).unwrap_or(i64::MAX))
+                .bind(r.event.as_str())
+                .bind(r.reason.as_str())
+                .bind(r.time.0)
+                .bind(r.message.gateway_id.clone())
+                .bind(r.message.message_id.clone())
+                .bind(r.sender.address.key())
+                .bind(r.recipient.key())
+                .bind(s.canonical.clone())
+                .bind(s.signature.clone());
+        }
+        query.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+fn from_row(row: &AnyRow) -> Result<StoredEvidence, StoreError> {
+    let canonical: Vec<u8> = row.try_get("record")?;
+    let record = EvidenceRecord::from_canonical(&canonical).map_err(|e| {
+        StoreError::Query(sqlx::Error::Decode(
+            format!("stored evidence record is invalid: {e}").into(),
+        ))
+    })?;
+    let index: i64 = row.try_get("log_index")?;
+    Ok(StoredEvidence {
+        record,
+        canonical,
+        signature: row.try_get("signature")?,
+        log_index: u64::try_from(index).unwrap_or_default(),
+    })
+}
+
+/// What to look for; every set field must match.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// Gateway message id or RFC 5322 Message-ID.
+    pub message: Option<String>,
+    /// Sender address key (lower-case).
+    pub sender: Option<String>,
+    /// Recipient address key (lower-case).
+    pub recipient: Option<String>,
+    /// Event time at or after (unix ms).
+    pub from: Option<i64>,
+    /// Event time before (unix ms).
+    pub until: Option<i64>,
+    /// Most rows returned.
+    pub limit: i64,
+}
+
+/// Records matching `filter`, oldest first (ties in log order).
+pub async fn search(
+    conn: &mut AnyConnection,
+    filter: &Filter,
+) -> Result<Vec<StoredEvidence>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT record, signature, log_index FROM evidence \
+         WHERE ($1 IS NULL OR gateway_message_id = $1 OR message_id = $1) \
+           AND ($2 IS NULL OR sender_key = $2) \
+           AND ($3 IS NULL OR recipient_key = $3) \
+           AND ($4 IS NULL OR event_time >= $4) \
+           AND ($5 IS NULL OR event_time < $5) \
+         ORDER BY event_time, log_index LIMIT $6",
+    )
+    .bind(filter.message.clone())
+    .bind(filter.sender.clone())
+    .bind(filter.recipient.clone())
+    .bind(filter.from)
+    .bind(filter.until)
+    .bind(filter.limit)
+    .fetch_all(conn)
+    .await?;
+    rows.iter().map(from_row).collect()
+}
+
+/// Every record stored, in log order, from `after_index` on (for full-log audits).
+pub async fn page_by_log_index(
+    conn: &mut AnyConnection,
+    after_index: i64,
+    limit: i64,
+) -> Result<Vec<StoredEvidence>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT record, signature, log_index FROM evidence WHERE log_index > $1 \
+         ORDER BY log_index LIMIT $2",
+    )
+    .bind(after_index)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?;
+    rows.iter().map(from_row).collect()
+}
