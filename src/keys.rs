@@ -215,7 +215,7 @@ pub fn generate(config: &Config, passphrase: &Passphrase) -> Result<KeyFiles, Ke
         &String::from_utf8(log_armored).map_err(pgp_err)?,
         true,
     )?;
-    write_file(&files.log_vkey, &format!("{vkey}\n"), false)?;
+    write_file(&files.log_vkey, format!("{vkey}\n"), false)?;
     Ok(files)
 }
 
@@ -377,6 +377,40 @@ fn read_key_file(path: &Path) -> Result<Vec<u8>, KeyError> {
         path: path.to_owned(),
         reason: e.to_string(),
     })
+}
+
+/// The public halves, readable without the passphrase (for verification and publishing).
+#[derive(Debug, Clone)]
+pub struct PublicKeys {
+    /// Evidence certificate.
+    pub evidence: Cert,
+    /// Log verifier key.
+    pub log_vkey: String,
+    /// Log origin.
+    pub origin: String,
+}
+
+impl PublicKeys {
+    /// Reads `evidence.cert.asc` and `log.vkey`.
+    pub fn load(config: &Config) -> Result<Self, KeyError> {
+        let files = KeyFiles::in_dir(&config.keys.dir);
+        let cert_bytes = read_key_file(&files.evidence_cert)?;
+        let evidence = Cert::from_bytes(&cert_bytes).map_err(|e| KeyError::Malformed {
+            path: files.evidence_cert.clone(),
+            reason: e.to_string(),
+        })?;
+        let vkey = String::from_utf8(read_key_file(&files.log_vkey)?).map_err(|e| {
+            KeyError::Malformed {
+                path: files.log_vkey.clone(),
+                reason: e.to_string(),
+            }
+        })?;
+        Ok(Self {
+            evidence,
+            log_vkey: vkey.trim().to_owned(),
+            origin: log_origin(config),
+        })
+    }
 }
 
 /// The unlocked keys of a running gateway.

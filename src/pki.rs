@@ -95,17 +95,17 @@ pub fn write_dev_pki(dir: &Path, domain: &DomainName) -> Result<DevPki, PkiError
         path: dir.to_owned(),
         source,
     })?;
-    write_file(&out.ca_cert, &ca_cert.pem(), false)?;
-    write_file(&dir.join("ca.key"), &ca_key.serialize_pem(), true)?;
+    write_file(&out.ca_cert, ca_cert.pem(), false)?;
+    write_file(&dir.join("ca.key"), ca_key.serialize_pem(), true)?;
     write_file(
         &out.server_cert,
-        &format!("{server_cert}{}", ca_cert.pem()),
+        format!("{server_cert}{}", ca_cert.pem()),
         false,
     )?;
     write_file(&out.server_key, &server_key, true)?;
     write_file(
         &out.peer_cert,
-        &format!("{peer_cert}{}", ca_cert.pem()),
+        format!("{peer_cert}{}", ca_cert.pem()),
         false,
     )?;
     write_file(&out.peer_key, &peer_key, true)?;
@@ -138,7 +138,7 @@ fn leaf(
 }
 
 /// Writes a file; secret files get mode 0600 from creation on, never a wider one.
-pub fn write_file(path: &Path, contents: &str, secret: bool) -> Result<(), PkiError> {
+pub fn write_file(path: &Path, contents: impl AsRef<[u8]>, secret: bool) -> Result<(), PkiError> {
     let err = |source| PkiError::Write {
         path: path.to_owned(),
         source,
@@ -151,7 +151,7 @@ pub fn write_file(path: &Path, contents: &str, secret: bool) -> Result<(), PkiEr
         options.mode(0o600);
     }
     let mut file = options.open(path).map_err(err)?;
-    file.write_all(contents.as_bytes()).map_err(err)?;
+    file.write_all(contents.as_ref()).map_err(err)?;
     file.sync_all().map_err(err)
 }
 

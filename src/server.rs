@@ -22,6 +22,9 @@ use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 use crate::config::Config;
+use crate::evidence::Writer;
+use crate::keys::{KeyError, KeyRing};
+use crate::log::{Log, LogError};
 use crate::store::{OpenMode, Store, StoreError};
 use crate::telemetry;
 use crate::tls::{self, ServerCert, TlsError};
@@ -54,6 +57,12 @@ pub enum ServeError {
     /// The metrics recorder.
     #[error("metrics: {0}")]
     Metrics(String),
+    /// The gateway keys.
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    /// The transparency log (e.g. a database older than the published checkpoint).
+    #[error(transparent)]
+    Log(#[from] LogError),
 }
 
 /// Addresses actually bound (useful when a config asks for port 0).
@@ -68,9 +77,26 @@ pub struct Bound {
 /// Serves until `shutdown` is cancelled, then drains and returns.
 pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), ServeError> {
     let store = Store::open(&config, OpenMode::CreateAndMigrate).await?;
-    let config = Arc::new(config);
+    let keys = KeyRing::load(&config)?;
+    let log = Arc::new(Log::new(
+        keys.log.clone(),
+        keys.origin.clone(),
+        &config.gateway.data_dir,
+    ));
+    {
+        let mut conn = store.pool().acquire().await.map_err(StoreError::from)?;
+        log.check_published(&mut conn).await?;
+    }
+    let writer = Writer::spawn(store.clone(), log.clone());
+    let state = AppState {
+        store: store.clone(),
+        config: Arc::new(config),
+        keys,
+        log,
+        writer,
+    };
     let tracker = TaskTracker::new();
-    let bound = start(&config, &store, &tracker, shutdown.clone()).await?;
+    let bound = start(&state, &tracker, shutdown.clone()).await?;
     tracing::info!(https = ?bound.https, metrics = ?bound.metrics, "bote is serving");
     metrics::gauge!("bote_up").set(1.0);
     shutdown.cancelled().await;
@@ -89,11 +115,11 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Se
 
 /// Binds the listeners and spawns their accept loops on `tracker`.
 pub async fn start(
-    config: &Arc<Config>,
-    store: &Store,
+    state: &AppState,
     tracker: &TaskTracker,
     shutdown: CancellationToken,
 ) -> Result<Bound, ServeError> {
+    let config = &state.config;
     let mut bound = Bound::default();
     if let Some(addr) = config.http.metrics_listen.0 {
         let handle = telemetry::install_metrics().map_err(ServeError::Metrics)?;
@@ -119,10 +145,7 @@ pub async fn start(
         let local = local_addr("http.listen", &listener, addr)?;
         telemetry::announce("https", "https", local);
         bound.https = Some(local);
-        let app = web::router(AppState {
-            store: store.clone(),
-            config: config.clone(),
-        });
+        let app = web::router(state.clone());
         let acceptor = TlsAcceptor::from(tls);
         tracker.spawn(accept_loop(
             listener,

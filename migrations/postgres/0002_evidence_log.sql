@@ -1,17 +1,20 @@
 -- The transparency log and the evidence records it commits to (spec §4).
 -- log_hashes holds the tlog "stored hashes" (every complete subtree's hash, indexed as in
 -- Go's sumdb/tlog); tiles and proofs are read from it. log_head is the sequencer row: every
--- append updates it first, which serialises appends across processes.
+-- append updates it first, which serialises appends across processes; it also holds the
+-- latest signed checkpoint (older ones need not be kept: any past tree can be proven from
+-- log_hashes, and a checkpoint handed out earlier carries its own signature).
 
 CREATE TABLE log_head (
     id         BIGINT PRIMARY KEY CHECK (id = 1),
     size       BIGINT NOT NULL CHECK (size >= 0),
     root       BYTEA NOT NULL,
+    checkpoint TEXT NOT NULL,
     updated_at BIGINT NOT NULL
 );
 -- The empty tree: SHA-256 of the empty string (RFC 6962 §2.1).
-INSERT INTO log_head (id, size, root, updated_at)
-VALUES (1, 0, '\xE3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855'::bytea, 0);
+INSERT INTO log_head (id, size, root, checkpoint, updated_at)
+VALUES (1, 0, '\xE3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855'::bytea, '', 0);
 
 CREATE TABLE log_entries (
     idx   BIGINT PRIMARY KEY CHECK (idx >= 0),
@@ -21,13 +24,6 @@ CREATE TABLE log_entries (
 CREATE TABLE log_hashes (
     idx  BIGINT PRIMARY KEY CHECK (idx >= 0),
     hash BYTEA NOT NULL
-);
-
-CREATE TABLE log_checkpoints (
-    size       BIGINT PRIMARY KEY CHECK (size >= 0),
-    root       BYTEA NOT NULL,
-    note       TEXT NOT NULL,
-    created_at BIGINT NOT NULL
 );
 
 CREATE TABLE evidence (

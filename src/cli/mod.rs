@@ -5,6 +5,7 @@
 //! else (errors, logs) goes to stderr. Secrets are read from stdin only.
 
 mod accounts;
+mod evidence;
 mod setup;
 
 use std::io::BufRead;
@@ -71,6 +72,37 @@ enum Command {
     Mailbox {
         #[command(subcommand)]
         command: accounts::MailboxCommand,
+    },
+    /// Manage the gateway's evidence and log keys.
+    Keys {
+        #[command(subcommand)]
+        command: evidence::KeysCommand,
+    },
+    /// Export proof bundles.
+    Proof {
+        #[command(subcommand)]
+        command: evidence::ProofCommand,
+    },
+    /// Verify a proof bundle offline (needs no configuration).
+    Verify {
+        /// The bundle (.tar).
+        file: PathBuf,
+        /// The expected evidence key: a certificate file or a fingerprint.
+        #[arg(long, value_name = "CERT|FINGERPRINT")]
+        key: Option<String>,
+        /// A signed checkpoint you trust; the bundle's proofs must hold against it.
+        #[arg(long, value_name = "FILE")]
+        checkpoint: Option<PathBuf>,
+    },
+    /// Inspect the transparency log.
+    Log {
+        #[command(subcommand)]
+        command: evidence::LogCommand,
+    },
+    /// Search evidence and show timelines.
+    Evidence {
+        #[command(subcommand)]
+        command: evidence::EvidenceCommand,
     },
 }
 
@@ -172,6 +204,15 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::User { command } => accounts::user(&cli.config, command).await,
         Command::Mailbox { command } => accounts::mailbox(&cli.config, command).await,
+        Command::Keys { command } => evidence::keys(&cli.config, command),
+        Command::Proof { command } => evidence::proof(&cli.config, command).await,
+        Command::Verify {
+            file,
+            key,
+            checkpoint,
+        } => evidence::verify(&file, key.as_deref(), checkpoint.as_deref()),
+        Command::Log { command } => evidence::log(&cli.config, command).await,
+        Command::Evidence { command } => evidence::evidence(&cli.config, command).await,
     }
 }
 

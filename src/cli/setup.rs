@@ -10,6 +10,7 @@ use crate::accounts::service::{AccountError, Accounts, AddUser};
 use crate::accounts::{Actor, Role};
 use crate::address::{DomainName, EmailAddress};
 use crate::config::Config;
+use crate::keys::{self, Passphrase};
 use crate::pki::{self, write_file};
 use crate::store::{OpenMode, Store};
 
@@ -75,8 +76,11 @@ fn io_err(path: &Path, e: std::io::Error) -> CliError {
 /// `bote init --dir DIR --domain DOMAIN`.
 pub async fn init(dir: &Path, domain: &str) -> Result<(), CliError> {
     let config_path = init_files(dir, domain).await?;
+    let config = load_config(&config_path)?;
+    let public = keys::PublicKeys::load(&config).map_err(|e| CliError::Usage(e.to_string()))?;
     println!("config: {}", config_path.display());
     println!("ca-cert: {}", dir.join("certs/ca.crt").display());
+    println!("evidence-key: {}", public.evidence.fingerprint().to_hex());
     Ok(())
 }
 
@@ -118,12 +122,14 @@ async fn write_setup(dir: &Path, domain: &DomainName, config_path: &Path) -> Res
     pki::write_dev_pki(&dir.join("certs"), domain)?;
     let keys = dir.join("keys");
     create_private_dir(&keys)?;
-    write_file(&keys.join("passphrase"), &random_secret(32), true)?;
+    write_file(&keys.join("passphrase"), random_secret(32), true)?;
     create_private_dir(&dir.join("data"))?;
-    write_file(config_path, &config_template(domain), false)?;
+    write_file(config_path, config_template(domain), false)?;
     // Loading validates what was just written (overrides from the environment apply, so
     // `BOTE_DATABASE_URL=postgres://…` initialises a PostgreSQL database).
     let config = load_config(config_path)?;
+    let passphrase = Passphrase::load(&config).map_err(|e| CliError::Usage(e.to_string()))?;
+    keys::generate(&config, &passphrase).map_err(|e| CliError::Usage(e.to_string()))?;
     let store = Store::open(&config, OpenMode::CreateAndMigrate).await?;
     store.close().await;
     Ok(())

@@ -88,6 +88,15 @@ pub fn armor_signature(binary: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Re-armours an (armoured or binary) signature the way [`armor_signature`] writes it.
+pub fn canonical_armored_signature(signature: &[u8]) -> Option<Vec<u8>> {
+    use openpgp::serialize::SerializeInto;
+    match Packet::from_bytes(signature) {
+        Ok(p @ Packet::Signature(_)) => p.to_vec().ok().map(|b| armor_signature(&b)),
+        _ => None,
+    }
+}
+
 /// The 32-byte seed of an unencrypted Ed25519 secret key.
 pub fn ed25519_seed<P: KeyParts, R: KeyRole>(key: &Key<P, R>) -> Option<[u8; 32]>
 where

@@ -391,8 +391,14 @@ pub fn verify(
         }
     };
     let manifest_bytes = member(&members, MANIFEST)?;
-    crypto::verify_detached(&cert, manifest_bytes, member(&members, MANIFEST_SIG)?)
+    let manifest_sig = member(&members, MANIFEST_SIG)?;
+    crypto::verify_detached(&cert, manifest_bytes, manifest_sig)
         .map_err(|e| VerifyError(format!("{MANIFEST_SIG}: {e}")))?;
+    // The one member no digest covers: its armour must be exactly what bote writes, so that
+    // not even an armour header or checksum byte can change unnoticed.
+    if crypto::canonical_armored_signature(manifest_sig).as_deref() != Some(manifest_sig) {
+        return fail(format!("{MANIFEST_SIG}: not in canonical armour"));
+    }
     let manifest: Manifest = serde_json::from_slice(manifest_bytes)
         .map_err(|e| VerifyError(format!("{MANIFEST}: {e}")))?;
     if manifest.format != FORMAT || manifest.version != VERSION {
@@ -449,7 +455,7 @@ pub fn verify(
     // 5. The checkpoint, signed by the log key the manifest vouches for.
     let vkey = text(&members, LOG_VKEY)?.trim().to_owned();
     let checkpoint = SignedCheckpoint::parse(text(&members, CHECKPOINT)?, &vkey)
-        .map_err(|e| VerifyError(format!("{CHECKPOINT}: {e}")))?;
+        .map_err(|e| VerifyError(e.to_string()))?;
     if checkpoint.size != manifest.checkpoint_size {
         return fail(format!(
             "{CHECKPOINT}: size {} differs from the manifest's {}",

@@ -41,6 +41,9 @@ pub enum EvidenceError {
     /// Storage.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A stored record fails its checks.
+    #[error("{0}")]
+    Audit(String),
 }
 
 impl From<sqlx::Error> for EvidenceError {
@@ -84,6 +87,36 @@ pub fn seal(key: &EvidenceKey, records: Vec<EvidenceRecord>) -> Result<Vec<Seale
             signature,
         })
         .collect())
+}
+
+/// Checks every stored record: its signature by `cert`, and that the log entry at its index
+/// commits to exactly its bytes. Returns how many records were checked.
+pub async fn audit_records(
+    conn: &mut AnyConnection,
+    cert: &sequoia_openpgp::Cert,
+) -> Result<u64, EvidenceError> {
+    let mut after = -1_i64;
+    let mut count = 0_u64;
+    loop {
+        let page = repo::page_with_entries(conn, after, 1000).await?;
+        let Some((last, _)) = page.last() else {
+            return Ok(count);
+        };
+        after = i64::try_from(last.log_index).unwrap_or(i64::MAX);
+        for (e, entry) in &page {
+            let id = e.record.evidence_id;
+            crate::crypto::verify_detached(cert, &e.canonical, &e.signature)
+                .map_err(|err| EvidenceError::Audit(format!("evidence {id}: {err}")))?;
+            let expected = EvidenceRecord::commitment(e.record.event, &e.canonical).to_entry();
+            if entry.as_deref() != Some(expected.as_slice()) {
+                return Err(EvidenceError::Audit(format!(
+                    "evidence {id} is missing from the log (entry {} does not commit to it)",
+                    e.log_index
+                )));
+            }
+            count += 1;
+        }
+    }
 }
 
 /// Appends sealed records to the log and stores them, inside the caller's transaction.

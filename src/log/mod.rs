@@ -19,19 +19,20 @@
 mod hashes;
 pub mod note;
 pub mod tiles;
+mod verify;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use sqlx::{AnyConnection, Row};
-use tlog_tiles::{Hash, HashReader, stored_hash_count, stored_hashes, tree_hash};
+use sqlx::AnyConnection;
+use tlog_tiles::{Hash, stored_hash_count, stored_hashes, tree_hash};
 
 use crate::clock::now_ms;
 use crate::keys::LogKey;
 use crate::store::StoreError;
-pub use hashes::StoredHashes;
 pub use note::SignedCheckpoint;
+pub use verify::LogReport;
 
 /// Rows per multi-row INSERT (well below both backends' parameter limits).
 const INSERT_CHUNK: usize = 400;
@@ -78,6 +79,9 @@ pub enum LogError {
         /// Its size.
         size: u64,
     },
+    /// The stored log contradicts itself or its signed checkpoint.
+    #[error("the stored log is corrupt: {0}")]
+    Corrupt(String),
     /// Writing the published checkpoint file failed.
     #[error("cannot write {path}: {reason}")]
     Publish {
@@ -112,7 +116,8 @@ pub struct Appended {
 /// The log of one gateway: its origin, its key, and where it publishes checkpoints.
 #[derive(Debug)]
 pub struct Log {
-    key: Arc<LogKey>,
+    signer: Option<Arc<LogKey>>,
+    vkey: String,
     origin: String,
     published_file: PathBuf,
     published_size: Mutex<Option<u64>>,
@@ -122,7 +127,19 @@ impl Log {
     /// A log named `origin`, signing with `key`, publishing into `data_dir`.
     pub fn new(key: Arc<LogKey>, origin: String, data_dir: &Path) -> Self {
         Self {
-            key,
+            vkey: key.verifier_key().to_owned(),
+            signer: Some(key),
+            origin,
+            published_file: data_dir.join("log-checkpoint"),
+            published_size: Mutex::new(None),
+        }
+    }
+
+    /// A log that can be read and verified but not appended to (no secret key needed).
+    pub fn read_only(vkey: String, origin: String, data_dir: &Path) -> Self {
+        Self {
+            signer: None,
+            vkey,
             origin,
             published_file: data_dir.join("log-checkpoint"),
             published_size: Mutex::new(None),
@@ -136,7 +153,7 @@ impl Log {
 
     /// The verifier key of the log key.
     pub fn verifier_key(&self) -> &str {
-        self.key.verifier_key()
+        &self.vkey
     }
 
     /// Where the last published checkpoint is kept outside the database.
@@ -193,21 +210,17 @@ impl Log {
                 .map(|(i, h)| (base + i as u64, h.0.to_vec())),
         )
         .await?;
-        let checkpoint = SignedCheckpoint::sign(&self.key, &self.origin, new_size, root)?;
-        sqlx::query("UPDATE log_head SET size = $1, root = $2 WHERE id = 1")
+        let signer = self
+            .signer
+            .as_ref()
+            .ok_or_else(|| LogError::Checkpoint("this log was opened read-only".into()))?;
+        let checkpoint = SignedCheckpoint::sign(signer, &self.origin, new_size, root)?;
+        sqlx::query("UPDATE log_head SET size = $1, root = $2, checkpoint = $3 WHERE id = 1")
             .bind(to_i64(new_size)?)
             .bind(root.0.to_vec())
+            .bind(&checkpoint.note)
             .execute(&mut *conn)
             .await?;
-        sqlx::query(
-            "INSERT INTO log_checkpoints (size, root, note, created_at) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(to_i64(new_size)?)
-        .bind(root.0.to_vec())
-        .bind(&checkpoint.note)
-        .bind(now_ms())
-        .execute(&mut *conn)
-        .await?;
         Ok(Appended {
             first_index: n0,
             checkpoint,
@@ -242,36 +255,36 @@ impl Log {
         u64::try_from(size).map_err(|_| LogError::Tlog("negative log size".into()))
     }
 
-    /// The newest stored checkpoint, if any was signed.
+    /// The newest checkpoint, if any was signed yet.
     pub async fn latest_checkpoint(
         &self,
         conn: &mut AnyConnection,
     ) -> Result<Option<SignedCheckpoint>, LogError> {
-        let row = sqlx::query("SELECT note FROM log_checkpoints ORDER BY size DESC LIMIT 1")
-            .fetch_optional(conn)
+        let note: String = sqlx::query_scalar("SELECT checkpoint FROM log_head WHERE id = 1")
+            .fetch_one(conn)
             .await?;
-        row.map(|r| {
-            let note: String = r.try_get(0)?;
-            SignedCheckpoint::parse(&note, self.key.verifier_key())
-        })
-        .transpose()
+        if note.is_empty() {
+            return Ok(None);
+        }
+        SignedCheckpoint::parse(&note, &self.vkey).map(Some)
     }
 
-    /// The stored checkpoint for exactly `size`, if one was signed.
-    pub async fn checkpoint_at(
+    /// Checks that `checkpoint` (signed by this log's key) describes the stored tree at its
+    /// size: used to export bundles against a checkpoint someone holds.
+    pub async fn check_checkpoint(
         &self,
         conn: &mut AnyConnection,
-        size: u64,
-    ) -> Result<Option<SignedCheckpoint>, LogError> {
-        let row = sqlx::query("SELECT note FROM log_checkpoints WHERE size = $1")
-            .bind(to_i64(size)?)
-            .fetch_optional(conn)
-            .await?;
-        row.map(|r| {
-            let note: String = r.try_get(0)?;
-            SignedCheckpoint::parse(&note, self.key.verifier_key())
-        })
-        .transpose()
+        note: &str,
+    ) -> Result<SignedCheckpoint, LogError> {
+        let cp = SignedCheckpoint::parse(note, &self.vkey)?;
+        self.check_size(conn, cp.size).await?;
+        if self.root_at(conn, cp.size).await? != cp.root {
+            return Err(LogError::Checkpoint(format!(
+                "the stored log does not have this checkpoint's root at size {}",
+                cp.size
+            )));
+        }
+        Ok(cp)
     }
 
     /// Signs and stores a checkpoint for the empty log if none exists yet, so that
@@ -354,7 +367,7 @@ impl Log {
         let file = self.published_file.display().to_string();
         match std::fs::read_to_string(&self.published_file) {
             Ok(text) => {
-                let published = SignedCheckpoint::parse(&text, self.key.verifier_key())
+                let published = SignedCheckpoint::parse(&text, &self.vkey)
                     .map_err(|e| LogError::Checkpoint(format!("{file}: {e}")))?;
                 let db = self.size(conn).await?;
                 if db < published.size {
@@ -426,23 +439,4 @@ fn write_atomically(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     }
     std::fs::rename(&tmp, path)?;
     std::fs::File::open(dir)?.sync_all()
-}
-
-/// Reads stored hashes from a plain in-memory map (used by verifiers and tests).
-pub fn map_reader(map: &HashMap<u64, Hash>) -> impl HashReader + '_ {
-    struct R<'a>(&'a HashMap<u64, Hash>);
-    impl HashReader for R<'_> {
-        fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<Hash>, tlog_tiles::Error> {
-            indexes
-                .iter()
-                .map(|i| {
-                    self.0
-                        .get(i)
-                        .copied()
-                        .ok_or(tlog_tiles::Error::IndexesNotInTree)
-                })
-                .collect()
-        }
-    }
-    R(map)
 }

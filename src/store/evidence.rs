@@ -125,19 +125,23 @@ pub async fn search(
     rows.iter().map(from_row).collect()
 }
 
-/// Every record stored, in log order, from `after_index` on (for full-log audits).
-pub async fn page_by_log_index(
+/// Every record stored, in log order, after `after_index`, each with the log entry at its
+/// index (if any): for full audits.
+pub async fn page_with_entries(
     conn: &mut AnyConnection,
     after_index: i64,
     limit: i64,
-) -> Result<Vec<StoredEvidence>, StoreError> {
+) -> Result<Vec<(StoredEvidence, Option<Vec<u8>>)>, StoreError> {
     let rows = sqlx::query(
-        "SELECT record, signature, log_index FROM evidence WHERE log_index > $1 \
-         ORDER BY log_index LIMIT $2",
+        "SELECT e.record, e.signature, e.log_index, l.entry FROM evidence e \
+         LEFT JOIN log_entries l ON l.idx = e.log_index \
+         WHERE e.log_index > $1 ORDER BY e.log_index LIMIT $2",
     )
     .bind(after_index)
     .bind(limit)
     .fetch_all(conn)
     .await?;
-    rows.iter().map(from_row).collect()
+    rows.iter()
+        .map(|r| Ok((from_row(r)?, r.try_get("entry")?)))
+        .collect()
 }

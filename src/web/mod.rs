@@ -4,6 +4,7 @@
 //! Architecture invariant: every response, errors and 404s included, leaves through
 //! [`security_headers`], and every error body is an RFC 9457 [`problem::Problem`].
 
+pub mod log;
 pub mod problem;
 
 use std::sync::Arc;
@@ -20,6 +21,8 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 use crate::config::Config;
+use crate::evidence::Writer;
+use crate::keys::KeyRing;
 use crate::store::Store;
 use problem::Problem;
 
@@ -33,6 +36,12 @@ pub struct AppState {
     pub store: Store,
     /// The effective configuration.
     pub config: Arc<Config>,
+    /// The gateway's unlocked keys.
+    pub keys: KeyRing,
+    /// The transparency log.
+    pub log: Arc<crate::log::Log>,
+    /// The group-commit writer for events and their evidence.
+    pub writer: Writer,
 }
 
 /// The complete HTTPS application.
@@ -40,6 +49,9 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/log/checkpoint", get(log::checkpoint))
+        .route("/log/key", get(log::key))
+        .route("/log/tile/{*rest}", get(log::tile))
         .route_layer(middleware::from_fn(record_metrics))
         .fallback(|| async { Problem::not_found() })
         .with_state(state)

@@ -6,14 +6,13 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use bote::config::Config;
 use bote::store::{Backend, OpenMode};
 use bote::web::{self, AppState};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 
 use crate::on_both_backends;
-use crate::support::{Setup, TestDb, free_port, stderr};
+use crate::support::{Gateway, Setup, TestDb, free_port, record, stderr};
 
 const SECURITY_HEADERS: &[(&str, &str)] = &[
     (
@@ -24,18 +23,14 @@ const SECURITY_HEADERS: &[(&str, &str)] = &[
     ("referrer-policy", "no-referrer"),
 ];
 
-fn app(store: bote::store::Store) -> axum::Router {
-    let config = Config::from_toml(
-        "[gateway]\ndomains = [\"lemgo.example\"]\n[http]\nlisten = \"\"\nmetrics_listen = \"\"\n\
-         [smtp]\nmx_listen = \"\"\nsubmission_listen = \"\"\nsubmissions_listen = \"\"\n\
-         [tls]\ncert = \"\"\nkey = \"\"\nca_cert = \"\"\n",
-        std::path::Path::new("/nonexistent/bote.toml"),
-        std::iter::empty(),
-    )
-    .unwrap();
+/// The router of `gw`, but reading `store` (which may differ, e.g. be unmigrated).
+fn app(gw: &Gateway, store: bote::store::Store) -> axum::Router {
     web::router(AppState {
         store,
-        config: Arc::new(config),
+        config: Arc::new(gw.config.clone()),
+        keys: gw.keys.clone(),
+        log: gw.log.clone(),
+        writer: gw.writer.clone(),
     })
 }
 
@@ -72,7 +67,11 @@ fn assert_security_headers(headers: &axum::http::HeaderMap) {
 }
 
 async fn health_readiness_and_headers_on_every_response(db: TestDb) {
-    let app = app(db.store().await);
+    let backend = db.backend;
+    drop(db);
+    let gw = Gateway::new(backend).await;
+    let db = &gw.db;
+    let app = app(&gw, gw.store.clone());
     let (status, headers, body) = get(&app, "/healthz").await;
     assert_eq!((status, body.as_str()), (StatusCode::OK, "ok\n"));
     assert_security_headers(&headers);
@@ -101,7 +100,8 @@ on_both_backends!(
 );
 
 async fn readyz_fails_while_migrations_are_pending(db: TestDb) {
-    let app = app(db.open(OpenMode::Unchecked).await);
+    let gw = Gateway::new(Backend::Sqlite).await;
+    let app = app(&gw, db.open(OpenMode::Unchecked).await);
     let (status, headers, body) = get(&app, "/readyz").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(
@@ -114,6 +114,124 @@ on_both_backends!(
     readyz_fails_while_migrations_are_pending,
     super::readyz_fails_while_migrations_are_pending
 );
+
+async fn public_log_serves_checkpoint_key_and_tiles(db: TestDb) {
+    let backend = db.backend;
+    drop(db);
+    let gw = Gateway::new(backend).await;
+    let records: Vec<_> = (0..300)
+        .map(|i| {
+            record(
+                bote::evidence::Event::SubmissionAcceptance,
+                &format!("m{i}"),
+                "bauamt@lemgo.example",
+                1_795_000_000_000 + i,
+            )
+        })
+        .collect();
+    let receipt = gw.commit(records).await;
+    assert_eq!(receipt.checkpoint.size, 300);
+    let app = app(&gw, gw.store.clone());
+
+    let (status, headers, body) = get(&app, "/log/checkpoint").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        headers.get("content-type").unwrap(),
+        "text/plain; charset=utf-8"
+    );
+    assert_eq!(body, receipt.checkpoint.note);
+    assert!(body.starts_with("lemgo.example/log\n300\n"), "{body}");
+    bote::log::SignedCheckpoint::parse(&body, gw.keys.log.verifier_key()).unwrap();
+
+    let (status, _, body) = get(&app, "/log/key").await;
+    assert_eq!(status, StatusCode::OK);
+    let (vkey, cert) = body.split_once("\n\n").unwrap();
+    assert!(!vkey.contains('\n'), "verifier key alone on the first line");
+    assert!(vkey.starts_with("lemgo.example/log+"), "{vkey}");
+    assert!(
+        cert.starts_with("-----BEGIN PGP PUBLIC KEY BLOCK-----"),
+        "{cert}"
+    );
+    assert!(!body.contains("PRIVATE"));
+
+    // Level-0 tiles: one full (256 leaf hashes) and one partial (44), matching the tree.
+    let full = raw(&app, "/log/tile/0/000").await;
+    assert_eq!((full.0, full.2.len()), (StatusCode::OK, 256 * 32));
+    assert!(
+        full.1
+            .get("cache-control")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .contains("immutable")
+    );
+    let mut conn = gw.store.pool().acquire().await.unwrap();
+    let entry0 = gw.log.entry(&mut conn, 0).await.unwrap();
+    assert_eq!(&full.2[..32], &tlog_tiles::record_hash(&entry0).0[..]);
+    let partial = raw(&app, "/log/tile/0/001.p/44").await;
+    assert_eq!((partial.0, partial.2.len()), (StatusCode::OK, 44 * 32));
+    assert_eq!(
+        raw(&app, "/log/tile/0/001.p/45").await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(raw(&app, "/log/tile/0/001").await.0, StatusCode::NOT_FOUND);
+    // Level 1 has one hash (the first 256 leaves); it is the root of tile 0/000's subtree.
+    let level1 = raw(&app, "/log/tile/1/000.p/1").await;
+    assert_eq!(level1.2, tlog_tiles::Tile::subtree_hash(&full.2).0.to_vec());
+
+    // Entry bundles: big-endian u16 length + entry, in order.
+    let bundle = raw(&app, "/log/tile/entries/001.p/44").await;
+    assert_eq!(bundle.0, StatusCode::OK);
+    let mut rest = bundle.2.as_slice();
+    let mut count = 0;
+    while !rest.is_empty() {
+        let len = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
+        let entry = &rest[2..2 + len];
+        assert_eq!(
+            entry,
+            gw.log
+                .entry(&mut conn, 256 + count)
+                .await
+                .unwrap()
+                .as_slice()
+        );
+        rest = &rest[2 + len..];
+        count += 1;
+    }
+    assert_eq!(count, 44);
+    for bad in [
+        "/log/tile/0/000.p/0",
+        "/log/tile/9/000",
+        "/log/tile/entries/x000/001",
+        "/log/tile/0/../../etc",
+    ] {
+        let (status, headers, _) = get(&app, bad).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{bad}");
+        assert_security_headers(&headers);
+    }
+}
+on_both_backends!(
+    public_log_serves_checkpoint_key_and_tiles,
+    super::public_log_serves_checkpoint_key_and_tiles
+);
+
+async fn raw(app: &axum::Router, path: &str) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
+    let response = app
+        .clone()
+        .oneshot(Request::get(path).body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .to_vec();
+    (status, headers, body)
+}
 
 /// A `bote serve` child process, killed if the test fails before it stops it.
 struct Server {

@@ -10,5 +10,6 @@ mod support;
 
 mod accounts;
 mod cli;
+mod evidence;
 mod http;
 mod storage;

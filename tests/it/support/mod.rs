@@ -258,3 +258,123 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("free port")
 }
+
+/// A gateway's evidence machinery opened in-process on a `bote init` setup.
+pub struct Gateway {
+    /// The setup (files, database URL).
+    pub setup: Setup,
+    /// The database handle.
+    pub db: TestDb,
+    /// Effective config.
+    pub config: bote::config::Config,
+    /// Unlocked keys.
+    pub keys: bote::keys::KeyRing,
+    /// Store.
+    pub store: Store,
+    /// Log.
+    pub log: std::sync::Arc<bote::log::Log>,
+    /// Writer.
+    pub writer: bote::evidence::Writer,
+}
+
+impl Gateway {
+    /// `bote init`, then open everything in-process.
+    pub async fn new(backend: Backend) -> Self {
+        let (setup, db) = Setup::new(backend).await;
+        Self::open(setup, db).await
+    }
+
+    /// Opens (or re-opens, as after a restart) the machinery of an existing setup.
+    pub async fn open(setup: Setup, db: TestDb) -> Self {
+        let env: Vec<(String, String)> = setup
+            .database_url
+            .iter()
+            .map(|u| ("BOTE_DATABASE_URL".to_owned(), u.clone()))
+            .collect();
+        let config = bote::config::Config::load(&setup.config(), env).unwrap();
+        let keys = bote::keys::KeyRing::load(&config).unwrap();
+        let store = Store::open(&config, OpenMode::Existing).await.unwrap();
+        let log = std::sync::Arc::new(bote::log::Log::new(
+            keys.log.clone(),
+            keys.origin.clone(),
+            &config.gateway.data_dir,
+        ));
+        {
+            let mut conn = store.pool().acquire().await.unwrap();
+            log.check_published(&mut conn).await.unwrap();
+        }
+        let writer = bote::evidence::Writer::spawn(store.clone(), log.clone());
+        Self {
+            setup,
+            db,
+            config,
+            keys,
+            store,
+            log,
+            writer,
+        }
+    }
+
+    /// Closes the store and re-opens everything, as a restart would.
+    pub async fn restart(self) -> Self {
+        self.store.close().await;
+        Self::open(self.setup, self.db).await
+    }
+
+    /// Seals and commits records through the group-commit writer.
+    pub async fn commit(
+        &self,
+        records: Vec<bote::evidence::EvidenceRecord>,
+    ) -> bote::evidence::Receipt {
+        let key = self.keys.evidence.clone();
+        let sealed = tokio::task::spawn_blocking(move || bote::evidence::seal(&key, records))
+            .await
+            .unwrap()
+            .unwrap();
+        self.writer.commit(sealed, None).await.unwrap()
+    }
+}
+
+/// A synthetic evidence record about `gateway_id` for `recipient`.
+pub fn record(
+    event: bote::evidence::Event,
+    gateway_id: &str,
+    recipient: &str,
+    time_ms: i64,
+) -> bote::evidence::EvidenceRecord {
+    use bote::evidence::*;
+    let reason = if event.is_positive() {
+        ReasonCode::Accepted
+    } else {
+        ReasonCode::Unreachable
+    };
+    EvidenceRecord {
+        version: 1,
+        evidence_id: EvidenceId::random(),
+        event,
+        reason,
+        time: Timestamp(time_ms),
+        issuer: "lemgo.example".into(),
+        sender: Sender {
+            address: bote::address::EmailAddress::parse("anna.muster@lemgo.example").unwrap(),
+            identity: IdentityAssurance {
+                verified: true,
+                method: Some(bote::accounts::IdentityMethod::Eid),
+            },
+            auth_level: bote::accounts::AuthLevel::High,
+        },
+        recipient: bote::address::EmailAddress::parse(recipient).unwrap(),
+        message: MessageRef {
+            gateway_id: gateway_id.into(),
+            message_id: Some(format!("<{gateway_id}@lemgo.example>")),
+            sha256: Sha256Digest::of(gateway_id.as_bytes()),
+            size: 1234,
+            attachments: vec![Attachment {
+                name: "Bauantrag.pdf".into(),
+                size: 99,
+                sha256: Sha256Digest::of(b"pdf"),
+            }],
+        },
+        details: Details::default(),
+    }
+}

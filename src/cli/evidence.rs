@@ -1,0 +1,327 @@
+//! `bote keys …`, `bote proof export`, `bote verify`, `bote log verify`, `bote evidence …`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use clap::Subcommand;
+use sequoia_openpgp::Cert;
+use sequoia_openpgp::parse::Parse;
+use serde_json::json;
+
+use super::{CliError, load_config};
+use crate::accounts::Actor;
+use crate::address::EmailAddress;
+use crate::clock::{now_ms, parse_rfc3339_ms, rfc3339_ms};
+use crate::evidence::bundle::{self, Anchor};
+use crate::evidence::query::{self, Search};
+use crate::evidence::{self, Sha256Digest};
+use crate::keys::{self, KeyRing, Passphrase, PublicKeys};
+use crate::log::Log;
+use crate::store::evidence::StoredEvidence;
+use crate::store::{OpenMode, Store, audit};
+
+/// `bote keys …`
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create the evidence and log keys in `keys.dir` (never overwrites).
+    Generate,
+}
+
+/// `bote proof …`
+#[derive(Debug, Subcommand)]
+pub enum ProofCommand {
+    /// Export the proof bundle of one (message, recipient).
+    Export {
+        /// Gateway message id or RFC 5322 Message-ID.
+        id: String,
+        /// The recipient (required when the message has several).
+        #[arg(long, value_parser = parse_address)]
+        recipient: Option<EmailAddress>,
+        /// Prove against this signed checkpoint instead of the latest.
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+        /// Output file.
+        #[arg(short = 'o', long = "output")]
+        output: PathBuf,
+    },
+}
+
+/// `bote log …`
+#[derive(Debug, Subcommand)]
+pub enum LogCommand {
+    /// Recompute the whole stored log and check it against its signed checkpoint.
+    Verify,
+}
+
+/// `bote evidence …`
+#[derive(Debug, Subcommand)]
+pub enum EvidenceCommand {
+    /// Search evidence records; every given filter must match.
+    Search {
+        /// Gateway message id or RFC 5322 Message-ID.
+        #[arg(long)]
+        message: Option<String>,
+        /// Sender address.
+        #[arg(long, value_parser = parse_address)]
+        sender: Option<EmailAddress>,
+        /// Recipient address.
+        #[arg(long, value_parser = parse_address)]
+        recipient: Option<EmailAddress>,
+        /// Events at or after this time (RFC 3339, e.g. 2026-11-24T00:00:00.000Z).
+        #[arg(long, value_parser = parse_time)]
+        from: Option<i64>,
+        /// Events before this time.
+        #[arg(long, value_parser = parse_time)]
+        until: Option<i64>,
+        /// Most records shown.
+        #[arg(long, default_value_t = query::DEFAULT_LIMIT)]
+        limit: i64,
+    },
+    /// The ordered evidence timeline of one message.
+    Timeline {
+        /// Gateway message id or RFC 5322 Message-ID.
+        id: String,
+    },
+}
+
+fn parse_address(s: &str) -> Result<EmailAddress, String> {
+    EmailAddress::parse(s).map_err(|e| e.to_string())
+}
+
+/// Accepts `2026-11-24T10:00:00.000Z`, `2026-11-24T10:00:00Z` or a date `2026-11-24`.
+fn parse_time(s: &str) -> Result<i64, String> {
+    let candidates = [
+        s.to_owned(),
+        s.strip_suffix('Z')
+            .map(|t| format!("{t}.000Z"))
+            .unwrap_or_default(),
+        format!("{s}T00:00:00.000Z"),
+    ];
+    candidates
+        .iter()
+        .find_map(|c| parse_rfc3339_ms(c))
+        .ok_or_else(|| format!("`{s}` is not a UTC time like 2026-11-24T10:00:00Z or a date"))
+}
+
+fn err(e: impl std::fmt::Display) -> CliError {
+    CliError::Usage(e.to_string())
+}
+
+/// `bote keys generate`
+pub fn keys(config_path: &Path, command: KeysCommand) -> Result<(), CliError> {
+    match command {
+        KeysCommand::Generate => {
+            let config = load_config(config_path)?;
+            let passphrase = Passphrase::load(&config).map_err(err)?;
+            let files = keys::generate(&config, &passphrase).map_err(err)?;
+            let public = PublicKeys::load(&config).map_err(err)?;
+            println!("evidence-key: {}", public.evidence.fingerprint().to_hex());
+            println!("log-key: {}", public.log_vkey);
+            println!("evidence-cert: {}", files.evidence_cert.display());
+        }
+    }
+    Ok(())
+}
+
+async fn open_store(config: &crate::config::Config) -> Result<Store, CliError> {
+    Ok(Store::open(config, OpenMode::Existing).await?)
+}
+
+/// `bote proof export`
+pub async fn proof(config_path: &Path, command: ProofCommand) -> Result<(), CliError> {
+    let ProofCommand::Export {
+        id,
+        recipient,
+        checkpoint,
+        output,
+    } = command;
+    let config = load_config(config_path)?;
+    let keys = KeyRing::load(&config).map_err(err)?;
+    let store = open_store(&config).await?;
+    let log = Log::new(
+        keys.log.clone(),
+        keys.origin.clone(),
+        &config.gateway.data_dir,
+    );
+    let mut conn = store
+        .pool()
+        .acquire()
+        .await
+        .map_err(crate::store::StoreError::from)?;
+    let at = match &checkpoint {
+        Some(path) => {
+            let note = std::fs::read_to_string(path)
+                .map_err(|e| CliError::Io(format!("{}: {e}", path.display())))?;
+            Some(log.check_checkpoint(&mut conn, &note).await.map_err(err)?)
+        }
+        None => None,
+    };
+    let bytes = bundle::export(&mut conn, &log, &keys, &id, recipient.as_ref(), at)
+        .await
+        .map_err(err)?;
+    let verified = bundle::verify(&bytes, &Anchor::None, None).map_err(err)?;
+    crate::pki::write_file(&output, &bytes, false).map_err(err)?;
+    let digest = Sha256Digest::of(&bytes);
+    let mut tx = store.begin().await?;
+    let details = json!({
+        "recipient": verified.records.first().map(|r| r.recipient.to_string()),
+        "records": verified.records.len(),
+        "checkpoint_size": verified.checkpoint.size,
+        "bundle_sha256": digest.to_string(),
+    });
+    audit::record(
+        &mut tx,
+        &Actor::current_operator(),
+        "proof.export",
+        &id,
+        details,
+        now_ms(),
+    )
+    .await?;
+    tx.commit().await.map_err(crate::store::StoreError::from)?;
+    println!("bundle: {}", output.display());
+    println!("sha256: {digest}");
+    Ok(())
+}
+
+/// `bote verify FILE [--key CERT|FINGERPRINT] [--checkpoint FILE]` — offline, no config.
+pub fn verify(file: &Path, key: Option<&str>, checkpoint: Option<&Path>) -> Result<(), CliError> {
+    let bytes =
+        std::fs::read(file).map_err(|e| CliError::Io(format!("{}: {e}", file.display())))?;
+    let anchor = match key {
+        None => Anchor::None,
+        Some(k) if Path::new(k).is_file() => {
+            let cert = Cert::from_file(k).map_err(|e| {
+                CliError::Usage(format!("--key {k}: not an OpenPGP certificate: {e}"))
+            })?;
+            Anchor::Cert(Box::new(cert))
+        }
+        Some(k) => {
+            let hex: String = k.chars().filter(|c| !c.is_whitespace()).collect();
+            if hex.len() != 40 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(CliError::Usage(format!(
+                    "--key {k}: neither a certificate file nor a 40-digit fingerprint"
+                )));
+            }
+            Anchor::Fingerprint(hex)
+        }
+    };
+    let trusted = match checkpoint {
+        Some(p) => Some(
+            std::fs::read_to_string(p)
+                .map_err(|e| CliError::Io(format!("--checkpoint {}: {e}", p.display())))?,
+        ),
+        None => None,
+    };
+    let verified = bundle::verify(&bytes, &anchor, trusted.as_deref())
+        .map_err(|e| CliError::Usage(format!("verification failed: {e}")))?;
+    if !verified.anchored {
+        eprintln!(
+            "warning: trust not anchored: checked against the certificate inside the bundle \
+             ({}); compare it with the gateway's published fingerprint or pass --key",
+            verified.fingerprint
+        );
+    }
+    println!("verified: {} evidence records", verified.records.len());
+    println!("evidence-key: {}", verified.fingerprint);
+    println!(
+        "checkpoint: {} size {}",
+        verified.checkpoint.origin, verified.checkpoint.size
+    );
+    for r in &verified.records {
+        println!(
+            "event: {} {} {} {}",
+            rfc3339_ms(r.time.0),
+            r.event,
+            r.reason,
+            r.recipient
+        );
+    }
+    Ok(())
+}
+
+/// `bote log verify`
+pub async fn log(config_path: &Path, command: LogCommand) -> Result<(), CliError> {
+    let LogCommand::Verify = command;
+    let config = load_config(config_path)?;
+    let public = PublicKeys::load(&config).map_err(err)?;
+    let store = open_store(&config).await?;
+    let log = Arc::new(Log::read_only(
+        public.log_vkey.clone(),
+        public.origin.clone(),
+        &config.gateway.data_dir,
+    ));
+    let mut conn = store
+        .pool()
+        .acquire()
+        .await
+        .map_err(crate::store::StoreError::from)?;
+    let report = log
+        .verify_stored(&mut conn)
+        .await
+        .map_err(|e| CliError::Usage(format!("log verification failed: {e}")))?;
+    let records = evidence::audit_records(&mut conn, &public.evidence)
+        .await
+        .map_err(|e| CliError::Usage(format!("log verification failed: {e}")))?;
+    println!(
+        "log: {} entries, consistent with checkpoint {}",
+        report.entries, report.checkpoint.size
+    );
+    println!("evidence: {records} records, signatures and log entries valid");
+    match report.published {
+        Some(size) => println!("published-checkpoint: {size} (a prefix of the stored log)"),
+        None => println!("published-checkpoint: none"),
+    }
+    Ok(())
+}
+
+fn print_record(e: &StoredEvidence) {
+    let r = &e.record;
+    println!(
+        "{}\t{}\t{}\t{}\t{}\t{}\t{}\tlog:{}",
+        rfc3339_ms(r.time.0),
+        r.event,
+        r.reason,
+        r.sender.address,
+        r.recipient,
+        r.message.gateway_id,
+        r.evidence_id,
+        e.log_index
+    );
+}
+
+/// `bote evidence …`
+pub async fn evidence(config_path: &Path, command: EvidenceCommand) -> Result<(), CliError> {
+    let config = load_config(config_path)?;
+    let store = open_store(&config).await?;
+    let mut conn = store
+        .pool()
+        .acquire()
+        .await
+        .map_err(crate::store::StoreError::from)?;
+    let found = match command {
+        EvidenceCommand::Search {
+            message,
+            sender,
+            recipient,
+            from,
+            until,
+            limit,
+        } => {
+            let search = Search {
+                message,
+                sender,
+                recipient,
+                from,
+                until,
+                limit: Some(limit),
+            };
+            query::search(&mut conn, &search).await.map_err(err)?
+        }
+        EvidenceCommand::Timeline { id } => query::timeline(&mut conn, &id).await.map_err(err)?,
+    };
+    for e in &found {
+        print_record(e);
+    }
+    Ok(())
+}

@@ -1,0 +1,675 @@
+//! Evidence and the transparency log on both backends: commits, proofs, restarts, bundles,
+//! tampering, roll-back, and the CLI around them.
+
+use bote::evidence::bundle::{self, Anchor};
+use bote::evidence::{Commitment, Event};
+use bote::store::Backend;
+use sqlx::Row;
+use tlog_tiles::{check_record, check_tree, record_hash};
+
+use crate::on_both_backends;
+use crate::support::{Gateway, TestDb, assert_one_line_error, record, run, stderr, stdout};
+
+const T0: i64 = 1_795_000_000_000;
+
+/// Commits the usual chain for one message to two recipients, plus noise.
+async fn populate(gw: &Gateway) -> bote::evidence::Receipt {
+    let mut records = Vec::new();
+    for r in ["bauamt@lemgo.example", "ordnungsamt@lemgo.example"] {
+        records.push(record(Event::SubmissionAcceptance, "msg-1", r, T0));
+        records.push(record(Event::ContentConsignment, "msg-1", r, T0 + 5));
+    }
+    gw.commit(records).await;
+    gw.commit(vec![record(
+        Event::SubmissionAcceptance,
+        "msg-2",
+        "bauamt@lemgo.example",
+        T0 + 7,
+    )])
+    .await;
+    gw.commit(vec![record(
+        Event::ContentHandover,
+        "msg-1",
+        "bauamt@lemgo.example",
+        T0 + 60_000,
+    )])
+    .await
+}
+
+async fn concurrent_commits_get_distinct_indexes_and_provable_inclusion(db: TestDb) {
+    let backend = db.backend;
+    drop(db);
+    let gw = Gateway::new(backend).await;
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let writer = gw.writer.clone();
+        let key = gw.keys.evidence.clone();
+        tasks.push(tokio::spawn(async move {
+            let records = vec![
+                record(
+                    Event::SubmissionAcceptance,
+                    &format!("m{i}"),
+                    "bauamt@lemgo.example",
+                    T0 + i,
+                ),
+                record(
+                    Event::ContentConsignment,
+                    &format!("m{i}"),
+                    "bauamt@lemgo.example",
+                    T0 + i,
+                ),
+            ];
+            let sealed = tokio::task::spawn_blocking(move || bote::evidence::seal(&key, records))
+                .await
+                .unwrap()
+                .unwrap();
+            writer.commit(sealed, None).await.unwrap()
+        }));
+    }
+    let mut all = Vec::new();
+    let mut largest = None::<bote::log::SignedCheckpoint>;
+    for t in tasks {
+        let receipt = t.await.unwrap();
+        assert_eq!(receipt.log_indexes.len(), 2);
+        assert!(
+            receipt
+                .log_indexes
+                .iter()
+                .all(|i| *i < receipt.checkpoint.size)
+        );
+        all.extend(receipt.log_indexes);
+        if largest
+            .as_ref()
+            .is_none_or(|c| c.size < receipt.checkpoint.size)
+        {
+            largest = Some(receipt.checkpoint);
+        }
+    }
+    all.sort_unstable();
+    assert_eq!(
+        all,
+        (0..80).collect::<Vec<u64>>(),
+        "indexes are unique and gap-free"
+    );
+    let checkpoint = largest.unwrap();
+    assert_eq!(checkpoint.size, 80);
+
+    let mut conn = gw.store.pool().acquire().await.unwrap();
+    for index in [0_u64, 1, 41, 79] {
+        let entry = gw.log.entry(&mut conn, index).await.unwrap();
+        let proof = gw.log.inclusion_proof(&mut conn, index, 80).await.unwrap();
+        check_record(&proof, 80, checkpoint.root, index, record_hash(&entry)).unwrap();
+        // A proof for one entry does not prove another.
+        assert!(check_record(&proof, 80, checkpoint.root, index, record_hash(b"forged")).is_err());
+    }
+    // The published file holds the newest checkpoint.
+    let published = std::fs::read_to_string(gw.log.published_file()).unwrap();
+    assert_eq!(published, checkpoint.note);
+}
+on_both_backends!(
+    concurrent_commits_get_distinct_indexes_and_provable_inclusion,
+    super::concurrent_commits_get_distinct_indexes_and_provable_inclusion
+);
+
+async fn checkpoints_stay_consistent_across_appends_and_restarts(db: TestDb) {
+    let backend = db.backend;
+    drop(db);
+    let gw = Gateway::new(backend).await;
+    let old = gw
+        .commit(vec![record(
+            Event::SubmissionAcceptance,
+            "a",
+            "bauamt@lemgo.example",
+            T0,
+        )])
+        .await
+        .checkpoint;
+    let mid = populate(&gw).await.checkpoint;
+    let gw = gw.restart().await;
+    let new = gw
+        .commit(vec![record(
+            Event::ContentHandover,
+            "a",
+            "bauamt@lemgo.example",
+            T0 + 9,
+        )])
+        .await
+        .checkpoint;
+    assert!(old.size < mid.size && mid.size < new.size);
+    let mut conn = gw.store.pool().acquire().await.unwrap();
+    for (a, b) in [(&old, &mid), (&mid, &new), (&old, &new)] {
+        let proof = gw
+            .log
+            .consistency_proof(&mut conn, a.size, b.size)
+            .await
+            .unwrap();
+        check_tree(&proof, b.size, b.root, a.size, a.root).unwrap();
+    }
+    let forged = tlog_tiles::Hash([9; 32]);
+    let proof = gw
+        .log
+        .consistency_proof(&mut conn, old.size, new.size)
+        .await
+        .unwrap();
+    assert!(check_tree(&proof, new.size, new.root, old.size, forged).is_err());
+    assert!(
+        gw.log
+            .consistency_proof(&mut conn, new.size, new.size + 1)
+            .await
+            .is_err()
+    );
+}
+on_both_backends!(
+    checkpoints_stay_consistent_across_appends_and_restarts,
+    super::checkpoints_stay_consistent_across_appends_and_restarts
+);
+
+async fn log_entries_are_commitments_without_personal_data(db: TestDb) {
+    let backend = db.backend;
+    drop(db);
+    let gw = Gateway::new(backend).await;
+    populate(&gw).await;
+    let rows = sqlx::query("SELECT entry FROM log_entries ORDER BY idx")
+        .fetch_all(gw.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 6);
+    for row in rows {
+        let entry: Vec<u8> = row.get(0);
+        let text = String::from_utf8(entry.clone()).unwrap();
+        let c = Commitment::from_entry(&entry).unwrap();
+        assert_eq!(
+            text,
+            format!(
+                "{{\"event\":\"{}\",\"record_sha256\":\"{}\",\"version\":1}}",
+                c.event, c.record_sha256
+            )
+        );
+        for personal in ["@", "anna", "bauamt", "msg-1", "Bauantrag"] {
+            assert!(!text.contains(personal), "{text} contains {personal}");
+        }
+    }
+}
+on_both_backends!(
+    log_entries_are_commitments_without_personal_data,
+    super::log_entries_are_commitments_without_personal_data
+);
+
+async fn bundle_export_and_offline_verification(db: TestDb) {
+    let backend = db.backend;
+    drop(db);
+    let gw = Gateway::new(backend).await;
+    populate(&gw).await;
+    let out = gw.setup.path().join("bundle.tar");
+    let export = |args: &[&str]| {
+        let mut all = vec!["proof", "export"];
+        all.extend_from_slice(args);
+        run(gw.setup.cmd(&all))
+    };
+    // Two recipients: the operator must choose.
+    let ambiguous = export(&["msg-1", "-o", out.to_str().unwrap()]);
+    assert_one_line_error(&ambiguous, &["2 recipients", "--recipient"]);
+    let unknown = export(&["nope", "-o", out.to_str().unwrap()]);
+    assert_one_line_error(&unknown, &["no evidence for message nope"]);
+    assert!(!out.exists());
+
+    // By RFC 5322 Message-ID, for one recipient.
+    let ok = export(&[
+        "<msg-1@lemgo.example>",
+        "--recipient",
+        "bauamt@lemgo.example",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    assert!(stdout(&ok).contains("sha256: "));
+    let fpr = gw.keys.evidence.fingerprint();
+
+    let verify = run(crate::support::bote(&[
+        "verify",
+        out.to_str().unwrap(),
+        "--key",
+        &fpr,
+    ]));
+    assert!(verify.status.success(), "{}", stderr(&verify));
+    let text = stdout(&verify);
+    assert!(text.contains("verified: 3 evidence records"), "{text}");
+    assert!(
+        text.contains("SubmissionAcceptance") && text.contains("ContentHandover"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("ordnungsamt"),
+        "another recipient's evidence leaked: {text}"
+    );
+    assert!(
+        stderr(&verify).is_empty(),
+        "anchored verification warns: {}",
+        stderr(&verify)
+    );
+
+    // With the certificate file as anchor; without anchor, a warning names the fingerprint.
+    let cert = gw.setup.path().join("keys/evidence.cert.asc");
+    let by_cert = run(crate::support::bote(&[
+        "verify",
+        out.to_str().unwrap(),
+        "--key",
+        cert.to_str().unwrap(),
+    ]));
+    assert!(by_cert.status.success(), "{}", stderr(&by_cert));
+    let unanchored = run(crate::support::bote(&["verify", out.to_str().unwrap()]));
+    assert!(unanchored.status.success());
+    assert!(
+        stderr(&unanchored).contains("trust not anchored") && stderr(&unanchored).contains(&fpr)
+    );
+
+    // Another key: fails and says so.
+    let other = Gateway::new(Backend::Sqlite).await;
+    let wrong = run(crate::support::bote(&[
+        "verify",
+        out.to_str().unwrap(),
+        "--key",
+        &other.keys.evidence.fingerprint(),
+    ]));
+    assert_one_line_error(&wrong, &["verification failed", "not by the expected key"]);
+
+    // The export is in the audit trail.
+    let actions: Vec<String> = sqlx::query("SELECT action FROM audit_log WHERE target = $1")
+        .bind("<msg-1@lemgo.example>")
+        .fetch_all(gw.store.pool())
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(actions, ["proof.export"]);
+
+    // Against the current checkpoint file (trusted), and refused against another one.
+    let cp_file = gw.setup.path().join("cp");
+    std::fs::copy(gw.log.published_file(), &cp_file).unwrap();
+    let pinned = run(crate::support::bote(&[
+        "verify",
+        out.to_str().unwrap(),
+        "--key",
+        &fpr,
+        "--checkpoint",
+        cp_file.to_str().unwrap(),
+    ]));
+    assert!(pinned.status.success(), "{}", stderr(&pinned));
+    gw.commit(vec![record(
+        Event::SubmissionAcceptance,
+        "msg-3",
+        "x@lemgo.example",
+        T0,
+    )])
+    .await;
+    std::fs::copy(gw.log.published_file(), &cp_file).unwrap();
+    let stale = run(crate::support::bote(&[
+        "verify",
+        out.to_str().unwrap(),
+        "--key",
+        &fpr,
+        "--checkpoint",
+        cp_file.to_str().unwrap(),
+    ]));
+    assert_one_line_error(&stale, &["--checkpoint", "is not the bundle's"]);
+    // …and a bundle exported at that checkpoint verifies against it.
+    let at = export(&[
+        "msg-1",
+        "--recipient",
+        "bauamt@lemgo.example",
+        "--checkpoint",
+        cp_file.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(at.status.success(), "{}", stderr(&at));
+    let pinned = run(crate::support::bote(&[
+        "verify",
+        out.to_str().unwrap(),
+        "--key",
+        &fpr,
+        "--checkpoint",
+        cp_file.to_str().unwrap(),
+    ]));
+    assert!(pinned.status.success(), "{}", stderr(&pinned));
+}
+on_both_backends!(
+    bundle_export_and_offline_verification,
+    super::bundle_export_and_offline_verification
+);
+
+async fn export_bundle_bytes(gw: &Gateway, message: &str, recipient: &str) -> Vec<u8> {
+    let mut conn = gw.store.pool().acquire().await.unwrap();
+    let recipient = bote::address::EmailAddress::parse(recipient).unwrap();
+    bundle::export(
+        &mut conn,
+        &gw.log,
+        &gw.keys,
+        message,
+        Some(&recipient),
+        None,
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changing_any_byte_of_a_bundle_is_detected() {
+    let gw = Gateway::new(Backend::Sqlite).await;
+    populate(&gw).await;
+    let bytes = export_bundle_bytes(&gw, "msg-1", "bauamt@lemgo.example").await;
+    let anchor = Anchor::Fingerprint(gw.keys.evidence.fingerprint());
+    bundle::verify(&bytes, &anchor, None).unwrap();
+
+    // Every byte position, each flipped on its own: headers, contents, padding, end blocks.
+    let mut failures = std::collections::BTreeMap::<String, usize>::new();
+    for pos in 0..bytes.len() {
+        let mut changed = bytes.clone();
+        changed[pos] ^= 0x01;
+        match bundle::verify(&changed, &anchor, None) {
+            Ok(_) => panic!("flipping byte {pos} of {} went unnoticed", bytes.len()),
+            Err(e) => {
+                let kind = e.0.split(':').next().unwrap_or_default().to_owned();
+                *failures.entry(kind).or_default() += 1;
+            }
+        }
+    }
+    // The README is covered like everything else.
+    let readme_at = bytes
+        .windows(12)
+        .position(|w| w == b"PROOF BUNDLE")
+        .unwrap();
+    let mut changed = bytes.clone();
+    changed[readme_at] = b'p';
+    let e = bundle::verify(&changed, &anchor, None).unwrap_err();
+    assert_eq!(
+        e.0,
+        "member `README.txt` does not match its SHA-256 in the manifest"
+    );
+
+    // Trailing data, truncation, and an unknown member.
+    let mut trailing = bytes.clone();
+    trailing.extend_from_slice(&[0u8; 512]);
+    assert!(
+        bundle::verify(&trailing, &anchor, None)
+            .unwrap_err()
+            .0
+            .contains("canonical form")
+    );
+    assert!(bundle::verify(&bytes[..bytes.len() - 1024], &anchor, None).is_err());
+    let mut members = Vec::new();
+    let mut archive = tar::Archive::new(bytes.as_slice());
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let name = entry.path().unwrap().to_str().unwrap().to_owned();
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut data).unwrap();
+        members.push((name, data));
+    }
+    members.push(("notes.txt".into(), b"hi".to_vec()));
+    let extra = bundle::encode_tar(&members, 0).unwrap();
+    assert_eq!(
+        bundle::verify(&extra, &anchor, None).unwrap_err().0,
+        "unknown member `notes.txt`"
+    );
+    assert!(
+        failures.len() >= 3,
+        "failures should name different things: {failures:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_proofs_and_foreign_checkpoints_are_detected() {
+    let gw = Gateway::new(Backend::Sqlite).await;
+    populate(&gw).await;
+    let mut conn = gw.store.pool().acquire().await.unwrap();
+    let recipient = bote::address::EmailAddress::parse("bauamt@lemgo.example").unwrap();
+    let chain = bote::evidence::query::chain(&mut conn, "msg-1", Some(&recipient))
+        .await
+        .unwrap();
+    let checkpoint = gw.log.latest_checkpoint(&mut conn).await.unwrap().unwrap();
+    let mut proofs = Vec::new();
+    for e in &chain {
+        proofs.push(
+            gw.log
+                .inclusion_proof(&mut conn, e.log_index, checkpoint.size)
+                .await
+                .unwrap(),
+        );
+    }
+    let anchor = Anchor::Fingerprint(gw.keys.evidence.fingerprint());
+    let good = bundle::build(&chain, &proofs, &checkpoint, &gw.keys, T0).unwrap();
+    bundle::verify(&good, &anchor, None).unwrap();
+
+    // A record that is not in the log: its (validly signed) bundle claims another position.
+    let mut moved = chain.clone();
+    moved[1].log_index = chain[0].log_index;
+    let mut moved_proofs = proofs.clone();
+    moved_proofs[1] = proofs[0].clone();
+    let forged = bundle::build(&moved, &moved_proofs, &checkpoint, &gw.keys, T0).unwrap();
+    let e = bundle::verify(&forged, &anchor, None).unwrap_err();
+    assert!(
+        e.0.starts_with("evidence/002.proof.json: entry") && e.0.contains("not included"),
+        "{e}"
+    );
+
+    // A checkpoint signed by another log key.
+    let other = Gateway::new(Backend::Sqlite).await;
+    let foreign = bote::log::SignedCheckpoint::sign(
+        &other.keys.log,
+        &gw.keys.origin,
+        checkpoint.size,
+        checkpoint.root,
+    )
+    .unwrap();
+    let bad = bundle::build(&chain, &proofs, &foreign, &gw.keys, T0).unwrap();
+    let e = bundle::verify(&bad, &anchor, None).unwrap_err();
+    assert!(
+        e.0.starts_with("checkpoint: not signed by log key lemgo.example/log"),
+        "{e}"
+    );
+}
+
+async fn tampered_or_rolled_back_logs_are_refused(db: TestDb) {
+    let backend = db.backend;
+    drop(db);
+    let gw = Gateway::new(backend).await;
+    let early = gw
+        .commit(vec![record(
+            Event::SubmissionAcceptance,
+            "a",
+            "bauamt@lemgo.example",
+            T0,
+        )])
+        .await
+        .checkpoint;
+    populate(&gw).await;
+    let ok = run(gw.setup.cmd(&["log", "verify"]));
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    assert!(
+        stdout(&ok).contains("log: 7 entries, consistent with checkpoint 7"),
+        "{}",
+        stdout(&ok)
+    );
+    assert!(
+        stdout(&ok).contains("evidence: 7 records"),
+        "{}",
+        stdout(&ok)
+    );
+
+    // Reorder two entries: the log no longer matches its hashes and checkpoint.
+    let pool = gw.store.pool().clone();
+    let swap = |a: i64, b: i64| {
+        let pool = pool.clone();
+        async move {
+            let mut tx = pool.begin().await.unwrap();
+            let ea: Vec<u8> = sqlx::query_scalar("SELECT entry FROM log_entries WHERE idx = $1")
+                .bind(a)
+                .fetch_one(&mut *tx)
+                .await
+                .unwrap();
+            let eb: Vec<u8> = sqlx::query_scalar("SELECT entry FROM log_entries WHERE idx = $1")
+                .bind(b)
+                .fetch_one(&mut *tx)
+                .await
+                .unwrap();
+            sqlx::query("UPDATE log_entries SET entry = $1 WHERE idx = $2")
+                .bind(eb)
+                .bind(a)
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            sqlx::query("UPDATE log_entries SET entry = $1 WHERE idx = $2")
+                .bind(ea)
+                .bind(b)
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+        }
+    };
+    swap(2, 5).await;
+    let reordered = run(gw.setup.cmd(&["log", "verify"]));
+    assert_one_line_error(
+        &reordered,
+        &["log verification failed", "entries changed or reordered"],
+    );
+    swap(2, 5).await;
+    assert!(run(gw.setup.cmd(&["log", "verify"])).status.success());
+
+    // A validly signed record that the log does not contain: row A now holds record B.
+    let rows = sqlx::query(
+        "SELECT evidence_id, record, signature FROM evidence ORDER BY log_index LIMIT 2",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let (id_a, rec_a, sig_a): (String, Vec<u8>, Vec<u8>) =
+        (rows[0].get(0), rows[0].get(1), rows[0].get(2));
+    let (rec_b, sig_b): (Vec<u8>, Vec<u8>) = (rows[1].get(1), rows[1].get(2));
+    let set = |rec: Vec<u8>, sig: Vec<u8>| {
+        sqlx::query("UPDATE evidence SET record = $1, signature = $2 WHERE evidence_id = $3")
+            .bind(rec)
+            .bind(sig)
+            .bind(id_a.clone())
+            .execute(&pool)
+    };
+    set(rec_b, sig_b).await.unwrap();
+    let missing = run(gw.setup.cmd(&["log", "verify"]));
+    assert_one_line_error(
+        &missing,
+        &["log verification failed", "is missing from the log"],
+    );
+    set(rec_a, sig_a).await.unwrap();
+    assert!(run(gw.setup.cmd(&["log", "verify"])).status.success());
+
+    // "Restore an older backup": roll the database back to the early checkpoint.
+    let size = i64::try_from(early.size).unwrap();
+    let hashes = i64::try_from(tlog_tiles::stored_hash_count(early.size)).unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query("DELETE FROM evidence WHERE log_index >= $1")
+        .bind(size)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM log_entries WHERE idx >= $1")
+        .bind(size)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM log_hashes WHERE idx >= $1")
+        .bind(hashes)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE log_head SET size = $1, root = $2, checkpoint = $3")
+        .bind(size)
+        .bind(early.root.0.to_vec())
+        .bind(&early.note)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    gw.store.close().await;
+    let mut serve = gw.setup.cmd(&["serve"]);
+    serve.env(
+        "BOTE_HTTP_LISTEN",
+        format!("127.0.0.1:{}", crate::support::free_port()),
+    );
+    serve.env("BOTE_HTTP_METRICS_LISTEN", "");
+    let refused = run(serve);
+    assert!(!refused.status.success());
+    let last = stderr(&refused)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        last.contains("has 1 entries")
+            && last.contains("older backup")
+            && last.contains("Restore a backup"),
+        "{last}"
+    );
+}
+on_both_backends!(
+    tampered_or_rolled_back_logs_are_refused,
+    super::tampered_or_rolled_back_logs_are_refused
+);
+
+async fn evidence_search_and_timeline(db: TestDb) {
+    let backend = db.backend;
+    drop(db);
+    let gw = Gateway::new(backend).await;
+    populate(&gw).await;
+    let timeline = stdout(&run(gw.setup.cmd(&["evidence", "timeline", "msg-1"])));
+    let events: Vec<&str> = timeline
+        .lines()
+        .map(|l| l.split('\t').nth(1).unwrap())
+        .collect();
+    assert_eq!(
+        events,
+        [
+            "SubmissionAcceptance",
+            "SubmissionAcceptance",
+            "ContentConsignment",
+            "ContentConsignment",
+            "ContentHandover"
+        ]
+    );
+    let by_recipient = stdout(&run(gw.setup.cmd(&[
+        "evidence",
+        "search",
+        "--recipient",
+        "ORDNUNGSAMT@lemgo.example",
+    ])));
+    assert_eq!(by_recipient.lines().count(), 2, "{by_recipient}");
+    let later = stdout(&run(gw.setup.cmd(&[
+        "evidence",
+        "search",
+        "--sender",
+        "anna.muster@lemgo.example",
+        "--from",
+        "2026-11-18T11:06:40.006Z",
+    ])));
+    assert_eq!(later.lines().count(), 2, "{later}");
+    let window = stdout(&run(gw.setup.cmd(&[
+        "evidence",
+        "search",
+        "--from",
+        "2026-11-18",
+        "--until",
+        "2026-11-18T11:06:40.006Z",
+        "--limit",
+        "3",
+    ])));
+    assert_eq!(window.lines().count(), 3, "{window}");
+    let none = run(gw.setup.cmd(&["evidence", "timeline", "unknown"]));
+    assert_one_line_error(&none, &["no evidence for message unknown"]);
+    let bad_time = run(gw.setup.cmd(&["evidence", "search", "--from", "yesterday"]));
+    assert_one_line_error(&bad_time, &["--from", "not a UTC time"]);
+}
+on_both_backends!(
+    evidence_search_and_timeline,
+    super::evidence_search_and_timeline
+);
