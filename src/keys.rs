@@ -335,6 +335,12 @@ impl LogKey {
         }
     }
 
+    /// A fresh key that lives only in memory (tests, benchmarks, throwaway logs).
+    pub fn ephemeral(name: &str) -> Self {
+        let seed: Zeroizing<[u8; 32]> = Zeroizing::new(rand::random());
+        Self::from_seed(name, &seed)
+    }
+
     /// Unlocks the key file with the passphrase; `name` is the log origin.
     pub fn unlock(path: &Path, name: &str, passphrase: &Passphrase) -> Result<Self, KeyError> {
         let bytes = read_key_file(path)?;

@@ -12,4 +12,6 @@ mod accounts;
 mod cli;
 mod evidence;
 mod http;
+mod interop;
+mod log_props;
 mod storage;
