@@ -3,6 +3,8 @@
 //!
 //! Everything here is CPU-bound and synchronous; async callers use `spawn_blocking`.
 
+pub mod pool;
+
 use sequoia_openpgp as openpgp;
 
 use openpgp::crypto::mpi;

@@ -119,14 +119,22 @@ pub async fn audit_records(
     }
 }
 
+/// [`seal`] on the crypto pool.
+pub async fn seal_off_thread(
+    key: std::sync::Arc<EvidenceKey>,
+    records: Vec<EvidenceRecord>,
+) -> Result<Vec<Sealed>, EvidenceError> {
+    crate::crypto::pool::run(move || seal(&key, records)).await
+}
+
 /// Appends sealed records to the log and stores them, inside the caller's transaction.
 /// Returns each record's log index (in order) and the checkpoint to publish after commit.
 pub async fn record_in_tx(
     conn: &mut AnyConnection,
     log: &Log,
-    sealed: &[Sealed],
+    sealed: &[&Sealed],
 ) -> Result<(Vec<u64>, Appended), EvidenceError> {
-    let entries: Vec<Vec<u8>> = sealed.iter().map(Sealed::entry).collect();
+    let entries: Vec<Vec<u8>> = sealed.iter().map(|s| s.entry()).collect();
     let appended = log.append(conn, &entries).await?;
     let indexes: Vec<u64> = (0..sealed.len() as u64)
         .map(|i| appended.first_index + i)

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 use sqlx::{Acquire, AnyConnection};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{EvidenceError, Sealed, record_in_tx};
 use crate::log::{Log, SignedCheckpoint};
@@ -74,7 +74,9 @@ impl Writer {
     /// Starts the writer task; it ends when every handle is dropped.
     pub fn spawn(store: Store, log: Arc<Log>) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(run(store, log, rx));
+        let (published, watch) = watch::channel(None);
+        tokio::spawn(run(store, log.clone(), rx, published));
+        tokio::spawn(publish(log, watch));
         Self { tx }
     }
 
@@ -97,7 +99,31 @@ impl Writer {
     }
 }
 
-async fn run(store: Store, log: Arc<Log>, mut rx: mpsc::Receiver<Request>) {
+/// Writes the newest committed checkpoint to the data directory, off the commit path:
+/// its two fsyncs would otherwise add to every batch's latency. Only the newest matters,
+/// so bursts of batches coalesce into one write.
+async fn publish(log: Arc<Log>, mut newest: watch::Receiver<Option<SignedCheckpoint>>) {
+    while newest.changed().await.is_ok() {
+        let Some(checkpoint) = newest.borrow_and_update().clone() else {
+            continue;
+        };
+        let log = log.clone();
+        let written = tokio::task::spawn_blocking(move || log.publish(&checkpoint)).await;
+        match written {
+            Ok(Ok(())) => {}
+            // Committed and signed already; the file lags until the next publish or restart.
+            Ok(Err(e)) => tracing::error!(error = %e, "cannot publish checkpoint file"),
+            Err(e) => tracing::error!(error = %e, "checkpoint publisher failed"),
+        }
+    }
+}
+
+async fn run(
+    store: Store,
+    log: Arc<Log>,
+    mut rx: mpsc::Receiver<Request>,
+    published: watch::Sender<Option<SignedCheckpoint>>,
+) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         let mut records = batch[0].sealed.len();
@@ -110,11 +136,14 @@ async fn run(store: Store, log: Arc<Log>, mut rx: mpsc::Receiver<Request>) {
                 Err(_) => break,
             }
         }
-        commit_batch(&store, &log, batch).await;
+        if let Some(checkpoint) = commit_batch(&store, &log, batch).await {
+            published.send_replace(Some(checkpoint));
+        }
     }
 }
 
-async fn commit_batch(store: &Store, log: &Log, batch: Vec<Request>) {
+/// Commits one batch and answers its requests; returns the new checkpoint if it committed.
+async fn commit_batch(store: &Store, log: &Log, batch: Vec<Request>) -> Option<SignedCheckpoint> {
     let mut accepted: Vec<(Vec<Sealed>, Reply)> = Vec::with_capacity(batch.len());
     let outcome = async {
         let mut tx = store.begin().await?;
@@ -132,10 +161,7 @@ async fn commit_batch(store: &Store, log: &Log, batch: Vec<Request>) {
             }
             accepted.push((request.sealed, request.reply));
         }
-        let all: Vec<Sealed> = accepted
-            .iter()
-            .flat_map(|(s, _)| s.iter().cloned())
-            .collect();
+        let all: Vec<&Sealed> = accepted.iter().flat_map(|(s, _)| s.iter()).collect();
         let (indexes, appended) = record_in_tx(&mut tx, log, &all).await?;
         tx.commit().await.map_err(StoreError::from)?;
         Ok::<_, EvidenceError>((indexes, appended.checkpoint))
@@ -144,10 +170,6 @@ async fn commit_batch(store: &Store, log: &Log, batch: Vec<Request>) {
 
     match outcome {
         Ok((indexes, checkpoint)) => {
-            if let Err(e) = log.publish(&checkpoint) {
-                // Committed and signed; the file lags until the next publish or restart.
-                tracing::error!(error = %e, "cannot publish checkpoint file");
-            }
             metrics::counter!("bote_evidence_records_total").increment(indexes.len() as u64);
             metrics::histogram!("bote_evidence_batch_records").record(indexes.len() as f64);
             let mut rest = indexes.as_slice();
@@ -159,6 +181,7 @@ async fn commit_batch(store: &Store, log: &Log, batch: Vec<Request>) {
                     checkpoint: checkpoint.clone(),
                 }));
             }
+            Some(checkpoint)
         }
         Err(e) => {
             tracing::error!(error = %e, "evidence batch rolled back");
@@ -166,6 +189,7 @@ async fn commit_batch(store: &Store, log: &Log, batch: Vec<Request>) {
             for (_, reply) in accepted {
                 let _ = reply.send(Err(WriterError::Commit(msg.clone())));
             }
+            None
         }
     }
 }

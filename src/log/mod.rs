@@ -34,8 +34,9 @@ use crate::store::StoreError;
 pub use note::SignedCheckpoint;
 pub use verify::LogReport;
 
-/// Rows per multi-row INSERT (well below both backends' parameter limits).
-const INSERT_CHUNK: usize = 400;
+/// Rows per multi-row INSERT: small enough that SQLite's quadratic parameter-name lookup
+/// stays cheap, large enough to save round trips (see `store::evidence::CHUNK`).
+const INSERT_CHUNK: usize = 64;
 
 /// Why a log operation failed.
 #[derive(Debug, thiserror::Error)]

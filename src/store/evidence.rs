@@ -6,8 +6,10 @@ use sqlx::{AnyConnection, Row};
 use super::StoreError;
 use crate::evidence::{EvidenceRecord, Sealed};
 
-/// Rows per multi-row INSERT.
-const CHUNK: usize = 100;
+/// Rows per multi-row INSERT. Small on purpose: SQLite looks up `$n` parameter names by a
+/// linear scan, so binding costs grow with the square of the parameters per statement, and
+/// few distinct chunk sizes keep sqlx's prepared-statement cache warm.
+const CHUNK: usize = 16;
 /// Columns per evidence row.
 const COLUMNS: usize = 11;
 
@@ -27,10 +29,14 @@ pub struct StoredEvidence {
 /// Stores sealed records with their log indexes (same order).
 pub async fn insert(
     conn: &mut AnyConnection,
-    sealed: &[Sealed],
+    sealed: &[&Sealed],
     indexes: &[u64],
 ) -> Result<(), StoreError> {
-    let rows: Vec<(&Sealed, u64)> = sealed.iter().zip(indexes.iter().copied()).collect();
+    let rows: Vec<(&Sealed, u64)> = sealed
+        .iter()
+        .copied()
+        .zip(indexes.iter().copied())
+        .collect();
     for chunk in rows.chunks(CHUNK) {
         let placeholders: Vec<String> = (0..chunk.len())
             .map(|r| {

@@ -102,9 +102,12 @@ async fn concurrent_commits_get_distinct_indexes_and_provable_inclusion(db: Test
         // A proof for one entry does not prove another.
         assert!(check_record(&proof, 80, checkpoint.root, index, record_hash(b"forged")).is_err());
     }
-    // The published file holds the newest checkpoint.
-    let published = std::fs::read_to_string(gw.log.published_file()).unwrap();
-    assert_eq!(published, checkpoint.note);
+    // The publisher writes the newest checkpoint to the data directory, off the commit path.
+    gw.wait_published(checkpoint.size).await;
+    assert_eq!(
+        std::fs::read_to_string(gw.log.published_file()).unwrap(),
+        checkpoint.note
+    );
 }
 on_both_backends!(
     concurrent_commits_get_distinct_indexes_and_provable_inclusion,
@@ -286,7 +289,7 @@ async fn bundle_export_and_offline_verification(db: TestDb) {
 
     // Against the current checkpoint file (trusted), and refused against another one.
     let cp_file = gw.setup.path().join("cp");
-    std::fs::copy(gw.log.published_file(), &cp_file).unwrap();
+    gw.save_latest_checkpoint(&cp_file).await;
     let pinned = run(crate::support::bote(&[
         "verify",
         out.to_str().unwrap(),
@@ -303,7 +306,7 @@ async fn bundle_export_and_offline_verification(db: TestDb) {
         T0,
     )])
     .await;
-    std::fs::copy(gw.log.published_file(), &cp_file).unwrap();
+    gw.save_latest_checkpoint(&cp_file).await;
     let stale = run(crate::support::bote(&[
         "verify",
         out.to_str().unwrap(),
@@ -565,6 +568,7 @@ async fn tampered_or_rolled_back_logs_are_refused(db: TestDb) {
     assert!(run(gw.setup.cmd(&["log", "verify"])).status.success());
 
     // "Restore an older backup": roll the database back to the early checkpoint.
+    gw.wait_published(7).await;
     let size = i64::try_from(early.size).unwrap();
     let hashes = i64::try_from(tlog_tiles::stored_hash_count(early.size)).unwrap();
     let mut tx = pool.begin().await.unwrap();

@@ -321,15 +321,43 @@ impl Gateway {
         Self::open(self.setup, self.db).await
     }
 
+    /// Waits until the checkpoint file in the data directory covers `size` entries.
+    pub async fn wait_published(&self, size: u64) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let published = std::fs::read_to_string(self.log.published_file())
+                .ok()
+                .and_then(|t| bote::log::SignedCheckpoint::parse(&t, self.log.verifier_key()).ok());
+            if published.is_some_and(|c| c.size >= size) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "checkpoint {size} not published"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Writes the newest stored checkpoint to `path`.
+    pub async fn save_latest_checkpoint(&self, path: &Path) {
+        let mut conn = self.store.pool().acquire().await.unwrap();
+        let cp = self
+            .log
+            .latest_checkpoint(&mut conn)
+            .await
+            .unwrap()
+            .unwrap();
+        std::fs::write(path, cp.note).unwrap();
+    }
+
     /// Seals and commits records through the group-commit writer.
     pub async fn commit(
         &self,
         records: Vec<bote::evidence::EvidenceRecord>,
     ) -> bote::evidence::Receipt {
-        let key = self.keys.evidence.clone();
-        let sealed = tokio::task::spawn_blocking(move || bote::evidence::seal(&key, records))
+        let sealed = bote::evidence::seal_off_thread(self.keys.evidence.clone(), records)
             .await
-            .unwrap()
             .unwrap();
         self.writer.commit(sealed, None).await.unwrap()
     }
