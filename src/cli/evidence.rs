@@ -103,18 +103,14 @@ fn parse_time(s: &str) -> Result<i64, String> {
         .ok_or_else(|| format!("`{s}` is not a UTC time like 2026-11-24T10:00:00Z or a date"))
 }
 
-fn err(e: impl std::fmt::Display) -> CliError {
-    CliError::Usage(e.to_string())
-}
-
 /// `bote keys generate`
 pub fn keys(config_path: &Path, command: KeysCommand) -> Result<(), CliError> {
     match command {
         KeysCommand::Generate => {
             let config = load_config(config_path)?;
-            let passphrase = Passphrase::load(&config).map_err(err)?;
-            let files = keys::generate(&config, &passphrase).map_err(err)?;
-            let public = PublicKeys::load(&config).map_err(err)?;
+            let passphrase = Passphrase::load(&config)?;
+            let files = keys::generate(&config, &passphrase)?;
+            let public = PublicKeys::load(&config)?;
             println!("evidence-key: {}", public.evidence.fingerprint().to_hex());
             println!("log-key: {}", public.log_vkey);
             println!("evidence-cert: {}", files.evidence_cert.display());
@@ -136,7 +132,7 @@ pub async fn proof(config_path: &Path, command: ProofCommand) -> Result<(), CliE
         output,
     } = command;
     let config = load_config(config_path)?;
-    let keys = KeyRing::load(&config).map_err(err)?;
+    let keys = KeyRing::load(&config)?;
     let store = open_store(&config).await?;
     let log = Log::new(
         keys.log.clone(),
@@ -152,15 +148,15 @@ pub async fn proof(config_path: &Path, command: ProofCommand) -> Result<(), CliE
         Some(path) => {
             let note = std::fs::read_to_string(path)
                 .map_err(|e| CliError::Io(format!("{}: {e}", path.display())))?;
-            Some(log.check_checkpoint(&mut conn, &note).await.map_err(err)?)
+            Some(log.check_checkpoint(&mut conn, &note).await?)
         }
         None => None,
     };
-    let bytes = bundle::export(&mut conn, &log, &keys, &id, recipient.as_ref(), at)
-        .await
-        .map_err(err)?;
-    let verified = bundle::verify(&bytes, &Anchor::None, None).map_err(err)?;
-    crate::pki::write_file(&output, &bytes, false).map_err(err)?;
+    let bytes = bundle::export(&mut conn, &log, &keys, &id, recipient.as_ref(), at).await?;
+    // Never hand out a bundle that does not verify.
+    let verified = bundle::verify(&bytes, &Anchor::None, None)
+        .map_err(|e| CliError::Usage(format!("exported bundle does not verify: {e}")))?;
+    crate::pki::write_file(&output, &bytes, false)?;
     let digest = Sha256Digest::of(&bytes);
     let mut tx = store.begin().await?;
     let details = json!({
@@ -244,7 +240,7 @@ pub fn verify(file: &Path, key: Option<&str>, checkpoint: Option<&Path>) -> Resu
 pub async fn log(config_path: &Path, command: LogCommand) -> Result<(), CliError> {
     let LogCommand::Verify = command;
     let config = load_config(config_path)?;
-    let public = PublicKeys::load(&config).map_err(err)?;
+    let public = PublicKeys::load(&config)?;
     let store = open_store(&config).await?;
     let log = Arc::new(Log::read_only(
         public.log_vkey.clone(),
@@ -316,9 +312,9 @@ pub async fn evidence(config_path: &Path, command: EvidenceCommand) -> Result<()
                 until,
                 limit: Some(limit),
             };
-            query::search(&mut conn, &search).await.map_err(err)?
+            query::search(&mut conn, &search).await?
         }
-        EvidenceCommand::Timeline { id } => query::timeline(&mut conn, &id).await.map_err(err)?,
+        EvidenceCommand::Timeline { id } => query::timeline(&mut conn, &id).await?,
     };
     for e in &found {
         print_record(e);

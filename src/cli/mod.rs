@@ -130,6 +130,18 @@ pub enum CliError {
     /// Serving.
     #[error(transparent)]
     Serve(#[from] ServeError),
+    /// Gateway keys.
+    #[error(transparent)]
+    Keys(#[from] crate::keys::KeyError),
+    /// The transparency log.
+    #[error(transparent)]
+    Log(#[from] crate::log::LogError),
+    /// Evidence queries.
+    #[error(transparent)]
+    Query(#[from] crate::evidence::query::QueryError),
+    /// Proof bundle export.
+    #[error(transparent)]
+    Export(#[from] crate::evidence::bundle::ExportError),
     /// Bad invocation or input not covered by a module error.
     #[error("{0}")]
     Usage(String),

@@ -77,7 +77,7 @@ fn io_err(path: &Path, e: std::io::Error) -> CliError {
 pub async fn init(dir: &Path, domain: &str) -> Result<(), CliError> {
     let config_path = init_files(dir, domain).await?;
     let config = load_config(&config_path)?;
-    let public = keys::PublicKeys::load(&config).map_err(|e| CliError::Usage(e.to_string()))?;
+    let public = keys::PublicKeys::load(&config)?;
     println!("config: {}", config_path.display());
     println!("ca-cert: {}", dir.join("certs/ca.crt").display());
     println!("evidence-key: {}", public.evidence.fingerprint().to_hex());
@@ -128,8 +128,8 @@ async fn write_setup(dir: &Path, domain: &DomainName, config_path: &Path) -> Res
     // Loading validates what was just written (overrides from the environment apply, so
     // `BOTE_DATABASE_URL=postgres://…` initialises a PostgreSQL database).
     let config = load_config(config_path)?;
-    let passphrase = Passphrase::load(&config).map_err(|e| CliError::Usage(e.to_string()))?;
-    keys::generate(&config, &passphrase).map_err(|e| CliError::Usage(e.to_string()))?;
+    let passphrase = Passphrase::load(&config)?;
+    keys::generate(&config, &passphrase)?;
     let store = Store::open(&config, OpenMode::CreateAndMigrate).await?;
     store.close().await;
     Ok(())
