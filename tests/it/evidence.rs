@@ -677,3 +677,96 @@ on_both_backends!(
     evidence_search_and_timeline,
     super::evidence_search_and_timeline
 );
+
+async fn two_sequencers_on_one_database_never_fork(db: TestDb) {
+    let backend = db.backend;
+    drop(db);
+    let first = Gateway::new(backend).await;
+    // A second "instance": its own pool, log and writer on the same database and data.
+    let env: Vec<(String, String)> = first
+        .setup
+        .database_url
+        .iter()
+        .map(|u| ("BOTE_DATABASE_URL".to_owned(), u.clone()))
+        .collect();
+    let config = bote::config::Config::load(&first.setup.config(), env).unwrap();
+    let store = bote::store::Store::open(&config, bote::store::OpenMode::Existing)
+        .await
+        .unwrap();
+    let log = std::sync::Arc::new(bote::log::Log::new(
+        first.keys.log.clone(),
+        first.keys.origin.clone(),
+        &config.gateway.data_dir,
+    ));
+    let second = bote::evidence::Writer::spawn(store.clone(), log);
+
+    let mut tasks = Vec::new();
+    for i in 0..60 {
+        let writer = if i % 2 == 0 {
+            first.writer.clone()
+        } else {
+            second.clone()
+        };
+        let key = first.keys.evidence.clone();
+        tasks.push(tokio::spawn(async move {
+            let records = vec![record(
+                Event::SubmissionAcceptance,
+                &format!("p{i}"),
+                "bauamt@lemgo.example",
+                T0 + i,
+            )];
+            let sealed = bote::evidence::seal_off_thread(key, records).await.unwrap();
+            writer.commit(sealed, None).await.unwrap().log_indexes
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all.sort_unstable();
+    assert_eq!(all, (0..60).collect::<Vec<u64>>());
+    let ok = run(first.setup.cmd(&["log", "verify"]));
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    assert!(stdout(&ok).contains("log: 60 entries"), "{}", stdout(&ok));
+}
+on_both_backends!(
+    two_sequencers_on_one_database_never_fork,
+    super::two_sequencers_on_one_database_never_fork
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_need_the_right_passphrase_and_are_never_overwritten() {
+    let gw = Gateway::new(Backend::Sqlite).await;
+    let before = std::fs::read(gw.setup.path().join("keys/evidence.key.asc")).unwrap();
+    let again = run(gw.setup.cmd(&["keys", "generate"]));
+    assert_one_line_error(&again, &["already exists", "refusing to overwrite"]);
+    assert_eq!(
+        std::fs::read(gw.setup.path().join("keys/evidence.key.asc")).unwrap(),
+        before
+    );
+    let armored = String::from_utf8(before).unwrap();
+    assert!(armored.contains("BEGIN PGP PRIVATE KEY BLOCK"));
+    let passphrase = std::fs::read_to_string(gw.setup.path().join("keys/passphrase")).unwrap();
+    assert!(!armored.contains(passphrase.trim()));
+
+    // The passphrase from an environment variable instead of the file: wrong, then right.
+    let mut wrong = gw.setup.cmd(&["proof", "export", "x", "-o", "/dev/null"]);
+    wrong
+        .env("BOTE_KEYS_PASSPHRASE_FILE", "")
+        .env("BOTE_PASSPHRASE", "not the passphrase");
+    assert_one_line_error(
+        &run(wrong),
+        &[
+            "evidence.key.asc",
+            "cannot decrypt with the configured passphrase",
+        ],
+    );
+    let mut none = gw.setup.cmd(&["proof", "export", "x", "-o", "/dev/null"]);
+    none.env("BOTE_KEYS_PASSPHRASE_FILE", "");
+    assert_one_line_error(&run(none), &["BOTE_PASSPHRASE is empty"]);
+    let mut right = gw.setup.cmd(&["proof", "export", "x", "-o", "/dev/null"]);
+    right
+        .env("BOTE_KEYS_PASSPHRASE_FILE", "")
+        .env("BOTE_PASSPHRASE", passphrase.trim());
+    assert_one_line_error(&run(right), &["no evidence for message x"]);
+}
