@@ -157,6 +157,12 @@ pub fn log_origin(config: &Config) -> String {
 /// Creates the evidence and log keys; refuses to overwrite any existing key file.
 pub fn generate(config: &Config, passphrase: &Passphrase) -> Result<KeyFiles, KeyError> {
     let files = KeyFiles::in_dir(&config.keys.dir);
+    let origin = log_origin(config);
+    if !signed_note::is_key_name_valid(&origin) {
+        return Err(KeyError::OpenPgp(format!(
+            "`{origin}` is not a valid signed-note key name"
+        )));
+    }
     for f in [
         &files.evidence_key,
         &files.evidence_cert,
@@ -206,7 +212,7 @@ pub fn generate(config: &Config, passphrase: &Passphrase) -> Result<KeyFiles, Ke
         Packet::from(log_key).serialize(&mut w).map_err(pgp_err)?;
         w.finalize().map_err(pgp_err)?;
     }
-    let vkey = LogKey::from_seed(&log_origin(config), &seed).verifier_key;
+    let vkey = LogKey::from_seed(&origin, &seed).verifier_key;
 
     write_file(&files.evidence_key, &tsk, true)?;
     write_file(&files.evidence_cert, &public, false)?;

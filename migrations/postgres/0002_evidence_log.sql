@@ -14,7 +14,7 @@ CREATE TABLE log_head (
 );
 -- The empty tree: SHA-256 of the empty string (RFC 6962 §2.1).
 INSERT INTO log_head (id, size, root, checkpoint, updated_at)
-VALUES (1, 0, '\xE3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855'::bytea, '', 0);
+VALUES (1, 0, decode('E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855', 'hex'), '', 0);
 
 CREATE TABLE log_entries (
     idx   BIGINT PRIMARY KEY CHECK (idx >= 0),

@@ -154,7 +154,7 @@ pub async fn proof(config_path: &Path, command: ProofCommand) -> Result<(), CliE
     };
     let bytes = bundle::export(&mut conn, &log, &keys, &id, recipient.as_ref(), at).await?;
     // Never hand out a bundle that does not verify.
-    let verified = bundle::verify(&bytes, &Anchor::None, None)
+    let verified = bundle::verify(&bytes, &Anchor::None, None, None)
         .map_err(|e| CliError::Usage(format!("exported bundle does not verify: {e}")))?;
     crate::pki::write_file(&output, &bytes, false)?;
     let digest = Sha256Digest::of(&bytes);
@@ -180,8 +180,14 @@ pub async fn proof(config_path: &Path, command: ProofCommand) -> Result<(), CliE
     Ok(())
 }
 
-/// `bote verify FILE [--key CERT|FINGERPRINT] [--checkpoint FILE]` — offline, no config.
-pub fn verify(file: &Path, key: Option<&str>, checkpoint: Option<&Path>) -> Result<(), CliError> {
+/// `bote verify FILE [--key CERT|FINGERPRINT] [--log-key VKEY|FILE] [--checkpoint FILE]` —
+/// offline, no config.
+pub fn verify(
+    file: &Path,
+    key: Option<&str>,
+    log_key: Option<&str>,
+    checkpoint: Option<&Path>,
+) -> Result<(), CliError> {
     let bytes =
         std::fs::read(file).map_err(|e| CliError::Io(format!("{}: {e}", file.display())))?;
     let anchor = match key {
@@ -209,7 +215,13 @@ pub fn verify(file: &Path, key: Option<&str>, checkpoint: Option<&Path>) -> Resu
         ),
         None => None,
     };
-    let verified = bundle::verify(&bytes, &anchor, trusted.as_deref())
+    let log_key = match log_key {
+        Some(k) if Path::new(k).is_file() => Some(
+            std::fs::read_to_string(k).map_err(|e| CliError::Io(format!("--log-key {k}: {e}")))?,
+        ),
+        other => other.map(str::to_owned),
+    };
+    let verified = bundle::verify(&bytes, &anchor, log_key.as_deref(), trusted.as_deref())
         .map_err(|e| CliError::Usage(format!("verification failed: {e}")))?;
     if !verified.anchored {
         eprintln!(

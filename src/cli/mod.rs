@@ -90,6 +90,9 @@ enum Command {
         /// The expected evidence key: a certificate file or a fingerprint.
         #[arg(long, value_name = "CERT|FINGERPRINT")]
         key: Option<String>,
+        /// The expected log verifier key (`name+id+key`, or a file holding it).
+        #[arg(long, value_name = "VKEY|FILE")]
+        log_key: Option<String>,
         /// A signed checkpoint you trust; the bundle's proofs must hold against it.
         #[arg(long, value_name = "FILE")]
         checkpoint: Option<PathBuf>,
@@ -221,8 +224,14 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Verify {
             file,
             key,
+            log_key,
             checkpoint,
-        } => evidence::verify(&file, key.as_deref(), checkpoint.as_deref()),
+        } => evidence::verify(
+            &file,
+            key.as_deref(),
+            log_key.as_deref(),
+            checkpoint.as_deref(),
+        ),
         Command::Log { command } => evidence::log(&cli.config, command).await,
         Command::Evidence { command } => evidence::evidence(&cli.config, command).await,
     }

@@ -47,34 +47,61 @@ pub enum CryptoError {
 }
 
 /// Verifies a detached binary-mode signature (binary or armoured) over `data` by a signing
-/// key of `cert` that was valid under the standard policy when the signature was made.
+/// key of `cert` that was alive, not revoked and valid under the standard policy when the
+/// signature was made, in a certificate that is not hard-revoked.
+///
+/// Strict about the parts OpenPGP leaves malleable, because bote's own signatures never use
+/// them: the unhashed subpacket area must be empty and the two-byte digest prefix must be
+/// right. Otherwise a byte could change in a signature file without the signature failing.
 pub fn verify_detached(cert: &Cert, data: &[u8], signature: &[u8]) -> Result<(), CryptoError> {
+    let bad = |m: String| CryptoError::BadSignature(m);
     let sig = match Packet::from_bytes(signature) {
         Ok(Packet::Signature(sig)) => sig,
-        _ => return Err(CryptoError::BadSignature("not an OpenPGP signature".into())),
+        _ => return Err(bad("not an OpenPGP signature".into())),
     };
     if sig.typ() != SignatureType::Binary {
-        return Err(CryptoError::BadSignature(format!(
+        return Err(bad(format!(
             "signature type {} where a binary document signature belongs",
             sig.typ()
         )));
     }
+    if sig.unhashed_area().iter().next().is_some() {
+        return Err(bad("unexpected unhashed subpackets".into()));
+    }
     let policy = policy();
+    if let openpgp::types::RevocationStatus::Revoked(_) = cert.revocation_status(&policy, None) {
+        return Err(bad(format!(
+            "certificate {} is revoked",
+            cert.fingerprint()
+        )));
+    }
+    let when = sig.signature_creation_time();
     let valid = cert
-        .with_policy(&policy, sig.signature_creation_time())
-        .map_err(|e| CryptoError::BadSignature(format!("certificate not valid then: {e}")))?;
-    let verified = valid
-        .keys()
-        .for_signing()
-        .any(|ka| sig.verify_message(ka.key(), data).is_ok());
-    if verified {
-        Ok(())
-    } else {
-        Err(CryptoError::BadSignature(format!(
+        .with_policy(&policy, when)
+        .map_err(|e| bad(format!("certificate not valid then: {e}")))?;
+    sig.signature_alive(when, std::time::Duration::ZERO)
+        .map_err(|e| bad(format!("signature not alive: {e}")))?;
+    let keys: Vec<_> = valid.keys().for_signing().alive().revoked(false).collect();
+    let mut verified = false;
+    for ka in keys {
+        if sig.verify_message(ka.key(), data).is_ok() {
+            verified = true;
+            break;
+        }
+    }
+    if !verified {
+        return Err(bad(format!(
             "not made by certificate {} over these bytes",
             cert.fingerprint()
-        )))
+        )));
     }
+    let prefix_ok = sig
+        .computed_digest()
+        .is_some_and(|d| d.len() >= 2 && d[..2] == sig.digest_prefix()[..]);
+    if !prefix_ok {
+        return Err(bad("digest prefix does not match".into()));
+    }
+    Ok(())
 }
 
 /// ASCII armour for a binary signature packet (`.asc` files).

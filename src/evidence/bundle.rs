@@ -350,11 +350,17 @@ fn normalise_fingerprint(s: &str) -> String {
         .to_ascii_uppercase()
 }
 
-/// Verifies a bundle offline. `trusted_checkpoint`, if given, is a signed checkpoint the
-/// caller trusts; the bundle's proofs must be against exactly that tree.
+/// Longest inclusion proof a log of up to 2^64 entries can need.
+const MAX_PROOF: usize = 64;
+
+/// Verifies a bundle offline. `log_key`, if given, is the log verifier key the caller
+/// trusts (otherwise the bundle's, vouched for by the evidence key's manifest signature);
+/// `trusted_checkpoint`, if given, is a signed checkpoint the caller trusts, and the
+/// bundle's proofs must be against exactly that tree.
 pub fn verify(
     bytes: &[u8],
     anchor: &Anchor,
+    log_key: Option<&str>,
     trusted_checkpoint: Option<&str>,
 ) -> Result<Verified, VerifyError> {
     // 1. Archive structure and member names.
@@ -452,10 +458,25 @@ pub fn verify(
         ));
     }
 
-    // 5. The checkpoint, signed by the log key the manifest vouches for.
+    // 5. The checkpoint, signed by the log key the manifest vouches for (and the caller
+    //    anchored, if they did), for this issuer's log.
     let vkey = text(&members, LOG_VKEY)?.trim().to_owned();
+    if let Some(expected) = log_key
+        && expected.trim() != vkey
+    {
+        return fail(format!(
+            "{LOG_VKEY}: the bundle's log key is `{vkey}`, not the expected `{}`",
+            expected.trim()
+        ));
+    }
     let checkpoint = SignedCheckpoint::parse(text(&members, CHECKPOINT)?, &vkey)
         .map_err(|e| VerifyError(e.to_string()))?;
+    if checkpoint.origin != format!("{}/log", manifest.issuer) {
+        return fail(format!(
+            "{CHECKPOINT}: origin `{}` is not the log of issuer {}",
+            checkpoint.origin, manifest.issuer
+        ));
+    }
     if checkpoint.size != manifest.checkpoint_size {
         return fail(format!(
             "{CHECKPOINT}: size {} differs from the manifest's {}",
@@ -464,12 +485,24 @@ pub fn verify(
     }
 
     // 6. Each record: canonical, signed, about this message and recipient, and included.
-    let count = members
+    //    The evidence members are exactly 001..=count, each with all three files.
+    let evidence_members = members
         .iter()
-        .filter(|(n, _)| n.starts_with("evidence/") && n.ends_with(".proof.json"))
+        .filter(|(n, _)| n.starts_with("evidence/"))
         .count();
+    let count = evidence_members / 3;
     if count == 0 {
         return fail("the bundle holds no evidence record");
+    }
+    if evidence_members % 3 != 0 {
+        return fail(
+            "the evidence records are incomplete: each needs .json, .json.asc and .proof.json",
+        );
+    }
+    for n in 1..=count {
+        for suffix in [".json", ".json.asc", ".proof.json"] {
+            member(&members, &format!("evidence/{n:03}{suffix}"))?;
+        }
     }
     let mut records = Vec::with_capacity(count);
     for n in 1..=count {
@@ -499,6 +532,11 @@ pub fn verify(
             return fail(format!(
                 "{proof_name}: proof is for tree size {}, the checkpoint's is {}",
                 proof.tree_size, checkpoint.size
+            ));
+        }
+        if proof.inclusion.len() > MAX_PROOF {
+            return fail(format!(
+                "{proof_name}: the inclusion proof is impossibly long"
             ));
         }
         let path: Vec<Hash> = proof

@@ -10,6 +10,7 @@
 
 use std::sync::Arc;
 
+use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use sqlx::{Acquire, AnyConnection};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -142,54 +143,101 @@ async fn run(
     }
 }
 
-/// Commits one batch and answers its requests; returns the new checkpoint if it committed.
+/// Commits one batch and answers every request in it, whatever happens; returns the new
+/// checkpoint if the batch committed.
 async fn commit_batch(store: &Store, log: &Log, batch: Vec<Request>) -> Option<SignedCheckpoint> {
-    let mut accepted: Vec<(Vec<Sealed>, Reply)> = Vec::with_capacity(batch.len());
-    let outcome = async {
-        let mut tx = store.begin().await?;
-        for request in batch {
-            if let Some(work) = request.work {
-                let mut savepoint = tx.begin().await?;
-                match work(&mut savepoint).await {
-                    Ok(()) => savepoint.commit().await?,
-                    Err(e) => {
-                        savepoint.rollback().await?;
-                        let _ = request.reply.send(Err(WriterError::Work(e.to_string())));
-                        continue;
-                    }
-                }
-            }
-            accepted.push((request.sealed, request.reply));
-        }
-        let all: Vec<&Sealed> = accepted.iter().flat_map(|(s, _)| s.iter()).collect();
-        let (indexes, appended) = record_in_tx(&mut tx, log, &all).await?;
-        tx.commit().await.map_err(StoreError::from)?;
-        Ok::<_, EvidenceError>((indexes, appended.checkpoint))
+    let mut replies: Vec<Option<Reply>> = Vec::with_capacity(batch.len());
+    let mut jobs = Vec::with_capacity(batch.len());
+    for request in batch {
+        replies.push(Some(request.reply));
+        jobs.push((request.sealed, request.work));
     }
-    .await;
-
+    // A panicking Work closure must not take the writer down with it.
+    let outcome = std::panic::AssertUnwindSafe(run_batch(store, log, jobs, &mut replies))
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|_| Err(BatchError::Panicked));
     match outcome {
-        Ok((indexes, checkpoint)) => {
+        Ok((accepted, indexes, checkpoint)) => {
             metrics::counter!("bote_evidence_records_total").increment(indexes.len() as u64);
             metrics::histogram!("bote_evidence_batch_records").record(indexes.len() as f64);
             let mut rest = indexes.as_slice();
-            for (sealed, reply) in accepted {
-                let (mine, tail) = rest.split_at(sealed.len());
+            for (position, count) in accepted {
+                let (mine, tail) = rest.split_at(count);
                 rest = tail;
-                let _ = reply.send(Ok(Receipt {
-                    log_indexes: mine.to_vec(),
-                    checkpoint: checkpoint.clone(),
-                }));
+                if let Some(reply) = replies[position].take() {
+                    let _ = reply.send(Ok(Receipt {
+                        log_indexes: mine.to_vec(),
+                        checkpoint: checkpoint.clone(),
+                    }));
+                }
             }
             Some(checkpoint)
         }
         Err(e) => {
             tracing::error!(error = %e, "evidence batch rolled back");
-            let msg = e.to_string();
-            for (_, reply) in accepted {
-                let _ = reply.send(Err(WriterError::Commit(msg.clone())));
+            for reply in replies.iter_mut().filter_map(Option::take) {
+                let _ = reply.send(Err(WriterError::Commit(e.to_string())));
             }
             None
         }
     }
+}
+
+/// Why a batch as a whole did not commit.
+#[derive(Debug, thiserror::Error)]
+enum BatchError {
+    #[error(transparent)]
+    Evidence(#[from] EvidenceError),
+    #[error("a request's work panicked")]
+    Panicked,
+}
+
+impl From<sqlx::Error> for BatchError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Evidence(EvidenceError::from(e))
+    }
+}
+
+impl From<StoreError> for BatchError {
+    fn from(e: StoreError) -> Self {
+        Self::Evidence(EvidenceError::from(e))
+    }
+}
+
+/// The transaction of one batch. Requests whose work fails are answered here and dropped
+/// from the batch; returns (position, record count) of the accepted ones, their indexes
+/// and the checkpoint.
+async fn run_batch(
+    store: &Store,
+    log: &Log,
+    jobs: Vec<(Vec<Sealed>, Option<Work>)>,
+    replies: &mut [Option<Reply>],
+) -> Result<(Vec<(usize, usize)>, Vec<u64>, SignedCheckpoint), BatchError> {
+    let mut tx = store.begin().await?;
+    // Take the sequencer lock before any work: one lock order for every writer (no
+    // deadlocks on PostgreSQL), and on SQLite the first statement is a write, so a busy
+    // database is waited for instead of failing the upgrade from a read snapshot.
+    log.lock(&mut tx).await.map_err(EvidenceError::from)?;
+    let mut accepted = Vec::with_capacity(jobs.len());
+    let mut sealed: Vec<Sealed> = Vec::new();
+    for (position, (records, work)) in jobs.into_iter().enumerate() {
+        if let Some(work) = work {
+            let mut savepoint = tx.begin().await?;
+            if let Err(e) = work(&mut savepoint).await {
+                savepoint.rollback().await?;
+                if let Some(reply) = replies[position].take() {
+                    let _ = reply.send(Err(WriterError::Work(e.to_string())));
+                }
+                continue;
+            }
+            savepoint.commit().await?;
+        }
+        accepted.push((position, records.len()));
+        sealed.extend(records);
+    }
+    let all: Vec<&Sealed> = sealed.iter().collect();
+    let (indexes, appended) = record_in_tx(&mut tx, log, &all).await?;
+    tx.commit().await?;
+    Ok((accepted, indexes, appended.checkpoint))
 }

@@ -162,6 +162,17 @@ impl Log {
         &self.published_file
     }
 
+    /// Takes the sequencer lock (the `log_head` row) in the caller's transaction, if it does
+    /// not hold it already. [`Log::append`] takes it too; call this first to take it before
+    /// other work.
+    pub async fn lock(&self, conn: &mut AnyConnection) -> Result<(), LogError> {
+        sqlx::query("UPDATE log_head SET updated_at = $1 WHERE id = 1")
+            .bind(now_ms())
+            .execute(conn)
+            .await?;
+        Ok(())
+    }
+
     /// Appends `entries` in the caller's transaction and signs the checkpoint for the new
     /// size. Nothing is visible to others until the caller commits; then call
     /// [`Log::publish`] with the returned checkpoint.
@@ -236,6 +247,14 @@ impl Log {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         if last.is_some_and(|s| s >= checkpoint.size) {
+            return Ok(());
+        }
+        // Another process sharing the data directory may have published a newer one.
+        let on_disk = std::fs::read_to_string(&self.published_file)
+            .ok()
+            .and_then(|t| SignedCheckpoint::parse(&t, &self.vkey).ok());
+        if on_disk.is_some_and(|c| c.size >= checkpoint.size) {
+            *last = Some(checkpoint.size);
             return Ok(());
         }
         write_atomically(&self.published_file, checkpoint.note.as_bytes()).map_err(|e| {
@@ -432,7 +451,13 @@ fn write_atomically(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
-    let tmp = path.with_extension("tmp");
+    // A name of its own per writer: two processes sharing a data directory never write
+    // into the same temporary file.
+    let tmp = path.with_extension(format!(
+        "tmp.{}.{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
     {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(contents)?;

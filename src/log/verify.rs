@@ -44,7 +44,8 @@ fn corrupt(msg: String) -> LogError {
 
 impl Log {
     /// Recomputes the tree from the stored entries and checks every stored hash, the head,
-    /// the signed checkpoint and the published checkpoint file against it.
+    /// the signed checkpoint and the published checkpoint file against it. Entries appended
+    /// while it runs are beyond the head it read first and are left for the next run.
     pub async fn verify_stored(&self, conn: &mut AnyConnection) -> Result<LogReport, LogError> {
         let head = sqlx::query("SELECT size, root, checkpoint FROM log_head WHERE id = 1")
             .fetch_one(&mut *conn)
@@ -62,9 +63,10 @@ impl Log {
         let mut expected: u64 = 0;
         loop {
             let rows = sqlx::query(
-                "SELECT idx, entry FROM log_entries WHERE idx >= $1 ORDER BY idx LIMIT $2",
+                "SELECT idx, entry FROM log_entries WHERE idx >= $1 AND idx < $2 ORDER BY idx LIMIT $3",
             )
             .bind(i64::try_from(expected).unwrap_or(i64::MAX))
+            .bind(i64::try_from(size).unwrap_or(i64::MAX))
             .bind(PAGE)
             .fetch_all(&mut *conn)
             .await?;
@@ -93,9 +95,10 @@ impl Log {
         let mut next: u64 = 0;
         loop {
             let rows = sqlx::query(
-                "SELECT idx, hash FROM log_hashes WHERE idx >= $1 ORDER BY idx LIMIT $2",
+                "SELECT idx, hash FROM log_hashes WHERE idx >= $1 AND idx < $2 ORDER BY idx LIMIT $3",
             )
             .bind(i64::try_from(next).unwrap_or(i64::MAX))
+            .bind(i64::try_from(stored_hash_count(size)).unwrap_or(i64::MAX))
             .bind(PAGE)
             .fetch_all(&mut *conn)
             .await?;

@@ -363,14 +363,14 @@ async fn changing_any_byte_of_a_bundle_is_detected() {
     populate(&gw).await;
     let bytes = export_bundle_bytes(&gw, "msg-1", "bauamt@lemgo.example").await;
     let anchor = Anchor::Fingerprint(gw.keys.evidence.fingerprint());
-    bundle::verify(&bytes, &anchor, None).unwrap();
+    bundle::verify(&bytes, &anchor, None, None).unwrap();
 
     // Every byte position, each flipped on its own: headers, contents, padding, end blocks.
     let mut failures = std::collections::BTreeMap::<String, usize>::new();
     for pos in 0..bytes.len() {
         let mut changed = bytes.clone();
         changed[pos] ^= 0x01;
-        match bundle::verify(&changed, &anchor, None) {
+        match bundle::verify(&changed, &anchor, None, None) {
             Ok(_) => panic!("flipping byte {pos} of {} went unnoticed", bytes.len()),
             Err(e) => {
                 let kind = e.0.split(':').next().unwrap_or_default().to_owned();
@@ -385,7 +385,7 @@ async fn changing_any_byte_of_a_bundle_is_detected() {
         .unwrap();
     let mut changed = bytes.clone();
     changed[readme_at] = b'p';
-    let e = bundle::verify(&changed, &anchor, None).unwrap_err();
+    let e = bundle::verify(&changed, &anchor, None, None).unwrap_err();
     assert_eq!(
         e.0,
         "member `README.txt` does not match its SHA-256 in the manifest"
@@ -395,12 +395,12 @@ async fn changing_any_byte_of_a_bundle_is_detected() {
     let mut trailing = bytes.clone();
     trailing.extend_from_slice(&[0u8; 512]);
     assert!(
-        bundle::verify(&trailing, &anchor, None)
+        bundle::verify(&trailing, &anchor, None, None)
             .unwrap_err()
             .0
             .contains("canonical form")
     );
-    assert!(bundle::verify(&bytes[..bytes.len() - 1024], &anchor, None).is_err());
+    assert!(bundle::verify(&bytes[..bytes.len() - 1024], &anchor, None, None).is_err());
     let mut members = Vec::new();
     let mut archive = tar::Archive::new(bytes.as_slice());
     for entry in archive.entries().unwrap() {
@@ -413,7 +413,7 @@ async fn changing_any_byte_of_a_bundle_is_detected() {
     members.push(("notes.txt".into(), b"hi".to_vec()));
     let extra = bundle::encode_tar(&members, 0).unwrap();
     assert_eq!(
-        bundle::verify(&extra, &anchor, None).unwrap_err().0,
+        bundle::verify(&extra, &anchor, None, None).unwrap_err().0,
         "unknown member `notes.txt`"
     );
     assert!(
@@ -443,7 +443,7 @@ async fn forged_proofs_and_foreign_checkpoints_are_detected() {
     }
     let anchor = Anchor::Fingerprint(gw.keys.evidence.fingerprint());
     let good = bundle::build(&chain, &proofs, &checkpoint, &gw.keys, T0).unwrap();
-    bundle::verify(&good, &anchor, None).unwrap();
+    bundle::verify(&good, &anchor, None, None).unwrap();
 
     // A record that is not in the log: its (validly signed) bundle claims another position.
     let mut moved = chain.clone();
@@ -451,11 +451,17 @@ async fn forged_proofs_and_foreign_checkpoints_are_detected() {
     let mut moved_proofs = proofs.clone();
     moved_proofs[1] = proofs[0].clone();
     let forged = bundle::build(&moved, &moved_proofs, &checkpoint, &gw.keys, T0).unwrap();
-    let e = bundle::verify(&forged, &anchor, None).unwrap_err();
+    let e = bundle::verify(&forged, &anchor, None, None).unwrap_err();
     assert!(
         e.0.starts_with("evidence/002.proof.json: entry") && e.0.contains("not included"),
         "{e}"
     );
+
+    // The log key can be anchored too; another one is refused.
+    bundle::verify(&good, &anchor, Some(gw.keys.log.verifier_key()), None).unwrap();
+    let other_vkey = bote::keys::LogKey::ephemeral("lemgo.example/log");
+    let e = bundle::verify(&good, &anchor, Some(other_vkey.verifier_key()), None).unwrap_err();
+    assert!(e.0.contains("not the expected"), "{e}");
 
     // A checkpoint signed by another log key.
     let other = Gateway::new(Backend::Sqlite).await;
@@ -467,7 +473,7 @@ async fn forged_proofs_and_foreign_checkpoints_are_detected() {
     )
     .unwrap();
     let bad = bundle::build(&chain, &proofs, &foreign, &gw.keys, T0).unwrap();
-    let e = bundle::verify(&bad, &anchor, None).unwrap_err();
+    let e = bundle::verify(&bad, &anchor, None, None).unwrap_err();
     assert!(
         e.0.starts_with("checkpoint: not signed by log key lemgo.example/log"),
         "{e}"
@@ -770,3 +776,124 @@ async fn keys_need_the_right_passphrase_and_are_never_overwritten() {
         .env("BOTE_PASSPHRASE", passphrase.trim());
     assert_one_line_error(&run(right), &["no evidence for message x"]);
 }
+
+/// Unpacks a bundle into (name, bytes) in archive order.
+fn members_of(bytes: &[u8]) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut archive = tar::Archive::new(bytes);
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let name = entry.path().unwrap().to_str().unwrap().to_owned();
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut data).unwrap();
+        out.push((name, data));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malleable_parts_of_the_manifest_signature_are_refused() {
+    use sequoia_openpgp::parse::Parse;
+    use sequoia_openpgp::serialize::SerializeInto;
+    let gw = Gateway::new(Backend::Sqlite).await;
+    populate(&gw).await;
+    let bytes = export_bundle_bytes(&gw, "msg-1", "bauamt@lemgo.example").await;
+    let anchor = Anchor::Fingerprint(gw.keys.evidence.fingerprint());
+    let members = members_of(&bytes);
+    let manifest: serde_json::Value = serde_json::from_slice(&members[1].1).unwrap();
+    let mtime =
+        bote::clock::parse_rfc3339_ms(manifest["created"].as_str().unwrap()).unwrap() / 1000;
+    let sig = match sequoia_openpgp::Packet::from_bytes(&members[2].1).unwrap() {
+        sequoia_openpgp::Packet::Signature(s) => s,
+        other => panic!("{other:?}"),
+    };
+    let binary = sequoia_openpgp::Packet::from(sig).to_vec().unwrap();
+    // New-format header (tag, one length byte), then v4 body: version, type, pk algo, hash
+    // algo, hashed area (2-byte length), unhashed area (2-byte length), digest prefix.
+    assert_eq!(binary[0], 0xC2);
+    let body = 2;
+    let hashed = usize::from(u16::from_be_bytes([binary[body + 4], binary[body + 5]]));
+    let unhashed_at = body + 6 + hashed;
+    assert_eq!(
+        &binary[unhashed_at..unhashed_at + 2],
+        &[0, 0],
+        "bote writes no unhashed subpackets"
+    );
+    let prefix_at = unhashed_at + 2;
+    let mut changed = binary.clone();
+    changed[prefix_at] ^= 0x01;
+    let mut forged = members.clone();
+    forged[2].1 = bote::crypto::armor_signature(&changed);
+    let tampered = bundle::encode_tar(&forged, u64::try_from(mtime).unwrap()).unwrap();
+    let e = bundle::verify(&tampered, &anchor, None, None).unwrap_err();
+    assert!(e.0.starts_with("manifest.json.asc: bad signature"), "{e}");
+}
+
+async fn failing_or_panicking_work_spoils_nothing_else(db: TestDb) {
+    use bote::evidence::{Work, WriterError};
+    let backend = db.backend;
+    drop(db);
+    let gw = Gateway::new(backend).await;
+    let seal = |id: &str| {
+        let key = gw.keys.evidence.clone();
+        let records = vec![record(
+            Event::SubmissionAcceptance,
+            id,
+            "bauamt@lemgo.example",
+            T0,
+        )];
+        async move { bote::evidence::seal_off_thread(key, records).await.unwrap() }
+    };
+    let failing: Work = Box::new(|conn| {
+        Box::pin(async move {
+            sqlx::query(
+                "INSERT INTO audit_log (at, actor, action, target) VALUES (1, 'x', 'half', 'y')",
+            )
+            .execute(&mut *conn)
+            .await?;
+            Err(bote::store::StoreError::Behind(1))
+        })
+    });
+    let good: Work = Box::new(|conn| {
+        Box::pin(async move {
+            sqlx::query(
+                "INSERT INTO audit_log (at, actor, action, target) VALUES (1, 'x', 'kept', 'y')",
+            )
+            .execute(&mut *conn)
+            .await?;
+            Ok(())
+        })
+    });
+    let (a, b) = (seal("fails").await, seal("works").await);
+    let (ra, rb) = tokio::join!(
+        gw.writer.commit(a, Some(failing)),
+        gw.writer.commit(b, Some(good))
+    );
+    assert!(matches!(ra, Err(WriterError::Work(_))), "{ra:?}");
+    rb.unwrap();
+    let actions: Vec<String> = sqlx::query_scalar("SELECT action FROM audit_log WHERE actor = 'x'")
+        .fetch_all(gw.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        actions,
+        ["kept"],
+        "the failed request's own write must be rolled back"
+    );
+
+    let panicking: Work = Box::new(|_conn| Box::pin(async move { panic!("work panicked") }));
+    let c = seal("panics").await;
+    assert!(matches!(
+        gw.writer.commit(c, Some(panicking)).await,
+        Err(WriterError::Commit(_))
+    ));
+    // The writer is still alive and the log still consistent.
+    let d = seal("after").await;
+    let receipt = gw.writer.commit(d, None).await.unwrap();
+    assert_eq!(receipt.checkpoint.size, 2);
+    assert!(run(gw.setup.cmd(&["log", "verify"])).status.success());
+}
+on_both_backends!(
+    failing_or_panicking_work_spoils_nothing_else,
+    super::failing_or_panicking_work_spoils_nothing_else
+);
