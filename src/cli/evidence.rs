@@ -119,8 +119,17 @@ pub fn keys(config_path: &Path, command: KeysCommand) -> Result<(), CliError> {
     Ok(())
 }
 
-async fn open_store(config: &crate::config::Config) -> Result<Store, CliError> {
-    Ok(Store::open(config, OpenMode::Existing).await?)
+/// The store and one connection from it, for commands that run a few queries.
+async fn connect(
+    config: &crate::config::Config,
+) -> Result<(Store, sqlx::pool::PoolConnection<sqlx::Any>), CliError> {
+    let store = Store::open(config, OpenMode::Existing).await?;
+    let conn = store
+        .pool()
+        .acquire()
+        .await
+        .map_err(crate::store::StoreError::from)?;
+    Ok((store, conn))
 }
 
 /// `bote proof export`
@@ -133,17 +142,12 @@ pub async fn proof(config_path: &Path, command: ProofCommand) -> Result<(), CliE
     } = command;
     let config = load_config(config_path)?;
     let keys = KeyRing::load(&config)?;
-    let store = open_store(&config).await?;
+    let (store, mut conn) = connect(&config).await?;
     let log = Log::new(
         keys.log.clone(),
         keys.origin.clone(),
         &config.gateway.data_dir,
     );
-    let mut conn = store
-        .pool()
-        .acquire()
-        .await
-        .map_err(crate::store::StoreError::from)?;
     let at = match &checkpoint {
         Some(path) => {
             let note = std::fs::read_to_string(path)
@@ -253,17 +257,12 @@ pub async fn log(config_path: &Path, command: LogCommand) -> Result<(), CliError
     let LogCommand::Verify = command;
     let config = load_config(config_path)?;
     let public = PublicKeys::load(&config)?;
-    let store = open_store(&config).await?;
+    let (_store, mut conn) = connect(&config).await?;
     let log = Arc::new(Log::read_only(
         public.log_vkey.clone(),
         public.origin.clone(),
         &config.gateway.data_dir,
     ));
-    let mut conn = store
-        .pool()
-        .acquire()
-        .await
-        .map_err(crate::store::StoreError::from)?;
     let report = log
         .verify_stored(&mut conn)
         .await
@@ -301,12 +300,7 @@ fn print_record(e: &StoredEvidence) {
 /// `bote evidence …`
 pub async fn evidence(config_path: &Path, command: EvidenceCommand) -> Result<(), CliError> {
     let config = load_config(config_path)?;
-    let store = open_store(&config).await?;
-    let mut conn = store
-        .pool()
-        .acquire()
-        .await
-        .map_err(crate::store::StoreError::from)?;
+    let (_store, mut conn) = connect(&config).await?;
     let found = match command {
         EvidenceCommand::Search {
             message,

@@ -41,42 +41,9 @@ pub enum RecordError {
     Serialize(String),
 }
 
-macro_rules! string_enum {
-    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
-        $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-        pub enum $name { $($(#[$vmeta])* #[serde(rename = $text)] $variant),+ }
-
-        impl $name {
-            /// Every value.
-            pub const ALL: &'static [Self] = &[$(Self::$variant),+];
-            /// The name as it appears in records.
-            pub fn as_str(self) -> &'static str {
-                match self { $(Self::$variant => $text),+ }
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.pad(self.as_str())
-            }
-        }
-
-        impl FromStr for $name {
-            type Err = String;
-            fn from_str(s: &str) -> Result<Self, String> {
-                match s {
-                    $($text => Ok(Self::$variant),)+
-                    other => Err(format!("unknown {} `{other}`", stringify!($name))),
-                }
-            }
-        }
-    };
-}
-
-string_enum!(
+named_enum!(
     /// The events of ETSI EN 319 522-1 that bote records — these and no others.
-    Event {
+    Event, "event", {
         /// The gateway accepted a sender's submission.
         SubmissionAcceptance => "SubmissionAcceptance",
         /// The gateway refused an authenticated sender's complete submission.
@@ -119,9 +86,9 @@ impl Event {
     }
 }
 
-string_enum!(
+named_enum!(
     /// Reason codes in the spirit of ETSI EN 319 522-2 (documented in docs/proof-bundle.md).
-    ReasonCode {
+    ReasonCode, "reason code", {
         /// Accepted / succeeded.
         Accepted => "RA01",
         /// The message is malformed.

@@ -38,6 +38,36 @@ impl HashReader for InMemory<'_> {
     }
 }
 
+/// Streams the `(idx, bytes)` rows that `select` (`SELECT idx, <bytes> FROM <table>`) yields
+/// for `idx` in `0..end`, in order, page by page, into `f`.
+async fn scan(
+    conn: &mut AnyConnection,
+    select: &'static str,
+    end: u64,
+    mut f: impl FnMut(u64, Vec<u8>) -> Result<(), LogError>,
+) -> Result<(), LogError> {
+    let sql = format!("{select} WHERE idx >= $1 AND idx < $2 ORDER BY idx LIMIT $3");
+    let mut from: u64 = 0;
+    loop {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+            .bind(i64::try_from(from).unwrap_or(i64::MAX))
+            .bind(i64::try_from(end).unwrap_or(i64::MAX))
+            .bind(PAGE)
+            .fetch_all(&mut *conn)
+            .await?;
+        let Some(last) = rows.last() else {
+            return Ok(());
+        };
+        from = u64::try_from(last.try_get::<i64, _>(0)?)
+            .unwrap_or(u64::MAX)
+            .saturating_add(1);
+        for row in &rows {
+            let idx = u64::try_from(row.try_get::<i64, _>(0)?).unwrap_or(u64::MAX);
+            f(idx, row.try_get(1)?)?;
+        }
+    }
+}
+
 fn corrupt(msg: String) -> LogError {
     LogError::Corrupt(msg)
 }
@@ -61,30 +91,22 @@ impl Log {
         // Entries, in order, without gaps; the stored hashes they imply.
         let mut computed: Vec<Hash> = Vec::new();
         let mut expected: u64 = 0;
-        loop {
-            let rows = sqlx::query(
-                "SELECT idx, entry FROM log_entries WHERE idx >= $1 AND idx < $2 ORDER BY idx LIMIT $3",
-            )
-            .bind(i64::try_from(expected).unwrap_or(i64::MAX))
-            .bind(i64::try_from(size).unwrap_or(i64::MAX))
-            .bind(PAGE)
-            .fetch_all(&mut *conn)
-            .await?;
-            if rows.is_empty() {
-                break;
-            }
-            for row in rows {
-                let idx = u64::try_from(row.try_get::<i64, _>(0)?).unwrap_or(u64::MAX);
+        scan(
+            conn,
+            "SELECT idx, entry FROM log_entries",
+            size,
+            |idx, entry| {
                 if idx != expected {
                     return Err(corrupt(format!("log entry {expected} is missing")));
                 }
-                let entry: Vec<u8> = row.try_get(1)?;
                 let new =
                     stored_hashes_for_record_hash(idx, record_hash(&entry), &InMemory(&computed))?;
                 computed.extend(new);
                 expected += 1;
-            }
-        }
+                Ok(())
+            },
+        )
+        .await?;
         if expected != size {
             return Err(corrupt(format!(
                 "the log head says {size} entries, but {expected} are stored"
@@ -93,34 +115,21 @@ impl Log {
 
         // Every stored hash equals the recomputed one.
         let mut next: u64 = 0;
-        loop {
-            let rows = sqlx::query(
-                "SELECT idx, hash FROM log_hashes WHERE idx >= $1 AND idx < $2 ORDER BY idx LIMIT $3",
-            )
-            .bind(i64::try_from(next).unwrap_or(i64::MAX))
-            .bind(i64::try_from(stored_hash_count(size)).unwrap_or(i64::MAX))
-            .bind(PAGE)
-            .fetch_all(&mut *conn)
-            .await?;
-            if rows.is_empty() {
-                break;
+        let hash_count = stored_hash_count(size);
+        scan(conn, "SELECT idx, hash FROM log_hashes", hash_count, |idx, hash| {
+            let want = usize::try_from(idx).ok().and_then(|i| computed.get(i));
+            if idx != next || want.map(|h| &h.0[..]) != Some(hash.as_slice()) {
+                return Err(corrupt(format!(
+                    "stored hash {idx} does not match the entries (entries changed or reordered)"
+                )));
             }
-            for row in rows {
-                let idx = u64::try_from(row.try_get::<i64, _>(0)?).unwrap_or(u64::MAX);
-                let hash: Vec<u8> = row.try_get(1)?;
-                let want = usize::try_from(idx).ok().and_then(|i| computed.get(i));
-                if idx != next || want.map(|h| &h.0[..]) != Some(hash.as_slice()) {
-                    return Err(corrupt(format!(
-                        "stored hash {idx} does not match the entries (entries changed or reordered)"
-                    )));
-                }
-                next += 1;
-            }
-        }
-        if next != stored_hash_count(size) {
+            next += 1;
+            Ok(())
+        })
+        .await?;
+        if next != hash_count {
             return Err(corrupt(format!(
-                "{next} stored hashes for {size} entries; expected {}",
-                stored_hash_count(size)
+                "{next} stored hashes for {size} entries; expected {hash_count}"
             )));
         }
 

@@ -9,10 +9,8 @@ use crate::support::{
     Setup, TestDb, assert_one_line_error, bote, run, run_with_stdin, stderr, stdout,
 };
 
-async fn operator_workflow(db: TestDb) {
+async fn operator_workflow((setup, db): (Setup, TestDb)) {
     let backend = db.backend;
-    drop(db);
-    let (setup, _db) = Setup::new(backend).await;
     let dir = setup.path();
     for f in [
         "bote.toml",
@@ -121,10 +119,7 @@ async fn operator_workflow(db: TestDb) {
 }
 on_both_backends!(operator_workflow, super::operator_workflow);
 
-async fn bad_input_gives_one_line_and_changes_nothing(db: TestDb) {
-    let backend = db.backend;
-    drop(db);
-    let (setup, _db) = Setup::new(backend).await;
+async fn bad_input_gives_one_line_and_changes_nothing((setup, _db): (Setup, TestDb)) {
     setup.add_user("citizen", "anna@lemgo.example");
     let list_before = stdout(&run(setup.cmd(&["user", "list"])));
 
@@ -385,10 +380,7 @@ async fn failed_init_on_an_unreachable_database_leaves_nothing() {
     assert!(!target.exists(), "failed init left files behind");
 }
 
-async fn migrate_reports_what_it_applied(db: TestDb) {
-    let backend = db.backend;
-    drop(db);
-    let (setup, _db) = Setup::new(backend).await;
+async fn migrate_reports_what_it_applied((setup, _db): (Setup, TestDb)) {
     let out = run(setup.cmd(&["migrate"]));
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(

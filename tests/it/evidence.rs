@@ -8,7 +8,7 @@ use sqlx::Row;
 use tlog_tiles::{check_record, check_tree, record_hash};
 
 use crate::on_both_backends;
-use crate::support::{Gateway, TestDb, assert_one_line_error, record, run, stderr, stdout};
+use crate::support::{Gateway, assert_one_line_error, record, run, stderr, stdout};
 
 const T0: i64 = 1_795_000_000_000;
 
@@ -36,10 +36,7 @@ async fn populate(gw: &Gateway) -> bote::evidence::Receipt {
     .await
 }
 
-async fn concurrent_commits_get_distinct_indexes_and_provable_inclusion(db: TestDb) {
-    let backend = db.backend;
-    drop(db);
-    let gw = Gateway::new(backend).await;
+async fn concurrent_commits_get_distinct_indexes_and_provable_inclusion(gw: Gateway) {
     let mut tasks = Vec::new();
     for i in 0..40 {
         let writer = gw.writer.clone();
@@ -114,10 +111,7 @@ on_both_backends!(
     super::concurrent_commits_get_distinct_indexes_and_provable_inclusion
 );
 
-async fn checkpoints_stay_consistent_across_appends_and_restarts(db: TestDb) {
-    let backend = db.backend;
-    drop(db);
-    let gw = Gateway::new(backend).await;
+async fn checkpoints_stay_consistent_across_appends_and_restarts(gw: Gateway) {
     let old = gw
         .commit(vec![record(
             Event::SubmissionAcceptance,
@@ -167,10 +161,7 @@ on_both_backends!(
     super::checkpoints_stay_consistent_across_appends_and_restarts
 );
 
-async fn log_entries_are_commitments_without_personal_data(db: TestDb) {
-    let backend = db.backend;
-    drop(db);
-    let gw = Gateway::new(backend).await;
+async fn log_entries_are_commitments_without_personal_data(gw: Gateway) {
     populate(&gw).await;
     let rows = sqlx::query("SELECT entry FROM log_entries ORDER BY idx")
         .fetch_all(gw.store.pool())
@@ -198,10 +189,7 @@ on_both_backends!(
     super::log_entries_are_commitments_without_personal_data
 );
 
-async fn bundle_export_and_offline_verification(db: TestDb) {
-    let backend = db.backend;
-    drop(db);
-    let gw = Gateway::new(backend).await;
+async fn bundle_export_and_offline_verification(gw: Gateway) {
     populate(&gw).await;
     let out = gw.setup.path().join("bundle.tar");
     let export = |args: &[&str]| {
@@ -480,10 +468,7 @@ async fn forged_proofs_and_foreign_checkpoints_are_detected() {
     );
 }
 
-async fn tampered_or_rolled_back_logs_are_refused(db: TestDb) {
-    let backend = db.backend;
-    drop(db);
-    let gw = Gateway::new(backend).await;
+async fn tampered_or_rolled_back_logs_are_refused(gw: Gateway) {
     let early = gw
         .commit(vec![record(
             Event::SubmissionAcceptance,
@@ -627,10 +612,7 @@ on_both_backends!(
     super::tampered_or_rolled_back_logs_are_refused
 );
 
-async fn evidence_search_and_timeline(db: TestDb) {
-    let backend = db.backend;
-    drop(db);
-    let gw = Gateway::new(backend).await;
+async fn evidence_search_and_timeline(gw: Gateway) {
     populate(&gw).await;
     let timeline = stdout(&run(gw.setup.cmd(&["evidence", "timeline", "msg-1"])));
     let events: Vec<&str> = timeline
@@ -684,10 +666,7 @@ on_both_backends!(
     super::evidence_search_and_timeline
 );
 
-async fn two_sequencers_on_one_database_never_fork(db: TestDb) {
-    let backend = db.backend;
-    drop(db);
-    let first = Gateway::new(backend).await;
+async fn two_sequencers_on_one_database_never_fork(first: Gateway) {
     // A second "instance": its own pool, log and writer on the same database and data.
     let env: Vec<(String, String)> = first
         .setup
@@ -829,11 +808,8 @@ async fn malleable_parts_of_the_manifest_signature_are_refused() {
     assert!(e.0.starts_with("manifest.json.asc: bad signature"), "{e}");
 }
 
-async fn failing_or_panicking_work_spoils_nothing_else(db: TestDb) {
+async fn failing_or_panicking_work_spoils_nothing_else(gw: Gateway) {
     use bote::evidence::{Work, WriterError};
-    let backend = db.backend;
-    drop(db);
-    let gw = Gateway::new(backend).await;
     let seal = |id: &str| {
         let key = gw.keys.evidence.clone();
         let records = vec![record(

@@ -35,14 +35,7 @@ fn app(gw: &Gateway, store: bote::store::Store) -> axum::Router {
 }
 
 async fn get(app: &axum::Router, path: &str) -> (StatusCode, axum::http::HeaderMap, String) {
-    let response = app
-        .clone()
-        .oneshot(Request::get(path).body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    let status = response.status();
-    let headers = response.headers().clone();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let (status, headers, body) = raw(app, path).await;
     (status, headers, String::from_utf8_lossy(&body).into_owned())
 }
 
@@ -66,10 +59,7 @@ fn assert_security_headers(headers: &axum::http::HeaderMap) {
     assert!(headers.get("x-request-id").is_some(), "request id missing");
 }
 
-async fn health_readiness_and_headers_on_every_response(db: TestDb) {
-    let backend = db.backend;
-    drop(db);
-    let gw = Gateway::new(backend).await;
+async fn health_readiness_and_headers_on_every_response(gw: Gateway) {
     let db = &gw.db;
     let app = app(&gw, gw.store.clone());
     let (status, headers, body) = get(&app, "/healthz").await;
@@ -115,10 +105,7 @@ on_both_backends!(
     super::readyz_fails_while_migrations_are_pending
 );
 
-async fn public_log_serves_checkpoint_key_and_tiles(db: TestDb) {
-    let backend = db.backend;
-    drop(db);
-    let gw = Gateway::new(backend).await;
+async fn public_log_serves_checkpoint_key_and_tiles(gw: Gateway) {
     let records: Vec<_> = (0..300)
         .map(|i| {
             record(
@@ -307,10 +294,8 @@ impl Server {
     }
 }
 
-async fn serves_https_with_the_generated_ca(db: TestDb) {
+async fn serves_https_with_the_generated_ca((setup, db): (Setup, TestDb)) {
     let backend = db.backend;
-    drop(db);
-    let (setup, _db) = Setup::new(backend).await;
     let server = Server::start(&setup, &[]);
 
     let out = server.curl(&["-i"], "/healthz");

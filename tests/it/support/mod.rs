@@ -96,20 +96,51 @@ impl TestDb {
     }
 }
 
-/// Runs `$body(TestDb)` once per backend, as two tests `sqlite` and `postgres`.
+/// What a test runs on, made fresh for one backend.
+pub trait Fixture: Sized {
+    /// A fresh fixture on `backend`.
+    async fn for_backend(backend: Backend) -> Self;
+}
+
+impl Fixture for TestDb {
+    async fn for_backend(backend: Backend) -> Self {
+        TestDb::new(backend).await
+    }
+}
+
+impl Fixture for (Setup, TestDb) {
+    async fn for_backend(backend: Backend) -> Self {
+        Setup::new(backend).await
+    }
+}
+
+impl Fixture for Gateway {
+    async fn for_backend(backend: Backend) -> Self {
+        Gateway::new(backend).await
+    }
+}
+
+/// Makes the fixture `body` takes, on `backend`, and runs `body` with it.
+pub async fn run_on<T: Fixture, F: std::future::Future<Output = ()>>(
+    backend: Backend,
+    body: impl FnOnce(T) -> F,
+) {
+    body(T::for_backend(backend).await).await;
+}
+
+/// Runs `$body(fixture)` once per backend, as two tests `sqlite` and `postgres`; the
+/// fixture type ([`Fixture`]) is whatever `$body` takes.
 #[macro_export]
 macro_rules! on_both_backends {
     ($name:ident, $body:path) => {
         mod $name {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn sqlite() {
-                let db = $crate::support::TestDb::new(bote::store::Backend::Sqlite).await;
-                $body(db).await;
+                $crate::support::run_on(bote::store::Backend::Sqlite, $body).await;
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
-                let db = $crate::support::TestDb::new(bote::store::Backend::Postgres).await;
-                $body(db).await;
+                $crate::support::run_on(bote::store::Backend::Postgres, $body).await;
             }
         }
     };
