@@ -22,7 +22,7 @@ use sequoia_openpgp as openpgp;
 
 use openpgp::armor;
 use openpgp::cert::{CertBuilder, CipherSuite};
-use openpgp::crypto::{KeyPair, Password};
+use openpgp::crypto::Password;
 use openpgp::packet::key::{Key4, PrimaryRole, SecretParts};
 use openpgp::packet::signature::SignatureBuilder;
 use openpgp::packet::{Key, Packet};
@@ -228,7 +228,7 @@ pub fn generate(config: &Config, passphrase: &Passphrase) -> Result<KeyFiles, Ke
 /// The evidence signing key, unlocked.
 pub struct EvidenceKey {
     cert: Cert,
-    keypair: KeyPair,
+    signer: crypto::Ed25519Signer,
     armored_cert: String,
 }
 
@@ -256,13 +256,14 @@ impl EvidenceKey {
         let key = key
             .decrypt_secret(&passphrase.password())
             .map_err(|_| KeyError::WrongPassphrase(path.to_owned()))?;
-        let keypair = key.into_keypair().map_err(pgp_err)?;
+        let signer = crypto::Ed25519Signer::new(&key)
+            .ok_or_else(|| malformed("the evidence key is not an Ed25519 signing key".into()))?;
         let public = cert.clone().strip_secret_key_material();
         let armored_cert =
             String::from_utf8(public.armored().to_vec().map_err(pgp_err)?).map_err(pgp_err)?;
         Ok(Self {
             cert: public,
-            keypair,
+            signer,
             armored_cert,
         })
     }
@@ -293,11 +294,11 @@ impl EvidenceKey {
         &self,
         data: impl IntoIterator<Item = &'a [u8]>,
     ) -> Result<Vec<Vec<u8>>, KeyError> {
-        let mut keypair = self.keypair.clone();
+        let mut signer = self.signer.clone();
         data.into_iter()
             .map(|d| {
                 let sig = SignatureBuilder::new(SignatureType::Binary)
-                    .sign_message(&mut keypair, d)
+                    .sign_message(&mut signer, d)
                     .map_err(pgp_err)?;
                 Packet::from(sig).to_vec().map_err(pgp_err)
             })

@@ -126,6 +126,70 @@ pub fn canonical_armored_signature(signature: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
+/// An OpenPGP signer for an Ed25519 key that keeps the key parsed in memory.
+///
+/// sequoia's OpenSSL backend re-imports the secret key into OpenSSL for every signature,
+/// which costs more than the signature itself; evidence is signed thousands of times a
+/// second, so bote signs with ed25519-dalek (constant-time) behind sequoia's `Signer`
+/// trait, the extension point sequoia offers for HSMs and agents. The packets are built
+/// by sequoia as always.
+#[derive(Clone)]
+pub struct Ed25519Signer {
+    public: Key<openpgp::packet::key::PublicParts, openpgp::packet::key::UnspecifiedRole>,
+    key: ed25519_dalek::SigningKey,
+}
+
+impl std::fmt::Debug for Ed25519Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Ed25519Signer({})", self.public.fingerprint())
+    }
+}
+
+impl Ed25519Signer {
+    /// A signer for an unencrypted Ed25519 secret key; `None` for any other key or if the
+    /// secret does not belong to the public key.
+    pub fn new<R: KeyRole>(key: &Key<SecretParts, R>) -> Option<Self>
+    where
+        Key<SecretParts, R>: Clone,
+    {
+        let seed = ed25519_seed(key)?;
+        let signing = ed25519_dalek::SigningKey::from_bytes(&seed);
+        let mpi::PublicKey::EdDSA { q, .. } = key.mpis() else {
+            return None;
+        };
+        let (point, _) = q.decode_point(&openpgp::types::Curve::Ed25519).ok()?;
+        if point != signing.verifying_key().as_bytes() {
+            return None;
+        }
+        let public = key.clone().parts_into_public().role_into_unspecified();
+        Some(Self {
+            public,
+            key: signing,
+        })
+    }
+}
+
+impl openpgp::crypto::Signer for Ed25519Signer {
+    fn public(
+        &self,
+    ) -> &Key<openpgp::packet::key::PublicParts, openpgp::packet::key::UnspecifiedRole> {
+        &self.public
+    }
+
+    fn sign(
+        &mut self,
+        _hash_algo: openpgp::types::HashAlgorithm,
+        digest: &[u8],
+    ) -> openpgp::Result<mpi::Signature> {
+        use ed25519_dalek::Signer as _;
+        let sig = self.key.sign(digest).to_bytes();
+        Ok(mpi::Signature::EdDSA {
+            r: mpi::MPI::new(&sig[..32]),
+            s: mpi::MPI::new(&sig[32..]),
+        })
+    }
+}
+
 /// The 32-byte seed of an unencrypted Ed25519 secret key.
 pub fn ed25519_seed<P: KeyParts, R: KeyRole>(key: &Key<P, R>) -> Option<[u8; 32]>
 where
