@@ -3,6 +3,8 @@
 //!
 //! Everything here is CPU-bound and synchronous; async callers use `spawn_blocking`.
 
+pub mod keywrap;
+pub mod mailbox;
 pub mod pool;
 
 use sequoia_openpgp as openpgp;
@@ -44,6 +46,15 @@ pub enum CryptoError {
     /// A detached signature does not verify.
     #[error("bad signature: {0}")]
     BadSignature(String),
+    /// Encrypting failed.
+    #[error("cannot encrypt: {0}")]
+    Encryption(String),
+    /// A message could not be decrypted with the key at hand.
+    #[error("cannot decrypt: {0}")]
+    Decryption(String),
+    /// A wrapped key or sealed blob does not open.
+    #[error("cannot unwrap: {0}")]
+    Unwrap(String),
 }
 
 /// Verifies a detached binary-mode signature (binary or armoured) over `data` by a signing

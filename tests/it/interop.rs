@@ -6,6 +6,7 @@ use std::process::Command;
 
 use bote::evidence::Event;
 use bote::store::Backend;
+use sequoia_openpgp::parse::Parse;
 
 use crate::support::{Gateway, record, run, stderr};
 
@@ -143,4 +144,65 @@ async fn gpg_and_sqv_verify_evidence_from_an_unpacked_bundle() {
         .output()
         .unwrap();
     assert!(!sqv.status.success());
+}
+
+#[test]
+fn gpg_reads_what_bote_encrypts_to_a_mailbox_and_bote_reads_what_gpg_encrypts() {
+    use bote::crypto::mailbox;
+    use sequoia_openpgp::serialize::SerializeInto;
+    let key = mailbox::generate("Bauamt Lemgo", "bauamt@lemgo.example").unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret.asc");
+    std::fs::write(&secret, key.as_tsk().armored().to_vec().unwrap()).unwrap();
+    let import = gpg(home.path(), &["--import", secret.to_str().unwrap()]);
+    assert!(
+        import.status.success(),
+        "{}",
+        String::from_utf8_lossy(&import.stderr)
+    );
+
+    // bote -> gpg
+    let public = sequoia_openpgp::Cert::from_bytes(&mailbox::public_bytes(&key).unwrap()).unwrap();
+    let message = mailbox::encrypt(&[&public], "Grüße vom Bürgerbüro\r\n".as_bytes()).unwrap();
+    let encrypted = dir.path().join("m.pgp");
+    std::fs::write(&encrypted, &message).unwrap();
+    let out = gpg(home.path(), &["--decrypt", encrypted.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "gpg --decrypt: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status = String::from_utf8_lossy(&out.stdout);
+    assert!(status.contains("Grüße vom Bürgerbüro"), "{status}");
+    assert!(status.contains("DECRYPTION_OKAY"), "{status}");
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("AEAD"),
+        "SEIPDv1 expected"
+    );
+
+    // gpg -> bote
+    let plain = dir.path().join("p.txt");
+    std::fs::write(&plain, "Antwort des Amts").unwrap();
+    let sealed = dir.path().join("p.txt.gpg");
+    let enc = gpg(
+        home.path(),
+        &[
+            "--trust-model",
+            "always",
+            "--encrypt",
+            "-r",
+            "bauamt@lemgo.example",
+            "-o",
+            sealed.to_str().unwrap(),
+            plain.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        enc.status.success(),
+        "gpg --encrypt: {}",
+        String::from_utf8_lossy(&enc.stderr)
+    );
+    let decrypted = mailbox::decrypt(&key, &std::fs::read(&sealed).unwrap()).unwrap();
+    assert_eq!(&decrypted[..], b"Antwort des Amts");
 }

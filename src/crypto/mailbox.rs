@@ -1,0 +1,213 @@
+//! Mailbox keys and message encryption (OpenPGP, SEIPDv1 so that GnuPG 2.2/2.4 can read
+//! what bote writes; spec §5 and ../shared/FIELD-NOTES.md).
+//!
+//! Every mailbox has a v4 key: an Ed25519 primary (certification, signing) and a Cv25519
+//! encryption subkey, without expiry, advertising only the RFC 4880 features (MDC, i.e.
+//! SEIPDv1). Bodies are stored only as binary OpenPGP messages to that certificate.
+//! Encrypting needs the certificate alone; decrypting needs the secret key, which bote keeps
+//! only wrapped (see [`super::keywrap`]).
+
+use std::io::{Read, Write};
+
+use sequoia_openpgp as openpgp;
+
+use openpgp::cert::{CertBuilder, CipherSuite};
+use openpgp::crypto::SessionKey;
+use openpgp::packet::{PKESK, SKESK};
+use openpgp::parse::Parse;
+use openpgp::parse::stream::{
+    DecryptionHelper, DecryptorBuilder, MessageStructure, VerificationHelper,
+};
+use openpgp::serialize::SerializeInto;
+use openpgp::serialize::stream::{Encryptor, LiteralWriter, Message};
+use openpgp::types::{Features, SymmetricAlgorithm};
+use openpgp::{Cert, KeyHandle, Profile};
+use zeroize::Zeroizing;
+
+use super::{CryptoError, policy};
+
+fn err(e: impl std::fmt::Display) -> CryptoError {
+    CryptoError::Encryption(e.to_string())
+}
+
+/// A new mailbox key for `name <address>`; returns the certificate with its secret parts
+/// (unencrypted: the caller wraps them at once).
+pub fn generate(name: &str, address: &str) -> Result<Cert, CryptoError> {
+    let (cert, _revocation) = CertBuilder::new()
+        .set_profile(Profile::RFC4880)
+        .map_err(err)?
+        // The RFC 4880 profile alone still advertises SEIPDv2; say SEIPDv1 only, or senders
+        // would pick a format GnuPG 2.2/2.4 cannot decrypt.
+        .set_features(Features::empty().set_seipdv1())
+        .map_err(err)?
+        .set_cipher_suite(CipherSuite::Cv25519)
+        .add_userid(format!("{name} <{address}>"))
+        .add_signing_subkey()
+        .add_transport_encryption_subkey()
+        .add_storage_encryption_subkey()
+        .set_validity_period(None)
+        .generate()
+        .map_err(err)?;
+    Ok(cert)
+}
+
+/// The secret key material of `cert`, serialised (binary TSK), for wrapping.
+pub fn secret_bytes(cert: &Cert) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+    Ok(Zeroizing::new(cert.as_tsk().to_vec().map_err(err)?))
+}
+
+/// The public certificate of `cert`, binary.
+pub fn public_bytes(cert: &Cert) -> Result<Vec<u8>, CryptoError> {
+    cert.clone()
+        .strip_secret_key_material()
+        .to_vec()
+        .map_err(err)
+}
+
+/// Encrypts `plaintext` to every certificate in `recipients` (binary OpenPGP message).
+pub fn encrypt(recipients: &[&Cert], plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    let policy = policy();
+    let mut keys = Vec::new();
+    for cert in recipients {
+        let before = keys.len();
+        keys.extend(
+            cert.keys()
+                .with_policy(&policy, None)
+                .supported()
+                .alive()
+                .revoked(false)
+                .for_storage_encryption()
+                .for_transport_encryption(),
+        );
+        if keys.len() == before {
+            return Err(CryptoError::NoEncryptionKey(cert.fingerprint().to_hex()));
+        }
+    }
+    let mut out = Vec::with_capacity(plaintext.len() + 512);
+    let message = Message::new(&mut out);
+    let message = Encryptor::for_recipients(message, keys)
+        .build()
+        .map_err(err)?;
+    let mut literal = LiteralWriter::new(message).build().map_err(err)?;
+    literal.write_all(plaintext).map_err(err)?;
+    literal.finalize().map_err(err)?;
+    Ok(out)
+}
+
+/// Decrypts a message with the secret key in `tsk` (a certificate with secret parts).
+pub fn decrypt(tsk: &Cert, message: &[u8]) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+    let policy = policy();
+    let helper = Helper { tsk };
+    let mut decryptor = DecryptorBuilder::from_bytes(message)
+        .map_err(|e| CryptoError::Decryption(e.to_string()))?
+        .with_policy(&policy, None, helper)
+        .map_err(|e| CryptoError::Decryption(e.to_string()))?;
+    let mut plaintext = Zeroizing::new(Vec::new());
+    decryptor
+        .read_to_end(&mut plaintext)
+        .map_err(|e| CryptoError::Decryption(e.to_string()))?;
+    Ok(plaintext)
+}
+
+/// Parses a certificate with secret parts (binary or armoured).
+pub fn parse_tsk(bytes: &[u8]) -> Result<Cert, CryptoError> {
+    let cert = Cert::from_bytes(bytes).map_err(|e| CryptoError::NotACert(e.to_string()))?;
+    if !cert.is_tsk() {
+        return Err(CryptoError::NotACert("no secret key material".into()));
+    }
+    Ok(cert)
+}
+
+struct Helper<'a> {
+    tsk: &'a Cert,
+}
+
+impl VerificationHelper for Helper<'_> {
+    fn get_certs(&mut self, _ids: &[KeyHandle]) -> openpgp::Result<Vec<Cert>> {
+        Ok(Vec::new())
+    }
+
+    fn check(&mut self, _structure: MessageStructure) -> openpgp::Result<()> {
+        // Signatures inside stored messages are checked where they matter (the provider
+        // signature in the message core), not by the storage layer.
+        Ok(())
+    }
+}
+
+impl DecryptionHelper for Helper<'_> {
+    fn decrypt(
+        &mut self,
+        pkesks: &[PKESK],
+        _skesks: &[SKESK],
+        sym_algo: Option<SymmetricAlgorithm>,
+        decrypt: &mut dyn FnMut(Option<SymmetricAlgorithm>, &SessionKey) -> bool,
+    ) -> openpgp::Result<Option<Cert>> {
+        let policy = policy();
+        for ka in self
+            .tsk
+            .keys()
+            .with_policy(&policy, None)
+            .supported()
+            .secret()
+            .for_storage_encryption()
+            .for_transport_encryption()
+        {
+            let mut pair = ka.key().clone().into_keypair()?;
+            for pkesk in pkesks {
+                if let Some((algo, sk)) = pkesk.decrypt(&mut pair, sym_algo)
+                    && decrypt(algo, &sk)
+                {
+                    return Ok(Some(self.tsk.clone()));
+                }
+            }
+        }
+        Err(openpgp::Error::InvalidOperation(
+            "no key of this mailbox can decrypt the message".into(),
+        )
+        .into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_only_the_recipient_can_read() {
+        let anna = generate("Anna Muster", "anna@lemgo.example").unwrap();
+        let other = generate("Other", "other@lemgo.example").unwrap();
+        let public = Cert::from_bytes(&public_bytes(&anna).unwrap()).unwrap();
+        assert!(!public.is_tsk());
+        let message = encrypt(&[&public], b"Bauantrag, vertraulich").unwrap();
+        assert!(!message.windows(10).any(|w| w == b"vertraulic"));
+        let tsk = parse_tsk(&secret_bytes(&anna).unwrap()).unwrap();
+        assert_eq!(
+            &decrypt(&tsk, &message).unwrap()[..],
+            b"Bauantrag, vertraulich"
+        );
+        assert!(matches!(
+            decrypt(&other, &message),
+            Err(CryptoError::Decryption(_))
+        ));
+        assert!(decrypt(&tsk, b"garbage").is_err());
+    }
+
+    #[test]
+    fn keys_advertise_seipdv1_only() {
+        let cert = generate("Amt", "amt@lemgo.example").unwrap();
+        let policy = policy();
+        let valid = cert.with_policy(&policy, None).unwrap();
+        let features = valid
+            .primary_userid()
+            .unwrap()
+            .binding_signature()
+            .features()
+            .unwrap();
+        assert!(features.supports_seipdv1());
+        assert!(
+            !features.supports_seipdv2(),
+            "GnuPG 2.2/2.4 cannot read SEIPDv2"
+        );
+        assert!(valid.primary_key().key_expiration_time().is_none());
+    }
+}
