@@ -56,4 +56,5 @@ pub mod server;
 pub mod store;
 pub mod telemetry;
 pub mod tls;
+pub mod vault;
 pub mod web;

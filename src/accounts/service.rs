@@ -15,7 +15,9 @@ use crate::address::{AddressError, DomainName, EmailAddress};
 use crate::clock::now_ms;
 use crate::crypto::{self, CryptoError};
 use crate::store::accounts::{self as repo, NewMailbox, NewUser};
+use crate::store::vault::{self as keystore, Holder};
 use crate::store::{Store, StoreError, audit};
+use crate::vault;
 
 /// Longest display name accepted.
 const MAX_NAME: usize = 200;
@@ -89,6 +91,16 @@ pub enum AccountError {
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A recovery code that opens nothing.
+    #[error("the recovery code is wrong (nothing was changed)")]
+    WrongRecoveryCode,
+    /// A password reset that would silently lose the user's key.
+    #[error(
+        "without the user's recovery code their key cannot be kept: give the recovery code \
+         (--recovery-code-stdin, second line of standard input), or pass --new-key to give {0} \
+         a new key (mail encrypted to the old one stays unreadable)"
+    )]
+    KeyWouldBeLost(EmailAddress),
 }
 
 impl From<sqlx::Error> for AccountError {
@@ -110,6 +122,24 @@ pub struct AddUser {
     pub password: Password,
     /// Optional notice address.
     pub notify_email: Option<EmailAddress>,
+}
+
+/// A new user and their recovery code (shown once, never stored).
+#[derive(Debug)]
+pub struct AddedUser {
+    /// The user.
+    pub user: User,
+    /// Opens the user's key if they forget their password.
+    pub recovery_code: String,
+}
+
+/// A new mailbox and, for a local office, its recovery code (shown once, never stored).
+#[derive(Debug)]
+pub struct AddedMailbox {
+    /// The mailbox.
+    pub mailbox: Mailbox,
+    /// Opens the mailbox key; lets an operator grant access to members.
+    pub recovery_code: Option<String>,
 }
 
 /// Where an external office's mail goes.
@@ -156,13 +186,21 @@ impl Accounts {
         })
     }
 
-    /// Adds a user; a citizen also gets a mailbox at their address.
-    pub async fn add_user(&self, actor: &Actor, new: AddUser) -> Result<User, AccountError> {
+    /// Adds a user with their own key; a citizen also gets a mailbox at their address, with
+    /// a mailbox key only they can open. Returns the user's recovery code, to show once.
+    pub async fn add_user(&self, actor: &Actor, new: AddUser) -> Result<AddedUser, AccountError> {
         let name = check_name(&new.name)?;
         if new.role == Role::Citizen {
             self.require_local(&new.email, "citizen mailboxes")?;
         }
-        let phc = hash_off_thread(new.password).await?;
+        password::check_policy(&new.password)?;
+        let material = {
+            let (name, email, password) =
+                (name.to_owned(), new.email.to_string(), new.password.clone());
+            let citizen = new.role == Role::Citizen;
+            crate::crypto::pool::run(move || new_user_material(&name, &email, &password, citizen))
+                .await?
+        };
         let now = now_ms();
         let mut tx = self.store.begin().await?;
         if repo::find_user(&mut tx, &new.email).await?.is_some() {
@@ -175,7 +213,7 @@ impl Accounts {
             email: &new.email,
             name,
             role: new.role,
-            password_hash: &phc,
+            password_hash: &material.password_hash,
             notify_email: new.notify_email.as_ref(),
             now,
         };
@@ -192,9 +230,18 @@ impl Accounts {
                 relay: None,
                 now,
             };
-            repo::insert_mailbox(&mut tx, &mailbox).await?;
+            let mailbox_id = repo::insert_mailbox(&mut tx, &mailbox).await?;
+            if let Some((key, wrap)) = &material.citizen_mailbox {
+                keystore::put_mailbox_key(&mut tx, mailbox_id, &key.row, now).await?;
+                keystore::put_wrap(&mut tx, mailbox_id, Holder::User(user_id), wrap, now).await?;
+            }
         }
-        let details = json!({ "role": new.role, "name": name });
+        keystore::put_user_key(&mut tx, user_id, &material.user_key.row, now).await?;
+        let details = json!({
+            "role": new.role,
+            "name": name,
+            "user_key": material.user_key.row.fingerprint,
+        });
         audit::record(
             &mut tx,
             actor,
@@ -208,7 +255,10 @@ impl Accounts {
             .await?
             .ok_or_else(|| AccountError::UnknownUser(new.email.clone()))?;
         tx.commit().await?;
-        Ok(user)
+        Ok(AddedUser {
+            user,
+            recovery_code: material.user_key.recovery_code,
+        })
     }
 
     /// Every user.
@@ -251,33 +301,95 @@ impl Accounts {
         Ok(())
     }
 
-    /// Replaces a user's password.
+    /// Replaces a user's password. With the user's recovery code the user keeps their key
+    /// (and so their mail); without it the key cannot be kept, and only with `new_key` does
+    /// the user get a new one: their older mail stays unreadable, memberships go back to
+    /// pending, and a new recovery code is returned.
     pub async fn set_password(
         &self,
         actor: &Actor,
         email: &EmailAddress,
         password: Password,
-    ) -> Result<(), AccountError> {
-        // Look the user up first so a typo in the address fails before the slow hash.
-        self.user(email).await?;
-        let phc = hash_off_thread(password).await?;
+        recovery_code: Option<Password>,
+        new_key: bool,
+    ) -> Result<Option<String>, AccountError> {
+        password::check_policy(&password)?;
+        let user = self.user(email).await?;
+        let stored = {
+            let mut conn = self.store.pool().acquire().await?;
+            keystore::user_key(&mut conn, user.id).await?
+        };
+        let (phc, row, new_code) = match (stored, recovery_code) {
+            (Some(row), Some(code)) => {
+                let (phc, resealed) = crate::crypto::pool::run(move || {
+                    let secret = vault::unlock_user_with_recovery(&row, &code)
+                        .map_err(|_| AccountError::WrongRecoveryCode)?;
+                    let resealed = vault::reseal_user_password(&row, &secret, &password)?;
+                    Ok::<_, AccountError>((password::hash(&password)?, resealed))
+                })
+                .await?;
+                (phc, resealed, None)
+            }
+            (_, _) if new_key => {
+                let (name, addr) = (user.name.clone(), user.email.to_string());
+                let citizen = user.role == Role::Citizen;
+                let m = crate::crypto::pool::run(move || {
+                    new_user_material(&name, &addr, &password, citizen)
+                })
+                .await?;
+                return self.replace_user_key(actor, &user, m).await.map(Some);
+            }
+            _ => return Err(AccountError::KeyWouldBeLost(email.clone())),
+        };
         let now = now_ms();
         let mut tx = self.store.begin().await?;
-        let (user, _) = repo::find_user(&mut tx, email)
-            .await?
-            .ok_or_else(|| AccountError::UnknownUser(email.clone()))?;
         repo::set_password_hash(&mut tx, user.id, &phc, now).await?;
+        keystore::put_user_key(&mut tx, user.id, &row, now).await?;
         audit::record(
             &mut tx,
             actor,
             "user.set-password",
             &email.to_string(),
-            json!({}),
+            json!({ "key": "kept" }),
             now,
         )
         .await?;
         tx.commit().await?;
-        Ok(())
+        Ok(new_code)
+    }
+
+    async fn replace_user_key(
+        &self,
+        actor: &Actor,
+        user: &User,
+        material: UserMaterial,
+    ) -> Result<String, AccountError> {
+        let now = now_ms();
+        let mut tx = self.store.begin().await?;
+        repo::set_password_hash(&mut tx, user.id, &material.password_hash, now).await?;
+        keystore::put_user_key(&mut tx, user.id, &material.user_key.row, now).await?;
+        // The old key is gone: its wraps can never open again, and memberships wait for a
+        // new grant from a member or the mailbox recovery code.
+        keystore::drop_user_wraps(&mut tx, user.id).await?;
+        repo::reset_memberships(&mut tx, user.id).await?;
+        if let Some((key, wrap)) = &material.citizen_mailbox
+            && let Some((mailbox, _)) = repo::find_mailbox(&mut tx, &user.email).await?
+        {
+            keystore::put_mailbox_key(&mut tx, mailbox.id, &key.row, now).await?;
+            keystore::put_wrap(&mut tx, mailbox.id, Holder::User(user.id), wrap, now).await?;
+        }
+        let details = json!({ "key": "replaced", "user_key": material.user_key.row.fingerprint });
+        audit::record(
+            &mut tx,
+            actor,
+            "user.set-password",
+            &user.email.to_string(),
+            details,
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(material.user_key.recovery_code)
     }
 
     /// Records that an operator verified a user's identity.
@@ -313,14 +425,15 @@ impl Accounts {
         Ok(v)
     }
 
-    /// Adds an office mailbox: local, or external with a relay target and certificate.
+    /// Adds an office mailbox: local (with a mailbox key and its recovery code, returned to
+    /// show once), or external with a relay target and certificate.
     pub async fn add_office(
         &self,
         actor: &Actor,
         address: &EmailAddress,
         name: &str,
         relay: Option<RelaySpec>,
-    ) -> Result<Mailbox, AccountError> {
+    ) -> Result<AddedMailbox, AccountError> {
         let name = check_name(name)?;
         let relay = match relay {
             Some(spec) => Some(parse_relay(spec)?),
@@ -333,6 +446,20 @@ impl Accounts {
             MailboxKind::External
         } else {
             MailboxKind::Office
+        };
+        // A local office gets a mailbox key whose only way in, at first, is its recovery code.
+        let local_key = if kind == MailboxKind::Office {
+            let (name, addr) = (name.to_owned(), address.to_string());
+            Some(
+                crate::crypto::pool::run(move || {
+                    let key = vault::create_mailbox_key(&name, &addr)?;
+                    let (wrap, code) = vault::wrap_for_recovery(&key.data_key, &addr)?;
+                    Ok::<_, CryptoError>((key, wrap, code))
+                })
+                .await?,
+            )
+        } else {
+            None
         };
         let now = now_ms();
         let mut tx = self.store.begin().await?;
@@ -349,9 +476,15 @@ impl Accounts {
             relay: relay.as_ref(),
             now,
         };
-        repo::insert_mailbox(&mut tx, &row)
+        let mailbox_id = repo::insert_mailbox(&mut tx, &row)
             .await
             .map_err(|e| duplicate_or(e, AccountError::DuplicateMailbox(address.clone())))?;
+        let mut recovery_code = None;
+        if let Some((key, wrap, code)) = local_key {
+            keystore::put_mailbox_key(&mut tx, mailbox_id, &key.row, now).await?;
+            keystore::put_wrap(&mut tx, mailbox_id, Holder::Recovery, &wrap, now).await?;
+            recovery_code = Some(code);
+        }
         let mut details = json!({ "kind": kind, "name": name });
         if let Some(r) = &relay {
             details["relay"] = json!(format!("{}:{}", r.host, r.port));
@@ -371,7 +504,10 @@ impl Accounts {
             .await?
             .ok_or_else(|| AccountError::UnknownMailbox(address.clone()))?;
         tx.commit().await?;
-        Ok(mailbox)
+        Ok(AddedMailbox {
+            mailbox,
+            recovery_code,
+        })
     }
 
     /// Every mailbox.
@@ -396,10 +532,10 @@ impl Accounts {
         actor: &Actor,
         mailbox: &EmailAddress,
         user: &EmailAddress,
+        recovery_code: Option<Password>,
     ) -> Result<MembershipState, AccountError> {
-        let now = now_ms();
-        let mut tx = self.store.begin().await?;
-        let (mb, _) = repo::find_mailbox(&mut tx, mailbox)
+        let mut conn = self.store.pool().acquire().await?;
+        let (mb, _) = repo::find_mailbox(&mut conn, mailbox)
             .await?
             .ok_or_else(|| AccountError::UnknownMailbox(mailbox.clone()))?;
         if mb.kind != MailboxKind::Office {
@@ -408,7 +544,7 @@ impl Accounts {
                 kind: mb.kind,
             });
         }
-        let (u, _) = repo::find_user(&mut tx, user)
+        let (u, _) = repo::find_user(&mut conn, user)
             .await?
             .ok_or_else(|| AccountError::UnknownUser(user.clone()))?;
         if u.role != Role::Staff {
@@ -417,14 +553,63 @@ impl Accounts {
                 role: u.role,
             });
         }
-        let state = MembershipState::Pending;
-        let already = || AccountError::AlreadyMember {
-            user: user.clone(),
-            mailbox: mailbox.clone(),
+        let existing = repo::membership_state(&mut conn, mb.id, u.id).await?;
+        if existing == Some(MembershipState::Active)
+            || (existing.is_some() && recovery_code.is_none())
+        {
+            return Err(AccountError::AlreadyMember {
+                user: user.clone(),
+                mailbox: mailbox.clone(),
+            });
+        }
+        // With the mailbox recovery code the operator can complete the grant at once: the
+        // code opens the data key, which is then encrypted to the member's public user key.
+        let grant = match recovery_code {
+            Some(code) => {
+                let wrap = keystore::wrap(&mut conn, mb.id, Holder::Recovery)
+                    .await?
+                    .ok_or_else(|| AccountError::WrongRecoveryCode)?;
+                let user_key = keystore::user_key(&mut conn, u.id)
+                    .await?
+                    .ok_or_else(|| AccountError::UnknownUser(user.clone()))?;
+                let address = mailbox.to_string();
+                Some(
+                    crate::crypto::pool::run(move || {
+                        let data_key = vault::unwrap_with_recovery(&wrap, &code, &address)
+                            .map_err(|_| AccountError::WrongRecoveryCode)?;
+                        Ok::<_, AccountError>(vault::wrap_for_user(&data_key, &user_key.cert)?)
+                    })
+                    .await?,
+                )
+            }
+            None => None,
         };
-        repo::insert_membership(&mut tx, mb.id, u.id, state, &actor.to_string(), now)
-            .await
-            .map_err(|e| duplicate_or(e, already()))?;
+        drop(conn);
+        let state = if grant.is_some() {
+            MembershipState::Active
+        } else {
+            MembershipState::Pending
+        };
+        let now = now_ms();
+        let mut tx = self.store.begin().await?;
+        if existing.is_some() {
+            repo::set_membership_state(&mut tx, mb.id, u.id, state).await?;
+        } else {
+            repo::insert_membership(&mut tx, mb.id, u.id, state, &actor.to_string(), now)
+                .await
+                .map_err(|e| {
+                    duplicate_or(
+                        e,
+                        AccountError::AlreadyMember {
+                            user: user.clone(),
+                            mailbox: mailbox.clone(),
+                        },
+                    )
+                })?;
+        }
+        if let Some(wrap) = &grant {
+            keystore::put_wrap(&mut tx, mb.id, Holder::User(u.id), wrap, now).await?;
+        }
         let details = json!({ "user": u.email.to_string(), "state": state });
         audit::record(
             &mut tx,
@@ -438,6 +623,36 @@ impl Accounts {
         tx.commit().await?;
         Ok(state)
     }
+}
+
+/// Everything CPU-heavy that making a user needs, computed off the async threads.
+struct UserMaterial {
+    password_hash: String,
+    user_key: vault::NewUserKey,
+    /// For citizens: their mailbox key and its data key wrapped for the user key.
+    citizen_mailbox: Option<(vault::NewMailboxKey, Vec<u8>)>,
+}
+
+fn new_user_material(
+    name: &str,
+    email: &str,
+    password: &str,
+    citizen: bool,
+) -> Result<UserMaterial, AccountError> {
+    let password_hash = password::hash(password)?;
+    let user_key = vault::create_user_key(name, email, password)?;
+    let citizen_mailbox = if citizen {
+        let key = vault::create_mailbox_key(name, email)?;
+        let wrap = vault::wrap_for_user(&key.data_key, &user_key.row.cert)?;
+        Some((key, wrap))
+    } else {
+        None
+    };
+    Ok(UserMaterial {
+        password_hash,
+        user_key,
+        citizen_mailbox,
+    })
 }
 
 async fn record_verification(
@@ -480,14 +695,6 @@ fn check_name(name: &str) -> Result<&str, AccountError> {
         return Err(AccountError::Name("it contains a control character"));
     }
     Ok(name)
-}
-
-async fn hash_off_thread(password: Password) -> Result<String, AccountError> {
-    password::check_policy(&password)?;
-    let phc = tokio::task::spawn_blocking(move || password::hash(&password))
-        .await
-        .map_err(|e| PasswordError::Hash(e.to_string()))??;
-    Ok(phc)
 }
 
 fn duplicate_or(e: StoreError, duplicate: AccountError) -> AccountError {

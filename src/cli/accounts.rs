@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
 
-use super::{CliError, load_config, read_secret_line};
+use super::{CliError, load_config, read_secret_line, read_secret_lines};
 use crate::accounts::service::Accounts;
 use crate::accounts::service::{AddUser, RelaySpec};
 use crate::accounts::{Actor, Identity, IdentityMethod, MailboxKind, RelayTls, Role};
@@ -49,6 +49,12 @@ pub enum UserCommand {
         /// Read the password from the first line of standard input.
         #[arg(long)]
         password_stdin: bool,
+        /// Read the user's recovery code from the second line: the user keeps their key.
+        #[arg(long, conflicts_with = "new_key")]
+        recovery_code_stdin: bool,
+        /// Without the recovery code: give the user a new key (older mail stays unreadable).
+        #[arg(long)]
+        new_key: bool,
     },
     /// Record that a user's identity was verified.
     VerifyIdentity {
@@ -92,6 +98,10 @@ pub enum MailboxCommand {
         /// Staff login.
         #[arg(long, value_parser = parse_address)]
         user: EmailAddress,
+        /// Read the mailbox recovery code from standard input and complete the grant now
+        /// (otherwise it waits for a member who holds the key).
+        #[arg(long)]
+        recovery_code_stdin: bool,
     },
     /// Record that an office's identity was verified.
     VerifyIdentity {
@@ -163,8 +173,9 @@ pub async fn user(config: &Path, command: UserCommand) -> Result<(), CliError> {
                 password,
                 notify_email,
             };
-            let user = accounts.add_user(&actor, new).await?;
-            println!("user: {}", user.email);
+            let added = accounts.add_user(&actor, new).await?;
+            println!("user: {}", added.user.email);
+            println!("recovery-code: {}", added.recovery_code);
         }
         UserCommand::List => {
             let accounts = open(config).await?;
@@ -187,12 +198,25 @@ pub async fn user(config: &Path, command: UserCommand) -> Result<(), CliError> {
         UserCommand::SetPassword {
             email,
             password_stdin,
+            recovery_code_stdin,
+            new_key,
         } => {
             require_stdin_flag(password_stdin)?;
-            let password = read_secret_line("password")?;
+            let (password, code) = if recovery_code_stdin {
+                let mut lines = read_secret_lines(&["password", "recovery code"])?;
+                let code = lines.pop();
+                (lines.remove(0), code)
+            } else {
+                (read_secret_line("password")?, None)
+            };
             let accounts = open(config).await?;
-            accounts.set_password(&actor, &email, password).await?;
+            let new_code = accounts
+                .set_password(&actor, &email, password, code, new_key)
+                .await?;
             println!("password-set: {email}");
+            if let Some(code) = new_code {
+                println!("recovery-code: {code}");
+            }
         }
         UserCommand::VerifyIdentity { email, method } => {
             let accounts = open(config).await?;
@@ -234,8 +258,14 @@ pub async fn mailbox(config: &Path, command: MailboxCommand) -> Result<(), CliEr
                 _ => None,
             };
             let accounts = open(config).await?;
-            let mailbox = accounts.add_office(&actor, &office, &name, relay).await?;
-            println!("mailbox: {} ({})", mailbox.address, mailbox.kind);
+            let added = accounts.add_office(&actor, &office, &name, relay).await?;
+            println!(
+                "mailbox: {} ({})",
+                added.mailbox.address, added.mailbox.kind
+            );
+            if let Some(code) = added.recovery_code {
+                println!("recovery-code: {code}");
+            }
         }
         MailboxCommand::List => {
             let accounts = open(config).await?;
@@ -267,9 +297,18 @@ pub async fn mailbox(config: &Path, command: MailboxCommand) -> Result<(), CliEr
                 );
             }
         }
-        MailboxCommand::AddMember { mailbox, user } => {
+        MailboxCommand::AddMember {
+            mailbox,
+            user,
+            recovery_code_stdin,
+        } => {
+            let code = if recovery_code_stdin {
+                Some(read_secret_line("recovery code")?)
+            } else {
+                None
+            };
             let accounts = open(config).await?;
-            let state = accounts.add_member(&actor, &mailbox, &user).await?;
+            let state = accounts.add_member(&actor, &mailbox, &user, code).await?;
             println!("member: {user} of {mailbox} ({state})");
         }
         MailboxCommand::VerifyIdentity { address, method } => {

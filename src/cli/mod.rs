@@ -249,18 +249,28 @@ async fn serve(config: Config) -> Result<(), CliError> {
     Ok(())
 }
 
+/// Reads one secret per line from stdin, in the order named (without line endings).
+fn read_secret_lines(names: &[&str]) -> Result<Vec<Password>, CliError> {
+    let stdin = std::io::stdin();
+    let mut lock = stdin.lock();
+    let mut out = Vec::with_capacity(names.len());
+    for (i, what) in names.iter().enumerate() {
+        let mut line = Zeroizing::new(String::new());
+        lock.read_line(&mut line)
+            .map_err(|e| CliError::Io(format!("cannot read {what} from standard input: {e}")))?;
+        let trimmed = line.trim_end_matches(['\n', '\r']);
+        if trimmed.is_empty() {
+            return Err(CliError::Usage(format!(
+                "no {what} on standard input: write it as line {} of standard input",
+                i + 1
+            )));
+        }
+        out.push(Zeroizing::new(trimmed.to_owned()));
+    }
+    Ok(out)
+}
+
 /// Reads a secret from the first line of stdin (without its line ending).
 fn read_secret_line(what: &str) -> Result<Password, CliError> {
-    let mut line = Zeroizing::new(String::new());
-    std::io::stdin()
-        .lock()
-        .read_line(&mut line)
-        .map_err(|e| CliError::Io(format!("cannot read {what} from standard input: {e}")))?;
-    let trimmed = line.trim_end_matches(['\n', '\r']);
-    if trimmed.is_empty() {
-        return Err(CliError::Usage(format!(
-            "no {what} on standard input: write it as the first line"
-        )));
-    }
-    Ok(Zeroizing::new(trimmed.to_owned()))
+    read_secret_lines(&[what]).map(|mut v| v.remove(0))
 }

@@ -227,13 +227,14 @@ async fn create_demo_accounts(config: &Config) -> Result<String, CliError> {
             .map_err(|e| CliError::Usage(e.to_string()))
     };
     let office = address(DEMO_OFFICE.0)?;
-    match accounts
+    let office_code = match accounts
         .add_office(&actor, &office, DEMO_OFFICE.1, None)
         .await
     {
-        Ok(_) | Err(AccountError::DuplicateMailbox(_)) => {}
+        Ok(added) => added.recovery_code,
+        Err(AccountError::DuplicateMailbox(_)) => None,
         Err(e) => return Err(e.into()),
-    }
+    };
     let mut text = String::from("demo logins (development only):\n");
     for u in DEMO_USERS {
         let email = address(u.local)?;
@@ -245,26 +246,37 @@ async fn create_demo_accounts(config: &Config) -> Result<String, CliError> {
             password: zeroize::Zeroizing::new(password.clone()),
             notify_email: None,
         };
-        match accounts.add_user(&actor, new).await {
-            Ok(_) => {}
-            Err(AccountError::DuplicateUser(_)) => {
-                accounts
-                    .set_password(&actor, &email, zeroize::Zeroizing::new(password.clone()))
-                    .await?;
-            }
+        let recovery = match accounts.add_user(&actor, new).await {
+            Ok(added) => added.recovery_code,
+            // A half-finished earlier demo: a throwaway setup may replace the key.
+            Err(AccountError::DuplicateUser(_)) => accounts
+                .set_password(
+                    &actor,
+                    &email,
+                    zeroize::Zeroizing::new(password.clone()),
+                    None,
+                    true,
+                )
+                .await?
+                .unwrap_or_default(),
             Err(e) => return Err(e.into()),
-        }
+        };
         if u.role == Role::Staff {
-            match accounts.add_member(&actor, &office, &email).await {
+            let code = office_code.clone().map(zeroize::Zeroizing::new);
+            match accounts.add_member(&actor, &office, &email, code).await {
                 Ok(_) | Err(AccountError::AlreadyMember { .. }) => {}
                 Err(e) => return Err(e.into()),
             }
         }
         text.push_str(&format!(
-            "  {:<8} {:<24} password: {password}\n",
+            "  {:<8} {:<24} password: {password}  recovery-code: {recovery}\n",
             u.role, email
         ));
     }
-    text.push_str(&format!("  office   {office} (member: bernd@{domain})\n"));
+    text.push_str(&format!("  office   {office} (member: bernd@{domain})"));
+    if let Some(code) = office_code {
+        text.push_str(&format!("  recovery-code: {code}"));
+    }
+    text.push('\n');
     Ok(text)
 }

@@ -336,6 +336,48 @@ pub async fn insert_membership(
     Ok(())
 }
 
+/// A user's membership state in a mailbox, if any.
+pub async fn membership_state(
+    conn: &mut AnyConnection,
+    mailbox_id: i64,
+    user_id: i64,
+) -> Result<Option<MembershipState>, StoreError> {
+    let state: Option<String> =
+        sqlx::query_scalar("SELECT state FROM memberships WHERE mailbox_id = $1 AND user_id = $2")
+            .bind(mailbox_id)
+            .bind(user_id)
+            .fetch_optional(conn)
+            .await?;
+    state
+        .map(|s| s.parse().map_err(|e| corrupt("membership state", e)))
+        .transpose()
+}
+
+/// Sets one membership's state.
+pub async fn set_membership_state(
+    conn: &mut AnyConnection,
+    mailbox_id: i64,
+    user_id: i64,
+    state: MembershipState,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE memberships SET state = $1 WHERE mailbox_id = $2 AND user_id = $3")
+        .bind(state.as_str())
+        .bind(mailbox_id)
+        .bind(user_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Puts every membership of a user back to pending (their key was replaced).
+pub async fn reset_memberships(conn: &mut AnyConnection, user_id: i64) -> Result<(), StoreError> {
+    sqlx::query("UPDATE memberships SET state = 'pending' WHERE user_id = $1")
+        .bind(user_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 /// The members of a mailbox.
 pub async fn list_members(
     conn: &mut AnyConnection,

@@ -12,6 +12,7 @@
 pub mod accounts;
 pub mod audit;
 pub mod evidence;
+pub mod vault;
 
 use std::path::PathBuf;
 use std::str::FromStr;

@@ -51,10 +51,12 @@ fn office_cert() -> Vec<u8> {
 async fn citizen_gets_user_mailbox_and_audit_entry(db: TestDb) {
     let store = db.store().await;
     let acc = accounts(&store);
-    let user = acc
+    let added = acc
         .add_user(&operator(), new_user(Role::Citizen, "Anna@Lemgo.Example"))
         .await
         .unwrap();
+    assert_eq!(added.recovery_code.len(), 29, "five groups of five");
+    let user = added.user;
     assert_eq!(user.email.to_string(), "Anna@lemgo.example");
     assert_eq!(user.role, Role::Citizen);
     assert!(user.identity.verification.is_none());
@@ -168,7 +170,7 @@ async fn office_membership_rules(db: TestDb) {
         .unwrap();
 
     let state = acc
-        .add_member(&op, &office, &addr("bernd@lemgo.example"))
+        .add_member(&op, &office, &addr("bernd@lemgo.example"), None)
         .await
         .unwrap();
     assert_eq!(
@@ -181,7 +183,7 @@ async fn office_membership_rules(db: TestDb) {
     assert_eq!(members[0].user, addr("bernd@lemgo.example"));
 
     let again = acc
-        .add_member(&op, &office, &addr("Bernd@lemgo.example"))
+        .add_member(&op, &office, &addr("Bernd@lemgo.example"), None)
         .await
         .unwrap_err();
     assert!(
@@ -190,7 +192,7 @@ async fn office_membership_rules(db: TestDb) {
     );
 
     let legal = acc
-        .add_member(&op, &office, &addr("lena@lemgo.example"))
+        .add_member(&op, &office, &addr("lena@lemgo.example"), None)
         .await
         .unwrap_err();
     assert_eq!(
@@ -202,6 +204,7 @@ async fn office_membership_rules(db: TestDb) {
             &op,
             &addr("anna@lemgo.example"),
             &addr("bernd@lemgo.example"),
+            None,
         )
         .await
         .unwrap_err();
@@ -217,6 +220,7 @@ async fn office_membership_rules(db: TestDb) {
             &op,
             &addr("nix@lemgo.example"),
             &addr("bernd@lemgo.example"),
+            None,
         )
         .await
         .unwrap_err();
@@ -275,7 +279,8 @@ async fn external_office_needs_valid_relay_and_certificate(db: TestDb) {
             Some(spec("Mail.Extern.Example:2525", cert)),
         )
         .await
-        .unwrap();
+        .unwrap()
+        .mailbox;
     assert_eq!(m.kind, MailboxKind::External);
     let relay = m.relay.unwrap();
     assert_eq!(
@@ -302,9 +307,11 @@ async fn identity_verification_disable_and_password_change(db: TestDb) {
     let acc = accounts(&store);
     let op = operator();
     let anna = addr("anna@lemgo.example");
-    acc.add_user(&op, new_user(Role::Citizen, "anna@lemgo.example"))
+    let code = acc
+        .add_user(&op, new_user(Role::Citizen, "anna@lemgo.example"))
         .await
-        .unwrap();
+        .unwrap()
+        .recovery_code;
     let v = acc
         .verify_user_identity(&op, &anna, IdentityMethod::Eid)
         .await
@@ -327,13 +334,41 @@ async fn identity_verification_disable_and_password_change(db: TestDb) {
         .await
         .unwrap();
 
-    acc.set_password(
-        &op,
-        &anna,
-        zeroize::Zeroizing::new("another long password".into()),
-    )
-    .await
-    .unwrap();
+    let no_code = acc
+        .set_password(
+            &op,
+            &anna,
+            zeroize::Zeroizing::new("another long password".into()),
+            None,
+            false,
+        )
+        .await
+        .unwrap_err();
+    assert!(no_code.to_string().contains("--new-key"), "{no_code}");
+    let wrong = acc
+        .set_password(
+            &op,
+            &anna,
+            zeroize::Zeroizing::new("another long password".into()),
+            Some(zeroize::Zeroizing::new(
+                bote::crypto::keywrap::recovery_code(),
+            )),
+            false,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(wrong, AccountError::WrongRecoveryCode), "{wrong}");
+    let kept = acc
+        .set_password(
+            &op,
+            &anna,
+            zeroize::Zeroizing::new("another long password".into()),
+            Some(zeroize::Zeroizing::new(code)),
+            false,
+        )
+        .await
+        .unwrap();
+    assert_eq!(kept, None, "the key was kept: no new recovery code");
     let mut conn = store.pool().acquire().await.unwrap();
     let phc = repo::password_hash(&mut conn, user.id)
         .await

@@ -39,7 +39,15 @@ async fn operator_workflow((setup, db): (Setup, TestDb)) {
         "Bauamt Lemgo",
     ]));
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(stdout(&out), "mailbox: bauamt@lemgo.example (office)\n");
+    let text = stdout(&out);
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("mailbox: bauamt@lemgo.example (office)"));
+    let office_code = lines
+        .next()
+        .and_then(|l| l.strip_prefix("recovery-code: "))
+        .expect("a local office prints its recovery code once")
+        .to_owned();
+    assert_eq!(office_code.len(), 29);
 
     let cert_file = dir.join("office.asc");
     let (cert, _) = CertBuilder::general_purpose(Some("Ordnungsamt <ordnungsamt@kreis.example>"))
@@ -78,6 +86,30 @@ async fn operator_workflow((setup, db): (Setup, TestDb)) {
     }
     let out = run(cmd);
     assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("(pending)"), "{}", stdout(&out));
+
+    // The mailbox recovery code completes the pending grant; a wrong one changes nothing.
+    let grant = |code: &str| {
+        run_with_stdin(
+            setup.cmd(&[
+                "mailbox",
+                "add-member",
+                "--mailbox",
+                "bauamt@lemgo.example",
+                "--user",
+                "bernd@lemgo.example",
+                "--recovery-code-stdin",
+            ]),
+            &format!("{code}\n"),
+        )
+    };
+    assert_one_line_error(
+        &grant("AAAAA-BBBBB-CCCCC-DDDDD-EEEEE"),
+        &["recovery code is wrong"],
+    );
+    let out = grant(&office_code.to_lowercase());
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("(active)"), "{}", stdout(&out));
 
     let out = run(setup.cmd(&[
         "user",
@@ -106,7 +138,7 @@ async fn operator_workflow((setup, db): (Setup, TestDb)) {
         "{users}"
     );
     let boxes = stdout(&run(setup.cmd(&["mailbox", "list"])));
-    assert!(boxes.contains("bauamt@lemgo.example\toffice\tverified:qualified-signature\tBauamt Lemgo\tmembers=bernd@lemgo.example(pending)"), "{boxes}");
+    assert!(boxes.contains("bauamt@lemgo.example\toffice\tverified:qualified-signature\tBauamt Lemgo\tmembers=bernd@lemgo.example(active)"), "{boxes}");
     assert!(boxes.contains("ordnungsamt@kreis.example\texternal\tunverified\tOrdnungsamt\trelay=mail.kreis.example:25 tls=opportunistic"), "{boxes}");
     assert!(boxes.contains("anna@lemgo.example\tcitizen"), "{boxes}");
 
@@ -408,4 +440,46 @@ async fn migrate_creates_a_postgres_schema_from_scratch() {
         stdout(&out)
     );
     assert_ne!(stdout(&out), "migrations-applied: 0\n");
+}
+
+#[tokio::test]
+async fn password_reset_keeps_the_key_with_the_recovery_code_or_replaces_it_explicitly() {
+    let (setup, _db) = Setup::new(Backend::Sqlite).await;
+    let code = setup.add_user("citizen", "anna@lemgo.example");
+    let reset = |extra: &[&str], stdin: &str| {
+        let mut args = vec![
+            "user",
+            "set-password",
+            "anna@lemgo.example",
+            "--password-stdin",
+        ];
+        args.extend_from_slice(extra);
+        run_with_stdin(setup.cmd(&args), stdin)
+    };
+    let refused = reset(&[], "a new long password\n");
+    assert_one_line_error(
+        &refused,
+        &["recovery code", "--new-key", "stays unreadable"],
+    );
+    let missing = reset(&["--recovery-code-stdin"], "a new long password\n");
+    assert_one_line_error(&missing, &["no recovery code on standard input", "line 2"]);
+    let kept = reset(
+        &["--recovery-code-stdin"],
+        &format!("a new long password\n{code}\n"),
+    );
+    assert!(kept.status.success(), "{}", stderr(&kept));
+    assert_eq!(stdout(&kept), "password-set: anna@lemgo.example\n");
+    let replaced = reset(&["--new-key"], "yet another password\n");
+    assert!(replaced.status.success(), "{}", stderr(&replaced));
+    let new_code = stdout(&replaced)
+        .lines()
+        .find_map(|l| l.strip_prefix("recovery-code: ").map(str::to_owned))
+        .expect("a new key comes with a new recovery code");
+    assert_ne!(new_code, code);
+    // The old recovery code no longer opens anything.
+    let stale = reset(
+        &["--recovery-code-stdin"],
+        &format!("a fourth long password\n{code}\n"),
+    );
+    assert_one_line_error(&stale, &["recovery code is wrong"]);
 }

@@ -262,8 +262,8 @@ impl Setup {
         cmd
     }
 
-    /// Adds a user with a password on stdin; panics on failure.
-    pub fn add_user(&self, role: &str, email: &str) {
+    /// Adds a user with a password on stdin; returns their recovery code; panics on failure.
+    pub fn add_user(&self, role: &str, email: &str) -> String {
         let out = run_with_stdin(
             self.cmd(&[
                 "user",
@@ -279,6 +279,12 @@ impl Setup {
             "a long enough password\n",
         );
         assert!(out.status.success(), "user add failed: {}", stderr(&out));
+        let text = stdout(&out);
+        assert!(text.starts_with(&format!("user: {email}\n")), "{text}");
+        text.lines()
+            .find_map(|l| l.strip_prefix("recovery-code: "))
+            .expect("user add prints the recovery code")
+            .to_owned()
     }
 }
 

@@ -1,0 +1,181 @@
+//! Repository for the zero-access key material (see `crate::vault`).
+
+use sqlx::{AnyConnection, Row};
+
+use super::StoreError;
+use crate::vault::{MailboxKeyRow, UserKeyRow};
+
+/// Who holds a wrap of a mailbox data key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Holder {
+    /// A member (users.id).
+    User(i64),
+    /// The mailbox recovery code.
+    Recovery,
+    /// A read token (credentials.id).
+    Token(i64),
+}
+
+impl Holder {
+    fn parts(self) -> (&'static str, i64) {
+        match self {
+            Self::User(id) => ("user", id),
+            Self::Recovery => ("recovery", 0),
+            Self::Token(id) => ("token", id),
+        }
+    }
+}
+
+/// Stores (or replaces) a user's key.
+pub async fn put_user_key(
+    conn: &mut AnyConnection,
+    user_id: i64,
+    row: &UserKeyRow,
+    now: i64,
+) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM user_keys WHERE user_id = $1")
+        .bind(user_id)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(
+        "INSERT INTO user_keys (user_id, cert, fingerprint, password_salt, secret_by_password, \
+         secret_by_recovery, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+    )
+    .bind(user_id)
+    .bind(row.cert.clone())
+    .bind(row.fingerprint.clone())
+    .bind(row.password_salt.clone())
+    .bind(row.secret_by_password.clone())
+    .bind(row.secret_by_recovery.clone())
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// A user's key material.
+pub async fn user_key(
+    conn: &mut AnyConnection,
+    user_id: i64,
+) -> Result<Option<UserKeyRow>, StoreError> {
+    let row = sqlx::query(
+        "SELECT cert, fingerprint, password_salt, secret_by_password, secret_by_recovery \
+         FROM user_keys WHERE user_id = $1",
+    )
+    .bind(user_id)
+    .fetch_optional(conn)
+    .await?;
+    row.map(|r| {
+        Ok(UserKeyRow {
+            cert: r.try_get(0)?,
+            fingerprint: r.try_get(1)?,
+            password_salt: r.try_get(2)?,
+            secret_by_password: r.try_get(3)?,
+            secret_by_recovery: r.try_get(4)?,
+        })
+    })
+    .transpose()
+}
+
+/// Stores (or replaces) a mailbox's key.
+pub async fn put_mailbox_key(
+    conn: &mut AnyConnection,
+    mailbox_id: i64,
+    row: &MailboxKeyRow,
+    now: i64,
+) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM mailbox_keys WHERE mailbox_id = $1")
+        .bind(mailbox_id)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(
+        "INSERT INTO mailbox_keys (mailbox_id, cert, fingerprint, sealed_secret, created_at) \
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(mailbox_id)
+    .bind(row.cert.clone())
+    .bind(row.fingerprint.clone())
+    .bind(row.sealed_secret.clone())
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// A mailbox's key material.
+pub async fn mailbox_key(
+    conn: &mut AnyConnection,
+    mailbox_id: i64,
+) -> Result<Option<MailboxKeyRow>, StoreError> {
+    let row = sqlx::query(
+        "SELECT cert, fingerprint, sealed_secret FROM mailbox_keys WHERE mailbox_id = $1",
+    )
+    .bind(mailbox_id)
+    .fetch_optional(conn)
+    .await?;
+    row.map(|r| {
+        Ok(MailboxKeyRow {
+            cert: r.try_get(0)?,
+            fingerprint: r.try_get(1)?,
+            sealed_secret: r.try_get(2)?,
+        })
+    })
+    .transpose()
+}
+
+/// Stores (or replaces) one holder's wrap of a mailbox data key.
+pub async fn put_wrap(
+    conn: &mut AnyConnection,
+    mailbox_id: i64,
+    holder: Holder,
+    wrapped: &[u8],
+    now: i64,
+) -> Result<(), StoreError> {
+    let (kind, id) = holder.parts();
+    sqlx::query(
+        "DELETE FROM key_wraps WHERE mailbox_id = $1 AND holder_kind = $2 AND holder_id = $3",
+    )
+    .bind(mailbox_id)
+    .bind(kind)
+    .bind(id)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "INSERT INTO key_wraps (mailbox_id, holder_kind, holder_id, wrapped, created_at) \
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(mailbox_id)
+    .bind(kind)
+    .bind(id)
+    .bind(wrapped.to_vec())
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// One holder's wrap of a mailbox data key.
+pub async fn wrap(
+    conn: &mut AnyConnection,
+    mailbox_id: i64,
+    holder: Holder,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    let (kind, id) = holder.parts();
+    Ok(sqlx::query_scalar(
+        "SELECT wrapped FROM key_wraps WHERE mailbox_id = $1 AND holder_kind = $2 AND holder_id = $3",
+    )
+    .bind(mailbox_id)
+    .bind(kind)
+    .bind(id)
+    .fetch_optional(conn)
+    .await?)
+}
+
+/// Removes every wrap held by a user (their key was replaced: the wraps can never open).
+pub async fn drop_user_wraps(conn: &mut AnyConnection, user_id: i64) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM key_wraps WHERE holder_kind = 'user' AND holder_id = $1")
+        .bind(user_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
