@@ -166,6 +166,16 @@ impl EmailAddress {
         &self.domain
     }
 
+    /// The Web Key Directory hash of the local part: z-base-32 of the SHA-1 of its
+    /// lower-case form (draft-koch-openpgp-webkey-service §3.1).
+    pub fn wkd_hash(&self) -> String {
+        let digest = ring::digest::digest(
+            &ring::digest::SHA1_FOR_LEGACY_USE_ONLY,
+            self.local.to_ascii_lowercase().as_bytes(),
+        );
+        zbase32(digest.as_ref())
+    }
+
     /// Case-insensitive identity used for uniqueness: two addresses that differ only in
     /// case would confuse every human reader, so bote treats them as the same mailbox.
     pub fn key(&self) -> String {
@@ -197,6 +207,25 @@ fn check_local_part(input: &str, local: &str) -> Result<(), AddressError> {
         return err("it contains a character not allowed in a dot-atom");
     }
     Ok(())
+}
+
+/// z-base-32 (the WKD alphabet), most significant bits first, no padding.
+fn zbase32(data: &[u8]) -> String {
+    const ALPHABET: &[u8; 32] = b"ybndrfg8ejkmcpqxot1uwisza345h769";
+    let mut out = String::with_capacity(data.len().div_ceil(5) * 8);
+    let (mut buffer, mut bits) = (0u32, 0u32);
+    for byte in data {
+        buffer = (buffer << 8) | u32::from(*byte);
+        bits += 8;
+        while bits >= 5 {
+            bits -= 5;
+            out.push(char::from(ALPHABET[((buffer >> bits) & 31) as usize]));
+        }
+    }
+    if bits > 0 {
+        out.push(char::from(ALPHABET[((buffer << (5 - bits)) & 31) as usize]));
+    }
+    out
 }
 
 /// RFC 5322 §3.2.3 `atext`.
@@ -277,6 +306,13 @@ mod tests {
         let a = EmailAddress::parse(" Anna.Muster@Lemgo.EXAMPLE ").unwrap();
         assert_eq!(a.to_string(), "Anna.Muster@lemgo.example");
         assert_eq!(a.key(), "anna.muster@lemgo.example");
+    }
+
+    #[test]
+    fn wkd_hash_matches_the_draft_example() {
+        // draft-koch-openpgp-webkey-service §3.1: "Joe.Doe" hashes to this.
+        let a = EmailAddress::parse("Joe.Doe@Example.ORG").unwrap();
+        assert_eq!(a.wkd_hash(), "iy9q119eutrkn8s1mk4r39qejnbu3n5q");
     }
 
     #[test]

@@ -38,3 +38,8 @@ CREATE TABLE key_wraps (
     UNIQUE (mailbox_id, holder_kind, holder_id)
 );
 CREATE INDEX key_wraps_holder ON key_wraps (holder_kind, holder_id);
+
+-- WKD (draft-koch-openpgp-webkey-service): z-base-32 of SHA-1 of the lower-cased local part,
+-- so that a key lookup is an index probe.
+ALTER TABLE mailboxes ADD COLUMN wkd_hash TEXT;
+CREATE INDEX mailboxes_wkd ON mailboxes (wkd_hash);

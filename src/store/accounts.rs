@@ -235,7 +235,8 @@ pub async fn insert_mailbox(
     Ok(sqlx::query_scalar(
         "INSERT INTO mailboxes (address, address_key, kind, display_name, owner_user_id, \
          identity_id, relay_host, relay_port, relay_tls, cert, cert_fingerprint, disabled, \
-         created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 0, $12) RETURNING id",
+         created_at, wkd_hash) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 0, $12, $13) RETURNING id",
     )
     .bind(m.address.to_string())
     .bind(m.address.key())
@@ -249,6 +250,7 @@ pub async fn insert_mailbox(
     .bind(relay.map(|r| r.cert.clone()))
     .bind(relay.map(|r| r.cert_fingerprint.clone()))
     .bind(m.now)
+    .bind(m.address.wkd_hash())
     .fetch_one(conn)
     .await?)
 }

@@ -179,3 +179,61 @@ pub async fn drop_user_wraps(conn: &mut AnyConnection, user_id: i64) -> Result<(
         .await?;
     Ok(())
 }
+
+/// A mailbox's published certificate: its own key, or an external office's registered one.
+#[derive(Debug, Clone)]
+pub struct Published {
+    /// The canonical address.
+    pub address: String,
+    /// `citizen`, `office` or `external`.
+    pub kind: String,
+    /// The certificate (binary).
+    pub cert: Vec<u8>,
+}
+
+const PUBLISHED: &str = "SELECT m.address, m.kind, COALESCE(k.cert, m.cert) AS cert FROM mailboxes m \
+     LEFT JOIN mailbox_keys k ON k.mailbox_id = m.id WHERE m.disabled = 0 AND ";
+
+fn published(row: &sqlx::any::AnyRow) -> Result<Option<Published>, StoreError> {
+    let cert: Option<Vec<u8>> = row.try_get("cert")?;
+    Ok(cert.map(|cert| Published {
+        address: row.try_get("address").unwrap_or_default(),
+        kind: row.try_get("kind").unwrap_or_default(),
+        cert,
+    }))
+}
+
+/// The published certificate of one address (case-insensitive).
+pub async fn published_by_address(
+    conn: &mut AnyConnection,
+    address_key: &str,
+) -> Result<Option<Published>, StoreError> {
+    let sql = format!("{PUBLISHED}m.address_key = $1");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(address_key)
+        .fetch_optional(conn)
+        .await?;
+    Ok(row.as_ref().map(published).transpose()?.flatten())
+}
+
+/// The published certificates whose address has this WKD hash, in `domain`.
+pub async fn published_by_wkd(
+    conn: &mut AnyConnection,
+    domain: &str,
+    hash: &str,
+) -> Result<Vec<Published>, StoreError> {
+    let sql = format!("{PUBLISHED}m.wkd_hash = $1 ORDER BY m.address_key");
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(hash)
+        .fetch_all(conn)
+        .await?;
+    let suffix = format!("@{}", domain.to_ascii_lowercase());
+    Ok(rows
+        .iter()
+        .map(published)
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .flatten()
+        .filter(|p| p.address.to_ascii_lowercase().ends_with(&suffix))
+        .collect())
+}

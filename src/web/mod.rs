@@ -4,6 +4,7 @@
 //! Architecture invariant: every response, errors and 404s included, leaves through
 //! [`security_headers`], and every error body is an RFC 9457 [`problem::Problem`].
 
+pub mod directory;
 pub mod log;
 pub mod problem;
 
@@ -52,6 +53,11 @@ pub fn router(state: AppState) -> Router {
         .route("/log/checkpoint", get(log::checkpoint))
         .route("/log/key", get(log::key))
         .route("/log/tile/{*rest}", get(log::tile))
+        .route("/api/v1/directory", get(directory::lookup))
+        .route("/.well-known/openpgpkey/policy", get(directory::wkd_policy))
+        .route("/.well-known/openpgpkey/hu/{hash}", get(directory::wkd_direct))
+        .route("/.well-known/openpgpkey/{domain}/policy", get(directory::wkd_policy))
+        .route("/.well-known/openpgpkey/{domain}/hu/{hash}", get(directory::wkd_advanced))
         .route_layer(middleware::from_fn(record_metrics))
         .fallback(|| async { Problem::not_found() })
         .with_state(state)

@@ -10,6 +10,7 @@ mod support;
 
 mod accounts;
 mod cli;
+mod directory;
 mod evidence;
 mod http;
 mod interop;

@@ -1,0 +1,243 @@
+//! Key discovery: the JSON directory and WKD, checked against GnuPG's own WKD hashing.
+
+use std::process::Command;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use bote::accounts::service::{AddUser, RelaySpec};
+use bote::accounts::{Actor, RelayTls, Role};
+use bote::address::EmailAddress;
+use bote::web::{self, AppState};
+use http_body_util::BodyExt;
+use sequoia_openpgp::cert::CertBuilder;
+use sequoia_openpgp::parse::Parse;
+use sequoia_openpgp::serialize::SerializeInto;
+use tower::ServiceExt;
+
+use crate::on_both_backends;
+use crate::support::Gateway;
+
+async fn fetch(app: &axum::Router, path: &str, host: &str) -> (StatusCode, String, Vec<u8>) {
+    let response = app
+        .clone()
+        .oneshot(
+            Request::get(path)
+                .header("host", host)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let status = response.status();
+    let ctype = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (
+        status,
+        ctype,
+        response
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+}
+
+fn wkd_hash_by_gnupg(address: &str) -> String {
+    let out = Command::new("/usr/lib/gnupg/gpg-wks-client")
+        .args(["--print-wkd-hash", address])
+        .output()
+        .expect("gpg-wks-client (gnupg) is installed");
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+async fn directory_and_wkd_serve_every_mailbox_certificate(gw: Gateway) {
+    let accounts =
+        bote::accounts::service::Accounts::new(gw.store.clone(), gw.config.gateway.domains.clone());
+    let op = Actor::Operator("t".into());
+    let anna = EmailAddress::parse("Anna.Muster@lemgo.example").unwrap();
+    accounts
+        .add_user(
+            &op,
+            AddUser {
+                role: Role::Citizen,
+                name: "Anna Muster".into(),
+                email: anna.clone(),
+                password: zeroize::Zeroizing::new("a long enough password".into()),
+                notify_email: None,
+            },
+        )
+        .await
+        .unwrap();
+    let office = EmailAddress::parse("bauamt@lemgo.example").unwrap();
+    accounts
+        .add_office(&op, &office, "Bauamt", None)
+        .await
+        .unwrap();
+    let (ext_cert, _) = CertBuilder::general_purpose(Some("Kreis <amt@kreis.example>"))
+        .generate()
+        .unwrap();
+    let ext = EmailAddress::parse("amt@kreis.example").unwrap();
+    let spec = RelaySpec {
+        target: "mail.kreis.example:25".into(),
+        tls: RelayTls::Required,
+        cert: ext_cert.armored().to_vec().unwrap(),
+    };
+    accounts
+        .add_office(&op, &ext, "Kreis", Some(spec))
+        .await
+        .unwrap();
+    let app = web::router(AppState {
+        store: gw.store.clone(),
+        config: std::sync::Arc::new(gw.config.clone()),
+        keys: gw.keys.clone(),
+        log: gw.log.clone(),
+        writer: gw.writer.clone(),
+    });
+    let host = "lemgo.example";
+
+    // Directory.
+    let (status, ctype, body) = fetch(
+        &app,
+        "/api/v1/directory?address=ANNA.MUSTER@Lemgo.Example",
+        host,
+    )
+    .await;
+    assert_eq!(
+        (status, ctype.as_str()),
+        (StatusCode::OK, "application/json")
+    );
+    let entry: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(entry["kind"], "citizen");
+    assert_eq!(entry["personal"], true);
+    let cert = sequoia_openpgp::Cert::from_bytes(entry["certificate"].as_str().unwrap().as_bytes())
+        .unwrap();
+    assert!(!cert.is_tsk(), "the directory must never serve secret keys");
+    assert_eq!(entry["fingerprint"], cert.fingerprint().to_hex());
+    let (_, _, body) = fetch(&app, "/api/v1/directory?address=amt@kreis.example", host).await;
+    let external: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        (external["kind"].as_str(), external["personal"].as_bool()),
+        (Some("external"), Some(false))
+    );
+    assert_eq!(external["fingerprint"], ext_cert.fingerprint().to_hex());
+    for (path, status) in [
+        (
+            "/api/v1/directory?address=nobody@lemgo.example",
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "/api/v1/directory?address=not-an-address",
+            StatusCode::BAD_REQUEST,
+        ),
+        ("/api/v1/directory", StatusCode::BAD_REQUEST),
+    ] {
+        let (got, ctype, _) = fetch(&app, path, host).await;
+        assert_eq!(
+            (got, ctype.as_str()),
+            (status, "application/problem+json"),
+            "{path}"
+        );
+    }
+
+    // WKD, with the hash GnuPG computes; advanced and direct layouts.
+    let hash = wkd_hash_by_gnupg("anna.muster@lemgo.example");
+    let (status, ctype, advanced) = fetch(
+        &app,
+        &format!("/.well-known/openpgpkey/lemgo.example/hu/{hash}?l=Anna.Muster"),
+        "openpgpkey.lemgo.example",
+    )
+    .await;
+    assert_eq!(
+        (status, ctype.as_str()),
+        (StatusCode::OK, "application/octet-stream")
+    );
+    let served = sequoia_openpgp::Cert::from_bytes(&advanced).unwrap();
+    assert_eq!(served.fingerprint(), cert.fingerprint());
+    assert!(!served.is_tsk());
+    let (status, _, direct) = fetch(
+        &app,
+        &format!("/.well-known/openpgpkey/hu/{hash}"),
+        "lemgo.example:8443",
+    )
+    .await;
+    assert_eq!((status, direct), (StatusCode::OK, advanced.clone()));
+    let (status, _, office_key) = fetch(
+        &app,
+        &format!(
+            "/.well-known/openpgpkey/lemgo.example/hu/{}",
+            wkd_hash_by_gnupg("bauamt@lemgo.example")
+        ),
+        host,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(sequoia_openpgp::Cert::from_bytes(&office_key).is_ok());
+    let (status, _, evidence) = fetch(
+        &app,
+        &format!(
+            "/.well-known/openpgpkey/lemgo.example/hu/{}",
+            wkd_hash_by_gnupg("evidence@lemgo.example")
+        ),
+        host,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        sequoia_openpgp::Cert::from_bytes(&evidence)
+            .unwrap()
+            .fingerprint(),
+        gw.keys.evidence.cert().fingerprint()
+    );
+    let (status, _, _) = fetch(&app, "/.well-known/openpgpkey/lemgo.example/policy", host).await;
+    assert_eq!(status, StatusCode::OK);
+
+    // Another domain, a wrong `l`, or an unknown hash: nothing.
+    for path in [
+        format!(
+            "/.well-known/openpgpkey/kreis.example/hu/{}",
+            wkd_hash_by_gnupg("amt@kreis.example")
+        ),
+        format!("/.well-known/openpgpkey/lemgo.example/hu/{hash}?l=bauamt"),
+        "/.well-known/openpgpkey/lemgo.example/hu/ybndrfg8ejkmcpqxot1uwisza345h769".to_owned(),
+    ] {
+        assert_eq!(
+            fetch(&app, &path, host).await.0,
+            StatusCode::NOT_FOUND,
+            "{path}"
+        );
+    }
+
+    // GnuPG imports what WKD serves.
+    let home = tempfile::tempdir().unwrap();
+    let file = home.path().join("wkd.bin");
+    std::fs::write(&file, &advanced).unwrap();
+    let import = Command::new("gpg")
+        .arg("--homedir")
+        .arg(home.path())
+        .args(["--batch", "--import"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        import.status.success(),
+        "{}",
+        String::from_utf8_lossy(&import.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&import.stderr).contains("Anna Muster <Anna.Muster@lemgo.example>")
+    );
+}
+on_both_backends!(
+    directory_and_wkd_serve_every_mailbox_certificate,
+    super::directory_and_wkd_serve_every_mailbox_certificate
+);
