@@ -5,6 +5,7 @@
 //! and the transaction rolls back on any later failure).
 
 use serde_json::json;
+use sha2::{Digest, Sha256};
 
 use super::password::{self, Password, PasswordError};
 use super::{
@@ -74,6 +75,9 @@ pub enum AccountError {
         /// Its kind.
         kind: MailboxKind,
     },
+    /// Tokens are for office software.
+    #[error("mailbox {0} is a citizen mailbox; tokens are for office mailboxes")]
+    NotAnOffice(EmailAddress),
     /// Already a member.
     #[error("{user} is already a member of {mailbox}")]
     AlreadyMember {
@@ -623,6 +627,63 @@ impl Accounts {
         tx.commit().await?;
         Ok(state)
     }
+}
+
+impl Accounts {
+    /// Creates a send-only token for office software, bound to an office mailbox and
+    /// optionally to a client certificate (DER); returns the token, to show once. Send-only
+    /// because the operator holds no mailbox key: read tokens come from members' sessions.
+    pub async fn create_send_token(
+        &self,
+        actor: &Actor,
+        mailbox: &EmailAddress,
+        client_cert_der: Option<&[u8]>,
+    ) -> Result<String, AccountError> {
+        let now = now_ms();
+        let mut tx = self.store.begin().await?;
+        let (mb, _) = repo::find_mailbox(&mut tx, mailbox)
+            .await?
+            .ok_or_else(|| AccountError::UnknownMailbox(mailbox.clone()))?;
+        if mb.kind == MailboxKind::Citizen {
+            return Err(AccountError::NotAnOffice(mailbox.clone()));
+        }
+        let token = new_token();
+        let client_cert_sha256 = client_cert_der.map(|der| hex::encode(Sha256::digest(der)));
+        let actor_name = actor.to_string();
+        let row = repo::NewCredential {
+            mailbox_id: mb.id,
+            scope: "send",
+            token_hash: Sha256::digest(token.as_bytes()).into(),
+            client_cert_sha256: client_cert_sha256.clone(),
+            created_by: &actor_name,
+            now,
+        };
+        let id = repo::insert_credential(&mut tx, &row).await?;
+        let details =
+            json!({ "credential": id, "scope": "send", "client_cert_sha256": client_cert_sha256 });
+        audit::record(
+            &mut tx,
+            actor,
+            "token.create",
+            &mailbox.to_string(),
+            details,
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(token)
+    }
+}
+
+/// A bearer token: 256 random bits, URL-safe base64, with a prefix that secret scanners and
+/// people recognise.
+fn new_token() -> String {
+    use base64::Engine;
+    let bytes: [u8; 32] = rand::random();
+    format!(
+        "bote_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    )
 }
 
 /// Everything CPU-heavy that making a user needs, computed off the async threads.

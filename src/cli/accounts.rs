@@ -67,6 +67,44 @@ pub enum UserCommand {
     },
 }
 
+/// `bote token …`
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a send-only credential for office software (AUTH user: the mailbox address;
+    /// password: the token). Prints the token alone, once.
+    Create {
+        /// The office mailbox it sends for.
+        #[arg(long, value_parser = parse_address)]
+        mailbox: EmailAddress,
+        /// A client certificate (PEM) the token must be presented with (level `high`).
+        #[arg(long)]
+        client_cert: Option<PathBuf>,
+    },
+}
+
+/// Runs a `bote token` command.
+pub async fn token(config: &Path, command: TokenCommand) -> Result<(), CliError> {
+    let TokenCommand::Create {
+        mailbox,
+        client_cert,
+    } = command;
+    let der = match &client_cert {
+        Some(path) => Some(
+            crate::tls::load_certs("--client-cert", path)
+                .map_err(|e| CliError::Usage(e.to_string()))?
+                .remove(0)
+                .to_vec(),
+        ),
+        None => None,
+    };
+    let accounts = open(config).await?;
+    let token = accounts
+        .create_send_token(&Actor::current_operator(), &mailbox, der.as_deref())
+        .await?;
+    println!("{token}");
+    Ok(())
+}
+
 /// `bote mailbox …`
 #[derive(Debug, Subcommand)]
 pub enum MailboxCommand {

@@ -73,6 +73,11 @@ enum Command {
         #[command(subcommand)]
         command: accounts::MailboxCommand,
     },
+    /// Manage credentials for office software.
+    Token {
+        #[command(subcommand)]
+        command: accounts::TokenCommand,
+    },
     /// Manage the gateway's evidence and log keys.
     Keys {
         #[command(subcommand)]
@@ -219,6 +224,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::User { command } => accounts::user(&cli.config, command).await,
         Command::Mailbox { command } => accounts::mailbox(&cli.config, command).await,
+        Command::Token { command } => accounts::token(&cli.config, command).await,
         Command::Keys { command } => evidence::keys(&cli.config, command),
         Command::Proof { command } => evidence::proof(&cli.config, command).await,
         Command::Verify {

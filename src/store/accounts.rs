@@ -403,3 +403,39 @@ pub async fn list_members(
         })
         .collect()
 }
+
+/// A credential row to insert (the token itself is never stored, only its SHA-256).
+#[derive(Debug)]
+pub struct NewCredential<'a> {
+    /// The mailbox it is bound to.
+    pub mailbox_id: i64,
+    /// `send` or `read`.
+    pub scope: &'a str,
+    /// SHA-256 of the token.
+    pub token_hash: [u8; 32],
+    /// SHA-256 of the DER client certificate it must come with, hex.
+    pub client_cert_sha256: Option<String>,
+    /// Audit actor.
+    pub created_by: &'a str,
+    /// Creation time.
+    pub now: i64,
+}
+
+/// Inserts a credential; returns its id.
+pub async fn insert_credential(
+    conn: &mut AnyConnection,
+    c: &NewCredential<'_>,
+) -> Result<i64, StoreError> {
+    Ok(sqlx::query_scalar(
+        "INSERT INTO credentials (mailbox_id, scope, token_hash, client_cert_sha256, created_by, \
+         created_at) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+    )
+    .bind(c.mailbox_id)
+    .bind(c.scope)
+    .bind(c.token_hash.to_vec())
+    .bind(c.client_cert_sha256.clone())
+    .bind(c.created_by)
+    .bind(c.now)
+    .fetch_one(conn)
+    .await?)
+}

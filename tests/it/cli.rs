@@ -483,3 +483,77 @@ async fn password_reset_keeps_the_key_with_the_recovery_code_or_replaces_it_expl
     );
     assert_one_line_error(&stale, &["recovery code is wrong"]);
 }
+
+#[tokio::test]
+async fn send_tokens_are_printed_once_and_stored_only_as_digests() {
+    use sha2::{Digest, Sha256};
+    let (setup, _db) = Setup::new(Backend::Sqlite).await;
+    let out = run(setup.cmd(&[
+        "mailbox",
+        "add",
+        "--office",
+        "bauamt@lemgo.example",
+        "--name",
+        "Bauamt",
+    ]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    setup.add_user("citizen", "anna@lemgo.example");
+
+    let out = run(setup.cmd(&["token", "create", "--mailbox", "bauamt@lemgo.example"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let token = stdout(&out);
+    let token = token.trim_end();
+    assert_eq!(stdout(&out).lines().count(), 1, "the token alone on stdout");
+    assert!(token.starts_with("bote_") && token.len() == 48, "{token}");
+
+    let peer = setup.path().join("certs/peer.crt");
+    let with_cert = run(setup.cmd(&[
+        "token",
+        "create",
+        "--mailbox",
+        "bauamt@lemgo.example",
+        "--client-cert",
+        peer.to_str().unwrap(),
+    ]));
+    assert!(with_cert.status.success(), "{}", stderr(&with_cert));
+    assert_ne!(stdout(&with_cert).trim_end(), token);
+
+    let url = format!("sqlite://{}", setup.path().join("data/bote.db").display());
+    let store = bote::store::Store::open_url(
+        &url,
+        bote::store::OpenMode::Existing,
+        1,
+        std::time::Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    let rows =
+        sqlx::query("SELECT scope, token_hash, client_cert_sha256 FROM credentials ORDER BY id")
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+    assert_eq!(rows.len(), 2);
+    use sqlx::Row;
+    let (scope, hash, cert): (String, Vec<u8>, Option<String>) =
+        (rows[0].get(0), rows[0].get(1), rows[0].get(2));
+    assert_eq!(scope, "send");
+    assert_eq!(hash, Sha256::digest(token.as_bytes()).to_vec());
+    assert_eq!(cert, None);
+    let pinned: Option<String> = rows[1].get(2);
+    assert_eq!(pinned.map(|h| h.len()), Some(64));
+    let mut dump = std::fs::read(setup.path().join("data/bote.db")).unwrap();
+    dump.extend(std::fs::read(setup.path().join("data/bote.db-wal")).unwrap_or_default());
+    assert!(
+        !dump.windows(token.len()).any(|w| w == token.as_bytes()),
+        "token stored in clear"
+    );
+
+    assert_one_line_error(
+        &run(setup.cmd(&["token", "create", "--mailbox", "anna@lemgo.example"])),
+        &["citizen mailbox", "tokens are for office mailboxes"],
+    );
+    assert_one_line_error(
+        &run(setup.cmd(&["token", "create", "--mailbox", "nobody@lemgo.example"])),
+        &["no mailbox nobody@lemgo.example"],
+    );
+}
