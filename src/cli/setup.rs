@@ -200,10 +200,14 @@ pub async fn demo(dir: &Path) -> Result<(), CliError> {
     let text = std::fs::read_to_string(&logins).map_err(|e| io_err(&logins, e))?;
     println!("{text}");
     if let Some(addr) = config.http.listen.0 {
-        println!("web:     https://{addr}/");
+        let ca = dir.join("certs/ca.crt");
         println!(
             "health:  curl --cacert {} https://{addr}/healthz",
-            dir.join("certs/ca.crt").display()
+            ca.display()
+        );
+        println!(
+            "log:     curl --cacert {} https://{addr}/log/checkpoint",
+            ca.display()
         );
     }
     if let Some(addr) = config.http.metrics_listen.0 {
