@@ -227,7 +227,7 @@ fn inclusion_proof(c: &mut Criterion) {
         ))
         .unwrap();
     let log = Log::new(
-        Arc::new(LogKey::ephemeral("bench.example/log")),
+        Arc::new(LogKey::ephemeral("bench.example/log").unwrap()),
         "bench.example/log".into(),
         dir.path(),
     );

@@ -212,7 +212,7 @@ pub fn generate(config: &Config, passphrase: &Passphrase) -> Result<KeyFiles, Ke
         Packet::from(log_key).serialize(&mut w).map_err(pgp_err)?;
         w.finalize().map_err(pgp_err)?;
     }
-    let vkey = LogKey::from_seed(&origin, &seed).verifier_key;
+    let vkey = LogKey::from_seed(&origin, &seed)?.verifier_key;
 
     write_file(&files.evidence_key, &tsk, true)?;
     write_file(&files.evidence_cert, &public, false)?;
@@ -319,7 +319,7 @@ impl std::fmt::Debug for LogKey {
 }
 
 impl LogKey {
-    fn from_seed(name: &str, seed: &[u8; 32]) -> Self {
+    fn from_seed(name: &str, seed: &[u8; 32]) -> Result<Self, KeyError> {
         let signing = ed25519_dalek::SigningKey::from_bytes(seed);
         let verifier_key = signed_note::new_ed25519_verifier_key(name, &signing.verifying_key());
         let mut public = vec![0x01];
@@ -331,19 +331,17 @@ impl LogKey {
             signed_note::key_id(name, &public),
             B64.encode(&private[..])
         ));
-        // The string was built from a valid name and key just above.
-        let signer = match signed_note::StandardSigner::new(&skey) {
-            Ok(s) => s,
-            Err(e) => unreachable!("freshly built signer key is malformed: {e}"),
-        };
-        Self {
+        // Fails only for a name that is not a valid signed-note key name.
+        let signer = signed_note::StandardSigner::new(&skey)
+            .map_err(|e| KeyError::OpenPgp(format!("log key `{name}`: {e}")))?;
+        Ok(Self {
             signer,
             verifier_key,
-        }
+        })
     }
 
     /// A fresh key that lives only in memory (tests, benchmarks, throwaway logs).
-    pub fn ephemeral(name: &str) -> Self {
+    pub fn ephemeral(name: &str) -> Result<Self, KeyError> {
         let seed: Zeroizing<[u8; 32]> = Zeroizing::new(rand::random());
         Self::from_seed(name, &seed)
     }
@@ -368,7 +366,7 @@ impl LogKey {
                 "the log origin is not a valid signed-note key name",
             ));
         }
-        Ok(Self::from_seed(name, &seed))
+        Self::from_seed(name, &seed)
     }
 
     /// `name+keyid+base64(0x01‖pubkey)`.

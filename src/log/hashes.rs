@@ -54,18 +54,15 @@ impl HashReader for StoredHashes {
 /// Runs `f` with every stored hash it reads, fetching the unknown ones from the database.
 pub async fn two_phase<T>(
     conn: &mut AnyConnection,
-    seed: HashMap<u64, Hash>,
     f: impl Fn(&mut StoredHashes) -> Result<T, LogError>,
 ) -> Result<T, LogError> {
-    let mut first = StoredHashes::new(seed.clone());
+    let mut first = StoredHashes::default();
     let result = f(&mut first);
     let misses = first.misses.into_inner();
     if misses.is_empty() {
         return result;
     }
-    let mut known = seed;
-    known.extend(fetch(conn, &misses).await?);
-    let mut second = StoredHashes::new(known);
+    let mut second = StoredHashes::new(fetch(conn, &misses).await?);
     let result = f(&mut second)?;
     let missing = second.misses.into_inner();
     if let Some(first_missing) = missing.first() {

@@ -21,7 +21,6 @@ pub mod note;
 pub mod tiles;
 mod verify;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -190,7 +189,7 @@ impl Log {
         let new_size = n0 + entries.len() as u64;
         let base = stored_hash_count(n0);
 
-        let (new_hashes, root) = hashes::two_phase(conn, HashMap::new(), |reader| {
+        let (new_hashes, root) = hashes::two_phase(conn, |reader| {
             let mut fresh = Vec::new();
             for (i, entry) in entries.iter().enumerate() {
                 let hs = stored_hashes(n0 + i as u64, entry, reader)?;
@@ -321,7 +320,7 @@ impl Log {
 
     /// The tree hash of the first `size` entries, from stored hashes.
     pub async fn root_at(&self, conn: &mut AnyConnection, size: u64) -> Result<Hash, LogError> {
-        hashes::two_phase(conn, HashMap::new(), |r| Ok(tree_hash(size, &*r)?)).await
+        hashes::two_phase(conn, |r| Ok(tree_hash(size, &*r)?)).await
     }
 
     /// An RFC 6962 inclusion proof of entry `index` in the tree of `size` entries.
@@ -337,10 +336,7 @@ impl Log {
             )));
         }
         self.check_size(conn, size).await?;
-        hashes::two_phase(conn, HashMap::new(), |r| {
-            Ok(tlog_tiles::prove_record(size, index, &*r)?)
-        })
-        .await
+        hashes::two_phase(conn, |r| Ok(tlog_tiles::prove_record(size, index, &*r)?)).await
     }
 
     /// An RFC 6962 consistency proof from the tree of `old` entries to the one of `new`.
@@ -356,10 +352,7 @@ impl Log {
             )));
         }
         self.check_size(conn, new).await?;
-        hashes::two_phase(conn, HashMap::new(), |r| {
-            Ok(tlog_tiles::prove_tree(new, old, &*r)?)
-        })
-        .await
+        hashes::two_phase(conn, |r| Ok(tlog_tiles::prove_tree(new, old, &*r)?)).await
     }
 
     async fn check_size(&self, conn: &mut AnyConnection, size: u64) -> Result<(), LogError> {

@@ -1,8 +1,6 @@
 //! C2SP tlog-tiles paths and contents: hash tiles `tile/<L>/<N>[.p/<W>]` and entry bundles
 //! `tile/entries/<N>[.p/<W>]`, height 8 (256 hashes or entries per full tile).
 
-use std::collections::HashMap;
-
 use sqlx::{AnyConnection, Row};
 use tlog_tiles::Tile;
 
@@ -102,8 +100,7 @@ impl Log {
                     return Ok(None);
                 }
                 let tile = Tile::new(HEIGHT, level, index, width, false);
-                let data =
-                    hashes::two_phase(conn, HashMap::new(), |r| Ok(tile.read_data(&*r)?)).await?;
+                let data = hashes::two_phase(conn, |r| Ok(tile.read_data(&*r)?)).await?;
                 Ok(Some(data))
             }
             TileRequest::Entries { index, width } => {

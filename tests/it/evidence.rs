@@ -447,7 +447,7 @@ async fn forged_proofs_and_foreign_checkpoints_are_detected() {
 
     // The log key can be anchored too; another one is refused.
     bundle::verify(&good, &anchor, Some(gw.keys.log.verifier_key()), None).unwrap();
-    let other_vkey = bote::keys::LogKey::ephemeral("lemgo.example/log");
+    let other_vkey = bote::keys::LogKey::ephemeral("lemgo.example/log").unwrap();
     let e = bundle::verify(&good, &anchor, Some(other_vkey.verifier_key()), None).unwrap_err();
     assert!(e.0.contains("not the expected"), "{e}");
 

@@ -101,7 +101,7 @@ async fn build(n: usize, batches: &[usize]) -> Fixture {
     let store = db.store().await;
     let dir = tempfile::tempdir().unwrap();
     let log = Log::new(
-        Arc::new(LogKey::ephemeral("test.example/log")),
+        Arc::new(LogKey::ephemeral("test.example/log").unwrap()),
         "test.example/log".into(),
         dir.path(),
     );
