@@ -1,13 +1,17 @@
 //! The gateway's own keys at rest: the OpenPGP **evidence key** (signs evidence records and
-//! bundle manifests) and the Ed25519 **log key** (signs checkpoints as C2SP signed notes).
+//! bundle manifests), the OpenPGP **provider key** (signs every message the gateway accepts,
+//! attesting sender, identity and authentication level) and the Ed25519 **log key** (signs
+//! checkpoints as C2SP signed notes).
 //!
-//! Both are stored in `keys.dir`, encrypted with the passphrase from `keys.passphrase_file`
+//! All are stored in `keys.dir`, encrypted with the passphrase from `keys.passphrase_file`
 //! or the variable named by `keys.passphrase_env`, as OpenPGP secret keys (S2K-protected),
 //! so standard tools can inspect them. They are separate keys on purpose: a leaked log key
-//! cannot forge evidence and vice versa. The message core's provider key joins them later.
+//! cannot forge evidence, a leaked provider key cannot forge evidence or checkpoints.
 //!
 //! | file | content |
 //! |---|---|
+//! | `provider.key.asc` | provider key, secret parts encrypted |
+//! | `provider.cert.asc` | its public certificate (published via WKD as `provider@<domain>`) |
 //! | `evidence.key.asc` | evidence key, secret parts encrypted |
 //! | `evidence.cert.asc` | its public certificate (published at `/log/key` and via WKD) |
 //! | `log.key.asc` | log key (Ed25519 seed as an OpenPGP secret key packet), encrypted |
@@ -130,6 +134,10 @@ pub struct KeyFiles {
     pub log_key: PathBuf,
     /// Log verifier key.
     pub log_vkey: PathBuf,
+    /// Provider key, encrypted.
+    pub provider_key: PathBuf,
+    /// Provider certificate.
+    pub provider_cert: PathBuf,
 }
 
 impl KeyFiles {
@@ -140,6 +148,8 @@ impl KeyFiles {
             evidence_cert: dir.join("evidence.cert.asc"),
             log_key: dir.join("log.key.asc"),
             log_vkey: dir.join("log.vkey"),
+            provider_key: dir.join("provider.key.asc"),
+            provider_cert: dir.join("provider.cert.asc"),
         }
     }
 }
@@ -154,7 +164,8 @@ pub fn log_origin(config: &Config) -> String {
     format!("{domain}/log")
 }
 
-/// Creates the evidence and log keys; refuses to overwrite any existing key file.
+/// Creates the evidence, provider and log keys; refuses to overwrite any existing key file.
+/// A key directory from before the provider key existed gets only the provider key.
 pub fn generate(config: &Config, passphrase: &Passphrase) -> Result<KeyFiles, KeyError> {
     let files = KeyFiles::in_dir(&config.keys.dir);
     let origin = log_origin(config);
@@ -163,15 +174,21 @@ pub fn generate(config: &Config, passphrase: &Passphrase) -> Result<KeyFiles, Ke
             "`{origin}` is not a valid signed-note key name"
         )));
     }
-    for f in [
+    let older = [
         &files.evidence_key,
         &files.evidence_cert,
         &files.log_key,
         &files.log_vkey,
-    ] {
-        if f.exists() {
-            return Err(KeyError::Exists(f.clone()));
-        }
+    ];
+    let provider = [&files.provider_key, &files.provider_cert];
+    let upgrade = older.iter().all(|f| f.exists());
+    let must_not_exist: Vec<&PathBuf> = if upgrade {
+        provider.to_vec()
+    } else {
+        older.iter().chain(provider.iter()).copied().collect()
+    };
+    if let Some(f) = must_not_exist.into_iter().find(|f| f.exists()) {
+        return Err(KeyError::Exists(f.clone()));
     }
     std::fs::create_dir_all(&config.keys.dir).map_err(|e| KeyError::Malformed {
         path: config.keys.dir.clone(),
@@ -182,21 +199,19 @@ pub fn generate(config: &Config, passphrase: &Passphrase) -> Result<KeyFiles, Ke
         .domains
         .first()
         .map_or("localhost", |d| d.as_str());
-
-    // No expiry: evidence must verify for ten years and more; rotation replaces keys.
-    let (cert, _revocation) = CertBuilder::new()
-        .set_profile(Profile::RFC4880)
-        .map_err(pgp_err)?
-        .set_cipher_suite(CipherSuite::Cv25519)
-        .add_userid(format!("bote evidence ({domain}) <evidence@{domain}>"))
-        .set_primary_key_flags(KeyFlags::empty().set_certification().set_signing())
-        .set_validity_period(None)
-        .set_password(Some(passphrase.password()))
-        .generate()
-        .map_err(pgp_err)?;
-    let tsk =
-        String::from_utf8(cert.as_tsk().armored().to_vec().map_err(pgp_err)?).map_err(pgp_err)?;
-    let public = String::from_utf8(cert.armored().to_vec().map_err(pgp_err)?).map_err(pgp_err)?;
+    let (provider_tsk, provider_public) = new_signing_cert(
+        &format!("bote provider ({domain}) <{PROVIDER_LOCAL}@{domain}>"),
+        passphrase,
+    )?;
+    if upgrade {
+        write_file(&files.provider_key, &provider_tsk, true)?;
+        write_file(&files.provider_cert, &provider_public, false)?;
+        return Ok(files);
+    }
+    let (tsk, public) = new_signing_cert(
+        &format!("bote evidence ({domain}) <{EVIDENCE_LOCAL}@{domain}>"),
+        passphrase,
+    )?;
 
     let seed: Zeroizing<[u8; 32]> = Zeroizing::new(rand::random());
     let log_key = Key4::<SecretParts, PrimaryRole>::import_secret_ed25519(&seed[..], None)
@@ -216,6 +231,8 @@ pub fn generate(config: &Config, passphrase: &Passphrase) -> Result<KeyFiles, Ke
 
     write_file(&files.evidence_key, &tsk, true)?;
     write_file(&files.evidence_cert, &public, false)?;
+    write_file(&files.provider_key, &provider_tsk, true)?;
+    write_file(&files.provider_cert, &provider_public, false)?;
     write_file(
         &files.log_key,
         &String::from_utf8(log_armored).map_err(pgp_err)?,
@@ -225,20 +242,50 @@ pub fn generate(config: &Config, passphrase: &Passphrase) -> Result<KeyFiles, Ke
     Ok(files)
 }
 
-/// The evidence signing key, unlocked.
-pub struct EvidenceKey {
+/// The local part under which the evidence certificate is published (WKD).
+pub const EVIDENCE_LOCAL: &str = "evidence";
+/// The local part under which the provider certificate is published (WKD).
+pub const PROVIDER_LOCAL: &str = "provider";
+
+/// A new Ed25519 signing-only certificate: (armoured TSK, S2K-encrypted; armoured public).
+fn new_signing_cert(userid: &str, passphrase: &Passphrase) -> Result<(String, String), KeyError> {
+    // No expiry: evidence and attestations must verify for ten years and more; rotation
+    // replaces keys.
+    let (cert, _revocation) = CertBuilder::new()
+        .set_profile(Profile::RFC4880)
+        .map_err(pgp_err)?
+        .set_cipher_suite(CipherSuite::Cv25519)
+        .add_userid(userid)
+        .set_primary_key_flags(KeyFlags::empty().set_certification().set_signing())
+        .set_validity_period(None)
+        .set_password(Some(passphrase.password()))
+        .generate()
+        .map_err(pgp_err)?;
+    let tsk =
+        String::from_utf8(cert.as_tsk().armored().to_vec().map_err(pgp_err)?).map_err(pgp_err)?;
+    let public = String::from_utf8(cert.armored().to_vec().map_err(pgp_err)?).map_err(pgp_err)?;
+    Ok((tsk, public))
+}
+
+/// An unlocked OpenPGP Ed25519 signing key of the gateway (evidence or provider).
+pub struct SigningKey {
     cert: Cert,
     signer: crypto::Ed25519Signer,
     armored_cert: String,
 }
 
-impl std::fmt::Debug for EvidenceKey {
+impl std::fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "EvidenceKey({})", self.cert.fingerprint())
+        write!(f, "SigningKey({})", self.cert.fingerprint())
     }
 }
 
-impl EvidenceKey {
+/// The evidence key: signs evidence records and bundle manifests.
+pub type EvidenceKey = SigningKey;
+/// The provider key: signs accepted messages with the gateway's attestation.
+pub type ProviderKey = SigningKey;
+
+impl SigningKey {
     /// Unlocks the key from its TSK with the passphrase.
     pub fn unlock(path: &Path, passphrase: &Passphrase) -> Result<Self, KeyError> {
         let bytes = read_key_file(path)?;
@@ -257,7 +304,7 @@ impl EvidenceKey {
             .decrypt_secret(&passphrase.password())
             .map_err(|_| KeyError::WrongPassphrase(path.to_owned()))?;
         let signer = crypto::Ed25519Signer::new(&key)
-            .ok_or_else(|| malformed("the evidence key is not an Ed25519 signing key".into()))?;
+            .ok_or_else(|| malformed("not an Ed25519 signing key".into()))?;
         let public = cert.clone().strip_secret_key_material();
         let armored_cert =
             String::from_utf8(public.armored().to_vec().map_err(pgp_err)?).map_err(pgp_err)?;
@@ -281,6 +328,11 @@ impl EvidenceKey {
     /// Upper-case hex fingerprint.
     pub fn fingerprint(&self) -> String {
         self.cert.fingerprint().to_hex()
+    }
+
+    /// A signer for sequoia's streaming API (cheap to clone).
+    pub fn signer(&self) -> crypto::Ed25519Signer {
+        self.signer.clone()
     }
 
     /// A detached binary-mode signature over `data` (binary packet; armour it for files).
@@ -395,6 +447,8 @@ fn read_key_file(path: &Path) -> Result<Vec<u8>, KeyError> {
 pub struct PublicKeys {
     /// Evidence certificate.
     pub evidence: Cert,
+    /// Provider certificate (verifies the gateway's signature on messages).
+    pub provider: Cert,
     /// Log verifier key.
     pub log_vkey: String,
     /// Log origin.
@@ -402,14 +456,17 @@ pub struct PublicKeys {
 }
 
 impl PublicKeys {
-    /// Reads `evidence.cert.asc` and `log.vkey`.
+    /// Reads `evidence.cert.asc`, `provider.cert.asc` and `log.vkey`.
     pub fn load(config: &Config) -> Result<Self, KeyError> {
         let files = KeyFiles::in_dir(&config.keys.dir);
-        let cert_bytes = read_key_file(&files.evidence_cert)?;
-        let evidence = Cert::from_bytes(&cert_bytes).map_err(|e| KeyError::Malformed {
-            path: files.evidence_cert.clone(),
-            reason: e.to_string(),
-        })?;
+        let read_cert = |path: &Path| {
+            Cert::from_bytes(&read_key_file(path)?).map_err(|e| KeyError::Malformed {
+                path: path.to_owned(),
+                reason: e.to_string(),
+            })
+        };
+        let evidence = read_cert(&files.evidence_cert)?;
+        let provider = read_cert(&files.provider_cert)?;
         let vkey = String::from_utf8(read_key_file(&files.log_vkey)?).map_err(|e| {
             KeyError::Malformed {
                 path: files.log_vkey.clone(),
@@ -418,6 +475,7 @@ impl PublicKeys {
         })?;
         Ok(Self {
             evidence,
+            provider,
             log_vkey: vkey.trim().to_owned(),
             origin: log_origin(config),
         })
@@ -429,6 +487,8 @@ impl PublicKeys {
 pub struct KeyRing {
     /// Evidence key.
     pub evidence: Arc<EvidenceKey>,
+    /// Provider key.
+    pub provider: Arc<ProviderKey>,
     /// Log key.
     pub log: Arc<LogKey>,
     /// Log origin (`<domain>/log`).
@@ -443,6 +503,7 @@ impl KeyRing {
         let origin = log_origin(config);
         Ok(Self {
             evidence: Arc::new(EvidenceKey::unlock(&files.evidence_key, &passphrase)?),
+            provider: Arc::new(ProviderKey::unlock(&files.provider_key, &passphrase)?),
             log: Arc::new(LogKey::unlock(&files.log_key, &origin, &passphrase)?),
             origin,
         })

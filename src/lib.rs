@@ -43,6 +43,7 @@ macro_rules! named_enum {
 }
 
 pub mod accounts;
+pub mod auth;
 pub mod address;
 pub mod cli;
 pub mod clock;
@@ -51,6 +52,8 @@ pub mod crypto;
 pub mod evidence;
 pub mod keys;
 pub mod log;
+pub mod message;
+pub mod pipeline;
 pub mod pki;
 pub mod server;
 pub mod store;

@@ -112,6 +112,7 @@ pub fn keys(config_path: &Path, command: KeysCommand) -> Result<(), CliError> {
             let files = keys::generate(&config, &passphrase)?;
             let public = PublicKeys::load(&config)?;
             println!("evidence-key: {}", public.evidence.fingerprint().to_hex());
+            println!("provider-key: {}", public.provider.fingerprint().to_hex());
             println!("log-key: {}", public.log_vkey);
             println!("evidence-cert: {}", files.evidence_cert.display());
         }

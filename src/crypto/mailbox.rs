@@ -19,7 +19,7 @@ use openpgp::parse::stream::{
     DecryptionHelper, DecryptorBuilder, MessageStructure, VerificationHelper,
 };
 use openpgp::serialize::SerializeInto;
-use openpgp::serialize::stream::{Encryptor, LiteralWriter, Message};
+use openpgp::serialize::stream::{Armorer, Encryptor, LiteralWriter, Message};
 use openpgp::types::{Features, SymmetricAlgorithm};
 use openpgp::{Cert, KeyHandle, Profile};
 use zeroize::Zeroizing;
@@ -66,6 +66,28 @@ pub fn public_bytes(cert: &Cert) -> Result<Vec<u8>, CryptoError> {
 
 /// Encrypts `plaintext` to every certificate in `recipients` (binary OpenPGP message).
 pub fn encrypt(recipients: &[&Cert], plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    encrypt_packets(recipients, &literal(plaintext)?, false)
+}
+
+/// `plaintext` as one OpenPGP literal data packet.
+pub(super) fn literal(plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    let mut out = Vec::with_capacity(plaintext.len() + 64);
+    let mut literal = LiteralWriter::new(Message::new(&mut out))
+        .build()
+        .map_err(err)?;
+    literal.write_all(plaintext).map_err(err)?;
+    literal.finalize().map_err(err)?;
+    Ok(out)
+}
+
+/// Encrypts ready-made OpenPGP packets (a literal packet, or a signed message) to every
+/// certificate in `recipients`, binary or ASCII-armoured. Encrypting serialised packets
+/// lets a message be signed once and encrypted for many recipients.
+pub(super) fn encrypt_packets(
+    recipients: &[&Cert],
+    packets: &[u8],
+    armored: bool,
+) -> Result<Vec<u8>, CryptoError> {
     let policy = policy();
     let mut keys = Vec::new();
     for cert in recipients {
@@ -83,14 +105,20 @@ pub fn encrypt(recipients: &[&Cert], plaintext: &[u8]) -> Result<Vec<u8>, Crypto
             return Err(CryptoError::NoEncryptionKey(cert.fingerprint().to_hex()));
         }
     }
-    let mut out = Vec::with_capacity(plaintext.len() + 512);
-    let message = Message::new(&mut out);
-    let message = Encryptor::for_recipients(message, keys)
+    // Armour grows the output by about a third.
+    let mut out = Vec::with_capacity(packets.len() * if armored { 4 } else { 3 } / 3 + 1024);
+    let mut message = Message::new(&mut out);
+    if armored {
+        message = Armorer::new(message)
+            .kind(openpgp::armor::Kind::Message)
+            .build()
+            .map_err(err)?;
+    }
+    let mut encryptor = Encryptor::for_recipients(message, keys)
         .build()
         .map_err(err)?;
-    let mut literal = LiteralWriter::new(message).build().map_err(err)?;
-    literal.write_all(plaintext).map_err(err)?;
-    literal.finalize().map_err(err)?;
+    encryptor.write_all(packets).map_err(err)?;
+    encryptor.finalize().map_err(err)?;
     Ok(out)
 }
 
@@ -142,9 +170,20 @@ impl DecryptionHelper for Helper<'_> {
         sym_algo: Option<SymmetricAlgorithm>,
         decrypt: &mut dyn FnMut(Option<SymmetricAlgorithm>, &SessionKey) -> bool,
     ) -> openpgp::Result<Option<Cert>> {
+        session_key(self.tsk, pkesks, sym_algo, decrypt)
+    }
+}
+
+/// Finds the PKESK that a key of `tsk` opens and hands its session key to `decrypt`.
+pub(super) fn session_key(
+    tsk: &Cert,
+    pkesks: &[PKESK],
+    sym_algo: Option<SymmetricAlgorithm>,
+    decrypt: &mut dyn FnMut(Option<SymmetricAlgorithm>, &SessionKey) -> bool,
+) -> openpgp::Result<Option<Cert>> {
+    {
         let policy = policy();
-        for ka in self
-            .tsk
+        for ka in tsk
             .keys()
             .with_policy(&policy, None)
             .supported()
@@ -157,7 +196,7 @@ impl DecryptionHelper for Helper<'_> {
                 if let Some((algo, sk)) = pkesk.decrypt(&mut pair, sym_algo)
                     && decrypt(algo, &sk)
                 {
-                    return Ok(Some(self.tsk.clone()));
+                    return Ok(Some(tsk.clone()));
                 }
             }
         }

@@ -5,6 +5,7 @@
 
 pub mod keywrap;
 pub mod mailbox;
+pub mod message;
 pub mod pool;
 
 use sequoia_openpgp as openpgp;

@@ -439,3 +439,104 @@ pub async fn insert_credential(
     .fetch_one(conn)
     .await?)
 }
+
+/// A user by row id.
+pub async fn user_by_id(conn: &mut AnyConnection, id: i64) -> Result<Option<User>, StoreError> {
+    let sql = format!(
+        "SELECT {USER_COLUMNS} FROM users u JOIN identities i ON i.id = u.identity_id \
+         WHERE u.id = $1"
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .fetch_optional(conn)
+        .await?;
+    row.as_ref().map(user_from_row).transpose()
+}
+
+/// A mailbox by row id.
+pub async fn mailbox_by_id(
+    conn: &mut AnyConnection,
+    id: i64,
+) -> Result<Option<Mailbox>, StoreError> {
+    let sql = format!(
+        "SELECT {MAILBOX_COLUMNS} FROM mailboxes m JOIN identities i ON i.id = m.identity_id \
+         WHERE m.id = $1"
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .fetch_optional(conn)
+        .await?;
+    row.as_ref().map(mailbox_from_row).transpose()
+}
+
+/// The mailboxes a user can open: their own citizen mailbox and their active memberships.
+pub async fn mailboxes_of_user(
+    conn: &mut AnyConnection,
+    user_id: i64,
+) -> Result<Vec<Mailbox>, StoreError> {
+    let sql = format!(
+        "SELECT {MAILBOX_COLUMNS} FROM mailboxes m JOIN identities i ON i.id = m.identity_id \
+         WHERE m.disabled = 0 AND (m.owner_user_id = $1 OR m.id IN \
+         (SELECT mailbox_id FROM memberships WHERE user_id = $1 AND state = 'active')) \
+         ORDER BY m.address_key"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(user_id)
+        .fetch_all(conn)
+        .await?;
+    rows.iter().map(mailbox_from_row).collect()
+}
+
+/// Pending members of the mailboxes in which `user_id` is active: (mailbox id, user id).
+pub async fn pending_grants_for(
+    conn: &mut AnyConnection,
+    user_id: i64,
+) -> Result<Vec<(i64, i64)>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT p.mailbox_id, p.user_id FROM memberships p JOIN memberships a \
+         ON a.mailbox_id = p.mailbox_id WHERE a.user_id = $1 AND a.state = 'active' \
+         AND p.state = 'pending'",
+    )
+    .bind(user_id)
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect()
+}
+
+/// A live credential found by the SHA-256 of its token.
+#[derive(Debug, Clone)]
+pub struct FoundCredential {
+    /// Row id.
+    pub id: i64,
+    /// The mailbox it is bound to.
+    pub mailbox_id: i64,
+    /// `send` or `read`.
+    pub scope: String,
+    /// Required client certificate (SHA-256 of DER, hex), if bound.
+    pub client_cert_sha256: Option<String>,
+}
+
+/// The unrevoked credential whose token hashes to `token_hash`.
+pub async fn credential_by_hash(
+    conn: &mut AnyConnection,
+    token_hash: &[u8; 32],
+) -> Result<Option<FoundCredential>, StoreError> {
+    let row = sqlx::query(
+        "SELECT id, mailbox_id, scope, client_cert_sha256 FROM credentials \
+         WHERE token_hash = $1 AND revoked_at IS NULL",
+    )
+    .bind(token_hash.to_vec())
+    .fetch_optional(conn)
+    .await?;
+    row.map(|r| {
+        Ok(FoundCredential {
+            id: r.try_get(0)?,
+            mailbox_id: r.try_get(1)?,
+            scope: r.try_get(2)?,
+            client_cert_sha256: r.try_get(3)?,
+        })
+    })
+    .transpose()
+}

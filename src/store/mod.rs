@@ -12,6 +12,8 @@
 pub mod accounts;
 pub mod audit;
 pub mod evidence;
+pub mod messages;
+pub mod sessions;
 pub mod vault;
 
 use std::path::PathBuf;
@@ -59,6 +61,9 @@ pub enum StoreError {
     /// A query failed.
     #[error("database error: {0}")]
     Query(#[from] sqlx::Error),
+    /// A conditional write found the row changed by someone else first.
+    #[error("{0}")]
+    Conflict(&'static str),
 }
 
 impl StoreError {

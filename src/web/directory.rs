@@ -15,10 +15,9 @@ use serde::{Deserialize, Serialize};
 use super::AppState;
 use super::problem::Problem;
 use crate::address::{DomainName, EmailAddress};
+use crate::keys::{EVIDENCE_LOCAL, PROVIDER_LOCAL};
 use crate::store::vault::{self as keystore, Published};
 
-/// The local part under which the evidence certificate is published.
-const EVIDENCE_LOCAL: &str = "evidence";
 
 /// `?address=`
 #[derive(Debug, Deserialize)]
@@ -156,9 +155,14 @@ async fn wkd(state: &AppState, domain: &str, hash: &str, local: Option<&str>) ->
         }
     }
     let mut body = Vec::new();
-    let evidence = EmailAddress::parse(&format!("{EVIDENCE_LOCAL}@{domain}"));
-    if evidence.is_ok_and(|a| a.wkd_hash() == hash) {
-        body.extend(state.keys.evidence.cert().to_vec().unwrap_or_default());
+    for (local, key) in [
+        (EVIDENCE_LOCAL, &state.keys.evidence),
+        (PROVIDER_LOCAL, &state.keys.provider),
+    ] {
+        let gateway = EmailAddress::parse(&format!("{local}@{domain}"));
+        if gateway.is_ok_and(|a| a.wkd_hash() == hash) {
+            body.extend(key.cert().to_vec().unwrap_or_default());
+        }
     }
     let mut conn = match state.store.pool().acquire().await {
         Ok(c) => c,

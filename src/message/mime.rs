@@ -1,0 +1,279 @@
+//! RFC 5322 / MIME: parsing with mail-parser, composing with lettre's builder, and the RFC
+//! 3156 PGP/MIME envelope for relays to external offices.
+
+use lettre::message::header::{ContentDisposition, ContentType};
+use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
+use mail_parser::{MessageParser, MimeHeaders};
+
+use super::{NewAttachment, Parsed, Part};
+use crate::address::EmailAddress;
+
+/// Why content is not an acceptable message.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum MimeError {
+    /// Not an RFC 5322 message.
+    #[error("not an RFC 5322 message: {0}")]
+    Malformed(&'static str),
+    /// An attachment's MIME type does not parse.
+    #[error("attachment `{name}`: `{content_type}` is not a MIME type")]
+    ContentType {
+        /// File name.
+        name: String,
+        /// The type given.
+        content_type: String,
+    },
+    /// An attachment without a usable name.
+    #[error("attachment names must be 1 to 255 characters without control characters or slashes")]
+    AttachmentName,
+    /// A header value lettre refuses (e.g. an address it cannot encode).
+    #[error("cannot compose message: {0}")]
+    Compose(String),
+}
+
+fn mailbox(address: &EmailAddress) -> Result<Mailbox, MimeError> {
+    address
+        .to_string()
+        .parse()
+        .map_err(|e: lettre::address::AddressError| MimeError::Compose(e.to_string()))
+}
+
+/// Composes a message from parts (CRLF line ends).
+pub fn compose(
+    from: &EmailAddress,
+    to: &[EmailAddress],
+    message_id: &str,
+    subject: &str,
+    text: &str,
+    attachments: &[NewAttachment],
+) -> Result<Vec<u8>, MimeError> {
+    let mut builder = lettre::Message::builder()
+        .from(mailbox(from)?)
+        .subject(subject)
+        .message_id(Some(message_id.to_owned()))
+        .date_now();
+    for r in to {
+        builder = builder.to(mailbox(r)?);
+    }
+    let body = SinglePart::plain(text.to_owned());
+    let message = if attachments.is_empty() {
+        builder.singlepart(body)
+    } else {
+        let mut mixed = MultiPart::mixed().singlepart(body);
+        for a in attachments {
+            check_attachment_name(&a.name)?;
+            let content_type =
+                ContentType::parse(&a.content_type).map_err(|_| MimeError::ContentType {
+                    name: a.name.clone(),
+                    content_type: a.content_type.clone(),
+                })?;
+            mixed = mixed.singlepart(Attachment::new(a.name.clone()).body(a.data.clone(), content_type));
+        }
+        builder.multipart(mixed)
+    }
+    .map_err(|e| MimeError::Compose(e.to_string()))?;
+    Ok(message.formatted())
+}
+
+fn check_attachment_name(name: &str) -> Result<(), MimeError> {
+    let ok = !name.trim().is_empty()
+        && name.chars().count() <= 255
+        && !name.chars().any(|c| c.is_control() || c == '/' || c == '\\');
+    if ok { Ok(()) } else { Err(MimeError::AttachmentName) }
+}
+
+/// Parses a submitted message: like [`parse_entity`], and it must name a From address.
+pub fn parse(bytes: &[u8]) -> Result<Parsed, MimeError> {
+    let parsed = parse_entity(bytes)?;
+    if parsed.from.is_none() {
+        return Err(MimeError::Malformed("no From address"));
+    }
+    Ok(parsed)
+}
+
+/// Parses a message or MIME entity: identifiers, subject, bodies, decoded attachments, and
+/// whether it is an RFC 3156 encrypted message (then its armoured payload is in
+/// `end_to_end`).
+pub fn parse_entity(bytes: &[u8]) -> Result<Parsed, MimeError> {
+    let head_end = bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .or_else(|| bytes.windows(2).position(|w| w == b"\n\n"))
+        .ok_or(MimeError::Malformed("no blank line ends the header section"))?;
+    if std::str::from_utf8(&bytes[..head_end]).is_err() {
+        return Err(MimeError::Malformed("the header section is not valid UTF-8"));
+    }
+    let message = MessageParser::default()
+        .parse(bytes)
+        .ok_or(MimeError::Malformed("no header fields"))?;
+    let from = message
+        .from()
+        .and_then(|a| a.first())
+        .and_then(|a| a.address())
+        .map(str::to_owned);
+    let end_to_end = encrypted_payload(&message);
+    let attachments = if end_to_end.is_some() {
+        Vec::new()
+    } else {
+        message
+            .attachments()
+            .enumerate()
+            .map(|(i, part)| Part {
+                name: part
+                    .attachment_name()
+                    .map_or_else(|| format!("attachment-{}", i + 1), str::to_owned),
+                content_type: part.content_type().map_or_else(
+                    || "application/octet-stream".to_owned(),
+                    |c| match c.subtype() {
+                        Some(sub) => format!("{}/{}", c.ctype(), sub),
+                        None => c.ctype().to_owned(),
+                    },
+                ),
+                data: part.contents().to_vec(),
+            })
+            .collect()
+    };
+    Ok(Parsed {
+        message_id: message.message_id().map(|id| format!("<{id}>")),
+        from,
+        subject: message.subject().map(str::to_owned),
+        text: message.body_text(0).map(|t| t.into_owned()),
+        html: message.body_html(0).map(|t| t.into_owned()),
+        attachments,
+        end_to_end,
+    })
+}
+
+/// The armoured OpenPGP payload of an RFC 3156 `multipart/encrypted` message.
+fn encrypted_payload(message: &mail_parser::Message<'_>) -> Option<Vec<u8>> {
+    let root = message.root_part();
+    let ct = root.content_type()?;
+    let is_pgp = ct.ctype().eq_ignore_ascii_case("multipart")
+        && ct
+            .subtype()
+            .is_some_and(|s| s.eq_ignore_ascii_case("encrypted"))
+        && ct
+            .attribute("protocol")
+            .is_some_and(|p| p.eq_ignore_ascii_case("application/pgp-encrypted"));
+    if !is_pgp {
+        return None;
+    }
+    let parts = root.sub_parts()?;
+    let payload = message.part(*parts.get(1)?)?;
+    Some(payload.contents().to_vec())
+}
+
+/// The RFC 3156 §4 envelope around an armoured OpenPGP message: what an external office's
+/// mail server receives. The outer header keeps From, To, Date and Message-ID (so receivers
+/// can de-duplicate a re-sent relay); the subject travels only inside, encrypted.
+pub fn pgp_mime(
+    from: &EmailAddress,
+    to: &EmailAddress,
+    message_id: &str,
+    armored: String,
+) -> Result<Vec<u8>, MimeError> {
+    let parse = |ct: &str| ContentType::parse(ct).map_err(|e| MimeError::Compose(e.to_string()));
+    let version = SinglePart::builder()
+        .header(parse("application/pgp-encrypted")?)
+        .header(ContentDisposition::attachment("version.asc"))
+        .body(String::from("Version: 1\r\n"));
+    let payload = SinglePart::builder()
+        .header(parse("application/octet-stream")?)
+        .header(ContentDisposition::inline_with_name("encrypted.asc"))
+        .body(armored);
+    let message = lettre::Message::builder()
+        .from(mailbox(from)?)
+        .to(mailbox(to)?)
+        .subject("...")
+        .message_id(Some(message_id.to_owned()))
+        .date_now()
+        .multipart(
+            MultiPart::encrypted("application/pgp-encrypted".to_owned())
+                .singlepart(version)
+                .singlepart(payload),
+        )
+        .map_err(|e| MimeError::Compose(e.to_string()))?;
+    Ok(message.formatted())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(s: &str) -> EmailAddress {
+        EmailAddress::parse(s).unwrap()
+    }
+
+    #[test]
+    fn composed_messages_parse_back_with_their_attachments() {
+        let pdf = NewAttachment {
+            name: "Bauantrag.pdf".into(),
+            content_type: "application/pdf".into(),
+            data: vec![0, 1, 2, 255, 13, 10],
+        };
+        let bytes = compose(
+            &addr("anna@lemgo.example"),
+            &[addr("bauamt@lemgo.example")],
+            "<m1@lemgo.example>",
+            "Bauantrag Gartenhaus",
+            "Sehr geehrte Damen und Herren,\nanbei mein Antrag.",
+            &[pdf],
+        )
+        .unwrap();
+        assert!(!bytes.windows(2).any(|w| w[1] == b'\n' && w[0] != b'\r'));
+        let parsed = parse(&bytes).unwrap();
+        assert_eq!(parsed.message_id.as_deref(), Some("<m1@lemgo.example>"));
+        assert_eq!(parsed.from.as_deref(), Some("anna@lemgo.example"));
+        assert_eq!(parsed.subject.as_deref(), Some("Bauantrag Gartenhaus"));
+        assert!(parsed.text.unwrap().contains("anbei mein Antrag."));
+        assert_eq!(parsed.attachments.len(), 1);
+        assert_eq!(parsed.attachments[0].name, "Bauantrag.pdf");
+        assert_eq!(parsed.attachments[0].content_type, "application/pdf");
+        assert_eq!(parsed.attachments[0].data, vec![0, 1, 2, 255, 13, 10]);
+        assert!(parsed.end_to_end.is_none());
+    }
+
+    #[test]
+    fn bad_input_is_named() {
+        assert_eq!(
+            parse(b"no header here").unwrap_err(),
+            MimeError::Malformed("no blank line ends the header section")
+        );
+        assert_eq!(
+            parse(b"Subject: hi\r\n\r\nbody").unwrap_err(),
+            MimeError::Malformed("no From address")
+        );
+        assert_eq!(
+            parse(b"From: a@b.example\r\nSubject: \xff\r\n\r\nx").unwrap_err(),
+            MimeError::Malformed("the header section is not valid UTF-8")
+        );
+        let bad = NewAttachment {
+            name: "../etc/passwd".into(),
+            content_type: "text/plain".into(),
+            data: vec![],
+        };
+        let from = addr("a@lemgo.example");
+        assert_eq!(
+            compose(&from, &[from.clone()], "<x@y>", "s", "t", &[bad]).unwrap_err(),
+            MimeError::AttachmentName
+        );
+    }
+
+    #[test]
+    fn pgp_mime_envelope_is_recognised_as_end_to_end() {
+        let armored = "-----BEGIN PGP MESSAGE-----\r\n\r\nwcBMA+x\r\n-----END PGP MESSAGE-----\r\n";
+        let bytes = pgp_mime(
+            &addr("anna@lemgo.example"),
+            &addr("amt@kreis.example"),
+            "<m2@lemgo.example>",
+            armored.to_owned(),
+        )
+        .unwrap();
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        assert!(text.contains("multipart/encrypted"), "{text}");
+        assert!(text.contains("protocol=\"application/pgp-encrypted\""), "{text}");
+        let parsed = parse(&bytes).unwrap();
+        let payload = String::from_utf8(parsed.end_to_end.unwrap()).unwrap();
+        assert!(payload.starts_with("-----BEGIN PGP MESSAGE-----"), "{payload}");
+        assert_eq!(parsed.message_id.as_deref(), Some("<m2@lemgo.example>"));
+    }
+}

@@ -1,0 +1,537 @@
+//! Reading: who may open which copy, unlocking the mailbox key from the reader's own
+//! secret, decrypting and checking the provider signature, and ContentHandover.
+//!
+//! Architecture invariant: every entry point first authorises the copy's mailbox for the
+//! caller and answers [`OpenError::NotFound`] for anything the caller may not see, so a
+//! stranger cannot tell a missing message from somebody else's.
+
+use std::sync::Arc;
+
+use sequoia_openpgp::Cert;
+use sqlx::AnyConnection;
+
+use super::Pipeline;
+use crate::accounts::{AuthLevel, Mailbox, MailboxKind, MembershipState, User};
+use crate::address::EmailAddress;
+use crate::clock::now_ms;
+use crate::crypto::keywrap::Key32;
+use crate::crypto::message::{self as pgp, Attestation};
+use crate::crypto::{CryptoError, mailbox as mailbox_crypto, pool};
+use crate::evidence::query;
+use crate::evidence::{self, Details, Event, EvidenceId, ReasonCode, Timestamp, WriterError};
+use crate::message::mime;
+use crate::message::{Options, Parsed, Part};
+use crate::store::accounts as account_repo;
+use crate::store::evidence::StoredEvidence;
+use crate::store::messages::{self as repo, StoredCopy};
+use crate::store::vault::{self as keystore, Holder};
+use crate::store::{StoreError, Tx};
+use crate::vault;
+
+/// Who is reading, with the secret that opens their mailboxes.
+#[derive(Clone)]
+pub enum Access {
+    /// A logged-in user and their unlocked user key.
+    User {
+        /// The user.
+        user: User,
+        /// Session level.
+        level: AuthLevel,
+        /// The user's secret key, unlocked for this request only.
+        key: Arc<Cert>,
+    },
+    /// Office software with a token bound to one mailbox.
+    Token {
+        /// The mailbox.
+        mailbox_id: i64,
+        /// The mailbox data key, for read tokens; `None` for send-only tokens.
+        data_key: Option<Arc<Key32>>,
+        /// Token level.
+        level: AuthLevel,
+    },
+}
+
+impl std::fmt::Debug for Access {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::User { user, level, .. } => write!(f, "Access::User({}, {level})", user.email),
+            Self::Token {
+                mailbox_id, level, ..
+            } => write!(f, "Access::Token(mailbox {mailbox_id}, {level})"),
+        }
+    }
+}
+
+impl Access {
+    /// The authentication level of the reader.
+    pub fn level(&self) -> AuthLevel {
+        match self {
+            Self::User { level, .. } | Self::Token { level, .. } => *level,
+        }
+    }
+}
+
+/// Why a message or mailbox cannot be shown.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// No such message or mailbox, or not the caller's.
+    #[error("not found")]
+    NotFound,
+    /// A send-only token tried to read.
+    #[error("this token can only send; create a read token from a logged-in session to read")]
+    SendOnly,
+    /// A `personal` message opened below level `high`.
+    #[error("this message is personal: open it from a session with a second factor (level high)")]
+    PersonalNeedsHigh,
+    /// The caller's membership is pending: the mailbox key was not shared with them yet.
+    #[error(
+        "your access to {0} is pending: it is completed when another member logs in, or by an \
+         operator with the mailbox recovery code"
+    )]
+    Pending(EmailAddress),
+    /// Internal failure.
+    #[error("cannot open: {0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for OpenError {
+    fn from(e: StoreError) -> Self {
+        Self::Internal(e.to_string())
+    }
+}
+
+impl From<sqlx::Error> for OpenError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Internal(e.to_string())
+    }
+}
+
+impl From<CryptoError> for OpenError {
+    fn from(e: CryptoError) -> Self {
+        Self::Internal(e.to_string())
+    }
+}
+
+impl From<query::QueryError> for OpenError {
+    fn from(e: query::QueryError) -> Self {
+        Self::Internal(e.to_string())
+    }
+}
+
+/// One line of a folder listing.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// Copy id.
+    pub id: String,
+    /// Gateway message id.
+    pub gateway_id: String,
+    /// RFC 5322 Message-ID.
+    pub message_id: Option<String>,
+    /// `inbox` or `sent`.
+    pub folder: String,
+    /// The mailbox holding the copy.
+    pub mailbox: String,
+    /// Sender address.
+    pub from: String,
+    /// The recipient of this copy (the sender for `sent`).
+    pub recipient: String,
+    /// Subject, decrypted for the reader.
+    pub subject: Option<String>,
+    /// Arrival (unix ms).
+    pub received_at: i64,
+    /// Size in bytes.
+    pub size: i64,
+    /// Options.
+    pub options: Options,
+    /// Sender's authentication level.
+    pub sender_auth_level: String,
+    /// When handover was recorded, if it was.
+    pub handed_over_at: Option<i64>,
+}
+
+/// A message opened for its reader.
+#[derive(Debug, Clone)]
+pub struct OpenedMessage {
+    /// The listing fields.
+    pub summary: Summary,
+    /// Plain-text body.
+    pub text: Option<String>,
+    /// HTML body, unsanitised.
+    pub html: Option<String>,
+    /// Attachments.
+    pub attachments: Vec<Part>,
+    /// The provider's attestation, if its signature verified.
+    pub attestation: Option<Attestation>,
+    /// The content was end-to-end encrypted by the sender (and decrypted for the reader).
+    pub end_to_end: bool,
+    /// This opening recorded ContentHandover.
+    pub handover_recorded: bool,
+}
+
+fn summary(stored: &StoredCopy, mailbox: &Mailbox, subject: Option<String>) -> Summary {
+    let m = &stored.message;
+    Summary {
+        id: stored.copy.id.clone(),
+        gateway_id: m.gateway_id.clone(),
+        message_id: m.message_id.clone(),
+        folder: stored.copy.folder.to_owned(),
+        mailbox: mailbox.address.to_string(),
+        from: m.sender.clone(),
+        recipient: stored.copy.recipient.clone(),
+        subject,
+        received_at: stored.copy.created_at,
+        size: m.size,
+        options: Options {
+            authoritative: m.authoritative,
+            personal: m.personal,
+            retrieval_confirmation: m.retrieval_confirmation,
+        },
+        sender_auth_level: m.auth_level.clone(),
+        handed_over_at: stored.opened_at,
+    }
+}
+
+/// Decrypts, verifies and parses one body with an unlocked mailbox key. CPU-bound.
+fn decrypt(
+    secret: &Cert,
+    provider: &[Cert],
+    domain: &str,
+    body: &[u8],
+) -> Result<(Parsed, Option<Attestation>), OpenError> {
+    let opened = pgp::open(secret, provider, domain, body)?;
+    let mut parsed = mime::parse_entity(&opened.content)
+        .map_err(|e| OpenError::Internal(format!("stored message does not parse: {e}")))?;
+    // Content the sender encrypted to this mailbox's published key: open the inner layer.
+    if let Some(payload) = parsed.end_to_end.take()
+        && let Ok(inner) = mailbox_crypto::decrypt(secret, &payload)
+        && let Ok(entity) = mime::parse_entity(&inner)
+    {
+        parsed = Parsed {
+            message_id: parsed.message_id,
+            from: parsed.from,
+            subject: entity.subject.or(parsed.subject),
+            end_to_end: Some(Vec::new()),
+            ..entity
+        };
+    }
+    Ok((parsed, opened.attestation))
+}
+
+impl Pipeline {
+    /// The mailboxes `access` can open, with their kind.
+    pub async fn mailboxes(&self, access: &Access) -> Result<Vec<Mailbox>, OpenError> {
+        let mut conn = self.store.pool().acquire().await?;
+        match access {
+            Access::User { user, .. } => {
+                Ok(account_repo::mailboxes_of_user(&mut conn, user.id).await?)
+            }
+            Access::Token { mailbox_id, .. } => Ok(account_repo::mailbox_by_id(
+                &mut conn,
+                *mailbox_id,
+            )
+            .await?
+            .into_iter()
+            .collect()),
+        }
+    }
+
+    /// The mailbox with `id`, if `access` may see it; otherwise [`OpenError::NotFound`].
+    async fn authorize(
+        &self,
+        conn: &mut AnyConnection,
+        access: &Access,
+        mailbox_id: i64,
+    ) -> Result<Mailbox, OpenError> {
+        let mailbox = account_repo::mailbox_by_id(conn, mailbox_id)
+            .await?
+            .ok_or(OpenError::NotFound)?;
+        let allowed = match access {
+            Access::User { user, .. } => {
+                mailbox.owner_user_id == Some(user.id)
+                    || account_repo::membership_state(conn, mailbox.id, user.id).await?
+                        == Some(MembershipState::Active)
+            }
+            Access::Token { mailbox_id, .. } => *mailbox_id == mailbox.id,
+        };
+        if !allowed {
+            tracing::info!(?access, mailbox = mailbox.id, "access denied");
+            return Err(OpenError::NotFound);
+        }
+        Ok(mailbox)
+    }
+
+    /// A copy `access` may see, without decrypting it.
+    pub async fn copy_for(
+        &self,
+        access: &Access,
+        copy_id: &str,
+    ) -> Result<(StoredCopy, Mailbox), OpenError> {
+        let mut conn = self.store.pool().acquire().await?;
+        let stored = repo::copy(&mut conn, copy_id)
+            .await?
+            .ok_or(OpenError::NotFound)?;
+        let mailbox = self
+            .authorize(&mut conn, access, stored.copy.mailbox_id)
+            .await?;
+        Ok((stored, mailbox))
+    }
+
+    /// The mailbox secret key, unlocked with the reader's own secret.
+    async fn mailbox_secret(&self, access: &Access, mailbox: &Mailbox) -> Result<Cert, OpenError> {
+        let mut conn = self.store.pool().acquire().await?;
+        let row = keystore::mailbox_key(&mut conn, mailbox.id)
+            .await?
+            .ok_or(OpenError::NotFound)?;
+        let address = mailbox.address.to_string();
+        match access {
+            Access::User { user, key, .. } => {
+                let wrap = keystore::wrap(&mut conn, mailbox.id, Holder::User(user.id))
+                    .await?
+                    .ok_or_else(|| OpenError::Pending(mailbox.address.clone()))?;
+                let key = key.clone();
+                pool::run(move || {
+                    let data_key = vault::unwrap_for_user(&wrap, &key)?;
+                    Ok(vault::open_mailbox_key(&row, &data_key, &address)?)
+                })
+                .await
+            }
+            Access::Token { data_key, .. } => {
+                let data_key = data_key.clone().ok_or(OpenError::SendOnly)?;
+                pool::run(move || Ok(vault::open_mailbox_key(&row, &data_key, &address)?)).await
+            }
+        }
+    }
+
+    /// The newest messages of one folder of a mailbox, subjects decrypted.
+    pub async fn list(
+        &self,
+        access: &Access,
+        address: &EmailAddress,
+        folder: &str,
+        limit: i64,
+    ) -> Result<Vec<Summary>, OpenError> {
+        let mut conn = self.store.pool().acquire().await?;
+        let (found, _) = account_repo::find_mailbox(&mut conn, address)
+            .await?
+            .ok_or(OpenError::NotFound)?;
+        let mailbox = self.authorize(&mut conn, access, found.id).await?;
+        let copies = repo::list_copies(&mut conn, mailbox.id, folder, limit).await?;
+        drop(conn);
+        if copies.is_empty() {
+            return Ok(Vec::new());
+        }
+        let secret = self.mailbox_secret(access, &mailbox).await?;
+        let provider = vec![self.keys.provider.cert().clone()];
+        let domain = self.domain.clone();
+        let subjects = pool::run(move || {
+            copies
+                .into_iter()
+                .map(|c| {
+                    let subject = decrypt(&secret, &provider, &domain, &c.copy.body)
+                        .ok()
+                        .and_then(|(p, _)| p.subject);
+                    (c, subject)
+                })
+                .collect::<Vec<_>>()
+        })
+        .await;
+        Ok(subjects
+            .into_iter()
+            .map(|(c, subject)| summary(&c, &mailbox, subject))
+            .collect())
+    }
+
+    /// Opens one copy for its reader; records ContentHandover where spec §2 says so.
+    pub async fn open(&self, access: &Access, copy_id: &str) -> Result<OpenedMessage, OpenError> {
+        let (stored, mailbox) = self.copy_for(access, copy_id).await?;
+        let inbox = stored.copy.folder == "inbox";
+        if inbox && stored.message.personal && access.level() != AuthLevel::High {
+            return Err(OpenError::PersonalNeedsHigh);
+        }
+        let secret = self.mailbox_secret(access, &mailbox).await?;
+        let provider = vec![self.keys.provider.cert().clone()];
+        let domain = self.domain.clone();
+        let body = stored.copy.body.clone();
+        let (parsed, attestation) =
+            pool::run(move || decrypt(&secret, &provider, &domain, &body)).await?;
+        let hands_over = inbox
+            && stored.opened_at.is_none()
+            && match mailbox.kind {
+                MailboxKind::Office => true,
+                MailboxKind::Citizen => {
+                    stored.message.retrieval_confirmation && access.level() == AuthLevel::High
+                }
+                MailboxKind::External => false,
+            };
+        let mut handover_recorded = false;
+        let mut handed_over_at = stored.opened_at;
+        if hands_over {
+            let now = now_ms();
+            handover_recorded = self.hand_over(&stored, access.level(), now).await?;
+            if handover_recorded {
+                handed_over_at = Some(now);
+            }
+        }
+        let mut summary = summary(&stored, &mailbox, parsed.subject.clone());
+        summary.handed_over_at = handed_over_at;
+        Ok(OpenedMessage {
+            summary,
+            end_to_end: parsed.end_to_end.is_some() || stored.message.end_to_end,
+            text: parsed.text,
+            html: parsed.html,
+            attachments: parsed.attachments,
+            attestation,
+            handover_recorded,
+        })
+    }
+
+    /// Records ContentHandover for a copy unless someone else's opening did first.
+    async fn hand_over(
+        &self,
+        stored: &StoredCopy,
+        level: AuthLevel,
+        now: i64,
+    ) -> Result<bool, OpenError> {
+        let recipient = EmailAddress::parse(&stored.copy.recipient)
+            .map_err(|e| OpenError::Internal(e.to_string()))?;
+        let mut conn = self.store.pool().acquire().await?;
+        let chain = query::chain(&mut conn, &stored.message.gateway_id, Some(&recipient)).await?;
+        drop(conn);
+        let acceptance = chain
+            .into_iter()
+            .find(|e| e.record.event == Event::SubmissionAcceptance)
+            .ok_or_else(|| OpenError::Internal("no SubmissionAcceptance for this copy".into()))?;
+        let record = evidence::EvidenceRecord {
+            evidence_id: EvidenceId::random(),
+            event: Event::ContentHandover,
+            reason: ReasonCode::Accepted,
+            time: Timestamp(now),
+            details: Details {
+                recipient_auth_level: Some(level),
+                ..Details::default()
+            },
+            ..acceptance.record
+        };
+        let sealed = evidence::seal_off_thread(self.keys.evidence.clone(), vec![record])
+            .await
+            .map_err(|e| OpenError::Internal(e.to_string()))?;
+        let copy_id = stored.copy.id.clone();
+        let work: evidence::Work = Box::new(move |conn: &mut AnyConnection| {
+            Box::pin(async move {
+                if repo::mark_opened(conn, &copy_id, now).await? {
+                    Ok(())
+                } else {
+                    Err(StoreError::Conflict("handed over already"))
+                }
+            })
+        });
+        match self.writer.commit(sealed, Some(work)).await {
+            Ok(_) => Ok(true),
+            // Another member's opening won the race; theirs is the handover.
+            Err(WriterError::Work(_)) => Ok(false),
+            Err(e) => Err(OpenError::Internal(e.to_string())),
+        }
+    }
+
+    /// The evidence timeline of a copy: the reader's own chain for a received copy (no
+    /// other recipient shows, spec §3.4), every recipient's for the sender's copy.
+    pub async fn timeline(
+        &self,
+        access: &Access,
+        copy_id: &str,
+    ) -> Result<(StoredCopy, Vec<StoredEvidence>), OpenError> {
+        let (stored, _) = self.copy_for(access, copy_id).await?;
+        let mut conn = self.store.pool().acquire().await?;
+        let all = query::timeline(&mut conn, &stored.message.gateway_id).await?;
+        let mine = if stored.copy.folder == "inbox" {
+            let me = stored.copy.recipient.to_ascii_lowercase();
+            all.into_iter()
+                .filter(|e| e.record.recipient.key() == me)
+                .collect()
+        } else {
+            all
+        };
+        Ok((stored, mine))
+    }
+
+    /// The proof bundle of a copy: its own recipient's chain, or for the sender's copy the
+    /// chain of `recipient` (required when there are several).
+    pub async fn bundle(
+        &self,
+        access: &Access,
+        copy_id: &str,
+        recipient: Option<&EmailAddress>,
+    ) -> Result<Vec<u8>, BundleError> {
+        let (stored, _) = self.copy_for(access, copy_id).await?;
+        let own;
+        let recipient = if stored.copy.folder == "inbox" {
+            own = EmailAddress::parse(&stored.copy.recipient)
+                .map_err(|e| OpenError::Internal(e.to_string()))?;
+            Some(&own)
+        } else {
+            recipient
+        };
+        let mut conn = self.store.pool().acquire().await.map_err(OpenError::from)?;
+        Ok(evidence::bundle::export(
+            &mut conn,
+            &self.log,
+            &self.keys,
+            &stored.message.gateway_id,
+            recipient,
+            None,
+        )
+        .await?)
+    }
+}
+
+/// Why a bundle could not be made for a reader.
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    /// Access.
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    /// Export.
+    #[error(transparent)]
+    Export(#[from] evidence::bundle::ExportError),
+}
+
+/// Completes pending grants: `member` (active, with their key unlocked) wraps each mailbox
+/// data key they hold for every pending member of that mailbox. Returns how many.
+pub async fn complete_pending_grants(
+    tx: &mut Tx,
+    member: &User,
+    member_key: Arc<Cert>,
+) -> Result<usize, OpenError> {
+    let pending = account_repo::pending_grants_for(tx, member.id).await?;
+    let mut done = 0;
+    for (mailbox_id, user_id) in pending {
+        let (Some(wrap), Some(user_key), Some(mailbox)) = (
+            keystore::wrap(tx, mailbox_id, Holder::User(member.id)).await?,
+            keystore::user_key(tx, user_id).await?,
+            account_repo::mailbox_by_id(tx, mailbox_id).await?,
+        ) else {
+            continue;
+        };
+        let key = member_key.clone();
+        let grant = pool::run(move || {
+            let data_key = vault::unwrap_for_user(&wrap, &key)?;
+            vault::wrap_for_user(&data_key, &user_key.cert)
+        })
+        .await?;
+        let now = now_ms();
+        keystore::put_wrap(tx, mailbox_id, Holder::User(user_id), &grant, now).await?;
+        account_repo::set_membership_state(tx, mailbox_id, user_id, MembershipState::Active)
+            .await?;
+        crate::store::audit::record(
+            tx,
+            &crate::accounts::Actor::User(member.email.clone()),
+            "mailbox.grant",
+            &mailbox.address.to_string(),
+            serde_json::json!({ "user_id": user_id }),
+            now,
+        )
+        .await?;
+        done += 1;
+    }
+    Ok(done)
+}

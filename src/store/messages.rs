@@ -1,0 +1,305 @@
+//! Repository for messages, their encrypted per-mailbox copies and outbound relay jobs.
+
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
+
+use super::StoreError;
+
+/// A message row: cleartext metadata only (the content lives in the copies' bodies).
+#[derive(Debug, Clone)]
+pub struct MessageRow {
+    /// Gateway message id.
+    pub gateway_id: String,
+    /// RFC 5322 Message-ID.
+    pub message_id: Option<String>,
+    /// Sender address.
+    pub sender: String,
+    /// Its lower-cased key (quota lookups).
+    pub sender_key: String,
+    /// `web`, `api` or `smtp`.
+    pub channel: &'static str,
+    /// Authentication level at submission.
+    pub auth_level: String,
+    /// Options.
+    pub authoritative: bool,
+    /// Options.
+    pub personal: bool,
+    /// Options.
+    pub retrieval_confirmation: bool,
+    /// Content was already end-to-end encrypted.
+    pub end_to_end: bool,
+    /// Size of the submitted bytes.
+    pub size: i64,
+    /// SHA-256 of the submitted bytes, hex.
+    pub sha256: String,
+    /// Number of recipients.
+    pub recipients: i64,
+    /// Submission time.
+    pub created_at: i64,
+}
+
+/// One mailbox's encrypted copy of a message.
+#[derive(Debug, Clone)]
+pub struct CopyRow {
+    /// Opaque random id (what the API shows).
+    pub id: String,
+    /// The message.
+    pub gateway_id: String,
+    /// The mailbox holding it.
+    pub mailbox_id: i64,
+    /// `inbox` or `sent`.
+    pub folder: &'static str,
+    /// The recipient this copy is for (the sender's own address for `sent`).
+    pub recipient: String,
+    /// OpenPGP message to the mailbox certificate.
+    pub body: Vec<u8>,
+    /// Time of arrival.
+    pub created_at: i64,
+}
+
+/// A relay job for an external office.
+#[derive(Debug, Clone)]
+pub struct JobRow {
+    /// The message.
+    pub gateway_id: String,
+    /// The external office mailbox.
+    pub mailbox_id: i64,
+    /// Its address.
+    pub recipient: String,
+    /// The complete PGP/MIME message.
+    pub payload: Vec<u8>,
+    /// When it may first run.
+    pub due_at: i64,
+}
+
+/// A stored copy joined with its message's metadata.
+#[derive(Debug, Clone)]
+pub struct StoredCopy {
+    /// The copy.
+    pub copy: CopyRow,
+    /// The message.
+    pub message: MessageRow,
+    /// First opening that counted as handover, if any.
+    pub opened_at: Option<i64>,
+}
+
+/// Inserts a message row.
+pub async fn insert_message(conn: &mut AnyConnection, m: &MessageRow) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO messages (gateway_id, message_id, sender, sender_key, channel, auth_level, \
+         authoritative, personal, retrieval_confirmation, end_to_end, size, sha256, recipients, \
+         created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+    )
+    .bind(m.gateway_id.clone())
+    .bind(m.message_id.clone())
+    .bind(m.sender.clone())
+    .bind(m.sender_key.clone())
+    .bind(m.channel)
+    .bind(m.auth_level.clone())
+    .bind(i64::from(m.authoritative))
+    .bind(i64::from(m.personal))
+    .bind(i64::from(m.retrieval_confirmation))
+    .bind(i64::from(m.end_to_end))
+    .bind(m.size)
+    .bind(m.sha256.clone())
+    .bind(m.recipients)
+    .bind(m.created_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Inserts an encrypted copy.
+pub async fn insert_copy(conn: &mut AnyConnection, c: &CopyRow) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO message_copies (id, gateway_id, mailbox_id, folder, recipient, body, \
+         created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(c.id.clone())
+    .bind(c.gateway_id.clone())
+    .bind(c.mailbox_id)
+    .bind(c.folder)
+    .bind(c.recipient.clone())
+    .bind(c.body.as_slice())
+    .bind(c.created_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Queues a relay job.
+pub async fn insert_job(
+    conn: &mut AnyConnection,
+    j: &JobRow,
+    now: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO outbound_jobs (gateway_id, mailbox_id, recipient, payload, state, due_at, \
+         created_at) VALUES ($1, $2, $3, $4, 'queued', $5, $6)",
+    )
+    .bind(j.gateway_id.clone())
+    .bind(j.mailbox_id)
+    .bind(j.recipient.clone())
+    .bind(j.payload.as_slice())
+    .bind(j.due_at)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// (messages, recipients) a sender submitted at or after `since`.
+pub async fn sent_since(
+    conn: &mut AnyConnection,
+    sender_key: &str,
+    since: i64,
+) -> Result<(i64, i64), StoreError> {
+    let row = sqlx::query(
+        "SELECT COUNT(*), COALESCE(SUM(recipients), 0) FROM messages \
+         WHERE sender_key = $1 AND created_at >= $2",
+    )
+    .bind(sender_key)
+    .bind(since)
+    .fetch_one(conn)
+    .await?;
+    Ok((row.try_get(0)?, row.try_get(1)?))
+}
+
+const COPY_COLUMNS: &str = "c.id, c.gateway_id, c.mailbox_id, c.folder, c.recipient, c.body, \
+     c.created_at, c.opened_at, m.message_id, m.sender, m.sender_key, m.channel, m.auth_level, \
+     m.authoritative, m.personal, m.retrieval_confirmation, m.end_to_end, m.size, m.sha256, \
+     m.recipients, m.created_at AS submitted_at";
+
+fn flag(row: &AnyRow, col: &str) -> Result<bool, StoreError> {
+    Ok(row.try_get::<i64, _>(col)? == 1)
+}
+
+fn static_str(value: &str, choices: &[&'static str]) -> &'static str {
+    choices.iter().find(|c| **c == value).copied().unwrap_or("")
+}
+
+fn copy_from_row(row: &AnyRow) -> Result<StoredCopy, StoreError> {
+    let folder: String = row.try_get("folder")?;
+    let channel: String = row.try_get("channel")?;
+    Ok(StoredCopy {
+        copy: CopyRow {
+            id: row.try_get("id")?,
+            gateway_id: row.try_get("gateway_id")?,
+            mailbox_id: row.try_get("mailbox_id")?,
+            folder: static_str(&folder, &["inbox", "sent"]),
+            recipient: row.try_get("recipient")?,
+            body: row.try_get("body")?,
+            created_at: row.try_get("created_at")?,
+        },
+        message: MessageRow {
+            gateway_id: row.try_get("gateway_id")?,
+            message_id: row.try_get("message_id")?,
+            sender: row.try_get("sender")?,
+            sender_key: row.try_get("sender_key")?,
+            channel: static_str(&channel, &["web", "api", "smtp"]),
+            auth_level: row.try_get("auth_level")?,
+            authoritative: flag(row, "authoritative")?,
+            personal: flag(row, "personal")?,
+            retrieval_confirmation: flag(row, "retrieval_confirmation")?,
+            end_to_end: flag(row, "end_to_end")?,
+            size: row.try_get("size")?,
+            sha256: row.try_get("sha256")?,
+            recipients: row.try_get("recipients")?,
+            created_at: row.try_get("submitted_at")?,
+        },
+        opened_at: row.try_get("opened_at")?,
+    })
+}
+
+/// One copy by id.
+pub async fn copy(conn: &mut AnyConnection, id: &str) -> Result<Option<StoredCopy>, StoreError> {
+    let sql = format!(
+        "SELECT {COPY_COLUMNS} FROM message_copies c JOIN messages m \
+         ON m.gateway_id = c.gateway_id WHERE c.id = $1"
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .fetch_optional(conn)
+        .await?;
+    row.as_ref().map(copy_from_row).transpose()
+}
+
+/// The newest copies in one folder of a mailbox, newest first.
+pub async fn list_copies(
+    conn: &mut AnyConnection,
+    mailbox_id: i64,
+    folder: &str,
+    limit: i64,
+) -> Result<Vec<StoredCopy>, StoreError> {
+    let sql = format!(
+        "SELECT {COPY_COLUMNS} FROM message_copies c JOIN messages m \
+         ON m.gateway_id = c.gateway_id WHERE c.mailbox_id = $1 AND c.folder = $2 \
+         ORDER BY c.created_at DESC, c.id LIMIT $3"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(mailbox_id)
+        .bind(folder)
+        .bind(limit)
+        .fetch_all(conn)
+        .await?;
+    rows.iter().map(copy_from_row).collect()
+}
+
+/// Records the first opening of a copy; false if it was opened before (handover happened).
+pub async fn mark_opened(
+    conn: &mut AnyConnection,
+    id: &str,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE message_copies SET opened_at = $1 WHERE id = $2 AND opened_at IS NULL",
+    )
+    .bind(now)
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// A queued relay job, as `bote queue list` and the SMTP worker see it.
+#[derive(Debug, Clone)]
+pub struct QueuedJob {
+    /// Row id.
+    pub id: i64,
+    /// The message.
+    pub gateway_id: String,
+    /// The external office.
+    pub recipient: String,
+    /// `queued`, `running`, `done` or `failed`.
+    pub state: String,
+    /// Attempts so far.
+    pub attempts: i64,
+    /// The PGP/MIME message.
+    pub payload: Vec<u8>,
+}
+
+/// Relay jobs of one message.
+pub async fn jobs_of(
+    conn: &mut AnyConnection,
+    gateway_id: &str,
+) -> Result<Vec<QueuedJob>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT id, gateway_id, recipient, state, attempts, payload FROM outbound_jobs \
+         WHERE gateway_id = $1 ORDER BY id",
+    )
+    .bind(gateway_id)
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(QueuedJob {
+                id: r.try_get(0)?,
+                gateway_id: r.try_get(1)?,
+                recipient: r.try_get(2)?,
+                state: r.try_get(3)?,
+                attempts: r.try_get(4)?,
+                payload: r.try_get(5)?,
+            })
+        })
+        .collect()
+}
