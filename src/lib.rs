@@ -43,8 +43,8 @@ macro_rules! named_enum {
 }
 
 pub mod accounts;
-pub mod auth;
 pub mod address;
+pub mod auth;
 pub mod cli;
 pub mod clock;
 pub mod config;

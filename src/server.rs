@@ -88,13 +88,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Se
         log.check_published(&mut conn).await?;
     }
     let writer = Writer::spawn(store.clone(), log.clone());
-    let state = AppState {
-        store: store.clone(),
-        config: Arc::new(config),
-        keys,
-        log,
-        writer,
-    };
+    let state = AppState::new(store.clone(), Arc::new(config), keys, log, writer);
     let tracker = TaskTracker::new();
     let bound = start(&state, &tracker, shutdown.clone()).await?;
     tracing::info!(https = ?bound.https, metrics = ?bound.metrics, "bote is serving");

@@ -170,6 +170,11 @@ impl Accounts {
         Self { store, domains }
     }
 
+    /// The store these operations write to.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     fn require_local(
         &self,
         address: &EmailAddress,
@@ -292,6 +297,7 @@ impl Accounts {
             .await?
             .ok_or_else(|| AccountError::UnknownUser(email.clone()))?;
         repo::set_user_disabled(&mut tx, user.id, true, now).await?;
+        crate::store::sessions::delete_for_user(&mut tx, user.id).await?;
         audit::record(
             &mut tx,
             actor,
@@ -348,6 +354,8 @@ impl Accounts {
         let now = now_ms();
         let mut tx = self.store.begin().await?;
         repo::set_password_hash(&mut tx, user.id, &phc, now).await?;
+        // A new password ends every session opened with the old one.
+        crate::store::sessions::delete_for_user(&mut tx, user.id).await?;
         keystore::put_user_key(&mut tx, user.id, &row, now).await?;
         audit::record(
             &mut tx,
@@ -371,6 +379,8 @@ impl Accounts {
         let now = now_ms();
         let mut tx = self.store.begin().await?;
         repo::set_password_hash(&mut tx, user.id, &material.password_hash, now).await?;
+        // A new password ends every session opened with the old one.
+        crate::store::sessions::delete_for_user(&mut tx, user.id).await?;
         keystore::put_user_key(&mut tx, user.id, &material.user_key.row, now).await?;
         // The old key is gone: its wraps can never open again, and memberships wait for a
         // new grant from a member or the mailbox recovery code.

@@ -251,8 +251,15 @@ impl Auth {
             .map_err(|e| AuthError::Internal(e.to_string()))?;
         let actor = Actor::User(user.email.clone());
         let details = serde_json::json!({ "grants_completed": grants_completed });
-        audit::record(&mut tx, &actor, "session.login", &user.email.to_string(), details, now)
-            .await?;
+        audit::record(
+            &mut tx,
+            &actor,
+            "session.login",
+            &user.email.to_string(),
+            details,
+            now,
+        )
+        .await?;
         tx.commit().await?;
         Ok(LoggedIn {
             token,
@@ -294,8 +301,15 @@ impl Auth {
         }
         repo::set_high(&mut tx, &session.token_hash).await?;
         let actor = Actor::User(user.email.clone());
-        audit::record(&mut tx, &actor, "session.second-factor", &user.email.to_string(), serde_json::json!({}), now)
-            .await?;
+        audit::record(
+            &mut tx,
+            &actor,
+            "session.second-factor",
+            &user.email.to_string(),
+            serde_json::json!({}),
+            now,
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -304,11 +318,12 @@ impl Auth {
     /// Replacing a confirmed factor needs a `high` session.
     pub async fn enrol_totp(&self, caller: &Caller) -> Result<String, AuthError> {
         let (Access::User { user, level, .. }, Some(_)) = (&caller.access, caller.session) else {
-            return Err(AuthError::Forbidden("second factors belong to logged-in users".into()));
+            return Err(AuthError::Forbidden(
+                "second factors belong to logged-in users".into(),
+            ));
         };
         let mut conn = self.store.pool().acquire().await?;
-        if repo::totp(&mut conn, user.id).await?.is_some_and(|t| t.1) && *level != AuthLevel::High
-        {
+        if repo::totp(&mut conn, user.id).await?.is_some_and(|t| t.1) && *level != AuthLevel::High {
             return Err(AuthError::NeedsHigh(
                 "replacing a second factor needs a session at level high",
             ));
@@ -332,8 +347,15 @@ impl Auth {
         } else {
             Actor::User(user.email.clone())
         };
-        audit::record(&mut tx, &actor, "user.totp", &user.email.to_string(), serde_json::json!({}), now)
-            .await?;
+        audit::record(
+            &mut tx,
+            &actor,
+            "user.totp",
+            &user.email.to_string(),
+            serde_json::json!({}),
+            now,
+        )
+        .await?;
         tx.commit().await?;
         Ok(url)
     }
@@ -402,9 +424,13 @@ impl Auth {
             return Err(AuthError::Unauthenticated);
         }
         let data_key = if credential.scope == "read" {
-            let wrap = keystore::wrap(&mut conn, credential.mailbox_id, Holder::Token(credential.id))
-                .await?
-                .ok_or(AuthError::Unauthenticated)?;
+            let wrap = keystore::wrap(
+                &mut conn,
+                credential.mailbox_id,
+                Holder::Token(credential.id),
+            )
+            .await?
+            .ok_or(AuthError::Unauthenticated)?;
             let key = Key32::from_secret(token.as_bytes(), PURPOSE_READ_TOKEN);
             let bytes = keywrap::open(&key, &wrap, &token_context(credential.id))
                 .map_err(|_| AuthError::Unauthenticated)?;
@@ -470,7 +496,15 @@ impl Auth {
         let sealed = keywrap::seal(&sealing, data_key.as_bytes(), &token_context(id))?;
         keystore::put_wrap(&mut tx, mb.id, Holder::Token(id), &sealed, now).await?;
         let details = serde_json::json!({ "credential": id, "scope": "read" });
-        audit::record(&mut tx, &actor, "token.create", &mailbox.to_string(), details, now).await?;
+        audit::record(
+            &mut tx,
+            &actor,
+            "token.create",
+            &mailbox.to_string(),
+            details,
+            now,
+        )
+        .await?;
         tx.commit().await?;
         Ok(token)
     }

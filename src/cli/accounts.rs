@@ -41,6 +41,12 @@ pub enum UserCommand {
         #[arg(value_parser = parse_address)]
         email: EmailAddress,
     },
+    /// Enrol a TOTP second factor for a user (in person); prints `otpauth: …` once.
+    Totp {
+        /// Login address.
+        #[arg(value_parser = parse_address)]
+        email: EmailAddress,
+    },
     /// Set a user's password (read from standard input).
     SetPassword {
         /// Login address.
@@ -232,6 +238,19 @@ pub async fn user(config: &Path, command: UserCommand) -> Result<(), CliError> {
             let accounts = open(config).await?;
             accounts.disable_user(&actor, &email).await?;
             println!("disabled: {email}");
+        }
+        UserCommand::Totp { email } => {
+            let accounts = open(config).await?;
+            let user = accounts.user(&email).await?;
+            let loaded = load_config(config)?;
+            let issuer = loaded
+                .gateway
+                .domains
+                .first()
+                .map_or_else(|| "bote".to_owned(), |d| d.as_str().to_owned());
+            let auth = crate::auth::Auth::new(accounts.store().clone(), issuer);
+            let url = auth.set_totp(&user, true).await?;
+            println!("otpauth: {url}");
         }
         UserCommand::SetPassword {
             email,

@@ -150,6 +150,9 @@ pub enum CliError {
     /// Proof bundle export.
     #[error(transparent)]
     Export(#[from] crate::evidence::bundle::ExportError),
+    /// Sessions and second factors.
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthError),
     /// Bad invocation or input not covered by a module error.
     #[error("{0}")]
     Usage(String),

@@ -88,7 +88,11 @@ pub fn sign(
 }
 
 /// Encrypts a signed message (from [`sign`]) to one recipient; armoured for the wire.
-pub fn encrypt_signed(recipient: &Cert, signed: &[u8], armored: bool) -> Result<Vec<u8>, CryptoError> {
+pub fn encrypt_signed(
+    recipient: &Cert,
+    signed: &[u8],
+    armored: bool,
+) -> Result<Vec<u8>, CryptoError> {
     mailbox::encrypt_packets(&[recipient], signed, armored)
 }
 

@@ -66,7 +66,8 @@ pub fn compose(
                     name: a.name.clone(),
                     content_type: a.content_type.clone(),
                 })?;
-            mixed = mixed.singlepart(Attachment::new(a.name.clone()).body(a.data.clone(), content_type));
+            mixed = mixed
+                .singlepart(Attachment::new(a.name.clone()).body(a.data.clone(), content_type));
         }
         builder.multipart(mixed)
     }
@@ -77,8 +78,14 @@ pub fn compose(
 fn check_attachment_name(name: &str) -> Result<(), MimeError> {
     let ok = !name.trim().is_empty()
         && name.chars().count() <= 255
-        && !name.chars().any(|c| c.is_control() || c == '/' || c == '\\');
-    if ok { Ok(()) } else { Err(MimeError::AttachmentName) }
+        && !name
+            .chars()
+            .any(|c| c.is_control() || c == '/' || c == '\\');
+    if ok {
+        Ok(())
+    } else {
+        Err(MimeError::AttachmentName)
+    }
 }
 
 /// Parses a submitted message: like [`parse_entity`], and it must name a From address.
@@ -98,9 +105,13 @@ pub fn parse_entity(bytes: &[u8]) -> Result<Parsed, MimeError> {
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
         .or_else(|| bytes.windows(2).position(|w| w == b"\n\n"))
-        .ok_or(MimeError::Malformed("no blank line ends the header section"))?;
+        .ok_or(MimeError::Malformed(
+            "no blank line ends the header section",
+        ))?;
     if std::str::from_utf8(&bytes[..head_end]).is_err() {
-        return Err(MimeError::Malformed("the header section is not valid UTF-8"));
+        return Err(MimeError::Malformed(
+            "the header section is not valid UTF-8",
+        ));
     }
     let message = MessageParser::default()
         .parse(bytes)
@@ -270,10 +281,16 @@ mod tests {
         .unwrap();
         let text = String::from_utf8(bytes.clone()).unwrap();
         assert!(text.contains("multipart/encrypted"), "{text}");
-        assert!(text.contains("protocol=\"application/pgp-encrypted\""), "{text}");
+        assert!(
+            text.contains("protocol=\"application/pgp-encrypted\""),
+            "{text}"
+        );
         let parsed = parse(&bytes).unwrap();
         let payload = String::from_utf8(parsed.end_to_end.unwrap()).unwrap();
-        assert!(payload.starts_with("-----BEGIN PGP MESSAGE-----"), "{payload}");
+        assert!(
+            payload.starts_with("-----BEGIN PGP MESSAGE-----"),
+            "{payload}"
+        );
         assert_eq!(parsed.message_id.as_deref(), Some("<m2@lemgo.example>"));
     }
 }

@@ -28,8 +28,8 @@ use crate::config::Config;
 use crate::crypto::message::{self as pgp, Attestation};
 use crate::crypto::{CryptoError, pool};
 use crate::evidence::{
-    self, Attachment, Details, Event, EvidenceError, EvidenceRecord, IdentityAssurance,
-    MessageRef, ReasonCode, Sealed, Sender, Sha256Digest, Timestamp, Work, Writer, WriterError,
+    self, Attachment, Details, Event, EvidenceError, EvidenceRecord, IdentityAssurance, MessageRef,
+    ReasonCode, Sealed, Sender, Sha256Digest, Timestamp, Work, Writer, WriterError,
 };
 use crate::keys::KeyRing;
 use crate::log::Log;
@@ -355,7 +355,10 @@ impl Pipeline {
         }
         let mut resolved = Vec::with_capacity(recipients.len());
         for address in recipients {
-            match resolve(&mut conn, address).await.map_err(CheckError::Failed)? {
+            match resolve(&mut conn, address)
+                .await
+                .map_err(CheckError::Failed)?
+            {
                 Some(r) => resolved.push(r),
                 None => {
                     return Err(rejected(
@@ -369,9 +372,10 @@ impl Pipeline {
         check_options(from, &resolved, options)?;
         if from.mailbox.kind == MailboxKind::Citizen && from.auth_level != AuthLevel::High {
             let day_ago = now - 24 * 60 * 60 * 1000;
-            let (messages, addressed) = repo::sent_since(&mut conn, &from.mailbox.address.key(), day_ago)
-                .await
-                .map_err(fail)?;
+            let (messages, addressed) =
+                repo::sent_since(&mut conn, &from.mailbox.address.key(), day_ago)
+                    .await
+                    .map_err(fail)?;
             let wanted = i64::try_from(recipients.len()).unwrap_or(i64::MAX);
             if messages >= i64::from(limits.citizen_daily_messages)
                 || addressed + wanted > i64::from(limits.citizen_daily_recipients)
@@ -505,7 +509,9 @@ fn check_options(
 
 fn parse_recipients(raw: &[String]) -> Result<Vec<EmailAddress>, SubmitError> {
     if raw.is_empty() {
-        return Err(SubmitError::Invalid("at least one recipient is required".into()));
+        return Err(SubmitError::Invalid(
+            "at least one recipient is required".into(),
+        ));
     }
     let mut out: Vec<EmailAddress> = Vec::with_capacity(raw.len());
     for r in raw {
@@ -558,12 +564,10 @@ fn evidence_sender(from: &Submitter) -> Sender {
 fn attestation(from: &Submitter, options: Options) -> Attestation {
     Attestation {
         sender: from.mailbox.address.to_string(),
-        identity: from
-            .mailbox
-            .identity
-            .verification
-            .as_ref()
-            .map_or_else(|| "unverified".to_owned(), |v| format!("verified:{}", v.method)),
+        identity: from.mailbox.identity.verification.as_ref().map_or_else(
+            || "unverified".to_owned(),
+            |v| format!("verified:{}", v.method),
+        ),
         auth_level: from.auth_level.as_str().to_owned(),
         authoritative: options.authoritative,
     }
@@ -638,7 +642,14 @@ fn prepare(
             subject,
             text,
             attachments,
-        } => mime::compose(sender, recipients, message_id, &subject, &text, &attachments)?,
+        } => mime::compose(
+            sender,
+            recipients,
+            message_id,
+            &subject,
+            &text,
+            &attachments,
+        )?,
     };
     let sha256 = Sha256Digest::of(&bytes);
     if bytes.len() as u64 > limit {
@@ -748,8 +759,8 @@ impl SealJob {
                 records.push(self.record(Event::ContentConsignment, address, &message, consigned));
             } else {
                 let armored = pgp::encrypt_signed(&r.cert, &signed, true)?;
-                let armored = String::from_utf8(armored)
-                    .map_err(|e| SubmitError::Internal(e.to_string()))?;
+                let armored =
+                    String::from_utf8(armored).map_err(|e| SubmitError::Internal(e.to_string()))?;
                 let outer_id = self
                     .prepared
                     .message_id

@@ -225,13 +225,12 @@ impl Pipeline {
             Access::User { user, .. } => {
                 Ok(account_repo::mailboxes_of_user(&mut conn, user.id).await?)
             }
-            Access::Token { mailbox_id, .. } => Ok(account_repo::mailbox_by_id(
-                &mut conn,
-                *mailbox_id,
-            )
-            .await?
-            .into_iter()
-            .collect()),
+            Access::Token { mailbox_id, .. } => {
+                Ok(account_repo::mailbox_by_id(&mut conn, *mailbox_id)
+                    .await?
+                    .into_iter()
+                    .collect())
+            }
         }
     }
 

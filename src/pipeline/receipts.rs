@@ -71,7 +71,9 @@ fn render(issuer: &str, sender: &EmailAddress, subject: &str, e: &StoredEvidence
         recipient = r.recipient,
         time = crate::clock::rfc3339_ms(r.time.0),
     );
-    let rfc5322 = message(issuer, sender, &title, &headers, text, &evidence, &signature);
+    let rfc5322 = message(
+        issuer, sender, &title, &headers, text, &evidence, &signature,
+    );
     Receipt {
         event: r.event.to_string(),
         evidence_id: r.evidence_id.to_string(),

@@ -128,11 +128,7 @@ pub async fn insert_copy(conn: &mut AnyConnection, c: &CopyRow) -> Result<(), St
 }
 
 /// Queues a relay job.
-pub async fn insert_job(
-    conn: &mut AnyConnection,
-    j: &JobRow,
-    now: i64,
-) -> Result<(), StoreError> {
+pub async fn insert_job(conn: &mut AnyConnection, j: &JobRow, now: i64) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO outbound_jobs (gateway_id, mailbox_id, recipient, payload, state, due_at, \
          created_at) VALUES ($1, $2, $3, $4, 'queued', $5, $6)",
@@ -155,7 +151,8 @@ pub async fn sent_since(
     since: i64,
 ) -> Result<(i64, i64), StoreError> {
     let row = sqlx::query(
-        "SELECT COUNT(*), COALESCE(SUM(recipients), 0) FROM messages \
+        // PostgreSQL sums BIGINT as NUMERIC, which the Any driver cannot decode.
+        "SELECT COUNT(*), CAST(COALESCE(SUM(recipients), 0) AS BIGINT) FROM messages \
          WHERE sender_key = $1 AND created_at >= $2",
     )
     .bind(sender_key)
@@ -246,18 +243,13 @@ pub async fn list_copies(
 }
 
 /// Records the first opening of a copy; false if it was opened before (handover happened).
-pub async fn mark_opened(
-    conn: &mut AnyConnection,
-    id: &str,
-    now: i64,
-) -> Result<bool, StoreError> {
-    let done = sqlx::query(
-        "UPDATE message_copies SET opened_at = $1 WHERE id = $2 AND opened_at IS NULL",
-    )
-    .bind(now)
-    .bind(id)
-    .execute(conn)
-    .await?;
+pub async fn mark_opened(conn: &mut AnyConnection, id: &str, now: i64) -> Result<bool, StoreError> {
+    let done =
+        sqlx::query("UPDATE message_copies SET opened_at = $1 WHERE id = $2 AND opened_at IS NULL")
+            .bind(now)
+            .bind(id)
+            .execute(conn)
+            .await?;
     Ok(done.rows_affected() == 1)
 }
 

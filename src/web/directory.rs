@@ -18,7 +18,6 @@ use crate::address::{DomainName, EmailAddress};
 use crate::keys::{EVIDENCE_LOCAL, PROVIDER_LOCAL};
 use crate::store::vault::{self as keystore, Published};
 
-
 /// `?address=`
 #[derive(Debug, Deserialize)]
 pub struct DirectoryQuery {

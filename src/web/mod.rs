@@ -4,6 +4,7 @@
 //! Architecture invariant: every response, errors and 404s included, leaves through
 //! [`security_headers`], and every error body is an RFC 9457 [`problem::Problem`].
 
+pub mod api;
 pub mod directory;
 pub mod log;
 pub mod problem;
@@ -21,9 +22,11 @@ use serde_json::json;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
+use crate::auth::Auth;
 use crate::config::Config;
 use crate::evidence::Writer;
 use crate::keys::KeyRing;
+use crate::pipeline::Pipeline;
 use crate::store::Store;
 use problem::Problem;
 
@@ -43,11 +46,50 @@ pub struct AppState {
     pub log: Arc<crate::log::Log>,
     /// The group-commit writer for events and their evidence.
     pub writer: Writer,
+    /// The message core.
+    pub pipeline: Pipeline,
+    /// Sessions and tokens.
+    pub auth: Auth,
+}
+
+impl AppState {
+    /// The state of a gateway over these parts.
+    pub fn new(
+        store: Store,
+        config: Arc<Config>,
+        keys: KeyRing,
+        log: Arc<crate::log::Log>,
+        writer: Writer,
+    ) -> Self {
+        let pipeline = Pipeline::new(
+            store.clone(),
+            config.clone(),
+            keys.clone(),
+            log.clone(),
+            writer.clone(),
+        );
+        let issuer = config
+            .gateway
+            .domains
+            .first()
+            .map_or_else(|| "bote".to_owned(), |d| d.as_str().to_owned());
+        Self {
+            auth: Auth::new(store.clone(), issuer),
+            store,
+            config,
+            keys,
+            log,
+            writer,
+            pipeline,
+        }
+    }
 }
 
 /// The complete HTTPS application.
 pub fn router(state: AppState) -> Router {
+    let max_body = usize::try_from(state.config.limits.http_max_body).unwrap_or(usize::MAX);
     Router::new()
+        .merge(api::routes(max_body))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/log/checkpoint", get(log::checkpoint))

@@ -12,7 +12,7 @@ use serde::Serialize;
 pub const CONTENT_TYPE: &str = "application/problem+json";
 
 /// A problem response.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Problem {
     /// Stable identifier, `urn:bote:problem:<kind>`.
     #[serde(rename = "type")]
@@ -24,6 +24,10 @@ pub struct Problem {
     /// What happened in this instance, safe to show to the client.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// Extension members (RFC 9457 §3.2), e.g. the `gateway_id` of a refused submission.
+    #[serde(flatten)]
+    #[schema(value_type = Object)]
+    pub extensions: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Problem {
@@ -34,12 +38,19 @@ impl Problem {
             title: title.to_owned(),
             status: status.as_u16(),
             detail: None,
+            extensions: serde_json::Map::new(),
         }
     }
 
     /// Adds the instance detail.
     pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
         self.detail = Some(detail.into());
+        self
+    }
+
+    /// Adds an extension member.
+    pub fn with(mut self, key: &str, value: impl Into<serde_json::Value>) -> Self {
+        self.extensions.insert(key.to_owned(), value.into());
         self
     }
 

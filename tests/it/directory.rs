@@ -96,13 +96,13 @@ async fn directory_and_wkd_serve_every_mailbox_certificate(gw: Gateway) {
         .add_office(&op, &ext, "Kreis", Some(spec))
         .await
         .unwrap();
-    let app = web::router(AppState {
-        store: gw.store.clone(),
-        config: std::sync::Arc::new(gw.config.clone()),
-        keys: gw.keys.clone(),
-        log: gw.log.clone(),
-        writer: gw.writer.clone(),
-    });
+    let app = web::router(AppState::new(
+        gw.store.clone(),
+        std::sync::Arc::new(gw.config.clone()),
+        gw.keys.clone(),
+        gw.log.clone(),
+        gw.writer.clone(),
+    ));
     let host = "lemgo.example";
 
     // Directory.

@@ -25,13 +25,13 @@ const SECURITY_HEADERS: &[(&str, &str)] = &[
 
 /// The router of `gw`, but reading `store` (which may differ, e.g. be unmigrated).
 fn app(gw: &Gateway, store: bote::store::Store) -> axum::Router {
-    web::router(AppState {
+    web::router(AppState::new(
         store,
-        config: Arc::new(gw.config.clone()),
-        keys: gw.keys.clone(),
-        log: gw.log.clone(),
-        writer: gw.writer.clone(),
-    })
+        Arc::new(gw.config.clone()),
+        gw.keys.clone(),
+        gw.log.clone(),
+        gw.writer.clone(),
+    ))
 }
 
 async fn get(app: &axum::Router, path: &str) -> (StatusCode, axum::http::HeaderMap, String) {

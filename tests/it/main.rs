@@ -9,6 +9,7 @@
 mod support;
 
 mod accounts;
+mod api;
 mod cli;
 mod directory;
 mod evidence;

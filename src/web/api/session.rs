@@ -1,0 +1,170 @@
+//! Sessions, second factors and read tokens.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::IntoResponse;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{ApiError, ApiJson};
+use crate::address::EmailAddress;
+use crate::auth::{AuthError, Caller};
+use crate::web::AppState;
+
+/// `POST /api/v1/session`
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    /// Login address.
+    email: String,
+    /// Password.
+    password: String,
+}
+
+/// A session.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionResponse {
+    /// Bearer token for `Authorization: Bearer …`; shown once.
+    token: String,
+    /// The user's login.
+    email: String,
+    /// The user's role.
+    role: String,
+    /// `normal`; `POST /api/v1/session/totp` raises it to `high`.
+    auth_level: String,
+    /// Whether a second factor is enrolled.
+    second_factor: bool,
+}
+
+/// Logs in with a password; the session starts at level `normal`.
+#[utoipa::path(post, path = "/api/v1/session", request_body = LoginRequest,
+    responses((status = 201, body = SessionResponse),
+              (status = 401, body = crate::web::problem::Problem),
+              (status = 429, body = crate::web::problem::Problem)))]
+pub async fn login(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<LoginRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let session = state.auth.login(&req.email, &req.password).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(SessionResponse {
+            token: session.token,
+            email: session.user.email.to_string(),
+            role: session.user.role.to_string(),
+            auth_level: session.level.to_string(),
+            second_factor: session.second_factor,
+        }),
+    ))
+}
+
+fn token(headers: &HeaderMap) -> Result<&str, ApiError> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .ok_or(ApiError::Auth(AuthError::Unauthenticated))
+}
+
+/// Ends the session.
+#[utoipa::path(delete, path = "/api/v1/session", security(("bearer" = [])),
+    responses((status = 204), (status = 401, body = crate::web::problem::Problem)))]
+pub async fn logout(
+    State(state): State<AppState>,
+    _caller: Caller,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    state.auth.logout(token(&headers)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /api/v1/session/totp`
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CodeRequest {
+    /// The current six-digit TOTP code.
+    code: String,
+}
+
+/// The level of a session.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LevelResponse {
+    /// `high`.
+    auth_level: String,
+}
+
+/// Raises the session to level `high` with a TOTP code (RFC 6238).
+#[utoipa::path(post, path = "/api/v1/session/totp", request_body = CodeRequest,
+    security(("bearer" = [])),
+    responses((status = 200, body = LevelResponse), (status = 401, body = crate::web::problem::Problem)))]
+pub async fn second_factor(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<CodeRequest>,
+) -> Result<Json<LevelResponse>, ApiError> {
+    state
+        .auth
+        .second_factor(token(&headers)?, &req.code)
+        .await?;
+    Ok(Json(LevelResponse {
+        auth_level: "high".into(),
+    }))
+}
+
+/// A new TOTP secret.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TotpResponse {
+    /// `otpauth://totp/…` for an authenticator app; confirmed by the first valid code.
+    otpauth: String,
+}
+
+/// Enrols a TOTP second factor (replacing one needs a `high` session).
+#[utoipa::path(post, path = "/api/v1/totp", security(("bearer" = [])),
+    responses((status = 201, body = TotpResponse), (status = 403, body = crate::web::problem::Problem)))]
+pub async fn enrol_totp(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<impl IntoResponse, ApiError> {
+    let otpauth = state.auth.enrol_totp(&caller).await?;
+    Ok((StatusCode::CREATED, Json(TotpResponse { otpauth })))
+}
+
+/// `POST /api/v1/tokens`
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRequest {
+    /// The office mailbox the token may read and send for.
+    mailbox: String,
+}
+
+/// A new credential.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenResponse {
+    /// Bearer token (shown once).
+    token: String,
+    /// `read` (reads and sends).
+    scope: String,
+}
+
+/// Creates a read token for an office mailbox from a member's session.
+#[utoipa::path(post, path = "/api/v1/tokens", request_body = TokenRequest,
+    security(("bearer" = [])),
+    responses((status = 201, body = TokenResponse), (status = 404, body = crate::web::problem::Problem)))]
+pub async fn create_read_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(req): ApiJson<TokenRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let mailbox = EmailAddress::parse(&req.mailbox)
+        .map_err(|e| ApiError::BadRequest(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let token = state.auth.create_read_token(&caller, &mailbox).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(TokenResponse {
+            token,
+            scope: "read".into(),
+        }),
+    ))
+}

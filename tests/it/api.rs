@@ -1,0 +1,744 @@
+//! The JSON API end to end: a citizen writes to an office, staff read it, both see the same
+//! evidence, the bundle verifies; and who may not read what.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use bote::config::Config;
+use bote::web::{self, AppState};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use crate::on_both_backends;
+use crate::support::{Gateway, run, run_with_stdin, stderr, stdout};
+
+/// The gateway's router plus the CLI of its setup.
+pub struct Api {
+    pub gw: Gateway,
+    pub app: axum::Router,
+}
+
+/// A response: status, content type, body.
+pub struct Reply {
+    pub status: StatusCode,
+    pub content_type: String,
+    pub headers: axum::http::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+
+    /// The problem `type` of an error reply.
+    pub fn problem(&self) -> String {
+        assert_eq!(
+            self.content_type,
+            "application/problem+json",
+            "{}",
+            self.text()
+        );
+        self.json()["type"].as_str().unwrap_or_default().to_owned()
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+impl Api {
+    pub async fn new(gw: Gateway) -> Self {
+        let config = gw.config.clone();
+        Self::with_config(gw, config)
+    }
+
+    pub fn with_config(gw: Gateway, config: Config) -> Self {
+        let app = web::router(AppState::new(
+            gw.store.clone(),
+            Arc::new(config),
+            gw.keys.clone(),
+            gw.log.clone(),
+            gw.writer.clone(),
+        ));
+        Self { gw, app }
+    }
+
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Reply {
+        let mut req = Request::builder().method(method).uri(path);
+        if let Some(t) = token {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        let req = match body {
+            Some(b) => req
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(b.to_string())),
+            None => req.body(Body::empty()),
+        }
+        .unwrap();
+        let response = self.app.clone().oneshot(req).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let content_type = headers
+            .get(header::CONTENT_TYPE)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        Reply {
+            status,
+            content_type,
+            headers,
+            body: body.to_vec(),
+        }
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Reply {
+        self.call("GET", path, Some(token), None).await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> Reply {
+        self.call("POST", path, Some(token), Some(body)).await
+    }
+
+    /// Logs in with the test password; returns the session token.
+    pub async fn login(&self, email: &str) -> String {
+        let r = self
+            .call(
+                "POST",
+                "/api/v1/session",
+                None,
+                Some(json!({ "email": email, "password": "a long enough password" })),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+        r.json()["token"].as_str().unwrap().to_owned()
+    }
+
+    /// Logs in and gives the TOTP code of `otpauth`: a `high` session.
+    pub async fn login_high(&self, email: &str, otpauth: &str) -> String {
+        let token = self.login(email).await;
+        let code = bote::auth::totp_code_now(otpauth).unwrap();
+        let r = self
+            .post("/api/v1/session/totp", &token, json!({ "code": code }))
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        token
+    }
+
+    /// Runs the CLI; panics on failure; returns stdout.
+    pub fn cli(&self, args: &[&str], stdin: &str) -> String {
+        let out = run_with_stdin(self.gw.setup.cmd(args), stdin);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        stdout(&out)
+    }
+
+    /// `bote user totp`: enrols a second factor; returns the otpauth URL.
+    pub fn enrol_totp(&self, email: &str) -> String {
+        let out = self.cli(&["user", "totp", email], "");
+        out.trim().strip_prefix("otpauth: ").unwrap().to_owned()
+    }
+
+    /// A local office with `member` as an active member (granted with the recovery code).
+    pub fn office(&self, address: &str, member: &str) {
+        let out = self.cli(
+            &[
+                "mailbox",
+                "add",
+                "--office",
+                address,
+                "--name",
+                "Bauamt Lemgo",
+            ],
+            "",
+        );
+        let code = out
+            .lines()
+            .find_map(|l| l.strip_prefix("recovery-code: "))
+            .unwrap()
+            .to_owned();
+        self.cli(
+            &[
+                "mailbox",
+                "add-member",
+                "--mailbox",
+                address,
+                "--user",
+                member,
+                "--recovery-code-stdin",
+            ],
+            &format!("{code}\n"),
+        );
+    }
+
+    /// A send-only token for an office (operator CLI).
+    pub fn send_token(&self, mailbox: &str) -> String {
+        self.cli(&["token", "create", "--mailbox", mailbox], "")
+            .trim()
+            .to_owned()
+    }
+}
+
+/// Citizen Anna (verified, with TOTP), staff Bernd in office bauamt@: the cast of most tests.
+pub struct Cast {
+    pub api: Api,
+    pub anna_otp: String,
+}
+
+pub async fn cast(gw: Gateway) -> Cast {
+    let api = Api::new(gw).await;
+    api.gw.setup.add_user("citizen", "anna@lemgo.example");
+    api.gw.setup.add_user("staff", "bernd@lemgo.example");
+    api.cli(
+        &[
+            "user",
+            "verify-identity",
+            "anna@lemgo.example",
+            "--method",
+            "eid",
+        ],
+        "",
+    );
+    api.office("bauamt@lemgo.example", "bernd@lemgo.example");
+    api.cli(
+        &[
+            "mailbox",
+            "verify-identity",
+            "bauamt@lemgo.example",
+            "--method",
+            "in-person",
+        ],
+        "",
+    );
+    let anna_otp = api.enrol_totp("anna@lemgo.example");
+    Cast { api, anna_otp }
+}
+
+/// A composed submission body.
+pub fn letter(to: &str, subject: &str, text: &str) -> Value {
+    json!({ "to": [to], "subject": subject, "text": text })
+}
+
+fn events(timeline: &Value) -> Vec<String> {
+    timeline
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn evidence_ids(timeline: &Value) -> Vec<String> {
+    timeline
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["record"]["evidence_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The one copy in a folder.
+async fn only_copy(api: &Api, token: &str, mailbox: &str, folder: &str) -> Value {
+    let r = api
+        .get(&format!("/api/v1/mailboxes/{mailbox}/{folder}"), token)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let list = r.json();
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    list[0].clone()
+}
+
+async fn citizen_writes_to_a_local_office(gw: Gateway) {
+    let Cast { api, anna_otp } = cast(gw).await;
+    let anna = api.login_high("anna@lemgo.example", &anna_otp).await;
+    let pdf: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
+    let mut body = letter(
+        "bauamt@lemgo.example",
+        "Bauantrag Gartenhaus",
+        "Sehr geehrte Damen und Herren,\nanbei mein Bauantrag.",
+    );
+    body["attachments"] = json!([{ "name": "Bauantrag.pdf", "content_type": "application/pdf",
+                                   "data": B64.encode(&pdf) }]);
+    body["authoritative"] = json!(true);
+    let r = api.post("/api/v1/messages", &anna, body).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let accepted = r.json();
+    let gateway_id = accepted["gateway_id"].as_str().unwrap().to_owned();
+    let acceptance = &accepted["submission_acceptance"][0];
+    assert_eq!(acceptance["recipient"], "bauamt@lemgo.example");
+    assert_eq!(acceptance["record"]["event"], "SubmissionAcceptance");
+    assert_eq!(acceptance["record"]["sender"]["auth_level"], "high");
+    assert_eq!(acceptance["record"]["sender"]["identity"]["method"], "eid");
+    let attachments = &acceptance["record"]["message"]["attachments"];
+    assert_eq!(attachments[0]["name"], "Bauantrag.pdf");
+    assert_eq!(attachments[0]["size"], 70_000);
+    assert_eq!(
+        attachments[0]["sha256"],
+        bote::evidence::Sha256Digest::of(&pdf).to_string()
+    );
+
+    // Staff read it in the office inbox: subject decrypted, attachment intact, attested.
+    let bernd = api.login("bernd@lemgo.example").await;
+    let listed = only_copy(&api, &bernd, "bauamt@lemgo.example", "inbox").await;
+    assert_eq!(listed["subject"], "Bauantrag Gartenhaus");
+    assert_eq!(listed["gateway_id"], gateway_id.as_str());
+    assert!(listed["handed_over_at"].is_null());
+    let id = listed["id"].as_str().unwrap();
+    let r = api.get(&format!("/api/v1/messages/{id}"), &bernd).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let message = r.json();
+    assert!(
+        message["text"]
+            .as_str()
+            .unwrap()
+            .contains("anbei mein Bauantrag.")
+    );
+    assert_eq!(message["handover_recorded"], true);
+    assert_eq!(message["attestation"]["sender"], "anna@lemgo.example");
+    assert_eq!(message["attestation"]["identity"], "verified:eid");
+    assert_eq!(message["attestation"]["authoritative"], true);
+    assert_eq!(message["attachments"][0]["name"], "Bauantrag.pdf");
+    let r = api
+        .get(&format!("/api/v1/messages/{id}/attachments/0"), &bernd)
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body, pdf);
+    // A second opening is no second handover.
+    let again = api
+        .get(&format!("/api/v1/messages/{id}"), &bernd)
+        .await
+        .json();
+    assert_eq!(again["handover_recorded"], false);
+
+    // Both sides see the same timeline, ContentHandover included.
+    let office_timeline = api
+        .get(&format!("/api/v1/messages/{id}/timeline"), &bernd)
+        .await
+        .json();
+    let sent = only_copy(&api, &anna, "anna@lemgo.example", "sent").await;
+    assert_eq!(sent["subject"], "Bauantrag Gartenhaus");
+    let sent_id = sent["id"].as_str().unwrap();
+    let anna_timeline = api
+        .get(&format!("/api/v1/messages/{sent_id}/timeline"), &anna)
+        .await
+        .json();
+    assert_eq!(
+        events(&anna_timeline),
+        [
+            "SubmissionAcceptance",
+            "ContentConsignment",
+            "ContentHandover"
+        ]
+    );
+    assert_eq!(evidence_ids(&anna_timeline), evidence_ids(&office_timeline));
+    assert_eq!(
+        anna_timeline[2]["record"]["details"]["recipient_auth_level"],
+        "normal"
+    );
+
+    // Receipts are the evidence, rendered for the sender.
+    let receipts = api
+        .get(&format!("/api/v1/messages/{sent_id}/receipts"), &anna)
+        .await
+        .json();
+    assert_eq!(receipts.as_array().unwrap().len(), 3);
+    assert_eq!(
+        receipts[2]["subject"],
+        "REM ContentHandover: Bauantrag Gartenhaus"
+    );
+    assert_eq!(
+        receipts[2]["headers"]["REM-EventIdentifier"],
+        "ContentHandover"
+    );
+    assert_eq!(receipts[0]["headers"]["REM-DigestAlgorithm"], "SHA-256");
+    let rfc5322 = receipts[0]["rfc5322"].as_str().unwrap();
+    assert!(rfc5322.contains("REM-Evidence-ID: "), "{rfc5322}");
+    assert!(rfc5322.contains("evidence.json.asc"), "{rfc5322}");
+
+    // The bundle verifies offline against the published evidence certificate.
+    let r = api
+        .get(&format!("/api/v1/messages/{sent_id}/bundle"), &anna)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.content_type, "application/x-tar");
+    let file = api.gw.setup.path().join("bundle.tar");
+    std::fs::write(&file, &r.body).unwrap();
+    let cert = api.gw.setup.path().join("keys/evidence.cert.asc");
+    let out = run(api.gw.setup.cmd(&[
+        "verify",
+        file.to_str().unwrap(),
+        "--key",
+        cert.to_str().unwrap(),
+    ]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("ContentHandover"), "{}", stdout(&out));
+}
+
+on_both_backends!(
+    citizen_writes_to_a_local_office,
+    super::citizen_writes_to_a_local_office
+);
+
+async fn nobody_reads_what_is_not_theirs(gw: Gateway) {
+    let Cast { api, anna_otp } = cast(gw).await;
+    api.gw.setup.add_user("citizen", "clara@lemgo.example");
+    api.gw.setup.add_user("legal", "justiz@lemgo.example");
+    api.gw.setup.add_user("admin", "admin@lemgo.example");
+    let anna = api.login("anna@lemgo.example").await;
+    let r = api
+        .post(
+            "/api/v1/messages",
+            &anna,
+            letter("bauamt@lemgo.example", "Widerspruch Az 4711", "vertraulich"),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let gateway_id = r.json()["gateway_id"].as_str().unwrap().to_owned();
+    let sent = only_copy(&api, &anna, "anna@lemgo.example", "sent").await;
+    let sent_id = sent["id"].as_str().unwrap().to_owned();
+
+    // No credential: 401 with a challenge.
+    let r = api.call("GET", "/api/v1/mailboxes", None, None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(r.problem(), "urn:bote:problem:unauthenticated");
+    assert_eq!(r.headers[header::WWW_AUTHENTICATE], "Bearer");
+
+    // Another citizen: not found, exactly as for a message that does not exist.
+    let clara = api.login("clara@lemgo.example").await;
+    let theirs = api
+        .get(&format!("/api/v1/messages/{sent_id}"), &clara)
+        .await;
+    let missing = api.get("/api/v1/messages/0000", &clara).await;
+    assert_eq!(theirs.status, StatusCode::NOT_FOUND);
+    assert_eq!(theirs.body, missing.body);
+    for path in [
+        "/api/v1/mailboxes/bauamt@lemgo.example/inbox".to_owned(),
+        "/api/v1/mailboxes/anna@lemgo.example/sent".to_owned(),
+        format!("/api/v1/messages/{sent_id}/timeline"),
+        format!("/api/v1/messages/{sent_id}/bundle"),
+    ] {
+        let r = api.get(&path, &clara).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}: {}", r.text());
+    }
+
+    // A send-only token sends for its office but cannot read.
+    let send = api.send_token("bauamt@lemgo.example");
+    let inbox = api
+        .get("/api/v1/mailboxes/bauamt@lemgo.example/inbox", &send)
+        .await;
+    assert_eq!(inbox.status, StatusCode::FORBIDDEN, "{}", inbox.text());
+    assert_eq!(inbox.problem(), "urn:bote:problem:send-only-token");
+    let r = api
+        .post(
+            "/api/v1/messages",
+            &send,
+            json!({ "to": ["anna@lemgo.example"], "subject": "Bescheid", "text": "persönlich",
+                    "personal": true, "retrieval_confirmation": true }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+
+    // Personal: refused at normal, opened at high; the high opening is the handover.
+    let notice = only_copy(&api, &anna, "anna@lemgo.example", "inbox").await;
+    let notice_id = notice["id"].as_str().unwrap();
+    let r = api
+        .get(&format!("/api/v1/messages/{notice_id}"), &anna)
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(r.problem(), "urn:bote:problem:personal-needs-high");
+    let anna_high = api.login_high("anna@lemgo.example", &anna_otp).await;
+    let r = api
+        .get(&format!("/api/v1/messages/{notice_id}"), &anna_high)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["handover_recorded"], true);
+
+    // Legal staff: evidence yes, bodies and subjects no.
+    let legal = api.login("justiz@lemgo.example").await;
+    let r = api
+        .get(&format!("/api/v1/messages/{sent_id}"), &legal)
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = api
+        .get(&format!("/api/v1/evidence?message={gateway_id}"), &legal)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(
+        events(&r.json()),
+        ["SubmissionAcceptance", "ContentConsignment"]
+    );
+    assert!(!r.text().contains("Widerspruch"), "{}", r.text());
+    let r = api
+        .get(
+            &format!("/api/v1/evidence/bundle?message={gateway_id}"),
+            &legal,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert!(!String::from_utf8_lossy(&r.body).contains("Widerspruch"));
+    let r = api
+        .post(
+            "/api/v1/messages",
+            &legal,
+            letter("bauamt@lemgo.example", "x", "y"),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+
+    // Admins manage accounts, not mail and not evidence.
+    let admin = api.login("admin@lemgo.example").await;
+    assert_eq!(
+        api.get(&format!("/api/v1/messages/{sent_id}"), &admin)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    let r = api.get("/api/v1/evidence", &admin).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(r.problem(), "urn:bote:problem:forbidden");
+
+    // A read token from Bernd's session reads the office inbox.
+    let bernd = api.login("bernd@lemgo.example").await;
+    let r = api
+        .post(
+            "/api/v1/tokens",
+            &bernd,
+            json!({ "mailbox": "bauamt@lemgo.example" }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let read = r.json()["token"].as_str().unwrap().to_owned();
+    let listed = only_copy(&api, &read, "bauamt@lemgo.example", "inbox").await;
+    assert_eq!(listed["subject"], "Widerspruch Az 4711");
+    // Clara is no member: no token for her.
+    let r = api
+        .post(
+            "/api/v1/tokens",
+            &clara,
+            json!({ "mailbox": "bauamt@lemgo.example" }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+}
+
+on_both_backends!(
+    nobody_reads_what_is_not_theirs,
+    super::nobody_reads_what_is_not_theirs
+);
+
+async fn refusals_are_clear_and_leave_evidence(gw: Gateway) {
+    let mut config = gw.config.clone();
+    config.limits.message_size_submission = 4096;
+    config.limits.max_recipients = 2;
+    config.limits.citizen_daily_messages = 2;
+    let Cast { api, .. } = cast(gw).await;
+    let api = Api::with_config(api.gw, config);
+    api.gw.setup.add_user("legal", "justiz@lemgo.example");
+    let anna = api.login("anna@lemgo.example").await;
+
+    let refused = |r: &Reply, status: StatusCode, kind: &str| {
+        assert_eq!(r.status, status, "{}", r.text());
+        assert_eq!(r.problem(), format!("urn:bote:problem:{kind}"));
+        r.json()["gateway_id"].as_str().map(str::to_owned)
+    };
+    let mut rejected = Vec::new();
+    let mut authoritative = letter("bauamt@lemgo.example", "a", "b");
+    authoritative["authoritative"] = json!(true);
+    let r = api.post("/api/v1/messages", &anna, authoritative).await;
+    rejected.push(refused(&r, StatusCode::FORBIDDEN, "option-not-allowed"));
+    assert!(r.json()["detail"].as_str().unwrap().contains("level high"));
+    let mut confirmation = letter("bauamt@lemgo.example", "a", "b");
+    confirmation["retrieval_confirmation"] = json!(true);
+    let r = api.post("/api/v1/messages", &anna, confirmation).await;
+    rejected.push(refused(&r, StatusCode::FORBIDDEN, "option-not-allowed"));
+    let r = api
+        .post(
+            "/api/v1/messages",
+            &anna,
+            letter("nobody@lemgo.example", "a", "b"),
+        )
+        .await;
+    rejected.push(refused(
+        &r,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "unknown-recipient",
+    ));
+    let r = api
+        .post(
+            "/api/v1/messages",
+            &anna,
+            letter("bauamt@lemgo.example", "gross", &"x".repeat(5000)),
+        )
+        .await;
+    rejected.push(refused(
+        &r,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "message-too-large",
+    ));
+    let three = json!({ "to": ["a@lemgo.example", "b@lemgo.example", "c@lemgo.example"],
+                        "subject": "s", "text": "t" });
+    let r = api.post("/api/v1/messages", &anna, three).await;
+    rejected.push(refused(
+        &r,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "too-many-recipients",
+    ));
+    let forged =
+        "From: bauamt@lemgo.example\r\nTo: bauamt@lemgo.example\r\nSubject: x\r\n\r\nhi\r\n";
+    let r = api
+        .post(
+            "/api/v1/messages",
+            &anna,
+            json!({ "to": ["bauamt@lemgo.example"], "rfc5322": B64.encode(forged) }),
+        )
+        .await;
+    rejected.push(refused(&r, StatusCode::FORBIDDEN, "sender-mismatch"));
+
+    // Garbage gets a clear error and no evidence.
+    let r = api
+        .post(
+            "/api/v1/messages",
+            &anna,
+            json!({ "to": ["bauamt@lemgo.example"], "rfc5322": B64.encode("no headers") }),
+        )
+        .await;
+    assert_eq!(
+        refused(&r, StatusCode::BAD_REQUEST, "invalid-message"),
+        None
+    );
+    let r = api
+        .post(
+            "/api/v1/messages",
+            &anna,
+            json!({ "to": "bauamt@lemgo.example" }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text());
+    assert_eq!(r.problem(), "urn:bote:problem:bad-request");
+    let r = api
+        .call(
+            "POST",
+            "/api/v1/messages",
+            Some(&anna),
+            Some(json!({ "to": ["bauamt@lemgo.example"], "subject": "x".repeat(40_000) })),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+
+    // Quota: two messages a day at level normal, the third is refused.
+    for _ in 0..2 {
+        let r = api
+            .post(
+                "/api/v1/messages",
+                &anna,
+                letter("bauamt@lemgo.example", "a", "b"),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    }
+    let r = api
+        .post(
+            "/api/v1/messages",
+            &anna,
+            letter("bauamt@lemgo.example", "a", "b"),
+        )
+        .await;
+    rejected.push(refused(&r, StatusCode::TOO_MANY_REQUESTS, "quota-exceeded"));
+
+    // Every refusal left SubmissionRejection evidence; nothing was stored for them.
+    let legal = api.login("justiz@lemgo.example").await;
+    let reasons: Vec<String> = {
+        let mut out = Vec::new();
+        for id in rejected {
+            let id = id.expect("refusals name the gateway id of their evidence");
+            let r = api
+                .get(&format!("/api/v1/evidence?message={id}"), &legal)
+                .await;
+            let records = r.json();
+            assert_eq!(events(&records)[0], "SubmissionRejection", "{records}");
+            out.push(records[0]["record"]["reason"].as_str().unwrap().to_owned());
+        }
+        out
+    };
+    assert_eq!(
+        reasons,
+        ["RA05", "RA05", "RB09", "RA05", "RA05", "RA05", "RA04"]
+    );
+    let listed = api
+        .get("/api/v1/mailboxes/anna@lemgo.example/sent", &anna)
+        .await
+        .json();
+    assert_eq!(listed.as_array().unwrap().len(), 2);
+}
+
+on_both_backends!(
+    refusals_are_clear_and_leave_evidence,
+    super::refusals_are_clear_and_leave_evidence
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_member_is_granted_at_the_next_members_login() {
+    let Cast { api, .. } = cast(Gateway::new(bote::store::Backend::Sqlite).await).await;
+    api.gw.setup.add_user("staff", "carl@lemgo.example");
+    api.cli(
+        &[
+            "mailbox",
+            "add-member",
+            "--mailbox",
+            "bauamt@lemgo.example",
+            "--user",
+            "carl@lemgo.example",
+        ],
+        "",
+    );
+    let anna = api.login("anna@lemgo.example").await;
+    let r = api
+        .post(
+            "/api/v1/messages",
+            &anna,
+            letter("bauamt@lemgo.example", "Antrag", "Text"),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let carl = api.login("carl@lemgo.example").await;
+    let r = api
+        .get("/api/v1/mailboxes/bauamt@lemgo.example/inbox", &carl)
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::NOT_FOUND,
+        "pending members cannot open yet"
+    );
+    api.login("bernd@lemgo.example").await;
+    let listed = only_copy(&api, &carl, "bauamt@lemgo.example", "inbox").await;
+    assert_eq!(listed["subject"], "Antrag");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_lists_every_route() {
+    let doc = serde_json::to_value(bote::web::api::openapi_document()).unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    for path in [
+        "/api/v1/session",
+        "/api/v1/session/totp",
+        "/api/v1/messages",
+        "/api/v1/messages/{id}",
+        "/api/v1/messages/{id}/bundle",
+        "/api/v1/evidence",
+    ] {
+        assert!(doc["paths"].get(path).is_some(), "{path} missing");
+    }
+    let api = Api::new(Gateway::new(bote::store::Backend::Sqlite).await).await;
+    let r = api.call("GET", "/api/v1/openapi.json", None, None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json()["paths"], doc["paths"]);
+}
