@@ -206,3 +206,246 @@ fn gpg_reads_what_bote_encrypts_to_a_mailbox_and_bote_reads_what_gpg_encrypts() 
     let decrypted = mailbox::decrypt(&key, &std::fs::read(&sealed).unwrap()).unwrap();
     assert_eq!(&decrypted[..], b"Antwort des Amts");
 }
+
+/// Generates an ed25519/cv25519 key pair in gpg (as an office would); returns its
+/// armoured public certificate.
+fn gpg_office_key(home: &Path, uid: &str) -> Vec<u8> {
+    let out = gpg(
+        home,
+        &[
+            "--pinentry-mode",
+            "loopback",
+            "--passphrase",
+            "",
+            "--quick-gen-key",
+            uid,
+            "future-default",
+            "default",
+            "never",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new("gpg")
+        .arg("--homedir")
+        .arg(home)
+        .args(["--batch", "--export", "--armor", uid])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    out.stdout
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gpg_decrypts_and_verifies_the_pgp_mime_relayed_to_an_external_office() {
+    use crate::api::{cast, letter};
+    let c = cast(Gateway::new(Backend::Sqlite).await).await;
+    let api = &c.api;
+    let home = tempfile::tempdir().unwrap();
+    let cert = gpg_office_key(home.path(), "Kreisverwaltung <amt@kreis.example>");
+    let cert_file = api.gw.setup.path().join("kreis.asc");
+    std::fs::write(&cert_file, cert).unwrap();
+    api.cli(
+        &[
+            "mailbox",
+            "add",
+            "--office",
+            "amt@kreis.example",
+            "--name",
+            "Kreisverwaltung",
+            "--relay",
+            "mail.kreis.example:25",
+            "--cert",
+            cert_file.to_str().unwrap(),
+        ],
+        "",
+    );
+    let anna = api.login_high("anna@lemgo.example", &c.anna_otp).await;
+    let mut body = letter(
+        "amt@kreis.example",
+        "Antrag auf Akteneinsicht",
+        "Ich beantrage Einsicht in die Akte 12/345.",
+    );
+    body["authoritative"] = serde_json::json!(true);
+    let r = api.post("/api/v1/messages", &anna, body).await;
+    assert_eq!(r.status, axum::http::StatusCode::CREATED, "{}", r.text());
+    let gateway_id = r.json()["gateway_id"].as_str().unwrap().to_owned();
+
+    let mut conn = api.gw.store.pool().acquire().await.unwrap();
+    let jobs = bote::store::messages::jobs_of(&mut conn, &gateway_id)
+        .await
+        .unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].recipient, "amt@kreis.example");
+    assert_eq!(jobs[0].state, "queued");
+    let wire = String::from_utf8(jobs[0].payload.clone()).unwrap();
+    assert!(wire.contains("multipart/encrypted"), "{wire}");
+    assert!(
+        wire.contains("protocol=\"application/pgp-encrypted\""),
+        "{wire}"
+    );
+    assert!(wire.contains("Version: 1"), "{wire}");
+    assert!(
+        !wire.contains("Akteneinsicht"),
+        "the subject travels encrypted only"
+    );
+    let start = wire.find("-----BEGIN PGP MESSAGE-----").unwrap();
+    let end = wire.find("-----END PGP MESSAGE-----").unwrap() + "-----END PGP MESSAGE-----".len();
+    let armored = home.path().join("payload.asc");
+    std::fs::write(&armored, &wire[start..end]).unwrap();
+
+    // The office's gpg, knowing only the gateway's published provider certificate.
+    let provider = api.gw.setup.path().join("keys/provider.cert.asc");
+    let out = gpg(home.path(), &["--import", provider.to_str().unwrap()]);
+    assert!(out.status.success());
+    let plain = home.path().join("plain.eml");
+    let out = gpg(
+        home.path(),
+        &[
+            "--output",
+            plain.to_str().unwrap(),
+            "--decrypt",
+            armored.to_str().unwrap(),
+        ],
+    );
+    let status = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{status}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let fingerprint = api.gw.keys.provider.fingerprint();
+    assert!(
+        status.contains(&format!("VALIDSIG {fingerprint}")),
+        "{status}"
+    );
+    assert!(
+        status.contains("NOTATION_NAME sender@lemgo.example"),
+        "{status}"
+    );
+    assert!(
+        status.contains("NOTATION_DATA anna@lemgo.example"),
+        "{status}"
+    );
+    assert!(
+        status.contains("NOTATION_NAME auth-level@lemgo.example"),
+        "{status}"
+    );
+    let plain = std::fs::read_to_string(plain).unwrap();
+    assert!(
+        plain.contains("Subject: Antrag auf Akteneinsicht"),
+        "{plain}"
+    );
+    assert!(plain.contains("Akte 12/345"), "{plain}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_gpg_encrypted_to_a_wkd_key_is_accepted_and_readable() {
+    use crate::api::cast;
+    let c = cast(Gateway::new(Backend::Sqlite).await).await;
+    let api = &c.api;
+    let anna = bote::address::EmailAddress::parse("anna@lemgo.example").unwrap();
+    let r = api
+        .call(
+            "GET",
+            &format!(
+                "/.well-known/openpgpkey/lemgo.example/hu/{}?l=anna",
+                anna.wkd_hash()
+            ),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, axum::http::StatusCode::OK);
+    let home = tempfile::tempdir().unwrap();
+    let cert = home.path().join("anna.pgp");
+    std::fs::write(&cert, &r.body).unwrap();
+    assert!(
+        gpg(home.path(), &["--import", cert.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let entity = home.path().join("entity.txt");
+    std::fs::write(
+        &entity,
+        "Content-Type: text/plain; charset=utf-8\r\n\r\nIhr Antrag wurde genehmigt.\r\n",
+    )
+    .unwrap();
+    let sealed = home.path().join("entity.asc");
+    let out = gpg(
+        home.path(),
+        &[
+            "--trust-model",
+            "always",
+            "--armor",
+            "--recipient",
+            "anna@lemgo.example",
+            "--output",
+            sealed.to_str().unwrap(),
+            "--encrypt",
+            entity.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let armored = std::fs::read_to_string(&sealed)
+        .unwrap()
+        .replace("\r\n", "\n");
+    let message = format!(
+        "From: bauamt@lemgo.example\r\nTo: anna@lemgo.example\r\nSubject: Bescheid\r\n\
+         Message-ID: <bescheid-1@lemgo.example>\r\nMIME-Version: 1.0\r\n\
+         Content-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=\"b1\"\r\n\
+         \r\n--b1\r\nContent-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n\r\n--b1\r\n\
+         Content-Type: application/octet-stream\r\n\r\n{}\r\n--b1--\r\n",
+        armored.trim_end().replace('\n', "\r\n")
+    );
+    use base64::Engine;
+    let token = api.send_token("bauamt@lemgo.example");
+    let r = api
+        .post(
+            "/api/v1/messages",
+            &token,
+            serde_json::json!({ "to": ["anna@lemgo.example"],
+                "rfc5322": base64::engine::general_purpose::STANDARD.encode(&message) }),
+        )
+        .await;
+    assert_eq!(r.status, axum::http::StatusCode::CREATED, "{}", r.text());
+    let record = &r.json()["submission_acceptance"][0]["record"];
+    assert!(
+        record["details"]["note"]
+            .as_str()
+            .unwrap()
+            .contains("not scanned"),
+        "{record}"
+    );
+
+    let session = api.login("anna@lemgo.example").await;
+    let list = api
+        .get("/api/v1/mailboxes/anna@lemgo.example/inbox", &session)
+        .await
+        .json();
+    let id = list[0]["id"].as_str().unwrap();
+    let opened = api.get(&format!("/api/v1/messages/{id}"), &session).await;
+    assert_eq!(
+        opened.status,
+        axum::http::StatusCode::OK,
+        "{}",
+        opened.text()
+    );
+    let opened = opened.json();
+    assert_eq!(opened["end_to_end"], true);
+    assert_eq!(opened["subject"], "Bescheid");
+    assert!(
+        opened["text"]
+            .as_str()
+            .unwrap()
+            .contains("Ihr Antrag wurde genehmigt."),
+        "{opened}"
+    );
+}

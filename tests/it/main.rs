@@ -17,3 +17,4 @@ mod http;
 mod interop;
 mod log_props;
 mod storage;
+mod zero_access;
