@@ -15,11 +15,12 @@ use std::time::{Duration, Instant};
 
 use bote::accounts::{AuthLevel, IdentityMethod};
 use bote::address::EmailAddress;
-use bote::config::Config;
 use bote::evidence::*;
-use bote::keys::{self, KeyRing, LogKey, Passphrase};
+use bote::keys::{KeyRing, LogKey};
 use bote::log::Log;
 use bote::store::{OpenMode, Store};
+mod common;
+
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
 const RECORDS_PER_ITER: usize = 4096;
@@ -31,38 +32,13 @@ struct Bench {
     writer: Writer,
 }
 
-fn config(dir: &std::path::Path, url: Option<&str>) -> Config {
-    std::fs::write(dir.join("passphrase"), "bench passphrase").unwrap();
-    let text = format!(
-        "[gateway]\ndomains = [\"bench.example\"]\ndata_dir = \"data\"\n\
-         [database]\nurl = \"{}\"\n\
-         [http]\nlisten = \"\"\nmetrics_listen = \"\"\n\
-         [smtp]\nmx_listen = \"\"\nsubmission_listen = \"\"\nsubmissions_listen = \"\"\n\
-         [tls]\ncert = \"\"\nkey = \"\"\nca_cert = \"\"\n\
-         [keys]\ndir = \"keys\"\npassphrase_file = \"passphrase\"\n",
-        url.unwrap_or("")
-    );
-    Config::from_toml(&text, &dir.join("bote.toml"), std::iter::empty()).unwrap()
-}
-
 async fn setup(url: Option<&str>) -> Bench {
-    let dir = tempfile::tempdir().unwrap();
-    let config = config(dir.path(), url);
-    keys::generate(&config, &Passphrase::load(&config).unwrap()).unwrap();
-    let keys = KeyRing::load(&config).unwrap();
-    let store = Store::open(&config, OpenMode::CreateAndMigrate)
-        .await
-        .unwrap();
-    let log = Arc::new(Log::new(
-        keys.log.clone(),
-        keys.origin.clone(),
-        &config.gateway.data_dir,
-    ));
-    let writer = Writer::spawn(store.clone(), log);
+    let p = common::parts(url).await;
+    let writer = Writer::spawn(p.store.clone(), p.log);
     Bench {
-        _dir: dir,
-        store,
-        keys,
+        _dir: p._dir,
+        store: p.store,
+        keys: p.keys,
         writer,
     }
 }

@@ -244,7 +244,13 @@ mod tests {
         let to_anna = encrypt_signed(&anna, &signed, false).unwrap();
         let to_amt = encrypt_signed(&amt, &signed, true).unwrap();
         assert!(to_amt.starts_with(b"-----BEGIN PGP MESSAGE-----"));
-        let opened = open(&anna, &[provider_cert.clone()], "lemgo.example", &to_anna).unwrap();
+        let opened = open(
+            &anna,
+            std::slice::from_ref(&provider_cert),
+            "lemgo.example",
+            &to_anna,
+        )
+        .unwrap();
         assert_eq!(&opened.content[..], b"Subject: x\r\n\r\nhello");
         assert_eq!(opened.attestation.as_ref(), Some(&att));
         assert!(opened.signed_at.is_some());

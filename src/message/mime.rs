@@ -264,7 +264,15 @@ mod tests {
         };
         let from = addr("a@lemgo.example");
         assert_eq!(
-            compose(&from, &[from.clone()], "<x@y>", "s", "t", &[bad]).unwrap_err(),
+            compose(
+                &from,
+                std::slice::from_ref(&from),
+                "<x@y>",
+                "s",
+                "t",
+                &[bad]
+            )
+            .unwrap_err(),
             MimeError::AttachmentName
         );
     }

@@ -1,0 +1,60 @@
+//! Set-up shared by the benchmarks: a throwaway gateway directory with keys and a store.
+
+// Each benchmark binary includes this module and uses a different subset of it.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use bote::config::Config;
+use bote::keys::{self, KeyRing, Passphrase};
+use bote::log::Log;
+use bote::store::{OpenMode, Store};
+
+/// A gateway's parts in a temporary directory.
+pub struct Parts {
+    /// Keeps the directory alive.
+    pub _dir: tempfile::TempDir,
+    /// Effective configuration.
+    pub config: Config,
+    /// Unlocked keys.
+    pub keys: KeyRing,
+    /// The store (SQLite in the directory, or `url`).
+    pub store: Store,
+    /// The log.
+    pub log: Arc<Log>,
+}
+
+/// Keys, store and log for domain `bench.example`, on SQLite or the PostgreSQL `url`.
+pub async fn parts(url: Option<&str>) -> Parts {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("passphrase"), "bench passphrase").unwrap();
+    let text = format!(
+        "[gateway]\ndomains = [\"bench.example\"]\ndata_dir = \"data\"\n\
+         [database]\nurl = \"{}\"\nmax_connections = 20\n\
+         [http]\nlisten = \"\"\nmetrics_listen = \"\"\n\
+         [smtp]\nmx_listen = \"\"\nsubmission_listen = \"\"\nsubmissions_listen = \"\"\n\
+         [tls]\ncert = \"\"\nkey = \"\"\nca_cert = \"\"\n\
+         [keys]\ndir = \"keys\"\npassphrase_file = \"passphrase\"\n\
+         [limits]\nmessage_size_submission = 52428800\n",
+        url.unwrap_or("")
+    );
+    let config =
+        Config::from_toml(&text, &dir.path().join("bote.toml"), std::iter::empty()).unwrap();
+    keys::generate(&config, &Passphrase::load(&config).unwrap()).unwrap();
+    let keys = KeyRing::load(&config).unwrap();
+    let store = Store::open(&config, OpenMode::CreateAndMigrate)
+        .await
+        .unwrap();
+    let log = Arc::new(Log::new(
+        keys.log.clone(),
+        keys.origin.clone(),
+        &config.gateway.data_dir,
+    ));
+    Parts {
+        _dir: dir,
+        config,
+        keys,
+        store,
+        log,
+    }
+}
