@@ -17,6 +17,8 @@ use openpgp::parse::Parse;
 use openpgp::policy::StandardPolicy;
 use openpgp::serialize::SerializeInto;
 use openpgp::types::SignatureType;
+use std::sync::Arc;
+
 use openpgp::{Cert, armor};
 
 /// The policy bote applies to every certificate and signature it accepts.
@@ -221,6 +223,43 @@ where
         }),
         _ => None,
     }
+}
+
+/// Stored certificates already parsed, by SHA-256 of their bytes. Parsing a certificate and
+/// checking its self-signatures costs several signature verifications; the same few
+/// thousand mailbox certificates are used for every message, and a parsed [`Cert`] keeps
+/// its verification results. Keyed by content, so a changed certificate is a new entry.
+fn cert_cache() -> &'static std::sync::Mutex<std::collections::HashMap<[u8; 32], Arc<Cert>>> {
+    static CACHE: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::HashMap<[u8; 32], Arc<Cert>>>,
+    > = std::sync::OnceLock::new();
+    CACHE.get_or_init(Default::default)
+}
+
+/// Most certificates kept parsed; the cache starts over when full.
+const CERT_CACHE_SIZE: usize = 10_000;
+
+/// A stored (public) certificate, parsed once and shared.
+pub fn stored_cert(bytes: &[u8]) -> Result<Arc<Cert>, CryptoError> {
+    use sha2::Digest as _;
+    let key: [u8; 32] = sha2::Sha256::digest(bytes).into();
+    let cached = cert_cache()
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(&key)
+        .cloned();
+    if let Some(cert) = cached {
+        return Ok(cert);
+    }
+    let cert = Arc::new(Cert::from_bytes(bytes).map_err(|e| CryptoError::NotACert(e.to_string()))?);
+    let mut cache = cert_cache()
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if cache.len() >= CERT_CACHE_SIZE {
+        cache.clear();
+    }
+    cache.insert(key, cert.clone());
+    Ok(cert)
 }
 
 /// A certificate accepted as a recipient of encrypted mail.

@@ -24,9 +24,11 @@ pub const MAX_BATCH: usize = 4096;
 /// Requests waiting for the writer before submitters are slowed down.
 const QUEUE: usize = 8192;
 
-/// An event's own writes, run inside the batch transaction (under a savepoint).
-pub type Work =
-    Box<dyn for<'c> FnOnce(&'c mut AnyConnection) -> BoxFuture<'c, Result<(), StoreError>> + Send>;
+/// An event's own writes, run inside the batch transaction. It may run twice (see
+/// [`run_batch`]): the first run of a batch that fails is rolled back entirely.
+pub type Work = Box<
+    dyn for<'c> Fn(&'c mut AnyConnection) -> BoxFuture<'c, Result<(), StoreError>> + Send + Sync,
+>;
 
 /// What a committed request gets back.
 #[derive(Debug, Clone)]
@@ -152,11 +154,12 @@ async fn commit_batch(store: &Store, log: &Log, batch: Vec<Request>) -> Option<S
         replies.push(Some(request.reply));
         jobs.push((request.sealed, request.work));
     }
-    // A panicking Work closure must not take the writer down with it.
-    let outcome = std::panic::AssertUnwindSafe(run_batch(store, log, jobs, &mut replies))
-        .catch_unwind()
-        .await
-        .unwrap_or_else(|_| Err(BatchError::Panicked));
+    // Optimistically without savepoints (two statements less per request); only if some
+    // request's work fails is the batch redone with each request isolated.
+    let mut outcome = attempt(store, log, &jobs, &mut replies, false).await;
+    if matches!(outcome, Err(BatchError::WorkFailed)) {
+        outcome = attempt(store, log, &jobs, &mut replies, true).await;
+    }
     match outcome {
         Ok((accepted, indexes, checkpoint)) => {
             metrics::counter!("bote_evidence_records_total").increment(indexes.len() as u64);
@@ -184,6 +187,23 @@ async fn commit_batch(store: &Store, log: &Log, batch: Vec<Request>) -> Option<S
     }
 }
 
+type Outcome = Result<(Vec<(usize, usize)>, Vec<u64>, SignedCheckpoint), BatchError>;
+
+/// One try at the batch transaction; a panicking Work closure must not take the writer
+/// down with it.
+async fn attempt(
+    store: &Store,
+    log: &Log,
+    jobs: &[(Vec<Sealed>, Option<Work>)],
+    replies: &mut [Option<Reply>],
+    isolate: bool,
+) -> Outcome {
+    std::panic::AssertUnwindSafe(run_batch(store, log, jobs, replies, isolate))
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|_| Err(BatchError::Panicked))
+}
+
 /// Why a batch as a whole did not commit.
 #[derive(Debug, thiserror::Error)]
 enum BatchError {
@@ -191,6 +211,8 @@ enum BatchError {
     Evidence(#[from] EvidenceError),
     #[error("a request's work panicked")]
     Panicked,
+    #[error("a request's work failed; retrying the batch with each request isolated")]
+    WorkFailed,
 }
 
 impl From<sqlx::Error> for BatchError {
@@ -205,39 +227,48 @@ impl From<StoreError> for BatchError {
     }
 }
 
-/// The transaction of one batch. Requests whose work fails are answered here and dropped
-/// from the batch; returns (position, record count) of the accepted ones, their indexes
-/// and the checkpoint.
+/// The transaction of one batch. With `isolate`, each request's work runs under its own
+/// savepoint, and requests whose work fails are answered here and dropped from the batch;
+/// without, any failing work aborts the whole attempt ([`BatchError::WorkFailed`]).
+/// Returns (position, record count) of the accepted requests, their indexes and the
+/// checkpoint.
 async fn run_batch(
     store: &Store,
     log: &Log,
-    jobs: Vec<(Vec<Sealed>, Option<Work>)>,
+    jobs: &[(Vec<Sealed>, Option<Work>)],
     replies: &mut [Option<Reply>],
-) -> Result<(Vec<(usize, usize)>, Vec<u64>, SignedCheckpoint), BatchError> {
+    isolate: bool,
+) -> Outcome {
     let mut tx = store.begin().await?;
     // Take the sequencer lock before any work: one lock order for every writer (no
     // deadlocks on PostgreSQL), and on SQLite the first statement is a write, so a busy
     // database is waited for instead of failing the upgrade from a read snapshot.
     log.lock(&mut tx).await.map_err(EvidenceError::from)?;
     let mut accepted = Vec::with_capacity(jobs.len());
-    let mut sealed: Vec<Sealed> = Vec::new();
-    for (position, (records, work)) in jobs.into_iter().enumerate() {
+    let mut sealed: Vec<&Sealed> = Vec::new();
+    for (position, (records, work)) in jobs.iter().enumerate() {
         if let Some(work) = work {
-            let mut savepoint = tx.begin().await?;
-            if let Err(e) = work(&mut savepoint).await {
-                savepoint.rollback().await?;
-                if let Some(reply) = replies[position].take() {
-                    let _ = reply.send(Err(WriterError::Work(e.to_string())));
+            if !isolate {
+                if work(&mut tx).await.is_err() {
+                    tx.rollback().await?;
+                    return Err(BatchError::WorkFailed);
                 }
-                continue;
+            } else {
+                let mut savepoint = tx.begin().await?;
+                if let Err(e) = work(&mut savepoint).await {
+                    savepoint.rollback().await?;
+                    if let Some(reply) = replies[position].take() {
+                        let _ = reply.send(Err(WriterError::Work(e.to_string())));
+                    }
+                    continue;
+                }
+                savepoint.commit().await?;
             }
-            savepoint.commit().await?;
         }
         accepted.push((position, records.len()));
-        sealed.extend(records);
+        sealed.extend(records.iter());
     }
-    let all: Vec<&Sealed> = sealed.iter().collect();
-    let (indexes, appended) = record_in_tx(&mut tx, log, &all).await?;
+    let (indexes, appended) = record_in_tx(&mut tx, log, &sealed).await?;
     tx.commit().await?;
     Ok((accepted, indexes, appended.checkpoint))
 }

@@ -161,7 +161,7 @@ impl From<EvidenceError> for SubmitError {
 #[derive(Debug, Clone)]
 struct Recipient {
     mailbox: Mailbox,
-    cert: Cert,
+    cert: Arc<Cert>,
 }
 
 /// The message core: submit and open. Cheap to clone.
@@ -306,7 +306,7 @@ impl Pipeline {
     }
 
     /// The certificate of a mailbox that can hold copies (its own key), if any.
-    async fn mailbox_cert(&self, mailbox: &Mailbox) -> Result<Option<Cert>, SubmitError> {
+    async fn mailbox_cert(&self, mailbox: &Mailbox) -> Result<Option<Arc<Cert>>, SubmitError> {
         let mut conn = self.store.pool().acquire().await?;
         let row = keystore::mailbox_key(&mut conn, mailbox.id).await?;
         row.map(|r| parse_cert(&r.cert)).transpose()
@@ -544,9 +544,9 @@ async fn resolve(
     Ok(Some(Recipient { mailbox, cert }))
 }
 
-fn parse_cert(bytes: &[u8]) -> Result<Cert, SubmitError> {
-    use sequoia_openpgp::parse::Parse;
-    Cert::from_bytes(bytes).map_err(|e| SubmitError::Internal(format!("stored certificate: {e}")))
+fn parse_cert(bytes: &[u8]) -> Result<Arc<Cert>, SubmitError> {
+    crate::crypto::stored_cert(bytes)
+        .map_err(|e| SubmitError::Internal(format!("stored certificate: {e}")))
 }
 
 fn evidence_sender(from: &Submitter) -> Sender {
@@ -696,7 +696,7 @@ struct SealJob {
     sender: Sender,
     attestation: Attestation,
     recipients: Vec<Recipient>,
-    sender_copy: Option<(Mailbox, Cert)>,
+    sender_copy: Option<(Mailbox, Arc<Cert>)>,
     prepared: Prepared,
     now: i64,
 }
@@ -828,13 +828,13 @@ struct Rows {
 
 impl Rows {
     fn into_work(self, now: i64) -> Work {
+        let rows = Arc::new(self);
         Box::new(move |conn: &mut AnyConnection| {
+            let rows = rows.clone();
             Box::pin(async move {
-                repo::insert_message(conn, &self.message).await?;
-                for copy in &self.copies {
-                    repo::insert_copy(conn, copy).await?;
-                }
-                for job in &self.jobs {
+                repo::insert_message(conn, &rows.message).await?;
+                repo::insert_copies(conn, &rows.copies).await?;
+                for job in &rows.jobs {
                     repo::insert_job(conn, job, now).await?;
                 }
                 Ok(())

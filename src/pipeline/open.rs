@@ -416,6 +416,7 @@ impl Pipeline {
             .map_err(|e| OpenError::Internal(e.to_string()))?;
         let copy_id = stored.copy.id.clone();
         let work: evidence::Work = Box::new(move |conn: &mut AnyConnection| {
+            let copy_id = copy_id.clone();
             Box::pin(async move {
                 if repo::mark_opened(conn, &copy_id, now).await? {
                     Ok(())

@@ -109,21 +109,35 @@ pub async fn insert_message(conn: &mut AnyConnection, m: &MessageRow) -> Result<
     Ok(())
 }
 
-/// Inserts an encrypted copy.
-pub async fn insert_copy(conn: &mut AnyConnection, c: &CopyRow) -> Result<(), StoreError> {
-    sqlx::query(
+/// Inserts a message's encrypted copies in one statement.
+pub async fn insert_copies(conn: &mut AnyConnection, copies: &[CopyRow]) -> Result<(), StoreError> {
+    if copies.is_empty() {
+        return Ok(());
+    }
+    const COLUMNS: usize = 7;
+    let rows: Vec<String> = (0..copies.len())
+        .map(|r| {
+            let cols: Vec<String> = (1..=COLUMNS).map(|c| format!("${}", r * COLUMNS + c)).collect();
+            format!("({})", cols.join(", "))
+        })
+        .collect();
+    let sql = format!(
         "INSERT INTO message_copies (id, gateway_id, mailbox_id, folder, recipient, body, \
-         created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-    )
-    .bind(c.id.clone())
-    .bind(c.gateway_id.clone())
-    .bind(c.mailbox_id)
-    .bind(c.folder)
-    .bind(c.recipient.clone())
-    .bind(c.body.as_slice())
-    .bind(c.created_at)
-    .execute(conn)
-    .await?;
+         created_at) VALUES {}",
+        rows.join(", ")
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for c in copies {
+        query = query
+            .bind(c.id.as_str())
+            .bind(c.gateway_id.as_str())
+            .bind(c.mailbox_id)
+            .bind(c.folder)
+            .bind(c.recipient.as_str())
+            .bind(c.body.as_slice())
+            .bind(c.created_at);
+    }
+    query.execute(conn).await?;
     Ok(())
 }
 
