@@ -18,7 +18,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bote::accounts::service::{AddUser, Accounts};
+use bote::accounts::service::{Accounts, AddUser};
 use bote::accounts::{Actor, AuthLevel, IdentityMethod, Role};
 use bote::address::EmailAddress;
 use bote::evidence::Writer;
@@ -37,10 +37,7 @@ struct Bench {
 async fn setup(url: Option<&str>) -> Bench {
     let parts = common::parts(url).await;
     let writer = Writer::spawn(parts.store.clone(), parts.log.clone());
-    let accounts = Accounts::new(
-        parts.store.clone(),
-        parts.config.gateway.domains.clone(),
-    );
+    let accounts = Accounts::new(parts.store.clone(), parts.config.gateway.domains.clone());
     let op = Actor::Operator("bench".into());
     accounts
         .add_user(
@@ -56,7 +53,10 @@ async fn setup(url: Option<&str>) -> Bench {
         .await
         .unwrap();
     let office = EmailAddress::parse("amt@bench.example").unwrap();
-    let added = accounts.add_office(&op, &office, "Amt", None).await.unwrap();
+    let added = accounts
+        .add_office(&op, &office, "Amt", None)
+        .await
+        .unwrap();
     accounts
         .verify_mailbox_identity(&op, &office, IdentityMethod::InPerson)
         .await
@@ -192,8 +192,12 @@ fn peak_memory(_c: &mut Criterion) {
         .unwrap();
     let bench = rt.block_on(setup(None));
     // Warm up allocator, pools and statement caches with a small message first.
-    rt.block_on(bench.pipeline.submit(&bench.from, submission(message(KIB, 0), true)))
-        .unwrap();
+    rt.block_on(
+        bench
+            .pipeline
+            .submit(&bench.from, submission(message(KIB, 0), true)),
+    )
+    .unwrap();
     let size = 45 * 1024 * KIB;
     let bytes = message(size, 1);
     // Reset the high-water mark to the current resident set (Linux ≥ 4.0).

@@ -10,10 +10,13 @@
 //! CPU work (composing, parsing, hashing, signing, encrypting, sealing evidence) runs on the
 //! crypto pool, one job per submission, so the async threads only move bytes.
 
+mod batcher;
 mod open;
 mod receipts;
 
 use std::sync::Arc;
+
+use batcher::{Batcher, Rows};
 
 use sequoia_openpgp::Cert;
 use sqlx::AnyConnection;
@@ -29,7 +32,7 @@ use crate::crypto::message::{self as pgp, Attestation};
 use crate::crypto::{CryptoError, pool};
 use crate::evidence::{
     self, Attachment, Details, Event, EvidenceError, EvidenceRecord, IdentityAssurance, MessageRef,
-    ReasonCode, Sealed, Sender, Sha256Digest, Timestamp, Work, Writer, WriterError,
+    ReasonCode, Sealed, Sender, Sha256Digest, Timestamp, Writer, WriterError,
 };
 use crate::keys::KeyRing;
 use crate::log::Log;
@@ -171,6 +174,7 @@ pub struct Pipeline {
     config: Arc<Config>,
     keys: KeyRing,
     writer: Writer,
+    batcher: Batcher,
     log: Arc<Log>,
     domain: String,
 }
@@ -198,6 +202,7 @@ impl Pipeline {
             store,
             config,
             keys,
+            batcher: Batcher::spawn(writer.clone()),
             writer,
             log,
             domain,
@@ -288,14 +293,11 @@ impl Pipeline {
             copies: sealed.copies,
             jobs: sealed.jobs,
         };
-        let receipt = self
-            .writer
-            .commit(sealed.evidence, Some(rows.into_work(now)))
-            .await?;
+        let log_indexes = self.batcher.commit(rows, sealed.evidence).await?;
         metrics::counter!("bote_messages_accepted_total").increment(1);
         let acceptances = records
             .into_iter()
-            .zip(receipt.log_indexes)
+            .zip(log_indexes)
             .filter(|(r, _)| r.event == Event::SubmissionAcceptance)
             .collect();
         Ok(Accepted {
@@ -816,29 +818,5 @@ impl SealJob {
             details,
             self.now,
         )
-    }
-}
-
-/// The rows of one accepted submission, written inside the writer's batch transaction.
-struct Rows {
-    message: MessageRow,
-    copies: Vec<CopyRow>,
-    jobs: Vec<JobRow>,
-}
-
-impl Rows {
-    fn into_work(self, now: i64) -> Work {
-        let rows = Arc::new(self);
-        Box::new(move |conn: &mut AnyConnection| {
-            let rows = rows.clone();
-            Box::pin(async move {
-                repo::insert_message(conn, &rows.message).await?;
-                repo::insert_copies(conn, &rows.copies).await?;
-                for job in &rows.jobs {
-                    repo::insert_job(conn, job, now).await?;
-                }
-                Ok(())
-            })
-        })
     }
 }

@@ -6,10 +6,6 @@ use sqlx::{AnyConnection, Row};
 use super::StoreError;
 use crate::evidence::{EvidenceRecord, Sealed};
 
-/// Rows per multi-row INSERT. Small on purpose: SQLite looks up `$n` parameter names by a
-/// linear scan, so binding costs grow with the square of the parameters per statement, and
-/// few distinct chunk sizes keep sqlx's prepared-statement cache warm.
-const CHUNK: usize = 16;
 /// Columns per evidence row.
 const COLUMNS: usize = 11;
 
@@ -37,20 +33,12 @@ pub async fn insert(
         .copied()
         .zip(indexes.iter().copied())
         .collect();
-    for chunk in rows.chunks(CHUNK) {
-        let placeholders: Vec<String> = (0..chunk.len())
-            .map(|r| {
-                let cols: Vec<String> = (1..=COLUMNS)
-                    .map(|c| format!("${}", r * COLUMNS + c))
-                    .collect();
-                format!("({})", cols.join(", "))
-            })
-            .collect();
-        let sql = format!(
-            "INSERT INTO evidence (evidence_id, log_index, event, reason, event_time, \
-             gateway_message_id, message_id, sender_key, recipient_key, record, signature) \
-             VALUES {}",
-            placeholders.join(", ")
+    for chunk in rows.chunks(super::INSERT_CHUNK) {
+        let sql = super::multi_row_insert(
+            "evidence (evidence_id, log_index, event, reason, event_time, gateway_message_id, \
+             message_id, sender_key, recipient_key, record, signature)",
+            chunk.len(),
+            COLUMNS,
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for (s, index) in chunk {

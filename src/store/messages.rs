@@ -3,7 +3,7 @@
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
-use super::StoreError;
+use super::{INSERT_CHUNK, StoreError, multi_row_insert};
 
 /// A message row: cleartext metadata only (the content lives in the copies' bodies).
 #[derive(Debug, Clone)]
@@ -83,66 +83,68 @@ pub struct StoredCopy {
     pub opened_at: Option<i64>,
 }
 
-/// Inserts a message row.
-pub async fn insert_message(conn: &mut AnyConnection, m: &MessageRow) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO messages (gateway_id, message_id, sender, sender_key, channel, auth_level, \
-         authoritative, personal, retrieval_confirmation, end_to_end, size, sha256, recipients, \
-         created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-    )
-    .bind(m.gateway_id.clone())
-    .bind(m.message_id.clone())
-    .bind(m.sender.clone())
-    .bind(m.sender_key.clone())
-    .bind(m.channel)
-    .bind(m.auth_level.clone())
-    .bind(i64::from(m.authoritative))
-    .bind(i64::from(m.personal))
-    .bind(i64::from(m.retrieval_confirmation))
-    .bind(i64::from(m.end_to_end))
-    .bind(m.size)
-    .bind(m.sha256.clone())
-    .bind(m.recipients)
-    .bind(m.created_at)
-    .execute(conn)
-    .await?;
+/// Inserts message rows, a chunk per statement.
+pub async fn insert_messages(
+    conn: &mut AnyConnection,
+    messages: &[MessageRow],
+) -> Result<(), StoreError> {
+    for chunk in messages.chunks(INSERT_CHUNK) {
+        let sql = multi_row_insert(
+            "messages (gateway_id, message_id, sender, sender_key, channel, auth_level, \
+             authoritative, personal, retrieval_confirmation, end_to_end, size, sha256, \
+             recipients, created_at)",
+            chunk.len(),
+            14,
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for m in chunk {
+            query = query
+                .bind(m.gateway_id.as_str())
+                .bind(m.message_id.as_deref())
+                .bind(m.sender.as_str())
+                .bind(m.sender_key.as_str())
+                .bind(m.channel)
+                .bind(m.auth_level.as_str())
+                .bind(i64::from(m.authoritative))
+                .bind(i64::from(m.personal))
+                .bind(i64::from(m.retrieval_confirmation))
+                .bind(i64::from(m.end_to_end))
+                .bind(m.size)
+                .bind(m.sha256.as_str())
+                .bind(m.recipients)
+                .bind(m.created_at);
+        }
+        query.execute(&mut *conn).await?;
+    }
     Ok(())
 }
 
-/// Inserts a message's encrypted copies in one statement.
+/// Inserts encrypted copies, a chunk per statement.
 pub async fn insert_copies(conn: &mut AnyConnection, copies: &[CopyRow]) -> Result<(), StoreError> {
-    if copies.is_empty() {
-        return Ok(());
+    for chunk in copies.chunks(INSERT_CHUNK) {
+        let sql = multi_row_insert(
+            "message_copies (id, gateway_id, mailbox_id, folder, recipient, body, created_at)",
+            chunk.len(),
+            7,
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for c in chunk {
+            query = query
+                .bind(c.id.as_str())
+                .bind(c.gateway_id.as_str())
+                .bind(c.mailbox_id)
+                .bind(c.folder)
+                .bind(c.recipient.as_str())
+                .bind(c.body.as_slice())
+                .bind(c.created_at);
+        }
+        query.execute(&mut *conn).await?;
     }
-    const COLUMNS: usize = 7;
-    let rows: Vec<String> = (0..copies.len())
-        .map(|r| {
-            let cols: Vec<String> = (1..=COLUMNS).map(|c| format!("${}", r * COLUMNS + c)).collect();
-            format!("({})", cols.join(", "))
-        })
-        .collect();
-    let sql = format!(
-        "INSERT INTO message_copies (id, gateway_id, mailbox_id, folder, recipient, body, \
-         created_at) VALUES {}",
-        rows.join(", ")
-    );
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for c in copies {
-        query = query
-            .bind(c.id.as_str())
-            .bind(c.gateway_id.as_str())
-            .bind(c.mailbox_id)
-            .bind(c.folder)
-            .bind(c.recipient.as_str())
-            .bind(c.body.as_slice())
-            .bind(c.created_at);
-    }
-    query.execute(conn).await?;
     Ok(())
 }
 
 /// Queues a relay job.
-pub async fn insert_job(conn: &mut AnyConnection, j: &JobRow, now: i64) -> Result<(), StoreError> {
+pub async fn insert_job(conn: &mut AnyConnection, j: &JobRow) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO outbound_jobs (gateway_id, mailbox_id, recipient, payload, state, due_at, \
          created_at) VALUES ($1, $2, $3, $4, 'queued', $5, $6)",
@@ -152,7 +154,7 @@ pub async fn insert_job(conn: &mut AnyConnection, j: &JobRow, now: i64) -> Resul
     .bind(j.recipient.clone())
     .bind(j.payload.as_slice())
     .bind(j.due_at)
-    .bind(now)
+    .bind(j.due_at)
     .execute(conn)
     .await?;
     Ok(())

@@ -30,6 +30,28 @@ use crate::config::{Config, redact_url};
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
 
+/// Rows per multi-row INSERT. Small on purpose: SQLite looks up `$n` parameter names by a
+/// linear scan, so binding costs grow with the square of the parameters per statement, and
+/// few distinct chunk sizes keep sqlx's prepared-statement cache warm.
+pub const INSERT_CHUNK: usize = 16;
+
+/// `INSERT INTO {table_and_columns} VALUES ($1, …), (…)` for `rows` rows of `columns`
+/// placeholders each.
+pub fn multi_row_insert(table_and_columns: &str, rows: usize, columns: usize) -> String {
+    let values: Vec<String> = (0..rows)
+        .map(|r| {
+            let cols: Vec<String> = (1..=columns)
+                .map(|c| format!("${}", r * columns + c))
+                .collect();
+            format!("({})", cols.join(", "))
+        })
+        .collect();
+    format!(
+        "INSERT INTO {table_and_columns} VALUES {}",
+        values.join(", ")
+    )
+}
+
 /// An open transaction on either backend.
 pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
 
