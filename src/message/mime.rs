@@ -88,19 +88,59 @@ fn check_attachment_name(name: &str) -> Result<(), MimeError> {
     }
 }
 
-/// Parses a submitted message: like [`parse_entity`], and it must name a From address.
-pub fn parse(bytes: &[u8]) -> Result<Parsed, MimeError> {
-    let parsed = parse_entity(bytes)?;
-    if parsed.from.is_none() {
-        return Err(MimeError::Malformed("no From address"));
-    }
-    Ok(parsed)
+/// One attachment as evidence records it: name, size and SHA-256 of the decoded bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttachmentFacts {
+    /// File name (`attachment-N` when the message gives none).
+    pub name: String,
+    /// Decoded size.
+    pub size: u64,
+    /// SHA-256 of the decoded bytes.
+    pub sha256: [u8; 32],
 }
 
-/// Parses a message or MIME entity: identifiers, subject, bodies, decoded attachments, and
-/// whether it is an RFC 3156 encrypted message (then its armoured payload is in
-/// `end_to_end`).
-pub fn parse_entity(bytes: &[u8]) -> Result<Parsed, MimeError> {
+/// What the gateway records about submitted content, without copying any of it.
+#[derive(Debug, Clone)]
+pub struct Facts {
+    /// The Message-ID, with angle brackets.
+    pub message_id: Option<String>,
+    /// The first From address.
+    pub from: String,
+    /// Attachments (none for end-to-end encrypted content: the gateway cannot see them).
+    pub attachments: Vec<AttachmentFacts>,
+    /// The content is an RFC 3156 encrypted message.
+    pub end_to_end: bool,
+}
+
+/// The facts of a submitted message; it must parse and name a From address.
+pub fn facts(bytes: &[u8]) -> Result<Facts, MimeError> {
+    use sha2::Digest as _;
+    let message = parse_message(bytes)?;
+    let from = first_from(&message).ok_or(MimeError::Malformed("no From address"))?;
+    let end_to_end = encrypted_payload(&message).is_some();
+    let attachments = if end_to_end {
+        Vec::new()
+    } else {
+        message
+            .attachments()
+            .enumerate()
+            .map(|(i, part)| AttachmentFacts {
+                name: part_name(i, part),
+                size: part.contents().len() as u64,
+                sha256: sha2::Sha256::digest(part.contents()).into(),
+            })
+            .collect()
+    };
+    Ok(Facts {
+        message_id: message.message_id().map(|id| format!("<{id}>")),
+        from,
+        attachments,
+        end_to_end,
+    })
+}
+
+/// Checks the header section and parses.
+fn parse_message(bytes: &[u8]) -> Result<mail_parser::Message<'_>, MimeError> {
     let head_end = bytes
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -113,14 +153,29 @@ pub fn parse_entity(bytes: &[u8]) -> Result<Parsed, MimeError> {
             "the header section is not valid UTF-8",
         ));
     }
-    let message = MessageParser::default()
+    MessageParser::default()
         .parse(bytes)
-        .ok_or(MimeError::Malformed("no header fields"))?;
-    let from = message
+        .ok_or(MimeError::Malformed("no header fields"))
+}
+
+fn first_from(message: &mail_parser::Message<'_>) -> Option<String> {
+    message
         .from()
         .and_then(|a| a.first())
         .and_then(|a| a.address())
-        .map(str::to_owned);
+        .map(str::to_owned)
+}
+
+fn part_name(index: usize, part: &mail_parser::MessagePart<'_>) -> String {
+    part.attachment_name()
+        .map_or_else(|| format!("attachment-{}", index + 1), str::to_owned)
+}
+
+/// Parses a message or MIME entity for a reader: identifiers, subject, bodies, decoded
+/// attachments, and whether it is an RFC 3156 encrypted message (then its armoured payload
+/// is in `end_to_end`).
+pub fn parse_entity(bytes: &[u8]) -> Result<Parsed, MimeError> {
+    let message = parse_message(bytes)?;
     let end_to_end = encrypted_payload(&message);
     let attachments = if end_to_end.is_some() {
         Vec::new()
@@ -129,9 +184,7 @@ pub fn parse_entity(bytes: &[u8]) -> Result<Parsed, MimeError> {
             .attachments()
             .enumerate()
             .map(|(i, part)| Part {
-                name: part
-                    .attachment_name()
-                    .map_or_else(|| format!("attachment-{}", i + 1), str::to_owned),
+                name: part_name(i, part),
                 content_type: part.content_type().map_or_else(
                     || "application/octet-stream".to_owned(),
                     |c| match c.subtype() {
@@ -145,7 +198,7 @@ pub fn parse_entity(bytes: &[u8]) -> Result<Parsed, MimeError> {
     };
     Ok(Parsed {
         message_id: message.message_id().map(|id| format!("<{id}>")),
-        from,
+        from: first_from(&message),
         subject: message.subject().map(str::to_owned),
         text: message.body_text(0).map(|t| t.into_owned()),
         html: message.body_html(0).map(|t| t.into_owned()),
@@ -231,7 +284,10 @@ mod tests {
         )
         .unwrap();
         assert!(!bytes.windows(2).any(|w| w[1] == b'\n' && w[0] != b'\r'));
-        let parsed = parse(&bytes).unwrap();
+        let facts = facts(&bytes).unwrap();
+        assert_eq!(facts.attachments[0].size, 6);
+        assert_eq!(facts.from, "anna@lemgo.example");
+        let parsed = parse_entity(&bytes).unwrap();
         assert_eq!(parsed.message_id.as_deref(), Some("<m1@lemgo.example>"));
         assert_eq!(parsed.from.as_deref(), Some("anna@lemgo.example"));
         assert_eq!(parsed.subject.as_deref(), Some("Bauantrag Gartenhaus"));
@@ -246,15 +302,15 @@ mod tests {
     #[test]
     fn bad_input_is_named() {
         assert_eq!(
-            parse(b"no header here").unwrap_err(),
+            facts(b"no header here").unwrap_err(),
             MimeError::Malformed("no blank line ends the header section")
         );
         assert_eq!(
-            parse(b"Subject: hi\r\n\r\nbody").unwrap_err(),
+            facts(b"Subject: hi\r\n\r\nbody").unwrap_err(),
             MimeError::Malformed("no From address")
         );
         assert_eq!(
-            parse(b"From: a@b.example\r\nSubject: \xff\r\n\r\nx").unwrap_err(),
+            facts(b"From: a@b.example\r\nSubject: \xff\r\n\r\nx").unwrap_err(),
             MimeError::Malformed("the header section is not valid UTF-8")
         );
         let bad = NewAttachment {
@@ -293,7 +349,8 @@ mod tests {
             text.contains("protocol=\"application/pgp-encrypted\""),
             "{text}"
         );
-        let parsed = parse(&bytes).unwrap();
+        assert!(facts(&bytes).unwrap().end_to_end);
+        let parsed = parse_entity(&bytes).unwrap();
         let payload = String::from_utf8(parsed.end_to_end.unwrap()).unwrap();
         assert!(
             payload.starts_with("-----BEGIN PGP MESSAGE-----"),

@@ -603,6 +603,7 @@ fn record(
 /// The submitted bytes and what evidence needs from them.
 struct Prepared {
     bytes: Vec<u8>,
+    size: u64,
     sha256: Sha256Digest,
     message_id: Option<String>,
     from: Option<String>,
@@ -618,7 +619,7 @@ impl Prepared {
             gateway_id: gateway_id.to_owned(),
             message_id: self.message_id.clone(),
             sha256: self.sha256,
-            size: self.bytes.len() as u64,
+            size: self.size,
             attachments: self.attachments.clone(),
         }
     }
@@ -660,6 +661,7 @@ fn prepare(
             bytes.len()
         );
         return Ok(Prepared {
+            size: bytes.len() as u64,
             bytes,
             sha256,
             message_id: None,
@@ -669,23 +671,24 @@ fn prepare(
             too_large: Some(detail),
         });
     }
-    let parsed = mime::parse(&bytes)?;
-    let attachments = parsed
+    let facts = mime::facts(&bytes)?;
+    let attachments = facts
         .attachments
-        .iter()
-        .map(|p| Attachment {
-            name: p.name.clone(),
-            size: p.data.len() as u64,
-            sha256: Sha256Digest::of(&p.data),
+        .into_iter()
+        .map(|a| Attachment {
+            name: a.name,
+            size: a.size,
+            sha256: Sha256Digest(a.sha256),
         })
         .collect();
     Ok(Prepared {
         sha256,
-        message_id: parsed.message_id,
-        from: parsed.from,
+        message_id: facts.message_id,
+        from: Some(facts.from),
         attachments,
-        end_to_end: parsed.end_to_end.is_some(),
+        end_to_end: facts.end_to_end,
         too_large: None,
+        size: bytes.len() as u64,
         bytes,
     })
 }
@@ -721,13 +724,16 @@ impl From<CryptoError> for SubmitError {
 }
 
 impl SealJob {
-    fn run(self) -> Result<SealedSubmission, SubmitError> {
+    fn run(mut self) -> Result<SealedSubmission, SubmitError> {
         let signed = pgp::sign(
             self.keys.provider.signer(),
             &self.domain,
             &self.attestation,
             &self.prepared.bytes,
         )?;
+        // The signed message contains the content; holding both would double the peak
+        // memory of a large message.
+        drop(std::mem::take(&mut self.prepared.bytes));
         let message = self.prepared.message_ref(&self.gateway_id);
         let mut copies = Vec::with_capacity(self.recipients.len() + 1);
         let mut jobs = Vec::new();
@@ -793,7 +799,7 @@ impl SealJob {
         Ok(SealedSubmission {
             message_id: self.prepared.message_id.clone(),
             sha256: self.prepared.sha256,
-            size: self.prepared.bytes.len() as u64,
+            size: self.prepared.size,
             end_to_end: self.prepared.end_to_end,
             copies,
             jobs,

@@ -742,3 +742,109 @@ async fn the_openapi_document_lists_every_route() {
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.json()["paths"], doc["paths"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_second_factors_and_lockout() {
+    let Cast { api, anna_otp } = cast(Gateway::new(bote::store::Backend::Sqlite).await).await;
+    let login = |password: &str| json!({ "email": "anna@lemgo.example", "password": password });
+    // A session starts at normal and says a second factor exists.
+    let r = api
+        .call(
+            "POST",
+            "/api/v1/session",
+            None,
+            Some(login("a long enough password")),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    assert_eq!(r.json()["auth_level"], "normal");
+    assert_eq!(r.json()["second_factor"], true);
+    let token = r.json()["token"].as_str().unwrap().to_owned();
+
+    // A wrong code is refused; the right one raises the session; replaying it is refused.
+    let r = api
+        .post("/api/v1/session/totp", &token, json!({ "code": "000000" }))
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(r.problem(), "urn:bote:problem:bad-code");
+    let code = bote::auth::totp_code_now(&anna_otp).unwrap();
+    let r = api
+        .post("/api/v1/session/totp", &token, json!({ "code": code }))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let other = api.login("anna@lemgo.example").await;
+    let r = api
+        .post("/api/v1/session/totp", &other, json!({ "code": code }))
+        .await;
+    assert_eq!(
+        r.problem(),
+        "urn:bote:problem:bad-code",
+        "a used code is spent"
+    );
+    // Replacing the factor needs the high session.
+    let r = api.post("/api/v1/totp", &other, json!({})).await;
+    assert_eq!(r.problem(), "urn:bote:problem:needs-high");
+    let r = api.post("/api/v1/totp", &token, json!({})).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    assert!(
+        r.json()["otpauth"]
+            .as_str()
+            .unwrap()
+            .starts_with("otpauth://totp/")
+    );
+
+    // Logging out ends the session.
+    let r = api
+        .call("DELETE", "/api/v1/session", Some(&token), None)
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let r = api.get("/api/v1/mailboxes", &token).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+
+    // Wrong passwords: the same answer as an unknown user, then a lockout.
+    let unknown = api
+        .call(
+            "POST",
+            "/api/v1/session",
+            None,
+            Some(json!({ "email": "nobody@lemgo.example", "password": "whatever it is" })),
+        )
+        .await;
+    assert_eq!(unknown.problem(), "urn:bote:problem:bad-credentials");
+    // Four more failures: with the wrong one-time code above, five in all.
+    for _ in 0..4 {
+        let r = api
+            .call(
+                "POST",
+                "/api/v1/session",
+                None,
+                Some(login("wrong password!!")),
+            )
+            .await;
+        assert_eq!(r.body, unknown.body);
+    }
+    let r = api
+        .call(
+            "POST",
+            "/api/v1/session",
+            None,
+            Some(login("a long enough password")),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(r.problem(), "urn:bote:problem:locked-out");
+
+    // An operator's password change ends the sessions opened with the old password.
+    api.cli(
+        &[
+            "user",
+            "set-password",
+            "anna@lemgo.example",
+            "--password-stdin",
+            "--new-key",
+        ],
+        "another long password\n",
+    );
+    let r = api.get("/api/v1/mailboxes", &other).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+}

@@ -729,6 +729,21 @@ async fn keys_need_the_right_passphrase_and_are_never_overwritten() {
         std::fs::read(gw.setup.path().join("keys/evidence.key.asc")).unwrap(),
         before
     );
+    // A key directory from before the provider key gets just that key, once.
+    let keys = gw.setup.path().join("keys");
+    std::fs::remove_file(keys.join("provider.key.asc")).unwrap();
+    std::fs::remove_file(keys.join("provider.cert.asc")).unwrap();
+    let upgraded = run(gw.setup.cmd(&["keys", "generate"]));
+    assert!(upgraded.status.success(), "{}", stderr(&upgraded));
+    assert!(stdout(&upgraded).contains("provider-key: "));
+    assert!(keys.join("provider.key.asc").exists());
+    assert_eq!(
+        std::fs::read(keys.join("evidence.key.asc")).unwrap(),
+        before
+    );
+    let again = run(gw.setup.cmd(&["keys", "generate"]));
+    assert_one_line_error(&again, &["provider.key.asc", "already exists"]);
+
     let armored = String::from_utf8(before).unwrap();
     assert!(armored.contains("BEGIN PGP PRIVATE KEY BLOCK"));
     let passphrase = std::fs::read_to_string(gw.setup.path().join("keys/passphrase")).unwrap();
