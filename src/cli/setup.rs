@@ -209,6 +209,7 @@ pub async fn demo(dir: &Path) -> Result<(), CliError> {
             "log:     curl --cacert {} https://{addr}/log/checkpoint",
             ca.display()
         );
+        println!("api:     https://{addr}/api/v1/openapi.json (log in: POST /api/v1/session)");
     }
     if let Some(addr) = config.http.metrics_listen.0 {
         println!("metrics: http://{addr}/metrics");
