@@ -251,15 +251,7 @@ impl Auth {
             .map_err(|e| AuthError::Internal(e.to_string()))?;
         let actor = Actor::User(user.email.clone());
         let details = serde_json::json!({ "grants_completed": grants_completed });
-        audit::record(
-            &mut tx,
-            &actor,
-            "session.login",
-            &user.email.to_string(),
-            details,
-            now,
-        )
-        .await?;
+        audit_self(&mut tx, &actor, "session.login", &user.email, details, now).await?;
         tx.commit().await?;
         Ok(LoggedIn {
             token,
@@ -301,11 +293,11 @@ impl Auth {
         }
         repo::set_high(&mut tx, &session.token_hash).await?;
         let actor = Actor::User(user.email.clone());
-        audit::record(
+        audit_self(
             &mut tx,
             &actor,
             "session.second-factor",
-            &user.email.to_string(),
+            &user.email,
             serde_json::json!({}),
             now,
         )
@@ -347,11 +339,11 @@ impl Auth {
         } else {
             Actor::User(user.email.clone())
         };
-        audit::record(
+        audit_self(
             &mut tx,
             &actor,
             "user.totp",
-            &user.email.to_string(),
+            &user.email,
             serde_json::json!({}),
             now,
         )
@@ -508,6 +500,19 @@ impl Auth {
         tx.commit().await?;
         Ok(token)
     }
+}
+
+/// Records what a user did to their own account, in the same transaction.
+async fn audit_self(
+    tx: &mut sqlx::AnyConnection,
+    actor: &Actor,
+    action: &str,
+    target: &EmailAddress,
+    details: serde_json::Value,
+    now: i64,
+) -> Result<(), AuthError> {
+    audit::record(tx, actor, action, &target.to_string(), details, now).await?;
+    Ok(())
 }
 
 /// The current TOTP code of an `otpauth://` URL (tests and operators' scripts).

@@ -30,6 +30,15 @@ fn legal(caller: &Caller) -> Result<&User, ApiError> {
     }
 }
 
+async fn connection(state: &AppState) -> Result<sqlx::pool::PoolConnection<sqlx::Any>, ApiError> {
+    state
+        .store
+        .pool()
+        .acquire()
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))
+}
+
 fn bad(detail: String) -> ApiError {
     ApiError::BadRequest(StatusCode::BAD_REQUEST, detail)
 }
@@ -90,12 +99,7 @@ pub async fn search(
                 .clamp(1, query::DEFAULT_LIMIT),
         ),
     };
-    let mut conn = state
-        .store
-        .pool()
-        .acquire()
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let mut conn = connection(&state).await?;
     let found = query::search(&mut conn, &search)
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?;
@@ -124,12 +128,7 @@ pub async fn export(
 ) -> Result<Response, ApiError> {
     let user = legal(&caller)?;
     let recipient = address("recipient", q.recipient.as_deref())?;
-    let mut conn = state
-        .store
-        .pool()
-        .acquire()
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let mut conn = connection(&state).await?;
     let tar = bundle::export(
         &mut conn,
         &state.log,
