@@ -245,7 +245,7 @@ impl Default for LimitsConfig {
             max_recipients: 100,
             citizen_daily_messages: 100,
             citizen_daily_recipients: 300,
-            http_max_body: 28 * 1024 * 1024,
+            http_max_body: 32 * 1024 * 1024,
         }
     }
 }

@@ -35,6 +35,8 @@ const SESSION_TTL_MS: i64 = 12 * 60 * 60 * 1000;
 const MAX_FAILURES: u32 = 5;
 /// How long a locked login stays locked.
 const LOCKOUT_MS: i64 = 15 * 60 * 1000;
+/// Most addresses whose failures are tracked at once.
+const MAX_TRACKED: usize = 100_000;
 /// Token prefixes: sessions and mailbox credentials.
 const SESSION_PREFIX: &str = "bote_s_";
 const TOKEN_PREFIX: &str = "bote_";
@@ -93,7 +95,6 @@ impl From<CryptoError> for AuthError {
 }
 
 /// A new session.
-#[derive(Debug)]
 pub struct LoggedIn {
     /// The bearer token (shown once).
     pub token: String,
@@ -105,6 +106,16 @@ pub struct LoggedIn {
     pub second_factor: bool,
     /// Pending grants this login completed.
     pub grants_completed: usize,
+}
+
+impl std::fmt::Debug for LoggedIn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "LoggedIn({}, {}, token ***)",
+            self.user.email, self.level
+        )
+    }
 }
 
 /// The authenticated caller of one request.
@@ -182,6 +193,13 @@ impl Auth {
 
     fn note_failure(&self, key: &str, now: i64) {
         let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        // Bounded: forget expired entries when the map grows (one entry per real address).
+        if failures.len() >= MAX_TRACKED {
+            failures.retain(|_, (_, since)| now - *since < LOCKOUT_MS);
+        }
+        if failures.len() >= MAX_TRACKED {
+            return;
+        }
         let entry = failures.entry(key.to_owned()).or_insert((0, now));
         if now - entry.1 >= LOCKOUT_MS {
             *entry = (0, now);
@@ -192,11 +210,15 @@ impl Auth {
     /// Logs in with a password: a `normal` session whose token seals the user key.
     pub async fn login(&self, email: &str, pw: &str) -> Result<LoggedIn, AuthError> {
         let now = now_ms();
-        let key = email.trim().to_ascii_lowercase();
+        // Only well-formed addresses are tracked: the key is short and bounded.
+        let Ok(address) = EmailAddress::parse(email) else {
+            return Err(AuthError::BadCredentials);
+        };
+        let key = address.key();
         if self.locked(&key, now) {
             return Err(AuthError::LockedOut);
         }
-        let result = self.try_login(email, pw, now).await;
+        let result = self.try_login(&address, pw, now).await;
         if matches!(result, Err(AuthError::BadCredentials)) {
             self.note_failure(&key, now);
             tracing::info!("login refused");
@@ -204,15 +226,24 @@ impl Auth {
         result
     }
 
-    async fn try_login(&self, email: &str, pw: &str, now: i64) -> Result<LoggedIn, AuthError> {
-        let address = EmailAddress::parse(email).map_err(|_| AuthError::BadCredentials)?;
+    async fn try_login(
+        &self,
+        address: &EmailAddress,
+        pw: &str,
+        now: i64,
+    ) -> Result<LoggedIn, AuthError> {
         let mut conn = self.store.pool().acquire().await?;
-        let (user, _) = account_repo::find_user(&mut conn, &address)
-            .await?
-            .ok_or(AuthError::BadCredentials)?;
-        let phc = account_repo::password_hash(&mut conn, user.id)
-            .await?
-            .ok_or(AuthError::BadCredentials)?;
+        let found = account_repo::find_user(&mut conn, address).await?;
+        let phc = match &found {
+            Some((user, _)) => account_repo::password_hash(&mut conn, user.id).await?,
+            None => None,
+        };
+        let (Some((user, _)), Some(phc)) = (found, phc) else {
+            // As slow as a real check, so response times do not tell which accounts exist.
+            let pw = zeroize::Zeroizing::new(pw.to_owned());
+            pool::run(move || password::verify(&pw, dummy_hash())).await;
+            return Err(AuthError::BadCredentials);
+        };
         let key_row = keystore::user_key(&mut conn, user.id).await?;
         let second_factor = repo::totp(&mut conn, user.id).await?.is_some_and(|t| t.1);
         drop(conn);
@@ -307,18 +338,38 @@ impl Auth {
     }
 
     /// Starts TOTP enrolment for `user`: a new secret, confirmed by its first valid code.
-    /// Replacing a confirmed factor needs a `high` session.
-    pub async fn enrol_totp(&self, caller: &Caller) -> Result<String, AuthError> {
+    /// A password alone must not lead to level `high`: the first factor needs the user's
+    /// recovery code (the second secret, handed out at account creation), and replacing a
+    /// confirmed factor needs a `high` session.
+    pub async fn enrol_totp(
+        &self,
+        caller: &Caller,
+        recovery_code: Option<&str>,
+    ) -> Result<String, AuthError> {
         let (Access::User { user, level, .. }, Some(_)) = (&caller.access, caller.session) else {
             return Err(AuthError::Forbidden(
                 "second factors belong to logged-in users".into(),
             ));
         };
         let mut conn = self.store.pool().acquire().await?;
-        if repo::totp(&mut conn, user.id).await?.is_some_and(|t| t.1) && *level != AuthLevel::High {
+        let confirmed = repo::totp(&mut conn, user.id).await?.is_some_and(|t| t.1);
+        if confirmed && *level != AuthLevel::High {
             return Err(AuthError::NeedsHigh(
                 "replacing a second factor needs a session at level high",
             ));
+        }
+        if !confirmed {
+            let row = keystore::user_key(&mut conn, user.id)
+                .await?
+                .ok_or_else(|| AuthError::Internal("user has no key".into()))?;
+            let code = recovery_code.ok_or_else(|| {
+                AuthError::Forbidden(
+                    "enrolling a first second factor needs your recovery code".into(),
+                )
+            })?;
+            if vault::unlock_user_with_recovery(&row, code).is_err() {
+                return Err(AuthError::Forbidden("the recovery code is wrong".into()));
+            }
         }
         drop(conn);
         self.set_totp(user, false).await
@@ -500,6 +551,12 @@ impl Auth {
         tx.commit().await?;
         Ok(token)
     }
+}
+
+/// An Argon2id hash of nothing in particular, made once, for unknown logins.
+fn dummy_hash() -> &'static str {
+    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HASH.get_or_init(|| password::hash("no such user, no such password").unwrap_or_default())
 }
 
 /// Records what a user did to their own account, in the same transaction.

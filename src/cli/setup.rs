@@ -64,7 +64,7 @@ message_size_submission = 20971520
 max_recipients = 100
 citizen_daily_messages = 100
 citizen_daily_recipients = 300
-http_max_body = 29360128
+http_max_body = 33554432
 "#
     )
 }

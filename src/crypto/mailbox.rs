@@ -122,6 +122,28 @@ pub(super) fn encrypt_packets(
     Ok(out)
 }
 
+/// Most plaintext bote decrypts from one message: above the largest message a gateway
+/// accepts (45 MiB), and a stop for compression bombs in content that senders encrypted.
+pub const MAX_PLAINTEXT: u64 = 64 * 1024 * 1024;
+
+/// Reads a decryptor to its end, refusing more than [`MAX_PLAINTEXT`] bytes.
+pub(super) fn read_limited(
+    reader: impl Read,
+    size_hint: usize,
+) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+    let mut plaintext = Zeroizing::new(Vec::with_capacity(size_hint));
+    reader
+        .take(MAX_PLAINTEXT + 1)
+        .read_to_end(&mut plaintext)
+        .map_err(|e| CryptoError::Decryption(e.to_string()))?;
+    if plaintext.len() as u64 > MAX_PLAINTEXT {
+        return Err(CryptoError::Decryption(format!(
+            "the plaintext exceeds {MAX_PLAINTEXT} bytes"
+        )));
+    }
+    Ok(plaintext)
+}
+
 /// Decrypts a message with the secret key in `tsk` (a certificate with secret parts).
 pub fn decrypt(tsk: &Cert, message: &[u8]) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
     let policy = policy();
@@ -130,11 +152,7 @@ pub fn decrypt(tsk: &Cert, message: &[u8]) -> Result<Zeroizing<Vec<u8>>, CryptoE
         .map_err(|e| CryptoError::Decryption(e.to_string()))?
         .with_policy(&policy, None, helper)
         .map_err(|e| CryptoError::Decryption(e.to_string()))?;
-    let mut plaintext = Zeroizing::new(Vec::new());
-    decryptor
-        .read_to_end(&mut plaintext)
-        .map_err(|e| CryptoError::Decryption(e.to_string()))?;
-    Ok(plaintext)
+    read_limited(&mut decryptor, message.len())
 }
 
 /// Parses a certificate with secret parts (binary or armoured).
@@ -229,6 +247,28 @@ mod tests {
             Err(CryptoError::Decryption(_))
         ));
         assert!(decrypt(&tsk, b"garbage").is_err());
+    }
+
+    #[test]
+    fn a_compression_bomb_is_refused() {
+        use openpgp::serialize::stream::Compressor;
+        let anna = generate("Anna Muster", "anna@lemgo.example").unwrap();
+        let public = Cert::from_bytes(&public_bytes(&anna).unwrap()).unwrap();
+        let mut packets = Vec::new();
+        {
+            let message = Message::new(&mut packets);
+            let compressed = Compressor::new(message).build().unwrap();
+            let mut literal = LiteralWriter::new(compressed).build().unwrap();
+            let zeros = vec![0u8; 1024 * 1024];
+            for _ in 0..=(MAX_PLAINTEXT / zeros.len() as u64) {
+                literal.write_all(&zeros).unwrap();
+            }
+            literal.finalize().unwrap();
+        }
+        assert!(packets.len() < 1024 * 1024, "{}", packets.len());
+        let bomb = encrypt_packets(&[&public], &packets, false).unwrap();
+        let err = decrypt(&anna, &bomb).unwrap_err().to_string();
+        assert!(err.contains("exceeds"), "{err}");
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! cost of a second recipient at one public-key encryption. gpg decrypts and verifies it in
 //! one step with the provider certificate.
 
-use std::io::{Read, Write};
+use std::io::Write;
 
 use sequoia_openpgp as openpgp;
 
@@ -126,10 +126,7 @@ pub fn open(
         .map_err(decryption)?
         .with_policy(&policy, None, helper)
         .map_err(decryption)?;
-    let mut content = Zeroizing::new(Vec::with_capacity(body.len()));
-    decryptor
-        .read_to_end(&mut content)
-        .map_err(|e| CryptoError::Decryption(e.to_string()))?;
+    let content = mailbox::read_limited(&mut decryptor, body.len())?;
     let good = decryptor.into_helper().good;
     Ok(Opened {
         content,

@@ -116,6 +116,15 @@ pub struct Facts {
 pub fn facts(bytes: &[u8]) -> Result<Facts, MimeError> {
     use sha2::Digest as _;
     let message = parse_message(bytes)?;
+    let from_headers = message
+        .headers()
+        .iter()
+        .filter(|h| h.name == mail_parser::HeaderName::From)
+        .count();
+    let from_addresses = message.from().map_or(0, |a| a.iter().count());
+    if from_headers > 1 || from_addresses > 1 {
+        return Err(MimeError::Malformed("more than one From address"));
+    }
     let from = first_from(&message).ok_or(MimeError::Malformed("no From address"))?;
     let end_to_end = encrypted_payload(&message).is_some();
     let attachments = if end_to_end {
@@ -309,6 +318,15 @@ mod tests {
             facts(b"Subject: hi\r\n\r\nbody").unwrap_err(),
             MimeError::Malformed("no From address")
         );
+        for two in [
+            &b"From: a@b.example, c@d.example\r\n\r\nx"[..],
+            &b"From: a@b.example\r\nFrom: c@d.example\r\n\r\nx"[..],
+        ] {
+            assert_eq!(
+                facts(two).unwrap_err(),
+                MimeError::Malformed("more than one From address")
+            );
+        }
         assert_eq!(
             facts(b"From: a@b.example\r\nSubject: \xff\r\n\r\nx").unwrap_err(),
             MimeError::Malformed("the header section is not valid UTF-8")

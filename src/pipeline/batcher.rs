@@ -4,8 +4,9 @@
 //! 1,100 messages/s; benches/submit.rs).
 //!
 //! All messages of one batch commit or fail together. Their rows have fresh random keys,
-//! so a failure is a database failure that would have failed them one by one too; nothing
-//! was acknowledged, and each caller gets the error.
+//! so a failure is a database failure, or a recipient mailbox deleted while its messages
+//! were in flight (a foreign key); nothing was acknowledged, and each caller gets the error
+//! and may submit again.
 
 use std::sync::Arc;
 
@@ -100,7 +101,14 @@ async fn commit(writer: &Writer, batch: Vec<Pending>) {
         Ok(receipt) => {
             let mut rest = receipt.log_indexes.as_slice();
             for (reply, count) in replies.into_iter().zip(counts) {
-                let (mine, tail) = rest.split_at(count.min(rest.len()));
+                // The writer returns one index per record, in order; anything else is a bug
+                // that must not hand anyone another message's evidence.
+                let Some((mine, tail)) = rest.split_at_checked(count) else {
+                    let _ = reply.send(Err(SubmitError::Internal(
+                        "the writer returned fewer log indexes than records".into(),
+                    )));
+                    continue;
+                };
                 rest = tail;
                 let _ = reply.send(Ok(mine.to_vec()));
             }

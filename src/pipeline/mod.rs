@@ -227,7 +227,10 @@ impl Pipeline {
     ) -> Result<Accepted, SubmitError> {
         let now = now_ms();
         let gateway_id = new_id();
-        let recipients = parse_recipients(&submission.recipients)?;
+        let recipients = parse_recipients(
+            &submission.recipients,
+            self.config.limits.max_recipients as usize,
+        )?;
         let sender_address = from.mailbox.address.clone();
         let message_id = format!("<{gateway_id}@{}>", self.domain);
         let limit = self.config.limits.message_size_submission;
@@ -509,17 +512,27 @@ fn check_options(
     Ok(())
 }
 
-fn parse_recipients(raw: &[String]) -> Result<Vec<EmailAddress>, SubmitError> {
+/// Parses and de-duplicates recipients. Far more than `max` recipients is not a message
+/// but an attack on the parser: refused before any work, without evidence (up to ten
+/// times `max` gets the regular refusal with evidence in the checks).
+fn parse_recipients(raw: &[String], max: usize) -> Result<Vec<EmailAddress>, SubmitError> {
     if raw.is_empty() {
         return Err(SubmitError::Invalid(
             "at least one recipient is required".into(),
         ));
     }
+    if raw.len() > max.saturating_mul(10) {
+        return Err(SubmitError::Invalid(format!(
+            "{} recipients: at most {max} per message",
+            raw.len()
+        )));
+    }
+    let mut seen = std::collections::HashSet::with_capacity(raw.len());
     let mut out: Vec<EmailAddress> = Vec::with_capacity(raw.len());
     for r in raw {
         let address = EmailAddress::parse(r)
             .map_err(|e| SubmitError::Invalid(format!("recipient `{r}`: {e}")))?;
-        if !out.iter().any(|a| a.key() == address.key()) {
+        if seen.insert(address.key()) {
             out.push(address);
         }
     }

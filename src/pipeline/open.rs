@@ -301,7 +301,8 @@ impl Pipeline {
         }
     }
 
-    /// The newest messages of one folder of a mailbox, subjects decrypted.
+    /// The newest messages of one folder of a mailbox, subjects decrypted (not those of
+    /// `personal` messages for a reader below level `high`).
     pub async fn list(
         &self,
         access: &Access,
@@ -314,30 +315,50 @@ impl Pipeline {
             .await?
             .ok_or(OpenError::NotFound)?;
         let mailbox = self.authorize(&mut conn, access, found.id).await?;
+        if matches!(access, Access::Token { data_key: None, .. }) {
+            return Err(OpenError::SendOnly);
+        }
         let copies = repo::list_copies(&mut conn, mailbox.id, folder, limit).await?;
         drop(conn);
         if copies.is_empty() {
             return Ok(Vec::new());
         }
-        let secret = self.mailbox_secret(access, &mailbox).await?;
+        let secret = Arc::new(self.mailbox_secret(access, &mailbox).await?);
+        let mut out = Vec::with_capacity(copies.len());
+        for stored in copies {
+            let hidden = stored.copy.folder == "inbox"
+                && stored.message.personal
+                && access.level() != AuthLevel::High;
+            let subject = if hidden {
+                None
+            } else {
+                self.subject(&secret, &stored.copy.id).await?
+            };
+            out.push(summary(&stored, &mailbox, subject));
+        }
+        Ok(out)
+    }
+
+    /// The subject of one copy, decrypted; `None` if it has none or does not decrypt.
+    async fn subject(
+        &self,
+        secret: &Arc<Cert>,
+        copy_id: &str,
+    ) -> Result<Option<String>, OpenError> {
+        let mut conn = self.store.pool().acquire().await?;
+        let Some(body) = repo::body(&mut conn, copy_id).await? else {
+            return Ok(None);
+        };
+        drop(conn);
+        let secret = secret.clone();
         let provider = vec![self.keys.provider.cert().clone()];
         let domain = self.domain.clone();
-        let subjects = pool::run(move || {
-            copies
-                .into_iter()
-                .map(|c| {
-                    let subject = decrypt(&secret, &provider, &domain, &c.copy.body)
-                        .ok()
-                        .and_then(|(p, _)| p.subject);
-                    (c, subject)
-                })
-                .collect::<Vec<_>>()
+        Ok(pool::run(move || {
+            decrypt(&secret, &provider, &domain, &body)
+                .ok()
+                .and_then(|(p, _)| p.subject)
         })
-        .await;
-        Ok(subjects
-            .into_iter()
-            .map(|(c, subject)| summary(&c, &mailbox, subject))
-            .collect())
+        .await)
     }
 
     /// Opens one copy for its reader; records ContentHandover where spec §2 says so.
@@ -427,8 +448,16 @@ impl Pipeline {
         });
         match self.writer.commit(sealed, Some(work)).await {
             Ok(_) => Ok(true),
-            // Another member's opening won the race; theirs is the handover.
-            Err(WriterError::Work(_)) => Ok(false),
+            Err(WriterError::Work(e)) => {
+                // Another member's opening won the race (theirs is the handover) — or the
+                // write failed, and the reader must not see the message without it.
+                let mut conn = self.store.pool().acquire().await?;
+                if repo::is_opened(&mut conn, &stored.copy.id).await? {
+                    Ok(false)
+                } else {
+                    Err(OpenError::Internal(e))
+                }
+            }
             Err(e) => Err(OpenError::Internal(e.to_string())),
         }
     }

@@ -201,7 +201,9 @@ fn copy_from_row(row: &AnyRow) -> Result<StoredCopy, StoreError> {
             mailbox_id: row.try_get("mailbox_id")?,
             folder: static_str(&folder, &["inbox", "sent"]),
             recipient: row.try_get("recipient")?,
-            body: row.try_get("body")?,
+            body: row
+                .try_get::<Option<Vec<u8>>, _>("body")?
+                .unwrap_or_default(),
             created_at: row.try_get("created_at")?,
         },
         message: MessageRow {
@@ -237,15 +239,18 @@ pub async fn copy(conn: &mut AnyConnection, id: &str) -> Result<Option<StoredCop
     row.as_ref().map(copy_from_row).transpose()
 }
 
-/// The newest copies in one folder of a mailbox, newest first.
+/// The newest copies in one folder of a mailbox, newest first, without their bodies (fetch
+/// those one at a time with [`body`]: a folder of large messages must not be in memory at
+/// once).
 pub async fn list_copies(
     conn: &mut AnyConnection,
     mailbox_id: i64,
     folder: &str,
     limit: i64,
 ) -> Result<Vec<StoredCopy>, StoreError> {
+    let columns = COPY_COLUMNS.replace("c.body", "NULL AS body");
     let sql = format!(
-        "SELECT {COPY_COLUMNS} FROM message_copies c JOIN messages m \
+        "SELECT {columns} FROM message_copies c JOIN messages m \
          ON m.gateway_id = c.gateway_id WHERE c.mailbox_id = $1 AND c.folder = $2 \
          ORDER BY c.created_at DESC, c.id LIMIT $3"
     );
@@ -256,6 +261,26 @@ pub async fn list_copies(
         .fetch_all(conn)
         .await?;
     rows.iter().map(copy_from_row).collect()
+}
+
+/// The encrypted body of one copy.
+pub async fn body(conn: &mut AnyConnection, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT body FROM message_copies WHERE id = $1")
+            .bind(id)
+            .fetch_optional(conn)
+            .await?,
+    )
+}
+
+/// Whether a copy's handover has been recorded.
+pub async fn is_opened(conn: &mut AnyConnection, id: &str) -> Result<bool, StoreError> {
+    let at: Option<Option<i64>> =
+        sqlx::query_scalar("SELECT opened_at FROM message_copies WHERE id = $1")
+            .bind(id)
+            .fetch_optional(conn)
+            .await?;
+    Ok(at.flatten().is_some())
 }
 
 /// Records the first opening of a copy; false if it was opened before (handover happened).

@@ -293,6 +293,11 @@ async fn citizen_writes_to_a_local_office(gw: Gateway) {
     assert_eq!(listed["gateway_id"], gateway_id.as_str());
     assert!(listed["handed_over_at"].is_null());
     let id = listed["id"].as_str().unwrap();
+    // Received messages have no receipts, and asking is no opening.
+    let r = api
+        .get(&format!("/api/v1/messages/{id}/receipts"), &bernd)
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
     let r = api.get(&format!("/api/v1/messages/{id}"), &bernd).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     let message = r.json();
@@ -449,6 +454,10 @@ async fn nobody_reads_what_is_not_theirs(gw: Gateway) {
 
     // Personal: refused at normal, opened at high; the high opening is the handover.
     let notice = only_copy(&api, &anna, "anna@lemgo.example", "inbox").await;
+    assert!(
+        notice["subject"].is_null(),
+        "a personal subject stays hidden below high"
+    );
     let notice_id = notice["id"].as_str().unwrap();
     let r = api
         .get(&format!("/api/v1/messages/{notice_id}"), &anna)
@@ -792,6 +801,34 @@ async fn sessions_second_factors_and_lockout() {
             .unwrap()
             .starts_with("otpauth://totp/")
     );
+
+    // A first factor needs the recovery code: a password alone never reaches high.
+    let clara_code = api.gw.setup.add_user("citizen", "clara@lemgo.example");
+    let clara = api.login("clara@lemgo.example").await;
+    let r = api.post("/api/v1/totp", &clara, json!({})).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = api
+        .post(
+            "/api/v1/totp",
+            &clara,
+            json!({ "recovery_code": anna_otp.clone() }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = api
+        .post(
+            "/api/v1/totp",
+            &clara,
+            json!({ "recovery_code": clara_code }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let clara_otp = r.json()["otpauth"].as_str().unwrap().to_owned();
+    let code = bote::auth::totp_code_now(&clara_otp).unwrap();
+    let r = api
+        .post("/api/v1/session/totp", &clara, json!({ "code": code }))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
 
     // Logging out ends the session.
     let r = api

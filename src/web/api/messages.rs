@@ -522,10 +522,13 @@ pub async fn receipts(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Vec<ReceiptOut>>, ApiError> {
-    let opened = state.pipeline.open(&caller.access, &id).await?;
-    if opened.summary.folder != "sent" {
+    // Only the sender's copy has receipts; checked before opening, so that asking for the
+    // receipts of a received message can never count as its handover.
+    let (stored, _) = state.pipeline.copy_for(&caller.access, &id).await?;
+    if stored.copy.folder != "sent" {
         return Err(OpenError::NotFound.into());
     }
+    let opened = state.pipeline.open(&caller.access, &id).await?;
     let (stored, records) = state.pipeline.timeline(&caller.access, &id).await?;
     let sender = EmailAddress::parse(&stored.message.sender)
         .map_err(|e| ApiError::Internal(e.to_string()))?;

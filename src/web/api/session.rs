@@ -13,13 +13,19 @@ use crate::auth::{AuthError, Caller};
 use crate::web::AppState;
 
 /// `POST /api/v1/session`
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
     /// Login address.
     email: String,
     /// Password.
     password: String,
+}
+
+impl std::fmt::Debug for LoginRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LoginRequest({}, password ***)", self.email)
+    }
 }
 
 /// A session.
@@ -120,14 +126,35 @@ pub struct TotpResponse {
     otpauth: String,
 }
 
-/// Enrols a TOTP second factor (replacing one needs a `high` session).
-#[utoipa::path(post, path = "/api/v1/totp", security(("bearer" = [])),
+/// `POST /api/v1/totp`
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct EnrolRequest {
+    /// The user's recovery code: required for the first factor, so that a password alone
+    /// never leads to level `high`.
+    #[serde(default)]
+    recovery_code: Option<String>,
+}
+
+impl std::fmt::Debug for EnrolRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EnrolRequest(***)")
+    }
+}
+
+/// Enrols a TOTP second factor (the first needs the recovery code; replacing one needs a
+/// `high` session).
+#[utoipa::path(post, path = "/api/v1/totp", request_body = EnrolRequest, security(("bearer" = [])),
     responses((status = 201, body = TotpResponse), (status = 403, body = crate::web::problem::Problem)))]
 pub async fn enrol_totp(
     State(state): State<AppState>,
     caller: Caller,
+    ApiJson(req): ApiJson<EnrolRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let otpauth = state.auth.enrol_totp(&caller).await?;
+    let otpauth = state
+        .auth
+        .enrol_totp(&caller, req.recovery_code.as_deref())
+        .await?;
     Ok((StatusCode::CREATED, Json(TotpResponse { otpauth })))
 }
 
