@@ -24,8 +24,29 @@ pub struct Parts {
     pub log: Arc<Log>,
 }
 
-/// Keys, store and log for domain `bench.example`, on SQLite or the PostgreSQL `url`.
+/// A fresh database on the PostgreSQL server of `url`, so that runs do not meet each
+/// other's rows; returns its URL.
+async fn fresh_postgres(url: &str) -> String {
+    use sqlx::Connection;
+    sqlx::any::install_default_drivers();
+    let name = format!("bote_bench_{:016x}", rand::random::<u64>());
+    let mut admin = sqlx::AnyConnection::connect(url).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let base = url.rsplit_once('/').map_or(url, |(base, _)| base);
+    format!("{base}/{name}")
+}
+
+/// Keys, store and log for domain `bench.example`, on SQLite or a fresh database on the
+/// PostgreSQL server of `url`.
 pub async fn parts(url: Option<&str>) -> Parts {
+    let fresh = match url {
+        Some(u) => Some(fresh_postgres(u).await),
+        None => None,
+    };
+    let url = fresh.as_deref();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("passphrase"), "bench passphrase").unwrap();
     let text = format!(

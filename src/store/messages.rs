@@ -119,9 +119,34 @@ pub async fn insert_messages(
     Ok(())
 }
 
+/// Bytes of bodies bound in one statement at most (the driver copies every bound blob:
+/// two 45 MiB copies in one statement would double their memory).
+const BODY_BYTES_PER_STATEMENT: usize = 1024 * 1024;
+
+/// Splits copies into statements of at most [`INSERT_CHUNK`] rows and, past one row,
+/// [`BODY_BYTES_PER_STATEMENT`] bytes of bodies.
+fn copy_chunks(copies: &[CopyRow]) -> Vec<&[CopyRow]> {
+    let mut chunks = Vec::new();
+    let mut start = 0;
+    let mut bytes = 0;
+    for (i, c) in copies.iter().enumerate() {
+        let full = i - start == INSERT_CHUNK || bytes + c.body.len() > BODY_BYTES_PER_STATEMENT;
+        if i > start && full {
+            chunks.push(&copies[start..i]);
+            start = i;
+            bytes = 0;
+        }
+        bytes += c.body.len();
+    }
+    if start < copies.len() {
+        chunks.push(&copies[start..]);
+    }
+    chunks
+}
+
 /// Inserts encrypted copies, a chunk per statement.
 pub async fn insert_copies(conn: &mut AnyConnection, copies: &[CopyRow]) -> Result<(), StoreError> {
-    for chunk in copies.chunks(INSERT_CHUNK) {
+    for chunk in copy_chunks(copies) {
         let sql = multi_row_insert(
             "message_copies (id, gateway_id, mailbox_id, folder, recipient, body, created_at)",
             chunk.len(),
@@ -335,4 +360,35 @@ pub async fn jobs_of(
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn copy(size: usize) -> CopyRow {
+        CopyRow {
+            id: String::new(),
+            gateway_id: String::new(),
+            mailbox_id: 1,
+            folder: "inbox",
+            recipient: String::new(),
+            body: vec![0; size],
+            created_at: 0,
+        }
+    }
+
+    #[test]
+    fn large_bodies_get_a_statement_each_small_ones_share() {
+        let sizes = |copies: &[CopyRow]| -> Vec<usize> {
+            copy_chunks(copies).iter().map(|c| c.len()).collect()
+        };
+        assert_eq!(
+            sizes(&(0..40).map(|_| copy(1000)).collect::<Vec<_>>()),
+            [16, 16, 8]
+        );
+        let big = [copy(45 << 20), copy(45 << 20), copy(10)];
+        assert_eq!(sizes(&big), [1, 1, 1]);
+        assert!(sizes(&[]).is_empty());
+    }
 }
