@@ -175,6 +175,7 @@ pub struct Pipeline {
     keys: KeyRing,
     writer: Writer,
     batcher: Batcher,
+    quota: Arc<QuotaTurns>,
     log: Arc<Log>,
     domain: String,
 }
@@ -203,6 +204,7 @@ impl Pipeline {
             config,
             keys,
             batcher: Batcher::spawn(writer.clone()),
+            quota: Arc::default(),
             writer,
             log,
             domain,
@@ -241,6 +243,13 @@ impl Pipeline {
         })
         .await?;
         let sender = evidence_sender(from);
+        // A quota-limited sender's submissions run one at a time from the quota check to
+        // the commit, or parallel submissions would all pass the same check.
+        let _quota_turn = if quota_limited(from) {
+            Some(self.quota.turn(&from.mailbox.address.key()).await)
+        } else {
+            None
+        };
         let checked = match self
             .check(from, &recipients, &prepared, submission.options, now)
             .await
@@ -375,7 +384,7 @@ impl Pipeline {
             }
         }
         check_options(from, &resolved, options)?;
-        if from.mailbox.kind == MailboxKind::Citizen && from.auth_level != AuthLevel::High {
+        if quota_limited(from) {
             let day_ago = now - 24 * 60 * 60 * 1000;
             let (messages, addressed) =
                 repo::sent_since(&mut conn, &from.mailbox.address.key(), day_ago)
@@ -443,6 +452,60 @@ impl Pipeline {
             refusal: rejection.refusal,
             detail: rejection.detail,
             gateway_id: gateway_id.to_owned(),
+        }
+    }
+}
+
+/// Citizens at level `normal` have a daily quota (spec §2).
+fn quota_limited(from: &Submitter) -> bool {
+    from.mailbox.kind == MailboxKind::Citizen && from.auth_level != AuthLevel::High
+}
+
+/// One lock per quota-limited sender, held from the quota check to the commit. Entries
+/// live only while someone holds or waits for them.
+#[derive(Debug, Default)]
+struct QuotaTurns {
+    locks: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// A held turn; dropping it lets the sender's next submission through.
+struct QuotaTurn<'a> {
+    turns: &'a QuotaTurns,
+    key: String,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl QuotaTurns {
+    async fn turn(&self, key: &str) -> QuotaTurn<'_> {
+        let lock = self
+            .locks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(key.to_owned())
+            .or_default()
+            .clone();
+        QuotaTurn {
+            turns: self,
+            key: key.to_owned(),
+            guard: Some(lock.lock_owned().await),
+        }
+    }
+}
+
+impl Drop for QuotaTurn<'_> {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        let mut locks = self
+            .turns
+            .locks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Nobody else holds or waits for it: the map's own reference is the last one.
+        if locks
+            .get(&self.key)
+            .is_some_and(|l| Arc::strong_count(l) == 1)
+        {
+            locks.remove(&self.key);
         }
     }
 }

@@ -643,25 +643,34 @@ async fn refusals_are_clear_and_leave_evidence(gw: Gateway) {
         .await;
     assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
 
-    // Quota: two messages a day at level normal, the third is refused.
-    for _ in 0..2 {
-        let r = api
-            .post(
-                "/api/v1/messages",
-                &anna,
-                letter("bauamt@lemgo.example", "a", "b"),
-            )
-            .await;
-        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
-    }
-    let r = api
-        .post(
+    // Quota: two messages a day at level normal. Three at once: exactly one is refused.
+    let send = || {
+        api.post(
             "/api/v1/messages",
             &anna,
             letter("bauamt@lemgo.example", "a", "b"),
         )
-        .await;
-    rejected.push(refused(&r, StatusCode::TOO_MANY_REQUESTS, "quota-exceeded"));
+    };
+    let (a, b, c) = tokio::join!(send(), send(), send());
+    let mut statuses: Vec<StatusCode> = [&a, &b, &c].iter().map(|r| r.status).collect();
+    statuses.sort();
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::CREATED,
+            StatusCode::CREATED,
+            StatusCode::TOO_MANY_REQUESTS
+        ]
+    );
+    let over = [a, b, c]
+        .into_iter()
+        .find(|r| r.status == StatusCode::TOO_MANY_REQUESTS)
+        .unwrap();
+    rejected.push(refused(
+        &over,
+        StatusCode::TOO_MANY_REQUESTS,
+        "quota-exceeded",
+    ));
 
     // Every refusal left SubmissionRejection evidence; nothing was stored for them.
     let legal = api.login("justiz@lemgo.example").await;
