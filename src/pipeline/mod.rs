@@ -180,9 +180,13 @@ pub struct Pipeline {
     domain: String,
 }
 
-/// A fresh 128-bit identifier, 32 lower-case hex digits.
+/// A fresh identifier, 32 lower-case hex digits: a UUIDv7 (48-bit millisecond time, 74
+/// random bits). Time-ordered so that message and copy rows append at the right edge of
+/// their B-trees: random keys made every commit rewrite a random page per index (measured:
+/// about 115 MB/s of WAL writes at 1,200 messages/s). The time it reveals is the
+/// submission time, which the Date header and the evidence show anyway.
 pub fn new_id() -> String {
-    hex::encode(rand::random::<[u8; 16]>())
+    uuid::Uuid::now_v7().simple().to_string()
 }
 
 impl Pipeline {
