@@ -610,18 +610,17 @@ async fn resolve(
     conn: &mut AnyConnection,
     address: &EmailAddress,
 ) -> Result<Option<Recipient>, SubmitError> {
-    let Some((mailbox, _)) = account_repo::find_mailbox(conn, address).await? else {
+    let Some((mailbox, key_cert)) = account_repo::find_mailbox_with_key_cert(conn, address).await?
+    else {
         return Ok(None);
     };
     if mailbox.disabled {
         return Ok(None);
     }
-    let cert = match &mailbox.relay {
-        Some(relay) => parse_cert(&relay.cert)?,
-        None => match keystore::mailbox_key(conn, mailbox.id).await? {
-            Some(row) => parse_cert(&row.cert)?,
-            None => return Ok(None),
-        },
+    let cert = match (&mailbox.relay, key_cert) {
+        (Some(relay), _) => parse_cert(&relay.cert)?,
+        (None, Some(cert)) => parse_cert(&cert)?,
+        (None, None) => return Ok(None),
     };
     Ok(Some(Recipient { mailbox, cert }))
 }

@@ -303,6 +303,25 @@ pub async fn find_mailbox(
         .transpose()
 }
 
+/// A mailbox by address with its own key's certificate (none for external offices, whose
+/// registered certificate is in the mailbox row): one query for a submission's recipient.
+pub async fn find_mailbox_with_key_cert(
+    conn: &mut AnyConnection,
+    address: &EmailAddress,
+) -> Result<Option<(Mailbox, Option<Vec<u8>>)>, StoreError> {
+    let sql = format!(
+        "SELECT {MAILBOX_COLUMNS}, k.cert AS key_cert FROM mailboxes m \
+         JOIN identities i ON i.id = m.identity_id \
+         LEFT JOIN mailbox_keys k ON k.mailbox_id = m.id WHERE m.address_key = $1"
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(address.key())
+        .fetch_optional(conn)
+        .await?;
+    row.map(|r| Ok((mailbox_from_row(&r)?, r.try_get("key_cert")?)))
+        .transpose()
+}
+
 /// All mailboxes, ordered by address.
 pub async fn list_mailboxes(conn: &mut AnyConnection) -> Result<Vec<Mailbox>, StoreError> {
     let sql = format!(

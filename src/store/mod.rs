@@ -165,6 +165,10 @@ impl Store {
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(timeout)
+            // A ping per acquire guards against PostgreSQL connections dropped by a server
+            // restart; an embedded SQLite connection cannot be dropped, and the ping cost a
+            // worker-thread round trip per query (measured in benches/submit.rs).
+            .test_before_acquire(backend == Backend::Postgres)
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
