@@ -5,6 +5,7 @@
 
 pub mod password;
 pub mod service;
+pub mod token;
 
 use std::fmt;
 

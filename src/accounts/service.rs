@@ -657,13 +657,13 @@ impl Accounts {
         if mb.kind == MailboxKind::Citizen {
             return Err(AccountError::NotAnOffice(mailbox.clone()));
         }
-        let token = new_token();
+        let token = super::token::new(super::token::CREDENTIAL_PREFIX);
         let client_cert_sha256 = client_cert_der.map(|der| hex::encode(Sha256::digest(der)));
         let actor_name = actor.to_string();
         let row = repo::NewCredential {
             mailbox_id: mb.id,
             scope: "send",
-            token_hash: Sha256::digest(token.as_bytes()).into(),
+            token_hash: super::token::digest(&token),
             client_cert_sha256: client_cert_sha256.clone(),
             created_by: &actor_name,
             now,
@@ -683,17 +683,6 @@ impl Accounts {
         tx.commit().await?;
         Ok(token)
     }
-}
-
-/// A bearer token: 256 random bits, URL-safe base64, with a prefix that secret scanners and
-/// people recognise.
-fn new_token() -> String {
-    use base64::Engine;
-    let bytes: [u8; 32] = rand::random();
-    format!(
-        "bote_{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-    )
 }
 
 /// Everything CPU-heavy that making a user needs, computed off the async threads.

@@ -10,13 +10,11 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sequoia_openpgp::Cert;
-use sha2::{Digest, Sha256};
 use totp_rs::{Builder as TotpBuilder, Secret, Totp};
 
 use crate::accounts::password;
+use crate::accounts::token::{self, CREDENTIAL_PREFIX, SESSION_PREFIX};
 use crate::accounts::{Actor, AuthLevel, MailboxKind, MembershipState, User};
 use crate::address::EmailAddress;
 use crate::clock::now_ms;
@@ -37,9 +35,6 @@ const MAX_FAILURES: u32 = 5;
 const LOCKOUT_MS: i64 = 15 * 60 * 1000;
 /// Most addresses whose failures are tracked at once.
 const MAX_TRACKED: usize = 100_000;
-/// Token prefixes: sessions and mailbox credentials.
-const SESSION_PREFIX: &str = "bote_s_";
-const TOKEN_PREFIX: &str = "bote_";
 /// Key-derivation purposes (a secret derived for one never opens another).
 const PURPOSE_SESSION: &str = "session";
 const PURPOSE_READ_TOKEN: &str = "read-token";
@@ -145,17 +140,6 @@ pub struct Auth {
     failures: Arc<Mutex<HashMap<String, (u32, i64)>>>,
 }
 
-fn hash(token: &str) -> [u8; 32] {
-    Sha256::digest(token.as_bytes()).into()
-}
-
-fn new_token(prefix: &str) -> String {
-    format!(
-        "{prefix}{}",
-        URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>())
-    )
-}
-
 fn session_context(user_id: i64) -> String {
     format!("session-user-key:{user_id}")
 }
@@ -248,7 +232,7 @@ impl Auth {
         let second_factor = repo::totp(&mut conn, user.id).await?.is_some_and(|t| t.1);
         drop(conn);
         let pw = zeroize::Zeroizing::new(pw.to_owned());
-        let token = new_token(SESSION_PREFIX);
+        let token = token::new(SESSION_PREFIX);
         let session_key = Key32::from_secret(token.as_bytes(), PURPOSE_SESSION);
         let context = session_context(user.id);
         // Both Argon2id runs (hash check, key unlock) on the crypto pool.
@@ -268,7 +252,7 @@ impl Auth {
         repo::insert(
             &mut tx,
             &SessionRow {
-                token_hash: hash(&token),
+                token_hash: token::digest(&token),
                 user_id: user.id,
                 auth_level: AuthLevel::Normal.as_str().to_owned(),
                 sealed_user_key: sealed,
@@ -297,7 +281,7 @@ impl Auth {
     pub async fn second_factor(&self, token: &str, code: &str) -> Result<(), AuthError> {
         let now = now_ms();
         let mut conn = self.store.pool().acquire().await?;
-        let session = repo::find(&mut conn, &hash(token), now)
+        let session = repo::find(&mut conn, &token::digest(token), now)
             .await?
             .ok_or(AuthError::Unauthenticated)?;
         let user = account_repo::user_by_id(&mut conn, session.user_id)
@@ -406,7 +390,7 @@ impl Auth {
     /// Ends the session of `token`.
     pub async fn logout(&self, token: &str) -> Result<(), AuthError> {
         let mut conn = self.store.pool().acquire().await?;
-        repo::delete(&mut conn, &hash(token)).await?;
+        repo::delete(&mut conn, &token::digest(token)).await?;
         Ok(())
     }
 
@@ -414,7 +398,7 @@ impl Auth {
     pub async fn resolve(&self, token: &str) -> Result<Caller, AuthError> {
         if token.starts_with(SESSION_PREFIX) {
             self.resolve_session(token).await
-        } else if token.starts_with(TOKEN_PREFIX) {
+        } else if token.starts_with(CREDENTIAL_PREFIX) {
             self.resolve_credential(token).await
         } else {
             Err(AuthError::Unauthenticated)
@@ -423,7 +407,7 @@ impl Auth {
 
     async fn resolve_session(&self, token: &str) -> Result<Caller, AuthError> {
         let now = now_ms();
-        let token_hash = hash(token);
+        let token_hash = token::digest(token);
         let mut conn = self.store.pool().acquire().await?;
         let session = repo::find(&mut conn, &token_hash, now)
             .await?
@@ -458,7 +442,7 @@ impl Auth {
 
     async fn resolve_credential(&self, token: &str) -> Result<Caller, AuthError> {
         let mut conn = self.store.pool().acquire().await?;
-        let credential = account_repo::credential_by_hash(&mut conn, &hash(token))
+        let credential = account_repo::credential_by_hash(&mut conn, &token::digest(token))
             .await?
             .ok_or(AuthError::Unauthenticated)?;
         if credential.client_cert_sha256.is_some() {
@@ -518,7 +502,7 @@ impl Auth {
         drop(conn);
         let key = key.clone();
         let data_key = pool::run(move || vault::unwrap_for_user(&wrap, &key)).await?;
-        let token = new_token(TOKEN_PREFIX);
+        let token = token::new(CREDENTIAL_PREFIX);
         let now = now_ms();
         let actor = Actor::User(user.email.clone());
         let actor_name = actor.to_string();
@@ -528,7 +512,7 @@ impl Auth {
             &account_repo::NewCredential {
                 mailbox_id: mb.id,
                 scope: "read",
-                token_hash: hash(&token),
+                token_hash: token::digest(&token),
                 client_cert_sha256: None,
                 created_by: &actor_name,
                 now,

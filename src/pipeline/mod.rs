@@ -22,7 +22,7 @@ use sequoia_openpgp::Cert;
 use sqlx::AnyConnection;
 
 pub use open::{Access, BundleError, OpenError, OpenedMessage, Summary, complete_pending_grants};
-pub use receipts::{Receipt, render_receipts};
+pub use receipts::Receipt;
 
 use crate::accounts::{AuthLevel, Mailbox, MailboxKind};
 use crate::address::EmailAddress;

@@ -364,6 +364,16 @@ impl Pipeline {
     /// Opens one copy for its reader; records ContentHandover where spec §2 says so.
     pub async fn open(&self, access: &Access, copy_id: &str) -> Result<OpenedMessage, OpenError> {
         let (stored, mailbox) = self.copy_for(access, copy_id).await?;
+        self.open_copy(access, stored, mailbox).await
+    }
+
+    /// Opens a copy already authorised for `access`.
+    async fn open_copy(
+        &self,
+        access: &Access,
+        stored: StoredCopy,
+        mailbox: Mailbox,
+    ) -> Result<OpenedMessage, OpenError> {
         let inbox = stored.copy.folder == "inbox";
         if inbox && stored.message.personal && access.level() != AuthLevel::High {
             return Err(OpenError::PersonalNeedsHigh);
@@ -470,6 +480,37 @@ impl Pipeline {
         copy_id: &str,
     ) -> Result<(StoredCopy, Vec<StoredEvidence>), OpenError> {
         let (stored, _) = self.copy_for(access, copy_id).await?;
+        let records = self.evidence_of(&stored).await?;
+        Ok((stored, records))
+    }
+
+    /// The receipts of the sender's copy of a message (a received copy has none: 404,
+    /// decided before anything is opened, so asking can never count as a handover).
+    pub async fn receipts(
+        &self,
+        access: &Access,
+        copy_id: &str,
+    ) -> Result<Vec<super::Receipt>, OpenError> {
+        let (stored, mailbox) = self.copy_for(access, copy_id).await?;
+        if stored.copy.folder != "sent" {
+            return Err(OpenError::NotFound);
+        }
+        let records = self.evidence_of(&stored).await?;
+        let sender = EmailAddress::parse(&stored.message.sender)
+            .map_err(|e| OpenError::Internal(e.to_string()))?;
+        let opened = self.open_copy(access, stored, mailbox).await?;
+        let subject = opened.summary.subject.unwrap_or_default();
+        Ok(super::receipts::render_receipts(
+            &self.domain,
+            &sender,
+            &subject,
+            &records,
+        ))
+    }
+
+    /// The evidence a copy's reader may see: their own chain for a received copy, every
+    /// recipient's for the sender's copy.
+    async fn evidence_of(&self, stored: &StoredCopy) -> Result<Vec<StoredEvidence>, OpenError> {
         let mut conn = self.store.pool().acquire().await?;
         let all = query::timeline(&mut conn, &stored.message.gateway_id).await?;
         let mine = if stored.copy.folder == "inbox" {
@@ -480,7 +521,7 @@ impl Pipeline {
         } else {
             all
         };
-        Ok((stored, mine))
+        Ok(mine)
     }
 
     /// The proof bundle of a copy: its own recipient's chain, or for the sender's copy the

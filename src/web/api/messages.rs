@@ -15,7 +15,7 @@ use crate::address::EmailAddress;
 use crate::auth::Caller;
 use crate::crypto::armor_signature;
 use crate::message::{Content, NewAttachment, Options};
-use crate::pipeline::{Channel, OpenError, Submission, Submitter, Summary, render_receipts};
+use crate::pipeline::{Channel, OpenError, Submission, Submitter, Summary};
 use crate::store::evidence::StoredEvidence;
 use crate::web::AppState;
 
@@ -522,23 +522,9 @@ pub async fn receipts(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Vec<ReceiptOut>>, ApiError> {
-    // Only the sender's copy has receipts; checked before opening, so that asking for the
-    // receipts of a received message can never count as its handover.
-    let (stored, _) = state.pipeline.copy_for(&caller.access, &id).await?;
-    if stored.copy.folder != "sent" {
-        return Err(OpenError::NotFound.into());
-    }
-    let opened = state.pipeline.open(&caller.access, &id).await?;
-    let (stored, records) = state.pipeline.timeline(&caller.access, &id).await?;
-    let sender = EmailAddress::parse(&stored.message.sender)
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let issuer = records
-        .first()
-        .map(|r| r.record.issuer.clone())
-        .unwrap_or_default();
-    let subject = opened.summary.subject.unwrap_or_default();
+    let receipts = state.pipeline.receipts(&caller.access, &id).await?;
     Ok(Json(
-        render_receipts(&issuer, &sender, &subject, &records)
+        receipts
             .into_iter()
             .map(|r| ReceiptOut {
                 event: r.event,
