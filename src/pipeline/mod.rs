@@ -220,11 +220,6 @@ impl Pipeline {
         &self.store
     }
 
-    /// The gateway's keys.
-    pub fn keys(&self) -> &KeyRing {
-        &self.keys
-    }
-
     /// Checks, signs, encrypts and commits a submission; returns only once it is durable.
     pub async fn submit(
         &self,
