@@ -390,6 +390,16 @@ impl Config {
         Ok(config)
     }
 
+    /// The first served domain: it names the log origin, the TOTP issuer, the key User IDs
+    /// and gateway-made Message-IDs. [`Config::load`] refuses an empty `gateway.domains`, so
+    /// the fallback only ever serves a `Config::default()` built by hand.
+    pub fn primary_domain(&self) -> &str {
+        self.gateway
+            .domains
+            .first()
+            .map_or("localhost", DomainName::as_str)
+    }
+
     /// Directory of the config file; relative paths are taken from here.
     pub fn base_dir(&self) -> &Path {
         self.source.parent().unwrap_or(Path::new("."))

@@ -156,12 +156,7 @@ impl KeyFiles {
 
 /// The signed-note key name of the log: `<first domain>/log` (spec §4).
 pub fn log_origin(config: &Config) -> String {
-    let domain = config
-        .gateway
-        .domains
-        .first()
-        .map_or("localhost", |d| d.as_str());
-    format!("{domain}/log")
+    format!("{}/log", config.primary_domain())
 }
 
 /// Creates the evidence, provider and log keys; refuses to overwrite any existing key file.
@@ -194,11 +189,7 @@ pub fn generate(config: &Config, passphrase: &Passphrase) -> Result<KeyFiles, Ke
         path: config.keys.dir.clone(),
         reason: e.to_string(),
     })?;
-    let domain = config
-        .gateway
-        .domains
-        .first()
-        .map_or("localhost", |d| d.as_str());
+    let domain = config.primary_domain();
     let (provider_tsk, provider_public) = new_signing_cert(
         &format!("bote provider ({domain}) <{PROVIDER_LOCAL}@{domain}>"),
         passphrase,
@@ -337,8 +328,7 @@ impl SigningKey {
 
     /// A detached binary-mode signature over `data` (binary packet; armour it for files).
     pub fn sign(&self, data: &[u8]) -> Result<Vec<u8>, KeyError> {
-        self.sign_many(std::iter::once(data))
-            .map(|mut v| v.pop().unwrap_or_default())
+        sign_detached(&mut self.signer.clone(), data)
     }
 
     /// Detached signatures over several messages, sharing one unlocked key pair.
@@ -348,14 +338,17 @@ impl SigningKey {
     ) -> Result<Vec<Vec<u8>>, KeyError> {
         let mut signer = self.signer.clone();
         data.into_iter()
-            .map(|d| {
-                let sig = SignatureBuilder::new(SignatureType::Binary)
-                    .sign_message(&mut signer, d)
-                    .map_err(pgp_err)?;
-                Packet::from(sig).to_vec().map_err(pgp_err)
-            })
+            .map(|d| sign_detached(&mut signer, d))
             .collect()
     }
+}
+
+/// One detached binary-mode signature packet over `data`.
+fn sign_detached(signer: &mut crypto::Ed25519Signer, data: &[u8]) -> Result<Vec<u8>, KeyError> {
+    let sig = SignatureBuilder::new(SignatureType::Binary)
+        .sign_message(signer, data)
+        .map_err(pgp_err)?;
+    Packet::from(sig).to_vec().map_err(pgp_err)
 }
 
 /// The log key, unlocked: signs checkpoints as C2SP signed notes.

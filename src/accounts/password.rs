@@ -43,10 +43,17 @@ pub fn check_policy(password: &str) -> Result<(), PasswordError> {
 }
 
 fn argon2() -> Argon2<'static> {
-    // 19 MiB, 2 passes, 1 lane: the OWASP baseline for argon2id.
-    let params = Params::new(19 * 1024, 2, 1, None).unwrap_or_default();
-    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+    // 19 MiB, 2 passes, 1 lane: the OWASP baseline for argon2id, which is also the argon2
+    // crate's constant default (no fallible construction at run time).
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, Params::DEFAULT)
 }
+
+/// A PHC string with the same parameters as every real hash, for logins of unknown users:
+/// checking it costs what checking a real password costs, so response times do not tell
+/// which accounts exist. A constant, so it cannot fail to exist (its password is unknown to
+/// bote and irrelevant: the result is always discarded).
+pub const DUMMY_HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$bpuj4fLeP5ioA0Iav1+c5g$1s52V86GG37ZNx84DT04B1HLsR9RlpCYawIc33b7QC4";
 
 /// Hashes a password that meets the policy. CPU-heavy: call from a blocking thread.
 pub fn hash(password: &str) -> Result<String, PasswordError> {
@@ -77,6 +84,15 @@ mod tests {
             hash("correct horse battery").unwrap(),
             "salt must differ"
         );
+    }
+
+    #[test]
+    fn the_dummy_hash_costs_what_a_real_one_costs() {
+        let real = hash("correct horse battery").unwrap();
+        let params = |phc: &str| phc.split('$').nth(3).unwrap().to_owned();
+        assert_eq!(params(DUMMY_HASH), params(&real));
+        assert!(argon2::PasswordHash::new(DUMMY_HASH).is_ok());
+        assert!(!verify("correct horse battery", DUMMY_HASH));
     }
 
     #[test]

@@ -225,7 +225,7 @@ impl Auth {
         let (Some((user, _)), Some(phc)) = (found, phc) else {
             // As slow as a real check, so response times do not tell which accounts exist.
             let pw = zeroize::Zeroizing::new(pw.to_owned());
-            pool::run(move || password::verify(&pw, dummy_hash())).await;
+            pool::run(move || password::verify(&pw, password::DUMMY_HASH)).await;
             return Err(AuthError::BadCredentials);
         };
         let key_row = keystore::user_key(&mut conn, user.id).await?;
@@ -535,12 +535,6 @@ impl Auth {
         tx.commit().await?;
         Ok(token)
     }
-}
-
-/// An Argon2id hash of nothing in particular, made once, for unknown logins.
-fn dummy_hash() -> &'static str {
-    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    HASH.get_or_init(|| password::hash("no such user, no such password").unwrap_or_default())
 }
 
 /// Records what a user did to their own account, in the same transaction.

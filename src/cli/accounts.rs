@@ -243,11 +243,7 @@ pub async fn user(config: &Path, command: UserCommand) -> Result<(), CliError> {
             let accounts = open(config).await?;
             let user = accounts.user(&email).await?;
             let loaded = load_config(config)?;
-            let issuer = loaded
-                .gateway
-                .domains
-                .first()
-                .map_or_else(|| "bote".to_owned(), |d| d.as_str().to_owned());
+            let issuer = loaded.primary_domain().to_owned();
             let auth = crate::auth::Auth::new(accounts.store().clone(), issuer);
             let url = auth.set_totp(&user, true).await?;
             println!("otpauth: {url}");

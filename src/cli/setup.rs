@@ -220,11 +220,7 @@ pub async fn demo(dir: &Path) -> Result<(), CliError> {
 
 async fn create_demo_accounts(config: &Config) -> Result<String, CliError> {
     let store = Store::open(config, OpenMode::CreateAndMigrate).await?;
-    let domain = config
-        .gateway
-        .domains
-        .first()
-        .ok_or_else(|| CliError::Usage("gateway.domains is empty".into()))?;
+    let domain = config.primary_domain();
     let accounts = Accounts::new(store, config.gateway.domains.clone());
     let actor = Actor::Operator("demo".into());
     let address = |local: &str| {

@@ -12,12 +12,14 @@
 
 use argon2::{Algorithm, Argon2, Params, Version};
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
-use ring::hkdf::{HKDF_SHA256, Salt};
+use ring::hmac;
 use zeroize::Zeroizing;
 
 use super::CryptoError;
 
 const FORMAT: u8 = 1;
+/// HKDF salt of every key derived from a high-entropy secret.
+const HKDF_SALT: &[u8] = b"bote key derivation v1";
 const NONCE: usize = 12;
 const TAG: usize = 16;
 
@@ -50,15 +52,20 @@ impl Key32 {
         Ok(Self(Zeroizing::new(arr)))
     }
 
-    /// Derives a key from a high-entropy secret (recovery code, token, session secret).
+    /// Derives a key from a high-entropy secret (recovery code, token, session secret):
+    /// HKDF-SHA256 (RFC 5869) with a fixed salt and the purpose as info. The output is one
+    /// hash block, so expansion is the single HMAC `T(1) = HMAC(PRK, info ‖ 0x01)`, written
+    /// out with HMAC so that no length check can fail and leave a default key behind.
     pub fn from_secret(secret: &[u8], purpose: &str) -> Self {
-        let prk = Salt::new(HKDF_SHA256, b"bote key derivation v1").extract(secret);
+        let salt = hmac::Key::new(hmac::HMAC_SHA256, HKDF_SALT);
+        let prk = hmac::sign(&salt, secret);
+        let prk = hmac::Key::new(hmac::HMAC_SHA256, prk.as_ref());
+        let mut ctx = hmac::Context::with_key(&prk);
+        ctx.update(purpose.as_bytes());
+        ctx.update(&[1]);
         let mut out = Zeroizing::new([0u8; 32]);
-        let info = [purpose.as_bytes()];
-        // Both calls only fail for output lengths HKDF cannot produce; 32 bytes is fine.
-        if let Ok(okm) = prk.expand(&info, HKDF_SHA256) {
-            let _ = okm.fill(&mut out[..]);
-        }
+        // HMAC-SHA256 tags are exactly 32 bytes.
+        out.copy_from_slice(ctx.sign().as_ref());
         Self(out)
     }
 
@@ -154,6 +161,27 @@ pub fn normalise_recovery_code(code: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn derivation_is_rfc_5869_hkdf_sha256() {
+        // The reference: ring's HKDF with the same salt and info. Keys derived before the
+        // HMAC formulation must stay the same, or stored wraps would no longer open.
+        use ring::hkdf::{HKDF_SHA256, Salt};
+        for (secret, purpose) in [(&b"token"[..], "session"), (b"", ""), (&[7u8; 100], "read-token")] {
+            let prk = Salt::new(HKDF_SHA256, HKDF_SALT).extract(secret);
+            let info = [purpose.as_bytes()];
+            let mut expected = [0u8; 32];
+            prk.expand(&info, HKDF_SHA256)
+                .unwrap()
+                .fill(&mut expected)
+                .unwrap();
+            assert_eq!(Key32::from_secret(secret, purpose).as_bytes(), &expected);
+        }
+        assert_ne!(
+            Key32::from_secret(b"token", "session").as_bytes(),
+            Key32::from_secret(b"token", "read-token").as_bytes()
+        );
+    }
 
     #[test]
     fn seal_open_and_bindings() {

@@ -9,10 +9,11 @@
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
 
-use sqlx::{AnyConnection, Row};
+use sqlx::AnyConnection;
 use tlog_tiles::{Hash, HashReader};
 
 use super::LogError;
+use crate::store;
 
 /// Stored hashes known so far, by stored-hash index.
 #[derive(Debug, Default)]
@@ -83,23 +84,10 @@ pub async fn fetch(
         .filter_map(|i| i64::try_from(*i).ok())
         .collect();
     let mut out = HashMap::with_capacity(all.len());
-    for chunk in all.chunks(500) {
-        let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
-        let sql = format!(
-            "SELECT idx, hash FROM log_hashes WHERE idx IN ({})",
-            placeholders.join(", ")
-        );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for i in chunk {
-            query = query.bind(*i);
-        }
-        for row in query.fetch_all(&mut *conn).await? {
-            let idx: i64 = row.try_get(0)?;
-            let bytes: Vec<u8> = row.try_get(1)?;
-            let hash = <[u8; 32]>::try_from(bytes.as_slice())
-                .map_err(|_| LogError::Tlog(format!("stored hash {idx} is not 32 bytes")))?;
-            out.insert(idx as u64, Hash(hash));
-        }
+    for (idx, bytes) in store::log::hashes(conn, &all).await? {
+        let hash = <[u8; 32]>::try_from(bytes.as_slice())
+            .map_err(|_| LogError::Tlog(format!("stored hash {idx} is not 32 bytes")))?;
+        out.insert(u64::try_from(idx).unwrap_or(u64::MAX), Hash(hash));
     }
     Ok(out)
 }

@@ -30,12 +30,9 @@ use tlog_tiles::{Hash, stored_hash_count, stored_hashes, tree_hash};
 use crate::clock::now_ms;
 use crate::keys::LogKey;
 use crate::store::StoreError;
+use crate::store::log::{self as repo, Table};
 pub use note::SignedCheckpoint;
 pub use verify::LogReport;
-
-/// Rows per multi-row INSERT: small enough that SQLite's quadratic parameter-name lookup
-/// stays cheap, large enough to save round trips (see `store::evidence::CHUNK`).
-const INSERT_CHUNK: usize = 64;
 
 /// Why a log operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -165,11 +162,7 @@ impl Log {
     /// not hold it already. [`Log::append`] takes it too; call this first to take it before
     /// other work.
     pub async fn lock(&self, conn: &mut AnyConnection) -> Result<(), LogError> {
-        sqlx::query("UPDATE log_head SET updated_at = $1 WHERE id = 1")
-            .bind(now_ms())
-            .execute(conn)
-            .await?;
-        Ok(())
+        Ok(repo::lock(conn, now_ms()).await?)
     }
 
     /// Appends `entries` in the caller's transaction and signs the checkpoint for the new
@@ -180,11 +173,7 @@ impl Log {
         conn: &mut AnyConnection,
         entries: &[Vec<u8>],
     ) -> Result<Appended, LogError> {
-        let start: i64 =
-            sqlx::query_scalar("UPDATE log_head SET updated_at = $1 WHERE id = 1 RETURNING size")
-                .bind(now_ms())
-                .fetch_one(&mut *conn)
-                .await?;
+        let start = repo::lock_size(conn, now_ms()).await?;
         let n0 = u64::try_from(start).map_err(|_| LogError::Tlog("negative log size".into()))?;
         let new_size = n0 + entries.len() as u64;
         let base = stored_hash_count(n0);
@@ -203,35 +192,24 @@ impl Log {
         })
         .await?;
 
-        insert_pairs(
-            conn,
-            "log_entries (idx, entry)",
-            entries
-                .iter()
-                .enumerate()
-                .map(|(i, e)| (n0 + i as u64, e.clone())),
-        )
-        .await?;
-        insert_pairs(
-            conn,
-            "log_hashes (idx, hash)",
-            new_hashes
-                .iter()
-                .enumerate()
-                .map(|(i, h)| (base + i as u64, h.0.to_vec())),
-        )
-        .await?;
+        let entry_rows = entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| Ok((to_i64(n0 + i as u64)?, e.clone())))
+            .collect::<Result<Vec<_>, LogError>>()?;
+        repo::insert_pairs(conn, Table::Entries, &entry_rows).await?;
+        let hash_rows = new_hashes
+            .iter()
+            .enumerate()
+            .map(|(i, h)| Ok((to_i64(base + i as u64)?, h.0.to_vec())))
+            .collect::<Result<Vec<_>, LogError>>()?;
+        repo::insert_pairs(conn, Table::Hashes, &hash_rows).await?;
         let signer = self
             .signer
             .as_ref()
             .ok_or_else(|| LogError::Checkpoint("this log was opened read-only".into()))?;
         let checkpoint = SignedCheckpoint::sign(signer, &self.origin, new_size, root)?;
-        sqlx::query("UPDATE log_head SET size = $1, root = $2, checkpoint = $3 WHERE id = 1")
-            .bind(to_i64(new_size)?)
-            .bind(root.0.to_vec())
-            .bind(&checkpoint.note)
-            .execute(&mut *conn)
-            .await?;
+        repo::set_head(conn, to_i64(new_size)?, &root.0, &checkpoint.note).await?;
         Ok(Appended {
             first_index: n0,
             checkpoint,
@@ -268,9 +246,7 @@ impl Log {
 
     /// The current size of the log.
     pub async fn size(&self, conn: &mut AnyConnection) -> Result<u64, LogError> {
-        let size: i64 = sqlx::query_scalar("SELECT size FROM log_head WHERE id = 1")
-            .fetch_one(conn)
-            .await?;
+        let size = repo::size(conn).await?;
         u64::try_from(size).map_err(|_| LogError::Tlog("negative log size".into()))
     }
 
@@ -279,9 +255,7 @@ impl Log {
         &self,
         conn: &mut AnyConnection,
     ) -> Result<Option<SignedCheckpoint>, LogError> {
-        let note: String = sqlx::query_scalar("SELECT checkpoint FROM log_head WHERE id = 1")
-            .fetch_one(conn)
-            .await?;
+        let note = repo::checkpoint(conn).await?;
         if note.is_empty() {
             return Ok(None);
         }
@@ -367,9 +341,7 @@ impl Log {
 
     /// The entry at `index`.
     pub async fn entry(&self, conn: &mut AnyConnection, index: u64) -> Result<Vec<u8>, LogError> {
-        sqlx::query_scalar("SELECT entry FROM log_entries WHERE idx = $1")
-            .bind(to_i64(index)?)
-            .fetch_optional(conn)
+        repo::entry(conn, to_i64(index)?)
             .await?
             .ok_or_else(|| LogError::OutOfRange(format!("no log entry {index}")))
     }
@@ -412,30 +384,6 @@ impl Log {
 
 fn to_i64(n: u64) -> Result<i64, LogError> {
     i64::try_from(n).map_err(|_| LogError::OutOfRange(format!("{n} is too large")))
-}
-
-/// Multi-row `INSERT INTO {table_and_columns} VALUES ($1, $2), …` of (index, bytes) pairs.
-async fn insert_pairs(
-    conn: &mut AnyConnection,
-    table_and_columns: &'static str,
-    rows: impl Iterator<Item = (u64, Vec<u8>)>,
-) -> Result<(), LogError> {
-    let rows: Vec<(u64, Vec<u8>)> = rows.collect();
-    for chunk in rows.chunks(INSERT_CHUNK) {
-        let placeholders: Vec<String> = (0..chunk.len())
-            .map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2))
-            .collect();
-        let sql = format!(
-            "INSERT INTO {table_and_columns} VALUES {}",
-            placeholders.join(", ")
-        );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for (index, bytes) in chunk {
-            query = query.bind(to_i64(*index)?).bind(bytes.clone());
-        }
-        query.execute(&mut *conn).await?;
-    }
-    Ok(())
 }
 
 /// Writes a file so that readers see the old or the new content, never a mix, and the new

@@ -1,10 +1,12 @@
 //! C2SP tlog-tiles paths and contents: hash tiles `tile/<L>/<N>[.p/<W>]` and entry bundles
 //! `tile/entries/<N>[.p/<W>]`, height 8 (256 hashes or entries per full tile).
 
-use sqlx::{AnyConnection, Row};
+use sqlx::AnyConnection;
 use tlog_tiles::Tile;
 
 use super::{Log, LogError, hashes};
+use crate::store;
+use crate::store::log::Table;
 
 /// Tile height fixed by C2SP tlog-tiles.
 pub const HEIGHT: u8 = 8;
@@ -108,16 +110,16 @@ impl Log {
                 if first.saturating_add(u64::from(width)) > size {
                     return Ok(None);
                 }
-                let rows = sqlx::query(
-                    "SELECT entry FROM log_entries WHERE idx >= $1 AND idx < $2 ORDER BY idx",
+                let rows = store::log::range(
+                    conn,
+                    Table::Entries,
+                    i64::try_from(first).unwrap_or(i64::MAX),
+                    i64::try_from(first + u64::from(width)).unwrap_or(i64::MAX),
+                    i64::from(width),
                 )
-                .bind(i64::try_from(first).unwrap_or(i64::MAX))
-                .bind(i64::try_from(first + u64::from(width)).unwrap_or(i64::MAX))
-                .fetch_all(conn)
                 .await?;
                 let mut out = Vec::new();
-                for row in rows {
-                    let entry: Vec<u8> = row.try_get(0)?;
+                for (_, entry) in rows {
                     let len = u16::try_from(entry.len())
                         .map_err(|_| LogError::Tlog("entry longer than 65535 bytes".into()))?;
                     out.extend_from_slice(&len.to_be_bytes());

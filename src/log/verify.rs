@@ -1,12 +1,14 @@
 //! `bote log verify`: recompute the whole stored log from its entries and compare with every
 //! stored hash, the head, the signed checkpoint and the published checkpoint file.
 
-use sqlx::{AnyConnection, Row};
+use sqlx::AnyConnection;
 use tlog_tiles::{
     Hash, HashReader, record_hash, stored_hash_count, stored_hashes_for_record_hash, tree_hash,
 };
 
 use super::{Log, LogError, SignedCheckpoint};
+use crate::store;
+use crate::store::log::Table;
 
 /// Rows per page while streaming the log.
 const PAGE: i64 = 10_000;
@@ -38,32 +40,23 @@ impl HashReader for InMemory<'_> {
     }
 }
 
-/// Streams the `(idx, bytes)` rows that `select` (`SELECT idx, <bytes> FROM <table>`) yields
-/// for `idx` in `0..end`, in order, page by page, into `f`.
+/// Streams the rows of `table` for `idx` in `0..end`, in order, page by page, into `f`.
 async fn scan(
     conn: &mut AnyConnection,
-    select: &'static str,
+    table: Table,
     end: u64,
     mut f: impl FnMut(u64, Vec<u8>) -> Result<(), LogError>,
 ) -> Result<(), LogError> {
-    let sql = format!("{select} WHERE idx >= $1 AND idx < $2 ORDER BY idx LIMIT $3");
-    let mut from: u64 = 0;
+    let end = i64::try_from(end).unwrap_or(i64::MAX);
+    let mut from: i64 = 0;
     loop {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
-            .bind(i64::try_from(from).unwrap_or(i64::MAX))
-            .bind(i64::try_from(end).unwrap_or(i64::MAX))
-            .bind(PAGE)
-            .fetch_all(&mut *conn)
-            .await?;
-        let Some(last) = rows.last() else {
+        let rows = store::log::range(conn, table, from, end, PAGE).await?;
+        let Some((last, _)) = rows.last() else {
             return Ok(());
         };
-        from = u64::try_from(last.try_get::<i64, _>(0)?)
-            .unwrap_or(u64::MAX)
-            .saturating_add(1);
-        for row in &rows {
-            let idx = u64::try_from(row.try_get::<i64, _>(0)?).unwrap_or(u64::MAX);
-            f(idx, row.try_get(1)?)?;
+        from = last.saturating_add(1);
+        for (idx, bytes) in rows {
+            f(u64::try_from(idx).unwrap_or(u64::MAX), bytes)?;
         }
     }
 }
@@ -77,12 +70,10 @@ impl Log {
     /// the signed checkpoint and the published checkpoint file against it. Entries appended
     /// while it runs are beyond the head it read first and are left for the next run.
     pub async fn verify_stored(&self, conn: &mut AnyConnection) -> Result<LogReport, LogError> {
-        let head = sqlx::query("SELECT size, root, checkpoint FROM log_head WHERE id = 1")
-            .fetch_one(&mut *conn)
-            .await?;
-        let size = u64::try_from(head.try_get::<i64, _>("size")?).unwrap_or(0);
-        let head_root: Vec<u8> = head.try_get("root")?;
-        let note: String = head.try_get("checkpoint")?;
+        let head = store::log::head(conn).await?;
+        let size = u64::try_from(head.size).unwrap_or(0);
+        let head_root = head.root;
+        let note = head.checkpoint;
         if note.is_empty() {
             return Err(corrupt("the log has no signed checkpoint".into()));
         }
@@ -93,7 +84,7 @@ impl Log {
         let mut expected: u64 = 0;
         scan(
             conn,
-            "SELECT idx, entry FROM log_entries",
+            Table::Entries,
             size,
             |idx, entry| {
                 if idx != expected {
@@ -116,7 +107,7 @@ impl Log {
         // Every stored hash equals the recomputed one.
         let mut next: u64 = 0;
         let hash_count = stored_hash_count(size);
-        scan(conn, "SELECT idx, hash FROM log_hashes", hash_count, |idx, hash| {
+        scan(conn, Table::Hashes, hash_count, |idx, hash| {
             let want = usize::try_from(idx).ok().and_then(|i| computed.get(i));
             if idx != next || want.map(|h| &h.0[..]) != Some(hash.as_slice()) {
                 return Err(corrupt(format!(

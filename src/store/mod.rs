@@ -12,6 +12,7 @@
 pub mod accounts;
 pub mod audit;
 pub mod evidence;
+pub mod log;
 pub mod messages;
 pub mod sessions;
 pub mod vault;
