@@ -102,7 +102,7 @@ async fn run_round(b: &Bench, total: usize) -> Duration {
             let mine: Vec<usize> = (t..total).step_by(submitters).collect();
             for chunk in mine.chunks(per) {
                 let records = chunk.iter().map(|i| record(*i)).collect();
-                let sealed = seal_off_thread(key.clone(), records).await.unwrap();
+                let sealed = sign_on_pool(key.clone(), records).await.unwrap();
                 writer.commit(sealed, None).await.unwrap();
             }
         }));
@@ -153,7 +153,7 @@ fn parts(c: &mut Criterion) {
     group.bench_function("seal_one_core", |bencher| {
         bencher.iter(|| {
             let records: Vec<_> = (0..RECORDS_PER_ITER).map(record).collect();
-            seal(&bench.keys.evidence, records).unwrap()
+            sign(&bench.keys.evidence, records).unwrap()
         });
     });
     group.bench_function("commit_presealed_sqlite", |bencher| {
@@ -161,7 +161,7 @@ fn parts(c: &mut Criterion) {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
                 let records: Vec<_> = (0..RECORDS_PER_ITER).map(record).collect();
-                let sealed = seal(&bench.keys.evidence, records).unwrap();
+                let sealed = sign(&bench.keys.evidence, records).unwrap();
                 let start = Instant::now();
                 rt.block_on(async {
                     let mut tasks = Vec::new();

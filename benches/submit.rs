@@ -74,7 +74,6 @@ async fn setup(url: Option<&str>) -> Bench {
         parts.store.clone(),
         Arc::new(parts.config.clone()),
         parts.keys.clone(),
-        parts.log.clone(),
         writer,
     );
     Bench {

@@ -22,13 +22,10 @@ use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 use crate::config::Config;
-use crate::evidence::Writer;
-use crate::keys::{KeyError, KeyRing};
-use crate::log::{Log, LogError};
-use crate::store::{OpenMode, Store, StoreError};
+use crate::gateway::{Gateway, OpenGatewayError};
 use crate::telemetry;
 use crate::tls::{self, ServerCert, TlsError};
-use crate::web::{self, AppState};
+use crate::web;
 
 /// How long a TLS handshake may take before the connection is dropped (slow clients).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -38,9 +35,9 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Why the gateway could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    /// The database.
+    /// Opening the gateway (database, keys, log).
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Open(#[from] OpenGatewayError),
     /// Certificates.
     #[error("TLS: {0}")]
     Tls(#[from] TlsError),
@@ -57,12 +54,6 @@ pub enum ServeError {
     /// The metrics recorder.
     #[error("metrics: {0}")]
     Metrics(String),
-    /// The gateway keys.
-    #[error(transparent)]
-    Keys(#[from] KeyError),
-    /// The transparency log (e.g. a database older than the published checkpoint).
-    #[error(transparent)]
-    Log(#[from] LogError),
 }
 
 /// Addresses actually bound (useful when a config asks for port 0).
@@ -76,21 +67,9 @@ pub struct Bound {
 
 /// Serves until `shutdown` is cancelled, then drains and returns.
 pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), ServeError> {
-    let store = Store::open(&config, OpenMode::CreateAndMigrate).await?;
-    let keys = KeyRing::load(&config)?;
-    let log = Arc::new(Log::new(
-        keys.log.clone(),
-        keys.origin.clone(),
-        &config.gateway.data_dir,
-    ));
-    {
-        let mut conn = store.pool().acquire().await.map_err(StoreError::from)?;
-        log.check_published(&mut conn).await?;
-    }
-    let writer = Writer::spawn(store.clone(), log.clone());
-    let state = AppState::new(store.clone(), Arc::new(config), keys, log, writer);
+    let gateway = Gateway::start(config).await?;
     let tracker = TaskTracker::new();
-    let bound = start(&state, &tracker, shutdown.clone()).await?;
+    let bound = start(&gateway, &tracker, shutdown.clone()).await?;
     tracing::info!(https = ?bound.https, metrics = ?bound.metrics, "bote is serving");
     metrics::gauge!("bote_up").set(1.0);
     shutdown.cancelled().await;
@@ -102,18 +81,18 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Se
     {
         tracing::warn!("drain timed out after {DRAIN_TIMEOUT:?}; closing anyway");
     }
-    store.close().await;
+    gateway.store().close().await;
     tracing::info!("stopped");
     Ok(())
 }
 
 /// Binds the listeners and spawns their accept loops on `tracker`.
 pub async fn start(
-    state: &AppState,
+    gateway: &Gateway,
     tracker: &TaskTracker,
     shutdown: CancellationToken,
 ) -> Result<Bound, ServeError> {
-    let config = &state.config;
+    let config = gateway.config();
     let mut bound = Bound::default();
     if let Some(addr) = config.http.metrics_listen.0 {
         let handle = telemetry::install_metrics().map_err(ServeError::Metrics)?;
@@ -139,7 +118,7 @@ pub async fn start(
         let local = local_addr("http.listen", &listener, addr)?;
         telemetry::announce("https", "https", local);
         bound.https = Some(local);
-        let app = web::router(state.clone());
+        let app = web::router(gateway.clone());
         let acceptor = TlsAcceptor::from(tls);
         tracker.spawn(accept_loop(
             listener,

@@ -3,9 +3,10 @@
 //! The types here are pure (no I/O); [`service`] holds the operations that validate input,
 //! write through the store and leave an audit entry in the same transaction.
 
+pub mod credential;
+pub mod grants;
 pub mod password;
 pub mod service;
-pub mod token;
 
 use std::fmt;
 
@@ -90,6 +91,8 @@ pub enum Actor {
     Operator(String),
     /// A logged-in user.
     User(EmailAddress),
+    /// Office software, by the id of the token it presented.
+    Token(i64),
     /// The gateway itself.
     System,
 }
@@ -110,6 +113,7 @@ impl fmt::Display for Actor {
         match self {
             Self::Operator(name) => write!(f, "operator:{name}"),
             Self::User(email) => write!(f, "user:{email}"),
+            Self::Token(id) => write!(f, "token:{id}"),
             Self::System => f.write_str("system"),
         }
     }

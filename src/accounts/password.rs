@@ -52,8 +52,7 @@ fn argon2() -> Argon2<'static> {
 /// checking it costs what checking a real password costs, so response times do not tell
 /// which accounts exist. A constant, so it cannot fail to exist (its password is unknown to
 /// bote and irrelevant: the result is always discarded).
-pub const DUMMY_HASH: &str =
-    "$argon2id$v=19$m=19456,t=2,p=1$bpuj4fLeP5ioA0Iav1+c5g$1s52V86GG37ZNx84DT04B1HLsR9RlpCYawIc33b7QC4";
+pub const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$bpuj4fLeP5ioA0Iav1+c5g$1s52V86GG37ZNx84DT04B1HLsR9RlpCYawIc33b7QC4";
 
 /// Hashes a password that meets the policy. CPU-heavy: call from a blocking thread.
 pub fn hash(password: &str) -> Result<String, PasswordError> {

@@ -7,6 +7,7 @@
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
+use super::credential::{Credential, Kind};
 use super::password::{self, Password, PasswordError};
 use super::{
     Actor, IdentityMethod, Mailbox, MailboxKind, Membership, MembershipState, Relay, RelayTls,
@@ -15,6 +16,7 @@ use super::{
 use crate::address::{AddressError, DomainName, EmailAddress};
 use crate::clock::now_ms;
 use crate::crypto::{self, CryptoError};
+use crate::error::{Classify, ErrorKind, Failure};
 use crate::store::accounts::{self as repo, NewMailbox, NewUser};
 use crate::store::vault::{self as keystore, Holder};
 use crate::store::{Store, StoreError, audit};
@@ -89,9 +91,12 @@ pub enum AccountError {
     /// Relay target malformed.
     #[error("invalid relay target `{0}`: expected HOST:PORT, e.g. mail.bauamt.example:25")]
     RelayTarget(String),
-    /// Office certificate unusable.
+    /// The external office's certificate is unusable.
     #[error("office certificate: {0}")]
-    Certificate(#[from] CryptoError),
+    OfficeCertificate(CryptoError),
+    /// Generating, wrapping or unwrapping a key failed.
+    #[error("key operation failed: {0}")]
+    Crypto(#[from] CryptoError),
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -105,6 +110,42 @@ pub enum AccountError {
          a new key (mail encrypted to the old one stays unreadable)"
     )]
     KeyWouldBeLost(EmailAddress),
+}
+
+impl Classify for AccountError {
+    fn failure(&self) -> Failure {
+        let (kind, code, title) = match self {
+            Self::Address(_)
+            | Self::ForeignDomain { .. }
+            | Self::Name(_)
+            | Self::Password(
+                PasswordError::TooShort | PasswordError::TooLong | PasswordError::Control,
+            )
+            | Self::RelayTarget(_)
+            | Self::OfficeCertificate(_) => {
+                (ErrorKind::Invalid, "invalid-account", "Invalid input")
+            }
+            Self::DuplicateUser(_) | Self::DuplicateMailbox(_) | Self::AlreadyMember { .. } => {
+                (ErrorKind::Conflict, "exists", "Exists already")
+            }
+            Self::UnknownUser(_) | Self::UnknownMailbox(_) => return Failure::not_found(),
+            Self::NotStaff { .. } | Self::NotLocalOffice { .. } | Self::NotAnOffice(_) => (
+                ErrorKind::Unprocessable,
+                "not-allowed-here",
+                "Not possible for this account",
+            ),
+            Self::WrongRecoveryCode | Self::KeyWouldBeLost(_) => (
+                ErrorKind::Forbidden,
+                "recovery-code",
+                "Recovery code needed",
+            ),
+            Self::Store(e) => return e.failure(),
+            Self::Password(PasswordError::Hash(_)) | Self::Crypto(_) => {
+                return Failure::internal(self);
+            }
+        };
+        Failure::new(kind, code, title).detail(self)
+    }
 }
 
 impl From<sqlx::Error> for AccountError {
@@ -657,13 +698,13 @@ impl Accounts {
         if mb.kind == MailboxKind::Citizen {
             return Err(AccountError::NotAnOffice(mailbox.clone()));
         }
-        let token = super::token::new(super::token::CREDENTIAL_PREFIX);
+        let token = Credential::generate(Kind::MailboxToken);
         let client_cert_sha256 = client_cert_der.map(|der| hex::encode(Sha256::digest(der)));
         let actor_name = actor.to_string();
         let row = repo::NewCredential {
             mailbox_id: mb.id,
             scope: "send",
-            token_hash: super::token::digest(&token),
+            token_hash: token.digest(),
             client_cert_sha256: client_cert_sha256.clone(),
             created_by: &actor_name,
             now,
@@ -681,7 +722,7 @@ impl Accounts {
         )
         .await?;
         tx.commit().await?;
-        Ok(token)
+        Ok(token.expose().to_owned())
     }
 }
 
@@ -781,7 +822,7 @@ fn parse_relay(spec: RelaySpec) -> Result<Relay, AccountError> {
             .as_str()
             .to_owned()
     };
-    let cert = crypto::RecipientCert::parse(&spec.cert)?;
+    let cert = crypto::RecipientCert::parse(&spec.cert).map_err(AccountError::OfficeCertificate)?;
     Ok(Relay {
         host,
         port,

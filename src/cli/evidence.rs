@@ -6,19 +6,18 @@ use std::sync::Arc;
 use clap::Subcommand;
 use sequoia_openpgp::Cert;
 use sequoia_openpgp::parse::Parse;
-use serde_json::json;
 
 use super::{CliError, load_config};
 use crate::accounts::Actor;
 use crate::address::EmailAddress;
-use crate::clock::{now_ms, parse_rfc3339_ms, rfc3339_ms};
+use crate::clock::{parse_rfc3339_ms, rfc3339_ms};
+use crate::evidence;
+use crate::evidence::StoredEvidence;
 use crate::evidence::bundle::{self, Anchor};
 use crate::evidence::query::{self, Search};
-use crate::evidence::{self, Sha256Digest};
 use crate::keys::{self, KeyRing, Passphrase, PublicKeys};
 use crate::log::Log;
-use crate::store::evidence::StoredEvidence;
-use crate::store::{OpenMode, Store, audit};
+use crate::store::{OpenMode, Store};
 
 /// `bote keys …`
 #[derive(Debug, Subcommand)]
@@ -157,31 +156,20 @@ pub async fn proof(config_path: &Path, command: ProofCommand) -> Result<(), CliE
         }
         None => None,
     };
-    let bytes = bundle::export(&mut conn, &log, &keys, &id, recipient.as_ref(), at).await?;
-    // Never hand out a bundle that does not verify.
-    let verified = bundle::verify(&bytes, &Anchor::None, None, None)
-        .map_err(|e| CliError::Usage(format!("exported bundle does not verify: {e}")))?;
-    crate::pki::write_file(&output, &bytes, false)?;
-    let digest = Sha256Digest::of(&bytes);
-    let mut tx = store.begin().await?;
-    let details = json!({
-        "recipient": verified.records.first().map(|r| r.recipient.to_string()),
-        "records": verified.records.len(),
-        "checkpoint_size": verified.checkpoint.size,
-        "bundle_sha256": digest.to_string(),
-    });
-    audit::record(
-        &mut tx,
+    drop(conn);
+    let exported = bundle::export_audited(
+        &store,
+        &log,
+        &keys,
         &Actor::current_operator(),
-        "proof.export",
         &id,
-        details,
-        now_ms(),
+        recipient.as_ref(),
+        at,
     )
     .await?;
-    tx.commit().await.map_err(crate::store::StoreError::from)?;
+    crate::pki::write_file(&output, &exported.bytes, false)?;
     println!("bundle: {}", output.display());
-    println!("sha256: {digest}");
+    println!("sha256: {}", exported.sha256);
     Ok(())
 }
 

@@ -167,7 +167,11 @@ mod tests {
         // The reference: ring's HKDF with the same salt and info. Keys derived before the
         // HMAC formulation must stay the same, or stored wraps would no longer open.
         use ring::hkdf::{HKDF_SHA256, Salt};
-        for (secret, purpose) in [(&b"token"[..], "session"), (b"", ""), (&[7u8; 100], "read-token")] {
+        for (secret, purpose) in [
+            (&b"token"[..], "session"),
+            (b"", ""),
+            (&[7u8; 100], "read-token"),
+        ] {
             let prk = Salt::new(HKDF_SHA256, HKDF_SALT).extract(secret);
             let info = [purpose.as_bytes()];
             let mut expected = [0u8; 32];

@@ -2,9 +2,9 @@
 //! committed in the same transaction as the event and appended to the transparency log.
 //!
 //! The API the rest of bote uses is small:
-//! - build an [`EvidenceRecord`], [`seal`] it (canonical bytes + OpenPGP signature; CPU work,
-//!   run it on the blocking pool, in parallel, before the writer);
-//! - hand the sealed records (and the event's own rows, as a closure) to the [`Writer`],
+//! - build an [`EvidenceRecord`], [`sign`] it (canonical bytes + OpenPGP signature; CPU work,
+//!   run it on the crypto pool, in parallel, before the writer);
+//! - hand the signed records (and the event's own rows, as a closure) to the [`Writer`],
 //!   which batches concurrent callers into one transaction (group commit), appends to the
 //!   log, signs one checkpoint and commits once; or call [`record_in_tx`] inside a
 //!   transaction of your own;
@@ -17,16 +17,18 @@ mod writer;
 
 use sqlx::AnyConnection;
 
+use crate::error::{Classify, Failure};
 use crate::keys::{EvidenceKey, KeyError};
 use crate::log::{Appended, Log, LogError};
 use crate::store::{StoreError, evidence as repo};
 pub use record::{
     Attachment, Commitment, Details, Event, EvidenceId, EvidenceRecord, IdentityAssurance,
-    MessageRef, ReasonCode, RecordError, Sender, Sha256Digest, Timestamp,
+    MessageRef, ReasonCode, RecordError, Sender, Sha256Digest, SignedRecord, StoredEvidence,
+    Timestamp,
 };
-pub use writer::{Receipt, Work, Writer, WriterError};
+pub use writer::{Committed, Work, Writer, WriterError};
 
-/// Why evidence could not be sealed or recorded.
+/// Why evidence could not be signed or recorded.
 #[derive(Debug, thiserror::Error)]
 pub enum EvidenceError {
     /// The record breaks an invariant.
@@ -46,32 +48,26 @@ pub enum EvidenceError {
     Audit(String),
 }
 
+impl Classify for EvidenceError {
+    fn failure(&self) -> Failure {
+        match self {
+            Self::Store(e) | Self::Log(LogError::Store(e)) => e.failure(),
+            _ => Failure::internal(self),
+        }
+    }
+}
+
 impl From<sqlx::Error> for EvidenceError {
     fn from(e: sqlx::Error) -> Self {
         Self::Store(StoreError::Query(e))
     }
 }
 
-/// A record with its canonical bytes and detached signature, ready to be stored.
-#[derive(Debug, Clone)]
-pub struct Sealed {
-    /// The record.
-    pub record: EvidenceRecord,
-    /// Its canonical (RFC 8785) bytes.
-    pub canonical: Vec<u8>,
-    /// OpenPGP detached signature over `canonical` (binary packet).
-    pub signature: Vec<u8>,
-}
-
-impl Sealed {
-    /// The log entry committing to this record.
-    pub fn entry(&self) -> Vec<u8> {
-        EvidenceRecord::commitment(self.record.event, &self.canonical).to_entry()
-    }
-}
-
 /// Serialises and signs records with the evidence key. CPU-bound: call from a blocking thread.
-pub fn seal(key: &EvidenceKey, records: Vec<EvidenceRecord>) -> Result<Vec<Sealed>, EvidenceError> {
+pub fn sign(
+    key: &EvidenceKey,
+    records: Vec<EvidenceRecord>,
+) -> Result<Vec<SignedRecord>, EvidenceError> {
     let canonical: Vec<Vec<u8>> = records
         .iter()
         .map(EvidenceRecord::to_canonical)
@@ -81,7 +77,7 @@ pub fn seal(key: &EvidenceKey, records: Vec<EvidenceRecord>) -> Result<Vec<Seale
         .into_iter()
         .zip(canonical)
         .zip(signatures)
-        .map(|((record, canonical), signature)| Sealed {
+        .map(|((record, canonical), signature)| SignedRecord {
             record,
             canonical,
             signature,
@@ -119,20 +115,20 @@ pub async fn audit_records(
     }
 }
 
-/// [`seal`] on the crypto pool.
-pub async fn seal_off_thread(
+/// [`sign`] on the crypto pool.
+pub async fn sign_on_pool(
     key: std::sync::Arc<EvidenceKey>,
     records: Vec<EvidenceRecord>,
-) -> Result<Vec<Sealed>, EvidenceError> {
-    crate::crypto::pool::run(move || seal(&key, records)).await
+) -> Result<Vec<SignedRecord>, EvidenceError> {
+    crate::crypto::pool::run(move || sign(&key, records)).await
 }
 
-/// Appends sealed records to the log and stores them, inside the caller's transaction.
+/// Appends signed records to the log and stores them, inside the caller's transaction.
 /// Returns each record's log index (in order) and the checkpoint to publish after commit.
 pub async fn record_in_tx(
     conn: &mut AnyConnection,
     log: &Log,
-    sealed: &[&Sealed],
+    sealed: &[&SignedRecord],
 ) -> Result<(Vec<u64>, Appended), EvidenceError> {
     let entries: Vec<Vec<u8>> = sealed.iter().map(|s| s.entry()).collect();
     let appended = log.append(conn, &entries).await?;

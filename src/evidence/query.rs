@@ -4,9 +4,11 @@
 
 use sqlx::AnyConnection;
 
+use super::record::StoredEvidence;
 use crate::address::EmailAddress;
+use crate::error::{Classify, ErrorKind, Failure};
 use crate::store::StoreError;
-use crate::store::evidence::{self as repo, Filter, StoredEvidence};
+use crate::store::evidence::{self as repo, Filter};
 
 /// Most rows one search returns unless asked otherwise.
 pub const DEFAULT_LIMIT: i64 = 1000;
@@ -55,6 +57,21 @@ pub enum QueryError {
         /// Their addresses.
         list: String,
     },
+}
+
+impl Classify for QueryError {
+    fn failure(&self) -> Failure {
+        match self {
+            Self::Store(e) => e.failure(),
+            Self::UnknownMessage(_) => Failure::not_found(),
+            Self::UnknownRecipient { .. } | Self::AmbiguousRecipient { .. } => Failure::new(
+                ErrorKind::Invalid,
+                "recipient-required",
+                "Choose a recipient",
+            )
+            .detail(self),
+        }
+    }
 }
 
 /// Records matching the search, oldest first.

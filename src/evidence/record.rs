@@ -369,6 +369,37 @@ impl Commitment {
     }
 }
 
+/// A record with its canonical bytes and detached signature, ready to be stored.
+#[derive(Debug, Clone)]
+pub struct SignedRecord {
+    /// The record.
+    pub record: EvidenceRecord,
+    /// Its canonical (RFC 8785) bytes.
+    pub canonical: Vec<u8>,
+    /// OpenPGP detached signature over `canonical` (binary packet).
+    pub signature: Vec<u8>,
+}
+
+impl SignedRecord {
+    /// The log entry committing to this record.
+    pub fn entry(&self) -> Vec<u8> {
+        EvidenceRecord::commitment(self.record.event, &self.canonical).to_entry()
+    }
+}
+
+/// A stored record with its signature and log position.
+#[derive(Debug, Clone)]
+pub struct StoredEvidence {
+    /// The record, parsed from its stored canonical bytes.
+    pub record: EvidenceRecord,
+    /// The canonical bytes as stored.
+    pub canonical: Vec<u8>,
+    /// Detached signature (binary).
+    pub signature: Vec<u8>,
+    /// Index of its commitment in the log.
+    pub log_index: u64,
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

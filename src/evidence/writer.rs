@@ -3,7 +3,7 @@
 //!
 //! Callers do their expensive work (parsing, hashing, signing, encrypting) first, in
 //! parallel, then submit a [`Work`] closure (the event's own rows) with its sealed evidence
-//! and await the [`Receipt`]. The writer takes whatever is queued (up to [`MAX_BATCH`]
+//! and await the [`Committed`]. The writer takes whatever is queued (up to [`MAX_BATCH`]
 //! records), runs each closure under a savepoint so one failing caller cannot spoil the
 //! others, appends all evidence, commits, publishes the checkpoint, and answers everyone.
 //! At low load a batch is one request (no added latency); under load batches grow.
@@ -15,7 +15,8 @@ use futures_util::future::BoxFuture;
 use sqlx::{Acquire, AnyConnection};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::{EvidenceError, Sealed, record_in_tx};
+use super::{EvidenceError, SignedRecord, record_in_tx};
+use crate::error::{Classify, Failure};
 use crate::log::{Log, SignedCheckpoint};
 use crate::store::{Store, StoreError};
 
@@ -32,31 +33,50 @@ pub type Work = Box<
 
 /// What a committed request gets back.
 #[derive(Debug, Clone)]
-pub struct Receipt {
+pub struct Committed {
     /// Log index of each submitted record, in order.
     pub log_indexes: Vec<u64>,
     /// The checkpoint signed for the batch (covers every index above).
     pub checkpoint: SignedCheckpoint,
 }
 
-/// Why a request was not committed.
+/// Why a request was not committed. Shared by every request of a failed batch, so the
+/// causes sit behind `Arc`s.
 #[derive(Debug, thiserror::Error, Clone)]
 pub enum WriterError {
     /// The request's own work failed; nothing of it was written.
-    #[error("{0}")]
-    Work(String),
+    #[error(transparent)]
+    Work(Arc<StoreError>),
     /// The batch could not be committed; nothing of it was written.
     #[error("evidence commit failed: {0}")]
-    Commit(String),
+    Commit(Arc<EvidenceError>),
+    /// A request's work panicked; its whole batch was rolled back.
+    #[error("evidence commit failed: a request's work panicked")]
+    Panicked,
     /// The writer has stopped (shutdown).
     #[error("the evidence writer has stopped")]
     Stopped,
+    /// The writer returned fewer log indexes than records: a bug that must not hand anyone
+    /// another message's evidence.
+    #[error("the writer returned fewer log indexes than records")]
+    MissingIndexes,
 }
 
-type Reply = oneshot::Sender<Result<Receipt, WriterError>>;
+impl Classify for WriterError {
+    fn failure(&self) -> Failure {
+        match self {
+            Self::Work(e) => e.failure(),
+            Self::Commit(e) => e.failure(),
+            Self::Panicked | Self::MissingIndexes => Failure::internal(self),
+            Self::Stopped => Failure::unavailable(self),
+        }
+    }
+}
+
+type Reply = oneshot::Sender<Result<Committed, WriterError>>;
 
 struct Request {
-    sealed: Vec<Sealed>,
+    sealed: Vec<SignedRecord>,
     work: Option<Work>,
     reply: Reply,
 }
@@ -86,9 +106,9 @@ impl Writer {
     /// Commits `sealed` (and `work`, if any) and waits until they are durable and logged.
     pub async fn commit(
         &self,
-        sealed: Vec<Sealed>,
+        sealed: Vec<SignedRecord>,
         work: Option<Work>,
-    ) -> Result<Receipt, WriterError> {
+    ) -> Result<Committed, WriterError> {
         let (reply, answer) = oneshot::channel();
         self.tx
             .send(Request {
@@ -169,7 +189,7 @@ async fn commit_batch(store: &Store, log: &Log, batch: Vec<Request>) -> Option<S
                 let (mine, tail) = rest.split_at(count);
                 rest = tail;
                 if let Some(reply) = replies[position].take() {
-                    let _ = reply.send(Ok(Receipt {
+                    let _ = reply.send(Ok(Committed {
                         log_indexes: mine.to_vec(),
                         checkpoint: checkpoint.clone(),
                     }));
@@ -179,8 +199,13 @@ async fn commit_batch(store: &Store, log: &Log, batch: Vec<Request>) -> Option<S
         }
         Err(e) => {
             tracing::error!(error = %e, "evidence batch rolled back");
+            let answer = match e {
+                BatchError::Evidence(e) => WriterError::Commit(Arc::new(e)),
+                // An isolated retry answers failing work itself and never reports it.
+                BatchError::Panicked | BatchError::WorkFailed => WriterError::Panicked,
+            };
             for reply in replies.iter_mut().filter_map(Option::take) {
-                let _ = reply.send(Err(WriterError::Commit(e.to_string())));
+                let _ = reply.send(Err(answer.clone()));
             }
             None
         }
@@ -194,7 +219,7 @@ type Outcome = Result<(Vec<(usize, usize)>, Vec<u64>, SignedCheckpoint), BatchEr
 async fn attempt(
     store: &Store,
     log: &Log,
-    jobs: &[(Vec<Sealed>, Option<Work>)],
+    jobs: &[(Vec<SignedRecord>, Option<Work>)],
     replies: &mut [Option<Reply>],
     isolate: bool,
 ) -> Outcome {
@@ -235,7 +260,7 @@ impl From<StoreError> for BatchError {
 async fn run_batch(
     store: &Store,
     log: &Log,
-    jobs: &[(Vec<Sealed>, Option<Work>)],
+    jobs: &[(Vec<SignedRecord>, Option<Work>)],
     replies: &mut [Option<Reply>],
     isolate: bool,
 ) -> Outcome {
@@ -245,7 +270,7 @@ async fn run_batch(
     // database is waited for instead of failing the upgrade from a read snapshot.
     log.lock(&mut tx).await.map_err(EvidenceError::from)?;
     let mut accepted = Vec::with_capacity(jobs.len());
-    let mut sealed: Vec<&Sealed> = Vec::new();
+    let mut sealed: Vec<&SignedRecord> = Vec::new();
     for (position, (records, work)) in jobs.iter().enumerate() {
         if let Some(work) = work {
             if !isolate {
@@ -258,7 +283,7 @@ async fn run_batch(
                 if let Err(e) = work(&mut savepoint).await {
                     savepoint.rollback().await?;
                     if let Some(reply) = replies[position].take() {
-                        let _ = reply.send(Err(WriterError::Work(e.to_string())));
+                        let _ = reply.send(Err(WriterError::Work(Arc::new(e))));
                     }
                     continue;
                 }

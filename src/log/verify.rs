@@ -82,21 +82,16 @@ impl Log {
         // Entries, in order, without gaps; the stored hashes they imply.
         let mut computed: Vec<Hash> = Vec::new();
         let mut expected: u64 = 0;
-        scan(
-            conn,
-            Table::Entries,
-            size,
-            |idx, entry| {
-                if idx != expected {
-                    return Err(corrupt(format!("log entry {expected} is missing")));
-                }
-                let new =
-                    stored_hashes_for_record_hash(idx, record_hash(&entry), &InMemory(&computed))?;
-                computed.extend(new);
-                expected += 1;
-                Ok(())
-            },
-        )
+        scan(conn, Table::Entries, size, |idx, entry| {
+            if idx != expected {
+                return Err(corrupt(format!("log entry {expected} is missing")));
+            }
+            let new =
+                stored_hashes_for_record_hash(idx, record_hash(&entry), &InMemory(&computed))?;
+            computed.extend(new);
+            expected += 1;
+            Ok(())
+        })
         .await?;
         if expected != size {
             return Err(corrupt(format!(

@@ -13,8 +13,7 @@ use std::sync::Arc;
 use sqlx::AnyConnection;
 use tokio::sync::{mpsc, oneshot};
 
-use super::SubmitError;
-use crate::evidence::{Sealed, Work, Writer};
+use crate::evidence::{SignedRecord, Work, Writer, WriterError};
 use crate::store::StoreError;
 use crate::store::messages::{self as repo, CopyRow, JobRow, MessageRow};
 
@@ -31,8 +30,8 @@ pub(super) struct Rows {
 
 struct Pending {
     rows: Rows,
-    sealed: Vec<Sealed>,
-    reply: oneshot::Sender<Result<Vec<u64>, SubmitError>>,
+    sealed: Vec<SignedRecord>,
+    reply: oneshot::Sender<Result<Vec<u64>, WriterError>>,
 }
 
 /// Handle to the batcher task; cheap to clone.
@@ -56,9 +55,13 @@ impl Batcher {
     }
 
     /// Commits one message's rows with its evidence; returns the records' log indexes.
-    pub async fn commit(&self, rows: Rows, sealed: Vec<Sealed>) -> Result<Vec<u64>, SubmitError> {
+    pub async fn commit(
+        &self,
+        rows: Rows,
+        sealed: Vec<SignedRecord>,
+    ) -> Result<Vec<u64>, WriterError> {
         let (reply, answer) = oneshot::channel();
-        let stopped = || SubmitError::Internal("the message writer has stopped".into());
+        let stopped = || WriterError::Stopped;
         self.tx
             .send(Pending {
                 rows,
@@ -104,9 +107,7 @@ async fn commit(writer: &Writer, batch: Vec<Pending>) {
                 // The writer returns one index per record, in order; anything else is a bug
                 // that must not hand anyone another message's evidence.
                 let Some((mine, tail)) = rest.split_at_checked(count) else {
-                    let _ = reply.send(Err(SubmitError::Internal(
-                        "the writer returned fewer log indexes than records".into(),
-                    )));
+                    let _ = reply.send(Err(WriterError::MissingIndexes));
                     continue;
                 };
                 rest = tail;
@@ -115,7 +116,7 @@ async fn commit(writer: &Writer, batch: Vec<Pending>) {
         }
         Err(e) => {
             for reply in replies {
-                let _ = reply.send(Err(SubmitError::Internal(e.to_string())));
+                let _ = reply.send(Err(e.clone()));
             }
         }
     }

@@ -11,65 +11,25 @@ use sequoia_openpgp::Cert;
 use sqlx::AnyConnection;
 
 use super::Pipeline;
-use crate::accounts::{AuthLevel, Mailbox, MailboxKind, MembershipState, User};
-use crate::address::EmailAddress;
+use crate::accounts::{AuthLevel, Mailbox, MailboxKind, MembershipState};
+use crate::address::{AddressError, EmailAddress};
+use crate::auth::Access;
 use crate::clock::now_ms;
-use crate::crypto::keywrap::Key32;
 use crate::crypto::message::{self as pgp, Attestation};
 use crate::crypto::{CryptoError, mailbox as mailbox_crypto, pool};
+use crate::error::{Classify, ErrorKind, Failure};
 use crate::evidence::query;
-use crate::evidence::{self, Details, Event, EvidenceId, ReasonCode, Timestamp, WriterError};
-use crate::message::mime;
+use crate::evidence::{
+    self, Details, Event, EvidenceError, EvidenceId, ReasonCode, StoredEvidence, Timestamp,
+    WriterError,
+};
+use crate::message::mime::{self, MimeError};
 use crate::message::{Options, Parsed, Part};
+use crate::store::StoreError;
 use crate::store::accounts as account_repo;
-use crate::store::evidence::StoredEvidence;
 use crate::store::messages::{self as repo, StoredCopy};
 use crate::store::vault::{self as keystore, Holder};
-use crate::store::{StoreError, Tx};
 use crate::vault;
-
-/// Who is reading, with the secret that opens their mailboxes.
-#[derive(Clone)]
-pub enum Access {
-    /// A logged-in user and their unlocked user key.
-    User {
-        /// The user.
-        user: User,
-        /// Session level.
-        level: AuthLevel,
-        /// The user's secret key, unlocked for this request only.
-        key: Arc<Cert>,
-    },
-    /// Office software with a token bound to one mailbox.
-    Token {
-        /// The mailbox.
-        mailbox_id: i64,
-        /// The mailbox data key, for read tokens; `None` for send-only tokens.
-        data_key: Option<Arc<Key32>>,
-        /// Token level.
-        level: AuthLevel,
-    },
-}
-
-impl std::fmt::Debug for Access {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::User { user, level, .. } => write!(f, "Access::User({}, {level})", user.email),
-            Self::Token {
-                mailbox_id, level, ..
-            } => write!(f, "Access::Token(mailbox {mailbox_id}, {level})"),
-        }
-    }
-}
-
-impl Access {
-    /// The authentication level of the reader.
-    pub fn level(&self) -> AuthLevel {
-        match self {
-            Self::User { level, .. } | Self::Token { level, .. } => *level,
-        }
-    }
-}
 
 /// Why a message or mailbox cannot be shown.
 #[derive(Debug, thiserror::Error)]
@@ -89,32 +49,62 @@ pub enum OpenError {
          operator with the mailbox recovery code"
     )]
     Pending(EmailAddress),
-    /// Internal failure.
-    #[error("cannot open: {0}")]
-    Internal(String),
-}
-
-impl From<StoreError> for OpenError {
-    fn from(e: StoreError) -> Self {
-        Self::Internal(e.to_string())
-    }
+    /// A stored message that does not parse after decryption.
+    #[error("stored message does not parse: {0}")]
+    Corrupt(#[from] MimeError),
+    /// A stored address that does not parse.
+    #[error("stored address: {0}")]
+    StoredAddress(#[from] AddressError),
+    /// A copy without the SubmissionAcceptance its handover must follow.
+    #[error("no SubmissionAcceptance for copy {0}")]
+    NoAcceptance(String),
+    /// Decryption or key unwrapping.
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+    /// Reading evidence.
+    #[error(transparent)]
+    Query(#[from] query::QueryError),
+    /// Signing the handover evidence.
+    #[error(transparent)]
+    Evidence(#[from] EvidenceError),
+    /// Committing the handover.
+    #[error(transparent)]
+    Writer(#[from] WriterError),
+    /// Storage.
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 impl From<sqlx::Error> for OpenError {
     fn from(e: sqlx::Error) -> Self {
-        Self::Internal(e.to_string())
+        Self::Store(StoreError::Query(e))
     }
 }
 
-impl From<CryptoError> for OpenError {
-    fn from(e: CryptoError) -> Self {
-        Self::Internal(e.to_string())
-    }
-}
-
-impl From<query::QueryError> for OpenError {
-    fn from(e: query::QueryError) -> Self {
-        Self::Internal(e.to_string())
+impl Classify for OpenError {
+    fn failure(&self) -> Failure {
+        let (kind, code, title) = match self {
+            Self::NotFound => return Failure::not_found(),
+            Self::SendOnly => (
+                ErrorKind::Forbidden,
+                "send-only-token",
+                "This token cannot read",
+            ),
+            Self::PersonalNeedsHigh => (
+                ErrorKind::Forbidden,
+                "personal-needs-high",
+                "Personal message",
+            ),
+            Self::Pending(_) => (ErrorKind::Forbidden, "access-pending", "Access pending"),
+            Self::Query(e) => return e.failure(),
+            Self::Writer(e) => return e.failure(),
+            Self::Store(e) => return e.failure(),
+            Self::Evidence(e) => return e.failure(),
+            Self::Corrupt(_) | Self::StoredAddress(_) | Self::NoAcceptance(_) | Self::Crypto(_) => {
+                return Failure::internal(self);
+            }
+        };
+        Failure::new(kind, code, title).detail(self)
     }
 }
 
@@ -199,8 +189,7 @@ fn decrypt(
     body: &[u8],
 ) -> Result<(Parsed, Option<Attestation>), OpenError> {
     let opened = pgp::open(secret, provider, domain, body)?;
-    let mut parsed = mime::parse_entity(&opened.content)
-        .map_err(|e| OpenError::Internal(format!("stored message does not parse: {e}")))?;
+    let mut parsed = mime::parse_entity(&opened.content)?;
     // Content the sender encrypted to this mailbox's published key: open the inner layer.
     if let Some(payload) = parsed.end_to_end.take()
         && let Ok(inner) = mailbox_crypto::decrypt(secret, &payload)
@@ -315,7 +304,7 @@ impl Pipeline {
             .await?
             .ok_or(OpenError::NotFound)?;
         let mailbox = self.authorize(&mut conn, access, found.id).await?;
-        if matches!(access, Access::Token { data_key: None, .. }) {
+        if access.is_send_only() {
             return Err(OpenError::SendOnly);
         }
         let copies = repo::list_copies(&mut conn, mailbox.id, folder, limit).await?;
@@ -422,15 +411,14 @@ impl Pipeline {
         level: AuthLevel,
         now: i64,
     ) -> Result<bool, OpenError> {
-        let recipient = EmailAddress::parse(&stored.copy.recipient)
-            .map_err(|e| OpenError::Internal(e.to_string()))?;
+        let recipient = EmailAddress::parse(&stored.copy.recipient)?;
         let mut conn = self.store.pool().acquire().await?;
         let chain = query::chain(&mut conn, &stored.message.gateway_id, Some(&recipient)).await?;
         drop(conn);
         let acceptance = chain
             .into_iter()
             .find(|e| e.record.event == Event::SubmissionAcceptance)
-            .ok_or_else(|| OpenError::Internal("no SubmissionAcceptance for this copy".into()))?;
+            .ok_or_else(|| OpenError::NoAcceptance(stored.copy.id.clone()))?;
         let record = evidence::EvidenceRecord {
             evidence_id: EvidenceId::random(),
             event: Event::ContentHandover,
@@ -442,9 +430,7 @@ impl Pipeline {
             },
             ..acceptance.record
         };
-        let sealed = evidence::seal_off_thread(self.keys.evidence.clone(), vec![record])
-            .await
-            .map_err(|e| OpenError::Internal(e.to_string()))?;
+        let signed = evidence::sign_on_pool(self.keys.evidence.clone(), vec![record]).await?;
         let copy_id = stored.copy.id.clone();
         let work: evidence::Work = Box::new(move |conn: &mut AnyConnection| {
             let copy_id = copy_id.clone();
@@ -456,7 +442,7 @@ impl Pipeline {
                 }
             })
         });
-        match self.writer.commit(sealed, Some(work)).await {
+        match self.writer.commit(signed, Some(work)).await {
             Ok(_) => Ok(true),
             Err(WriterError::Work(e)) => {
                 // Another member's opening won the race (theirs is the handover) — or the
@@ -465,10 +451,10 @@ impl Pipeline {
                 if repo::is_opened(&mut conn, &stored.copy.id).await? {
                     Ok(false)
                 } else {
-                    Err(OpenError::Internal(e))
+                    Err(WriterError::Work(e).into())
                 }
             }
-            Err(e) => Err(OpenError::Internal(e.to_string())),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -496,8 +482,7 @@ impl Pipeline {
             return Err(OpenError::NotFound);
         }
         let records = self.evidence_of(&stored).await?;
-        let sender = EmailAddress::parse(&stored.message.sender)
-            .map_err(|e| OpenError::Internal(e.to_string()))?;
+        let sender = EmailAddress::parse(&stored.message.sender)?;
         let opened = self.open_copy(access, stored, mailbox).await?;
         let subject = opened.summary.subject.unwrap_or_default();
         Ok(super::receipts::render_receipts(
@@ -524,84 +509,21 @@ impl Pipeline {
         Ok(mine)
     }
 
-    /// The proof bundle of a copy: its own recipient's chain, or for the sender's copy the
-    /// chain of `recipient` (required when there are several).
-    pub async fn bundle(
+    /// What a bundle of this copy proves, if `access` may see it: the message and the
+    /// recipient whose chain it is (the copy's own recipient for a received copy; for the
+    /// sender's copy, `recipient`, which is needed when there are several).
+    pub async fn bundle_subject(
         &self,
         access: &Access,
         copy_id: &str,
         recipient: Option<&EmailAddress>,
-    ) -> Result<Vec<u8>, BundleError> {
+    ) -> Result<(String, Option<EmailAddress>), OpenError> {
         let (stored, _) = self.copy_for(access, copy_id).await?;
-        let own;
         let recipient = if stored.copy.folder == "inbox" {
-            own = EmailAddress::parse(&stored.copy.recipient)
-                .map_err(|e| OpenError::Internal(e.to_string()))?;
-            Some(&own)
+            Some(EmailAddress::parse(&stored.copy.recipient)?)
         } else {
-            recipient
+            recipient.cloned()
         };
-        let mut conn = self.store.pool().acquire().await.map_err(OpenError::from)?;
-        Ok(evidence::bundle::export(
-            &mut conn,
-            &self.log,
-            &self.keys,
-            &stored.message.gateway_id,
-            recipient,
-            None,
-        )
-        .await?)
+        Ok((stored.message.gateway_id, recipient))
     }
-}
-
-/// Why a bundle could not be made for a reader.
-#[derive(Debug, thiserror::Error)]
-pub enum BundleError {
-    /// Access.
-    #[error(transparent)]
-    Open(#[from] OpenError),
-    /// Export.
-    #[error(transparent)]
-    Export(#[from] evidence::bundle::ExportError),
-}
-
-/// Completes pending grants: `member` (active, with their key unlocked) wraps each mailbox
-/// data key they hold for every pending member of that mailbox. Returns how many.
-pub async fn complete_pending_grants(
-    tx: &mut Tx,
-    member: &User,
-    member_key: Arc<Cert>,
-) -> Result<usize, OpenError> {
-    let pending = account_repo::pending_grants_for(tx, member.id).await?;
-    let mut done = 0;
-    for (mailbox_id, user_id) in pending {
-        let (Some(wrap), Some(user_key), Some(mailbox)) = (
-            keystore::wrap(tx, mailbox_id, Holder::User(member.id)).await?,
-            keystore::user_key(tx, user_id).await?,
-            account_repo::mailbox_by_id(tx, mailbox_id).await?,
-        ) else {
-            continue;
-        };
-        let key = member_key.clone();
-        let grant = pool::run(move || {
-            let data_key = vault::unwrap_for_user(&wrap, &key)?;
-            vault::wrap_for_user(&data_key, &user_key.cert)
-        })
-        .await?;
-        let now = now_ms();
-        keystore::put_wrap(tx, mailbox_id, Holder::User(user_id), &grant, now).await?;
-        account_repo::set_membership_state(tx, mailbox_id, user_id, MembershipState::Active)
-            .await?;
-        crate::store::audit::record(
-            tx,
-            &crate::accounts::Actor::User(member.email.clone()),
-            "mailbox.grant",
-            &mailbox.address.to_string(),
-            serde_json::json!({ "user_id": user_id }),
-            now,
-        )
-        .await?;
-        done += 1;
-    }
-    Ok(done)
 }

@@ -8,7 +8,7 @@ use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
 
 use crate::address::EmailAddress;
 use crate::crypto::armor_signature;
-use crate::store::evidence::StoredEvidence;
+use crate::evidence::StoredEvidence;
 
 /// One rendered receipt.
 #[derive(Debug, Clone)]

@@ -4,31 +4,18 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use super::StoreError;
-use crate::evidence::{EvidenceRecord, Sealed};
+use crate::evidence::record::{EvidenceRecord, SignedRecord, StoredEvidence};
 
 /// Columns per evidence row.
 const COLUMNS: usize = 11;
 
-/// A stored record with its signature and log position.
-#[derive(Debug, Clone)]
-pub struct StoredEvidence {
-    /// The record, parsed from its stored canonical bytes.
-    pub record: EvidenceRecord,
-    /// The canonical bytes as stored.
-    pub canonical: Vec<u8>,
-    /// Detached signature (binary).
-    pub signature: Vec<u8>,
-    /// Index of its commitment in the log.
-    pub log_index: u64,
-}
-
-/// Stores sealed records with their log indexes (same order).
+/// Stores signed records with their log indexes (same order).
 pub async fn insert(
     conn: &mut AnyConnection,
-    sealed: &[&Sealed],
+    sealed: &[&SignedRecord],
     indexes: &[u64],
 ) -> Result<(), StoreError> {
-    let rows: Vec<(&Sealed, u64)> = sealed
+    let rows: Vec<(&SignedRecord, u64)> = sealed
         .iter()
         .copied()
         .zip(indexes.iter().copied())

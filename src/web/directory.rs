@@ -12,9 +12,9 @@ use sequoia_openpgp::parse::Parse;
 use sequoia_openpgp::serialize::SerializeInto;
 use serde::{Deserialize, Serialize};
 
-use super::AppState;
 use super::problem::Problem;
 use crate::address::{DomainName, EmailAddress};
+use crate::gateway::Gateway;
 use crate::keys::{EVIDENCE_LOCAL, PROVIDER_LOCAL};
 use crate::store::vault::{self as keystore, Published};
 
@@ -51,7 +51,7 @@ fn unavailable(e: &dyn std::fmt::Display) -> Response {
 }
 
 /// `GET /api/v1/directory?address=`
-pub async fn lookup(State(state): State<AppState>, Query(q): Query<DirectoryQuery>) -> Response {
+pub async fn lookup(State(gateway): State<Gateway>, Query(q): Query<DirectoryQuery>) -> Response {
     let Some(raw) = q.address else {
         return Problem::new(
             StatusCode::BAD_REQUEST,
@@ -73,7 +73,7 @@ pub async fn lookup(State(state): State<AppState>, Query(q): Query<DirectoryQuer
             .into_response();
         }
     };
-    let mut conn = match state.store.pool().acquire().await {
+    let mut conn = match gateway.store().pool().acquire().await {
         Ok(c) => c,
         Err(e) => return unavailable(&e),
     };
@@ -108,16 +108,16 @@ pub struct WkdQuery {
 
 /// `GET /.well-known/openpgpkey/{domain}/hu/{hash}` (advanced layout).
 pub async fn wkd_advanced(
-    State(state): State<AppState>,
+    State(gateway): State<Gateway>,
     Path((domain, hash)): Path<(String, String)>,
     Query(q): Query<WkdQuery>,
 ) -> Response {
-    wkd(&state, &domain, &hash, q.l.as_deref()).await
+    wkd(&gateway, &domain, &hash, q.l.as_deref()).await
 }
 
 /// `GET /.well-known/openpgpkey/hu/{hash}` (direct layout: the domain is the host).
 pub async fn wkd_direct(
-    State(state): State<AppState>,
+    State(gateway): State<Gateway>,
     headers: HeaderMap,
     Path(hash): Path<String>,
     Query(q): Query<WkdQuery>,
@@ -128,7 +128,7 @@ pub async fn wkd_direct(
         .map(|h| h.rsplit_once(':').map_or(h, |(name, _)| name))
         .unwrap_or_default()
         .to_owned();
-    wkd(&state, &host, &hash, q.l.as_deref()).await
+    wkd(&gateway, &host, &hash, q.l.as_deref()).await
 }
 
 /// `GET …/policy`: an empty policy file says this domain supports WKD.
@@ -139,11 +139,11 @@ pub async fn wkd_policy() -> Response {
     r
 }
 
-async fn wkd(state: &AppState, domain: &str, hash: &str, local: Option<&str>) -> Response {
+async fn wkd(gateway: &Gateway, domain: &str, hash: &str, local: Option<&str>) -> Response {
     let Ok(domain) = DomainName::parse(domain) else {
         return Problem::not_found().into_response();
     };
-    if !state.config.gateway.domains.contains(&domain) {
+    if !gateway.config().gateway.domains.contains(&domain) {
         return Problem::not_found().into_response();
     }
     if let Some(l) = local {
@@ -155,15 +155,15 @@ async fn wkd(state: &AppState, domain: &str, hash: &str, local: Option<&str>) ->
     }
     let mut body = Vec::new();
     for (local, key) in [
-        (EVIDENCE_LOCAL, &state.keys.evidence),
-        (PROVIDER_LOCAL, &state.keys.provider),
+        (EVIDENCE_LOCAL, &gateway.keys().evidence),
+        (PROVIDER_LOCAL, &gateway.keys().provider),
     ] {
         let gateway = EmailAddress::parse(&format!("{local}@{domain}"));
         if gateway.is_ok_and(|a| a.wkd_hash() == hash) {
             body.extend(key.cert().to_vec().unwrap_or_default());
         }
     }
-    let mut conn = match state.store.pool().acquire().await {
+    let mut conn = match gateway.store().pool().acquire().await {
         Ok(c) => c,
         Err(e) => return unavailable(&e),
     };

@@ -6,8 +6,8 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::AppState;
 use super::problem::Problem;
+use crate::gateway::Gateway;
 use crate::log::LogError;
 use crate::log::tiles::TileRequest;
 
@@ -41,12 +41,12 @@ fn unavailable(e: &LogError) -> Response {
 }
 
 /// `GET /log/checkpoint`
-pub async fn checkpoint(State(state): State<AppState>) -> Response {
-    let mut conn = match state.store.pool().acquire().await {
+pub async fn checkpoint(State(gateway): State<Gateway>) -> Response {
+    let mut conn = match gateway.store().pool().acquire().await {
         Ok(c) => c,
         Err(e) => return unavailable(&LogError::from(e)),
     };
-    match state.log.latest_checkpoint(&mut conn).await {
+    match gateway.log().latest_checkpoint(&mut conn).await {
         Ok(Some(cp)) => with_headers(cp.note, TEXT, "no-cache"),
         Ok(None) => Problem::not_found().into_response(),
         Err(e) => unavailable(&e),
@@ -54,24 +54,24 @@ pub async fn checkpoint(State(state): State<AppState>) -> Response {
 }
 
 /// `GET /log/key`: the log verifier key, a blank line, the evidence certificate.
-pub async fn key(State(state): State<AppState>) -> Response {
-    with_headers(state.keys.published_keys(), TEXT, "public, max-age=300")
+pub async fn key(State(gateway): State<Gateway>) -> Response {
+    with_headers(gateway.keys().published_keys(), TEXT, "public, max-age=300")
 }
 
 /// `GET /log/tile/…`
-pub async fn tile(State(state): State<AppState>, Path(rest): Path<String>) -> Response {
+pub async fn tile(State(gateway): State<Gateway>, Path(rest): Path<String>) -> Response {
     let Some(request) = TileRequest::parse(&format!("tile/{rest}")) else {
         return Problem::not_found().into_response();
     };
-    let mut conn = match state.store.pool().acquire().await {
+    let mut conn = match gateway.store().pool().acquire().await {
         Ok(c) => c,
         Err(e) => return unavailable(&LogError::from(e)),
     };
-    let size = match state.log.size(&mut conn).await {
+    let size = match gateway.log().size(&mut conn).await {
         Ok(s) => s,
         Err(e) => return unavailable(&e),
     };
-    match state.log.tile(&mut conn, request, size).await {
+    match gateway.log().tile(&mut conn, request, size).await {
         Ok(Some(data)) => {
             let cache = if request.is_full() {
                 "public, max-age=31536000, immutable"

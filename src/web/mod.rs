@@ -5,11 +5,11 @@
 //! [`security_headers`], and every error body is an RFC 9457 [`problem::Problem`].
 
 pub mod api;
+pub mod caller;
 pub mod directory;
 pub mod log;
 pub mod problem;
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
@@ -22,72 +22,15 @@ use serde_json::json;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
-use crate::auth::Auth;
-use crate::config::Config;
-use crate::evidence::Writer;
-use crate::keys::KeyRing;
-use crate::pipeline::Pipeline;
-use crate::store::Store;
+use crate::gateway::Gateway;
 use problem::Problem;
 
 /// Header carrying the request id, set on the request and echoed on the response.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// What every handler can reach.
-#[derive(Clone, Debug)]
-pub struct AppState {
-    /// The database.
-    pub store: Store,
-    /// The effective configuration.
-    pub config: Arc<Config>,
-    /// The gateway's unlocked keys.
-    pub keys: KeyRing,
-    /// The transparency log.
-    pub log: Arc<crate::log::Log>,
-    /// The group-commit writer for events and their evidence.
-    pub writer: Writer,
-    /// The message core.
-    pub pipeline: Pipeline,
-    /// Sessions and tokens.
-    pub auth: Auth,
-}
-
-impl AppState {
-    /// The state of a gateway over these parts.
-    pub fn new(
-        store: Store,
-        config: Arc<Config>,
-        keys: KeyRing,
-        log: Arc<crate::log::Log>,
-        writer: Writer,
-    ) -> Self {
-        let pipeline = Pipeline::new(
-            store.clone(),
-            config.clone(),
-            keys.clone(),
-            log.clone(),
-            writer.clone(),
-        );
-        let issuer = config
-            .gateway
-            .domains
-            .first()
-            .map_or_else(|| "bote".to_owned(), |d| d.as_str().to_owned());
-        Self {
-            auth: Auth::new(store.clone(), issuer),
-            store,
-            config,
-            keys,
-            log,
-            writer,
-            pipeline,
-        }
-    }
-}
-
 /// The complete HTTPS application.
-pub fn router(state: AppState) -> Router {
-    let max_body = usize::try_from(state.config.limits.http_max_body).unwrap_or(usize::MAX);
+pub fn router(gateway: Gateway) -> Router {
+    let max_body = usize::try_from(gateway.config().limits.http_max_body).unwrap_or(usize::MAX);
     Router::new()
         .merge(api::routes(max_body))
         .route("/healthz", get(healthz))
@@ -102,7 +45,7 @@ pub fn router(state: AppState) -> Router {
         .route("/.well-known/openpgpkey/{domain}/hu/{hash}", get(directory::wkd_advanced))
         .route_layer(middleware::from_fn(record_metrics))
         .fallback(|| async { Problem::not_found() })
-        .with_state(state)
+        .with_state(gateway)
         .layer(middleware::from_fn(security_headers))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
@@ -123,17 +66,18 @@ async fn healthz() -> &'static str {
 }
 
 /// Readiness: the database answers and its schema is the one this binary expects.
-async fn readyz(State(state): State<AppState>) -> Response {
-    if let Err(e) = state.store.ping().await {
+async fn readyz(State(gateway): State<Gateway>) -> Response {
+    let store = gateway.store();
+    if let Err(e) = store.ping().await {
         tracing::warn!(error = %e, "readiness: database unreachable");
         return Problem::new(StatusCode::SERVICE_UNAVAILABLE, "not-ready", "Not ready")
             .with_detail("database unreachable")
             .into_response();
     }
-    match state.store.migration_status().await {
+    match store.migration_status().await {
         Ok(status) if status.is_current() => Json(json!({
             "status": "ready",
-            "database": state.store.backend().to_string(),
+            "database": store.backend().to_string(),
             "migrations": status.known,
         }))
         .into_response(),

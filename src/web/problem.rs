@@ -8,6 +8,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::error::{ErrorKind, Failure};
+
 /// Content type of problem responses.
 pub const CONTENT_TYPE: &str = "application/problem+json";
 
@@ -58,15 +60,56 @@ impl Problem {
     pub fn not_found() -> Self {
         Self::new(StatusCode::NOT_FOUND, "not-found", "Not found")
     }
+
+    /// The problem of a classified failure: its code becomes the type, its kind the status.
+    /// Logs the cause of internal and temporary failures (never shown).
+    pub fn from_failure(failure: &Failure) -> Self {
+        failure.log_cause("https");
+        let mut problem = Self::new(status(failure.kind), failure.code, failure.title);
+        problem.detail = failure.detail.clone();
+        if let Some(id) = &failure.evidence {
+            problem = problem.with("gateway_id", id.clone());
+        }
+        if let Some(seconds) = failure.retry_after {
+            problem = problem.with("retry_after", seconds);
+        }
+        problem
+    }
+}
+
+/// The HTTP status of each kind of failure.
+pub fn status(kind: ErrorKind) -> StatusCode {
+    match kind {
+        ErrorKind::Invalid => StatusCode::BAD_REQUEST,
+        ErrorKind::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
+        ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+        ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::Conflict => StatusCode::CONFLICT,
+        ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
 }
 
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let retry_after = self
+            .extensions
+            .get("retry_after")
+            .and_then(serde_json::Value::as_u64);
+        let unauthenticated = status == StatusCode::UNAUTHORIZED;
         let mut response = (status, Json(self)).into_response();
-        response
-            .headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+        if let Some(seconds) = retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if unauthenticated {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
         response
     }
 }

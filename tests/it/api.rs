@@ -8,7 +8,7 @@ use axum::http::{Request, StatusCode, header};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use bote::config::Config;
-use bote::web::{self, AppState};
+use bote::web;
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -58,7 +58,7 @@ impl Api {
     }
 
     pub fn with_config(gw: Gateway, config: Config) -> Self {
-        let app = web::router(AppState::new(
+        let app = web::router(bote::gateway::Gateway::from_parts(
             gw.store.clone(),
             Arc::new(config),
             gw.keys.clone(),

@@ -504,7 +504,10 @@ async fn send_tokens_are_printed_once_and_stored_only_as_digests() {
     let token = stdout(&out);
     let token = token.trim_end();
     assert_eq!(stdout(&out).lines().count(), 1, "the token alone on stdout");
-    assert!(token.starts_with("bote_") && token.len() == 48, "{token}");
+    assert!(
+        token.starts_with("bote_token_") && token.len() == "bote_token_".len() + 43,
+        "{token}"
+    );
 
     let peer = setup.path().join("certs/peer.crt");
     let with_cert = run(setup.cmd(&[

@@ -7,7 +7,7 @@ use axum::http::{Request, StatusCode};
 use bote::accounts::service::{AddUser, RelaySpec};
 use bote::accounts::{Actor, RelayTls, Role};
 use bote::address::EmailAddress;
-use bote::web::{self, AppState};
+use bote::web;
 use http_body_util::BodyExt;
 use sequoia_openpgp::cert::CertBuilder;
 use sequoia_openpgp::parse::Parse;
@@ -96,7 +96,7 @@ async fn directory_and_wkd_serve_every_mailbox_certificate(gw: Gateway) {
         .add_office(&op, &ext, "Kreis", Some(spec))
         .await
         .unwrap();
-    let app = web::router(AppState::new(
+    let app = web::router(bote::gateway::Gateway::from_parts(
         gw.store.clone(),
         std::sync::Arc::new(gw.config.clone()),
         gw.keys.clone(),

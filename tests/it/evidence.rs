@@ -1,7 +1,7 @@
 //! Evidence and the transparency log on both backends: commits, proofs, restarts, bundles,
 //! tampering, roll-back, and the CLI around them.
 
-use bote::evidence::bundle::{self, Anchor};
+use bote::evidence::bundle::{self, Anchor, VerifyError};
 use bote::evidence::{Commitment, Event};
 use bote::store::Backend;
 use sqlx::Row;
@@ -13,7 +13,7 @@ use crate::support::{Gateway, assert_one_line_error, record, run, stderr, stdout
 const T0: i64 = 1_795_000_000_000;
 
 /// Commits the usual chain for one message to two recipients, plus noise.
-async fn populate(gw: &Gateway) -> bote::evidence::Receipt {
+async fn populate(gw: &Gateway) -> bote::evidence::Committed {
     let mut records = Vec::new();
     for r in ["bauamt@lemgo.example", "ordnungsamt@lemgo.example"] {
         records.push(record(Event::SubmissionAcceptance, "msg-1", r, T0));
@@ -56,7 +56,7 @@ async fn concurrent_commits_get_distinct_indexes_and_provable_inclusion(gw: Gate
                     T0 + i,
                 ),
             ];
-            let sealed = tokio::task::spawn_blocking(move || bote::evidence::seal(&key, records))
+            let sealed = tokio::task::spawn_blocking(move || bote::evidence::sign(&key, records))
                 .await
                 .unwrap()
                 .unwrap();
@@ -361,7 +361,7 @@ async fn changing_any_byte_of_a_bundle_is_detected() {
         match bundle::verify(&changed, &anchor, None, None) {
             Ok(_) => panic!("flipping byte {pos} of {} went unnoticed", bytes.len()),
             Err(e) => {
-                let kind = e.0.split(':').next().unwrap_or_default().to_owned();
+                let kind = format!("{:?}", std::mem::discriminant(&e));
                 *failures.entry(kind).or_default() += 1;
             }
         }
@@ -374,20 +374,15 @@ async fn changing_any_byte_of_a_bundle_is_detected() {
     let mut changed = bytes.clone();
     changed[readme_at] = b'p';
     let e = bundle::verify(&changed, &anchor, None, None).unwrap_err();
-    assert_eq!(
-        e.0,
-        "member `README.txt` does not match its SHA-256 in the manifest"
-    );
+    assert_eq!(e, VerifyError::Digest("README.txt".into()));
 
     // Trailing data, truncation, and an unknown member.
     let mut trailing = bytes.clone();
     trailing.extend_from_slice(&[0u8; 512]);
-    assert!(
-        bundle::verify(&trailing, &anchor, None, None)
-            .unwrap_err()
-            .0
-            .contains("canonical form")
-    );
+    assert!(matches!(
+        bundle::verify(&trailing, &anchor, None, None).unwrap_err(),
+        VerifyError::NotCanonical { .. }
+    ));
     assert!(bundle::verify(&bytes[..bytes.len() - 1024], &anchor, None, None).is_err());
     let mut members = Vec::new();
     let mut archive = tar::Archive::new(bytes.as_slice());
@@ -401,8 +396,8 @@ async fn changing_any_byte_of_a_bundle_is_detected() {
     members.push(("notes.txt".into(), b"hi".to_vec()));
     let extra = bundle::encode_tar(&members, 0).unwrap();
     assert_eq!(
-        bundle::verify(&extra, &anchor, None, None).unwrap_err().0,
-        "unknown member `notes.txt`"
+        bundle::verify(&extra, &anchor, None, None).unwrap_err(),
+        VerifyError::Unknown("notes.txt".into())
     );
     assert!(
         failures.len() >= 3,
@@ -441,7 +436,7 @@ async fn forged_proofs_and_foreign_checkpoints_are_detected() {
     let forged = bundle::build(&moved, &moved_proofs, &checkpoint, &gw.keys, T0).unwrap();
     let e = bundle::verify(&forged, &anchor, None, None).unwrap_err();
     assert!(
-        e.0.starts_with("evidence/002.proof.json: entry") && e.0.contains("not included"),
+        matches!(&e, VerifyError::NotIncluded { proof, .. } if proof == "evidence/002.proof.json"),
         "{e}"
     );
 
@@ -449,7 +444,7 @@ async fn forged_proofs_and_foreign_checkpoints_are_detected() {
     bundle::verify(&good, &anchor, Some(gw.keys.log.verifier_key()), None).unwrap();
     let other_vkey = bote::keys::LogKey::ephemeral("lemgo.example/log").unwrap();
     let e = bundle::verify(&good, &anchor, Some(other_vkey.verifier_key()), None).unwrap_err();
-    assert!(e.0.contains("not the expected"), "{e}");
+    assert!(matches!(e, VerifyError::WrongLogKey { .. }), "{e}");
 
     // A checkpoint signed by another log key.
     let other = Gateway::new(Backend::Sqlite).await;
@@ -463,7 +458,7 @@ async fn forged_proofs_and_foreign_checkpoints_are_detected() {
     let bad = bundle::build(&chain, &proofs, &foreign, &gw.keys, T0).unwrap();
     let e = bundle::verify(&bad, &anchor, None, None).unwrap_err();
     assert!(
-        e.0.starts_with("checkpoint: not signed by log key lemgo.example/log"),
+        matches!(&e, VerifyError::Checkpoint(why) if why.starts_with("not signed by log key lemgo.example/log")),
         "{e}"
     );
 }
@@ -700,7 +695,7 @@ async fn two_sequencers_on_one_database_never_fork(first: Gateway) {
                 "bauamt@lemgo.example",
                 T0 + i,
             )];
-            let sealed = bote::evidence::seal_off_thread(key, records).await.unwrap();
+            let sealed = bote::evidence::sign_on_pool(key, records).await.unwrap();
             writer.commit(sealed, None).await.unwrap().log_indexes
         }));
     }
@@ -820,7 +815,11 @@ async fn malleable_parts_of_the_manifest_signature_are_refused() {
     forged[2].1 = bote::crypto::armor_signature(&changed);
     let tampered = bundle::encode_tar(&forged, u64::try_from(mtime).unwrap()).unwrap();
     let e = bundle::verify(&tampered, &anchor, None, None).unwrap_err();
-    assert!(e.0.starts_with("manifest.json.asc: bad signature"), "{e}");
+    assert!(
+        matches!(&e, VerifyError::Signature { member, reason }
+            if member == "manifest.json.asc" && reason.starts_with("bad signature")),
+        "{e}"
+    );
 }
 
 async fn failing_or_panicking_work_spoils_nothing_else(gw: Gateway) {
@@ -833,7 +832,7 @@ async fn failing_or_panicking_work_spoils_nothing_else(gw: Gateway) {
             "bauamt@lemgo.example",
             T0,
         )];
-        async move { bote::evidence::seal_off_thread(key, records).await.unwrap() }
+        async move { bote::evidence::sign_on_pool(key, records).await.unwrap() }
     };
     let failing: Work = Box::new(|conn| {
         Box::pin(async move {
@@ -876,7 +875,7 @@ async fn failing_or_panicking_work_spoils_nothing_else(gw: Gateway) {
     let c = seal("panics").await;
     assert!(matches!(
         gw.writer.commit(c, Some(panicking)).await,
-        Err(WriterError::Commit(_))
+        Err(WriterError::Panicked)
     ));
     // The writer is still alive and the log still consistent.
     let d = seal("after").await;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use bote::store::{Backend, OpenMode};
-use bote::web::{self, AppState};
+use bote::web;
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 
@@ -25,7 +25,7 @@ const SECURITY_HEADERS: &[(&str, &str)] = &[
 
 /// The router of `gw`, but reading `store` (which may differ, e.g. be unmigrated).
 fn app(gw: &Gateway, store: bote::store::Store) -> axum::Router {
-    web::router(AppState::new(
+    web::router(bote::gateway::Gateway::from_parts(
         store,
         Arc::new(gw.config.clone()),
         gw.keys.clone(),

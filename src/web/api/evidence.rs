@@ -4,43 +4,20 @@
 
 use axum::Json;
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::ApiError;
 use super::messages::{EvidenceOut, download};
-use crate::accounts::{Actor, Role, User};
 use crate::address::EmailAddress;
 use crate::auth::Caller;
-use crate::clock::{now_ms, parse_rfc3339_ms};
-use crate::evidence::bundle;
-use crate::evidence::query::{self, Search};
-use crate::pipeline::BundleError;
-use crate::store::audit;
-use crate::web::AppState;
-
-fn legal(caller: &Caller) -> Result<&User, ApiError> {
-    match caller.user() {
-        Some(user) if user.role == Role::Legal => Ok(user),
-        _ => Err(ApiError::Forbidden(
-            "evidence search is for users with the legal role".into(),
-        )),
-    }
-}
-
-async fn connection(state: &AppState) -> Result<sqlx::pool::PoolConnection<sqlx::Any>, ApiError> {
-    state
-        .store
-        .pool()
-        .acquire()
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))
-}
+use crate::clock::parse_rfc3339_ms;
+use crate::evidence::query::Search;
+use crate::gateway::Gateway;
 
 fn bad(detail: String) -> ApiError {
-    ApiError::BadRequest(StatusCode::BAD_REQUEST, detail)
+    ApiError::bad_request(detail)
 }
 
 fn address(field: &str, value: Option<&str>) -> Result<Option<EmailAddress>, ApiError> {
@@ -82,27 +59,19 @@ pub struct SearchQuery {
 #[utoipa::path(get, path = "/api/v1/evidence", params(SearchQuery), security(("bearer" = [])),
     responses((status = 200, body = Vec<EvidenceOut>), (status = 403, body = crate::web::problem::Problem)))]
 pub async fn search(
-    State(state): State<AppState>,
+    State(gateway): State<Gateway>,
     caller: Caller,
     Query(q): Query<SearchQuery>,
 ) -> Result<Json<Vec<EvidenceOut>>, ApiError> {
-    legal(&caller)?;
     let search = Search {
         message: q.message,
         sender: address("sender", q.sender.as_deref())?,
         recipient: address("recipient", q.recipient.as_deref())?,
         from: time("from", q.from.as_deref())?,
         until: time("until", q.until.as_deref())?,
-        limit: Some(
-            q.limit
-                .unwrap_or(query::DEFAULT_LIMIT)
-                .clamp(1, query::DEFAULT_LIMIT),
-        ),
+        limit: q.limit,
     };
-    let mut conn = connection(&state).await?;
-    let found = query::search(&mut conn, &search)
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let found = gateway.search_evidence(&caller, &search).await?;
     Ok(Json(found.iter().map(EvidenceOut::from_stored).collect()))
 }
 
@@ -122,33 +91,13 @@ pub struct ExportQuery {
               (status = 403, body = crate::web::problem::Problem),
               (status = 404, body = crate::web::problem::Problem)))]
 pub async fn export(
-    State(state): State<AppState>,
+    State(gateway): State<Gateway>,
     caller: Caller,
     Query(q): Query<ExportQuery>,
 ) -> Result<Response, ApiError> {
-    let user = legal(&caller)?;
     let recipient = address("recipient", q.recipient.as_deref())?;
-    let mut conn = connection(&state).await?;
-    let tar = bundle::export(
-        &mut conn,
-        &state.log,
-        &state.keys,
-        &q.message,
-        recipient.as_ref(),
-        None,
-    )
-    .await
-    .map_err(|e| ApiError::Bundle(BundleError::Export(e)))?;
-    let details = serde_json::json!({ "recipient": q.recipient, "bytes": tar.len() });
-    audit::record(
-        &mut conn,
-        &Actor::User(user.email.clone()),
-        "evidence.export",
-        &q.message,
-        details,
-        now_ms(),
-    )
-    .await
-    .map_err(|e| ApiError::Internal(e.to_string()))?;
-    Ok(download(tar, "application/x-tar", "bundle.tar"))
+    let exported = gateway
+        .evidence_bundle(&caller, &q.message, recipient.as_ref())
+        .await?;
+    Ok(download(exported.bytes, "application/x-tar", "bundle.tar"))
 }

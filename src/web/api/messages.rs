@@ -10,17 +10,16 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{ApiError, ApiJson};
-use crate::accounts::Role;
 use crate::address::EmailAddress;
 use crate::auth::Caller;
 use crate::crypto::armor_signature;
+use crate::evidence::StoredEvidence;
+use crate::gateway::{FOLDERS, Gateway};
 use crate::message::{Content, NewAttachment, Options};
-use crate::pipeline::{Channel, OpenError, Submission, Submitter, Summary};
-use crate::store::evidence::StoredEvidence;
-use crate::web::AppState;
+use crate::pipeline::{Channel, OpenError, Submission, Summary};
 
-fn bad_request(detail: impl Into<String>) -> ApiError {
-    ApiError::BadRequest(StatusCode::BAD_REQUEST, detail.into())
+fn bad_request(detail: impl std::fmt::Display) -> ApiError {
+    ApiError::bad_request(detail)
 }
 
 /// An attachment in a submission.
@@ -116,42 +115,6 @@ pub struct AcceptanceOut {
 }
 
 /// Who sends: the caller's mailbox (`from` chooses among a staff member's offices).
-async fn submitter(
-    state: &AppState,
-    caller: &Caller,
-    from: Option<&str>,
-) -> Result<Submitter, ApiError> {
-    let from = from
-        .map(EmailAddress::parse)
-        .transpose()
-        .map_err(|e| bad_request(format!("from: {e}")))?;
-    if let Some(user) = caller.user()
-        && matches!(user.role, Role::Legal | Role::Admin)
-    {
-        return Err(ApiError::Forbidden(format!(
-            "the {} role cannot send messages",
-            user.role
-        )));
-    }
-    let sendable = state.pipeline.mailboxes(&caller.access).await?;
-    let mailbox = match &from {
-        Some(f) => sendable.into_iter().find(|m| m.address.key() == f.key()),
-        None if sendable.len() == 1 => sendable.into_iter().next(),
-        None if sendable.is_empty() => None,
-        None => {
-            return Err(bad_request(
-                "you can send from several mailboxes: name one in `from`",
-            ));
-        }
-    }
-    .ok_or_else(|| ApiError::Forbidden("you cannot send from that mailbox".into()))?;
-    Ok(Submitter {
-        mailbox,
-        auth_level: caller.access.level(),
-        channel: Channel::Api,
-    })
-}
-
 fn content(req: SubmitRequest) -> Result<(Content, Vec<String>, Options), ApiError> {
     let composed = req.subject.is_some() || req.text.is_some() || !req.attachments.is_empty();
     let content = match (req.rfc5322, composed) {
@@ -200,22 +163,24 @@ fn content(req: SubmitRequest) -> Result<(Content, Vec<String>, Options), ApiErr
               (status = 422, body = crate::web::problem::Problem),
               (status = 429, body = crate::web::problem::Problem)))]
 pub async fn submit(
-    State(state): State<AppState>,
+    State(gateway): State<Gateway>,
     caller: Caller,
     ApiJson(req): ApiJson<SubmitRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let from = submitter(&state, &caller, req.from.as_deref()).await?;
+    let from = req
+        .from
+        .as_deref()
+        .map(EmailAddress::parse)
+        .transpose()
+        .map_err(|e| bad_request(format!("from: {e}")))?;
     let (content, recipients, options) = content(req)?;
-    let accepted = state
-        .pipeline
-        .submit(
-            &from,
-            Submission {
-                recipients,
-                content,
-                options,
-            },
-        )
+    let submission = Submission {
+        recipients,
+        content,
+        options,
+    };
+    let accepted = gateway
+        .submit(&caller, from.as_ref(), Channel::Api, submission)
         .await?;
     let acceptances = accepted
         .acceptances
@@ -254,10 +219,10 @@ pub struct MailboxOut {
 #[utoipa::path(get, path = "/api/v1/mailboxes", security(("bearer" = [])),
     responses((status = 200, body = Vec<MailboxOut>)))]
 pub async fn mailboxes(
-    State(state): State<AppState>,
+    State(gateway): State<Gateway>,
     caller: Caller,
 ) -> Result<Json<Vec<MailboxOut>>, ApiError> {
-    let found = state.pipeline.mailboxes(&caller.access).await?;
+    let found = gateway.mailboxes(&caller).await?;
     Ok(Json(
         found
             .into_iter()
@@ -265,7 +230,7 @@ pub async fn mailboxes(
                 address: m.address.to_string(),
                 kind: m.kind.to_string(),
                 name: m.name,
-                folders: vec!["inbox".into(), "sent".into()],
+                folders: FOLDERS.iter().map(|f| (*f).to_owned()).collect(),
             })
             .collect(),
     ))
@@ -336,20 +301,14 @@ pub struct ListQuery {
     security(("bearer" = [])),
     responses((status = 200, body = Vec<SummaryOut>), (status = 404, body = crate::web::problem::Problem)))]
 pub async fn folder(
-    State(state): State<AppState>,
+    State(gateway): State<Gateway>,
     caller: Caller,
     Path((address, folder)): Path<(String, String)>,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Vec<SummaryOut>>, ApiError> {
     let address = EmailAddress::parse(&address).map_err(|_| OpenError::NotFound)?;
-    if folder != "inbox" && folder != "sent" {
-        return Err(OpenError::NotFound.into());
-    }
     let limit = q.limit.unwrap_or(50).clamp(1, 200);
-    let list = state
-        .pipeline
-        .list(&caller.access, &address, &folder, limit)
-        .await?;
+    let list = gateway.folder(&caller, &address, &folder, limit).await?;
     Ok(Json(list.into_iter().map(SummaryOut::from).collect()))
 }
 
@@ -409,11 +368,11 @@ pub struct MessageOut {
     responses((status = 200, body = MessageOut), (status = 403, body = crate::web::problem::Problem),
               (status = 404, body = crate::web::problem::Problem)))]
 pub async fn read(
-    State(state): State<AppState>,
+    State(gateway): State<Gateway>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<MessageOut>, ApiError> {
-    let opened = state.pipeline.open(&caller.access, &id).await?;
+    let opened = gateway.open(&caller, &id).await?;
     Ok(Json(MessageOut {
         summary: opened.summary.into(),
         text: opened.text,
@@ -448,16 +407,11 @@ pub async fn read(
     responses((status = 200, content_type = "application/octet-stream", body = Vec<u8>),
               (status = 404, body = crate::web::problem::Problem)))]
 pub async fn attachment(
-    State(state): State<AppState>,
+    State(gateway): State<Gateway>,
     caller: Caller,
     Path((id, n)): Path<(String, usize)>,
 ) -> Result<Response, ApiError> {
-    let opened = state.pipeline.open(&caller.access, &id).await?;
-    let part = opened
-        .attachments
-        .into_iter()
-        .nth(n)
-        .ok_or(OpenError::NotFound)?;
+    let part = gateway.attachment(&caller, &id, n).await?;
     let name: String = part
         .name
         .chars()
@@ -488,11 +442,11 @@ pub(super) fn download(data: Vec<u8>, content_type: &'static str, file_name: &st
     security(("bearer" = [])),
     responses((status = 200, body = Vec<EvidenceOut>), (status = 404, body = crate::web::problem::Problem)))]
 pub async fn timeline(
-    State(state): State<AppState>,
+    State(gateway): State<Gateway>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Vec<EvidenceOut>>, ApiError> {
-    let (_, records) = state.pipeline.timeline(&caller.access, &id).await?;
+    let records = gateway.timeline(&caller, &id).await?;
     Ok(Json(records.iter().map(EvidenceOut::from_stored).collect()))
 }
 
@@ -518,11 +472,11 @@ pub struct ReceiptOut {
     security(("bearer" = [])),
     responses((status = 200, body = Vec<ReceiptOut>), (status = 404, body = crate::web::problem::Problem)))]
 pub async fn receipts(
-    State(state): State<AppState>,
+    State(gateway): State<Gateway>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Vec<ReceiptOut>>, ApiError> {
-    let receipts = state.pipeline.receipts(&caller.access, &id).await?;
+    let receipts = gateway.receipts(&caller, &id).await?;
     Ok(Json(
         receipts
             .into_iter()
@@ -555,7 +509,7 @@ pub struct BundleQuery {
     responses((status = 200, content_type = "application/x-tar", body = Vec<u8>),
               (status = 404, body = crate::web::problem::Problem)))]
 pub async fn bundle(
-    State(state): State<AppState>,
+    State(gateway): State<Gateway>,
     caller: Caller,
     Path(id): Path<String>,
     Query(q): Query<BundleQuery>,
@@ -566,12 +520,11 @@ pub async fn bundle(
         .map(EmailAddress::parse)
         .transpose()
         .map_err(|e| bad_request(format!("recipient: {e}")))?;
-    let tar = state
-        .pipeline
-        .bundle(&caller.access, &id, recipient.as_ref())
+    let exported = gateway
+        .copy_bundle(&caller, &id, recipient.as_ref())
         .await?;
     Ok(download(
-        tar,
+        exported.bytes,
         "application/x-tar",
         &format!("{id}.bundle.tar"),
     ))

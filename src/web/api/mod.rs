@@ -10,21 +10,19 @@ mod messages;
 mod session;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::extract::{FromRequest, Request};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use utoipa::OpenApi;
 
-use super::AppState;
 use super::problem::Problem;
-use crate::auth::{AuthError, Caller};
-use crate::pipeline::{BundleError, OpenError, Refusal, SubmitError};
+use crate::error::{Classify, Failure};
+use crate::gateway::Gateway;
 
 /// The API routes (mounted under the HTTPS router).
-pub fn routes(max_body: usize) -> Router<AppState> {
+pub fn routes(max_body: usize) -> Router<Gateway> {
     Router::new()
         .route(
             "/api/v1/session",
@@ -101,196 +99,38 @@ async fn openapi() -> Response {
     Json(openapi_document()).into_response()
 }
 
-/// Every way an API request can fail, each with its own problem type.
-#[derive(Debug, thiserror::Error)]
+/// An API failure: a classified domain failure, or an HTTP-level one (malformed request
+/// bodies and parameters) that only this front door has.
+#[derive(Debug)]
 pub enum ApiError {
-    /// Authentication.
-    #[error(transparent)]
-    Auth(#[from] AuthError),
-    /// Submission.
-    #[error(transparent)]
-    Submit(#[from] SubmitError),
-    /// Reading.
-    #[error(transparent)]
-    Open(#[from] OpenError),
-    /// Bundles.
-    #[error(transparent)]
-    Bundle(#[from] BundleError),
-    /// Malformed request (JSON, parameters).
-    #[error("{1}")]
-    BadRequest(StatusCode, String),
-    /// The caller's role may not do this.
-    #[error("{0}")]
-    Forbidden(String),
-    /// Internal.
-    #[error("{0}")]
-    Internal(String),
+    /// A failure of the gateway core, classified once ([`crate::error`]).
+    Failure(Box<Failure>),
+    /// A problem of the HTTP request itself.
+    Http(Box<Problem>),
 }
 
-fn internal(cause: &dyn std::fmt::Display) -> Problem {
-    tracing::error!(error = %cause, "API request failed");
-    Problem::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "internal",
-        "Internal error",
-    )
-    .with_detail("the request failed; nothing was changed. The operator's log has the cause")
-}
-
-fn auth_problem(e: &AuthError) -> Problem {
-    let (status, kind, title) = match e {
-        AuthError::BadCredentials => (StatusCode::UNAUTHORIZED, "bad-credentials", "Login failed"),
-        AuthError::LockedOut => (
-            StatusCode::TOO_MANY_REQUESTS,
-            "locked-out",
-            "Too many failed attempts",
-        ),
-        AuthError::Unauthenticated => (
-            StatusCode::UNAUTHORIZED,
-            "unauthenticated",
-            "Authentication required",
-        ),
-        AuthError::NoSecondFactor => (
-            StatusCode::CONFLICT,
-            "no-second-factor",
-            "No second factor enrolled",
-        ),
-        AuthError::BadCode => (StatusCode::UNAUTHORIZED, "bad-code", "Wrong one-time code"),
-        AuthError::NeedsHigh(_) => (
-            StatusCode::FORBIDDEN,
-            "needs-high",
-            "Authentication level high required",
-        ),
-        AuthError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
-        AuthError::NotFound => return Problem::not_found(),
-        AuthError::Internal(_) => return internal(e),
-    };
-    Problem::new(status, kind, title).with_detail(e.to_string())
-}
-
-fn submit_problem(e: &SubmitError) -> Problem {
-    match e {
-        SubmitError::Refused {
-            refusal,
-            detail,
-            gateway_id,
-        } => {
-            let (status, kind, title) = match refusal {
-                Refusal::TooLarge => (
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "message-too-large",
-                    "Message too large",
-                ),
-                Refusal::TooManyRecipients => (
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "too-many-recipients",
-                    "Too many recipients",
-                ),
-                Refusal::UnknownRecipient => (
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "unknown-recipient",
-                    "Unknown recipient",
-                ),
-                Refusal::OptionNotAllowed => (
-                    StatusCode::FORBIDDEN,
-                    "option-not-allowed",
-                    "Option not allowed",
-                ),
-                Refusal::QuotaExceeded => (
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "quota-exceeded",
-                    "Daily quota exceeded",
-                ),
-                Refusal::ForgedFrom => (
-                    StatusCode::FORBIDDEN,
-                    "sender-mismatch",
-                    "From is not the sender",
-                ),
-            };
-            Problem::new(status, kind, title)
-                .with_detail(detail.clone())
-                .with("gateway_id", gateway_id.clone())
-        }
-        SubmitError::Invalid(detail) => Problem::new(
-            StatusCode::BAD_REQUEST,
-            "invalid-message",
-            "Invalid message",
-        )
-        .with_detail(detail.clone()),
-        SubmitError::Internal(_) => internal(e),
+impl<E: Classify> From<E> for ApiError {
+    fn from(e: E) -> Self {
+        Self::Failure(Box::new(e.failure()))
     }
 }
 
-fn open_problem(e: &OpenError) -> Problem {
-    let (status, kind, title) = match e {
-        OpenError::NotFound => return Problem::not_found(),
-        OpenError::SendOnly => (
-            StatusCode::FORBIDDEN,
-            "send-only-token",
-            "This token cannot read",
-        ),
-        OpenError::PersonalNeedsHigh => (
-            StatusCode::FORBIDDEN,
-            "personal-needs-high",
-            "Personal message",
-        ),
-        OpenError::Pending(_) => (StatusCode::FORBIDDEN, "access-pending", "Access pending"),
-        OpenError::Internal(_) => return internal(e),
-    };
-    Problem::new(status, kind, title).with_detail(e.to_string())
-}
-
 impl ApiError {
-    fn problem(&self) -> Problem {
-        match self {
-            Self::Auth(e) => auth_problem(e),
-            Self::Submit(e) => submit_problem(e),
-            Self::Open(e) => open_problem(e),
-            Self::Bundle(BundleError::Open(e)) => open_problem(e),
-            Self::Bundle(BundleError::Export(e)) => {
-                use crate::evidence::bundle::ExportError;
-                use crate::evidence::query::QueryError;
-                match e {
-                    ExportError::Query(QueryError::AmbiguousRecipient { .. })
-                    | ExportError::Query(QueryError::UnknownRecipient { .. }) => Problem::new(
-                        StatusCode::BAD_REQUEST,
-                        "recipient-required",
-                        "Choose a recipient",
-                    )
-                    .with_detail(e.to_string()),
-                    ExportError::Query(QueryError::UnknownMessage(_)) => Problem::not_found(),
-                    _ => internal(e),
-                }
-            }
-            Self::BadRequest(status, detail) => {
-                let kind = if *status == StatusCode::PAYLOAD_TOO_LARGE {
-                    "request-too-large"
-                } else {
-                    "bad-request"
-                };
-                Problem::new(*status, kind, "Bad request").with_detail(detail.clone())
-            }
-            Self::Forbidden(detail) => {
-                tracing::info!(detail = %detail, "API access denied");
-                Problem::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden")
-                    .with_detail(detail.clone())
-            }
-            Self::Internal(_) => internal(self),
-        }
+    /// A malformed request (400, `bad-request`).
+    pub fn bad_request(detail: impl std::fmt::Display) -> Self {
+        Self::Http(Box::new(
+            Problem::new(StatusCode::BAD_REQUEST, "bad-request", "Bad request")
+                .with_detail(detail.to_string()),
+        ))
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let problem = self.problem();
-        let unauthenticated = problem.status == 401;
-        let mut response = problem.into_response();
-        if unauthenticated {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        match self {
+            Self::Failure(f) => Problem::from_failure(&f).into_response(),
+            Self::Http(p) => (*p).into_response(),
         }
-        response
     }
 }
 
@@ -314,26 +154,13 @@ where
 }
 
 fn json_rejection(rejection: &JsonRejection) -> ApiError {
-    ApiError::BadRequest(rejection.status(), rejection.body_text())
-}
-
-/// The bearer credential of a request, resolved.
-impl FromRequestParts<AppState> for Caller {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = bearer(parts).ok_or(AuthError::Unauthenticated)?;
-        Ok(state.auth.resolve(token).await?)
-    }
-}
-
-/// The token of an `Authorization: Bearer …` header.
-fn bearer(parts: &Parts) -> Option<&str> {
-    parts
-        .headers
-        .get(header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
-        .map(str::trim)
+    let status = rejection.status();
+    let kind = if status == StatusCode::PAYLOAD_TOO_LARGE {
+        "request-too-large"
+    } else {
+        "bad-request"
+    };
+    ApiError::Http(Box::new(
+        Problem::new(status, kind, "Bad request").with_detail(rejection.body_text()),
+    ))
 }

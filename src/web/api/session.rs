@@ -2,15 +2,15 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{ApiError, ApiJson};
 use crate::address::EmailAddress;
-use crate::auth::{AuthError, Caller};
-use crate::web::AppState;
+use crate::auth::Caller;
+use crate::gateway::Gateway;
 
 /// `POST /api/v1/session`
 #[derive(Deserialize, ToSchema)]
@@ -49,14 +49,14 @@ pub struct SessionResponse {
               (status = 401, body = crate::web::problem::Problem),
               (status = 429, body = crate::web::problem::Problem)))]
 pub async fn login(
-    State(state): State<AppState>,
+    State(gateway): State<Gateway>,
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let session = state.auth.login(&req.email, &req.password).await?;
+    let session = gateway.auth().login(&req.email, &req.password).await?;
     Ok((
         StatusCode::CREATED,
         Json(SessionResponse {
-            token: session.token,
+            token: session.credential.expose().to_owned(),
             email: session.user.email.to_string(),
             role: session.user.role.to_string(),
             auth_level: session.level.to_string(),
@@ -65,24 +65,14 @@ pub async fn login(
     ))
 }
 
-fn token(headers: &HeaderMap) -> Result<&str, ApiError> {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .ok_or(ApiError::Auth(AuthError::Unauthenticated))
-}
-
 /// Ends the session.
 #[utoipa::path(delete, path = "/api/v1/session", security(("bearer" = [])),
     responses((status = 204), (status = 401, body = crate::web::problem::Problem)))]
 pub async fn logout(
-    State(state): State<AppState>,
-    _caller: Caller,
-    headers: HeaderMap,
+    State(gateway): State<Gateway>,
+    caller: Caller,
 ) -> Result<StatusCode, ApiError> {
-    state.auth.logout(token(&headers)?).await?;
+    gateway.auth().logout(&caller).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -106,14 +96,11 @@ pub struct LevelResponse {
     security(("bearer" = [])),
     responses((status = 200, body = LevelResponse), (status = 401, body = crate::web::problem::Problem)))]
 pub async fn second_factor(
-    State(state): State<AppState>,
-    headers: HeaderMap,
+    State(gateway): State<Gateway>,
+    caller: Caller,
     ApiJson(req): ApiJson<CodeRequest>,
 ) -> Result<Json<LevelResponse>, ApiError> {
-    state
-        .auth
-        .second_factor(token(&headers)?, &req.code)
-        .await?;
+    gateway.auth().second_factor(&caller, &req.code).await?;
     Ok(Json(LevelResponse {
         auth_level: "high".into(),
     }))
@@ -147,12 +134,12 @@ impl std::fmt::Debug for EnrolRequest {
 #[utoipa::path(post, path = "/api/v1/totp", request_body = EnrolRequest, security(("bearer" = [])),
     responses((status = 201, body = TotpResponse), (status = 403, body = crate::web::problem::Problem)))]
 pub async fn enrol_totp(
-    State(state): State<AppState>,
+    State(gateway): State<Gateway>,
     caller: Caller,
     ApiJson(req): ApiJson<EnrolRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let otpauth = state
-        .auth
+    let otpauth = gateway
+        .auth()
         .enrol_totp(&caller, req.recovery_code.as_deref())
         .await?;
     Ok((StatusCode::CREATED, Json(TotpResponse { otpauth })))
@@ -180,17 +167,16 @@ pub struct TokenResponse {
     security(("bearer" = [])),
     responses((status = 201, body = TokenResponse), (status = 404, body = crate::web::problem::Problem)))]
 pub async fn create_read_token(
-    State(state): State<AppState>,
+    State(gateway): State<Gateway>,
     caller: Caller,
     ApiJson(req): ApiJson<TokenRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let mailbox = EmailAddress::parse(&req.mailbox)
-        .map_err(|e| ApiError::BadRequest(StatusCode::BAD_REQUEST, e.to_string()))?;
-    let token = state.auth.create_read_token(&caller, &mailbox).await?;
+    let mailbox = EmailAddress::parse(&req.mailbox).map_err(ApiError::bad_request)?;
+    let token = gateway.auth().create_read_token(&caller, &mailbox).await?;
     Ok((
         StatusCode::CREATED,
         Json(TokenResponse {
-            token,
+            token: token.expose().to_owned(),
             scope: "read".into(),
         }),
     ))

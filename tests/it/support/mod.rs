@@ -392,8 +392,8 @@ impl Gateway {
     pub async fn commit(
         &self,
         records: Vec<bote::evidence::EvidenceRecord>,
-    ) -> bote::evidence::Receipt {
-        let sealed = bote::evidence::seal_off_thread(self.keys.evidence.clone(), records)
+    ) -> bote::evidence::Committed {
+        let sealed = bote::evidence::sign_on_pool(self.keys.evidence.clone(), records)
             .await
             .unwrap();
         self.writer.commit(sealed, None).await.unwrap()

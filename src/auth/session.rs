@@ -1,0 +1,187 @@
+//! Login sessions: password login (level `normal`), logout, and resolving a session token
+//! to its user with the user key unsealed for the request.
+
+use std::sync::Arc;
+
+use sequoia_openpgp::Cert;
+
+use super::{Access, Auth, AuthError, Caller, audit_self};
+use crate::accounts::credential::{Credential, Kind};
+use crate::accounts::{Actor, AuthLevel, User, grants, password};
+use crate::address::EmailAddress;
+use crate::clock::now_ms;
+use crate::crypto::keywrap::{self, Key32};
+use crate::crypto::{mailbox as mailbox_crypto, pool};
+use crate::store::accounts as account_repo;
+use crate::store::sessions::{self as repo, SessionRow};
+use crate::store::vault as keystore;
+use crate::vault;
+
+/// How long a session lives.
+const SESSION_TTL_MS: i64 = 12 * 60 * 60 * 1000;
+/// Key-derivation purpose of session secrets (a secret derived for one purpose never opens
+/// another).
+const PURPOSE_SESSION: &str = "session";
+
+/// A new session.
+pub struct LoggedIn {
+    /// The session credential (shown once).
+    pub credential: Credential,
+    /// The user.
+    pub user: User,
+    /// `normal` until a second factor is given.
+    pub level: AuthLevel,
+    /// Whether a second factor can raise the session to `high`.
+    pub second_factor: bool,
+    /// Pending grants this login completed.
+    pub grants_completed: usize,
+}
+
+impl std::fmt::Debug for LoggedIn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "LoggedIn({}, {}, token ***)",
+            self.user.email, self.level
+        )
+    }
+}
+
+/// Associated data binding a sealed user key to its user.
+fn session_context(user_id: i64) -> String {
+    format!("session-user-key:{user_id}")
+}
+
+impl Auth {
+    /// Logs in with a password: a `normal` session whose token seals the user key.
+    pub async fn login(&self, email: &str, pw: &str) -> Result<LoggedIn, AuthError> {
+        let now = now_ms();
+        // Only well-formed addresses are tracked: the key is short and bounded.
+        let Ok(address) = EmailAddress::parse(email) else {
+            return Err(AuthError::BadCredentials);
+        };
+        let key = address.key();
+        if self.lockout.locked(&key, now) {
+            return Err(AuthError::LockedOut);
+        }
+        let result = self.try_login(&address, pw, now).await;
+        if matches!(result, Err(AuthError::BadCredentials)) {
+            self.lockout.note_failure(&key, now);
+            tracing::info!("login refused");
+        }
+        result
+    }
+
+    async fn try_login(
+        &self,
+        address: &EmailAddress,
+        pw: &str,
+        now: i64,
+    ) -> Result<LoggedIn, AuthError> {
+        let mut conn = self.store.pool().acquire().await?;
+        let found = account_repo::find_user(&mut conn, address).await?;
+        let phc = match &found {
+            Some((user, _)) => account_repo::password_hash(&mut conn, user.id).await?,
+            None => None,
+        };
+        let (Some((user, _)), Some(phc)) = (found, phc) else {
+            // As slow as a real check, so response times do not tell which accounts exist.
+            let pw = zeroize::Zeroizing::new(pw.to_owned());
+            pool::run(move || password::verify(&pw, password::DUMMY_HASH)).await;
+            return Err(AuthError::BadCredentials);
+        };
+        let key_row = keystore::user_key(&mut conn, user.id).await?;
+        let second_factor = repo::totp(&mut conn, user.id).await?.is_some_and(|t| t.1);
+        drop(conn);
+        let pw = zeroize::Zeroizing::new(pw.to_owned());
+        let credential = Credential::generate(Kind::Session);
+        let session_key = Key32::from_secret(credential.expose().as_bytes(), PURPOSE_SESSION);
+        let context = session_context(user.id);
+        let email = user.email.clone();
+        // Both Argon2id runs (hash check, key unlock) on the crypto pool.
+        let (cert, sealed) = pool::run(move || {
+            if !password::verify(&pw, &phc) {
+                return Err(AuthError::BadCredentials);
+            }
+            let row = key_row.ok_or_else(|| AuthError::NoUserKey(email.clone()))?;
+            let cert = vault::unlock_user_with_password(&row, &pw)
+                .map_err(|_| AuthError::KeyMismatch(email))?;
+            let secret = mailbox_crypto::secret_bytes(&cert)?;
+            Ok((cert, keywrap::seal(&session_key, &secret, &context)?))
+        })
+        .await?;
+        let mut tx = self.store.begin().await?;
+        repo::insert(
+            &mut tx,
+            &SessionRow {
+                token_hash: credential.digest(),
+                user_id: user.id,
+                auth_level: AuthLevel::Normal.as_str().to_owned(),
+                sealed_user_key: sealed,
+                created_at: now,
+                expires_at: now + SESSION_TTL_MS,
+            },
+        )
+        .await?;
+        let grants_completed = grants::complete_pending(&mut tx, &user, Arc::new(cert)).await?;
+        let actor = Actor::User(user.email.clone());
+        let details = serde_json::json!({ "grants_completed": grants_completed });
+        audit_self(&mut tx, &actor, "session.login", &user.email, details, now).await?;
+        tx.commit().await?;
+        Ok(LoggedIn {
+            credential,
+            user,
+            level: AuthLevel::Normal,
+            second_factor,
+            grants_completed,
+        })
+    }
+
+    /// Ends the caller's session (tokens have no session to end).
+    pub async fn logout(&self, caller: &Caller) -> Result<(), AuthError> {
+        let hash = caller.session.ok_or(AuthError::Forbidden(
+            "only login sessions can be logged out",
+        ))?;
+        let mut conn = self.store.pool().acquire().await?;
+        repo::delete(&mut conn, &hash).await?;
+        Ok(())
+    }
+
+    pub(super) async fn resolve_session(
+        &self,
+        credential: &Credential,
+    ) -> Result<Caller, AuthError> {
+        let now = now_ms();
+        let token_hash = credential.digest();
+        let mut conn = self.store.pool().acquire().await?;
+        let session = repo::find(&mut conn, &token_hash, now)
+            .await?
+            .ok_or(AuthError::Unauthenticated)?;
+        let user = account_repo::user_by_id(&mut conn, session.user_id)
+            .await?
+            .filter(|u| !u.disabled)
+            .ok_or(AuthError::Unauthenticated)?;
+        drop(conn);
+        let level = if session.auth_level == AuthLevel::High.as_str() {
+            AuthLevel::High
+        } else {
+            AuthLevel::Normal
+        };
+        let key = Key32::from_secret(credential.expose().as_bytes(), PURPOSE_SESSION);
+        let context = session_context(user.id);
+        let cert: Cert = pool::run(move || {
+            let secret = keywrap::open(&key, &session.sealed_user_key, &context)?;
+            mailbox_crypto::parse_tsk(&secret)
+        })
+        .await
+        .map_err(|_| AuthError::Unauthenticated)?;
+        Ok(Caller {
+            access: Access::User {
+                user,
+                level,
+                key: Arc::new(cert),
+            },
+            session: Some(token_hash),
+        })
+    }
+}

@@ -1,0 +1,398 @@
+//! Proof bundles (spec §4, format in docs/proof-bundle.md): one uncompressed tar per
+//! (message, recipient) holding the evidence chain, signatures, log entries, inclusion
+//! proofs, the signed checkpoint, the keys and a README, under a signed manifest.
+//!
+//! Every bundle leaves the gateway through [`export_audited`], whoever asks (the CLI, the
+//! legal role, a message's sender or recipient): it is built, verified against the
+//! gateway's own keys, and recorded in the audit trail, in that order. The tar encoding is
+//! canonical (fixed header fields, mtime from the signed manifest, no padding beyond the
+//! end-of-archive blocks), so a change to any byte of the file is detected by [`verify`].
+
+mod verify;
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tlog_tiles::Hash;
+
+use super::query::{self, QueryError};
+use super::record::{EvidenceRecord, Sha256Digest, StoredEvidence, Timestamp};
+use crate::accounts::Actor;
+use crate::address::EmailAddress;
+use crate::clock::{now_ms, rfc3339_ms};
+use crate::crypto::{self, pool};
+use crate::error::{Classify, Failure};
+use crate::keys::{KeyError, KeyRing};
+use crate::log::{Log, LogError, SignedCheckpoint};
+use crate::store::{Store, StoreError, audit};
+pub use verify::{Anchor, Verified, VerifyError, verify};
+
+/// The `format` value of a bundle manifest.
+pub const FORMAT: &str = "bote-proof-bundle";
+/// The manifest version this code writes and reads.
+pub const VERSION: u32 = 1;
+
+const README: &str = "README.txt";
+const MANIFEST: &str = "manifest.json";
+const MANIFEST_SIG: &str = "manifest.json.asc";
+const CHECKPOINT: &str = "checkpoint";
+const EVIDENCE_CERT: &str = "keys/evidence.cert.asc";
+const LOG_VKEY: &str = "keys/log.vkey";
+
+/// The signed table of contents.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Always [`FORMAT`].
+    pub format: String,
+    /// Always [`VERSION`].
+    pub version: u32,
+    /// When the bundle was made.
+    pub created: Timestamp,
+    /// The gateway's domain.
+    pub issuer: String,
+    /// The message.
+    pub gateway_message_id: String,
+    /// The recipient whose chain this is.
+    pub recipient: EmailAddress,
+    /// Size of the tree the proofs are against.
+    pub checkpoint_size: u64,
+    /// Every other member, in archive order.
+    pub members: Vec<Member>,
+}
+
+/// One member of the bundle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Member {
+    /// Path inside the archive.
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// SHA-256 of the content.
+    pub sha256: Sha256Digest,
+}
+
+/// The inclusion proof of one record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InclusionProof {
+    /// The log entry (the record's commitment), as text.
+    pub entry: String,
+    /// Its index in the log.
+    pub log_index: u64,
+    /// The tree size the proof is against (the checkpoint's).
+    pub tree_size: u64,
+    /// The RFC 6962 audit path, base64 hashes, leaf to root.
+    pub inclusion: Vec<String>,
+}
+
+/// Why a bundle could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// Query.
+    #[error(transparent)]
+    Query(#[from] QueryError),
+    /// Log.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// A record is newer than the checkpoint asked for.
+    #[error(
+        "evidence {index} is not covered by the checkpoint of size {size}: export at a newer checkpoint"
+    )]
+    NotCovered {
+        /// Log index of the record.
+        index: u64,
+        /// Checkpoint size.
+        size: u64,
+    },
+    /// No checkpoint was signed yet.
+    #[error("the log has no checkpoint yet")]
+    NoCheckpoint,
+    /// The chain is empty (the query layer never returns one).
+    #[error("empty evidence chain")]
+    EmptyChain,
+    /// Canonical JSON encoding failed.
+    #[error("cannot encode bundle member: {0}")]
+    Encode(#[from] serde_json::Error),
+    /// Signing the manifest failed.
+    #[error(transparent)]
+    Sign(#[from] KeyError),
+    /// Writing the tar failed.
+    #[error("cannot write bundle: {0}")]
+    Tar(#[from] std::io::Error),
+    /// The bundle made does not verify against the gateway's own keys: never handed out.
+    #[error("the exported bundle does not verify: {0}")]
+    SelfCheck(#[from] VerifyError),
+    /// Storage (the audit entry, or reading the chain).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Classify for ExportError {
+    fn failure(&self) -> Failure {
+        match self {
+            Self::Query(e) => e.failure(),
+            Self::Store(e) | Self::Log(LogError::Store(e)) => e.failure(),
+            _ => Failure::internal(self),
+        }
+    }
+}
+
+/// An exported bundle, verified and audited.
+#[derive(Debug, Clone)]
+pub struct Exported {
+    /// The tar file.
+    pub bytes: Vec<u8>,
+    /// Its SHA-256.
+    pub sha256: Sha256Digest,
+    /// The recipient whose chain it holds.
+    pub recipient: EmailAddress,
+    /// How many records.
+    pub records: usize,
+    /// The tree size its proofs are against.
+    pub checkpoint_size: u64,
+}
+
+/// Exports the bundle of one (message, recipient), checks it with `bote verify`'s rules
+/// against the gateway's own evidence certificate and log key, and records who took it.
+/// The one path by which bundles leave the gateway.
+pub async fn export_audited(
+    store: &Store,
+    log: &Log,
+    keys: &KeyRing,
+    actor: &Actor,
+    message: &str,
+    recipient: Option<&EmailAddress>,
+    at: Option<SignedCheckpoint>,
+) -> Result<Exported, ExportError> {
+    let mut conn = store.pool().acquire().await.map_err(StoreError::from)?;
+    let bytes = export(&mut conn, log, keys, message, recipient, at).await?;
+    drop(conn);
+    let anchor = Anchor::Cert(Box::new(keys.evidence.cert().clone()));
+    let vkey = keys.log.verifier_key().to_owned();
+    let (bytes, verified) = pool::run(move || {
+        let verified = verify(&bytes, &anchor, Some(&vkey), None);
+        (bytes, verified)
+    })
+    .await;
+    let verified = verified?;
+    let sha256 = Sha256Digest::of(&bytes);
+    let recipient = verified
+        .records
+        .first()
+        .map(|r| r.recipient.clone())
+        .ok_or(ExportError::EmptyChain)?;
+    let details = json!({
+        "recipient": recipient.to_string(),
+        "records": verified.records.len(),
+        "checkpoint_size": verified.checkpoint.size,
+        "bundle_sha256": sha256.to_string(),
+    });
+    let mut conn = store.pool().acquire().await.map_err(StoreError::from)?;
+    audit::record(&mut conn, actor, "proof.export", message, details, now_ms()).await?;
+    Ok(Exported {
+        bytes,
+        sha256,
+        recipient,
+        records: verified.records.len(),
+        checkpoint_size: verified.checkpoint.size,
+    })
+}
+
+/// Builds the bundle of one (message, recipient) chain against `at` (default: the latest
+/// checkpoint).
+pub async fn export(
+    conn: &mut sqlx::AnyConnection,
+    log: &Log,
+    keys: &KeyRing,
+    message: &str,
+    recipient: Option<&EmailAddress>,
+    at: Option<SignedCheckpoint>,
+) -> Result<Vec<u8>, ExportError> {
+    let chain = query::chain(conn, message, recipient).await?;
+    let checkpoint = match at {
+        Some(cp) => cp,
+        None => log
+            .latest_checkpoint(conn)
+            .await?
+            .ok_or(ExportError::NoCheckpoint)?,
+    };
+    let mut proofs = Vec::with_capacity(chain.len());
+    for e in &chain {
+        if e.log_index >= checkpoint.size {
+            return Err(ExportError::NotCovered {
+                index: e.log_index,
+                size: checkpoint.size,
+            });
+        }
+        proofs.push(
+            log.inclusion_proof(conn, e.log_index, checkpoint.size)
+                .await?,
+        );
+    }
+    let keys = keys.clone();
+    pool::run(move || build(&chain, &proofs, &checkpoint, &keys, now_ms())).await
+}
+
+/// Assembles and signs a bundle (pure apart from the signature).
+pub fn build(
+    chain: &[StoredEvidence],
+    proofs: &[Vec<Hash>],
+    checkpoint: &SignedCheckpoint,
+    keys: &KeyRing,
+    created_ms: i64,
+) -> Result<Vec<u8>, ExportError> {
+    let first = chain.first().ok_or(ExportError::EmptyChain)?;
+    // Whole seconds: tar headers carry seconds, and the manifest must state the same time.
+    let created = Timestamp(created_ms - created_ms.rem_euclid(1000));
+    let mut members: Vec<(String, Vec<u8>)> = vec![
+        (README.into(), readme(chain, checkpoint, keys).into_bytes()),
+        (CHECKPOINT.into(), checkpoint.note.clone().into_bytes()),
+        (
+            EVIDENCE_CERT.into(),
+            keys.evidence.armored_cert().as_bytes().to_vec(),
+        ),
+        (
+            LOG_VKEY.into(),
+            format!("{}\n", keys.log.verifier_key()).into_bytes(),
+        ),
+    ];
+    for (i, (e, proof)) in chain.iter().zip(proofs).enumerate() {
+        let n = i + 1;
+        let inclusion = InclusionProof {
+            entry: String::from_utf8_lossy(
+                &EvidenceRecord::commitment(e.record.event, &e.canonical).to_entry(),
+            )
+            .into_owned(),
+            log_index: e.log_index,
+            tree_size: checkpoint.size,
+            inclusion: proof.iter().map(|h| b64(&h.0)).collect(),
+        };
+        let proof_json = serde_jcs::to_vec(&inclusion)?;
+        members.push((format!("evidence/{n:03}.json"), e.canonical.clone()));
+        members.push((
+            format!("evidence/{n:03}.json.asc"),
+            crypto::armor_signature(&e.signature),
+        ));
+        members.push((format!("evidence/{n:03}.proof.json"), proof_json));
+    }
+    let manifest = Manifest {
+        format: FORMAT.into(),
+        version: VERSION,
+        created,
+        issuer: first.record.issuer.clone(),
+        gateway_message_id: first.record.message.gateway_id.clone(),
+        recipient: first.record.recipient.clone(),
+        checkpoint_size: checkpoint.size,
+        members: members
+            .iter()
+            .map(|(name, data)| Member {
+                name: name.clone(),
+                size: data.len() as u64,
+                sha256: Sha256Digest::of(data),
+            })
+            .collect(),
+    };
+    let manifest_bytes = serde_jcs::to_vec(&manifest)?;
+    let signature = keys.evidence.sign(&manifest_bytes)?;
+    let mut ordered = vec![members.remove(0)];
+    ordered.push((MANIFEST.into(), manifest_bytes));
+    ordered.push((MANIFEST_SIG.into(), crypto::armor_signature(&signature)));
+    ordered.extend(members);
+    Ok(encode_tar(&ordered, mtime_secs(created))?)
+}
+
+fn mtime_secs(t: Timestamp) -> u64 {
+    u64::try_from(t.0.div_euclid(1000)).unwrap_or(0)
+}
+
+fn b64(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// The canonical tar encoding: ustar headers with mode 0644, uid/gid 0, no owner names,
+/// the given mtime, then the two zero blocks of the end-of-archive marker and nothing else.
+pub fn encode_tar(members: &[(String, Vec<u8>)], mtime: u64) -> std::io::Result<Vec<u8>> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for (name, data) in members {
+        let mut header = tar::Header::new_ustar();
+        header.set_path(name)?;
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(mtime);
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_cksum();
+        builder.append(&header, data.as_slice())?;
+    }
+    builder.into_inner()
+}
+
+fn readme(chain: &[StoredEvidence], checkpoint: &SignedCheckpoint, keys: &KeyRing) -> String {
+    let first = &chain[0].record;
+    let mut events = String::new();
+    for (i, e) in chain.iter().enumerate() {
+        events.push_str(&format!(
+            "  evidence/{:03}.json  {}  {}  {}\n",
+            i + 1,
+            rfc3339_ms(e.record.time.0),
+            e.record.event,
+            e.record.reason
+        ));
+    }
+    format!(
+        "PROOF BUNDLE\n\
+         ============\n\n\
+         This file is a proof bundle issued by the registered-delivery gateway {issuer}.\n\
+         It proves what happened to one message for one recipient:\n\n\
+         \x20 message:    {gateway_id}{message_id}\n\
+         \x20 sender:     {sender}\n\
+         \x20 recipient:  {recipient}\n\n\
+         Events (each is a signed evidence record):\n\n{events}\n\
+         The records name the message by its SHA-256 digest; they contain neither its subject\n\
+         nor its text. Every file in this bundle is listed with its SHA-256 digest in\n\
+         manifest.json, and manifest.json is signed (manifest.json.asc) with the gateway's\n\
+         evidence key. Changing any byte of any file, this README included, is detected.\n\n\
+         WHO SIGNED\n\
+         \x20 evidence key fingerprint: {fpr}\n\
+         \x20 transparency log:         {origin} (checkpoint of {size} entries)\n\
+         Compare the fingerprint with the one the gateway operator publishes (its website,\n\
+         https://<gateway>/log/key, or a letter). Only then does the check below prove that\n\
+         this gateway, and nobody else, issued the evidence.\n\n\
+         HOW TO CHECK WITH bote (one command)\n\
+         \x20 bote verify THIS-FILE.tar --key {fpr}\n\
+         It checks every signature, every digest, every log inclusion proof and the\n\
+         checkpoint signature, and prints the first thing that fails, if any.\n\n\
+         HOW TO CHECK BY HAND WITH GnuPG\n\
+         \x20 1. Unpack:            tar -xf THIS-FILE.tar\n\
+         \x20 2. Import the key:    gpg --import keys/evidence.cert.asc\n\
+         \x20    and compare its fingerprint with the one published by the gateway.\n\
+         \x20 3. Check the manifest: gpg --verify manifest.json.asc manifest.json\n\
+         \x20    (\"Good signature\" from the key above).\n\
+         \x20 4. Check each file against the manifest: sha256sum FILE, and compare with the\n\
+         \x20    \"sha256\" value listed for it in manifest.json.\n\
+         \x20 5. Check each record: gpg --verify evidence/001.json.asc evidence/001.json\n\
+         \x20    (and so on for every record).\n\
+         \x20 6. The log: evidence/NNN.proof.json holds the record's log entry and its\n\
+         \x20    inclusion proof in the signed checkpoint (file `checkpoint`, signed with the\n\
+         \x20    log key in keys/log.vkey). Checking it needs a tool that implements RFC 6962;\n\
+         \x20    `bote verify` does. Anyone can compare the checkpoint with the gateway's public\n\
+         \x20    log at https://<gateway>/log/checkpoint, which only ever grows.\n\n\
+         The format is described in docs/proof-bundle.md of the bote source code.\n",
+        issuer = first.issuer,
+        gateway_id = first.message.gateway_id,
+        message_id = first
+            .message
+            .message_id
+            .as_ref()
+            .map(|m| format!(" (Message-ID {m})"))
+            .unwrap_or_default(),
+        sender = first.sender.address,
+        recipient = first.recipient,
+        fpr = keys.evidence.fingerprint(),
+        origin = checkpoint.origin,
+        size = checkpoint.size,
+    )
+}

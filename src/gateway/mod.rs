@@ -1,0 +1,188 @@
+//! The gateway core every front door shares: one [`Gateway`] owns the store, the keys, the
+//! log, the group-commit writer, the message pipeline and authentication, and offers the
+//! operations the front doors need, each with its policy inside: submit as a caller,
+//! resolve a recipient, read, export a bundle, search evidence.
+//!
+//! Architecture invariant: front doors (`web`, and later `smtp` and the web inbox) parse
+//! their wire format, resolve a [`Caller`](crate::auth::Caller), call one operation here,
+//! and render the outcome; no policy decision (who may send as whom, who may see what)
+//! is made outside this module and the modules it calls. Built once, in `server.rs`.
+//!
+//! Files: `send.rs` (choosing the sending mailbox, submitting, resolving recipients),
+//! `read.rs` (mailboxes, folders, messages, timelines, receipts), `proofs.rs` (bundles
+//! and evidence search).
+
+mod proofs;
+mod read;
+mod send;
+
+pub use proofs::MAX_SEARCH;
+pub use read::FOLDERS;
+
+use std::sync::Arc;
+
+use crate::auth::{Auth, AuthError};
+use crate::config::Config;
+use crate::error::{Classify, ErrorKind, Failure};
+use crate::evidence::Writer;
+use crate::evidence::bundle::ExportError;
+use crate::evidence::query::QueryError;
+use crate::keys::{KeyError, KeyRing};
+use crate::log::{Log, LogError};
+use crate::pipeline::{OpenError, Pipeline, SubmitError};
+use crate::store::{OpenMode, Store, StoreError};
+
+/// Why a gateway operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// Authentication or credentials.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// Submission.
+    #[error(transparent)]
+    Submit(#[from] SubmitError),
+    /// Reading.
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    /// Bundle export.
+    #[error(transparent)]
+    Export(#[from] ExportError),
+    /// Evidence queries.
+    #[error(transparent)]
+    Query(#[from] QueryError),
+    /// Storage.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The caller's role or credential may not do this.
+    #[error("{0}")]
+    Forbidden(&'static str),
+    /// The caller may send from several mailboxes and named none.
+    #[error("you can send from several mailboxes: name the one to send from")]
+    SenderRequired,
+}
+
+impl From<sqlx::Error> for GatewayError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Store(StoreError::Query(e))
+    }
+}
+
+impl Classify for GatewayError {
+    fn failure(&self) -> Failure {
+        match self {
+            Self::Auth(e) => e.failure(),
+            Self::Submit(e) => e.failure(),
+            Self::Open(e) => e.failure(),
+            Self::Export(e) => e.failure(),
+            Self::Query(e) => e.failure(),
+            Self::Store(e) => e.failure(),
+            Self::Forbidden(_) => {
+                Failure::new(ErrorKind::Forbidden, "forbidden", "Forbidden").detail(self)
+            }
+            Self::SenderRequired => Failure::new(
+                ErrorKind::Invalid,
+                "sender-required",
+                "Choose a sending mailbox",
+            )
+            .detail(self),
+        }
+    }
+}
+
+/// Why a gateway could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenGatewayError {
+    /// The database.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The gateway keys.
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    /// The transparency log (e.g. a database older than the published checkpoint).
+    #[error(transparent)]
+    Log(#[from] LogError),
+}
+
+/// The core of a running gateway. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Gateway {
+    store: Store,
+    config: Arc<Config>,
+    keys: KeyRing,
+    log: Arc<Log>,
+    writer: Writer,
+    pipeline: Pipeline,
+    auth: Auth,
+}
+
+impl Gateway {
+    /// Opens everything a serving gateway needs: the store (created and migrated if
+    /// needed), the unlocked keys, the log (refusing a database older than the published
+    /// checkpoint), and the group-commit writer.
+    pub async fn start(config: Config) -> Result<Self, OpenGatewayError> {
+        let store = Store::open(&config, OpenMode::CreateAndMigrate).await?;
+        let keys = KeyRing::load(&config)?;
+        let log = Arc::new(Log::new(
+            keys.log.clone(),
+            keys.origin.clone(),
+            &config.gateway.data_dir,
+        ));
+        {
+            let mut conn = store.pool().acquire().await.map_err(StoreError::from)?;
+            log.check_published(&mut conn).await?;
+        }
+        let writer = Writer::spawn(store.clone(), log.clone());
+        Ok(Self::from_parts(store, Arc::new(config), keys, log, writer))
+    }
+
+    /// A gateway over parts opened by the caller (tests and benchmarks).
+    pub fn from_parts(
+        store: Store,
+        config: Arc<Config>,
+        keys: KeyRing,
+        log: Arc<Log>,
+        writer: Writer,
+    ) -> Self {
+        let pipeline = Pipeline::new(store.clone(), config.clone(), keys.clone(), writer.clone());
+        let auth = Auth::new(store.clone(), config.primary_domain().to_owned());
+        Self {
+            store,
+            config,
+            keys,
+            log,
+            writer,
+            pipeline,
+            auth,
+        }
+    }
+
+    /// The database.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The effective configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The gateway's unlocked keys.
+    pub fn keys(&self) -> &KeyRing {
+        &self.keys
+    }
+
+    /// The transparency log.
+    pub fn log(&self) -> &Log {
+        &self.log
+    }
+
+    /// The group-commit writer.
+    pub fn writer(&self) -> &Writer {
+        &self.writer
+    }
+
+    /// Sessions, tokens and second factors.
+    pub fn auth(&self) -> &Auth {
+        &self.auth
+    }
+}

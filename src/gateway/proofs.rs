@@ -1,0 +1,86 @@
+//! Proofs: bundle export and evidence search. Whoever asks, a bundle leaves through
+//! [`bundle::export_audited`]: built, verified against the gateway's own keys, audited.
+
+use super::{Gateway, GatewayError};
+use crate::accounts::Role;
+use crate::address::EmailAddress;
+use crate::auth::Caller;
+use crate::evidence::StoredEvidence;
+use crate::evidence::bundle::{self, Exported};
+use crate::evidence::query::{self, Search};
+
+/// Most records one evidence search returns.
+pub const MAX_SEARCH: i64 = query::DEFAULT_LIMIT;
+
+impl Gateway {
+    /// The bundle of a copy the caller can see: its own recipient's chain, or for the
+    /// sender's copy the chain of `recipient` (required when there are several).
+    pub async fn copy_bundle(
+        &self,
+        caller: &Caller,
+        copy_id: &str,
+        recipient: Option<&EmailAddress>,
+    ) -> Result<Exported, GatewayError> {
+        let (message, recipient) = self
+            .pipeline
+            .bundle_subject(&caller.access, copy_id, recipient)
+            .await?;
+        self.export(caller, &message, recipient.as_ref()).await
+    }
+
+    /// Evidence search (legal role), oldest first, at most [`MAX_SEARCH`] records.
+    pub async fn search_evidence(
+        &self,
+        caller: &Caller,
+        search: &Search,
+    ) -> Result<Vec<StoredEvidence>, GatewayError> {
+        self.require_legal(caller)?;
+        let search = Search {
+            limit: Some(search.limit.unwrap_or(MAX_SEARCH).clamp(1, MAX_SEARCH)),
+            ..search.clone()
+        };
+        let mut conn = self.store.pool().acquire().await?;
+        Ok(query::search(&mut conn, &search).await?)
+    }
+
+    /// Any message's bundle, by gateway id or Message-ID (legal role).
+    pub async fn evidence_bundle(
+        &self,
+        caller: &Caller,
+        message: &str,
+        recipient: Option<&EmailAddress>,
+    ) -> Result<Exported, GatewayError> {
+        self.require_legal(caller)?;
+        self.export(caller, message, recipient).await
+    }
+
+    fn require_legal(&self, caller: &Caller) -> Result<(), GatewayError> {
+        match caller.user() {
+            Some(user) if user.role == Role::Legal => Ok(()),
+            _ => {
+                tracing::info!(caller = ?caller.access, "evidence access denied");
+                Err(GatewayError::Forbidden(
+                    "evidence search is for users with the legal role",
+                ))
+            }
+        }
+    }
+
+    async fn export(
+        &self,
+        caller: &Caller,
+        message: &str,
+        recipient: Option<&EmailAddress>,
+    ) -> Result<Exported, GatewayError> {
+        Ok(bundle::export_audited(
+            &self.store,
+            &self.log,
+            &self.keys,
+            &caller.actor(),
+            message,
+            recipient,
+            None,
+        )
+        .await?)
+    }
+}

@@ -1,0 +1,285 @@
+//! Assembling an accepted submission on the crypto pool: compose and parse the content,
+//! sign it once with the provider key, encrypt the signed message per recipient copy (and
+//! per external office as a PGP/MIME relay job), and sign the evidence records.
+
+use std::sync::Arc;
+
+use sequoia_openpgp::Cert;
+
+use super::recipients::Recipient;
+use super::{SubmitError, Submitter, new_id};
+use crate::accounts::{Mailbox, MailboxKind};
+use crate::address::EmailAddress;
+use crate::crypto::message::{self as pgp, Attestation};
+use crate::evidence::{
+    self, Attachment, Details, Event, EvidenceRecord, IdentityAssurance, MessageRef, ReasonCode,
+    Sender, Sha256Digest, SignedRecord, Timestamp,
+};
+use crate::keys::KeyRing;
+use crate::message::mime;
+use crate::message::{Content, Options};
+use crate::store::messages::{CopyRow, JobRow};
+
+pub(super) fn evidence_sender(from: &Submitter) -> Sender {
+    let verification = from.mailbox.identity.verification.as_ref();
+    Sender {
+        address: from.mailbox.address.clone(),
+        identity: IdentityAssurance {
+            verified: verification.is_some(),
+            method: verification.map(|v| v.method),
+        },
+        auth_level: from.auth_level,
+    }
+}
+
+pub(super) fn attestation(from: &Submitter, options: Options) -> Attestation {
+    Attestation {
+        sender: from.mailbox.address.to_string(),
+        identity: from.mailbox.identity.verification.as_ref().map_or_else(
+            || "unverified".to_owned(),
+            |v| format!("verified:{}", v.method),
+        ),
+        auth_level: from.auth_level.as_str().to_owned(),
+        authoritative: options.authoritative,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) fn record(
+    issuer: &str,
+    event: Event,
+    reason: ReasonCode,
+    sender: &Sender,
+    recipient: &EmailAddress,
+    message: &MessageRef,
+    details: Details,
+    now: i64,
+) -> EvidenceRecord {
+    EvidenceRecord {
+        version: evidence::record::FORMAT_VERSION,
+        evidence_id: evidence::EvidenceId::random(),
+        event,
+        reason,
+        time: Timestamp(now),
+        issuer: issuer.to_owned(),
+        sender: sender.clone(),
+        recipient: recipient.clone(),
+        message: message.clone(),
+        details,
+    }
+}
+
+/// The submitted bytes and what evidence needs from them.
+pub(super) struct Prepared {
+    pub(super) bytes: Vec<u8>,
+    pub(super) size: u64,
+    pub(super) sha256: Sha256Digest,
+    pub(super) message_id: Option<String>,
+    pub(super) from: Option<String>,
+    pub(super) attachments: Vec<Attachment>,
+    pub(super) end_to_end: bool,
+    /// Set when the bytes exceed the limit (then nothing else was parsed).
+    pub(super) too_large: Option<String>,
+}
+
+impl Prepared {
+    pub(super) fn message_ref(&self, gateway_id: &str) -> MessageRef {
+        MessageRef {
+            gateway_id: gateway_id.to_owned(),
+            message_id: self.message_id.clone(),
+            sha256: self.sha256,
+            size: self.size,
+            attachments: self.attachments.clone(),
+        }
+    }
+}
+
+/// Composes (if needed), hashes and parses the content. CPU-bound.
+pub(super) fn prepare(
+    sender: &EmailAddress,
+    recipients: &[EmailAddress],
+    message_id: &str,
+    content: Content,
+    limit: u64,
+) -> Result<Prepared, SubmitError> {
+    let bytes = match content {
+        Content::Rfc5322(bytes) => bytes,
+        Content::Composed {
+            subject,
+            text,
+            attachments,
+        } => mime::compose(
+            sender,
+            recipients,
+            message_id,
+            &subject,
+            &text,
+            &attachments,
+        )?,
+    };
+    let sha256 = Sha256Digest::of(&bytes);
+    if bytes.len() as u64 > limit {
+        let detail = format!(
+            "the message is {} bytes; at most {limit} bytes may be submitted",
+            bytes.len()
+        );
+        return Ok(Prepared {
+            size: bytes.len() as u64,
+            bytes,
+            sha256,
+            message_id: None,
+            from: None,
+            attachments: Vec::new(),
+            end_to_end: false,
+            too_large: Some(detail),
+        });
+    }
+    let facts = mime::facts(&bytes)?;
+    let attachments = facts
+        .attachments
+        .into_iter()
+        .map(|a| Attachment {
+            name: a.name,
+            size: a.size,
+            sha256: Sha256Digest(a.sha256),
+        })
+        .collect();
+    Ok(Prepared {
+        sha256,
+        message_id: facts.message_id,
+        from: Some(facts.from),
+        attachments,
+        end_to_end: facts.end_to_end,
+        too_large: None,
+        size: bytes.len() as u64,
+        bytes,
+    })
+}
+
+/// Everything the crypto pool needs to sign, encrypt and record one accepted submission.
+pub(super) struct Assembly {
+    pub(super) keys: KeyRing,
+    pub(super) domain: String,
+    pub(super) gateway_id: String,
+    pub(super) sender: Sender,
+    pub(super) attestation: Attestation,
+    pub(super) recipients: Vec<Recipient>,
+    pub(super) sender_copy: Option<(Mailbox, Arc<Cert>)>,
+    pub(super) prepared: Prepared,
+    pub(super) now: i64,
+}
+
+/// What an [`Assembly`] produces: rows to write and evidence to log.
+pub(super) struct Assembled {
+    pub(super) message_id: Option<String>,
+    pub(super) sha256: Sha256Digest,
+    pub(super) size: u64,
+    pub(super) end_to_end: bool,
+    pub(super) copies: Vec<CopyRow>,
+    pub(super) jobs: Vec<JobRow>,
+    pub(super) evidence: Vec<SignedRecord>,
+}
+
+impl Assembly {
+    pub(super) fn run(mut self) -> Result<Assembled, SubmitError> {
+        let signed = pgp::sign(
+            self.keys.provider.signer(),
+            &self.domain,
+            &self.attestation,
+            &self.prepared.bytes,
+        )?;
+        // The signed message contains the content; holding both would double the peak
+        // memory of a large message.
+        drop(std::mem::take(&mut self.prepared.bytes));
+        let message = self.prepared.message_ref(&self.gateway_id);
+        let mut copies = Vec::with_capacity(self.recipients.len() + 1);
+        let mut jobs = Vec::new();
+        let mut records = Vec::with_capacity(self.recipients.len() * 2);
+        let scanned_note = self
+            .prepared
+            .end_to_end
+            .then(|| "content end-to-end encrypted by the sender; not scanned".to_owned());
+        for r in &self.recipients {
+            let address = &r.mailbox.address;
+            let local = r.mailbox.kind != MailboxKind::External;
+            let accepted = Details {
+                note: scanned_note.clone(),
+                ..Details::default()
+            };
+            records.push(self.record(Event::SubmissionAcceptance, address, &message, accepted));
+            if local {
+                copies.push(CopyRow {
+                    id: new_id(),
+                    gateway_id: self.gateway_id.clone(),
+                    mailbox_id: r.mailbox.id,
+                    folder: "inbox",
+                    recipient: address.to_string(),
+                    body: pgp::encrypt_signed(&r.cert, &signed, false)?,
+                    created_at: self.now,
+                });
+                let consigned = Details {
+                    note: scanned_note.clone(),
+                    ..Details::default()
+                };
+                records.push(self.record(Event::ContentConsignment, address, &message, consigned));
+            } else {
+                let armored = pgp::encrypt_signed(&r.cert, &signed, true)?;
+                // ASCII armour is ASCII by construction.
+                let armored = String::from_utf8_lossy(&armored).into_owned();
+                let outer_id = self
+                    .prepared
+                    .message_id
+                    .clone()
+                    .unwrap_or_else(|| format!("<{}@{}>", self.gateway_id, self.domain));
+                jobs.push(JobRow {
+                    gateway_id: self.gateway_id.clone(),
+                    mailbox_id: r.mailbox.id,
+                    recipient: address.to_string(),
+                    payload: mime::pgp_mime(&self.sender.address, address, &outer_id, armored)?,
+                    due_at: self.now,
+                });
+            }
+        }
+        if let Some((mailbox, cert)) = &self.sender_copy {
+            copies.push(CopyRow {
+                id: new_id(),
+                gateway_id: self.gateway_id.clone(),
+                mailbox_id: mailbox.id,
+                folder: "sent",
+                recipient: mailbox.address.to_string(),
+                body: pgp::encrypt_signed(cert, &signed, false)?,
+                created_at: self.now,
+            });
+        }
+        drop(signed);
+        let evidence = evidence::sign(&self.keys.evidence, records)?;
+        Ok(Assembled {
+            message_id: self.prepared.message_id.clone(),
+            sha256: self.prepared.sha256,
+            size: self.prepared.size,
+            end_to_end: self.prepared.end_to_end,
+            copies,
+            jobs,
+            evidence,
+        })
+    }
+
+    fn record(
+        &self,
+        event: Event,
+        recipient: &EmailAddress,
+        message: &MessageRef,
+        details: Details,
+    ) -> EvidenceRecord {
+        record(
+            &self.domain,
+            event,
+            ReasonCode::Accepted,
+            &self.sender,
+            recipient,
+            message,
+            details,
+            self.now,
+        )
+    }
+}

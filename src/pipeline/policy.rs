@@ -1,0 +1,294 @@
+//! The submission policy of spec §2, in order: size, recipient count, From = sender, every
+//! recipient registered, the options, the citizen quota. A refusal of a complete,
+//! authenticated submission is recorded as SubmissionRejection before the sender hears of it.
+
+use std::sync::Arc;
+
+use super::assemble::{Prepared, record};
+use super::recipients::{Recipient, resolve};
+use super::{Pipeline, Refusal, SubmitError, Submitter};
+use crate::accounts::{AuthLevel, MailboxKind};
+use crate::address::EmailAddress;
+use crate::evidence::{self, Details, Event, EvidenceRecord, ReasonCode, Sender};
+use crate::message::Options;
+use crate::store::messages as repo;
+
+impl Pipeline {
+    /// Policy checks in spec order; resolves recipients.
+    pub(super) async fn check(
+        &self,
+        from: &Submitter,
+        recipients: &[EmailAddress],
+        prepared: &Prepared,
+        options: Options,
+        now: i64,
+    ) -> Result<Vec<Recipient>, CheckError> {
+        let limits = &self.config.limits;
+        if let Some(detail) = &prepared.too_large {
+            return Err(rejected(
+                Refusal::TooLarge,
+                ReasonCode::Policy,
+                detail.clone(),
+            ));
+        }
+        let mut conn = self.store.pool().acquire().await.map_err(fail)?;
+        if recipients.len() > limits.max_recipients as usize {
+            return Err(rejected(
+                Refusal::TooManyRecipients,
+                ReasonCode::Policy,
+                format!(
+                    "{} recipients: at most {} per message",
+                    recipients.len(),
+                    limits.max_recipients
+                ),
+            ));
+        }
+        if let Some(parsed_from) = &prepared.from
+            && !parsed_from.eq_ignore_ascii_case(&from.mailbox.address.to_string())
+        {
+            return Err(rejected(
+                Refusal::ForgedFrom,
+                ReasonCode::Policy,
+                format!(
+                    "the From address {parsed_from} is not the sender's address {}",
+                    from.mailbox.address
+                ),
+            ));
+        }
+        let mut resolved = Vec::with_capacity(recipients.len());
+        for address in recipients {
+            match resolve(&mut conn, address)
+                .await
+                .map_err(CheckError::Failed)?
+            {
+                Some(r) => resolved.push(r),
+                None => {
+                    return Err(rejected(
+                        Refusal::UnknownRecipient,
+                        ReasonCode::UnknownRecipient,
+                        format!("{address} is not a mailbox reachable through this gateway"),
+                    ));
+                }
+            }
+        }
+        check_options(from, &resolved, options)?;
+        if quota_limited(from) {
+            let day_ago = now - 24 * 60 * 60 * 1000;
+            let (messages, addressed) =
+                repo::sent_since(&mut conn, &from.mailbox.address.key(), day_ago)
+                    .await
+                    .map_err(fail)?;
+            let wanted = i64::try_from(recipients.len()).unwrap_or(i64::MAX);
+            if messages >= i64::from(limits.citizen_daily_messages)
+                || addressed + wanted > i64::from(limits.citizen_daily_recipients)
+            {
+                return Err(rejected(
+                    Refusal::QuotaExceeded,
+                    ReasonCode::QuotaExceeded,
+                    format!(
+                        "daily limit reached: at most {} messages and {} recipients per 24 hours \
+                         at authentication level normal (log in with a second factor to lift it)",
+                        limits.citizen_daily_messages, limits.citizen_daily_recipients
+                    ),
+                ));
+            }
+        }
+        Ok(resolved)
+    }
+
+    /// Records SubmissionRejection for every named recipient, then returns the refusal.
+    pub(super) async fn reject(
+        &self,
+        gateway_id: &str,
+        sender: &Sender,
+        recipients: &[EmailAddress],
+        prepared: &Prepared,
+        rejection: Rejection,
+        now: i64,
+    ) -> SubmitError {
+        let message = prepared.message_ref(gateway_id);
+        // A submission naming thousands of recipients gets a bounded number of records.
+        let cap = self.config.limits.max_recipients as usize + 1;
+        let records: Vec<EvidenceRecord> = recipients
+            .iter()
+            .take(cap)
+            .map(|r| {
+                record(
+                    &self.domain,
+                    Event::SubmissionRejection,
+                    rejection.reason,
+                    sender,
+                    r,
+                    &message,
+                    Details {
+                        reply: Some(rejection.detail.clone()),
+                        ..Details::default()
+                    },
+                    now,
+                )
+            })
+            .collect();
+        metrics::counter!("bote_messages_rejected_total").increment(1);
+        let signed = match evidence::sign_on_pool(self.keys.evidence.clone(), records).await {
+            Ok(s) => s,
+            Err(e) => return e.into(),
+        };
+        if let Err(e) = self.writer.commit(signed, None).await {
+            return e.into();
+        }
+        SubmitError::Refused {
+            refusal: rejection.refusal,
+            detail: rejection.detail,
+            gateway_id: gateway_id.to_owned(),
+        }
+    }
+}
+
+/// Citizens at level `normal` have a daily quota (spec §2).
+pub(super) fn quota_limited(from: &Submitter) -> bool {
+    from.mailbox.kind == MailboxKind::Citizen && from.auth_level != AuthLevel::High
+}
+
+/// One lock per quota-limited sender, held from the quota check to the commit. Entries
+/// live only while someone holds or waits for them.
+#[derive(Debug, Default)]
+pub(super) struct QuotaTurns {
+    locks: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// A held turn; dropping it lets the sender's next submission through.
+pub(super) struct QuotaTurn<'a> {
+    turns: &'a QuotaTurns,
+    key: String,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl QuotaTurns {
+    pub(super) async fn turn(&self, key: &str) -> QuotaTurn<'_> {
+        let lock = self
+            .locks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(key.to_owned())
+            .or_default()
+            .clone();
+        QuotaTurn {
+            turns: self,
+            key: key.to_owned(),
+            guard: Some(lock.lock_owned().await),
+        }
+    }
+}
+
+impl Drop for QuotaTurn<'_> {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        let mut locks = self
+            .turns
+            .locks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Nobody else holds or waits for it: the map's own reference is the last one.
+        if locks
+            .get(&self.key)
+            .is_some_and(|l| Arc::strong_count(l) == 1)
+        {
+            locks.remove(&self.key);
+        }
+    }
+}
+
+pub(super) struct Rejection {
+    refusal: Refusal,
+    reason: ReasonCode,
+    detail: String,
+}
+
+pub(super) enum CheckError {
+    Rejected(Rejection),
+    Failed(SubmitError),
+}
+
+fn rejected(refusal: Refusal, reason: ReasonCode, detail: String) -> CheckError {
+    CheckError::Rejected(Rejection {
+        refusal,
+        reason,
+        detail,
+    })
+}
+
+fn fail(e: impl Into<SubmitError>) -> CheckError {
+    CheckError::Failed(e.into())
+}
+
+fn check_options(
+    from: &Submitter,
+    recipients: &[Recipient],
+    options: Options,
+) -> Result<(), CheckError> {
+    let refuse = |detail: &str| {
+        Err(rejected(
+            Refusal::OptionNotAllowed,
+            ReasonCode::Policy,
+            detail.to_owned(),
+        ))
+    };
+    if options.authoritative {
+        if from.auth_level != AuthLevel::High {
+            return refuse(
+                "authoritative needs authentication level high (log in with a second factor)",
+            );
+        }
+        if from.mailbox.identity.verification.is_none() {
+            return refuse("authoritative needs a verified sender identity");
+        }
+    }
+    if options.retrieval_confirmation && from.mailbox.kind == MailboxKind::Citizen {
+        return refuse("retrieval_confirmation can only be requested by offices");
+    }
+    if options.personal
+        && let Some(r) = recipients
+            .iter()
+            .find(|r| r.mailbox.kind == MailboxKind::External)
+    {
+        return Err(rejected(
+            Refusal::OptionNotAllowed,
+            ReasonCode::Policy,
+            format!(
+                "{} is relayed to an external mail server and cannot receive personal messages",
+                r.mailbox.address
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Parses and de-duplicates recipients. Far more than `max` recipients is not a message
+/// but an attack on the parser: refused before any work, without evidence (up to ten
+/// times `max` gets the regular refusal with evidence in the checks).
+pub(super) fn parse_recipients(
+    raw: &[String],
+    max: usize,
+) -> Result<Vec<EmailAddress>, SubmitError> {
+    if raw.is_empty() {
+        return Err(SubmitError::NoRecipients);
+    }
+    if raw.len() > max.saturating_mul(10) {
+        return Err(SubmitError::RecipientFlood {
+            count: raw.len(),
+            max,
+        });
+    }
+    let mut seen = std::collections::HashSet::with_capacity(raw.len());
+    let mut out: Vec<EmailAddress> = Vec::with_capacity(raw.len());
+    for r in raw {
+        let address = EmailAddress::parse(r).map_err(|reason| SubmitError::Recipient {
+            given: r.clone(),
+            reason,
+        })?;
+        if seen.insert(address.key()) {
+            out.push(address);
+        }
+    }
+    Ok(out)
+}
