@@ -99,20 +99,30 @@ pub async fn audit_records(
             return Ok(count);
         };
         after = i64::try_from(last.log_index).unwrap_or(i64::MAX);
-        for (e, entry) in &page {
-            let id = e.record.evidence_id;
-            crate::crypto::verify_detached(cert, &e.canonical, &e.signature)
-                .map_err(|err| EvidenceError::Audit(format!("evidence {id}: {err}")))?;
-            let expected = EvidenceRecord::commitment(e.record.event, &e.canonical).to_entry();
-            if entry.as_deref() != Some(expected.as_slice()) {
-                return Err(EvidenceError::Audit(format!(
-                    "evidence {id} is missing from the log (entry {} does not commit to it)",
-                    e.log_index
-                )));
-            }
-            count += 1;
+        let checked = page.len() as u64;
+        let cert = cert.clone();
+        crate::crypto::pool::run(move || audit_page(&cert, &page)).await?;
+        count += checked;
+    }
+}
+
+fn audit_page(
+    cert: &sequoia_openpgp::Cert,
+    page: &[(StoredEvidence, Option<Vec<u8>>)],
+) -> Result<(), EvidenceError> {
+    for (e, entry) in page {
+        let id = e.record.evidence_id;
+        crate::crypto::verify_detached(cert, &e.canonical, &e.signature)
+            .map_err(|err| EvidenceError::Audit(format!("evidence {id}: {err}")))?;
+        let expected = EvidenceRecord::commitment(e.record.event, &e.canonical).to_entry();
+        if entry.as_deref() != Some(expected.as_slice()) {
+            return Err(EvidenceError::Audit(format!(
+                "evidence {id} is missing from the log (entry {} does not commit to it)",
+                e.log_index
+            )));
         }
     }
+    Ok(())
 }
 
 /// [`sign`] on the crypto pool.

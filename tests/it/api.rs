@@ -19,6 +19,7 @@ use crate::support::{Gateway, run, run_with_stdin, stderr, stdout};
 /// The gateway's router plus the CLI of its setup.
 pub struct Api {
     pub gw: Gateway,
+    pub core: bote::gateway::Gateway,
     pub app: axum::Router,
 }
 
@@ -58,14 +59,15 @@ impl Api {
     }
 
     pub fn with_config(gw: Gateway, config: Config) -> Self {
-        let app = web::router(bote::gateway::Gateway::from_parts(
+        let core = bote::gateway::Gateway::from_parts(
             gw.store.clone(),
             Arc::new(config),
             gw.keys.clone(),
             gw.log.clone(),
             gw.writer.clone(),
-        ));
-        Self { gw, app }
+        );
+        let app = web::router(core.clone());
+        Self { gw, core, app }
     }
 
     pub async fn call(
@@ -228,7 +230,7 @@ pub fn letter(to: &str, subject: &str, text: &str) -> Value {
     json!({ "to": [to], "subject": subject, "text": text })
 }
 
-fn events(timeline: &Value) -> Vec<String> {
+pub fn events(timeline: &Value) -> Vec<String> {
     timeline
         .as_array()
         .unwrap()
@@ -247,7 +249,7 @@ fn evidence_ids(timeline: &Value) -> Vec<String> {
 }
 
 /// The one copy in a folder.
-async fn only_copy(api: &Api, token: &str, mailbox: &str, folder: &str) -> Value {
+pub async fn only_copy(api: &Api, token: &str, mailbox: &str, folder: &str) -> Value {
     let r = api
         .get(&format!("/api/v1/mailboxes/{mailbox}/{folder}"), token)
         .await;

@@ -10,7 +10,9 @@ mod support;
 
 mod accounts;
 mod api;
+mod architecture;
 mod cli;
+mod core;
 mod directory;
 mod evidence;
 mod http;
