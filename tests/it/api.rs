@@ -225,6 +225,16 @@ pub async fn cast(gw: Gateway) -> Cast {
     Cast { api, anna_otp }
 }
 
+/// Submits a composed letter with `token`; panics unless it is accepted; returns the
+/// gateway id.
+pub async fn send_letter(api: &Api, token: &str, to: &str, subject: &str, text: &str) -> String {
+    let r = api
+        .post("/api/v1/messages", token, letter(to, subject, text))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    r.json()["gateway_id"].as_str().unwrap().to_owned()
+}
+
 /// A composed submission body.
 pub fn letter(to: &str, subject: &str, text: &str) -> Value {
     json!({ "to": [to], "subject": subject, "text": text })
@@ -401,15 +411,14 @@ async fn nobody_reads_what_is_not_theirs(gw: Gateway) {
     api.gw.setup.add_user("legal", "justiz@lemgo.example");
     api.gw.setup.add_user("admin", "admin@lemgo.example");
     let anna = api.login("anna@lemgo.example").await;
-    let r = api
-        .post(
-            "/api/v1/messages",
-            &anna,
-            letter("bauamt@lemgo.example", "Widerspruch Az 4711", "vertraulich"),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
-    let gateway_id = r.json()["gateway_id"].as_str().unwrap().to_owned();
+    let gateway_id = send_letter(
+        &api,
+        &anna,
+        "bauamt@lemgo.example",
+        "Widerspruch Az 4711",
+        "vertraulich",
+    )
+    .await;
     let sent = only_copy(&api, &anna, "anna@lemgo.example", "sent").await;
     let sent_id = sent["id"].as_str().unwrap().to_owned();
 

@@ -10,7 +10,7 @@ use serde_json::Value;
 use sha2::Digest;
 use sqlx::Row;
 
-use crate::api::{Cast, cast, letter, only_copy};
+use crate::api::{Cast, cast, letter, only_copy, send_letter};
 use crate::on_both_backends;
 use crate::support::{Gateway, run, stderr, stdout};
 
@@ -174,15 +174,7 @@ async fn every_bundle_path_verifies_and_audits_alike(gw: Gateway) {
     let Cast { api, .. } = cast(gw).await;
     api.gw.setup.add_user("legal", "justiz@lemgo.example");
     let anna = api.login("anna@lemgo.example").await;
-    let r = api
-        .post(
-            "/api/v1/messages",
-            &anna,
-            letter("bauamt@lemgo.example", "Antrag", "Text"),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
-    let gateway_id = r.json()["gateway_id"].as_str().unwrap().to_owned();
+    let gateway_id = send_letter(&api, &anna, "bauamt@lemgo.example", "Antrag", "Text").await;
     let sent = only_copy(&api, &anna, "anna@lemgo.example", "sent").await;
     let sent_id = sent["id"].as_str().unwrap();
 
@@ -205,13 +197,7 @@ async fn every_bundle_path_verifies_and_audits_alike(gw: Gateway) {
     // 3. The operator, through the CLI.
     let file = api.gw.setup.path().join("cli.tar");
     let out = api.cli(
-        &[
-            "proof",
-            "export",
-            &gateway_id,
-            "-o",
-            file.to_str().unwrap(),
-        ],
+        &["proof", "export", &gateway_id, "-o", file.to_str().unwrap()],
         "",
     );
     let by_operator = std::fs::read(&file).unwrap();
