@@ -131,11 +131,16 @@ fn leaf(
     params.distinguished_name = name(common_name);
     params.extended_key_usages = vec![usage];
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    // 397 days in all, a day of clock skew included: within the 398 days browsers allow
+    // for public certificates and far inside the 825 days clients enforce for private CAs.
     params.not_before = now - Duration::days(1);
-    params.not_after = now + Duration::days(825);
+    params.not_after = params.not_before + Duration::days(LEAF_DAYS);
     let cert = params.signed_by(&key, issuer)?;
     Ok((cert.pem(), key.serialize_pem()))
 }
+
+/// Total validity of development leaf certificates, in days.
+pub const LEAF_DAYS: i64 = 397;
 
 /// Writes a file; secret files get mode 0600 from creation on, never a wider one.
 pub fn write_file(path: &Path, contents: impl AsRef<[u8]>, secret: bool) -> Result<(), PkiError> {

@@ -455,3 +455,38 @@ async fn sighup_reloads_the_certificate_without_a_restart() {
     assert!(status.success(), "{log}");
     assert!(log.contains("TLS certificate reloaded"), "{log}");
 }
+
+/// Days between an `openssl x509 -startdate -enddate` pair.
+fn validity_days(cert: &std::path::Path) -> i64 {
+    let out = Command::new("openssl")
+        .args(["x509", "-noout", "-startdate", "-enddate", "-in"])
+        .arg(cert)
+        .output()
+        .expect("openssl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let date = |key: &str| {
+        let value = text
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .unwrap_or_else(|| panic!("{key} in {text}"));
+        let out = Command::new("date")
+            .args(["-u", "+%s", "-d", value])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse::<i64>()
+            .unwrap()
+    };
+    (date("notAfter=") - date("notBefore=")) / 86_400
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn development_certificates_stay_within_what_clients_accept() {
+    let (setup, _db) = Setup::new(Backend::Sqlite).await;
+    for leaf in ["server.crt", "peer.crt"] {
+        let days = validity_days(&setup.path().join("certs").join(leaf));
+        assert!(days <= 398, "{leaf}: {days} days");
+        assert!(days >= 365, "{leaf}: {days} days");
+    }
+}
