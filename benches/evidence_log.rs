@@ -66,6 +66,7 @@ fn record(i: usize) -> EvidenceRecord {
             sha256: Sha256Digest::of(&i.to_be_bytes()),
             size: 1024,
             attachments: Vec::new(),
+            all_attachments: None,
         },
         details: Details::default(),
     }

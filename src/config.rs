@@ -174,6 +174,15 @@ pub struct LimitsConfig {
     pub citizen_daily_recipients: u32,
     /// Largest JSON request body of the API, in bytes.
     pub http_max_body: u64,
+    /// MIME parts per message, the root included (nested messages count with their parts).
+    pub max_mime_parts: u32,
+    /// Deepest MIME nesting per message.
+    pub max_mime_depth: u32,
+    /// Header fields per message, all parts together.
+    pub max_header_fields: u32,
+    /// Bytes of messages in flight, counted as size × (copies + 2), that the process holds
+    /// at once; a submission over the budget waits, then is refused as temporary.
+    pub memory_budget: u64,
 }
 
 impl Default for GatewayConfig {
@@ -246,6 +255,10 @@ impl Default for LimitsConfig {
             citizen_daily_messages: 100,
             citizen_daily_recipients: 300,
             http_max_body: 32 * 1024 * 1024,
+            max_mime_parts: 1000,
+            max_mime_depth: 20,
+            max_header_fields: 10_000,
+            memory_budget: 1024 * 1024 * 1024,
         }
     }
 }

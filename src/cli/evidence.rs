@@ -72,6 +72,10 @@ pub enum EvidenceCommand {
         /// Events before this time.
         #[arg(long, value_parser = parse_time)]
         until: Option<i64>,
+        /// Only records after the one at this log index (the last index of a previous
+        /// page).
+        #[arg(long)]
+        after: Option<u64>,
         /// Most records shown.
         #[arg(long, default_value_t = query::DEFAULT_LIMIT)]
         limit: i64,
@@ -297,6 +301,7 @@ pub async fn evidence(config_path: &Path, command: EvidenceCommand) -> Result<()
             recipient,
             from,
             until,
+            after,
             limit,
         } => {
             let search = Search {
@@ -305,6 +310,7 @@ pub async fn evidence(config_path: &Path, command: EvidenceCommand) -> Result<()
                 recipient,
                 from,
                 until,
+                after,
                 limit: Some(limit),
             };
             query::search(&mut conn, &search).await?

@@ -26,6 +26,8 @@ pub struct Search {
     pub from: Option<i64>,
     /// Event time before (unix ms).
     pub until: Option<i64>,
+    /// Only records after the one at this log index (the cursor of the previous page).
+    pub after: Option<u64>,
     /// Most rows (default [`DEFAULT_LIMIT`]).
     pub limit: Option<i64>,
 }
@@ -85,6 +87,7 @@ pub async fn search(
         recipient: search.recipient.as_ref().map(EmailAddress::key),
         from: search.from,
         until: search.until,
+        after: search.after.map(|a| i64::try_from(a).unwrap_or(i64::MAX)),
         limit: search.limit.unwrap_or(DEFAULT_LIMIT),
     };
     Ok(repo::search(conn, &filter).await?)

@@ -243,8 +243,46 @@ pub struct MessageRef {
     pub sha256: Sha256Digest,
     /// Size of those bytes.
     pub size: u64,
-    /// Attachments.
+    /// Attachments: every one, or the first [`LISTED_ATTACHMENTS`] when there are more.
     pub attachments: Vec<Attachment>,
+    /// When a message has more than [`LISTED_ATTACHMENTS`] attachments: how many, and the
+    /// digest of the complete list, so the record stays small and still commits to all.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub all_attachments: Option<AttachmentList>,
+}
+
+/// Attachments a record lists one by one; beyond, it carries an [`AttachmentList`].
+pub const LISTED_ATTACHMENTS: usize = 20;
+
+/// The complete attachment list of a message, by count and digest: SHA-256 of the RFC 8785
+/// canonical JSON array of every attachment (`[{"name":…,"sha256":…,"size":…},…]`, in
+/// message order), which anyone holding the message can recompute.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttachmentList {
+    /// How many attachments the message has.
+    pub count: u64,
+    /// SHA-256 of the canonical JSON of all of them.
+    pub sha256: Sha256Digest,
+}
+
+impl AttachmentList {
+    /// The listed attachments and, for a long list, its summary.
+    pub fn bounded(
+        mut all: Vec<Attachment>,
+    ) -> Result<(Vec<Attachment>, Option<Self>), RecordError> {
+        if all.len() <= LISTED_ATTACHMENTS {
+            return Ok((all, None));
+        }
+        let canonical =
+            serde_jcs::to_vec(&all).map_err(|e| RecordError::Serialize(e.to_string()))?;
+        let summary = Self {
+            count: all.len() as u64,
+            sha256: Sha256Digest::of(&canonical),
+        };
+        all.truncate(LISTED_ATTACHMENTS);
+        Ok((all, Some(summary)))
+    }
 }
 
 /// Event details; absent fields do not apply to the event.
@@ -351,8 +389,13 @@ impl EvidenceRecord {
 impl Commitment {
     /// The entry bytes: canonical JSON, ASCII only.
     pub fn to_entry(&self) -> Vec<u8> {
-        // The shape is fixed and holds only strings and a small integer: cannot fail.
-        serde_jcs::to_vec(self).unwrap_or_default()
+        // RFC 8785 of this fixed shape, written out: members in code-point order, and every
+        // value ASCII without anything to escape (an event name, hex digits, a number).
+        format!(
+            "{{\"event\":\"{}\",\"record_sha256\":\"{}\",\"version\":{}}}",
+            self.event, self.record_sha256, self.version
+        )
+        .into_bytes()
     }
 
     /// Parses entry bytes, refusing non-canonical spellings.
@@ -431,6 +474,7 @@ pub(crate) mod tests {
                     size: 3,
                     sha256: Sha256Digest::of(b"pdf"),
                 }],
+                all_attachments: None,
             },
             details: Details::default(),
         }
@@ -496,6 +540,37 @@ pub(crate) mod tests {
         );
         assert_eq!(String::from_utf8(entry.clone()).unwrap(), expected);
         assert_eq!(Commitment::from_entry(&entry).unwrap().event, r.event);
+        // The written-out form is what RFC 8785 gives, for every event.
+        for event in Event::ALL {
+            let c = EvidenceRecord::commitment(*event, &bytes);
+            assert_eq!(c.to_entry(), serde_jcs::to_vec(&c).unwrap());
+        }
+    }
+
+    #[test]
+    fn long_attachment_lists_are_summarised() {
+        let attachment = |i: usize| Attachment {
+            name: format!("seite-{i}.pdf"),
+            size: i as u64,
+            sha256: Sha256Digest::of(&i.to_be_bytes()),
+        };
+        let few: Vec<Attachment> = (0..LISTED_ATTACHMENTS).map(attachment).collect();
+        assert_eq!(AttachmentList::bounded(few.clone()).unwrap(), (few, None));
+        let many: Vec<Attachment> = (0..200_000).map(attachment).collect();
+        let (listed, summary) = AttachmentList::bounded(many.clone()).unwrap();
+        assert_eq!(listed, many[..LISTED_ATTACHMENTS]);
+        let summary = summary.unwrap();
+        assert_eq!(summary.count, 200_000);
+        assert_eq!(
+            summary.sha256,
+            Sha256Digest::of(&serde_jcs::to_vec(&many).unwrap())
+        );
+        let mut r = sample(Event::SubmissionAcceptance, ReasonCode::Accepted);
+        r.message.attachments = listed;
+        r.message.all_attachments = Some(summary);
+        let bytes = r.to_canonical().unwrap();
+        assert!(bytes.len() < 4096, "{} bytes", bytes.len());
+        assert_eq!(EvidenceRecord::from_canonical(&bytes).unwrap(), r);
     }
 
     #[test]

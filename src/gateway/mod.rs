@@ -16,8 +16,8 @@ mod proofs;
 mod read;
 mod send;
 
-pub use proofs::MAX_SEARCH;
-pub use read::FOLDERS;
+pub use proofs::SEARCH_PAGE;
+pub use read::{FOLDER_PAGE, FOLDERS, TIMELINE_PAGE};
 
 use std::sync::Arc;
 
@@ -59,6 +59,14 @@ pub enum GatewayError {
     /// The caller may send from several mailboxes and named none.
     #[error("you can send from several mailboxes: name the one to send from")]
     SenderRequired,
+    /// A page size outside what a listing allows.
+    #[error("limit must be a whole number from 1 to {max} (default {default})")]
+    PageSize {
+        /// The default.
+        default: i64,
+        /// The largest page.
+        max: i64,
+    },
 }
 
 impl From<sqlx::Error> for GatewayError {
@@ -85,7 +93,53 @@ impl Classify for GatewayError {
                 "Choose a sending mailbox",
             )
             .detail(self),
+            Self::PageSize { .. } => {
+                Failure::new(ErrorKind::Invalid, "invalid-limit", "Invalid page size").detail(self)
+            }
         }
+    }
+}
+
+/// The page sizes of a listing: every list the gateway returns is bounded (spec §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageSize {
+    /// When the caller names none.
+    pub default: i64,
+    /// The most one page holds; larger requests get this many.
+    pub max: i64,
+}
+
+impl PageSize {
+    /// The page size for a requested `limit`: the default when absent, at most `max`;
+    /// zero or negative is refused.
+    pub fn of(self, limit: Option<i64>) -> Result<i64, GatewayError> {
+        match limit {
+            None => Ok(self.default),
+            Some(n) if n < 1 => Err(GatewayError::PageSize {
+                default: self.default,
+                max: self.max,
+            }),
+            Some(n) => Ok(n.min(self.max)),
+        }
+    }
+}
+
+/// One page of a listing, with the cursor of the next page when this one is full.
+#[derive(Debug, Clone)]
+pub struct Paged<T> {
+    /// The items.
+    pub items: Vec<T>,
+    /// Where the next page starts (`after`/`before` of the next request), if there may be
+    /// more.
+    pub next: Option<String>,
+}
+
+impl<T> Paged<T> {
+    /// A page of `items` asked for with `limit`; `cursor` names an item's position.
+    fn of(items: Vec<T>, limit: i64, cursor: impl Fn(&T) -> String) -> Self {
+        let full = i64::try_from(items.len()).is_ok_and(|n| n >= limit);
+        let next = if full { items.last().map(cursor) } else { None };
+        Self { items, next }
     }
 }
 

@@ -1,7 +1,7 @@
 //! Proofs: bundle export and evidence search. Whoever asks, a bundle leaves through
 //! [`bundle::export_audited`]: built, verified against the gateway's own keys, audited.
 
-use super::{Gateway, GatewayError};
+use super::{Gateway, GatewayError, PageSize, Paged};
 use crate::accounts::Role;
 use crate::address::EmailAddress;
 use crate::auth::Caller;
@@ -9,8 +9,11 @@ use crate::evidence::StoredEvidence;
 use crate::evidence::bundle::{self, Exported};
 use crate::evidence::query::{self, Search};
 
-/// Most records one evidence search returns.
-pub const MAX_SEARCH: i64 = query::DEFAULT_LIMIT;
+/// Evidence search pages.
+pub const SEARCH_PAGE: PageSize = PageSize {
+    default: 100,
+    max: 1000,
+};
 
 impl Gateway {
     /// The bundle of a copy the caller can see: its own recipient's chain, or for the
@@ -28,19 +31,21 @@ impl Gateway {
         self.export(caller, &message, recipient.as_ref()).await
     }
 
-    /// Evidence search (legal role), oldest first, at most [`MAX_SEARCH`] records.
+    /// A page of an evidence search (legal role), oldest first ([`SEARCH_PAGE`]).
     pub async fn search_evidence(
         &self,
         caller: &Caller,
         search: &Search,
-    ) -> Result<Vec<StoredEvidence>, GatewayError> {
+    ) -> Result<Paged<StoredEvidence>, GatewayError> {
         self.require_legal(caller)?;
+        let limit = SEARCH_PAGE.of(search.limit)?;
         let search = Search {
-            limit: Some(search.limit.unwrap_or(MAX_SEARCH).clamp(1, MAX_SEARCH)),
+            limit: Some(limit),
             ..search.clone()
         };
         let mut conn = self.store.pool().acquire().await?;
-        Ok(query::search(&mut conn, &search).await?)
+        let items = query::search(&mut conn, &search).await?;
+        Ok(Paged::of(items, limit, |e| e.log_index.to_string()))
     }
 
     /// Any message's bundle, by gateway id or Message-ID (legal role).

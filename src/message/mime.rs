@@ -99,6 +99,23 @@ pub struct AttachmentFacts {
     pub sha256: [u8; 32],
 }
 
+/// How large a message's MIME structure is (spec §2: parts, nesting and headers are
+/// bounded). Nested `message/rfc822` parts count with everything inside them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Structure {
+    /// MIME parts, the root included.
+    pub parts: usize,
+    /// Deepest nesting: 1 for a single-part message, 2 for a multipart with leaves, …
+    pub depth: usize,
+    /// Header fields of every part together.
+    pub header_fields: usize,
+}
+
+/// Longest Message-ID accepted, in octets (with the angle brackets).
+pub const MAX_MESSAGE_ID: usize = 250;
+/// Longest attachment name kept in evidence, in characters; longer names are cut there.
+pub const MAX_ATTACHMENT_NAME: usize = 255;
+
 /// What the gateway records about submitted content, without copying any of it.
 #[derive(Debug, Clone)]
 pub struct Facts {
@@ -110,6 +127,29 @@ pub struct Facts {
     pub attachments: Vec<AttachmentFacts>,
     /// The content is an RFC 3156 encrypted message.
     pub end_to_end: bool,
+    /// The size of its MIME structure.
+    pub structure: Structure,
+}
+
+/// Measures the MIME structure without recursion (a deeply nested message cannot
+/// exhaust the stack).
+fn structure(message: &mail_parser::Message<'_>) -> Structure {
+    let mut out = Structure::default();
+    let mut stack: Vec<(&mail_parser::Message<'_>, u32, usize)> = vec![(message, 0, 1)];
+    while let Some((msg, id, depth)) = stack.pop() {
+        let Some(part) = msg.part(id) else { continue };
+        out.parts += 1;
+        out.depth = out.depth.max(depth);
+        out.header_fields += part.headers.len();
+        match &part.body {
+            mail_parser::PartType::Multipart(children) => {
+                stack.extend(children.iter().map(|c| (msg, *c, depth + 1)));
+            }
+            mail_parser::PartType::Message(nested) => stack.push((nested, 0, depth + 1)),
+            _ => {}
+        }
+    }
+    out
 }
 
 /// The facts of a submitted message; it must parse and name a From address.
@@ -134,17 +174,30 @@ pub fn facts(bytes: &[u8]) -> Result<Facts, MimeError> {
             .attachments()
             .enumerate()
             .map(|(i, part)| AttachmentFacts {
-                name: part_name(i, part),
+                name: part_name(i, part)
+                    .chars()
+                    .take(MAX_ATTACHMENT_NAME)
+                    .collect(),
                 size: part.contents().len() as u64,
                 sha256: sha2::Sha256::digest(part.contents()).into(),
             })
             .collect()
     };
+    let message_id = message.message_id().map(|id| format!("<{id}>"));
+    if message_id
+        .as_ref()
+        .is_some_and(|id| id.len() > MAX_MESSAGE_ID)
+    {
+        return Err(MimeError::Malformed(
+            "the Message-ID is longer than 250 characters",
+        ));
+    }
     Ok(Facts {
-        message_id: message.message_id().map(|id| format!("<{id}>")),
+        message_id,
         from,
         attachments,
         end_to_end,
+        structure: structure(&message),
     })
 }
 

@@ -44,6 +44,23 @@ pub enum Content {
     },
 }
 
+impl Content {
+    /// About how many bytes the RFC 5322 form takes (composed parts grow by base64).
+    pub fn approx_size(&self) -> u64 {
+        match self {
+            Self::Rfc5322(bytes) => bytes.len() as u64,
+            Self::Composed {
+                subject,
+                text,
+                attachments,
+            } => {
+                let attached: u64 = attachments.iter().map(|a| a.data.len() as u64).sum();
+                (subject.len() + text.len()) as u64 + attached / 3 * 4 + 1024
+            }
+        }
+    }
+}
+
 /// One attachment of a parsed message, decoded.
 #[derive(Debug, Clone)]
 pub struct Part {

@@ -7,13 +7,14 @@ use std::sync::Arc;
 use sequoia_openpgp::Cert;
 
 use super::recipients::Recipient;
-use super::{SubmitError, Submitter, new_id};
+use super::{Refusal, SubmitError, Submitter, new_id};
 use crate::accounts::{Mailbox, MailboxKind};
 use crate::address::EmailAddress;
 use crate::crypto::message::{self as pgp, Attestation};
+use crate::evidence::record::AttachmentList;
 use crate::evidence::{
-    self, Attachment, Details, Event, EvidenceRecord, IdentityAssurance, MessageRef, ReasonCode,
-    Sender, Sha256Digest, SignedRecord, Timestamp,
+    self, Attachment, Details, Event, EvidenceError, EvidenceRecord, IdentityAssurance, MessageRef,
+    ReasonCode, Sender, Sha256Digest, SignedRecord, Timestamp,
 };
 use crate::keys::KeyRing;
 use crate::message::mime;
@@ -76,10 +77,11 @@ pub(super) struct Prepared {
     pub(super) sha256: Sha256Digest,
     pub(super) message_id: Option<String>,
     pub(super) from: Option<String>,
-    pub(super) attachments: Vec<Attachment>,
+    /// What records list of the attachments (bounded), and the summary of a long list.
+    pub(super) attachments: (Vec<Attachment>, Option<AttachmentList>),
     pub(super) end_to_end: bool,
-    /// Set when the bytes exceed the limit (then nothing else was parsed).
-    pub(super) too_large: Option<String>,
+    /// A limit the content breaks: size (then nothing was parsed) or MIME structure.
+    pub(super) over_limit: Option<(Refusal, String)>,
 }
 
 impl Prepared {
@@ -89,7 +91,51 @@ impl Prepared {
             message_id: self.message_id.clone(),
             sha256: self.sha256,
             size: self.size,
-            attachments: self.attachments.clone(),
+            attachments: self.attachments.0.clone(),
+            all_attachments: self.attachments.1.clone(),
+        }
+    }
+}
+
+/// The content limits a submission is held to (spec §2).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ContentLimits {
+    pub(super) size: u64,
+    pub(super) parts: usize,
+    pub(super) depth: usize,
+    pub(super) header_fields: usize,
+}
+
+impl ContentLimits {
+    pub(super) fn of(limits: &crate::config::LimitsConfig) -> Self {
+        let n = |v: u32| usize::try_from(v).unwrap_or(usize::MAX);
+        Self {
+            size: limits.message_size_submission,
+            parts: n(limits.max_mime_parts),
+            depth: n(limits.max_mime_depth),
+            header_fields: n(limits.max_header_fields),
+        }
+    }
+
+    /// What is wrong with a structure, if anything.
+    fn check(&self, s: mime::Structure) -> Option<String> {
+        if s.parts > self.parts {
+            Some(format!(
+                "{} MIME parts: at most {} per message",
+                s.parts, self.parts
+            ))
+        } else if s.depth > self.depth {
+            Some(format!(
+                "MIME parts nested {} deep: at most {}",
+                s.depth, self.depth
+            ))
+        } else if s.header_fields > self.header_fields {
+            Some(format!(
+                "{} header fields: at most {} per message",
+                s.header_fields, self.header_fields
+            ))
+        } else {
+            None
         }
     }
 }
@@ -100,7 +146,7 @@ pub(super) fn prepare(
     recipients: &[EmailAddress],
     message_id: &str,
     content: Content,
-    limit: u64,
+    limits: ContentLimits,
 ) -> Result<Prepared, SubmitError> {
     let bytes = match content {
         Content::Rfc5322(bytes) => bytes,
@@ -118,23 +164,37 @@ pub(super) fn prepare(
         )?,
     };
     let sha256 = Sha256Digest::of(&bytes);
-    if bytes.len() as u64 > limit {
+    let size = bytes.len() as u64;
+    if size > limits.size {
         let detail = format!(
-            "the message is {} bytes; at most {limit} bytes may be submitted",
-            bytes.len()
+            "the message is {size} bytes; at most {} bytes may be submitted",
+            limits.size
         );
         return Ok(Prepared {
-            size: bytes.len() as u64,
+            size,
             bytes,
             sha256,
             message_id: None,
             from: None,
-            attachments: Vec::new(),
+            attachments: (Vec::new(), None),
             end_to_end: false,
-            too_large: Some(detail),
+            over_limit: Some((Refusal::TooLarge, detail)),
         });
     }
     let facts = mime::facts(&bytes)?;
+    if let Some(detail) = limits.check(facts.structure) {
+        // The record of the refusal names the message by digest, not its thousands of parts.
+        return Ok(Prepared {
+            size,
+            bytes,
+            sha256,
+            message_id: facts.message_id,
+            from: Some(facts.from),
+            attachments: (Vec::new(), None),
+            end_to_end: facts.end_to_end,
+            over_limit: Some((Refusal::TooComplex, detail)),
+        });
+    }
     let attachments = facts
         .attachments
         .into_iter()
@@ -148,10 +208,10 @@ pub(super) fn prepare(
         sha256,
         message_id: facts.message_id,
         from: Some(facts.from),
-        attachments,
+        attachments: AttachmentList::bounded(attachments).map_err(EvidenceError::from)?,
         end_to_end: facts.end_to_end,
-        too_large: None,
-        size: bytes.len() as u64,
+        over_limit: None,
+        size,
         bytes,
     })
 }

@@ -12,6 +12,7 @@
 
 mod assemble;
 mod batcher;
+mod budget;
 mod open;
 mod policy;
 mod receipts;
@@ -21,8 +22,9 @@ use std::sync::Arc;
 
 use sequoia_openpgp::Cert;
 
-use assemble::{Assembly, attestation, evidence_sender, prepare};
+use assemble::{Assembly, ContentLimits, attestation, evidence_sender, prepare};
 use batcher::{Batcher, Rows};
+use budget::{Busy, MemoryBudget};
 pub use open::{OpenError, OpenedMessage, Summary};
 use policy::{CheckError, QuotaTurns, parse_recipients, quota_limited};
 pub use receipts::Receipt;
@@ -101,6 +103,8 @@ pub struct Accepted {
 pub enum Refusal {
     /// Larger than the submission limit.
     TooLarge,
+    /// More MIME parts, deeper nesting or more header fields than allowed.
+    TooComplex,
     /// More recipients than allowed.
     TooManyRecipients,
     /// A recipient that is not a registered, enabled mailbox.
@@ -164,6 +168,9 @@ pub enum SubmitError {
     /// Storage.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Messages in flight fill the memory budget.
+    #[error(transparent)]
+    Busy(#[from] Busy),
 }
 
 impl From<sqlx::Error> for SubmitError {
@@ -179,6 +186,11 @@ impl Refusal {
                 ErrorKind::TooLarge,
                 "message-too-large",
                 "Message too large",
+            ),
+            Self::TooComplex => (
+                ErrorKind::Unprocessable,
+                "message-too-complex",
+                "Message structure too complex",
             ),
             Self::TooManyRecipients => (
                 ErrorKind::Unprocessable,
@@ -227,6 +239,9 @@ impl Classify for SubmitError {
             | Self::Mime(_) => {
                 Failure::new(ErrorKind::Invalid, "invalid-message", "Invalid message").detail(self)
             }
+            Self::Busy(_) => Failure::new(ErrorKind::Unavailable, "busy", "Busy")
+                .detail(self)
+                .retry_after(5),
             Self::Writer(e) => e.failure(),
             Self::Store(e) => e.failure(),
             Self::Evidence(e) => e.failure(),
@@ -243,6 +258,7 @@ pub struct Pipeline {
     keys: KeyRing,
     writer: Writer,
     batcher: Batcher,
+    budget: MemoryBudget,
     quota: Arc<QuotaTurns>,
     domain: String,
 }
@@ -260,11 +276,13 @@ impl Pipeline {
     /// The pipeline of a running gateway.
     pub fn new(store: Store, config: Arc<Config>, keys: KeyRing, writer: Writer) -> Self {
         let domain = config.primary_domain().to_owned();
+        let budget = MemoryBudget::new(config.limits.memory_budget);
         Self {
             store,
             config,
             keys,
             batcher: Batcher::spawn(writer.clone()),
+            budget,
             quota: Arc::default(),
             writer,
             domain,
@@ -288,13 +306,21 @@ impl Pipeline {
             &submission.recipients,
             self.config.limits.max_recipients as usize,
         )?;
+        // Held until the commit returns: the copies live in memory until then.
+        let _room = self
+            .budget
+            .reserve(budget::footprint(
+                submission.content.approx_size(),
+                recipients.len(),
+            ))
+            .await?;
         let sender_address = from.mailbox.address.clone();
         let message_id = format!("<{gateway_id}@{}>", self.domain);
-        let limit = self.config.limits.message_size_submission;
+        let limits = ContentLimits::of(&self.config.limits);
         let content = submission.content;
         let prepared = pool::run({
             let recipients = recipients.clone();
-            move || prepare(&sender_address, &recipients, &message_id, content, limit)
+            move || prepare(&sender_address, &recipients, &message_id, content, limits)
         })
         .await?;
         let sender = evidence_sender(from);

@@ -290,13 +290,15 @@ impl Pipeline {
         }
     }
 
-    /// The newest messages of one folder of a mailbox, subjects decrypted (not those of
-    /// `personal` messages for a reader below level `high`).
+    /// The newest messages of one folder of a mailbox, older than the copy `before`,
+    /// subjects decrypted (not those of `personal` messages for a reader below level
+    /// `high`).
     pub async fn list(
         &self,
         access: &Access,
         address: &EmailAddress,
         folder: &str,
+        before: Option<&str>,
         limit: i64,
     ) -> Result<Vec<Summary>, OpenError> {
         let mut conn = self.store.pool().acquire().await?;
@@ -307,7 +309,7 @@ impl Pipeline {
         if access.is_send_only() {
             return Err(OpenError::SendOnly);
         }
-        let copies = repo::list_copies(&mut conn, mailbox.id, folder, limit).await?;
+        let copies = repo::list_copies(&mut conn, mailbox.id, folder, before, limit).await?;
         drop(conn);
         if copies.is_empty() {
             return Ok(Vec::new());
@@ -458,30 +460,33 @@ impl Pipeline {
         }
     }
 
-    /// The evidence timeline of a copy: the reader's own chain for a received copy (no
-    /// other recipient shows, spec §3.4), every recipient's for the sender's copy.
+    /// A page of the evidence timeline of a copy: the reader's own chain for a received
+    /// copy (no other recipient shows, spec §3.4), every recipient's for the sender's copy.
     pub async fn timeline(
         &self,
         access: &Access,
         copy_id: &str,
-    ) -> Result<(StoredCopy, Vec<StoredEvidence>), OpenError> {
+        after: Option<u64>,
+        limit: i64,
+    ) -> Result<Vec<StoredEvidence>, OpenError> {
         let (stored, _) = self.copy_for(access, copy_id).await?;
-        let records = self.evidence_of(&stored).await?;
-        Ok((stored, records))
+        self.evidence_of(&stored, after, limit).await
     }
 
-    /// The receipts of the sender's copy of a message (a received copy has none: 404,
-    /// decided before anything is opened, so asking can never count as a handover).
+    /// A page of the receipts of the sender's copy of a message (a received copy has none:
+    /// 404, decided before anything is opened, so asking can never count as a handover).
     pub async fn receipts(
         &self,
         access: &Access,
         copy_id: &str,
+        after: Option<u64>,
+        limit: i64,
     ) -> Result<Vec<super::Receipt>, OpenError> {
         let (stored, mailbox) = self.copy_for(access, copy_id).await?;
         if stored.copy.folder != "sent" {
             return Err(OpenError::NotFound);
         }
-        let records = self.evidence_of(&stored).await?;
+        let records = self.evidence_of(&stored, after, limit).await?;
         let sender = EmailAddress::parse(&stored.message.sender)?;
         let opened = self.open_copy(access, stored, mailbox).await?;
         let subject = opened.summary.subject.unwrap_or_default();
@@ -493,20 +498,28 @@ impl Pipeline {
         ))
     }
 
-    /// The evidence a copy's reader may see: their own chain for a received copy, every
-    /// recipient's for the sender's copy.
-    async fn evidence_of(&self, stored: &StoredCopy) -> Result<Vec<StoredEvidence>, OpenError> {
-        let mut conn = self.store.pool().acquire().await?;
-        let all = query::timeline(&mut conn, &stored.message.gateway_id).await?;
-        let mine = if stored.copy.folder == "inbox" {
-            let me = stored.copy.recipient.to_ascii_lowercase();
-            all.into_iter()
-                .filter(|e| e.record.recipient.key() == me)
-                .collect()
+    /// A page of the evidence a copy's reader may see: their own chain for a received
+    /// copy, every recipient's for the sender's copy.
+    async fn evidence_of(
+        &self,
+        stored: &StoredCopy,
+        after: Option<u64>,
+        limit: i64,
+    ) -> Result<Vec<StoredEvidence>, OpenError> {
+        let recipient = if stored.copy.folder == "inbox" {
+            Some(EmailAddress::parse(&stored.copy.recipient)?)
         } else {
-            all
+            None
         };
-        Ok(mine)
+        let search = query::Search {
+            message: Some(stored.message.gateway_id.clone()),
+            recipient,
+            after,
+            limit: Some(limit),
+            ..query::Search::default()
+        };
+        let mut conn = self.store.pool().acquire().await?;
+        Ok(query::search(&mut conn, &search).await?)
     }
 
     /// What a bundle of this copy proves, if `access` may see it: the message and the

@@ -24,12 +24,8 @@ impl Pipeline {
         now: i64,
     ) -> Result<Vec<Recipient>, CheckError> {
         let limits = &self.config.limits;
-        if let Some(detail) = &prepared.too_large {
-            return Err(rejected(
-                Refusal::TooLarge,
-                ReasonCode::Policy,
-                detail.clone(),
-            ));
+        if let Some((refusal, detail)) = &prepared.over_limit {
+            return Err(rejected(*refusal, ReasonCode::Policy, detail.clone()));
         }
         let mut conn = self.store.pool().acquire().await.map_err(fail)?;
         if recipients.len() > limits.max_recipients as usize {

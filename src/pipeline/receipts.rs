@@ -19,6 +19,8 @@ pub struct Receipt {
     pub evidence_id: String,
     /// The recipient the evidence is about.
     pub recipient: String,
+    /// The log index of the evidence (the receipts' page cursor).
+    pub log_index: u64,
     /// `REM <Event>: <subject>`.
     pub subject: String,
     /// The `REM-*` header fields, in order.
@@ -78,6 +80,7 @@ fn render(issuer: &str, sender: &EmailAddress, subject: &str, e: &StoredEvidence
         event: r.event.to_string(),
         evidence_id: r.evidence_id.to_string(),
         recipient: r.recipient.to_string(),
+        log_index: e.log_index,
         subject: title,
         headers,
         evidence,

@@ -77,6 +77,8 @@ pub struct Filter {
     pub from: Option<i64>,
     /// Event time before (unix ms).
     pub until: Option<i64>,
+    /// Only records after the one at this log index, in the order below (a page cursor).
+    pub after: Option<i64>,
     /// Most rows returned.
     pub limit: i64,
 }
@@ -93,13 +95,16 @@ pub async fn search(
            AND ($3 IS NULL OR recipient_key = $3) \
            AND ($4 IS NULL OR event_time >= $4) \
            AND ($5 IS NULL OR event_time < $5) \
-         ORDER BY event_time, log_index LIMIT $6",
+           AND ($6 IS NULL OR (event_time, log_index) > \
+                (SELECT event_time, log_index FROM evidence WHERE log_index = $6)) \
+         ORDER BY event_time, log_index LIMIT $7",
     )
     .bind(filter.message.clone())
     .bind(filter.sender.clone())
     .bind(filter.recipient.clone())
     .bind(filter.from)
     .bind(filter.until)
+    .bind(filter.after)
     .bind(filter.limit)
     .fetch_all(conn)
     .await?;

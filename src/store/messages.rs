@@ -266,22 +266,26 @@ pub async fn copy(conn: &mut AnyConnection, id: &str) -> Result<Option<StoredCop
 
 /// The newest copies in one folder of a mailbox, newest first, without their bodies (fetch
 /// those one at a time with [`body`]: a folder of large messages must not be in memory at
-/// once).
+/// once). `before` is the last copy id of the previous page.
 pub async fn list_copies(
     conn: &mut AnyConnection,
     mailbox_id: i64,
     folder: &str,
+    before: Option<&str>,
     limit: i64,
 ) -> Result<Vec<StoredCopy>, StoreError> {
     let columns = COPY_COLUMNS.replace("c.body", "NULL AS body");
     let sql = format!(
         "SELECT {columns} FROM message_copies c JOIN messages m \
          ON m.gateway_id = c.gateway_id WHERE c.mailbox_id = $1 AND c.folder = $2 \
-         ORDER BY c.created_at DESC, c.id LIMIT $3"
+         AND ($3 IS NULL OR (c.created_at, c.id) < \
+              (SELECT created_at, id FROM message_copies WHERE id = $3)) \
+         ORDER BY c.created_at DESC, c.id DESC LIMIT $4"
     );
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(mailbox_id)
         .bind(folder)
+        .bind(before)
         .bind(limit)
         .fetch_all(conn)
         .await?;

@@ -2,14 +2,13 @@
 //! query layer. Legal staff see metadata and evidence, never bodies or subjects (the
 //! records hold neither).
 
-use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::{OriginalUri, Query, State};
 use axum::response::Response;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use super::ApiError;
 use super::messages::{EvidenceOut, download};
+use super::{ApiError, paged};
 use crate::address::EmailAddress;
 use crate::auth::Caller;
 use crate::clock::parse_rfc3339_ms;
@@ -51,7 +50,9 @@ pub struct SearchQuery {
     from: Option<String>,
     /// Event time before (RFC 3339).
     until: Option<String>,
-    /// Most records (default 1000).
+    /// Records after the one at this log index (from the previous page's `Link`).
+    after: Option<u64>,
+    /// Most records (default 100, at most 1000).
     limit: Option<i64>,
 }
 
@@ -61,18 +62,22 @@ pub struct SearchQuery {
 pub async fn search(
     State(gateway): State<Gateway>,
     caller: Caller,
+    OriginalUri(uri): OriginalUri,
     Query(q): Query<SearchQuery>,
-) -> Result<Json<Vec<EvidenceOut>>, ApiError> {
+) -> Result<Response, ApiError> {
     let search = Search {
         message: q.message,
         sender: address("sender", q.sender.as_deref())?,
         recipient: address("recipient", q.recipient.as_deref())?,
         from: time("from", q.from.as_deref())?,
         until: time("until", q.until.as_deref())?,
+        after: q.after,
         limit: q.limit,
     };
     let found = gateway.search_evidence(&caller, &search).await?;
-    Ok(Json(found.iter().map(EvidenceOut::from_stored).collect()))
+    Ok(paged(found, &uri, "after", |e| {
+        EvidenceOut::from_stored(&e)
+    }))
 }
 
 /// Export parameters.

@@ -1,7 +1,7 @@
 //! Submitting, listing and reading messages; their timelines, receipts and bundles.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{OriginalUri, Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
@@ -9,7 +9,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{ApiError, ApiJson};
+use super::{ApiError, ApiJson, paged};
 use crate::address::EmailAddress;
 use crate::auth::Caller;
 use crate::crypto::armor_signature;
@@ -287,11 +287,22 @@ impl From<Summary> for SummaryOut {
     }
 }
 
-/// `?limit=`
+/// `?limit=&before=`
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct ListQuery {
     /// Most messages (default 50, at most 200).
     limit: Option<i64>,
+    /// Messages older than this copy (from the previous page's `Link`).
+    before: Option<String>,
+}
+
+/// `?limit=&after=`
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct EvidencePageQuery {
+    /// Most records (default 100, at most 1000).
+    limit: Option<i64>,
+    /// Records after the one at this log index (from the previous page's `Link`).
+    after: Option<u64>,
 }
 
 /// Lists a folder (`inbox` or `sent`), newest first, subjects decrypted for the caller.
@@ -303,13 +314,15 @@ pub struct ListQuery {
 pub async fn folder(
     State(gateway): State<Gateway>,
     caller: Caller,
+    OriginalUri(uri): OriginalUri,
     Path((address, folder)): Path<(String, String)>,
     Query(q): Query<ListQuery>,
-) -> Result<Json<Vec<SummaryOut>>, ApiError> {
+) -> Result<Response, ApiError> {
     let address = EmailAddress::parse(&address).map_err(|_| OpenError::NotFound)?;
-    let limit = q.limit.unwrap_or(50).clamp(1, 200);
-    let list = gateway.folder(&caller, &address, &folder, limit).await?;
-    Ok(Json(list.into_iter().map(SummaryOut::from).collect()))
+    let list = gateway
+        .folder(&caller, &address, &folder, q.before.as_deref(), q.limit)
+        .await?;
+    Ok(paged(list, &uri, "before", SummaryOut::from))
 }
 
 /// An attachment's metadata.
@@ -438,16 +451,20 @@ pub(super) fn download(data: Vec<u8>, content_type: &'static str, file_name: &st
 
 /// The evidence timeline of a message: the caller's own chain for a received copy, every
 /// recipient's for the sender's copy.
-#[utoipa::path(get, path = "/api/v1/messages/{id}/timeline", params(("id" = String, Path, description = "Copy id")),
+#[utoipa::path(get, path = "/api/v1/messages/{id}/timeline", params(("id" = String, Path, description = "Copy id"), EvidencePageQuery),
     security(("bearer" = [])),
     responses((status = 200, body = Vec<EvidenceOut>), (status = 404, body = crate::web::problem::Problem)))]
 pub async fn timeline(
     State(gateway): State<Gateway>,
     caller: Caller,
+    OriginalUri(uri): OriginalUri,
     Path(id): Path<String>,
-) -> Result<Json<Vec<EvidenceOut>>, ApiError> {
-    let records = gateway.timeline(&caller, &id).await?;
-    Ok(Json(records.iter().map(EvidenceOut::from_stored).collect()))
+    Query(q): Query<EvidencePageQuery>,
+) -> Result<Response, ApiError> {
+    let records = gateway.timeline(&caller, &id, q.after, q.limit).await?;
+    Ok(paged(records, &uri, "after", |e| {
+        EvidenceOut::from_stored(&e)
+    }))
 }
 
 /// A receipt, rendered from stored evidence.
@@ -468,32 +485,29 @@ pub struct ReceiptOut {
 }
 
 /// The receipts of a sent message (spec §3.7), rendered from its evidence.
-#[utoipa::path(get, path = "/api/v1/messages/{id}/receipts", params(("id" = String, Path, description = "Copy id in `sent`")),
+#[utoipa::path(get, path = "/api/v1/messages/{id}/receipts", params(("id" = String, Path, description = "Copy id in `sent`"), EvidencePageQuery),
     security(("bearer" = [])),
     responses((status = 200, body = Vec<ReceiptOut>), (status = 404, body = crate::web::problem::Problem)))]
 pub async fn receipts(
     State(gateway): State<Gateway>,
     caller: Caller,
+    OriginalUri(uri): OriginalUri,
     Path(id): Path<String>,
-) -> Result<Json<Vec<ReceiptOut>>, ApiError> {
-    let receipts = gateway.receipts(&caller, &id).await?;
-    Ok(Json(
-        receipts
+    Query(q): Query<EvidencePageQuery>,
+) -> Result<Response, ApiError> {
+    let receipts = gateway.receipts(&caller, &id, q.after, q.limit).await?;
+    Ok(paged(receipts, &uri, "after", |r| ReceiptOut {
+        event: r.event,
+        evidence_id: r.evidence_id,
+        recipient: r.recipient,
+        subject: r.subject,
+        headers: r
+            .headers
             .into_iter()
-            .map(|r| ReceiptOut {
-                event: r.event,
-                evidence_id: r.evidence_id,
-                recipient: r.recipient,
-                subject: r.subject,
-                headers: r
-                    .headers
-                    .into_iter()
-                    .map(|(k, v)| (k.to_owned(), v))
-                    .collect(),
-                rfc5322: r.rfc5322,
-            })
+            .map(|(k, v)| (k.to_owned(), v))
             .collect(),
-    ))
+        rfc5322: r.rfc5322,
+    }))
 }
 
 /// `?recipient=`

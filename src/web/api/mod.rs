@@ -19,7 +19,7 @@ use utoipa::OpenApi;
 
 use super::problem::Problem;
 use crate::error::{Classify, Failure};
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, Paged};
 
 /// The API routes (mounted under the HTTPS router).
 pub fn routes(max_body: usize) -> Router<Gateway> {
@@ -132,6 +132,42 @@ impl IntoResponse for ApiError {
             Self::Http(p) => (*p).into_response(),
         }
     }
+}
+
+/// A page of a listing as a JSON array; when there may be more, a `Link: <…>; rel="next"`
+/// header (RFC 8288) names the same request with `cursor` set to where the next page
+/// starts.
+pub fn paged<T, U: serde::Serialize>(
+    page: Paged<T>,
+    uri: &axum::http::Uri,
+    cursor: &str,
+    render: impl Fn(T) -> U,
+) -> Response {
+    let next = page.next.map(|at| next_link(uri, cursor, &at));
+    let items: Vec<U> = page.items.into_iter().map(render).collect();
+    let mut response = Json(items).into_response();
+    if let Some(link) = next
+        && let Ok(value) = axum::http::HeaderValue::from_str(&link)
+    {
+        response
+            .headers_mut()
+            .insert(axum::http::header::LINK, value);
+    }
+    response
+}
+
+/// `<path?…&cursor=at>; rel="next"`, the other parameters kept as they were.
+fn next_link(uri: &axum::http::Uri, cursor: &str, at: &str) -> String {
+    let kept = uri
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty() && p.split('=').next() != Some(cursor));
+    let query: Vec<String> = kept
+        .map(str::to_owned)
+        .chain(std::iter::once(format!("{cursor}={at}")))
+        .collect();
+    format!("<{}?{}>; rel=\"next\"", uri.path(), query.join("&"))
 }
 
 /// JSON bodies whose rejections (syntax, size, shape) are problem responses too.

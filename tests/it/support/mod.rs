@@ -439,6 +439,7 @@ pub fn record(
                 size: 99,
                 sha256: Sha256Digest::of(b"pdf"),
             }],
+            all_attachments: None,
         },
         details: Details::default(),
     }
