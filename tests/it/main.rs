@@ -17,6 +17,7 @@ mod directory;
 mod evidence;
 mod http;
 mod interop;
+mod limits;
 mod log_props;
 mod storage;
 mod zero_access;
