@@ -76,6 +76,8 @@ pub(super) struct Prepared {
     pub(super) size: u64,
     pub(super) sha256: Sha256Digest,
     pub(super) message_id: Option<String>,
+    /// The gateway wrote the Message-ID (composed content), rather than the sender.
+    pub(super) message_id_assigned: bool,
     pub(super) from: Option<String>,
     /// What records list of the attachments (bounded), and the summary of a long list.
     pub(super) attachments: (Vec<Attachment>, Option<AttachmentList>),
@@ -148,6 +150,7 @@ pub(super) fn prepare(
     content: Content,
     limits: ContentLimits,
 ) -> Result<Prepared, SubmitError> {
+    let message_id_assigned = matches!(content, Content::Composed { .. });
     let bytes = match content {
         Content::Rfc5322(bytes) => bytes,
         Content::Composed {
@@ -175,6 +178,7 @@ pub(super) fn prepare(
             bytes,
             sha256,
             message_id: None,
+            message_id_assigned,
             from: None,
             attachments: (Vec::new(), None),
             end_to_end: false,
@@ -189,6 +193,7 @@ pub(super) fn prepare(
             bytes,
             sha256,
             message_id: facts.message_id,
+            message_id_assigned,
             from: Some(facts.from),
             attachments: (Vec::new(), None),
             end_to_end: facts.end_to_end,
@@ -207,6 +212,7 @@ pub(super) fn prepare(
     Ok(Prepared {
         sha256,
         message_id: facts.message_id,
+        message_id_assigned,
         from: Some(facts.from),
         attachments: AttachmentList::bounded(attachments).map_err(EvidenceError::from)?,
         end_to_end: facts.end_to_end,

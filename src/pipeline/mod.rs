@@ -26,7 +26,7 @@ use assemble::{Assembly, ContentLimits, attestation, evidence_sender, prepare};
 use batcher::{Batcher, Rows};
 use budget::{Busy, MemoryBudget};
 pub use open::{OpenError, OpenedMessage, Summary};
-use policy::{CheckError, QuotaTurns, parse_recipients, quota_limited};
+use policy::{CheckError, Turns, parse_recipients, quota_limited};
 pub use receipts::Receipt;
 pub use recipients::{Recipient, resolve};
 
@@ -115,6 +115,10 @@ pub enum Refusal {
     QuotaExceeded,
     /// The From header is not the sender's address.
     ForgedFrom,
+    /// A Message-ID in the gateway's own domains that the gateway did not assign.
+    ReservedMessageId,
+    /// The sender used this Message-ID before.
+    DuplicateMessageId,
 }
 
 /// Why a submission was not accepted.
@@ -217,6 +221,16 @@ impl Refusal {
                 "sender-mismatch",
                 "From is not the sender",
             ),
+            Self::ReservedMessageId => (
+                ErrorKind::Unprocessable,
+                "message-id-reserved",
+                "Message-ID reserved",
+            ),
+            Self::DuplicateMessageId => (
+                ErrorKind::Conflict,
+                "duplicate-message-id",
+                "Message-ID used before",
+            ),
         };
         Failure::new(kind, code, title)
     }
@@ -259,7 +273,7 @@ pub struct Pipeline {
     writer: Writer,
     batcher: Batcher,
     budget: MemoryBudget,
-    quota: Arc<QuotaTurns>,
+    turns: Arc<Turns>,
     domain: String,
 }
 
@@ -283,7 +297,7 @@ impl Pipeline {
             keys,
             batcher: Batcher::spawn(writer.clone()),
             budget,
-            quota: Arc::default(),
+            turns: Arc::default(),
             writer,
             domain,
         }
@@ -324,12 +338,20 @@ impl Pipeline {
         })
         .await?;
         let sender = evidence_sender(from);
-        // A quota-limited sender's submissions run one at a time from the quota check to
-        // the commit, or parallel submissions would all pass the same check.
+        // Checks that count what was committed before (the citizen quota, a sender's
+        // Message-IDs) hold a turn from the check to the commit, or parallel submissions
+        // would all pass the same check. Always in this order: no two wait on each other.
+        let sender_key = from.mailbox.address.key();
         let _quota_turn = if quota_limited(from) {
-            Some(self.quota.turn(&from.mailbox.address.key()).await)
+            Some(self.turns.turn(format!("quota:{sender_key}")).await)
         } else {
             None
+        };
+        let _message_id_turn = match &prepared.message_id {
+            Some(id) if !prepared.message_id_assigned => {
+                Some(self.turns.turn(format!("message-id:{sender_key}:{id}")).await)
+            }
+            _ => None,
         };
         let checked = match self
             .check(from, &recipients, &prepared, submission.options, now)

@@ -51,6 +51,7 @@ impl Pipeline {
                 ),
             ));
         }
+        self.check_message_id(&mut conn, from, prepared).await?;
         let mut resolved = Vec::with_capacity(recipients.len());
         for address in recipients {
             match resolve(&mut conn, address)
@@ -92,6 +93,49 @@ impl Pipeline {
         Ok(resolved)
     }
 
+    /// A Message-ID in the gateway's own domains must be one the gateway assigned, and a
+    /// sender's Message-IDs are unique: evidence found by Message-ID is then always one
+    /// sender's one message (a resubmission after a lost reply is told the first id).
+    async fn check_message_id(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        from: &Submitter,
+        prepared: &Prepared,
+    ) -> Result<(), CheckError> {
+        let Some(id) = &prepared.message_id else {
+            return Ok(());
+        };
+        if prepared.message_id_assigned {
+            return Ok(());
+        }
+        let domain = id
+            .trim_start_matches('<')
+            .trim_end_matches('>')
+            .rsplit_once('@')
+            .map(|(_, d)| d.to_ascii_lowercase());
+        if domain.is_some_and(|d| self.config.gateway.domains.iter().any(|s| s.as_str() == d)) {
+            return Err(rejected(
+                Refusal::ReservedMessageId,
+                ReasonCode::Policy,
+                format!(
+                    "the Message-ID {id} is in a domain of this gateway but was not assigned by \
+                     it; leave the Message-ID out (the gateway assigns one) or use your own domain"
+                ),
+            ));
+        }
+        if let Some(earlier) = repo::message_with_id(conn, &from.mailbox.address.key(), id)
+            .await
+            .map_err(fail)?
+        {
+            return Err(rejected(
+                Refusal::DuplicateMessageId,
+                ReasonCode::Policy,
+                format!("you sent a message with the Message-ID {id} already: gateway id {earlier}"),
+            ));
+        }
+        Ok(())
+    }
+
     /// Records SubmissionRejection for every named recipient, then returns the refusal.
     pub(super) async fn reject(
         &self,
@@ -102,7 +146,15 @@ impl Pipeline {
         rejection: Rejection,
         now: i64,
     ) -> SubmitError {
-        let message = prepared.message_ref(gateway_id);
+        let mut message = prepared.message_ref(gateway_id);
+        // A refused Message-ID is not repeated in evidence: a search by it finds only the
+        // message that owns it.
+        if matches!(
+            rejection.refusal,
+            Refusal::ReservedMessageId | Refusal::DuplicateMessageId
+        ) {
+            message.message_id = None;
+        }
         // A submission naming thousands of recipients gets a bounded number of records.
         let cap = self.config.limits.max_recipients as usize + 1;
         let records: Vec<EvidenceRecord> = recipients
@@ -145,38 +197,38 @@ pub(super) fn quota_limited(from: &Submitter) -> bool {
     from.mailbox.kind == MailboxKind::Citizen && from.auth_level != AuthLevel::High
 }
 
-/// One lock per quota-limited sender, held from the quota check to the commit. Entries
-/// live only while someone holds or waits for them.
+/// One lock per key (a quota-limited sender; a sender's Message-ID), held from the check to
+/// the commit. Entries live only while someone holds or waits for them.
 #[derive(Debug, Default)]
-pub(super) struct QuotaTurns {
+pub(super) struct Turns {
     locks: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// A held turn; dropping it lets the sender's next submission through.
-pub(super) struct QuotaTurn<'a> {
-    turns: &'a QuotaTurns,
+pub(super) struct Turn<'a> {
+    turns: &'a Turns,
     key: String,
     guard: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
-impl QuotaTurns {
-    pub(super) async fn turn(&self, key: &str) -> QuotaTurn<'_> {
+impl Turns {
+    pub(super) async fn turn(&self, key: String) -> Turn<'_> {
         let lock = self
             .locks
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .entry(key.to_owned())
+            .entry(key.clone())
             .or_default()
             .clone();
-        QuotaTurn {
+        Turn {
             turns: self,
-            key: key.to_owned(),
+            key,
             guard: Some(lock.lock_owned().await),
         }
     }
 }
 
-impl Drop for QuotaTurn<'_> {
+impl Drop for Turn<'_> {
     fn drop(&mut self) {
         drop(self.guard.take());
         let mut locks = self

@@ -203,6 +203,21 @@ pub async fn sent_since(
     Ok((row.try_get(0)?, row.try_get(1)?))
 }
 
+/// The gateway id of the message `sender_key` sent with this RFC 5322 Message-ID, if any.
+pub async fn message_with_id(
+    conn: &mut AnyConnection,
+    sender_key: &str,
+    message_id: &str,
+) -> Result<Option<String>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT gateway_id FROM messages WHERE message_id = $1 AND sender_key = $2 LIMIT 1",
+    )
+    .bind(message_id)
+    .bind(sender_key)
+    .fetch_optional(conn)
+    .await?)
+}
+
 const COPY_COLUMNS: &str = "c.id, c.gateway_id, c.mailbox_id, c.folder, c.recipient, c.body, \
      c.created_at, c.opened_at, m.message_id, m.sender, m.sender_key, m.channel, m.auth_level, \
      m.authoritative, m.personal, m.retrieval_confirmation, m.end_to_end, m.size, m.sha256, \

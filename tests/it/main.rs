@@ -19,5 +19,6 @@ mod http;
 mod interop;
 mod limits;
 mod log_props;
+mod probes;
 mod storage;
 mod zero_access;
