@@ -80,6 +80,17 @@ pub enum AccountError {
     /// Tokens are for office software.
     #[error("mailbox {0} is a citizen mailbox; tokens are for office mailboxes")]
     NotAnOffice(EmailAddress),
+    /// Not a member.
+    #[error("{user} is not a member of {mailbox}")]
+    NotAMember {
+        /// The user.
+        user: EmailAddress,
+        /// The mailbox.
+        mailbox: EmailAddress,
+    },
+    /// No live token with that id.
+    #[error("no live token {0} (see `bote token list`)")]
+    UnknownToken(i64),
     /// Already a member.
     #[error("{user} is already a member of {mailbox}")]
     AlreadyMember {
@@ -128,7 +139,10 @@ impl Classify for AccountError {
             Self::DuplicateUser(_) | Self::DuplicateMailbox(_) | Self::AlreadyMember { .. } => {
                 (ErrorKind::Conflict, "exists", "Exists already")
             }
-            Self::UnknownUser(_) | Self::UnknownMailbox(_) => return Failure::not_found(),
+            Self::UnknownUser(_) | Self::UnknownMailbox(_) | Self::UnknownToken(_) => {
+                return Failure::not_found();
+            }
+            Self::NotAMember { .. } => (ErrorKind::Conflict, "not-a-member", "Not a member"),
             Self::NotStaff { .. } | Self::NotLocalOffice { .. } | Self::NotAnOffice(_) => (
                 ErrorKind::Unprocessable,
                 "not-allowed-here",
@@ -338,7 +352,7 @@ impl Accounts {
             .await?
             .ok_or_else(|| AccountError::UnknownUser(email.clone()))?;
         repo::set_user_disabled(&mut tx, user.id, true, now).await?;
-        crate::store::sessions::delete_for_user(&mut tx, user.id).await?;
+        end_sessions_and_tokens(&mut tx, actor, &user, "user disabled", now).await?;
         audit::record(
             &mut tx,
             actor,
@@ -395,8 +409,7 @@ impl Accounts {
         let now = now_ms();
         let mut tx = self.store.begin().await?;
         repo::set_password_hash(&mut tx, user.id, &phc, now).await?;
-        // A new password ends every session opened with the old one.
-        crate::store::sessions::delete_for_user(&mut tx, user.id).await?;
+        end_sessions_and_tokens(&mut tx, actor, &user, "password changed", now).await?;
         keystore::put_user_key(&mut tx, user.id, &row, now).await?;
         audit::record(
             &mut tx,
@@ -420,8 +433,7 @@ impl Accounts {
         let now = now_ms();
         let mut tx = self.store.begin().await?;
         repo::set_password_hash(&mut tx, user.id, &material.password_hash, now).await?;
-        // A new password ends every session opened with the old one.
-        crate::store::sessions::delete_for_user(&mut tx, user.id).await?;
+        end_sessions_and_tokens(&mut tx, actor, user, "password changed", now).await?;
         keystore::put_user_key(&mut tx, user.id, &material.user_key.row, now).await?;
         // The old key is gone: its wraps can never open again, and memberships wait for a
         // new grant from a member or the mailbox recovery code.
@@ -581,6 +593,97 @@ impl Accounts {
     }
 
     /// Makes a staff user a member of a local office mailbox. The membership stays pending
+    /// Tokens, every one or one mailbox's, oldest first (never the token itself).
+    pub async fn list_tokens(
+        &self,
+        mailbox: Option<&EmailAddress>,
+    ) -> Result<Vec<repo::CredentialRow>, AccountError> {
+        let mut conn = self.store.pool().acquire().await?;
+        let which = match mailbox {
+            Some(address) => {
+                let (mb, _) = repo::find_mailbox(&mut conn, address)
+                    .await?
+                    .ok_or_else(|| AccountError::UnknownMailbox(address.clone()))?;
+                repo::Credentials::Mailbox(mb.id)
+            }
+            None => repo::Credentials::All,
+        };
+        Ok(repo::list_credentials(&mut conn, which).await?)
+    }
+
+    /// Revokes one token (and, for a read token, its key wrap).
+    pub async fn revoke_token(&self, actor: &Actor, id: i64) -> Result<(), AccountError> {
+        let now = now_ms();
+        let mut tx = self.store.begin().await?;
+        let row = repo::list_credentials(&mut tx, repo::Credentials::Id(id))
+            .await?
+            .into_iter()
+            .next()
+            .filter(|r| r.revoked_at.is_none())
+            .ok_or(AccountError::UnknownToken(id))?;
+        revoke(
+            &mut tx,
+            actor,
+            repo::Credentials::Id(id),
+            &row.mailbox,
+            "revoked by an operator",
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Ends a user's membership of an office mailbox: the membership, their wrap of the
+    /// mailbox data key, and the read tokens they created for it. (A member who kept a
+    /// copy of the data key outside bote is beyond reach; docs/key-hierarchy.md.)
+    pub async fn remove_member(
+        &self,
+        actor: &Actor,
+        mailbox: &EmailAddress,
+        user: &EmailAddress,
+    ) -> Result<(), AccountError> {
+        let now = now_ms();
+        let mut tx = self.store.begin().await?;
+        let (mb, _) = repo::find_mailbox(&mut tx, mailbox)
+            .await?
+            .ok_or_else(|| AccountError::UnknownMailbox(mailbox.clone()))?;
+        let (u, _) = repo::find_user(&mut tx, user)
+            .await?
+            .ok_or_else(|| AccountError::UnknownUser(user.clone()))?;
+        if !repo::remove_membership(&mut tx, mb.id, u.id).await? {
+            return Err(AccountError::NotAMember {
+                user: user.clone(),
+                mailbox: mailbox.clone(),
+            });
+        }
+        let which = repo::Credentials::CreatedBy {
+            user_id: u.id,
+            mailbox_id: Some(mb.id),
+        };
+        revoke(
+            &mut tx,
+            actor,
+            which,
+            &mailbox.to_string(),
+            "member removed",
+            now,
+        )
+        .await?;
+        let details = json!({ "user": user.to_string() });
+        audit::record(
+            &mut tx,
+            actor,
+            "mailbox.remove-member",
+            &mailbox.to_string(),
+            details,
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// until the mailbox key is shared with them (zero access: the operator cannot do that).
     pub async fn add_member(
         &self,
@@ -707,6 +810,7 @@ impl Accounts {
             token_hash: token.digest(),
             client_cert_sha256: client_cert_sha256.clone(),
             created_by: &actor_name,
+            creator_user_id: None,
             now,
         };
         let id = repo::insert_credential(&mut tx, &row).await?;
@@ -732,6 +836,42 @@ struct UserMaterial {
     user_key: vault::NewUserKey,
     /// For citizens: their mailbox key and its data key wrapped for the user key.
     citizen_mailbox: Option<(vault::NewMailboxKey, Vec<u8>)>,
+}
+
+/// A password change, a disabled account or a removed membership ends what the user's
+/// old access opened: every session (which holds their user key, sealed), and every read
+/// token they created (which holds a mailbox data key), with the tokens' key wraps.
+async fn end_sessions_and_tokens(
+    tx: &mut sqlx::AnyConnection,
+    actor: &Actor,
+    user: &User,
+    why: &str,
+    now: i64,
+) -> Result<(), AccountError> {
+    crate::store::sessions::delete_for_user(tx, user.id).await?;
+    let which = repo::Credentials::CreatedBy {
+        user_id: user.id,
+        mailbox_id: None,
+    };
+    revoke(tx, actor, which, &user.email.to_string(), why, now).await
+}
+
+/// Revokes the credentials `which` selects and audits it (nothing to audit if none was
+/// live).
+pub async fn revoke(
+    tx: &mut sqlx::AnyConnection,
+    actor: &Actor,
+    which: repo::Credentials,
+    target: &str,
+    why: &str,
+    now: i64,
+) -> Result<(), AccountError> {
+    let ids = repo::revoke_credentials(tx, which, now).await?;
+    if !ids.is_empty() {
+        let details = json!({ "credentials": ids, "reason": why });
+        audit::record(tx, actor, "token.revoke", target, details, now).await?;
+    }
+    Ok(())
 }
 
 fn new_user_material(

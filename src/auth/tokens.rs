@@ -6,12 +6,13 @@ use std::sync::Arc;
 
 use super::{Access, Auth, AuthError, Caller, ClientCert};
 use crate::accounts::credential::{Credential, Kind};
+use crate::accounts::service;
 use crate::accounts::{AuthLevel, MailboxKind, MembershipState};
 use crate::address::EmailAddress;
 use crate::clock::now_ms;
 use crate::crypto::keywrap::{self, Key32};
 use crate::crypto::pool;
-use crate::store::accounts as account_repo;
+use crate::store::accounts::{self as account_repo, CredentialRow, Credentials};
 use crate::store::audit;
 use crate::store::vault::{self as keystore, Holder};
 use crate::vault;
@@ -105,6 +106,7 @@ impl Auth {
                 token_hash: token.digest(),
                 client_cert_sha256: None,
                 created_by: &actor_name,
+                creator_user_id: Some(user.id),
                 now,
             },
         )
@@ -124,5 +126,45 @@ impl Auth {
         .await?;
         tx.commit().await?;
         Ok(token)
+    }
+}
+
+impl Auth {
+    /// The tokens the caller created from their sessions (read tokens), oldest first.
+    pub async fn own_tokens(&self, caller: &Caller) -> Result<Vec<CredentialRow>, AuthError> {
+        let user = caller.user().ok_or(AuthError::Forbidden(
+            "tokens are listed from a logged-in session",
+        ))?;
+        let mut conn = self.store.pool().acquire().await?;
+        let which = Credentials::CreatedBy {
+            user_id: user.id,
+            mailbox_id: None,
+        };
+        Ok(account_repo::list_credentials(&mut conn, which).await?)
+    }
+
+    /// Revokes a token the caller created; anyone else's is "not found".
+    pub async fn revoke_own_token(&self, caller: &Caller, id: i64) -> Result<(), AuthError> {
+        let user = caller.user().ok_or(AuthError::Forbidden(
+            "tokens are revoked from a logged-in session",
+        ))?;
+        let now = now_ms();
+        let mut tx = self.store.begin().await?;
+        let row = account_repo::list_credentials(&mut tx, Credentials::Id(id))
+            .await?
+            .into_iter()
+            .find(|r| r.creator_user_id == Some(user.id) && r.revoked_at.is_none())
+            .ok_or(AuthError::NotFound)?;
+        service::revoke(
+            &mut tx,
+            &caller.actor(),
+            Credentials::Id(id),
+            &row.mailbox,
+            "revoked by its creator",
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
     }
 }

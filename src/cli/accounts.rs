@@ -86,28 +86,67 @@ pub enum TokenCommand {
         #[arg(long)]
         client_cert: Option<PathBuf>,
     },
+    /// List tokens (never the tokens themselves): one `token:` line each.
+    List {
+        /// Only this mailbox's tokens.
+        #[arg(long, value_parser = parse_address)]
+        mailbox: Option<EmailAddress>,
+    },
+    /// Revoke a token by the id `bote token list` shows; a read token's key wrap goes too.
+    Revoke {
+        /// Token id.
+        id: i64,
+    },
 }
 
 /// Runs a `bote token` command.
 pub async fn token(config: &Path, command: TokenCommand) -> Result<(), CliError> {
-    let TokenCommand::Create {
-        mailbox,
-        client_cert,
-    } = command;
-    let der = match &client_cert {
-        Some(path) => Some(
-            crate::tls::load_certs("--client-cert", path)
-                .map_err(|e| CliError::Usage(e.to_string()))?
-                .remove(0)
-                .to_vec(),
-        ),
-        None => None,
-    };
     let accounts = open(config).await?;
-    let token = accounts
-        .create_send_token(&Actor::current_operator(), &mailbox, der.as_deref())
-        .await?;
-    println!("{token}");
+    match command {
+        TokenCommand::Create {
+            mailbox,
+            client_cert,
+        } => {
+            let der = match &client_cert {
+                Some(path) => crate::tls::load_certs("--client-cert", path)
+                    .map_err(|e| CliError::Usage(e.to_string()))?
+                    .into_iter()
+                    .next()
+                    .map(|c| c.to_vec()),
+                None => None,
+            };
+            let token = accounts
+                .create_send_token(&Actor::current_operator(), &mailbox, der.as_deref())
+                .await?;
+            println!("{token}");
+        }
+        TokenCommand::List { mailbox } => {
+            for t in accounts.list_tokens(mailbox.as_ref()).await? {
+                let state = t.revoked_at.map_or_else(
+                    || "live".to_owned(),
+                    |at| format!("revoked {}", rfc3339_ms(at)),
+                );
+                let cert = t
+                    .client_cert_sha256
+                    .map(|c| format!(" client-cert={c}"))
+                    .unwrap_or_default();
+                println!(
+                    "token: {} mailbox={} scope={} created={} by={}{cert} state={state}",
+                    t.id,
+                    t.mailbox,
+                    t.scope,
+                    rfc3339_ms(t.created_at),
+                    t.created_by,
+                );
+            }
+        }
+        TokenCommand::Revoke { id } => {
+            accounts
+                .revoke_token(&Actor::current_operator(), id)
+                .await?;
+            println!("revoked: {id}");
+        }
+    }
     Ok(())
 }
 
@@ -146,6 +185,16 @@ pub enum MailboxCommand {
         /// (otherwise it waits for a member who holds the key).
         #[arg(long)]
         recovery_code_stdin: bool,
+    },
+    /// End a member's access: the membership, their wrap of the mailbox key, and the read
+    /// tokens they created for it.
+    RemoveMember {
+        /// Office address.
+        #[arg(long, value_parser = parse_address)]
+        mailbox: EmailAddress,
+        /// Staff login.
+        #[arg(long, value_parser = parse_address)]
+        user: EmailAddress,
     },
     /// Record that an office's identity was verified.
     VerifyIdentity {
@@ -363,6 +412,11 @@ pub async fn mailbox(config: &Path, command: MailboxCommand) -> Result<(), CliEr
             let accounts = open(config).await?;
             let state = accounts.add_member(&actor, &mailbox, &user, code).await?;
             println!("member: {user} of {mailbox} ({state})");
+        }
+        MailboxCommand::RemoveMember { mailbox, user } => {
+            let accounts = open(config).await?;
+            accounts.remove_member(&actor, &mailbox, &user).await?;
+            println!("removed: {user} from {mailbox}");
         }
         MailboxCommand::VerifyIdentity { address, method } => {
             let accounts = open(config).await?;

@@ -348,9 +348,11 @@ impl Pipeline {
             None
         };
         let _message_id_turn = match &prepared.message_id {
-            Some(id) if !prepared.message_id_assigned => {
-                Some(self.turns.turn(format!("message-id:{sender_key}:{id}")).await)
-            }
+            Some(id) if !prepared.message_id_assigned => Some(
+                self.turns
+                    .turn(format!("message-id:{sender_key}:{id}"))
+                    .await,
+            ),
             _ => None,
         };
         let checked = match self

@@ -108,18 +108,14 @@ impl Pipeline {
         if prepared.message_id_assigned {
             return Ok(());
         }
-        let domain = id
-            .trim_start_matches('<')
-            .trim_end_matches('>')
-            .rsplit_once('@')
-            .map(|(_, d)| d.to_ascii_lowercase());
-        if domain.is_some_and(|d| self.config.gateway.domains.iter().any(|s| s.as_str() == d)) {
+        if is_gateway_form(id, &self.config.gateway.domains) {
             return Err(rejected(
                 Refusal::ReservedMessageId,
                 ReasonCode::Policy,
                 format!(
-                    "the Message-ID {id} is in a domain of this gateway but was not assigned by \
-                     it; leave the Message-ID out (the gateway assigns one) or use your own domain"
+                    "the Message-ID {id} has the form of the ids this gateway assigns \
+                     (<32 hex digits@its domain>) but was not assigned to this message; leave \
+                     the Message-ID out (the gateway assigns one) or choose another"
                 ),
             ));
         }
@@ -130,7 +126,9 @@ impl Pipeline {
             return Err(rejected(
                 Refusal::DuplicateMessageId,
                 ReasonCode::Policy,
-                format!("you sent a message with the Message-ID {id} already: gateway id {earlier}"),
+                format!(
+                    "you sent a message with the Message-ID {id} already: gateway id {earlier}"
+                ),
             ));
         }
         Ok(())
@@ -190,6 +188,24 @@ impl Pipeline {
             gateway_id: gateway_id.to_owned(),
         }
     }
+}
+
+/// The form of the Message-IDs the gateway assigns: `<gateway id@served domain>`, the
+/// gateway id being 32 lower-case hex digits. Only this form is reserved: offices may use
+/// their (the gateway's) domain with any other left-hand side.
+fn is_gateway_form(id: &str, domains: &[crate::address::DomainName]) -> bool {
+    let Some((left, right)) = id
+        .strip_prefix('<')
+        .and_then(|i| i.strip_suffix('>'))
+        .and_then(|i| i.split_once('@'))
+    else {
+        return false;
+    };
+    left.len() == 32
+        && left.bytes().all(|b| b.is_ascii_hexdigit())
+        && domains
+            .iter()
+            .any(|d| d.as_str().eq_ignore_ascii_case(right))
 }
 
 /// Citizens at level `normal` have a daily quota (spec §2).

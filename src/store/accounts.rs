@@ -436,6 +436,8 @@ pub struct NewCredential<'a> {
     pub client_cert_sha256: Option<String>,
     /// Audit actor.
     pub created_by: &'a str,
+    /// The user whose session created it (read tokens), if any.
+    pub creator_user_id: Option<i64>,
     /// Creation time.
     pub now: i64,
 }
@@ -447,13 +449,14 @@ pub async fn insert_credential(
 ) -> Result<i64, StoreError> {
     Ok(sqlx::query_scalar(
         "INSERT INTO credentials (mailbox_id, scope, token_hash, client_cert_sha256, created_by, \
-         created_at) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+         creator_user_id, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
     )
     .bind(c.mailbox_id)
     .bind(c.scope)
     .bind(c.token_hash.to_vec())
     .bind(c.client_cert_sha256.clone())
     .bind(c.created_by)
+    .bind(c.creator_user_id)
     .bind(c.now)
     .fetch_one(conn)
     .await?)
@@ -558,4 +561,146 @@ pub async fn credential_by_hash(
         })
     })
     .transpose()
+}
+
+/// A credential as listed for operators and its creator (never the token).
+#[derive(Debug, Clone)]
+pub struct CredentialRow {
+    /// Row id (what `bote token revoke` takes).
+    pub id: i64,
+    /// The mailbox it is bound to.
+    pub mailbox_id: i64,
+    /// The mailbox's address.
+    pub mailbox: String,
+    /// `send` or `read`.
+    pub scope: String,
+    /// Required client certificate (SHA-256 of DER, hex), if bound.
+    pub client_cert_sha256: Option<String>,
+    /// Audit actor that created it.
+    pub created_by: String,
+    /// The user whose session created it, if any.
+    pub creator_user_id: Option<i64>,
+    /// Creation time (unix ms).
+    pub created_at: i64,
+    /// Revocation time, if revoked.
+    pub revoked_at: Option<i64>,
+}
+
+/// Which credentials a listing or revocation covers.
+#[derive(Debug, Clone, Copy)]
+pub enum Credentials {
+    /// Every one.
+    All,
+    /// One by id.
+    Id(i64),
+    /// Those of one mailbox.
+    Mailbox(i64),
+    /// Those a user created, optionally only for one mailbox.
+    CreatedBy {
+        /// The creator.
+        user_id: i64,
+        /// Only this mailbox's.
+        mailbox_id: Option<i64>,
+    },
+}
+
+impl Credentials {
+    /// (id, mailbox, creator, creator's mailbox) filters, NULL meaning "any".
+    fn binds(self) -> (Option<i64>, Option<i64>, Option<i64>) {
+        match self {
+            Self::All => (None, None, None),
+            Self::Id(id) => (Some(id), None, None),
+            Self::Mailbox(m) => (None, Some(m), None),
+            Self::CreatedBy {
+                user_id,
+                mailbox_id,
+            } => (None, mailbox_id, Some(user_id)),
+        }
+    }
+}
+
+/// Credentials matching `which`, oldest first.
+pub async fn list_credentials(
+    conn: &mut AnyConnection,
+    which: Credentials,
+) -> Result<Vec<CredentialRow>, StoreError> {
+    let (id, mailbox, creator) = which.binds();
+    let rows = sqlx::query(
+        "SELECT c.id, c.mailbox_id, m.address, c.scope, c.client_cert_sha256, c.created_by, \
+         c.creator_user_id, c.created_at, c.revoked_at FROM credentials c \
+         JOIN mailboxes m ON m.id = c.mailbox_id \
+         WHERE ($1 IS NULL OR c.id = $1) AND ($2 IS NULL OR c.mailbox_id = $2) \
+         AND ($3 IS NULL OR c.creator_user_id = $3) ORDER BY c.id",
+    )
+    .bind(id)
+    .bind(mailbox)
+    .bind(creator)
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(CredentialRow {
+                id: r.try_get(0)?,
+                mailbox_id: r.try_get(1)?,
+                mailbox: r.try_get(2)?,
+                scope: r.try_get(3)?,
+                client_cert_sha256: r.try_get(4)?,
+                created_by: r.try_get(5)?,
+                creator_user_id: r.try_get(6)?,
+                created_at: r.try_get(7)?,
+                revoked_at: r.try_get(8)?,
+            })
+        })
+        .collect()
+}
+
+/// Revokes the live credentials matching `which` and drops the key wraps of read tokens
+/// among them (a revoked token must open nothing, even with the database in hand).
+/// Returns the ids revoked.
+pub async fn revoke_credentials(
+    conn: &mut AnyConnection,
+    which: Credentials,
+    now: i64,
+) -> Result<Vec<i64>, StoreError> {
+    let (id, mailbox, creator) = which.binds();
+    let ids: Vec<i64> = sqlx::query_scalar(
+        "UPDATE credentials SET revoked_at = $4 WHERE revoked_at IS NULL \
+         AND ($1 IS NULL OR id = $1) AND ($2 IS NULL OR mailbox_id = $2) \
+         AND ($3 IS NULL OR creator_user_id = $3) RETURNING id",
+    )
+    .bind(id)
+    .bind(mailbox)
+    .bind(creator)
+    .bind(now)
+    .fetch_all(&mut *conn)
+    .await?;
+    for revoked in &ids {
+        sqlx::query("DELETE FROM key_wraps WHERE holder_kind = 'token' AND holder_id = $1")
+            .bind(*revoked)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(ids)
+}
+
+/// Removes a membership and the member's wrap of that mailbox's data key.
+pub async fn remove_membership(
+    conn: &mut AnyConnection,
+    mailbox_id: i64,
+    user_id: i64,
+) -> Result<bool, StoreError> {
+    let removed = sqlx::query("DELETE FROM memberships WHERE mailbox_id = $1 AND user_id = $2")
+        .bind(mailbox_id)
+        .bind(user_id)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+    sqlx::query(
+        "DELETE FROM key_wraps WHERE mailbox_id = $1 AND holder_kind = 'user' AND holder_id = $2",
+    )
+    .bind(mailbox_id)
+    .bind(user_id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(removed > 0)
 }

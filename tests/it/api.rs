@@ -150,8 +150,9 @@ impl Api {
         out.trim().strip_prefix("otpauth: ").unwrap().to_owned()
     }
 
-    /// A local office with `member` as an active member (granted with the recovery code).
-    pub fn office(&self, address: &str, member: &str) {
+    /// A local office with `member` as an active member (granted with the recovery code);
+    /// returns the mailbox recovery code.
+    pub fn office(&self, address: &str, member: &str) -> String {
         let out = self.cli(
             &[
                 "mailbox",
@@ -180,6 +181,7 @@ impl Api {
             ],
             &format!("{code}\n"),
         );
+        code
     }
 
     /// A send-only token for an office (operator CLI).

@@ -32,6 +32,7 @@ async fn store_token(api: &crate::api::Api, mailbox: &str, token: &str) {
             token_hash: hash,
             client_cert_sha256: None,
             created_by: "operator:test",
+            creator_user_id: None,
             now: 1,
         },
     )

@@ -112,7 +112,10 @@ async fn every_list_comes_in_pages(gw: Gateway) {
     assert_eq!(first.status, StatusCode::OK);
     assert_eq!(first.json().as_array().unwrap().len(), 100, "default page");
     let next = next_link(&first).expect("a full page links to the next");
-    assert!(next.starts_with("/api/v1/evidence?message=many&after="), "{next}");
+    assert!(
+        next.starts_with("/api/v1/evidence?message=many&after="),
+        "{next}"
+    );
     let second = api.get(&next, &legal).await;
     assert_eq!(second.json().as_array().unwrap().len(), 50);
     assert_eq!(next_link(&second), None, "the last page links nowhere");
@@ -136,7 +139,10 @@ async fn every_list_comes_in_pages(gw: Gateway) {
     assert_eq!(capped.json().as_array().unwrap().len(), 150);
     for bad in ["0", "-1"] {
         let r = api
-            .get(&format!("/api/v1/evidence?message=many&limit={bad}"), &legal)
+            .get(
+                &format!("/api/v1/evidence?message=many&limit={bad}"),
+                &legal,
+            )
             .await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "limit={bad}");
         assert_eq!(r.problem(), "urn:bote:problem:invalid-limit");

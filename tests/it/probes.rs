@@ -78,7 +78,11 @@ async fn message_ids_belong_to_one_sender(gw: Gateway) {
     statuses.sort();
     assert_eq!(
         statuses,
-        [StatusCode::CREATED, StatusCode::CONFLICT, StatusCode::CONFLICT]
+        [
+            StatusCode::CREATED,
+            StatusCode::CONFLICT,
+            StatusCode::CONFLICT
+        ]
     );
 
     // A Message-ID in the gateway's own domain that the gateway did not assign: refused.
@@ -137,3 +141,173 @@ fn urlencode(s: &str) -> String {
         })
         .collect()
 }
+
+/// Whether `token` can still list the office inbox.
+async fn reads(api: &crate::api::Api, token: &str) -> StatusCode {
+    api.get("/api/v1/mailboxes/amt@lemgo.example/inbox", token)
+        .await
+        .status
+}
+
+async fn read_token(api: &crate::api::Api, session: &str) -> (String, i64) {
+    let r = api
+        .post(
+            "/api/v1/tokens",
+            session,
+            json!({ "mailbox": "amt@lemgo.example" }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let token = r.json()["token"].as_str().unwrap().to_owned();
+    let listed = api.get("/api/v1/tokens", session).await.json();
+    let id = listed.as_array().unwrap().last().unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    (token, id)
+}
+
+async fn read_tokens_die_with_their_creators_access(gw: Gateway) {
+    let Cast { api, .. } = cast(gw).await;
+    let carl_code = api.gw.setup.add_user("staff", "carl@lemgo.example");
+    let office_code = api.office("amt@lemgo.example", "carl@lemgo.example");
+    let carl = api.login("carl@lemgo.example").await;
+
+    // A password change revokes the read tokens Carl made.
+    let (t1, t1_id) = read_token(&api, &carl).await;
+    assert_eq!(reads(&api, &t1).await, StatusCode::OK);
+    api.cli(
+        &[
+            "user",
+            "set-password",
+            "carl@lemgo.example",
+            "--password-stdin",
+            "--recovery-code-stdin",
+        ],
+        &format!("a long enough password\n{carl_code}\n"),
+    );
+    assert_eq!(reads(&api, &t1).await, StatusCode::UNAUTHORIZED);
+
+    // Carl lists and revokes his own tokens; nobody else's.
+    let carl = api.login("carl@lemgo.example").await;
+    let (t2, t2_id) = read_token(&api, &carl).await;
+    let listed = api.get("/api/v1/tokens", &carl).await.json();
+    let states: Vec<(i64, bool)> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["id"].as_i64().unwrap(), t["revoked_at"].is_string()))
+        .collect();
+    assert_eq!(states, [(t1_id, true), (t2_id, false)]);
+    let bernd = api.login("bernd@lemgo.example").await;
+    let r = api
+        .call(
+            "DELETE",
+            &format!("/api/v1/tokens/{t2_id}"),
+            Some(&bernd),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "not Bernd's token");
+    assert_eq!(reads(&api, &t2).await, StatusCode::OK);
+    let r = api
+        .call(
+            "DELETE",
+            &format!("/api/v1/tokens/{t2_id}"),
+            Some(&carl),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert_eq!(reads(&api, &t2).await, StatusCode::UNAUTHORIZED);
+
+    // Removing Carl from the office revokes his tokens and drops his key wrap.
+    let (t3, _) = read_token(&api, &carl).await;
+    let out = api.cli(
+        &[
+            "mailbox",
+            "remove-member",
+            "--mailbox",
+            "amt@lemgo.example",
+            "--user",
+            "carl@lemgo.example",
+        ],
+        "",
+    );
+    assert_eq!(
+        out.trim(),
+        "removed: carl@lemgo.example from amt@lemgo.example"
+    );
+    assert_eq!(reads(&api, &t3).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(reads(&api, &carl).await, StatusCode::NOT_FOUND);
+    let wraps: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM key_wraps w JOIN users u ON u.id = w.holder_id \
+         WHERE w.holder_kind = 'user' AND u.email = 'carl@lemgo.example'",
+    )
+    .fetch_one(api.gw.store.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        wraps, 0,
+        "a removed member keeps no wrap of the mailbox key"
+    );
+    let token_wraps: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM key_wraps WHERE holder_kind = 'token'")
+            .fetch_one(api.gw.store.pool())
+            .await
+            .unwrap();
+    assert_eq!(token_wraps, 0, "revoked tokens keep no wrap");
+
+    // Back in, a new token; disabling Carl revokes it.
+    api.cli(
+        &[
+            "mailbox",
+            "add-member",
+            "--mailbox",
+            "amt@lemgo.example",
+            "--user",
+            "carl@lemgo.example",
+            "--recovery-code-stdin",
+        ],
+        &format!("{office_code}\n"),
+    );
+    let carl = api.login("carl@lemgo.example").await;
+    let (t4, _) = read_token(&api, &carl).await;
+    assert_eq!(reads(&api, &t4).await, StatusCode::OK);
+    api.cli(&["user", "disable", "carl@lemgo.example"], "");
+    assert_eq!(reads(&api, &t4).await, StatusCode::UNAUTHORIZED);
+
+    // Operators list and revoke tokens, send-only ones included.
+    let send = api.send_token("amt@lemgo.example");
+    let listed = api.cli(&["token", "list", "--mailbox", "amt@lemgo.example"], "");
+    let live: Vec<&str> = listed
+        .lines()
+        .filter(|l| l.ends_with("state=live"))
+        .collect();
+    assert_eq!(live.len(), 1, "{listed}");
+    assert!(live[0].contains("scope=send"), "{listed}");
+    let id = live[0]
+        .strip_prefix("token: ")
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap();
+    let letter = crate::api::letter("anna@lemgo.example", "x", "y");
+    assert_eq!(
+        api.post("/api/v1/messages", &send, letter.clone())
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        api.cli(&["token", "revoke", id], "").trim(),
+        format!("revoked: {id}")
+    );
+    assert_eq!(
+        api.post("/api/v1/messages", &send, letter).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+on_both_backends!(
+    read_tokens_die_with_their_creators_access,
+    super::read_tokens_die_with_their_creators_access
+);

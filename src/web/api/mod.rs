@@ -13,7 +13,7 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use utoipa::OpenApi;
 
@@ -30,7 +30,11 @@ pub fn routes(max_body: usize) -> Router<Gateway> {
         )
         .route("/api/v1/session/totp", post(session::second_factor))
         .route("/api/v1/totp", post(session::enrol_totp))
-        .route("/api/v1/tokens", post(session::create_read_token))
+        .route(
+            "/api/v1/tokens",
+            post(session::create_read_token).get(session::list_tokens),
+        )
+        .route("/api/v1/tokens/{id}", delete(session::revoke_token))
         .route("/api/v1/mailboxes", get(messages::mailboxes))
         .route(
             "/api/v1/mailboxes/{address}/{folder}",
@@ -60,6 +64,8 @@ pub fn routes(max_body: usize) -> Router<Gateway> {
         session::second_factor,
         session::enrol_totp,
         session::create_read_token,
+        session::list_tokens,
+        session::revoke_token,
         messages::mailboxes,
         messages::folder,
         messages::submit,

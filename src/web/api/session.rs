@@ -1,7 +1,7 @@
 //! Sessions, second factors and read tokens.
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
@@ -180,4 +180,54 @@ pub async fn create_read_token(
             scope: "read".into(),
         }),
     ))
+}
+
+/// A token the caller created (never the token itself).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenOut {
+    /// Id (for `DELETE /api/v1/tokens/{id}`).
+    id: i64,
+    /// The mailbox it reads and sends for.
+    mailbox: String,
+    /// `read`.
+    scope: String,
+    /// Created, RFC 3339.
+    created_at: String,
+    /// Revoked, RFC 3339, if it was.
+    revoked_at: Option<String>,
+}
+
+/// Lists the tokens the caller created from their sessions.
+#[utoipa::path(get, path = "/api/v1/tokens", security(("bearer" = [])),
+    responses((status = 200, body = Vec<TokenOut>), (status = 403, body = crate::web::problem::Problem)))]
+pub async fn list_tokens(
+    State(gateway): State<Gateway>,
+    caller: Caller,
+) -> Result<Json<Vec<TokenOut>>, ApiError> {
+    let tokens = gateway.auth().own_tokens(&caller).await?;
+    Ok(Json(
+        tokens
+            .into_iter()
+            .map(|t| TokenOut {
+                id: t.id,
+                mailbox: t.mailbox,
+                scope: t.scope,
+                created_at: crate::clock::rfc3339_ms(t.created_at),
+                revoked_at: t.revoked_at.map(crate::clock::rfc3339_ms),
+            })
+            .collect(),
+    ))
+}
+
+/// Revokes a token the caller created; it opens nothing from then on.
+#[utoipa::path(delete, path = "/api/v1/tokens/{id}", params(("id" = i64, Path, description = "Token id")),
+    security(("bearer" = [])),
+    responses((status = 204), (status = 404, body = crate::web::problem::Problem)))]
+pub async fn revoke_token(
+    State(gateway): State<Gateway>,
+    caller: Caller,
+    Path(id): Path<i64>,
+) -> Result<StatusCode, ApiError> {
+    gateway.auth().revoke_own_token(&caller, id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
