@@ -176,8 +176,12 @@ async fn accept_loop(
         tracker.spawn(async move {
             let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
                 let app = app.clone();
+                let mut req = req.map(Body::new);
+                // Throttles and logs key on the client's address.
+                req.extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
                 async move {
-                    let response = match app.oneshot(req.map(Body::new)).await {
+                    let response = match app.oneshot(req).await {
                         Ok(r) => r,
                         Err(never) => match never {},
                     };

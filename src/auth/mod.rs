@@ -28,7 +28,7 @@ use crate::crypto::CryptoError;
 use crate::crypto::keywrap::Key32;
 use crate::error::{Classify, ErrorKind, Failure};
 use crate::store::{Store, StoreError, audit};
-pub use lockout::{LOCKOUT_MS, Lockout};
+pub use lockout::Lockout;
 pub use session::LoggedIn;
 pub use totp::totp_code_now;
 
@@ -38,9 +38,9 @@ pub enum AuthError {
     /// Wrong login or password, or a disabled user (one answer for all: no enumeration).
     #[error("wrong email address or password")]
     BadCredentials,
-    /// Too many failures.
-    #[error("too many failed logins: try again in 15 minutes")]
-    LockedOut,
+    /// Too many failures: wait before the next attempt.
+    #[error("too many failed attempts: try again in {0} s")]
+    LockedOut(u64),
     /// No, expired or unknown credential.
     #[error("authentication required")]
     Unauthenticated,
@@ -94,15 +94,14 @@ impl Classify for AuthError {
                 "bad-credentials",
                 "Login failed",
             ),
-            Self::LockedOut => {
-                let seconds = u64::try_from(LOCKOUT_MS / 1000).unwrap_or(900);
+            Self::LockedOut(seconds) => {
                 return Failure::new(
                     ErrorKind::RateLimited,
                     "locked-out",
                     "Too many failed attempts",
                 )
                 .detail(self)
-                .retry_after(seconds);
+                .retry_after(*seconds);
             }
             Self::Unauthenticated => (
                 ErrorKind::Unauthenticated,

@@ -1,6 +1,7 @@
 //! Login sessions: password login (level `normal`), logout, and resolving a session token
 //! to its user with the user key unsealed for the request.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use sequoia_openpgp::Cert;
@@ -47,27 +48,46 @@ impl std::fmt::Debug for LoggedIn {
     }
 }
 
+/// How logs name an account: the first 12 hex digits of the SHA-256 of its lower-cased
+/// address, enough to follow one account through a log without writing the address.
+pub(super) fn pseudonym(account_key: &str) -> String {
+    use sha2::Digest;
+    hex::encode(&sha2::Sha256::digest(account_key.as_bytes())[..6])
+}
+
 /// Associated data binding a sealed user key to its user.
 fn session_context(user_id: i64) -> String {
     format!("session-user-key:{user_id}")
 }
 
 impl Auth {
-    /// Logs in with a password: a `normal` session whose token seals the user key.
-    pub async fn login(&self, email: &str, pw: &str) -> Result<LoggedIn, AuthError> {
+    /// Logs in with a password from `client`: a `normal` session whose token seals the
+    /// user key. Failures slow further attempts ([`super::Lockout`]).
+    pub async fn login(
+        &self,
+        email: &str,
+        pw: &str,
+        client: Option<IpAddr>,
+    ) -> Result<LoggedIn, AuthError> {
         let now = now_ms();
         // Only well-formed addresses are tracked: the key is short and bounded.
         let Ok(address) = EmailAddress::parse(email) else {
             return Err(AuthError::BadCredentials);
         };
         let key = address.key();
-        if self.lockout.locked(&key, now) {
-            return Err(AuthError::LockedOut);
+        let wait = self.lockout.wait_secs(&key, client, now);
+        if wait > 0 {
+            tracing::info!(account = %pseudonym(&key), client = ?client, wait, "login throttled");
+            return Err(AuthError::LockedOut(wait));
         }
         let result = self.try_login(&address, pw, now).await;
-        if matches!(result, Err(AuthError::BadCredentials)) {
-            self.lockout.note_failure(&key, now);
-            tracing::info!("login refused");
+        match &result {
+            Ok(_) => self.lockout.note_success(&key, client),
+            Err(AuthError::BadCredentials) => {
+                self.lockout.note_failure(&key, client, now);
+                tracing::info!(account = %pseudonym(&key), client = ?client, "login refused");
+            }
+            Err(_) => {}
         }
         result
     }

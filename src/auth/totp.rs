@@ -1,5 +1,7 @@
 //! Second factors (TOTP, RFC 6238): enrolment and raising a session to level `high`.
 
+use std::net::IpAddr;
+
 use totp_rs::{Builder as TotpBuilder, Secret, Totp};
 
 use super::{Access, Auth, AuthError, Caller, audit_self};
@@ -21,8 +23,14 @@ fn totp(secret: &[u8], issuer: &str, account: &str) -> Result<Totp, AuthError> {
 }
 
 impl Auth {
-    /// Raises the caller's session to `high` with a TOTP code.
-    pub async fn second_factor(&self, caller: &Caller, code: &str) -> Result<(), AuthError> {
+    /// Raises the caller's session to `high` with a TOTP code from `client`; wrong codes
+    /// count as failed logins.
+    pub async fn second_factor(
+        &self,
+        caller: &Caller,
+        code: &str,
+        client: Option<IpAddr>,
+    ) -> Result<(), AuthError> {
         let (Access::User { user, .. }, Some(session)) = (&caller.access, caller.session) else {
             return Err(AuthError::Forbidden(
                 "second factors belong to logged-in users",
@@ -35,13 +43,15 @@ impl Auth {
             .ok_or(AuthError::NoSecondFactor)?;
         drop(conn);
         let key = user.email.key();
-        if self.lockout.locked(&key, now) {
-            return Err(AuthError::LockedOut);
+        let wait = self.lockout.wait_secs(&key, client, now);
+        if wait > 0 {
+            return Err(AuthError::LockedOut(wait));
         }
         let totp = totp(&secret, &self.issuer, &user.email.to_string())?;
         let seconds = u64::try_from(now / 1000).unwrap_or_default();
         let Some(step) = totp.check(code.trim(), seconds) else {
-            self.lockout.note_failure(&key, now);
+            self.lockout.note_failure(&key, client, now);
+            tracing::info!(account = %super::session::pseudonym(&key), client = ?client, "one-time code refused");
             return Err(AuthError::BadCode);
         };
         let mut tx = self.store.begin().await?;

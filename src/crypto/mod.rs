@@ -3,6 +3,7 @@
 //!
 //! Everything here is CPU-bound and synchronous; async callers use `spawn_blocking`.
 
+pub mod endtoend;
 pub mod keywrap;
 pub mod mailbox;
 pub mod message;

@@ -12,10 +12,12 @@
 //! `read.rs` (mailboxes, folders, messages, timelines, receipts), `proofs.rs` (bundles
 //! and evidence search).
 
+mod directory;
 mod proofs;
 mod read;
 mod send;
 
+pub use directory::network;
 pub use proofs::SEARCH_PAGE;
 pub use read::{FOLDER_PAGE, FOLDERS, TIMELINE_PAGE};
 
@@ -59,6 +61,18 @@ pub enum GatewayError {
     /// The caller may send from several mailboxes and named none.
     #[error("you can send from several mailboxes: name the one to send from")]
     SenderRequired,
+    /// Nothing there, or nothing this caller may see.
+    #[error("not found")]
+    NotFound,
+    /// Too many requests from this client.
+    #[error("too many lookups from your address: try again in {retry_after} s")]
+    RateLimited {
+        /// Seconds until the next request may succeed.
+        retry_after: u64,
+    },
+    /// A key operation of the gateway failed.
+    #[error(transparent)]
+    Crypto(#[from] crate::crypto::CryptoError),
     /// A page size outside what a listing allows.
     #[error("limit must be a whole number from 1 to {max} (default {default})")]
     PageSize {
@@ -93,6 +107,13 @@ impl Classify for GatewayError {
                 "Choose a sending mailbox",
             )
             .detail(self),
+            Self::NotFound => Failure::not_found(),
+            Self::RateLimited { retry_after } => {
+                Failure::new(ErrorKind::RateLimited, "rate-limited", "Too many requests")
+                    .detail(self)
+                    .retry_after(*retry_after)
+            }
+            Self::Crypto(_) => Failure::internal(self),
             Self::PageSize { .. } => {
                 Failure::new(ErrorKind::Invalid, "invalid-limit", "Invalid page size").detail(self)
             }
@@ -167,6 +188,7 @@ pub struct Gateway {
     writer: Writer,
     pipeline: Pipeline,
     auth: Auth,
+    lookups: directory::LookupLimiter,
 }
 
 impl Gateway {
@@ -207,6 +229,7 @@ impl Gateway {
             writer,
             pipeline,
             auth,
+            lookups: directory::LookupLimiter::default(),
         }
     }
 

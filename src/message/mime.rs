@@ -111,6 +111,9 @@ pub struct Structure {
     pub header_fields: usize,
 }
 
+/// How much of an encrypted payload is kept to read its session-key packets.
+pub const ENCRYPTED_HEAD: usize = 256 * 1024;
+
 /// Longest Message-ID accepted, in octets (with the angle brackets).
 pub const MAX_MESSAGE_ID: usize = 250;
 /// Longest attachment name kept in evidence, in characters; longer names are cut there.
@@ -127,6 +130,9 @@ pub struct Facts {
     pub attachments: Vec<AttachmentFacts>,
     /// The content is an RFC 3156 encrypted message.
     pub end_to_end: bool,
+    /// For an encrypted message, the start of its OpenPGP payload (up to
+    /// [`ENCRYPTED_HEAD`] bytes): enough for the session-key packets that say whom it is for.
+    pub encrypted_head: Option<Vec<u8>>,
     /// The size of its MIME structure.
     pub structure: Structure,
 }
@@ -166,7 +172,9 @@ pub fn facts(bytes: &[u8]) -> Result<Facts, MimeError> {
         return Err(MimeError::Malformed("more than one From address"));
     }
     let from = first_from(&message).ok_or(MimeError::Malformed("no From address"))?;
-    let end_to_end = encrypted_payload(&message).is_some();
+    let encrypted_head =
+        encrypted_payload(&message).map(|p| p[..p.len().min(ENCRYPTED_HEAD)].to_vec());
+    let end_to_end = encrypted_head.is_some();
     let attachments = if end_to_end {
         Vec::new()
     } else {
@@ -197,6 +205,7 @@ pub fn facts(bytes: &[u8]) -> Result<Facts, MimeError> {
         from,
         attachments,
         end_to_end,
+        encrypted_head,
         structure: structure(&message),
     })
 }
@@ -238,7 +247,7 @@ fn part_name(index: usize, part: &mail_parser::MessagePart<'_>) -> String {
 /// is in `end_to_end`).
 pub fn parse_entity(bytes: &[u8]) -> Result<Parsed, MimeError> {
     let message = parse_message(bytes)?;
-    let end_to_end = encrypted_payload(&message);
+    let end_to_end = encrypted_payload(&message).map(<[u8]>::to_vec);
     let attachments = if end_to_end.is_some() {
         Vec::new()
     } else {
@@ -270,7 +279,7 @@ pub fn parse_entity(bytes: &[u8]) -> Result<Parsed, MimeError> {
 }
 
 /// The armoured OpenPGP payload of an RFC 3156 `multipart/encrypted` message.
-fn encrypted_payload(message: &mail_parser::Message<'_>) -> Option<Vec<u8>> {
+fn encrypted_payload<'m>(message: &'m mail_parser::Message<'_>) -> Option<&'m [u8]> {
     let root = message.root_part();
     let ct = root.content_type()?;
     let is_pgp = ct.ctype().eq_ignore_ascii_case("multipart")
@@ -285,7 +294,7 @@ fn encrypted_payload(message: &mail_parser::Message<'_>) -> Option<Vec<u8>> {
     }
     let parts = root.sub_parts()?;
     let payload = message.part(*parts.get(1)?)?;
-    Some(payload.contents().to_vec())
+    Some(payload.contents())
 }
 
 /// The RFC 3156 §4 envelope around an armoured OpenPGP message: what an external office's

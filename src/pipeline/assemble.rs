@@ -4,12 +4,13 @@
 
 use std::sync::Arc;
 
-use sequoia_openpgp::Cert;
+use sequoia_openpgp::{Cert, KeyHandle};
 
 use super::recipients::Recipient;
 use super::{Refusal, SubmitError, Submitter, new_id};
 use crate::accounts::{Mailbox, MailboxKind};
 use crate::address::EmailAddress;
+use crate::crypto::endtoend;
 use crate::crypto::message::{self as pgp, Attestation};
 use crate::evidence::record::AttachmentList;
 use crate::evidence::{
@@ -82,6 +83,9 @@ pub(super) struct Prepared {
     /// What records list of the attachments (bounded), and the summary of a long list.
     pub(super) attachments: (Vec<Attachment>, Option<AttachmentList>),
     pub(super) end_to_end: bool,
+    /// For content the sender encrypted: the recipients its session keys name (`None`
+    /// entries are anonymous).
+    pub(super) encrypted_to: Option<Vec<Option<KeyHandle>>>,
     /// A limit the content breaks: size (then nothing was parsed) or MIME structure.
     pub(super) over_limit: Option<(Refusal, String)>,
 }
@@ -182,6 +186,7 @@ pub(super) fn prepare(
             from: None,
             attachments: (Vec::new(), None),
             end_to_end: false,
+            encrypted_to: None,
             over_limit: Some((Refusal::TooLarge, detail)),
         });
     }
@@ -197,9 +202,17 @@ pub(super) fn prepare(
             from: Some(facts.from),
             attachments: (Vec::new(), None),
             end_to_end: facts.end_to_end,
+            encrypted_to: None,
             over_limit: Some((Refusal::TooComplex, detail)),
         });
     }
+    // Content that claims to be encrypted must name its recipients: else it is garbage.
+    let encrypted_to = facts
+        .encrypted_head
+        .as_deref()
+        .map(endtoend::pkesk_recipients)
+        .transpose()
+        .map_err(SubmitError::NotEncrypted)?;
     let attachments = facts
         .attachments
         .into_iter()
@@ -216,6 +229,7 @@ pub(super) fn prepare(
         from: Some(facts.from),
         attachments: AttachmentList::bounded(attachments).map_err(EvidenceError::from)?,
         end_to_end: facts.end_to_end,
+        encrypted_to,
         over_limit: None,
         size,
         bytes,

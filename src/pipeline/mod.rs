@@ -119,6 +119,8 @@ pub enum Refusal {
     ReservedMessageId,
     /// The sender used this Message-ID before.
     DuplicateMessageId,
+    /// End-to-end encrypted content that a recipient's keys cannot open.
+    UnreadableByRecipient,
 }
 
 /// Why a submission was not accepted.
@@ -157,6 +159,9 @@ pub enum SubmitError {
     /// Content that does not parse as a message.
     #[error(transparent)]
     Mime(#[from] MimeError),
+    /// A PGP/MIME message whose payload is not an OpenPGP message to any certificate.
+    #[error("the encrypted part is not an OpenPGP message to a certificate: {0}")]
+    NotEncrypted(CryptoError),
     /// A stored certificate is unusable (a broken mailbox key or relay certificate).
     #[error("stored certificate: {0}")]
     StoredCertificate(CryptoError),
@@ -231,6 +236,11 @@ impl Refusal {
                 "duplicate-message-id",
                 "Message-ID used before",
             ),
+            Self::UnreadableByRecipient => (
+                ErrorKind::Unprocessable,
+                "not-encrypted-to-recipient",
+                "Not readable by the recipient",
+            ),
         };
         Failure::new(kind, code, title)
     }
@@ -250,7 +260,8 @@ impl Classify for SubmitError {
             Self::NoRecipients
             | Self::RecipientFlood { .. }
             | Self::Recipient { .. }
-            | Self::Mime(_) => {
+            | Self::Mime(_)
+            | Self::NotEncrypted(_) => {
                 Failure::new(ErrorKind::Invalid, "invalid-message", "Invalid message").detail(self)
             }
             Self::Busy(_) => Failure::new(ErrorKind::Unavailable, "busy", "Busy")

@@ -15,8 +15,9 @@ use crate::accounts::{AuthLevel, Mailbox, MailboxKind, MembershipState};
 use crate::address::{AddressError, EmailAddress};
 use crate::auth::Access;
 use crate::clock::now_ms;
+use crate::crypto::endtoend::{self, InnerSignature};
 use crate::crypto::message::{self as pgp, Attestation};
-use crate::crypto::{CryptoError, mailbox as mailbox_crypto, pool};
+use crate::crypto::{CryptoError, pool};
 use crate::error::{Classify, ErrorKind, Failure};
 use crate::evidence::query;
 use crate::evidence::{
@@ -49,6 +50,12 @@ pub enum OpenError {
          operator with the mailbox recovery code"
     )]
     Pending(EmailAddress),
+    /// The sender's end-to-end layer cannot be opened with this mailbox's key.
+    #[error(
+        "this message is encrypted end to end, and its content cannot be opened with this \
+         mailbox's key: {0}"
+    )]
+    Undecryptable(String),
     /// A stored message that does not parse after decryption.
     #[error("stored message does not parse: {0}")]
     Corrupt(#[from] MimeError),
@@ -96,6 +103,11 @@ impl Classify for OpenError {
                 "Personal message",
             ),
             Self::Pending(_) => (ErrorKind::Forbidden, "access-pending", "Access pending"),
+            Self::Undecryptable(_) => (
+                ErrorKind::Unprocessable,
+                "undecryptable",
+                "Content cannot be decrypted",
+            ),
             Self::Query(e) => return e.failure(),
             Self::Writer(e) => return e.failure(),
             Self::Store(e) => return e.failure(),
@@ -152,6 +164,8 @@ pub struct OpenedMessage {
     pub attachments: Vec<Part>,
     /// The provider's attestation, if its signature verified.
     pub attestation: Option<Attestation>,
+    /// Signatures the sender made inside end-to-end content, as checked.
+    pub signatures: Vec<InnerSignature>,
     /// The content was end-to-end encrypted by the sender (and decrypted for the reader).
     pub end_to_end: bool,
     /// This opening recorded ContentHandover.
@@ -181,29 +195,58 @@ fn summary(stored: &StoredCopy, mailbox: &Mailbox, subject: Option<String>) -> S
     }
 }
 
-/// Decrypts, verifies and parses one body with an unlocked mailbox key. CPU-bound.
+/// What opening a stored body found.
+struct Decrypted {
+    parsed: Parsed,
+    attestation: Option<Attestation>,
+    inner: Inner,
+}
+
+/// The sender's own end-to-end layer, if the content has one.
+enum Inner {
+    /// The content was not encrypted by the sender.
+    None,
+    /// Opened with this mailbox's key; the signatures found inside.
+    Opened(Vec<InnerSignature>),
+    /// It cannot be opened with this mailbox's key (or is larger than bote decrypts).
+    Unreadable(String),
+}
+
+/// Decrypts, verifies and parses one body with an unlocked mailbox key, and the sender's
+/// end-to-end layer inside it, whose signatures are checked against `signers`. CPU-bound.
 fn decrypt(
     secret: &Cert,
     provider: &[Cert],
+    signers: &[Cert],
     domain: &str,
     body: &[u8],
-) -> Result<(Parsed, Option<Attestation>), OpenError> {
+) -> Result<Decrypted, OpenError> {
     let opened = pgp::open(secret, provider, domain, body)?;
     let mut parsed = mime::parse_entity(&opened.content)?;
-    // Content the sender encrypted to this mailbox's published key: open the inner layer.
-    if let Some(payload) = parsed.end_to_end.take()
-        && let Ok(inner) = mailbox_crypto::decrypt(secret, &payload)
-        && let Ok(entity) = mime::parse_entity(&inner)
-    {
-        parsed = Parsed {
-            message_id: parsed.message_id,
-            from: parsed.from,
-            subject: entity.subject.or(parsed.subject),
-            end_to_end: Some(Vec::new()),
-            ..entity
-        };
-    }
-    Ok((parsed, opened.attestation))
+    let inner = match parsed.end_to_end.take() {
+        None => Inner::None,
+        Some(payload) => match endtoend::open(secret, &payload, signers) {
+            Err(e) => Inner::Unreadable(e.to_string()),
+            Ok((plaintext, signatures)) => match mime::parse_entity(&plaintext) {
+                Err(e) => Inner::Unreadable(format!("the decrypted content does not parse: {e}")),
+                Ok(entity) => {
+                    parsed = Parsed {
+                        message_id: parsed.message_id,
+                        from: parsed.from,
+                        subject: entity.subject.or(parsed.subject),
+                        end_to_end: Some(Vec::new()),
+                        ..entity
+                    };
+                    Inner::Opened(signatures)
+                }
+            },
+        },
+    };
+    Ok(Decrypted {
+        parsed,
+        attestation: opened.attestation,
+        inner,
+    })
 }
 
 impl Pipeline {
@@ -345,9 +388,9 @@ impl Pipeline {
         let provider = vec![self.keys.provider.cert().clone()];
         let domain = self.domain.clone();
         Ok(pool::run(move || {
-            decrypt(&secret, &provider, &domain, &body)
+            decrypt(&secret, &provider, &[], &domain, &body)
                 .ok()
-                .and_then(|(p, _)| p.subject)
+                .and_then(|d| d.parsed.subject)
         })
         .await)
     }
@@ -371,10 +414,27 @@ impl Pipeline {
         }
         let secret = self.mailbox_secret(access, &mailbox).await?;
         let provider = vec![self.keys.provider.cert().clone()];
+        let signers = if stored.message.end_to_end {
+            self.certificates_of(&stored.message.sender).await?
+        } else {
+            Vec::new()
+        };
         let domain = self.domain.clone();
         let body = stored.copy.body.clone();
-        let (parsed, attestation) =
-            pool::run(move || decrypt(&secret, &provider, &domain, &body)).await?;
+        let Decrypted {
+            parsed,
+            attestation,
+            inner,
+        } = pool::run(move || decrypt(&secret, &provider, &signers, &domain, &body)).await?;
+        let signatures = match inner {
+            Inner::None => Vec::new(),
+            Inner::Opened(signatures) => signatures,
+            // Never a handover of content nobody here can read.
+            Inner::Unreadable(reason) => {
+                tracing::warn!(copy = %stored.copy.id, %reason, "end-to-end layer cannot be opened");
+                return Err(OpenError::Undecryptable(reason));
+            }
+        };
         let hands_over = inbox
             && stored.opened_at.is_none()
             && match mailbox.kind {
@@ -402,8 +462,21 @@ impl Pipeline {
             html: parsed.html,
             attachments: parsed.attachments,
             attestation,
+            signatures,
             handover_recorded,
         })
+    }
+
+    /// The certificates the gateway holds for a sender address (its mailbox key, or an
+    /// external office's registered certificate), to check signatures inside end-to-end
+    /// content with.
+    async fn certificates_of(&self, sender: &str) -> Result<Vec<Cert>, OpenError> {
+        let mut conn = self.store.pool().acquire().await?;
+        let found = keystore::published_by_address(&mut conn, &sender.to_ascii_lowercase()).await?;
+        Ok(found
+            .and_then(|p| crate::crypto::stored_cert(&p.cert).ok())
+            .map(|cert| vec![cert.as_ref().clone()])
+            .unwrap_or_default())
     }
 
     /// Records ContentHandover for a copy unless someone else's opening did first.

@@ -9,6 +9,7 @@ use super::recipients::{Recipient, resolve};
 use super::{Pipeline, Refusal, SubmitError, Submitter};
 use crate::accounts::{AuthLevel, MailboxKind};
 use crate::address::EmailAddress;
+use crate::crypto::endtoend;
 use crate::evidence::{self, Details, Event, EvidenceRecord, ReasonCode, Sender};
 use crate::message::Options;
 use crate::store::messages as repo;
@@ -69,6 +70,7 @@ impl Pipeline {
             }
         }
         check_options(from, &resolved, options)?;
+        check_readable(prepared, &resolved)?;
         if quota_limited(from) {
             let day_ago = now - 24 * 60 * 60 * 1000;
             let (messages, addressed) =
@@ -325,6 +327,38 @@ fn check_options(
         ));
     }
     Ok(())
+}
+
+/// Content the sender encrypted end to end must name a key of every recipient: otherwise
+/// nobody there could read it, and a "delivery" or "pickup" of it would prove nothing.
+/// Anonymous session keys cannot be checked and pass.
+fn check_readable(prepared: &Prepared, recipients: &[Recipient]) -> Result<(), CheckError> {
+    let Some(named) = &prepared.encrypted_to else {
+        return Ok(());
+    };
+    let unreadable: Vec<String> = recipients
+        .iter()
+        .filter(|r| endtoend::readable_by(named, &r.cert) == endtoend::Readable::No)
+        .map(|r| {
+            format!(
+                "{} (key {})",
+                r.mailbox.address,
+                r.cert.fingerprint().to_hex()
+            )
+        })
+        .collect();
+    if unreadable.is_empty() {
+        return Ok(());
+    }
+    Err(rejected(
+        Refusal::UnreadableByRecipient,
+        ReasonCode::Policy,
+        format!(
+            "the content is encrypted end to end, but not to a key of {}: encrypt it to the \
+             recipient's published certificate (WKD or /api/v1/directory)",
+            unreadable.join(", ")
+        ),
+    ))
 }
 
 /// Parses and de-duplicates recipients. Far more than `max` recipients is not a message

@@ -235,8 +235,8 @@ pub async fn insert_mailbox(
     Ok(sqlx::query_scalar(
         "INSERT INTO mailboxes (address, address_key, kind, display_name, owner_user_id, \
          identity_id, relay_host, relay_port, relay_tls, cert, cert_fingerprint, disabled, \
-         created_at, wkd_hash) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 0, $12, $13) RETURNING id",
+         created_at, wkd_hash, published) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 0, $12, $13, $14) RETURNING id",
     )
     .bind(m.address.to_string())
     .bind(m.address.key())
@@ -251,8 +251,24 @@ pub async fn insert_mailbox(
     .bind(relay.map(|r| r.cert_fingerprint.clone()))
     .bind(m.now)
     .bind(m.address.wkd_hash())
+    // Offices are public bodies: listed. A citizen's key is listed only if they choose.
+    .bind(i64::from(m.kind != MailboxKind::Citizen))
     .fetch_one(conn)
     .await?)
+}
+
+/// Whether the unauthenticated directory and WKD show a mailbox's certificate.
+pub async fn set_published(
+    conn: &mut AnyConnection,
+    mailbox_id: i64,
+    published: bool,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE mailboxes SET published = $1 WHERE id = $2")
+        .bind(i64::from(published))
+        .bind(mailbox_id)
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 const MAILBOX_COLUMNS: &str = "m.id, m.address, m.kind, m.display_name, m.owner_user_id, \

@@ -189,17 +189,21 @@ pub struct Published {
     pub kind: String,
     /// The certificate (binary).
     pub cert: Vec<u8>,
+    /// Whether unauthenticated lookups (directory, WKD) may show it.
+    pub public: bool,
 }
 
-const PUBLISHED: &str = "SELECT m.address, m.kind, COALESCE(k.cert, m.cert) AS cert FROM mailboxes m \
-     LEFT JOIN mailbox_keys k ON k.mailbox_id = m.id WHERE m.disabled = 0 AND ";
+const PUBLISHED: &str = "SELECT m.address, m.kind, m.published, COALESCE(k.cert, m.cert) AS cert \
+     FROM mailboxes m LEFT JOIN mailbox_keys k ON k.mailbox_id = m.id WHERE m.disabled = 0 AND ";
 
 fn published(row: &sqlx::any::AnyRow) -> Result<Option<Published>, StoreError> {
     let cert: Option<Vec<u8>> = row.try_get("cert")?;
+    let public = row.try_get::<i64, _>("published")? == 1;
     Ok(cert.map(|cert| Published {
         address: row.try_get("address").unwrap_or_default(),
         kind: row.try_get("kind").unwrap_or_default(),
         cert,
+        public,
     }))
 }
 

@@ -1,22 +1,25 @@
 //! Key discovery: the JSON directory (`/api/v1/directory?address=`) and the Web Key
 //! Directory (`/.well-known/openpgpkey/…`, advanced and direct layouts) serving every
 //! mailbox certificate and the evidence certificate, so that GnuPG's `--locate-keys` finds
-//! them. Certificates are public by design; lookups are by exact address only, never lists.
+//! them. What is shown to whom is the gateway's policy (`gateway/directory.rs`); lookups are
+//! by exact address only, never lists.
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use sequoia_openpgp::Cert;
 use sequoia_openpgp::parse::Parse;
 use sequoia_openpgp::serialize::SerializeInto;
 use serde::{Deserialize, Serialize};
 
+use super::api::{ApiError, ApiJson};
+use super::caller::{ClientIp, MaybeCaller};
 use super::problem::Problem;
 use crate::address::{DomainName, EmailAddress};
+use crate::auth::Caller;
 use crate::gateway::Gateway;
-use crate::keys::{EVIDENCE_LOCAL, PROVIDER_LOCAL};
-use crate::store::vault::{self as keystore, Published};
+use crate::store::vault::Published;
 
 /// `?address=`
 #[derive(Debug, Deserialize)]
@@ -38,53 +41,48 @@ pub struct DirectoryEntry {
     /// Whether the mailbox can receive `personal` messages (opened only at level `high`):
     /// not for external offices, whose own servers bote cannot hold to that.
     pub personal: bool,
+    /// Whether anyone may look it up without logging in (offices always; citizens who
+    /// chose it).
+    pub public: bool,
 }
 
-fn unavailable(e: &dyn std::fmt::Display) -> Response {
-    tracing::error!(error = %e, "directory lookup failed");
+fn invalid_address(detail: impl Into<String>) -> Response {
     Problem::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "unavailable",
-        "Directory unavailable",
+        StatusCode::BAD_REQUEST,
+        "invalid-address",
+        "Invalid address",
     )
+    .with_detail(detail)
     .into_response()
 }
 
-/// `GET /api/v1/directory?address=`
-pub async fn lookup(State(gateway): State<Gateway>, Query(q): Query<DirectoryQuery>) -> Response {
+/// `GET /api/v1/directory?address=`: anyone may look up offices and citizens who chose
+/// to be listed; a logged-in caller may look up any mailbox. Rate-limited per client.
+pub async fn lookup(
+    State(gateway): State<Gateway>,
+    MaybeCaller(caller): MaybeCaller,
+    ClientIp(client): ClientIp,
+    Query(q): Query<DirectoryQuery>,
+) -> Response {
     let Some(raw) = q.address else {
-        return Problem::new(
-            StatusCode::BAD_REQUEST,
-            "invalid-address",
-            "Invalid address",
-        )
-        .with_detail("the `address` query parameter is required")
-        .into_response();
+        return invalid_address("the `address` query parameter is required");
     };
     let address = match EmailAddress::parse(&raw) {
         Ok(a) => a,
-        Err(e) => {
-            return Problem::new(
-                StatusCode::BAD_REQUEST,
-                "invalid-address",
-                "Invalid address",
-            )
-            .with_detail(e.to_string())
-            .into_response();
-        }
+        Err(e) => return invalid_address(e.to_string()),
     };
-    let mut conn = match gateway.store().pool().acquire().await {
-        Ok(c) => c,
-        Err(e) => return unavailable(&e),
-    };
-    let found = match keystore::published_by_address(&mut conn, &address.key()).await {
-        Ok(Some(p)) => p,
-        Ok(None) => return Problem::not_found().into_response(),
-        Err(e) => return unavailable(&e),
-    };
-    match entry(&found) {
-        Some(e) => Json(e).into_response(),
-        None => unavailable(&"stored certificate does not parse"),
+    match gateway
+        .directory_entry(caller.as_ref(), client, &address)
+        .await
+    {
+        Ok(found) => match entry(&found) {
+            Some(e) => Json(e).into_response(),
+            None => ApiError::from(crate::error::Failure::internal(
+                &"stored certificate does not parse",
+            ))
+            .into_response(),
+        },
+        Err(e) => ApiError::from(e).into_response(),
     }
 }
 
@@ -97,7 +95,31 @@ fn entry(p: &Published) -> Option<DirectoryEntry> {
         fingerprint: cert.fingerprint().to_hex(),
         certificate: armored,
         personal: p.kind != "external",
+        public: p.public,
     })
+}
+
+/// `PUT /api/v1/mailboxes/{address}/directory`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishRequest {
+    published: bool,
+}
+
+/// A citizen lists (or unlists) their own mailbox in the public directory and WKD.
+pub async fn publish(
+    State(gateway): State<Gateway>,
+    caller: Caller,
+    Path(address): Path<String>,
+    ApiJson(req): ApiJson<PublishRequest>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let address = EmailAddress::parse(&address).map_err(ApiError::bad_request)?;
+    gateway
+        .set_published(&caller, &address, req.published)
+        .await?;
+    Ok(Json(
+        serde_json::json!({ "address": address.to_string(), "published": req.published }),
+    ))
 }
 
 /// `?l=` (the local part, which WKD clients send alongside the hash).
@@ -109,26 +131,34 @@ pub struct WkdQuery {
 /// `GET /.well-known/openpgpkey/{domain}/hu/{hash}` (advanced layout).
 pub async fn wkd_advanced(
     State(gateway): State<Gateway>,
+    ClientIp(client): ClientIp,
     Path((domain, hash)): Path<(String, String)>,
     Query(q): Query<WkdQuery>,
 ) -> Response {
-    wkd(&gateway, &domain, &hash, q.l.as_deref()).await
+    wkd(&gateway, client, &domain, &hash, q.l.as_deref()).await
 }
 
-/// `GET /.well-known/openpgpkey/hu/{hash}` (direct layout: the domain is the host).
+/// `GET /.well-known/openpgpkey/hu/{hash}` (direct layout: the domain is the host, from
+/// the request's authority: HTTP/2 sends no `Host` header).
 pub async fn wkd_direct(
     State(gateway): State<Gateway>,
+    ClientIp(client): ClientIp,
+    uri: Uri,
     headers: HeaderMap,
     Path(hash): Path<String>,
     Query(q): Query<WkdQuery>,
 ) -> Response {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(|h| h.rsplit_once(':').map_or(h, |(name, _)| name))
-        .unwrap_or_default()
-        .to_owned();
-    wkd(&gateway, &host, &hash, q.l.as_deref()).await
+    let host = uri
+        .authority()
+        .map(|a| a.host().to_owned())
+        .or_else(|| {
+            headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(|h| h.rsplit_once(':').map_or(h, |(name, _)| name).to_owned())
+        })
+        .unwrap_or_default();
+    wkd(&gateway, client, &host, &hash, q.l.as_deref()).await
 }
 
 /// `GET …/policy`: an empty policy file says this domain supports WKD.
@@ -139,13 +169,16 @@ pub async fn wkd_policy() -> Response {
     r
 }
 
-async fn wkd(gateway: &Gateway, domain: &str, hash: &str, local: Option<&str>) -> Response {
+async fn wkd(
+    gateway: &Gateway,
+    client: Option<std::net::IpAddr>,
+    domain: &str,
+    hash: &str,
+    local: Option<&str>,
+) -> Response {
     let Ok(domain) = DomainName::parse(domain) else {
         return Problem::not_found().into_response();
     };
-    if !gateway.config().gateway.domains.contains(&domain) {
-        return Problem::not_found().into_response();
-    }
     if let Some(l) = local {
         // A client that names the local part must name the one that hashes to the path.
         let named = EmailAddress::parse(&format!("{l}@{domain}"));
@@ -153,28 +186,14 @@ async fn wkd(gateway: &Gateway, domain: &str, hash: &str, local: Option<&str>) -
             return Problem::not_found().into_response();
         }
     }
-    let mut body = Vec::new();
-    for (local, key) in [
-        (EVIDENCE_LOCAL, &gateway.keys().evidence),
-        (PROVIDER_LOCAL, &gateway.keys().provider),
-    ] {
-        let gateway = EmailAddress::parse(&format!("{local}@{domain}"));
-        if gateway.is_ok_and(|a| a.wkd_hash() == hash) {
-            body.extend(key.cert().to_vec().unwrap_or_default());
-        }
-    }
-    let mut conn = match gateway.store().pool().acquire().await {
+    let certs = match gateway.wkd_certificates(client, &domain, hash).await {
         Ok(c) => c,
-        Err(e) => return unavailable(&e),
+        Err(e) => return ApiError::from(e).into_response(),
     };
-    match keystore::published_by_wkd(&mut conn, domain.as_str(), hash).await {
-        Ok(found) => found.iter().for_each(|p| body.extend_from_slice(&p.cert)),
-        Err(e) => return unavailable(&e),
-    }
-    if body.is_empty() {
+    if certs.is_empty() {
         return Problem::not_found().into_response();
     }
-    let mut r = body.into_response();
+    let mut r = certs.concat().into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/octet-stream"),

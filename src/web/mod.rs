@@ -39,6 +39,10 @@ pub fn router(gateway: Gateway) -> Router {
         .route("/log/key", get(log::key))
         .route("/log/tile/{*rest}", get(log::tile))
         .route("/api/v1/directory", get(directory::lookup))
+        .route(
+            "/api/v1/mailboxes/{address}/directory",
+            axum::routing::put(directory::publish),
+        )
         .route("/.well-known/openpgpkey/policy", get(directory::wkd_policy))
         .route("/.well-known/openpgpkey/hu/{hash}", get(directory::wkd_direct))
         .route("/.well-known/openpgpkey/{domain}/policy", get(directory::wkd_policy))

@@ -77,7 +77,25 @@ impl Api {
         token: Option<&str>,
         body: Option<Value>,
     ) -> Reply {
+        self.call_from(None, method, path, token, body).await
+    }
+
+    /// As [`Api::call`], from the client address `client` (as the HTTPS listener records
+    /// it), or from an in-process caller.
+    pub async fn call_from(
+        &self,
+        client: Option<[u8; 4]>,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Reply {
         let mut req = Request::builder().method(method).uri(path);
+        if let Some(ip) = client {
+            req = req.extension(axum::extract::ConnectInfo(std::net::SocketAddr::from((
+                ip, 50000,
+            ))));
+        }
         if let Some(t) = token {
             req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
         }
@@ -860,7 +878,7 @@ async fn sessions_second_factors_and_lockout() {
     let r = api.get("/api/v1/mailboxes", &token).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
 
-    // Wrong passwords: the same answer as an unknown user, then a lockout.
+    // Wrong passwords: the same answer as an unknown user, then attempts slow down.
     let unknown = api
         .call(
             "POST",
@@ -870,8 +888,8 @@ async fn sessions_second_factors_and_lockout() {
         )
         .await;
     assert_eq!(unknown.problem(), "urn:bote:problem:bad-credentials");
-    // Four more failures: with the wrong one-time code above, five in all.
-    for _ in 0..4 {
+    // Five failures (the logins since the wrong one-time code above cleared its count).
+    for _ in 0..5 {
         let r = api
             .call(
                 "POST",
@@ -892,6 +910,29 @@ async fn sessions_second_factors_and_lockout() {
         .await;
     assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(r.problem(), "urn:bote:problem:locked-out");
+    assert_eq!(r.headers["retry-after"], "1");
+    // The same user from another address is not held up by those failures…
+    let r = api
+        .call_from(
+            Some([198, 51, 100, 7]),
+            "POST",
+            "/api/v1/session",
+            None,
+            Some(login("a long enough password")),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    // …and here only for the wait named, not for a quarter of an hour.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let r = api
+        .call(
+            "POST",
+            "/api/v1/session",
+            None,
+            Some(login("a long enough password")),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
 
     // An operator's password change ends the sessions opened with the old password.
     api.cli(

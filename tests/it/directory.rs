@@ -18,16 +18,15 @@ use crate::on_both_backends;
 use crate::support::Gateway;
 
 async fn fetch(app: &axum::Router, path: &str, host: &str) -> (StatusCode, String, Vec<u8>) {
-    let response = app
-        .clone()
-        .oneshot(
-            Request::get(path)
-                .header("host", host)
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await
+    let request = Request::get(path)
+        .header("host", host)
+        .body(Body::empty())
         .unwrap();
+    send(app, request).await
+}
+
+async fn send(app: &axum::Router, request: Request<Body>) -> (StatusCode, String, Vec<u8>) {
+    let response = app.clone().oneshot(request).await.unwrap();
     let status = response.status();
     let ctype = response
         .headers()
@@ -96,14 +95,41 @@ async fn directory_and_wkd_serve_every_mailbox_certificate(gw: Gateway) {
         .add_office(&op, &ext, "Kreis", Some(spec))
         .await
         .unwrap();
-    let app = web::router(bote::gateway::Gateway::from_parts(
+    let core = bote::gateway::Gateway::from_parts(
         gw.store.clone(),
         std::sync::Arc::new(gw.config.clone()),
         gw.keys.clone(),
         gw.log.clone(),
         gw.writer.clone(),
-    ));
+    );
+    let app = web::router(core.clone());
     let host = "lemgo.example";
+
+    // A citizen's key is not public until they say so; a logged-in caller sees it anyway.
+    let anna_hash = wkd_hash_by_gnupg("anna.muster@lemgo.example");
+    let anna_wkd = format!("/.well-known/openpgpkey/lemgo.example/hu/{anna_hash}?l=Anna.Muster");
+    let anna_entry = "/api/v1/directory?address=ANNA.MUSTER@Lemgo.Example";
+    assert_eq!(fetch(&app, anna_entry, host).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(fetch(&app, &anna_wkd, host).await.0, StatusCode::NOT_FOUND);
+    let session = core
+        .auth()
+        .login("anna.muster@lemgo.example", "a long enough password", None)
+        .await
+        .unwrap();
+    let request = Request::get(anna_entry)
+        .header(
+            "authorization",
+            format!("Bearer {}", session.credential.expose()),
+        )
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(send(&app, request).await.0, StatusCode::OK);
+    let caller = core
+        .auth()
+        .resolve(&session.credential, None)
+        .await
+        .unwrap();
+    core.set_published(&caller, &anna, true).await.unwrap();
 
     // Directory.
     let (status, ctype, body) = fetch(
@@ -171,6 +197,14 @@ async fn directory_and_wkd_serve_every_mailbox_certificate(gw: Gateway) {
     )
     .await;
     assert_eq!((status, direct), (StatusCode::OK, advanced.clone()));
+    // HTTP/2 names the host in the request's authority and sends no Host header.
+    let h2 = Request::get(format!(
+        "https://lemgo.example:8443/.well-known/openpgpkey/hu/{hash}"
+    ))
+    .version(axum::http::Version::HTTP_2)
+    .body(Body::empty())
+    .unwrap();
+    assert_eq!(send(&app, h2).await.0, StatusCode::OK);
     let (status, _, office_key) = fetch(
         &app,
         &format!(
@@ -241,3 +275,43 @@ on_both_backends!(
     directory_and_wkd_serve_every_mailbox_certificate,
     super::directory_and_wkd_serve_every_mailbox_certificate
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookups_are_rate_limited_per_client() {
+    let gw = Gateway::new(bote::store::Backend::Sqlite).await;
+    let app = web::router(bote::gateway::Gateway::from_parts(
+        gw.store.clone(),
+        std::sync::Arc::new(gw.config.clone()),
+        gw.keys.clone(),
+        gw.log.clone(),
+        gw.writer.clone(),
+    ));
+    let from = |ip: [u8; 4], n: u32| {
+        Request::get(format!("/api/v1/directory?address=nobody{n}@lemgo.example"))
+            .extension(axum::extract::ConnectInfo(std::net::SocketAddr::from((
+                ip, 40000,
+            ))))
+            .body(Body::empty())
+            .unwrap()
+    };
+    let mut limited = None;
+    for n in 0..200 {
+        let response = app.clone().oneshot(from([192, 0, 2, 7], n)).await.unwrap();
+        if response.status() == StatusCode::TOO_MANY_REQUESTS {
+            limited = Some((n, response));
+            break;
+        }
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    }
+    let (n, response) = limited.expect("a sweep from one address is stopped");
+    assert!((60..=61).contains(&n), "stopped after {n} lookups");
+    let retry: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    // Another client is not affected.
+    let other = app.clone().oneshot(from([192, 0, 2, 8], 0)).await.unwrap();
+    assert_eq!(other.status(), StatusCode::NOT_FOUND);
+}

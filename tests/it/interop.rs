@@ -347,74 +347,22 @@ async fn a_message_gpg_encrypted_to_a_wkd_key_is_accepted_and_readable() {
     use crate::api::cast;
     let c = cast(Gateway::new(Backend::Sqlite).await).await;
     let api = &c.api;
-    let anna = bote::address::EmailAddress::parse("anna@lemgo.example").unwrap();
-    let r = api
-        .call(
-            "GET",
-            &format!(
-                "/.well-known/openpgpkey/lemgo.example/hu/{}?l=anna",
-                anna.wkd_hash()
-            ),
-            None,
-            None,
-        )
-        .await;
-    assert_eq!(r.status, axum::http::StatusCode::OK);
     let home = tempfile::tempdir().unwrap();
-    let cert = home.path().join("anna.pgp");
-    std::fs::write(&cert, &r.body).unwrap();
-    assert!(
-        gpg(home.path(), &["--import", cert.to_str().unwrap()])
-            .status
-            .success()
-    );
-    let entity = home.path().join("entity.txt");
-    std::fs::write(
-        &entity,
-        "Content-Type: text/plain; charset=utf-8\r\n\r\nIhr Antrag wurde genehmigt.\r\n",
-    )
-    .unwrap();
-    let sealed = home.path().join("entity.asc");
-    let out = gpg(
+    publish(api, "anna@lemgo.example").await;
+    import_from_wkd(api, home.path(), "anna@lemgo.example").await;
+    let armored = gpg_encrypt(
         home.path(),
-        &[
-            "--trust-model",
-            "always",
-            "--armor",
-            "--recipient",
-            "anna@lemgo.example",
-            "--output",
-            sealed.to_str().unwrap(),
-            "--encrypt",
-            entity.to_str().unwrap(),
-        ],
+        &["--recipient", "anna@lemgo.example"],
+        "Content-Type: text/plain; charset=utf-8\r\n\r\nIhr Antrag wurde genehmigt.\r\n",
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let message = pgp_mime(
+        "bauamt@lemgo.example",
+        &["anna@lemgo.example"],
+        "<bescheid-1@lemgo.example>",
+        &armored,
     );
-    let armored = std::fs::read_to_string(&sealed)
-        .unwrap()
-        .replace("\r\n", "\n");
-    let message = format!(
-        "From: bauamt@lemgo.example\r\nTo: anna@lemgo.example\r\nSubject: Bescheid\r\n\
-         Message-ID: <bescheid-1@lemgo.example>\r\nMIME-Version: 1.0\r\n\
-         Content-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=\"b1\"\r\n\
-         \r\n--b1\r\nContent-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n\r\n--b1\r\n\
-         Content-Type: application/octet-stream\r\n\r\n{}\r\n--b1--\r\n",
-        armored.trim_end().replace('\n', "\r\n")
-    );
-    use base64::Engine;
     let token = api.send_token("bauamt@lemgo.example");
-    let r = api
-        .post(
-            "/api/v1/messages",
-            &token,
-            serde_json::json!({ "to": ["anna@lemgo.example"],
-                "rfc5322": base64::engine::general_purpose::STANDARD.encode(&message) }),
-        )
-        .await;
+    let r = submit_raw(api, &token, &["anna@lemgo.example"], &message).await;
     assert_eq!(r.status, axum::http::StatusCode::CREATED, "{}", r.text());
     let record = &r.json()["submission_acceptance"][0]["record"];
     assert!(
@@ -447,5 +395,245 @@ async fn a_message_gpg_encrypted_to_a_wkd_key_is_accepted_and_readable() {
             .unwrap()
             .contains("Ihr Antrag wurde genehmigt."),
         "{opened}"
+    );
+}
+
+/// Opts a citizen's mailbox into the public directory and WKD (its owner's choice).
+async fn publish(api: &crate::api::Api, address: &str) {
+    let session = api.login(address).await;
+    let r = api
+        .call(
+            "PUT",
+            &format!("/api/v1/mailboxes/{address}/directory"),
+            Some(&session),
+            Some(serde_json::json!({ "published": true })),
+        )
+        .await;
+    assert_eq!(r.status, axum::http::StatusCode::OK, "{}", r.text());
+}
+
+/// Imports the certificate WKD serves for `address` into a GnuPG home, as `gpg
+/// --locate-keys` would.
+async fn import_from_wkd(api: &crate::api::Api, home: &Path, address: &str) {
+    let parsed = bote::address::EmailAddress::parse(address).unwrap();
+    let (local, domain) = address.split_once('@').unwrap();
+    let r = api
+        .call(
+            "GET",
+            &format!(
+                "/.well-known/openpgpkey/{domain}/hu/{}?l={local}",
+                parsed.wkd_hash()
+            ),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, axum::http::StatusCode::OK, "WKD for {address}");
+    let file = home.join(format!("{local}.pgp"));
+    std::fs::write(&file, &r.body).unwrap();
+    assert!(
+        gpg(home, &["--import", file.to_str().unwrap()])
+            .status
+            .success()
+    );
+}
+
+/// `entity` encrypted (and whatever else `args` asks) by gpg, ASCII-armoured.
+fn gpg_encrypt(home: &Path, args: &[&str], entity: &str) -> String {
+    let input = home.join("entity.txt");
+    std::fs::write(&input, entity).unwrap();
+    let output = home.join("entity.asc");
+    let _ = std::fs::remove_file(&output);
+    let mut all = vec!["--trust-model", "always", "--armor", "--output"];
+    all.push(output.to_str().unwrap());
+    all.extend_from_slice(args);
+    all.extend(["--encrypt", input.to_str().unwrap()]);
+    let out = gpg(home, &all);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::read_to_string(&output)
+        .unwrap()
+        .replace("\r\n", "\n")
+}
+
+/// An RFC 3156 PGP/MIME message around `armored`.
+fn pgp_mime(from: &str, to: &[&str], message_id: &str, armored: &str) -> String {
+    format!(
+        "From: {from}\r\nTo: {}\r\nSubject: Bescheid\r\nMessage-ID: {message_id}\r\n\
+         MIME-Version: 1.0\r\n\
+         Content-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=\"b1\"\r\n\
+         \r\n--b1\r\nContent-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n\r\n--b1\r\n\
+         Content-Type: application/octet-stream\r\n\r\n{}\r\n--b1--\r\n",
+        to.join(", "),
+        armored.trim_end().replace('\n', "\r\n")
+    )
+}
+
+async fn submit_raw(
+    api: &crate::api::Api,
+    token: &str,
+    to: &[&str],
+    message: &str,
+) -> crate::api::Reply {
+    use base64::Engine;
+    api.post(
+        "/api/v1/messages",
+        token,
+        serde_json::json!({ "to": to,
+            "rfc5322": base64::engine::general_purpose::STANDARD.encode(message) }),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn end_to_end_content_nobody_can_read_is_refused_and_never_picked_up() {
+    use crate::api::{cast, events, only_copy};
+    use axum::http::StatusCode;
+    let c = cast(Gateway::new(Backend::Sqlite).await).await;
+    let api = &c.api;
+    api.office("ordnungsamt@lemgo.example", "bernd@lemgo.example");
+    publish(api, "anna@lemgo.example").await;
+    let home = tempfile::tempdir().unwrap();
+    for address in ["anna@lemgo.example", "ordnungsamt@lemgo.example"] {
+        import_from_wkd(api, home.path(), address).await;
+    }
+    let out = gpg(
+        home.path(),
+        &[
+            "--passphrase",
+            "",
+            "--quick-gen-key",
+            "Fachverfahren <verfahren@elsewhere.example>",
+            "default",
+            "default",
+            "never",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = api.send_token("bauamt@lemgo.example");
+    let both = ["anna@lemgo.example", "ordnungsamt@lemgo.example"];
+    let entity = "Content-Type: text/plain; charset=utf-8\r\n\r\nBescheid vom Amt.\r\n";
+
+    // Encrypted to the citizen only, sent to both: refused, naming the office.
+    let armored = gpg_encrypt(home.path(), &["--recipient", "anna@lemgo.example"], entity);
+    let r = submit_raw(
+        api,
+        &token,
+        &both,
+        &pgp_mime("bauamt@lemgo.example", &both, "<e1@amt.example>", &armored),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text());
+    assert_eq!(r.problem(), "urn:bote:problem:not-encrypted-to-recipient");
+    let detail = r.json()["detail"].as_str().unwrap().to_owned();
+    assert!(detail.contains("ordnungsamt@lemgo.example"), "{detail}");
+    assert!(!detail.contains("anna@"), "{detail}");
+
+    // Encrypted to someone else entirely (gpg -e -r someone-else): refused too.
+    let armored = gpg_encrypt(
+        home.path(),
+        &["--recipient", "verfahren@elsewhere.example"],
+        entity,
+    );
+    let one = ["ordnungsamt@lemgo.example"];
+    let r = submit_raw(
+        api,
+        &token,
+        &one,
+        &pgp_mime("bauamt@lemgo.example", &one, "<e2@amt.example>", &armored),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text());
+
+    // Encrypted to both and signed by the office software's own key: accepted, and the
+    // reader is told who signed inside (a key the gateway does not hold: unverified).
+    let armored = gpg_encrypt(
+        home.path(),
+        &[
+            "--recipient",
+            "anna@lemgo.example",
+            "--recipient",
+            "ordnungsamt@lemgo.example",
+            "--local-user",
+            "verfahren@elsewhere.example",
+            "--sign",
+        ],
+        entity,
+    );
+    let r = submit_raw(
+        api,
+        &token,
+        &both,
+        &pgp_mime("bauamt@lemgo.example", &both, "<e3@amt.example>", &armored),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let bernd = api.login("bernd@lemgo.example").await;
+    let copy = only_copy(api, &bernd, "ordnungsamt@lemgo.example", "inbox").await;
+    let id = copy["id"].as_str().unwrap();
+    let opened = api.get(&format!("/api/v1/messages/{id}"), &bernd).await;
+    assert_eq!(opened.status, StatusCode::OK, "{}", opened.text());
+    let opened = opened.json();
+    assert!(
+        opened["text"]
+            .as_str()
+            .unwrap()
+            .contains("Bescheid vom Amt.")
+    );
+    assert_eq!(opened["handover_recorded"], true);
+    let signature = &opened["signatures"][0];
+    assert_eq!(signature["status"], "unknown-key", "{opened}");
+    let fpr = gpg(
+        home.path(),
+        &[
+            "--with-colons",
+            "--fingerprint",
+            "verfahren@elsewhere.example",
+        ],
+    );
+    let listing = String::from_utf8_lossy(&fpr.stdout).into_owned();
+    let issuer = signature["issuer"].as_str().unwrap();
+    assert!(
+        !issuer.is_empty() && listing.contains(issuer),
+        "{issuer} not in {listing}"
+    );
+
+    // A hidden recipient cannot be checked at submission; if it is not the office, opening
+    // is an explicit error and records no handover.
+    let armored = gpg_encrypt(
+        home.path(),
+        &["--hidden-recipient", "verfahren@elsewhere.example"],
+        entity,
+    );
+    let r = submit_raw(
+        api,
+        &token,
+        &one,
+        &pgp_mime("bauamt@lemgo.example", &one, "<e4@amt.example>", &armored),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let list = api
+        .get("/api/v1/mailboxes/ordnungsamt@lemgo.example/inbox", &bernd)
+        .await
+        .json();
+    let hidden = list[0]["id"].as_str().unwrap();
+    let r = api.get(&format!("/api/v1/messages/{hidden}"), &bernd).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text());
+    assert_eq!(r.problem(), "urn:bote:problem:undecryptable");
+    let timeline = api
+        .get(&format!("/api/v1/messages/{hidden}/timeline"), &bernd)
+        .await
+        .json();
+    assert_eq!(
+        events(&timeline),
+        ["SubmissionAcceptance", "ContentConsignment"]
     );
 }

@@ -13,6 +13,7 @@ use super::{ApiError, ApiJson, paged};
 use crate::address::EmailAddress;
 use crate::auth::Caller;
 use crate::crypto::armor_signature;
+use crate::crypto::endtoend::{InnerSignature, SignatureStatus};
 use crate::evidence::StoredEvidence;
 use crate::gateway::{FOLDERS, Gateway};
 use crate::message::{Content, NewAttachment, Options};
@@ -353,6 +354,34 @@ pub struct AttestationOut {
     authoritative: bool,
 }
 
+/// A signature inside end-to-end content.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SignatureOut {
+    /// The signing key: fingerprint, or key id where only that is known.
+    issuer: String,
+    /// `good` (by a certificate the gateway holds for the sender), `unknown-key`
+    /// (unverified) or `bad`.
+    status: String,
+    /// Why it is bad.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<String>,
+}
+
+impl From<InnerSignature> for SignatureOut {
+    fn from(s: InnerSignature) -> Self {
+        let (status, detail) = match s.status {
+            SignatureStatus::Good => ("good", None),
+            SignatureStatus::UnknownKey => ("unknown-key", None),
+            SignatureStatus::Bad(why) => ("bad", Some(why)),
+        };
+        Self {
+            issuer: s.issuer,
+            status: status.to_owned(),
+            detail,
+        }
+    }
+}
+
 /// A message opened for reading.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct MessageOut {
@@ -369,6 +398,8 @@ pub struct MessageOut {
     attestation: Option<AttestationOut>,
     /// Sent end-to-end encrypted to this mailbox's key.
     end_to_end: bool,
+    /// Signatures the sender made inside end-to-end content.
+    signatures: Vec<SignatureOut>,
     /// This request recorded ContentHandover.
     handover_recorded: bool,
 }
@@ -409,6 +440,7 @@ pub async fn read(
             authoritative: a.authoritative,
         }),
         end_to_end: opened.end_to_end,
+        signatures: opened.signatures.into_iter().map(Into::into).collect(),
         handover_recorded: opened.handover_recorded,
     }))
 }

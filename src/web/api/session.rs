@@ -11,6 +11,7 @@ use super::{ApiError, ApiJson};
 use crate::address::EmailAddress;
 use crate::auth::Caller;
 use crate::gateway::Gateway;
+use crate::web::caller::ClientIp;
 
 /// `POST /api/v1/session`
 #[derive(Deserialize, ToSchema)]
@@ -50,9 +51,13 @@ pub struct SessionResponse {
               (status = 429, body = crate::web::problem::Problem)))]
 pub async fn login(
     State(gateway): State<Gateway>,
+    ClientIp(client): ClientIp,
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let session = gateway.auth().login(&req.email, &req.password).await?;
+    let session = gateway
+        .auth()
+        .login(&req.email, &req.password, client)
+        .await?;
     Ok((
         StatusCode::CREATED,
         Json(SessionResponse {
@@ -98,9 +103,13 @@ pub struct LevelResponse {
 pub async fn second_factor(
     State(gateway): State<Gateway>,
     caller: Caller,
+    ClientIp(client): ClientIp,
     ApiJson(req): ApiJson<CodeRequest>,
 ) -> Result<Json<LevelResponse>, ApiError> {
-    gateway.auth().second_factor(&caller, &req.code).await?;
+    gateway
+        .auth()
+        .second_factor(&caller, &req.code, client)
+        .await?;
     Ok(Json(LevelResponse {
         auth_level: "high".into(),
     }))
