@@ -133,6 +133,35 @@ pub fn open(
     Ok((plaintext, decryptor.into_helper().found))
 }
 
+/// The first `bytes` bytes of a sender's end-to-end layer, for its header fields alone:
+/// listing a folder must not decompress a whole message per line (nor check signatures,
+/// which needs it all).
+pub fn open_head(
+    tsk: &Cert,
+    message: &[u8],
+    bytes: u64,
+) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+    use std::io::Read;
+    let policy = policy();
+    let helper = Helper {
+        tsk,
+        signers: &[],
+        found: Vec::new(),
+    };
+    let bad = |e: openpgp::anyhow::Error| CryptoError::Decryption(e.to_string());
+    let decryptor = DecryptorBuilder::from_bytes(message)
+        .map_err(bad)?
+        .buffer_size(0)
+        .with_policy(&policy, None, helper)
+        .map_err(bad)?;
+    let mut head = Zeroizing::new(Vec::new());
+    decryptor
+        .take(bytes)
+        .read_to_end(&mut head)
+        .map_err(|e| CryptoError::Decryption(e.to_string()))?;
+    Ok(head)
+}
+
 struct Helper<'a> {
     tsk: &'a Cert,
     signers: &'a [Cert],

@@ -212,20 +212,37 @@ enum Inner {
     Unreadable(String),
 }
 
+/// How much of a sender's end-to-end layer to open.
+enum Depth<'a> {
+    /// All of it, checking its signatures against these certificates (reading).
+    Whole(&'a [Cert]),
+    /// Its header section only (listing: the subject).
+    Head,
+}
+
+/// Plaintext read of an end-to-end layer for its header fields.
+const INNER_HEAD: u64 = 64 * 1024;
+
 /// Decrypts, verifies and parses one body with an unlocked mailbox key, and the sender's
-/// end-to-end layer inside it, whose signatures are checked against `signers`. CPU-bound.
+/// end-to-end layer inside it (to `depth`). CPU-bound.
 fn decrypt(
     secret: &Cert,
     provider: &[Cert],
-    signers: &[Cert],
+    depth: Depth<'_>,
     domain: &str,
     body: &[u8],
 ) -> Result<Decrypted, OpenError> {
     let opened = pgp::open(secret, provider, domain, body)?;
     let mut parsed = mime::parse_entity(&opened.content)?;
+    let inner_plaintext = |payload: &[u8]| match depth {
+        Depth::Whole(signers) => endtoend::open(secret, payload, signers),
+        Depth::Head => {
+            endtoend::open_head(secret, payload, INNER_HEAD).map(|head| (head, Vec::new()))
+        }
+    };
     let inner = match parsed.end_to_end.take() {
         None => Inner::None,
-        Some(payload) => match endtoend::open(secret, &payload, signers) {
+        Some(payload) => match inner_plaintext(&payload) {
             Err(e) => Inner::Unreadable(e.to_string()),
             Ok((plaintext, signatures)) => match mime::parse_entity(&plaintext) {
                 Err(e) => Inner::Unreadable(format!("the decrypted content does not parse: {e}")),
@@ -388,7 +405,7 @@ impl Pipeline {
         let provider = vec![self.keys.provider.cert().clone()];
         let domain = self.domain.clone();
         Ok(pool::run(move || {
-            decrypt(&secret, &provider, &[], &domain, &body)
+            decrypt(&secret, &provider, Depth::Head, &domain, &body)
                 .ok()
                 .and_then(|d| d.parsed.subject)
         })
@@ -425,7 +442,8 @@ impl Pipeline {
             parsed,
             attestation,
             inner,
-        } = pool::run(move || decrypt(&secret, &provider, &signers, &domain, &body)).await?;
+        } = pool::run(move || decrypt(&secret, &provider, Depth::Whole(&signers), &domain, &body))
+            .await?;
         let signatures = match inner {
             Inner::None => Vec::new(),
             Inner::Opened(signatures) => signatures,
