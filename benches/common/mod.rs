@@ -35,8 +35,20 @@ async fn fresh_postgres(url: &str) -> String {
         .execute(&mut admin)
         .await
         .unwrap();
-    let base = url.rsplit_once('/').map_or(url, |(base, _)| base);
-    format!("{base}/{name}")
+    with_database(url, &name)
+}
+
+/// `url` with its database name replaced by `name` (a query string, such as the socket
+/// directory of a Unix-socket URL, is kept).
+pub fn with_database(url: &str, name: &str) -> String {
+    let (path, query) = url
+        .split_once('?')
+        .map_or((url, None), |(p, q)| (p, Some(q)));
+    let base = path.rsplit_once('/').map_or(path, |(base, _)| base);
+    match query {
+        Some(q) => format!("{base}/{name}?{q}"),
+        None => format!("{base}/{name}"),
+    }
 }
 
 /// Keys, store and log for domain `bench.example`, on SQLite or a fresh database on the

@@ -14,11 +14,13 @@ pub mod audit;
 pub mod evidence;
 pub mod log;
 pub mod messages;
+mod pg_relay;
 pub mod sessions;
 pub mod vault;
 
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
@@ -130,6 +132,9 @@ impl MigrationStatus {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// PostgreSQL over TCP goes through a relay that turns Nagle's algorithm off
+    /// (`pg_relay`); it lives as long as the last handle.
+    relay: Option<Arc<pg_relay::Relay>>,
 }
 
 impl Store {
@@ -158,9 +163,24 @@ impl Store {
         };
         let backend = Backend::of_url(url)
             .ok_or_else(|| connect_err("expected sqlite://PATH or postgres://…".into()))?;
+        let mut relay = None;
         let url = match backend {
             Backend::Sqlite => sqlite_url(url, mode)?,
-            Backend::Postgres => url.to_owned(),
+            Backend::Postgres => match pg_relay::needs_relay(url) {
+                Some((host, port)) => {
+                    // The relay would turn a refused connection into a closed socket; ask
+                    // the server directly first, for the operator's error message.
+                    pg_relay::probe(&host, port, timeout)
+                        .await
+                        .map_err(|e| connect_err(e.to_string()))?;
+                    let started = pg_relay::Relay::start(host, port)
+                        .map_err(|e| connect_err(format!("cannot start the TCP relay: {e}")))?;
+                    let through = started.url(url);
+                    relay = Some(Arc::new(started));
+                    through
+                }
+                None => url.to_owned(),
+            },
         };
         let options = AnyConnectOptions::from_str(&url).map_err(|e| connect_err(e.to_string()))?;
         let pool = AnyPoolOptions::new()
@@ -181,7 +201,11 @@ impl Store {
             .connect_with(options)
             .await
             .map_err(|e| connect_err(e.to_string()))?;
-        let store = Self { pool, backend };
+        let store = Self {
+            pool,
+            backend,
+            relay,
+        };
         match mode {
             OpenMode::CreateAndMigrate => {
                 store.migrate().await?;
@@ -195,6 +219,12 @@ impl Store {
     /// The backend in use.
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// PostgreSQL connections opened over TCP with `TCP_NODELAY` (through the relay), or
+    /// `None` for a backend reached otherwise.
+    pub fn nodelay_connections(&self) -> Option<u64> {
+        self.relay.as_ref().map(|r| r.relayed())
     }
 
     /// The connection pool (for modules that run their own queries).

@@ -173,3 +173,26 @@ async fn an_unreachable_postgres_gives_a_connect_error_without_the_password() {
     );
     assert!(!msg.contains("hunter2"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_over_tcp_runs_without_nagle() {
+    // sqlx 0.9.0 leaves Nagle's algorithm on (a 40 ms stall per large request); every TCP
+    // connection to PostgreSQL goes through the relay that turns it off.
+    let db = TestDb::new(Backend::Postgres).await;
+    assert!(
+        db.url.starts_with("postgres://postgres@127.0.0.1:"),
+        "{}",
+        db.url
+    );
+    let store = db.store().await;
+    let big = "x".repeat(200_000);
+    let echoed: String = sqlx::query_scalar("SELECT $1")
+        .bind(&big)
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(echoed.len(), big.len());
+    assert!(store.nodelay_connections().unwrap() >= 1);
+    let sqlite = TestDb::new(Backend::Sqlite).await.store().await;
+    assert_eq!(sqlite.nodelay_connections(), None);
+}
