@@ -74,7 +74,8 @@ def message(n):
         f"--{boundary}\r\nContent-Type: text/plain\r\n\r\nAnbei die Akte.\r\n"
     )
     budget = LIMIT - len(head) - 64 * 1024
-    per = budget // ATTACHMENTS * 3 // 4 - 200
+    # base64 in 76-character lines with CRLF: 78 bytes of text per 57 bytes of content.
+    per = (budget // ATTACHMENTS - 160) * 57 // 78
     body = base64.encodebytes(os.urandom(per)).replace(b"\n", b"\r\n").decode()
     parts = [head]
     for i in range(ATTACHMENTS):
@@ -144,6 +145,14 @@ def run(work):
     idle = sampler.rss()
     sampler.start()
     to = [f"o{i}@{DOMAIN}" for i in range(RECIPIENTS)]
+    try:
+        measure(call, server, sampler, idle, token, to, work)
+    finally:
+        server.terminate()
+        server.wait()
+
+
+def measure(call, server, sampler, idle, token, to, work):
     raw = message(0)
     status, payload, took = call("POST", "/api/v1/messages", token,
                                  {"to": to, "rfc5322": base64.b64encode(raw).decode()})
@@ -169,8 +178,6 @@ def run(work):
     rows.append((f"4 at once {statuses}", time.monotonic() - started, sum(len(r[1]) for r in results)))
     sampler.stop = True
     hwm = sampler.hwm()
-    server.terminate()
-    server.wait()
 
     db = sqlite3.connect(os.path.join(work, "data", "bote.db"))
     records, largest, total = db.execute(
