@@ -1,6 +1,7 @@
 //! Submission throughput and latency on each storage backend, in one run (issue: PostgreSQL
-//! over TCP). SQLite, then PostgreSQL over TCP (`BOTE_BENCH_POSTGRES_TCP`), then the same
-//! server over its Unix socket (`BOTE_BENCH_POSTGRES_UNIX`), each for `BOTE_BENCH_SECONDS`
+//! over TCP). SQLite, then PostgreSQL over TCP (`BOTE_BENCH_POSTGRES_TCP`), the same
+//! server over its Unix socket (`BOTE_BENCH_POSTGRES_UNIX`), and over TCP with the
+//! driver's own socket (Nagle on, bote's relay bypassed), each for `BOTE_BENCH_SECONDS`
 //! (default 10) with `BOTE_BENCH_SUBMITTERS` (default 16) concurrent submitters of 1 KiB
 //! messages through the pipeline (checks, provider signature, two encryptions, two evidence
 //! records, group commit), round-robin for `BOTE_BENCH_ROUNDS` (default 3) rounds so that a
@@ -28,8 +29,8 @@ struct Bench {
     from: Submitter,
 }
 
-async fn setup(url: Option<&str>) -> Bench {
-    let parts = common::parts(url).await;
+async fn setup(url: Option<&str>, relay_tcp: bool) -> Bench {
+    let parts = common::parts_via(url, relay_tcp).await;
     let writer = Writer::spawn(parts.store.clone(), parts.log.clone());
     let accounts = Accounts::new(parts.store.clone(), parts.config.gateway.domains.clone());
     let op = Actor::Operator("bench".into());
@@ -143,6 +144,38 @@ async fn round(b: &Bench, seconds: u64, submitters: u64) -> Round {
     }
 }
 
+/// Round trips of one `SELECT $1` with a parameter of each size, over one connection: the
+/// direct measure of the Nagle stall (a request whose last segment waits for a delayed ACK).
+async fn round_trips(url: &str, relay: bool) -> Vec<(usize, Duration)> {
+    let store = bote::store::Store::open_url_via(
+        url,
+        bote::store::OpenMode::Unchecked,
+        1,
+        Duration::from_secs(5),
+        relay,
+    )
+    .await
+    .unwrap();
+    let mut out = Vec::new();
+    for size in [1_000, 16_000, 60_000, 70_000, 100_000, 140_000] {
+        let value = "x".repeat(size);
+        let mut times = Vec::new();
+        for _ in 0..20 {
+            let started = Instant::now();
+            let _: String = sqlx::query_scalar("SELECT $1")
+                .bind(&value)
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+            times.push(started.elapsed());
+        }
+        times.sort();
+        out.push((size, times[times.len() / 2]));
+    }
+    store.close().await;
+    out
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -153,21 +186,35 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    if let Ok(url) = std::env::var("BOTE_BENCH_POSTGRES_TCP") {
+        println!("one request of N bytes over TCP, median of 20 round trips:");
+        let raw = rt.block_on(round_trips(&url, false));
+        let relayed = rt.block_on(round_trips(&url, true));
+        for ((size, r), (_, n)) in raw.iter().zip(&relayed) {
+            println!(
+                "  {size:7} bytes: driver's socket {:7.2} ms   through the relay {:7.2} ms",
+                r.as_secs_f64() * 1e3,
+                n.as_secs_f64() * 1e3
+            );
+        }
+    }
     let seconds = env_or("BOTE_BENCH_SECONDS", 10);
     let submitters = env_or("BOTE_BENCH_SUBMITTERS", 16);
     let rounds = env_or("BOTE_BENCH_ROUNDS", 3);
-    let mut backends: Vec<(&str, Option<String>)> = vec![("sqlite", None)];
-    for (name, var) in [
-        ("postgres-tcp", "BOTE_BENCH_POSTGRES_TCP"),
-        ("postgres-unix", "BOTE_BENCH_POSTGRES_UNIX"),
+    let mut backends: Vec<(&str, Option<String>, bool)> = vec![("sqlite", None, true)];
+    for (name, var, relay) in [
+        ("postgres-tcp", "BOTE_BENCH_POSTGRES_TCP", true),
+        ("postgres-unix", "BOTE_BENCH_POSTGRES_UNIX", true),
+        // The driver's own TCP socket, Nagle on: what the relay saves.
+        ("postgres-tcp-raw", "BOTE_BENCH_POSTGRES_TCP", false),
     ] {
         if let Ok(url) = std::env::var(var) {
-            backends.push((name, Some(url)));
+            backends.push((name, Some(url), relay));
         }
     }
     let benches: Vec<Bench> = backends
         .iter()
-        .map(|(_, url)| rt.block_on(setup(url.as_deref())))
+        .map(|(_, url, relay)| rt.block_on(setup(url.as_deref(), *relay)))
         .collect();
     println!(
         "{submitters} submitters, 1 KiB, one recipient and the sender's copy, {seconds} s per round"

@@ -7,8 +7,6 @@ cd "$(dirname "$0")/.."
 source scripts/pg-throwaway.sh
 unset BOTE_TEST_POSTGRES_URL
 pg_throwaway_start
-port=${BOTE_TEST_POSTGRES_URL##*:}
-port=${port%%/*}
 export BOTE_BENCH_POSTGRES_TCP="$BOTE_TEST_POSTGRES_URL"
-export BOTE_BENCH_POSTGRES_UNIX="postgres:///postgres?host=$PG_THROWAWAY_DIR&port=$port&user=postgres"
+export BOTE_BENCH_POSTGRES_UNIX="postgres:///postgres?host=$PG_THROWAWAY_DIR&port=$PG_THROWAWAY_PORT&user=postgres"
 cargo bench --bench backends -- "$@"

@@ -54,6 +54,11 @@ pub fn with_database(url: &str, name: &str) -> String {
 /// Keys, store and log for domain `bench.example`, on SQLite or a fresh database on the
 /// PostgreSQL server of `url`.
 pub async fn parts(url: Option<&str>) -> Parts {
+    parts_via(url, true).await
+}
+
+/// As [`parts`]; `relay_tcp` false opens PostgreSQL over TCP without bote's relay.
+pub async fn parts_via(url: Option<&str>, relay_tcp: bool) -> Parts {
     let fresh = match url {
         Some(u) => Some(fresh_postgres(u).await),
         None => None,
@@ -75,9 +80,15 @@ pub async fn parts(url: Option<&str>) -> Parts {
         Config::from_toml(&text, &dir.path().join("bote.toml"), std::iter::empty()).unwrap();
     keys::generate(&config, &Passphrase::load(&config).unwrap()).unwrap();
     let keys = KeyRing::load(&config).unwrap();
-    let store = Store::open(&config, OpenMode::CreateAndMigrate)
-        .await
-        .unwrap();
+    let store = Store::open_url_via(
+        &config.database_url(),
+        OpenMode::CreateAndMigrate,
+        config.database.max_connections,
+        std::time::Duration::from_secs(config.database.connect_timeout_secs),
+        relay_tcp,
+    )
+    .await
+    .unwrap();
     let log = Arc::new(Log::new(
         keys.log.clone(),
         keys.origin.clone(),

@@ -156,6 +156,19 @@ impl Store {
         max_connections: u32,
         timeout: Duration,
     ) -> Result<Self, StoreError> {
+        Self::open_url_via(url, mode, max_connections, timeout, true).await
+    }
+
+    /// As [`Store::open_url`]; with `relay` false, PostgreSQL over TCP uses the driver's
+    /// own socket (Nagle on): only `benches/backends.rs` does that, to show what the relay
+    /// saves.
+    pub async fn open_url_via(
+        url: &str,
+        mode: OpenMode,
+        max_connections: u32,
+        timeout: Duration,
+        relay_tcp: bool,
+    ) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
         let connect_err = |message: String| StoreError::Connect {
             url: redact_url(url),
@@ -166,7 +179,7 @@ impl Store {
         let mut relay = None;
         let url = match backend {
             Backend::Sqlite => sqlite_url(url, mode)?,
-            Backend::Postgres => match pg_relay::needs_relay(url) {
+            Backend::Postgres => match pg_relay::needs_relay(url).filter(|_| relay_tcp) {
                 Some((host, port)) => {
                     // The relay would turn a refused connection into a closed socket; ask
                     // the server directly first, for the operator's error message.

@@ -73,9 +73,18 @@ impl TestDb {
                     .await
                     .expect("create test database");
                 store.close().await;
-                let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+                // Keep the admin URL's parameters (sslmode) for the new database.
+                let (path, query) = admin
+                    .split_once('?')
+                    .map_or((admin.as_str(), ""), |(p, q)| (p, q));
+                let base = path.rsplit_once('/').map_or(path, |(b, _)| b);
+                let query = if query.is_empty() {
+                    String::new()
+                } else {
+                    format!("?{query}")
+                };
                 Self {
-                    url: format!("{base}/{name}"),
+                    url: format!("{base}/{name}{query}"),
                     backend,
                     _dir: None,
                 }
