@@ -30,6 +30,23 @@ pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
     (rfc3339_ms(ms) == s).then_some(ms)
 }
 
+/// A point in time as people and scripts write it: any RFC 3339 date-time (with or without
+/// fractional seconds, `Z` or an offset), or a bare date (`2026-11-24`, midnight UTC).
+pub fn parse_instant(s: &str) -> Option<i64> {
+    let t = OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .or_else(|| {
+            time::Date::parse(s, format_description!("[year]-[month]-[day]"))
+                .ok()
+                .map(|d| d.midnight().assume_utc())
+        })?;
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
+}
+
+/// What [`parse_instant`] accepts, for error messages.
+pub const INSTANT_FORMS: &str = "an RFC 3339 time (2026-11-24T10:00:00Z, \
+     2026-11-24T10:00:00.000+01:00) or a date (2026-11-24)";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -50,6 +67,23 @@ mod tests {
         assert_eq!(parse_rfc3339_ms("2026-11-18T11:06:40Z"), None);
         assert_eq!(parse_rfc3339_ms("2026-11-18T11:06:40.123+01:00"), None);
         assert_eq!(parse_rfc3339_ms("2026-11-18T11:06:40.1234Z"), None);
+    }
+
+    #[test]
+    fn instants_in_every_rfc_3339_form_and_dates() {
+        let t = 1_795_000_000_000;
+        for s in [
+            "2026-11-18T11:06:40Z",
+            "2026-11-18T11:06:40.000Z",
+            "2026-11-18T12:06:40+01:00",
+            "2026-11-18t11:06:40z",
+        ] {
+            assert_eq!(parse_instant(s), Some(t), "{s}");
+        }
+        assert_eq!(parse_instant("2026-11-18"), Some(1_794_960_000_000));
+        for bad in ["2026-11-18T11:06:40", "yesterday", "2026-13-01", ""] {
+            assert_eq!(parse_instant(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -118,7 +118,7 @@ pub async fn token(config: &Path, command: TokenCommand) -> Result<(), CliError>
             let token = accounts
                 .create_send_token(&Actor::current_operator(), &mailbox, der.as_deref())
                 .await?;
-            println!("{token}");
+            out!("{token}");
         }
         TokenCommand::List { mailbox } => {
             for t in accounts.list_tokens(mailbox.as_ref()).await? {
@@ -130,7 +130,7 @@ pub async fn token(config: &Path, command: TokenCommand) -> Result<(), CliError>
                     .client_cert_sha256
                     .map(|c| format!(" client-cert={c}"))
                     .unwrap_or_default();
-                println!(
+                out!(
                     "token: {} mailbox={} scope={} created={} by={}{cert} state={state}",
                     t.id,
                     t.mailbox,
@@ -144,7 +144,7 @@ pub async fn token(config: &Path, command: TokenCommand) -> Result<(), CliError>
             accounts
                 .revoke_token(&Actor::current_operator(), id)
                 .await?;
-            println!("revoked: {id}");
+            out!("revoked: {id}");
         }
     }
     Ok(())
@@ -267,13 +267,13 @@ pub async fn user(config: &Path, command: UserCommand) -> Result<(), CliError> {
                 notify_email,
             };
             let added = accounts.add_user(&actor, new).await?;
-            println!("user: {}", added.user.email);
-            println!("recovery-code: {}", added.recovery_code);
+            out!("user: {}", added.user.email);
+            out!("recovery-code: {}", added.recovery_code);
         }
         UserCommand::List => {
             let accounts = open(config).await?;
             for u in accounts.list_users().await? {
-                println!(
+                out!(
                     "{}\t{}\t{}\t{}\t{}",
                     u.email,
                     u.role,
@@ -286,7 +286,7 @@ pub async fn user(config: &Path, command: UserCommand) -> Result<(), CliError> {
         UserCommand::Disable { email } => {
             let accounts = open(config).await?;
             accounts.disable_user(&actor, &email).await?;
-            println!("disabled: {email}");
+            out!("disabled: {email}");
         }
         UserCommand::Totp { email } => {
             let accounts = open(config).await?;
@@ -295,7 +295,7 @@ pub async fn user(config: &Path, command: UserCommand) -> Result<(), CliError> {
             let issuer = loaded.primary_domain().to_owned();
             let auth = crate::auth::Auth::new(accounts.store().clone(), issuer);
             let url = auth.set_totp(&user, true).await?;
-            println!("otpauth: {url}");
+            out!("otpauth: {url}");
         }
         UserCommand::SetPassword {
             email,
@@ -315,9 +315,9 @@ pub async fn user(config: &Path, command: UserCommand) -> Result<(), CliError> {
             let new_code = accounts
                 .set_password(&actor, &email, password, code, new_key)
                 .await?;
-            println!("password-set: {email}");
+            out!("password-set: {email}");
             if let Some(code) = new_code {
-                println!("recovery-code: {code}");
+                out!("recovery-code: {code}");
             }
         }
         UserCommand::VerifyIdentity { email, method } => {
@@ -325,7 +325,7 @@ pub async fn user(config: &Path, command: UserCommand) -> Result<(), CliError> {
             let v = accounts
                 .verify_user_identity(&actor, &email, method)
                 .await?;
-            println!(
+            out!(
                 "verified: {email} {} {}",
                 v.method,
                 rfc3339_ms(v.verified_at)
@@ -361,12 +361,13 @@ pub async fn mailbox(config: &Path, command: MailboxCommand) -> Result<(), CliEr
             };
             let accounts = open(config).await?;
             let added = accounts.add_office(&actor, &office, &name, relay).await?;
-            println!(
+            out!(
                 "mailbox: {} ({})",
-                added.mailbox.address, added.mailbox.kind
+                added.mailbox.address,
+                added.mailbox.kind
             );
             if let Some(code) = added.recovery_code {
-                println!("recovery-code: {code}");
+                out!("recovery-code: {code}");
             }
         }
         MailboxCommand::List => {
@@ -389,7 +390,7 @@ pub async fn mailbox(config: &Path, command: MailboxCommand) -> Result<(), CliEr
                     }
                     _ => String::new(),
                 };
-                println!(
+                out!(
                     "{}\t{}\t{}\t{}\t{}",
                     m.address,
                     m.kind,
@@ -411,19 +412,19 @@ pub async fn mailbox(config: &Path, command: MailboxCommand) -> Result<(), CliEr
             };
             let accounts = open(config).await?;
             let state = accounts.add_member(&actor, &mailbox, &user, code).await?;
-            println!("member: {user} of {mailbox} ({state})");
+            out!("member: {user} of {mailbox} ({state})");
         }
         MailboxCommand::RemoveMember { mailbox, user } => {
             let accounts = open(config).await?;
             accounts.remove_member(&actor, &mailbox, &user).await?;
-            println!("removed: {user} from {mailbox}");
+            out!("removed: {user} from {mailbox}");
         }
         MailboxCommand::VerifyIdentity { address, method } => {
             let accounts = open(config).await?;
             let v = accounts
                 .verify_mailbox_identity(&actor, &address, method)
                 .await?;
-            println!(
+            out!(
                 "verified: {address} {} {}",
                 v.method,
                 rfc3339_ms(v.verified_at)

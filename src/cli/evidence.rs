@@ -10,7 +10,7 @@ use sequoia_openpgp::parse::Parse;
 use super::{CliError, load_config};
 use crate::accounts::Actor;
 use crate::address::EmailAddress;
-use crate::clock::{parse_rfc3339_ms, rfc3339_ms};
+use crate::clock::rfc3339_ms;
 use crate::evidence;
 use crate::evidence::StoredEvidence;
 use crate::evidence::bundle::{self, Anchor};
@@ -91,19 +91,10 @@ fn parse_address(s: &str) -> Result<EmailAddress, String> {
     EmailAddress::parse(s).map_err(|e| e.to_string())
 }
 
-/// Accepts `2026-11-24T10:00:00.000Z`, `2026-11-24T10:00:00Z` or a date `2026-11-24`.
+/// Any RFC 3339 time, or a date (midnight UTC).
 fn parse_time(s: &str) -> Result<i64, String> {
-    let candidates = [
-        s.to_owned(),
-        s.strip_suffix('Z')
-            .map(|t| format!("{t}.000Z"))
-            .unwrap_or_default(),
-        format!("{s}T00:00:00.000Z"),
-    ];
-    candidates
-        .iter()
-        .find_map(|c| parse_rfc3339_ms(c))
-        .ok_or_else(|| format!("`{s}` is not a UTC time like 2026-11-24T10:00:00Z or a date"))
+    crate::clock::parse_instant(s)
+        .ok_or_else(|| format!("`{s}`: expected {}", crate::clock::INSTANT_FORMS))
 }
 
 /// `bote keys generate`
@@ -114,10 +105,10 @@ pub fn keys(config_path: &Path, command: KeysCommand) -> Result<(), CliError> {
             let passphrase = Passphrase::load(&config)?;
             let files = keys::generate(&config, &passphrase)?;
             let public = PublicKeys::load(&config)?;
-            println!("evidence-key: {}", public.evidence.fingerprint().to_hex());
-            println!("provider-key: {}", public.provider.fingerprint().to_hex());
-            println!("log-key: {}", public.log_vkey);
-            println!("evidence-cert: {}", files.evidence_cert.display());
+            out!("evidence-key: {}", public.evidence.fingerprint().to_hex());
+            out!("provider-key: {}", public.provider.fingerprint().to_hex());
+            out!("log-key: {}", public.log_vkey);
+            out!("evidence-cert: {}", files.evidence_cert.display());
         }
     }
     Ok(())
@@ -172,8 +163,8 @@ pub async fn proof(config_path: &Path, command: ProofCommand) -> Result<(), CliE
     )
     .await?;
     crate::pki::write_file(&output, &exported.bytes, false)?;
-    println!("bundle: {}", output.display());
-    println!("sha256: {}", exported.sha256);
+    out!("bundle: {}", output.display());
+    out!("sha256: {}", exported.sha256);
     Ok(())
 }
 
@@ -227,14 +218,15 @@ pub fn verify(
             verified.fingerprint
         );
     }
-    println!("verified: {} evidence records", verified.records.len());
-    println!("evidence-key: {}", verified.fingerprint);
-    println!(
+    out!("verified: {} evidence records", verified.records.len());
+    out!("evidence-key: {}", verified.fingerprint);
+    out!(
         "checkpoint: {} size {}",
-        verified.checkpoint.origin, verified.checkpoint.size
+        verified.checkpoint.origin,
+        verified.checkpoint.size
     );
     for r in &verified.records {
-        println!(
+        out!(
             "event: {} {} {} {}",
             rfc3339_ms(r.time.0),
             r.event,
@@ -263,21 +255,22 @@ pub async fn log(config_path: &Path, command: LogCommand) -> Result<(), CliError
     let records = evidence::audit_records(&mut conn, &public.evidence)
         .await
         .map_err(|e| CliError::Usage(format!("log verification failed: {e}")))?;
-    println!(
+    out!(
         "log: {} entries, consistent with checkpoint {}",
-        report.entries, report.checkpoint.size
+        report.entries,
+        report.checkpoint.size
     );
-    println!("evidence: {records} records, signatures and log entries valid");
+    out!("evidence: {records} records, signatures and log entries valid");
     match report.published {
-        Some(size) => println!("published-checkpoint: {size} (a prefix of the stored log)"),
-        None => println!("published-checkpoint: none"),
+        Some(size) => out!("published-checkpoint: {size} (a prefix of the stored log)"),
+        None => out!("published-checkpoint: none"),
     }
     Ok(())
 }
 
-fn print_record(e: &StoredEvidence) {
+fn print_record(e: &StoredEvidence) -> Result<(), CliError> {
     let r = &e.record;
-    println!(
+    out!(
         "{}\t{}\t{}\t{}\t{}\t{}\t{}\tlog:{}",
         rfc3339_ms(r.time.0),
         r.event,
@@ -288,6 +281,7 @@ fn print_record(e: &StoredEvidence) {
         r.evidence_id,
         e.log_index
     );
+    Ok(())
 }
 
 /// `bote evidence …`
@@ -318,7 +312,7 @@ pub async fn evidence(config_path: &Path, command: EvidenceCommand) -> Result<()
         EvidenceCommand::Timeline { id } => query::timeline(&mut conn, &id).await?,
     };
     for e in &found {
-        print_record(e);
+        print_record(e)?;
     }
     Ok(())
 }

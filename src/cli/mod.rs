@@ -2,7 +2,17 @@
 //! become a line on stderr and an exit code.
 //!
 //! Output contract: what scripts read goes to stdout as `key: value` lines; everything
-//! else (errors, logs) goes to stderr. Secrets are read from stdin only.
+//! else (errors, logs) goes to stderr. Secrets are read from stdin only. A reader that
+//! closes stdout early (`bote … | head -1`) ends the command quietly, with success.
+
+/// Writes one line to stdout; a closed stdout becomes [`CliError::Stdout`] instead of the
+/// panic `println!` gives.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use ::std::io::Write as _;
+        writeln!(::std::io::stdout().lock(), $($arg)*).map_err($crate::cli::CliError::Stdout)?
+    }};
+}
 
 mod accounts;
 mod evidence;
@@ -159,6 +169,9 @@ pub enum CliError {
     /// Local I/O.
     #[error("{0}")]
     Io(String),
+    /// Writing to standard output failed (a closed pipe is not reported).
+    #[error("cannot write to standard output: {0}")]
+    Stdout(std::io::Error),
 }
 
 /// Entry point of the binary.
@@ -195,6 +208,8 @@ pub fn main() -> ExitCode {
     };
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader has what it wanted (`| head -1`).
+        Err(CliError::Stdout(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
@@ -215,14 +230,14 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             let store = Store::open(&config, OpenMode::Unchecked).await?;
             let applied = store.migrate().await?;
             store.close().await;
-            println!("migrations-applied: {applied}");
+            out!("migrations-applied: {applied}");
             Ok(())
         }
         Command::Config {
             command: ConfigCommand::Check,
         } => {
             let config = load_config(&cli.config)?;
-            print!("{}", config.redacted_toml());
+            out!("{}", config.redacted_toml().trim_end());
             Ok(())
         }
         Command::User { command } => accounts::user(&cli.config, command).await,

@@ -78,9 +78,9 @@ pub async fn init(dir: &Path, domain: &str) -> Result<(), CliError> {
     let config_path = init_files(dir, domain).await?;
     let config = load_config(&config_path)?;
     let public = keys::PublicKeys::load(&config)?;
-    println!("config: {}", config_path.display());
-    println!("ca-cert: {}", dir.join("certs/ca.crt").display());
-    println!("evidence-key: {}", public.evidence.fingerprint().to_hex());
+    out!("config: {}", config_path.display());
+    out!("ca-cert: {}", dir.join("certs/ca.crt").display());
+    out!("evidence-key: {}", public.evidence.fingerprint().to_hex());
     Ok(())
 }
 
@@ -198,23 +198,23 @@ pub async fn demo(dir: &Path) -> Result<(), CliError> {
         write_file(&logins, &text, true)?;
     }
     let text = std::fs::read_to_string(&logins).map_err(|e| io_err(&logins, e))?;
-    println!("{text}");
+    out!("{text}");
     if let Some(addr) = config.http.listen.0 {
         let ca = dir.join("certs/ca.crt");
-        println!(
+        out!(
             "health:  curl --cacert {} https://{addr}/healthz",
             ca.display()
         );
-        println!(
+        out!(
             "log:     curl --cacert {} https://{addr}/log/checkpoint",
             ca.display()
         );
-        println!("api:     https://{addr}/api/v1/openapi.json (log in: POST /api/v1/session)");
+        out!("api:     https://{addr}/api/v1/openapi.json (log in: POST /api/v1/session)");
     }
     if let Some(addr) = config.http.metrics_listen.0 {
-        println!("metrics: http://{addr}/metrics");
+        out!("metrics: http://{addr}/metrics");
     }
-    println!("stop with Ctrl-C");
+    out!("stop with Ctrl-C");
     serve(config).await
 }
 

@@ -272,10 +272,23 @@ pub fn parse_entity(bytes: &[u8]) -> Result<Parsed, MimeError> {
         from: first_from(&message),
         subject: message.subject().map(str::to_owned),
         text: message.body_text(0).map(|t| t.into_owned()),
-        html: message.body_html(0).map(|t| t.into_owned()),
+        html: html_body(&message),
         attachments,
         end_to_end,
     })
+}
+
+/// The first real HTML body: mail-parser's `body_html` also renders a plain-text body as
+/// HTML, which is not a message with HTML.
+fn html_body(message: &mail_parser::Message<'_>) -> Option<String> {
+    message
+        .html_body
+        .iter()
+        .filter_map(|id| message.part(*id))
+        .find_map(|part| match &part.body {
+            mail_parser::PartType::Html(html) => Some(html.to_string()),
+            _ => None,
+        })
 }
 
 /// The armoured OpenPGP payload of an RFC 3156 `multipart/encrypted` message.
@@ -363,11 +376,23 @@ mod tests {
         assert_eq!(parsed.from.as_deref(), Some("anna@lemgo.example"));
         assert_eq!(parsed.subject.as_deref(), Some("Bauantrag Gartenhaus"));
         assert!(parsed.text.unwrap().contains("anbei mein Antrag."));
+        assert_eq!(parsed.html, None, "a plain-text message has no HTML body");
         assert_eq!(parsed.attachments.len(), 1);
         assert_eq!(parsed.attachments[0].name, "Bauantrag.pdf");
         assert_eq!(parsed.attachments[0].content_type, "application/pdf");
         assert_eq!(parsed.attachments[0].data, vec![0, 1, 2, 255, 13, 10]);
         assert!(parsed.end_to_end.is_none());
+    }
+
+    #[test]
+    fn html_is_only_what_the_sender_wrote_as_html() {
+        let alternative = b"From: a@lemgo.example\r\nMIME-Version: 1.0\r\n\
+Content-Type: multipart/alternative; boundary=\"b\"\r\n\r\n--b\r\n\
+Content-Type: text/plain\r\n\r\nHallo\r\n--b\r\nContent-Type: text/html\r\n\r\n\
+<p>Hallo</p>\r\n--b--\r\n";
+        let parsed = parse_entity(alternative).unwrap();
+        assert!(parsed.html.unwrap().contains("<p>Hallo</p>"));
+        assert_eq!(parsed.text.as_deref().map(str::trim), Some("Hallo"));
     }
 
     #[test]

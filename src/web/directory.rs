@@ -5,7 +5,7 @@
 //! by exact address only, never lists.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use sequoia_openpgp::Cert;
@@ -13,7 +13,7 @@ use sequoia_openpgp::parse::Parse;
 use sequoia_openpgp::serialize::SerializeInto;
 use serde::{Deserialize, Serialize};
 
-use super::api::{ApiError, ApiJson};
+use super::api::{ApiError, ApiJson, ApiPath, ApiQuery};
 use super::caller::{ClientIp, MaybeCaller};
 use super::problem::Problem;
 use crate::address::{DomainName, EmailAddress};
@@ -22,13 +22,14 @@ use crate::gateway::Gateway;
 use crate::store::vault::Published;
 
 /// `?address=`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct DirectoryQuery {
+    /// The address to look up (case-insensitive).
     address: Option<String>,
 }
 
 /// One directory entry.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DirectoryEntry {
     /// Canonical address.
     pub address: String,
@@ -56,13 +57,19 @@ fn invalid_address(detail: impl Into<String>) -> Response {
     .into_response()
 }
 
-/// `GET /api/v1/directory?address=`: anyone may look up offices and citizens who chose
-/// to be listed; a logged-in caller may look up any mailbox. Rate-limited per client.
+/// Looks up the certificate of one address: anyone may look up offices and citizens who
+/// chose to be listed; a logged-in caller may look up any mailbox. Rate-limited per client.
+#[utoipa::path(get, path = "/api/v1/directory", params(DirectoryQuery),
+    security((), ("bearer" = [])),
+    responses((status = 200, body = DirectoryEntry),
+              (status = 400, body = crate::web::problem::Problem),
+              (status = 404, body = crate::web::problem::Problem),
+              (status = 429, body = crate::web::problem::Problem)))]
 pub async fn lookup(
     State(gateway): State<Gateway>,
     MaybeCaller(caller): MaybeCaller,
     ClientIp(client): ClientIp,
-    Query(q): Query<DirectoryQuery>,
+    ApiQuery(q): ApiQuery<DirectoryQuery>,
 ) -> Response {
     let Some(raw) = q.address else {
         return invalid_address("the `address` query parameter is required");
@@ -100,17 +107,23 @@ fn entry(p: &Published) -> Option<DirectoryEntry> {
 }
 
 /// `PUT /api/v1/mailboxes/{address}/directory`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PublishRequest {
+    /// Listed for anonymous lookups (directory, WKD) or not.
     published: bool,
 }
 
 /// A citizen lists (or unlists) their own mailbox in the public directory and WKD.
+#[utoipa::path(put, path = "/api/v1/mailboxes/{address}/directory",
+    params(("address" = String, Path, description = "The citizen's own mailbox")),
+    request_body = PublishRequest, security(("bearer" = [])),
+    responses((status = 200, body = Object), (status = 403, body = crate::web::problem::Problem),
+              (status = 404, body = crate::web::problem::Problem)))]
 pub async fn publish(
     State(gateway): State<Gateway>,
     caller: Caller,
-    Path(address): Path<String>,
+    ApiPath(address): ApiPath<String>,
     ApiJson(req): ApiJson<PublishRequest>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let address = EmailAddress::parse(&address).map_err(ApiError::bad_request)?;
@@ -132,8 +145,8 @@ pub struct WkdQuery {
 pub async fn wkd_advanced(
     State(gateway): State<Gateway>,
     ClientIp(client): ClientIp,
-    Path((domain, hash)): Path<(String, String)>,
-    Query(q): Query<WkdQuery>,
+    ApiPath((domain, hash)): ApiPath<(String, String)>,
+    ApiQuery(q): ApiQuery<WkdQuery>,
 ) -> Response {
     wkd(&gateway, client, &domain, &hash, q.l.as_deref()).await
 }
@@ -145,8 +158,8 @@ pub async fn wkd_direct(
     ClientIp(client): ClientIp,
     uri: Uri,
     headers: HeaderMap,
-    Path(hash): Path<String>,
-    Query(q): Query<WkdQuery>,
+    ApiPath(hash): ApiPath<String>,
+    ApiQuery(q): ApiQuery<WkdQuery>,
 ) -> Response {
     let host = uri
         .authority()

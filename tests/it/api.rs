@@ -663,7 +663,7 @@ async fn refusals_are_clear_and_leave_evidence(gw: Gateway) {
         )
         .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text());
-    assert_eq!(r.problem(), "urn:bote:problem:bad-request");
+    assert_eq!(r.problem(), "urn:bote:problem:invalid-body");
     let r = api
         .call(
             "POST",

@@ -654,7 +654,7 @@ async fn evidence_search_and_timeline(gw: Gateway) {
     let none = run(gw.setup.cmd(&["evidence", "timeline", "unknown"]));
     assert_one_line_error(&none, &["no evidence for message unknown"]);
     let bad_time = run(gw.setup.cmd(&["evidence", "search", "--from", "yesterday"]));
-    assert_one_line_error(&bad_time, &["--from", "not a UTC time"]);
+    assert_one_line_error(&bad_time, &["--from", "expected an RFC 3339 time"]);
 }
 on_both_backends!(
     evidence_search_and_timeline,

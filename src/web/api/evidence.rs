@@ -2,16 +2,16 @@
 //! query layer. Legal staff see metadata and evidence, never bodies or subjects (the
 //! records hold neither).
 
-use axum::extract::{OriginalUri, Query, State};
+use axum::extract::{OriginalUri, State};
 use axum::response::Response;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::messages::{EvidenceOut, download};
-use super::{ApiError, paged};
+use super::{ApiError, ApiQuery, paged};
 use crate::address::EmailAddress;
 use crate::auth::Caller;
-use crate::clock::parse_rfc3339_ms;
+use crate::clock::{INSTANT_FORMS, parse_instant};
 use crate::evidence::query::Search;
 use crate::gateway::Gateway;
 
@@ -28,11 +28,7 @@ fn address(field: &str, value: Option<&str>) -> Result<Option<EmailAddress>, Api
 
 fn time(field: &str, value: Option<&str>) -> Result<Option<i64>, ApiError> {
     value
-        .map(|v| {
-            parse_rfc3339_ms(v).ok_or_else(|| {
-                bad(format!("{field}: expected RFC 3339 UTC with milliseconds, e.g. 2026-11-24T10:00:00.000Z"))
-            })
-        })
+        .map(|v| parse_instant(v).ok_or_else(|| bad(format!("{field}: expected {INSTANT_FORMS}"))))
         .transpose()
 }
 
@@ -46,9 +42,9 @@ pub struct SearchQuery {
     sender: Option<String>,
     /// Recipient address.
     recipient: Option<String>,
-    /// Event time at or after (RFC 3339).
+    /// Event time at or after (RFC 3339, or a date for midnight UTC).
     from: Option<String>,
-    /// Event time before (RFC 3339).
+    /// Event time before (RFC 3339, or a date for midnight UTC).
     until: Option<String>,
     /// Records after the one at this log index (from the previous page's `Link`).
     after: Option<u64>,
@@ -63,7 +59,7 @@ pub async fn search(
     State(gateway): State<Gateway>,
     caller: Caller,
     OriginalUri(uri): OriginalUri,
-    Query(q): Query<SearchQuery>,
+    ApiQuery(q): ApiQuery<SearchQuery>,
 ) -> Result<Response, ApiError> {
     let search = Search {
         message: q.message,
@@ -98,7 +94,7 @@ pub struct ExportQuery {
 pub async fn export(
     State(gateway): State<Gateway>,
     caller: Caller,
-    Query(q): Query<ExportQuery>,
+    ApiQuery(q): ApiQuery<ExportQuery>,
 ) -> Result<Response, ApiError> {
     let recipient = address("recipient", q.recipient.as_deref())?;
     let exported = gateway

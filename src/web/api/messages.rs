@@ -1,7 +1,7 @@
 //! Submitting, listing and reading messages; their timelines, receipts and bundles.
 
 use axum::Json;
-use axum::extract::{OriginalUri, Path, Query, State};
+use axum::extract::{OriginalUri, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
@@ -9,7 +9,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{ApiError, ApiJson, paged};
+use super::{ApiError, ApiJson, ApiPath, ApiQuery, paged};
 use crate::address::EmailAddress;
 use crate::auth::Caller;
 use crate::crypto::armor_signature;
@@ -57,9 +57,25 @@ pub struct SubmitRequest {
     /// A complete RFC 5322 message, base64 (instead of subject/text/attachments).
     #[serde(default)]
     rfc5322: Option<String>,
-    /// Options.
-    #[serde(flatten)]
-    options: Options,
+    /// Absenderbestätigt: the gateway attests a verified sender at level `high`.
+    #[serde(default)]
+    authoritative: bool,
+    /// Persönlich: the recipient can open it only from a `high` session.
+    #[serde(default)]
+    personal: bool,
+    /// Abholbestätigung: the citizen's first opening at `high` is recorded (offices only).
+    #[serde(default)]
+    retrieval_confirmation: bool,
+}
+
+impl SubmitRequest {
+    fn options(&self) -> Options {
+        Options {
+            authoritative: self.authoritative,
+            personal: self.personal,
+            retrieval_confirmation: self.retrieval_confirmation,
+        }
+    }
 }
 
 /// One evidence record as the API shows it.
@@ -117,6 +133,7 @@ pub struct AcceptanceOut {
 
 /// Who sends: the caller's mailbox (`from` chooses among a staff member's offices).
 fn content(req: SubmitRequest) -> Result<(Content, Vec<String>, Options), ApiError> {
+    let options = req.options();
     let composed = req.subject.is_some() || req.text.is_some() || !req.attachments.is_empty();
     let content = match (req.rfc5322, composed) {
         (Some(_), true) => {
@@ -151,7 +168,7 @@ fn content(req: SubmitRequest) -> Result<(Content, Vec<String>, Options), ApiErr
             }
         }
     };
-    Ok((content, req.to, req.options))
+    Ok((content, req.to, options))
 }
 
 /// Submits a message; answers only once it and its SubmissionAcceptance are durable.
@@ -316,8 +333,8 @@ pub async fn folder(
     State(gateway): State<Gateway>,
     caller: Caller,
     OriginalUri(uri): OriginalUri,
-    Path((address, folder)): Path<(String, String)>,
-    Query(q): Query<ListQuery>,
+    ApiPath((address, folder)): ApiPath<(String, String)>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Response, ApiError> {
     let address = EmailAddress::parse(&address).map_err(|_| OpenError::NotFound)?;
     let list = gateway
@@ -414,7 +431,7 @@ pub struct MessageOut {
 pub async fn read(
     State(gateway): State<Gateway>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<MessageOut>, ApiError> {
     let opened = gateway.open(&caller, &id).await?;
     Ok(Json(MessageOut {
@@ -454,28 +471,49 @@ pub async fn read(
 pub async fn attachment(
     State(gateway): State<Gateway>,
     caller: Caller,
-    Path((id, n)): Path<(String, usize)>,
+    ApiPath((id, n)): ApiPath<(String, usize)>,
 ) -> Result<Response, ApiError> {
     let part = gateway.attachment(&caller, &id, n).await?;
-    let name: String = part
-        .name
+    Ok(download(part.data, "application/octet-stream", &part.name))
+}
+
+/// RFC 8187 `attr-char`s stay as they are; everything else is percent-encoded.
+const ATTR_CHAR: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'!')
+    .remove(b'#')
+    .remove(b'$')
+    .remove(b'&')
+    .remove(b'+')
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'^')
+    .remove(b'_')
+    .remove(b'`')
+    .remove(b'|')
+    .remove(b'~');
+
+/// `Content-Disposition: attachment` for `file_name` (RFC 6266): an ASCII `filename` for
+/// old clients and the exact name as `filename*=UTF-8''…` (RFC 8187).
+pub fn content_disposition(file_name: &str) -> String {
+    let ascii: String = file_name
         .chars()
         .map(|c| {
-            if c.is_ascii_alphanumeric() || ".-_ ".contains(c) {
+            if c.is_ascii_alphanumeric() || ".-_ ()".contains(c) {
                 c
             } else {
                 '_'
             }
         })
         .collect();
-    Ok(download(part.data, "application/octet-stream", &name))
+    let exact = percent_encoding::utf8_percent_encode(file_name, ATTR_CHAR);
+    format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{exact}")
 }
 
 pub(super) fn download(data: Vec<u8>, content_type: &'static str, file_name: &str) -> Response {
     let mut response = data.into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{file_name}\"")) {
+    if let Ok(v) = HeaderValue::from_str(&content_disposition(file_name)) {
         headers.insert(header::CONTENT_DISPOSITION, v);
     }
     response
@@ -490,8 +528,8 @@ pub async fn timeline(
     State(gateway): State<Gateway>,
     caller: Caller,
     OriginalUri(uri): OriginalUri,
-    Path(id): Path<String>,
-    Query(q): Query<EvidencePageQuery>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<EvidencePageQuery>,
 ) -> Result<Response, ApiError> {
     let records = gateway.timeline(&caller, &id, q.after, q.limit).await?;
     Ok(paged(records, &uri, "after", |e| {
@@ -524,8 +562,8 @@ pub async fn receipts(
     State(gateway): State<Gateway>,
     caller: Caller,
     OriginalUri(uri): OriginalUri,
-    Path(id): Path<String>,
-    Query(q): Query<EvidencePageQuery>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<EvidencePageQuery>,
 ) -> Result<Response, ApiError> {
     let receipts = gateway.receipts(&caller, &id, q.after, q.limit).await?;
     Ok(paged(receipts, &uri, "after", |r| ReceiptOut {
@@ -557,8 +595,8 @@ pub struct BundleQuery {
 pub async fn bundle(
     State(gateway): State<Gateway>,
     caller: Caller,
-    Path(id): Path<String>,
-    Query(q): Query<BundleQuery>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<BundleQuery>,
 ) -> Result<Response, ApiError> {
     let recipient = q
         .recipient

@@ -10,8 +10,9 @@ mod messages;
 mod session;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
@@ -76,6 +77,8 @@ pub fn routes(max_body: usize) -> Router<Gateway> {
         messages::bundle,
         evidence::search,
         evidence::export,
+        crate::web::directory::lookup,
+        crate::web::directory::publish,
     ),
     components(schemas(Problem)),
     modifiers(&BearerAuth)
@@ -196,13 +199,72 @@ where
 }
 
 fn json_rejection(rejection: &JsonRejection) -> ApiError {
-    let status = rejection.status();
-    let kind = if status == StatusCode::PAYLOAD_TOO_LARGE {
-        "request-too-large"
-    } else {
-        "bad-request"
+    let (kind, title) = match rejection {
+        JsonRejection::JsonDataError(_) => ("invalid-body", "Request body has the wrong shape"),
+        JsonRejection::JsonSyntaxError(_) => ("invalid-json", "Request body is not JSON"),
+        JsonRejection::MissingJsonContentType(_) => (
+            "unsupported-media-type",
+            "Request body must be application/json",
+        ),
+        _ if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            ("request-too-large", "Request body too large")
+        }
+        _ => ("bad-request", "Bad request"),
     };
+    http_problem(rejection.status(), kind, title, rejection.body_text())
+}
+
+fn http_problem(status: StatusCode, kind: &str, title: &str, detail: String) -> ApiError {
     ApiError::Http(Box::new(
-        Problem::new(status, kind, "Bad request").with_detail(rejection.body_text()),
+        Problem::new(status, kind, title).with_detail(detail),
     ))
+}
+
+/// Query strings whose rejections are problem responses (400 `invalid-query`).
+#[derive(Debug)]
+pub struct ApiQuery<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiQuery<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(v)) => Ok(Self(v)),
+            Err(r) => Err(http_problem(
+                StatusCode::BAD_REQUEST,
+                "invalid-query",
+                "Invalid query parameters",
+                r.body_text(),
+            )),
+        }
+    }
+}
+
+/// Path parameters whose rejections are problem responses (404 `not-found` for a segment
+/// of the wrong type: no such resource can exist).
+#[derive(Debug)]
+pub struct ApiPath<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiPath<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(v)) => Ok(Self(v)),
+            Err(r) => Err(http_problem(
+                StatusCode::NOT_FOUND,
+                "not-found",
+                "Not found",
+                r.body_text(),
+            )),
+        }
+    }
 }

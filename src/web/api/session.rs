@@ -1,13 +1,13 @@
 //! Sessions, second factors and read tokens.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{ApiError, ApiJson};
+use super::{ApiError, ApiJson, ApiPath};
 use crate::address::EmailAddress;
 use crate::auth::Caller;
 use crate::gateway::Gateway;
@@ -235,7 +235,7 @@ pub async fn list_tokens(
 pub async fn revoke_token(
     State(gateway): State<Gateway>,
     caller: Caller,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> Result<StatusCode, ApiError> {
     gateway.auth().revoke_own_token(&caller, id).await?;
     Ok(StatusCode::NO_CONTENT)
