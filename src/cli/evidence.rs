@@ -151,6 +151,11 @@ pub async fn proof(config_path: &Path, command: ProofCommand) -> Result<(), CliE
         }
         None => None,
     };
+    // A copy id names its message as well as the gateway id does.
+    let id = match crate::store::messages::copy(&mut conn, &id).await? {
+        Some(copy) => copy.message.gateway_id,
+        None => id,
+    };
     drop(conn);
     let exported = bundle::export_audited(
         &store,

@@ -211,9 +211,22 @@ pub fn main() -> ExitCode {
         // The reader has what it wanted (`| head -1`).
         Err(CliError::Stdout(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {e}{}", hint(&e));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// What to type next, where an error's own words (shared with the API) cannot say it.
+fn hint(e: &CliError) -> &'static str {
+    use crate::evidence::bundle::ExportError;
+    use crate::evidence::query::QueryError;
+    match e {
+        CliError::Query(QueryError::AmbiguousRecipient { .. })
+        | CliError::Export(ExportError::Query(QueryError::AmbiguousRecipient { .. })) => {
+            " (--recipient ADDR)"
+        }
+        _ => "",
     }
 }
 

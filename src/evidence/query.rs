@@ -50,7 +50,9 @@ pub enum QueryError {
         recipient: EmailAddress,
     },
     /// Several recipients and none chosen.
-    #[error("message {message} has {count} recipients ({list}): choose one with --recipient")]
+    #[error(
+        "message {message} has {count} recipients ({list}): name the one whose evidence you want"
+    )]
     AmbiguousRecipient {
         /// The message.
         message: String,
@@ -66,7 +68,10 @@ impl Classify for QueryError {
         match self {
             Self::Store(e) => e.failure(),
             Self::UnknownMessage(_) => Failure::not_found(),
-            Self::UnknownRecipient { .. } | Self::AmbiguousRecipient { .. } => Failure::new(
+            Self::UnknownRecipient { .. } => {
+                Failure::new(ErrorKind::NotFound, "not-a-recipient", "Not a recipient").detail(self)
+            }
+            Self::AmbiguousRecipient { .. } => Failure::new(
                 ErrorKind::Invalid,
                 "recipient-required",
                 "Choose a recipient",

@@ -17,6 +17,7 @@ mod open;
 mod policy;
 mod receipts;
 mod recipients;
+mod views;
 
 use std::sync::Arc;
 
@@ -136,6 +137,8 @@ pub enum SubmitError {
         detail: String,
         /// The message id under which the rejection evidence is kept.
         gateway_id: String,
+        /// Seconds after which the same submission may succeed (a quota's window).
+        retry_after: Option<u64>,
     },
     /// No recipient at all (garbage: no evidence, spec §3.1).
     #[error("at least one recipient is required")]
@@ -253,10 +256,17 @@ impl Classify for SubmitError {
                 refusal,
                 detail,
                 gateway_id,
-            } => refusal
-                .failure()
-                .detail(detail)
-                .evidence(gateway_id.clone()),
+                retry_after,
+            } => {
+                let failure = refusal
+                    .failure()
+                    .detail(detail)
+                    .evidence(gateway_id.clone());
+                match retry_after {
+                    Some(seconds) => failure.retry_after(*seconds),
+                    None => failure,
+                }
+            }
             Self::NoRecipients
             | Self::RecipientFlood { .. }
             | Self::Recipient { .. }

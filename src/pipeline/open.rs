@@ -11,6 +11,7 @@ use sequoia_openpgp::Cert;
 use sqlx::AnyConnection;
 
 use super::Pipeline;
+use super::views::{Prefer, View};
 use crate::accounts::{AuthLevel, Mailbox, MailboxKind, MembershipState};
 use crate::address::{AddressError, EmailAddress};
 use crate::auth::Access;
@@ -21,13 +22,13 @@ use crate::crypto::{CryptoError, pool};
 use crate::error::{Classify, ErrorKind, Failure};
 use crate::evidence::query;
 use crate::evidence::{
-    self, Details, Event, EvidenceError, EvidenceId, ReasonCode, StoredEvidence, Timestamp,
-    WriterError,
+    self, Details, Event, EvidenceError, EvidenceId, ReasonCode, Timestamp, WriterError,
 };
 use crate::message::mime::{self, MimeError};
 use crate::message::{Options, Parsed, Part};
 use crate::store::StoreError;
 use crate::store::accounts as account_repo;
+use crate::store::evidence as evidence_repo;
 use crate::store::messages::{self as repo, StoredCopy};
 use crate::store::vault::{self as keystore, Holder};
 use crate::vault;
@@ -149,6 +150,42 @@ pub struct Summary {
     pub sender_auth_level: String,
     /// When handover was recorded, if it was.
     pub handed_over_at: Option<i64>,
+    /// For the sender's copy: every recipient and how far delivery got, from the evidence.
+    pub recipients: Vec<(String, DeliveryStatus)>,
+}
+
+named_enum!(
+    /// How far delivery to one recipient got, as its latest evidence says.
+    DeliveryStatus, "delivery status", {
+        /// SubmissionAcceptance: accepted, not yet delivered.
+        Accepted => "accepted",
+        /// ContentConsignment: in the recipient's mailbox.
+        Consigned => "consigned",
+        /// RelayToNonERDS or RelayAcceptance: handed to the recipient's server or gateway.
+        Relayed => "relayed",
+        /// ContentHandover: picked up.
+        PickedUp => "picked-up",
+        /// A failure or rejection event.
+        Failed => "failed",
+    }
+);
+
+impl DeliveryStatus {
+    /// The status an event leaves a recipient in.
+    pub fn after(event: Event) -> Self {
+        match event {
+            Event::SubmissionAcceptance | Event::ReceivedFromNonERDS => Self::Accepted,
+            Event::ContentConsignment => Self::Consigned,
+            Event::RelayToNonERDS | Event::RelayAcceptance => Self::Relayed,
+            Event::ContentHandover => Self::PickedUp,
+            Event::SubmissionRejection
+            | Event::RelayRejection
+            | Event::RelayFailure
+            | Event::RelayToNonERDSFailure
+            | Event::ContentConsignmentFailure
+            | Event::ContentHandoverFailure => Self::Failed,
+        }
+    }
 }
 
 /// A message opened for its reader.
@@ -192,6 +229,7 @@ fn summary(stored: &StoredCopy, mailbox: &Mailbox, subject: Option<String>) -> S
         },
         sender_auth_level: m.auth_level.clone(),
         handed_over_at: stored.opened_at,
+        recipients: Vec::new(),
     }
 }
 
@@ -266,6 +304,27 @@ fn decrypt(
     })
 }
 
+/// The mailbox with `id`, if `access` may see it (its owner, an active member, or a token
+/// for it).
+pub(super) async fn may_see(
+    conn: &mut AnyConnection,
+    access: &Access,
+    mailbox_id: i64,
+) -> Result<Option<Mailbox>, OpenError> {
+    let Some(mailbox) = account_repo::mailbox_by_id(conn, mailbox_id).await? else {
+        return Ok(None);
+    };
+    let allowed = match access {
+        Access::User { user, .. } => {
+            mailbox.owner_user_id == Some(user.id)
+                || account_repo::membership_state(conn, mailbox.id, user.id).await?
+                    == Some(MembershipState::Active)
+        }
+        Access::Token { mailbox_id, .. } => *mailbox_id == mailbox.id,
+    };
+    Ok(allowed.then_some(mailbox))
+}
+
 impl Pipeline {
     /// The mailboxes `access` can open, with their kind.
     pub async fn mailboxes(&self, access: &Access) -> Result<Vec<Mailbox>, OpenError> {
@@ -284,44 +343,36 @@ impl Pipeline {
     }
 
     /// The mailbox with `id`, if `access` may see it; otherwise [`OpenError::NotFound`].
-    async fn authorize(
+    pub(super) async fn authorize(
         &self,
         conn: &mut AnyConnection,
         access: &Access,
         mailbox_id: i64,
     ) -> Result<Mailbox, OpenError> {
-        let mailbox = account_repo::mailbox_by_id(conn, mailbox_id)
-            .await?
-            .ok_or(OpenError::NotFound)?;
-        let allowed = match access {
-            Access::User { user, .. } => {
-                mailbox.owner_user_id == Some(user.id)
-                    || account_repo::membership_state(conn, mailbox.id, user.id).await?
-                        == Some(MembershipState::Active)
+        match may_see(conn, access, mailbox_id).await? {
+            Some(mailbox) => Ok(mailbox),
+            None => {
+                tracing::info!(?access, mailbox = mailbox_id, "access denied");
+                Err(OpenError::NotFound)
             }
-            Access::Token { mailbox_id, .. } => *mailbox_id == mailbox.id,
-        };
-        if !allowed {
-            tracing::info!(?access, mailbox = mailbox.id, "access denied");
-            return Err(OpenError::NotFound);
         }
-        Ok(mailbox)
     }
 
-    /// A copy `access` may see, without decrypting it.
+    /// The copy `id` names for `access` (a copy id, or a gateway id: then the caller's
+    /// received copy, else their sent one), without decrypting it.
     pub async fn copy_for(
         &self,
         access: &Access,
-        copy_id: &str,
+        id: &str,
     ) -> Result<(StoredCopy, Mailbox), OpenError> {
-        let mut conn = self.store.pool().acquire().await?;
-        let stored = repo::copy(&mut conn, copy_id)
-            .await?
-            .ok_or(OpenError::NotFound)?;
-        let mailbox = self
-            .authorize(&mut conn, access, stored.copy.mailbox_id)
-            .await?;
-        Ok((stored, mailbox))
+        match self.view(access, id, Prefer::Received).await? {
+            View::Recipient { copy, mailbox } => Ok((copy, mailbox)),
+            View::Sender {
+                copy: Some((copy, mailbox)),
+                ..
+            } => Ok((copy, mailbox)),
+            View::Sender { copy: None, .. } => Err(OpenError::NotFound),
+        }
     }
 
     /// The mailbox secret key, unlocked with the reader's own secret.
@@ -370,10 +421,19 @@ impl Pipeline {
             return Err(OpenError::SendOnly);
         }
         let copies = repo::list_copies(&mut conn, mailbox.id, folder, before, limit).await?;
-        drop(conn);
         if copies.is_empty() {
             return Ok(Vec::new());
         }
+        let statuses = if folder == "sent" {
+            let ids: Vec<String> = copies
+                .iter()
+                .map(|c| c.message.gateway_id.clone())
+                .collect();
+            evidence_repo::latest_events(&mut conn, &ids).await?
+        } else {
+            Vec::new()
+        };
+        drop(conn);
         let secret = Arc::new(self.mailbox_secret(access, &mailbox).await?);
         let mut out = Vec::with_capacity(copies.len());
         for stored in copies {
@@ -385,7 +445,13 @@ impl Pipeline {
             } else {
                 self.subject(&secret, &stored.copy.id).await?
             };
-            out.push(summary(&stored, &mailbox, subject));
+            let mut line = summary(&stored, &mailbox, subject);
+            line.recipients = statuses
+                .iter()
+                .filter(|(gid, _, _)| *gid == stored.message.gateway_id)
+                .map(|(_, recipient, event)| (recipient.clone(), DeliveryStatus::after(*event)))
+                .collect();
+            out.push(line);
         }
         Ok(out)
     }
@@ -419,7 +485,7 @@ impl Pipeline {
     }
 
     /// Opens a copy already authorised for `access`.
-    async fn open_copy(
+    pub(super) async fn open_copy(
         &self,
         access: &Access,
         stored: StoredCopy,
@@ -549,85 +615,5 @@ impl Pipeline {
             }
             Err(e) => Err(e.into()),
         }
-    }
-
-    /// A page of the evidence timeline of a copy: the reader's own chain for a received
-    /// copy (no other recipient shows, spec §3.4), every recipient's for the sender's copy.
-    pub async fn timeline(
-        &self,
-        access: &Access,
-        copy_id: &str,
-        after: Option<u64>,
-        limit: i64,
-    ) -> Result<Vec<StoredEvidence>, OpenError> {
-        let (stored, _) = self.copy_for(access, copy_id).await?;
-        self.evidence_of(&stored, after, limit).await
-    }
-
-    /// A page of the receipts of the sender's copy of a message (a received copy has none:
-    /// 404, decided before anything is opened, so asking can never count as a handover).
-    pub async fn receipts(
-        &self,
-        access: &Access,
-        copy_id: &str,
-        after: Option<u64>,
-        limit: i64,
-    ) -> Result<Vec<super::Receipt>, OpenError> {
-        let (stored, mailbox) = self.copy_for(access, copy_id).await?;
-        if stored.copy.folder != "sent" {
-            return Err(OpenError::NotFound);
-        }
-        let records = self.evidence_of(&stored, after, limit).await?;
-        let sender = EmailAddress::parse(&stored.message.sender)?;
-        let opened = self.open_copy(access, stored, mailbox).await?;
-        let subject = opened.summary.subject.unwrap_or_default();
-        Ok(super::receipts::render_receipts(
-            &self.domain,
-            &sender,
-            &subject,
-            &records,
-        ))
-    }
-
-    /// A page of the evidence a copy's reader may see: their own chain for a received
-    /// copy, every recipient's for the sender's copy.
-    async fn evidence_of(
-        &self,
-        stored: &StoredCopy,
-        after: Option<u64>,
-        limit: i64,
-    ) -> Result<Vec<StoredEvidence>, OpenError> {
-        let recipient = if stored.copy.folder == "inbox" {
-            Some(EmailAddress::parse(&stored.copy.recipient)?)
-        } else {
-            None
-        };
-        let search = query::Search {
-            message: Some(stored.message.gateway_id.clone()),
-            recipient,
-            after,
-            limit: Some(limit),
-            ..query::Search::default()
-        };
-        let mut conn = self.store.pool().acquire().await?;
-        Ok(query::search(&mut conn, &search).await?)
-    }
-
-    /// What a bundle of this copy proves, if `access` may see it: the message and the
-    /// recipient whose chain it is (the copy's own recipient for a received copy; for the
-    /// sender's copy, `recipient`, which is needed when there are several).
-    pub async fn bundle_subject(
-        &self,
-        access: &Access,
-        copy_id: &str,
-        recipient: Option<&EmailAddress>,
-    ) -> Result<(String, Option<EmailAddress>), OpenError> {
-        let (stored, _) = self.copy_for(access, copy_id).await?;
-        let recipient = if stored.copy.folder == "inbox" {
-            Some(EmailAddress::parse(&stored.copy.recipient)?)
-        } else {
-            recipient.cloned()
-        };
-        Ok((stored.message.gateway_id, recipient))
     }
 }

@@ -73,23 +73,26 @@ impl Pipeline {
         check_readable(prepared, &resolved)?;
         if quota_limited(from) {
             let day_ago = now - 24 * 60 * 60 * 1000;
-            let (messages, addressed) =
-                repo::sent_since(&mut conn, &from.mailbox.address.key(), day_ago)
-                    .await
-                    .map_err(fail)?;
+            let sent = repo::sent_since(&mut conn, &from.mailbox.address.key(), day_ago)
+                .await
+                .map_err(fail)?;
             let wanted = i64::try_from(recipients.len()).unwrap_or(i64::MAX);
-            if messages >= i64::from(limits.citizen_daily_messages)
-                || addressed + wanted > i64::from(limits.citizen_daily_recipients)
+            if sent.messages >= i64::from(limits.citizen_daily_messages)
+                || sent.recipients + wanted > i64::from(limits.citizen_daily_recipients)
             {
-                return Err(rejected(
-                    Refusal::QuotaExceeded,
-                    ReasonCode::QuotaExceeded,
-                    format!(
+                // The window frees its oldest message first.
+                let frees_at = sent.oldest.map_or(now, |t| t + 24 * 60 * 60 * 1000);
+                let retry_after = u64::try_from((frees_at - now).max(1000) / 1000).ok();
+                return Err(CheckError::Rejected(Rejection {
+                    refusal: Refusal::QuotaExceeded,
+                    reason: ReasonCode::QuotaExceeded,
+                    detail: format!(
                         "daily limit reached: at most {} messages and {} recipients per 24 hours \
                          at authentication level normal (log in with a second factor to lift it)",
                         limits.citizen_daily_messages, limits.citizen_daily_recipients
                     ),
-                ));
+                    retry_after,
+                }));
             }
         }
         Ok(resolved)
@@ -188,6 +191,7 @@ impl Pipeline {
             refusal: rejection.refusal,
             detail: rejection.detail,
             gateway_id: gateway_id.to_owned(),
+            retry_after: rejection.retry_after,
         }
     }
 }
@@ -268,6 +272,7 @@ pub(super) struct Rejection {
     refusal: Refusal,
     reason: ReasonCode,
     detail: String,
+    retry_after: Option<u64>,
 }
 
 pub(super) enum CheckError {
@@ -280,6 +285,7 @@ fn rejected(refusal: Refusal, reason: ReasonCode, detail: String) -> CheckError 
         refusal,
         reason,
         detail,
+        retry_after: None,
     })
 }
 

@@ -4,7 +4,7 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use super::StoreError;
-use crate::evidence::record::{EvidenceRecord, SignedRecord, StoredEvidence};
+use crate::evidence::record::{Event, EvidenceRecord, SignedRecord, StoredEvidence};
 
 /// Columns per evidence row.
 const COLUMNS: usize = 11;
@@ -130,4 +130,42 @@ pub async fn page_with_entries(
     rows.iter()
         .map(|r| Ok((from_row(r)?, r.try_get("entry")?)))
         .collect()
+}
+
+/// The latest event per (message, recipient) of these messages, in message order then
+/// recipient order: (gateway id, recipient address key, event).
+pub async fn latest_events(
+    conn: &mut AnyConnection,
+    gateway_ids: &[String],
+) -> Result<Vec<(String, String, Event)>, StoreError> {
+    let mut latest: Vec<(String, String, Event)> = Vec::new();
+    let mut at: std::collections::HashMap<(String, String), usize> = Default::default();
+    for chunk in gateway_ids.chunks(200) {
+        let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT gateway_message_id, recipient_key, event FROM evidence \
+             WHERE gateway_message_id IN ({}) ORDER BY log_index",
+            placeholders.join(", ")
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in chunk {
+            query = query.bind(id.as_str());
+        }
+        for row in query.fetch_all(&mut *conn).await? {
+            let gid: String = row.try_get(0)?;
+            let recipient: String = row.try_get(1)?;
+            let event: String = row.try_get(2)?;
+            let event: Event = event
+                .parse()
+                .map_err(|e: String| StoreError::Query(sqlx::Error::Decode(e.into())))?;
+            match at.get(&(gid.clone(), recipient.clone())) {
+                Some(i) => latest[*i].2 = event,
+                None => {
+                    at.insert((gid.clone(), recipient.clone()), latest.len());
+                    latest.push((gid, recipient, event));
+                }
+            }
+        }
+    }
+    Ok(latest)
 }

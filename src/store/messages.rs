@@ -185,22 +185,37 @@ pub async fn insert_job(conn: &mut AnyConnection, j: &JobRow) -> Result<(), Stor
     Ok(())
 }
 
-/// (messages, recipients) a sender submitted at or after `since`.
+/// What a sender sent since a time: messages, recipients addressed, the oldest one's time.
+#[derive(Debug, Clone, Copy)]
+pub struct SentSince {
+    /// Messages.
+    pub messages: i64,
+    /// Recipients over all of them.
+    pub recipients: i64,
+    /// When the oldest was sent (unix ms), if any was.
+    pub oldest: Option<i64>,
+}
+
+/// Messages `sender_key` sent at or after `since`.
 pub async fn sent_since(
     conn: &mut AnyConnection,
     sender_key: &str,
     since: i64,
-) -> Result<(i64, i64), StoreError> {
+) -> Result<SentSince, StoreError> {
     let row = sqlx::query(
         // PostgreSQL sums BIGINT as NUMERIC, which the Any driver cannot decode.
-        "SELECT COUNT(*), CAST(COALESCE(SUM(recipients), 0) AS BIGINT) FROM messages \
-         WHERE sender_key = $1 AND created_at >= $2",
+        "SELECT COUNT(*), CAST(COALESCE(SUM(recipients), 0) AS BIGINT), MIN(created_at) \
+         FROM messages WHERE sender_key = $1 AND created_at >= $2",
     )
     .bind(sender_key)
     .bind(since)
     .fetch_one(conn)
     .await?;
-    Ok((row.try_get(0)?, row.try_get(1)?))
+    Ok(SentSince {
+        messages: row.try_get(0)?,
+        recipients: row.try_get(1)?,
+        oldest: row.try_get(2)?,
+    })
 }
 
 /// The gateway id of the message `sender_key` sent with this RFC 5322 Message-ID, if any.
@@ -305,6 +320,36 @@ pub async fn list_copies(
         .fetch_all(conn)
         .await?;
     rows.iter().map(copy_from_row).collect()
+}
+
+/// Every copy of one message, without bodies.
+pub async fn copies_of(
+    conn: &mut AnyConnection,
+    gateway_id: &str,
+) -> Result<Vec<StoredCopy>, StoreError> {
+    let columns = COPY_COLUMNS.replace("c.body", "NULL AS body");
+    let sql = format!(
+        "SELECT {columns} FROM message_copies c JOIN messages m \
+         ON m.gateway_id = c.gateway_id WHERE c.gateway_id = $1 ORDER BY c.id"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(gateway_id)
+        .fetch_all(conn)
+        .await?;
+    rows.iter().map(copy_from_row).collect()
+}
+
+/// The sender address of a message.
+pub async fn sender_of(
+    conn: &mut AnyConnection,
+    gateway_id: &str,
+) -> Result<Option<String>, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT sender FROM messages WHERE gateway_id = $1")
+            .bind(gateway_id)
+            .fetch_optional(conn)
+            .await?,
+    )
 }
 
 /// The encrypted body of one copy.

@@ -23,6 +23,7 @@ use crate::store::vault::Published;
 
 /// `?address=`
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DirectoryQuery {
     /// The address to look up (case-insensitive).
     address: Option<String>,

@@ -49,6 +49,14 @@ pub fn router(gateway: Gateway) -> Router {
         .route("/.well-known/openpgpkey/{domain}/hu/{hash}", get(directory::wkd_advanced))
         .route_layer(middleware::from_fn(record_metrics))
         .fallback(|| async { Problem::not_found() })
+        .method_not_allowed_fallback(|| async {
+            Problem::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "Method not allowed",
+            )
+            .with_detail("this path does not take that method; see /api/v1/openapi.json")
+        })
         .with_state(gateway)
         .layer(middleware::from_fn(security_headers))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))

@@ -52,6 +52,22 @@ impl Reply {
     }
 }
 
+async fn reply(response: axum::response::Response) -> Reply {
+    let status = response.status();
+    let headers = response.headers().clone();
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    Reply {
+        status,
+        content_type,
+        headers,
+        body: body.to_vec(),
+    }
+}
+
 impl Api {
     pub async fn new(gw: Gateway) -> Self {
         let config = gw.config.clone();
@@ -107,19 +123,32 @@ impl Api {
         }
         .unwrap();
         let response = self.app.clone().oneshot(req).await.unwrap();
-        let status = response.status();
-        let headers = response.headers().clone();
-        let content_type = headers
-            .get(header::CONTENT_TYPE)
-            .map(|v| v.to_str().unwrap().to_owned())
-            .unwrap_or_default();
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        Reply {
-            status,
-            content_type,
-            headers,
-            body: body.to_vec(),
+        reply(response).await
+    }
+
+    /// A request with a body of any content type.
+    pub async fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        content_type: &str,
+        body: &str,
+    ) -> Reply {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::CONTENT_TYPE, content_type);
+        if let Some(t) = token {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
         }
+        let response = self
+            .app
+            .clone()
+            .oneshot(req.body(Body::from(body.to_owned())).unwrap())
+            .await
+            .unwrap();
+        reply(response).await
     }
 
     pub async fn get(&self, path: &str, token: &str) -> Reply {

@@ -21,4 +21,5 @@ mod limits;
 mod log_props;
 mod probes;
 mod storage;
+mod walkthrough;
 mod zero_access;

@@ -34,6 +34,7 @@ fn time(field: &str, value: Option<&str>) -> Result<Option<i64>, ApiError> {
 
 /// Search parameters.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct SearchQuery {
     /// Gateway message id or RFC 5322 Message-ID.
@@ -78,6 +79,7 @@ pub async fn search(
 
 /// Export parameters.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ExportQuery {
     /// Gateway message id or RFC 5322 Message-ID.

@@ -283,6 +283,19 @@ pub struct SummaryOut {
     sender_auth_level: String,
     /// When handover was recorded, RFC 3339.
     handed_over_at: Option<String>,
+    /// In `sent`: every recipient and how far delivery got (`accepted`, `consigned`,
+    /// `relayed`, `picked-up`, `failed`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    recipients: Vec<RecipientStatusOut>,
+}
+
+/// One recipient of a sent message.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RecipientStatusOut {
+    /// Recipient address.
+    address: String,
+    /// Latest delivery status.
+    status: String,
 }
 
 impl From<Summary> for SummaryOut {
@@ -301,12 +314,21 @@ impl From<Summary> for SummaryOut {
             options: s.options,
             sender_auth_level: s.sender_auth_level,
             handed_over_at: s.handed_over_at.map(crate::clock::rfc3339_ms),
+            recipients: s
+                .recipients
+                .into_iter()
+                .map(|(address, status)| RecipientStatusOut {
+                    address,
+                    status: status.to_string(),
+                })
+                .collect(),
         }
     }
 }
 
 /// `?limit=&before=`
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Most messages (default 50, at most 200).
     limit: Option<i64>,
@@ -316,6 +338,7 @@ pub struct ListQuery {
 
 /// `?limit=&after=`
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct EvidencePageQuery {
     /// Most records (default 100, at most 1000).
     limit: Option<i64>,
@@ -424,7 +447,7 @@ pub struct MessageOut {
 /// Reads one message (decrypted for the caller). Records ContentHandover on the first
 /// opening in an office mailbox, or a citizen's first `high` opening of a message with
 /// retrieval confirmation.
-#[utoipa::path(get, path = "/api/v1/messages/{id}", params(("id" = String, Path, description = "Copy id")),
+#[utoipa::path(get, path = "/api/v1/messages/{id}", params(("id" = String, Path, description = "Copy id, or the gateway id a submission returned")),
     security(("bearer" = [])),
     responses((status = 200, body = MessageOut), (status = 403, body = crate::web::problem::Problem),
               (status = 404, body = crate::web::problem::Problem)))]
@@ -464,7 +487,7 @@ pub async fn read(
 
 /// Downloads one attachment (always as a download, never rendered inline).
 #[utoipa::path(get, path = "/api/v1/messages/{id}/attachments/{n}", params(
-        ("id" = String, Path, description = "Copy id"), ("n" = usize, Path, description = "Index")),
+        ("id" = String, Path, description = "Copy id, or the gateway id a submission returned"), ("n" = usize, Path, description = "Index")),
     security(("bearer" = [])),
     responses((status = 200, content_type = "application/octet-stream", body = Vec<u8>),
               (status = 404, body = crate::web::problem::Problem)))]
@@ -521,7 +544,7 @@ pub(super) fn download(data: Vec<u8>, content_type: &'static str, file_name: &st
 
 /// The evidence timeline of a message: the caller's own chain for a received copy, every
 /// recipient's for the sender's copy.
-#[utoipa::path(get, path = "/api/v1/messages/{id}/timeline", params(("id" = String, Path, description = "Copy id"), EvidencePageQuery),
+#[utoipa::path(get, path = "/api/v1/messages/{id}/timeline", params(("id" = String, Path, description = "Copy id, or the gateway id a submission returned"), EvidencePageQuery),
     security(("bearer" = [])),
     responses((status = 200, body = Vec<EvidenceOut>), (status = 404, body = crate::web::problem::Problem)))]
 pub async fn timeline(
@@ -555,7 +578,7 @@ pub struct ReceiptOut {
 }
 
 /// The receipts of a sent message (spec §3.7), rendered from its evidence.
-#[utoipa::path(get, path = "/api/v1/messages/{id}/receipts", params(("id" = String, Path, description = "Copy id in `sent`"), EvidencePageQuery),
+#[utoipa::path(get, path = "/api/v1/messages/{id}/receipts", params(("id" = String, Path, description = "Gateway id, or the copy id in `sent`"), EvidencePageQuery),
     security(("bearer" = [])),
     responses((status = 200, body = Vec<ReceiptOut>), (status = 404, body = crate::web::problem::Problem)))]
 pub async fn receipts(
@@ -582,13 +605,14 @@ pub async fn receipts(
 
 /// `?recipient=`
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct BundleQuery {
     /// For the sender's copy of a message with several recipients: whose chain.
     recipient: Option<String>,
 }
 
 /// Downloads the proof bundle (spec §4) of a message for one recipient.
-#[utoipa::path(get, path = "/api/v1/messages/{id}/bundle", params(("id" = String, Path, description = "Copy id"), BundleQuery),
+#[utoipa::path(get, path = "/api/v1/messages/{id}/bundle", params(("id" = String, Path, description = "Copy id, or the gateway id a submission returned"), BundleQuery),
     security(("bearer" = [])),
     responses((status = 200, content_type = "application/x-tar", body = Vec<u8>),
               (status = 404, body = crate::web::problem::Problem)))]

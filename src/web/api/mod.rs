@@ -81,9 +81,49 @@ pub fn routes(max_body: usize) -> Router<Gateway> {
         crate::web::directory::publish,
     ),
     components(schemas(Problem)),
-    modifiers(&BearerAuth)
+    modifiers(&BearerAuth, &DescribeResponses)
 )]
 struct ApiDoc;
+
+/// OpenAPI requires a description on every response: the status's reason phrase, or
+/// "Problem" (RFC 9457) for errors, where the handler names none.
+struct DescribeResponses;
+
+impl utoipa::Modify for DescribeResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::RefOr;
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for operation in operations.into_iter().flatten() {
+                for (status, response) in operation.responses.responses.iter_mut() {
+                    let RefOr::T(response) = response else {
+                        continue;
+                    };
+                    if response.description.is_empty() {
+                        let code = status.parse::<u16>().ok();
+                        response.description = match code.and_then(|c| StatusCode::from_u16(c).ok())
+                        {
+                            Some(s) if s.is_success() => {
+                                s.canonical_reason().unwrap_or("Success").to_owned()
+                            }
+                            Some(s) => format!(
+                                "{}: an RFC 9457 problem",
+                                s.canonical_reason().unwrap_or("Error")
+                            ),
+                            None => "Response".to_owned(),
+                        };
+                    }
+                }
+            }
+        }
+    }
+}
 
 struct BearerAuth;
 
