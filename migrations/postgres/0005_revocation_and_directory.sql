@@ -14,3 +14,7 @@ CREATE INDEX credentials_mailbox ON credentials (mailbox_id);
 -- always do, citizens only if they choose to.
 ALTER TABLE mailboxes ADD COLUMN published BIGINT NOT NULL DEFAULT 1 CHECK (published IN (0, 1));
 UPDATE mailboxes SET published = 0 WHERE kind = 'citizen';
+
+-- When an operator last lifted a user's login throttle (`bote user unlock`): failures
+-- counted before it no longer slow the user down.
+ALTER TABLE users ADD COLUMN unlocked_at BIGINT;

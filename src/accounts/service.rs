@@ -88,6 +88,12 @@ pub enum AccountError {
         /// The mailbox.
         mailbox: EmailAddress,
     },
+    /// A mailbox without an active member: only its recovery code can grant access.
+    #[error(
+        "nobody holds the key of {0} yet: grant its first member with the mailbox recovery \
+         code (--recovery-code-stdin), or name them when adding the mailbox (--member)"
+    )]
+    NoGrantor(EmailAddress),
     /// No live token with that id.
     #[error("no live token {0} (see `bote token list`)")]
     UnknownToken(i64),
@@ -148,7 +154,7 @@ impl Classify for AccountError {
                 "not-allowed-here",
                 "Not possible for this account",
             ),
-            Self::WrongRecoveryCode | Self::KeyWouldBeLost(_) => (
+            Self::WrongRecoveryCode | Self::KeyWouldBeLost(_) | Self::NoGrantor(_) => (
                 ErrorKind::Forbidden,
                 "recovery-code",
                 "Recovery code needed",
@@ -338,6 +344,54 @@ impl Accounts {
             .await?
             .map(|(u, _)| u)
             .ok_or_else(|| AccountError::UnknownUser(email.clone()))
+    }
+
+    /// Allows a disabled user to log in again (their sessions and read tokens stay ended).
+    pub async fn enable_user(
+        &self,
+        actor: &Actor,
+        email: &EmailAddress,
+    ) -> Result<(), AccountError> {
+        self.user_change(actor, email, "user.enable", |tx, user, now| {
+            Box::pin(async move { Ok(repo::set_user_disabled(tx, user.id, false, now).await?) })
+        })
+        .await
+    }
+
+    /// Lifts the login throttle of a user (failures counted so far stop slowing them).
+    pub async fn unlock_user(
+        &self,
+        actor: &Actor,
+        email: &EmailAddress,
+    ) -> Result<(), AccountError> {
+        self.user_change(actor, email, "user.unlock", |tx, user, now| {
+            Box::pin(async move { Ok(repo::set_unlocked(tx, user.id, now).await?) })
+        })
+        .await
+    }
+
+    /// One change to one user, audited in its transaction.
+    async fn user_change(
+        &self,
+        actor: &Actor,
+        email: &EmailAddress,
+        action: &str,
+        change: impl for<'c> FnOnce(
+            &'c mut sqlx::AnyConnection,
+            &'c User,
+            i64,
+        )
+            -> futures_util::future::BoxFuture<'c, Result<(), AccountError>>,
+    ) -> Result<(), AccountError> {
+        let now = now_ms();
+        let mut tx = self.store.begin().await?;
+        let (user, _) = repo::find_user(&mut tx, email)
+            .await?
+            .ok_or_else(|| AccountError::UnknownUser(email.clone()))?;
+        change(&mut tx, &user, now).await?;
+        audit::record(&mut tx, actor, action, &email.to_string(), json!({}), now).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Refuses further logins by a user.
@@ -592,6 +646,18 @@ impl Accounts {
         Ok(repo::list_members(&mut conn, mailbox.id).await?)
     }
 
+    /// Refuses a user who could not become an office member (before anything is made).
+    pub async fn check_member(&self, user: &EmailAddress) -> Result<(), AccountError> {
+        let found = self.user(user).await?;
+        if found.role != Role::Staff {
+            return Err(AccountError::NotStaff {
+                user: user.clone(),
+                role: found.role,
+            });
+        }
+        Ok(())
+    }
+
     /// Makes a staff user a member of a local office mailbox. The membership stays pending
     /// Tokens, every one or one mailbox's, oldest first (never the token itself).
     pub async fn list_tokens(
@@ -712,6 +778,14 @@ impl Accounts {
             });
         }
         let existing = repo::membership_state(&mut conn, mb.id, u.id).await?;
+        let someone_active = repo::list_members(&mut conn, mb.id)
+            .await?
+            .iter()
+            .any(|m| m.state == MembershipState::Active);
+        if !someone_active && recovery_code.is_none() {
+            // Nobody could ever complete the grant: it would stay pending forever.
+            return Err(AccountError::NoGrantor(mailbox.clone()));
+        }
         if existing == Some(MembershipState::Active)
             || (existing.is_some() && recovery_code.is_none())
         {

@@ -180,6 +180,22 @@ impl Lockout {
         t.account.fail(account.to_owned(), now);
     }
 
+    /// Forgets every failure of `account` counted at or before `unlocked_at` (an
+    /// operator's `bote user unlock`).
+    pub fn clear_account(&self, account: &str, unlocked_at: i64) {
+        let mut t = self.tables();
+        t.pair
+            .entries
+            .retain(|(a, _), e| a != account || e.last > unlocked_at);
+        if t.account
+            .entries
+            .get(account)
+            .is_some_and(|e| e.last <= unlocked_at)
+        {
+            t.account.clear(&account.to_owned());
+        }
+    }
+
     /// A success from `client` clears that pair's count.
     pub fn note_success(&self, account: &str, client: Option<IpAddr>) {
         let client = client_key(client);
@@ -242,6 +258,17 @@ mod tests {
         }
         assert!(lockout.wait_secs("anna@lemgo.example", ip(66), now) > 0);
         assert!(lockout.tables().pair.entries.len() <= CAPACITY);
+    }
+
+    #[test]
+    fn an_operator_unlock_forgets_the_failures_before_it() {
+        let lockout = Lockout::default();
+        for i in 0..30 {
+            lockout.note_failure("anna@lemgo.example", ip(66), T0 + i);
+        }
+        assert!(lockout.wait_secs("anna@lemgo.example", ip(66), T0 + 100) > 0);
+        lockout.clear_account("anna@lemgo.example", T0 + 50);
+        assert_eq!(lockout.wait_secs("anna@lemgo.example", ip(66), T0 + 100), 0);
     }
 
     #[test]

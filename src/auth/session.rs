@@ -75,7 +75,15 @@ impl Auth {
             return Err(AuthError::BadCredentials);
         };
         let key = address.key();
-        let wait = self.lockout.wait_secs(&key, client, now);
+        let mut wait = self.lockout.wait_secs(&key, client, now);
+        if wait > 0 {
+            // An operator may have lifted the throttle since (another process: the CLI).
+            let mut conn = self.store.pool().acquire().await?;
+            if let Some(unlocked_at) = account_repo::unlocked_at(&mut conn, &address).await? {
+                self.lockout.clear_account(&key, unlocked_at);
+                wait = self.lockout.wait_secs(&key, client, now);
+            }
+        }
         if wait > 0 {
             tracing::info!(account = %pseudonym(&key), client = ?client, wait, "login throttled");
             return Err(AuthError::LockedOut(wait));

@@ -18,7 +18,7 @@ pub enum UserCommand {
     /// Add a user (a citizen also gets a mailbox at their address).
     Add {
         /// Role.
-        #[arg(long, value_parser = parse_role)]
+        #[arg(long, value_enum)]
         role: Role,
         /// Display name.
         #[arg(long)]
@@ -35,8 +35,20 @@ pub enum UserCommand {
     },
     /// List users.
     List,
-    /// Refuse further logins by a user.
+    /// Refuse further logins by a user (ends their sessions, revokes their read tokens).
     Disable {
+        /// Login address.
+        #[arg(value_parser = parse_address)]
+        email: EmailAddress,
+    },
+    /// Allow a disabled user to log in again.
+    Enable {
+        /// Login address.
+        #[arg(value_parser = parse_address)]
+        email: EmailAddress,
+    },
+    /// Lift a user's login throttle after failed attempts.
+    Unlock {
         /// Login address.
         #[arg(value_parser = parse_address)]
         email: EmailAddress,
@@ -68,7 +80,7 @@ pub enum UserCommand {
         #[arg(value_parser = parse_address)]
         email: EmailAddress,
         /// How it was verified.
-        #[arg(long, value_parser = parse_method)]
+        #[arg(long, value_enum)]
         method: IdentityMethod,
     },
 }
@@ -167,8 +179,12 @@ pub enum MailboxCommand {
         /// The office's OpenPGP certificate (armoured or binary) for external offices.
         #[arg(long, requires = "relay")]
         cert: Option<PathBuf>,
+        /// A staff user to make the first member at once (local offices): later members are
+        /// granted by a member or with the recovery code.
+        #[arg(long, value_parser = parse_address, conflicts_with = "relay")]
+        member: Option<EmailAddress>,
         /// TLS towards the relay.
-        #[arg(long, requires = "relay", value_parser = parse_relay_tls, default_value = "required")]
+        #[arg(long, requires = "relay", value_enum, default_value = "required")]
         relay_tls: RelayTls,
     },
     /// List mailboxes.
@@ -202,7 +218,7 @@ pub enum MailboxCommand {
         #[arg(value_parser = parse_address)]
         address: EmailAddress,
         /// How it was verified.
-        #[arg(long, value_parser = parse_method)]
+        #[arg(long, value_enum)]
         method: IdentityMethod,
     },
 }
@@ -210,15 +226,21 @@ pub enum MailboxCommand {
 fn parse_address(s: &str) -> Result<EmailAddress, String> {
     EmailAddress::parse(s).map_err(|e| e.to_string())
 }
-fn parse_role(s: &str) -> Result<Role, String> {
-    s.parse()
+/// The closed sets of the accounts model as clap value enums, so that `--help` lists
+/// their values.
+macro_rules! value_enum {
+    ($($t:ty),+) => {$(
+        impl clap::ValueEnum for $t {
+            fn value_variants<'a>() -> &'a [Self] {
+                Self::ALL
+            }
+            fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+                Some(clap::builder::PossibleValue::new(self.as_str()))
+            }
+        }
+    )+};
 }
-fn parse_method(s: &str) -> Result<IdentityMethod, String> {
-    s.parse()
-}
-fn parse_relay_tls(s: &str) -> Result<RelayTls, String> {
-    s.parse()
-}
+value_enum!(Role, IdentityMethod, RelayTls);
 
 async fn open(config_path: &Path) -> Result<Accounts, CliError> {
     let config = load_config(config_path)?;
@@ -288,6 +310,16 @@ pub async fn user(config: &Path, command: UserCommand) -> Result<(), CliError> {
             accounts.disable_user(&actor, &email).await?;
             out!("disabled: {email}");
         }
+        UserCommand::Enable { email } => {
+            let accounts = open(config).await?;
+            accounts.enable_user(&actor, &email).await?;
+            out!("enabled: {email}");
+        }
+        UserCommand::Unlock { email } => {
+            let accounts = open(config).await?;
+            accounts.unlock_user(&actor, &email).await?;
+            out!("unlocked: {email}");
+        }
         UserCommand::Totp { email } => {
             let accounts = open(config).await?;
             let user = accounts.user(&email).await?;
@@ -345,6 +377,7 @@ pub async fn mailbox(config: &Path, command: MailboxCommand) -> Result<(), CliEr
             relay,
             cert,
             relay_tls,
+            member,
         } => {
             let relay = match (relay, cert) {
                 (Some(target), Some(cert_path)) => {
@@ -360,12 +393,24 @@ pub async fn mailbox(config: &Path, command: MailboxCommand) -> Result<(), CliEr
                 _ => None,
             };
             let accounts = open(config).await?;
+            // The first member is checked before anything is made, then granted with the
+            // new mailbox's recovery code while the command still holds it.
+            if let Some(user) = &member {
+                accounts.check_member(user).await?;
+            }
             let added = accounts.add_office(&actor, &office, &name, relay).await?;
             out!(
                 "mailbox: {} ({})",
                 added.mailbox.address,
                 added.mailbox.kind
             );
+            if let (Some(user), Some(code)) = (&member, &added.recovery_code) {
+                let code = zeroize::Zeroizing::new(code.clone());
+                let state = accounts
+                    .add_member(&actor, &office, user, Some(code))
+                    .await?;
+                out!("member: {user} of {office} ({state})");
+            }
             if let Some(code) = added.recovery_code {
                 out!("recovery-code: {code}");
             }

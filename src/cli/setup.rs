@@ -7,7 +7,7 @@ use rand::distr::Alphanumeric;
 
 use super::{CliError, load_config, serve};
 use crate::accounts::service::{AccountError, Accounts, AddUser};
-use crate::accounts::{Actor, Role};
+use crate::accounts::{Actor, IdentityMethod, Role};
 use crate::address::{DomainName, EmailAddress};
 use crate::config::Config;
 use crate::keys::{self, Passphrase};
@@ -214,6 +214,13 @@ pub async fn demo(dir: &Path) -> Result<(), CliError> {
     if let Some(addr) = config.http.metrics_listen.0 {
         out!("metrics: http://{addr}/metrics");
     }
+    let exe = std::env::current_exe().unwrap_or_else(|_| "bote".into());
+    out!(
+        "cli:     {} --config {} user list",
+        exe.display(),
+        config_path.display()
+    );
+    out!("smtp:    not part of this version yet (no SMTP listener runs)");
     out!("stop with Ctrl-C");
     serve(config).await
 }
@@ -236,6 +243,10 @@ async fn create_demo_accounts(config: &Config) -> Result<String, CliError> {
         Err(AccountError::DuplicateMailbox(_)) => None,
         Err(e) => return Err(e.into()),
     };
+    // Verified, so that `authoritative` messages work from the first minute.
+    accounts
+        .verify_mailbox_identity(&actor, &office, IdentityMethod::InPerson)
+        .await?;
     let mut text = String::from("demo logins (development only):\n");
     for u in DEMO_USERS {
         let email = address(u.local)?;
@@ -273,6 +284,18 @@ async fn create_demo_accounts(config: &Config) -> Result<String, CliError> {
             "  {:<8} {:<24} password: {password}  recovery-code: {recovery}\n",
             u.role, email
         ));
+        // The citizen is verified by eID and has a second factor: level `high` and
+        // authoritative messages out of the box.
+        if u.role == Role::Citizen {
+            accounts
+                .verify_user_identity(&actor, &email, IdentityMethod::Eid)
+                .await?;
+            let user = accounts.user(&email).await?;
+            let otpauth = crate::auth::Auth::new(accounts.store().clone(), domain.to_owned())
+                .set_totp(&user, true)
+                .await?;
+            text.push_str(&format!("           second factor (TOTP): {otpauth}\n"));
+        }
     }
     text.push_str(&format!("  office   {office} (member: bernd@{domain})"));
     if let Some(code) = office_code {

@@ -720,3 +720,31 @@ pub async fn remove_membership(
     .await?;
     Ok(removed > 0)
 }
+
+/// When an operator last lifted `email`'s login throttle.
+pub async fn unlocked_at(
+    conn: &mut AnyConnection,
+    email: &EmailAddress,
+) -> Result<Option<i64>, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT unlocked_at FROM users WHERE email_key = $1")
+            .bind(email.key())
+            .fetch_optional(conn)
+            .await?
+            .flatten(),
+    )
+}
+
+/// Lifts a user's login throttle from `now` on.
+pub async fn set_unlocked(
+    conn: &mut AnyConnection,
+    user_id: i64,
+    now: i64,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE users SET unlocked_at = $1 WHERE id = $2")
+        .bind(now)
+        .bind(user_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}

@@ -156,10 +156,16 @@ async fn office_membership_rules(db: TestDb) {
     let acc = accounts(&store);
     let op = operator();
     let office = addr("bauamt@lemgo.example");
-    acc.add_office(&op, &office, "Bauamt Lemgo", None)
+    let code = acc
+        .add_office(&op, &office, "Bauamt Lemgo", None)
         .await
+        .unwrap()
+        .recovery_code
         .unwrap();
     acc.add_user(&op, new_user(Role::Staff, "bernd@lemgo.example"))
+        .await
+        .unwrap();
+    acc.add_user(&op, new_user(Role::Staff, "carl@lemgo.example"))
         .await
         .unwrap();
     acc.add_user(&op, new_user(Role::Legal, "lena@lemgo.example"))
@@ -169,8 +175,25 @@ async fn office_membership_rules(db: TestDb) {
         .await
         .unwrap();
 
-    let state = acc
+    // The first member: only the recovery code can grant it (else it would wait forever).
+    let first = acc
         .add_member(&op, &office, &addr("bernd@lemgo.example"), None)
+        .await
+        .unwrap_err();
+    assert!(matches!(first, AccountError::NoGrantor(_)), "{first}");
+    assert!(acc.members(&office).await.unwrap().is_empty());
+    let state = acc
+        .add_member(
+            &op,
+            &office,
+            &addr("bernd@lemgo.example"),
+            Some(zeroize::Zeroizing::new(code)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(state, MembershipState::Active);
+    let state = acc
+        .add_member(&op, &office, &addr("carl@lemgo.example"), None)
         .await
         .unwrap();
     assert_eq!(
@@ -179,7 +202,7 @@ async fn office_membership_rules(db: TestDb) {
         "operator grants wait for a key holder"
     );
     let members = acc.members(&office).await.unwrap();
-    assert_eq!(members.len(), 1);
+    assert_eq!(members.len(), 2);
     assert_eq!(members[0].user, addr("bernd@lemgo.example"));
 
     let again = acc
@@ -225,7 +248,7 @@ async fn office_membership_rules(db: TestDb) {
         .await
         .unwrap_err();
     assert_eq!(unknown.to_string(), "no mailbox nix@lemgo.example");
-    assert_eq!(acc.members(&office).await.unwrap().len(), 1);
+    assert_eq!(acc.members(&office).await.unwrap().len(), 2);
 }
 on_both_backends!(office_membership_rules, super::office_membership_rules);
 

@@ -84,11 +84,13 @@ async fn operator_workflow((setup, db): (Setup, TestDb)) {
     if let Some(url) = &setup.database_url {
         cmd.env("BOTE_DATABASE_URL", url);
     }
-    let out = run(cmd);
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stdout(&out).contains("(pending)"), "{}", stdout(&out));
+    // A first member without the recovery code would wait forever: refused, saying how.
+    assert_one_line_error(
+        &run(cmd),
+        &["nobody holds the key", "--recovery-code-stdin"],
+    );
 
-    // The mailbox recovery code completes the pending grant; a wrong one changes nothing.
+    // The mailbox recovery code grants the first member; a wrong one changes nothing.
     let grant = |code: &str| {
         run_with_stdin(
             setup.cmd(&[
@@ -559,4 +561,96 @@ async fn send_tokens_are_printed_once_and_stored_only_as_digests() {
         &run(setup.cmd(&["token", "create", "--mailbox", "nobody@lemgo.example"])),
         &["no mailbox nobody@lemgo.example"],
     );
+}
+
+#[test]
+fn the_demo_shows_every_feature_from_the_first_minute() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let demo = dir.path().join("demo");
+    let mut child = bote(&["demo", "--dir", demo.to_str().unwrap()])
+        .env("BOTE_HTTP_LISTEN", "127.0.0.1:0")
+        .env("BOTE_HTTP_METRICS_LISTEN", "")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut printed = String::new();
+    for line in std::io::BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        printed.push_str(&line);
+        printed.push('\n');
+        if line.starts_with("stop with") {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    for needle in [
+        "second factor (TOTP): otpauth://totp/",
+        &format!("cli:     {}", crate::support::bote_bin().display()),
+        &format!("--config {}", demo.join("bote.toml").display()),
+        "smtp:",
+    ] {
+        assert!(printed.contains(needle), "{needle} not in:\n{printed}");
+    }
+    let config = demo.join("bote.toml");
+    let users = stdout(&run(bote(&[
+        "--config",
+        config.to_str().unwrap(),
+        "user",
+        "list",
+    ])));
+    assert!(
+        users.contains("anna@lemgo.example\tcitizen\tverified:eid"),
+        "{users}"
+    );
+    let boxes = stdout(&run(bote(&[
+        "--config",
+        config.to_str().unwrap(),
+        "mailbox",
+        "list",
+    ])));
+    assert!(
+        boxes.contains("bauamt@lemgo.example\toffice\tverified:in-person"),
+        "{boxes}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_into_a_closed_pipe_ends_quietly() {
+    use std::io::BufRead;
+    let gw = crate::support::Gateway::new(bote::store::Backend::Sqlite).await;
+    let records = (0..2000)
+        .map(|i| {
+            crate::support::record(
+                bote::evidence::Event::SubmissionAcceptance,
+                &format!("m-{i}"),
+                "bauamt@lemgo.example",
+                1_795_000_000_000 + i,
+            )
+        })
+        .collect();
+    gw.commit(records).await;
+    // `bote evidence search … | head -1`: the reader leaves after one line.
+    let mut child = gw
+        .setup
+        .cmd(&["evidence", "search", "--limit", "2000"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    assert!(first.contains("SubmissionAcceptance"), "{first}");
+    drop(stdout);
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}",
+        out.status,
+        stderr(&out)
+    );
+    assert!(stderr(&out).is_empty(), "{}", stderr(&out));
 }

@@ -14,6 +14,7 @@ mod architecture;
 mod cli;
 mod core;
 mod directory;
+mod docs;
 mod evidence;
 mod http;
 mod interop;

@@ -311,3 +311,68 @@ on_both_backends!(
     read_tokens_die_with_their_creators_access,
     super::read_tokens_die_with_their_creators_access
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_enable_users_and_lift_the_throttle() {
+    let Cast { api, .. } = cast(Gateway::new(bote::store::Backend::Sqlite).await).await;
+    let login = |password: &str| json!({ "email": "anna@lemgo.example", "password": password });
+    for _ in 0..5 {
+        let r = api
+            .call(
+                "POST",
+                "/api/v1/session",
+                None,
+                Some(login("wrong password!!")),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    }
+    let r = api
+        .call(
+            "POST",
+            "/api/v1/session",
+            None,
+            Some(login("a long enough password")),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        api.cli(&["user", "unlock", "anna@lemgo.example"], "")
+            .trim(),
+        "unlocked: anna@lemgo.example"
+    );
+    let r = api
+        .call(
+            "POST",
+            "/api/v1/session",
+            None,
+            Some(login("a long enough password")),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+
+    api.cli(&["user", "disable", "anna@lemgo.example"], "");
+    let r = api
+        .call(
+            "POST",
+            "/api/v1/session",
+            None,
+            Some(login("a long enough password")),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        api.cli(&["user", "enable", "anna@lemgo.example"], "")
+            .trim(),
+        "enabled: anna@lemgo.example"
+    );
+    let r = api
+        .call(
+            "POST",
+            "/api/v1/session",
+            None,
+            Some(login("a long enough password")),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+}
