@@ -173,17 +173,41 @@ pub async fn proof(config_path: &Path, command: ProofCommand) -> Result<(), CliE
     Ok(())
 }
 
-/// `bote verify FILE [--key CERT|FINGERPRINT] [--log-key VKEY|FILE] [--checkpoint FILE]` —
-/// offline, no config.
-pub fn verify(
-    file: &Path,
-    key: Option<&str>,
-    log_key: Option<&str>,
-    checkpoint: Option<&Path>,
-) -> Result<(), CliError> {
+/// `bote verify`: offline, no configuration.
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    /// The bundle (.tar).
+    file: PathBuf,
+    /// The expected evidence key: a certificate file (the gateway's `/log/key` file will do)
+    /// or a fingerprint.
+    #[arg(long, value_name = "CERT|FINGERPRINT")]
+    key: Option<String>,
+    /// The expected log verifier key (`name+id+key`), or a file holding it on its first line
+    /// (the gateway's `/log/key` file will do).
+    #[arg(long, value_name = "VKEY|FILE")]
+    log_key: Option<String>,
+    /// A signed checkpoint you trust (a witness's, a court's, the gateway's of today): the
+    /// bundle's proofs must hold against it, or against a prefix of it (then give
+    /// `--consistency`).
+    #[arg(long, value_name = "FILE")]
+    checkpoint: Option<PathBuf>,
+    /// The consistency proof from the bundle's checkpoint to the trusted one, as
+    /// `/log/proof/consistency?old=…&new=…` serves it.
+    #[arg(long, value_name = "FILE", requires = "checkpoint")]
+    consistency: Option<PathBuf>,
+}
+
+fn read(flag: &str, path: &Path) -> Result<String, CliError> {
+    std::fs::read_to_string(path)
+        .map_err(|e| CliError::Io(format!("{flag} {}: {e}", path.display())))
+}
+
+/// Runs `bote verify`.
+pub fn verify(args: &VerifyArgs) -> Result<(), CliError> {
+    let file = &args.file;
     let bytes =
         std::fs::read(file).map_err(|e| CliError::Io(format!("{}: {e}", file.display())))?;
-    let anchor = match key {
+    let anchor = match args.key.as_deref() {
         None => Anchor::None,
         Some(k) if Path::new(k).is_file() => {
             let cert = Cert::from_file(k).map_err(|e| {
@@ -201,20 +225,44 @@ pub fn verify(
             Anchor::Fingerprint(hex)
         }
     };
-    let trusted = match checkpoint {
-        Some(p) => Some(
-            std::fs::read_to_string(p)
-                .map_err(|e| CliError::Io(format!("--checkpoint {}: {e}", p.display())))?,
-        ),
+    let checkpoint = args
+        .checkpoint
+        .as_deref()
+        .map(|p| read("--checkpoint", p))
+        .transpose()?;
+    let consistency = match args.consistency.as_deref() {
+        Some(p) => {
+            let proof: serde_json::Value = serde_json::from_str(&read("--consistency", p)?)
+                .map_err(|e| CliError::Usage(format!("--consistency {}: {e}", p.display())))?;
+            let hashes = proof["consistency"]
+                .as_array()
+                .and_then(|a| a.iter().map(|h| h.as_str().map(str::to_owned)).collect())
+                .ok_or_else(|| {
+                    CliError::Usage(format!(
+                        "--consistency {}: expected {{\"consistency\": [base64 hashes…]}}",
+                        p.display()
+                    ))
+                })?;
+            Some(hashes)
+        }
         None => None,
     };
-    let log_key = match log_key {
+    let trusted = checkpoint.as_deref().map(|note| bundle::Trusted {
+        checkpoint: note,
+        consistency: consistency.clone(),
+    });
+    let log_key = match args.log_key.as_deref() {
+        // The first line: a bare key file, or the gateway's /log/key (key, blank, cert).
         Some(k) if Path::new(k).is_file() => Some(
-            std::fs::read_to_string(k).map_err(|e| CliError::Io(format!("--log-key {k}: {e}")))?,
+            read("--log-key", Path::new(k))?
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_owned(),
         ),
         other => other.map(str::to_owned),
     };
-    let verified = bundle::verify(&bytes, &anchor, log_key.as_deref(), trusted.as_deref())
+    let verified = bundle::verify(&bytes, &anchor, log_key.as_deref(), trusted.as_ref())
         .map_err(|e| CliError::Usage(format!("verification failed: {e}")))?;
     if !verified.anchored {
         eprintln!(

@@ -99,19 +99,7 @@ enum Command {
         command: evidence::ProofCommand,
     },
     /// Verify a proof bundle offline (needs no configuration).
-    Verify {
-        /// The bundle (.tar).
-        file: PathBuf,
-        /// The expected evidence key: a certificate file or a fingerprint.
-        #[arg(long, value_name = "CERT|FINGERPRINT")]
-        key: Option<String>,
-        /// The expected log verifier key (`name+id+key`, or a file holding it).
-        #[arg(long, value_name = "VKEY|FILE")]
-        log_key: Option<String>,
-        /// A signed checkpoint you trust; the bundle's proofs must hold against it.
-        #[arg(long, value_name = "FILE")]
-        checkpoint: Option<PathBuf>,
-    },
+    Verify(evidence::VerifyArgs),
     /// Inspect the transparency log.
     Log {
         #[command(subcommand)]
@@ -258,17 +246,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Token { command } => accounts::token(&cli.config, command).await,
         Command::Keys { command } => evidence::keys(&cli.config, command),
         Command::Proof { command } => evidence::proof(&cli.config, command).await,
-        Command::Verify {
-            file,
-            key,
-            log_key,
-            checkpoint,
-        } => evidence::verify(
-            &file,
-            key.as_deref(),
-            log_key.as_deref(),
-            checkpoint.as_deref(),
-        ),
+        Command::Verify(args) => evidence::verify(&args),
         Command::Log { command } => evidence::log(&cli.config, command).await,
         Command::Evidence { command } => evidence::evidence(&cli.config, command).await,
     }

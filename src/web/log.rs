@@ -6,6 +6,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use super::api::ApiQuery;
 use super::problem::Problem;
 use crate::gateway::Gateway;
 use crate::log::LogError;
@@ -83,4 +84,87 @@ pub async fn tile(State(gateway): State<Gateway>, Path(rest): Path<String>) -> R
         Ok(None) => Problem::not_found().into_response(),
         Err(e) => unavailable(&e),
     }
+}
+
+/// `?index=&size=`
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InclusionQuery {
+    index: u64,
+    size: u64,
+}
+
+/// `?old=&new=`
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsistencyQuery {
+    old: u64,
+    new: u64,
+}
+
+fn b64(hashes: &[tlog_tiles::Hash]) -> Vec<String> {
+    use base64::Engine;
+    hashes
+        .iter()
+        .map(|h| base64::engine::general_purpose::STANDARD.encode(h.0))
+        .collect()
+}
+
+fn proof_answer(result: Result<serde_json::Value, LogError>) -> Response {
+    match result {
+        Ok(body) => with_headers(axum::Json(body), "application/json", "public, max-age=60"),
+        Err(LogError::OutOfRange(why)) => {
+            Problem::new(StatusCode::BAD_REQUEST, "out-of-range", "Not in the log")
+                .with_detail(why)
+                .into_response()
+        }
+        Err(e) => unavailable(&e),
+    }
+}
+
+/// `GET /log/proof/inclusion?index=N&size=M`: the RFC 6962 audit path of entry N in the
+/// tree of M entries (base64 hashes, leaf to root). Everything here is also computable from
+/// the tiles.
+pub async fn inclusion(
+    State(gateway): State<Gateway>,
+    ApiQuery(q): ApiQuery<InclusionQuery>,
+) -> Response {
+    let result = async {
+        let mut conn = gateway
+            .store()
+            .pool()
+            .acquire()
+            .await
+            .map_err(LogError::from)?;
+        let proof = gateway
+            .log()
+            .inclusion_proof(&mut conn, q.index, q.size)
+            .await?;
+        Ok(serde_json::json!({ "index": q.index, "tree_size": q.size, "inclusion": b64(&proof) }))
+    }
+    .await;
+    proof_answer(result)
+}
+
+/// `GET /log/proof/consistency?old=N&new=M`: the RFC 6962 consistency proof from the tree of
+/// N entries to the one of M (base64 hashes).
+pub async fn consistency(
+    State(gateway): State<Gateway>,
+    ApiQuery(q): ApiQuery<ConsistencyQuery>,
+) -> Response {
+    let result = async {
+        let mut conn = gateway
+            .store()
+            .pool()
+            .acquire()
+            .await
+            .map_err(LogError::from)?;
+        let proof = gateway
+            .log()
+            .consistency_proof(&mut conn, q.old, q.new)
+            .await?;
+        Ok(serde_json::json!({ "old": q.old, "new": q.new, "consistency": b64(&proof) }))
+    }
+    .await;
+    proof_answer(result)
 }

@@ -38,6 +38,8 @@ pub fn router(gateway: Gateway) -> Router {
         .route("/log/checkpoint", get(log::checkpoint))
         .route("/log/key", get(log::key))
         .route("/log/tile/{*rest}", get(log::tile))
+        .route("/log/proof/inclusion", get(log::inclusion))
+        .route("/log/proof/consistency", get(log::consistency))
         .route("/api/v1/directory", get(directory::lookup))
         .route(
             "/api/v1/mailboxes/{address}/directory",

@@ -303,8 +303,63 @@ async fn bundle_export_and_offline_verification(gw: Gateway) {
         "--checkpoint",
         cp_file.to_str().unwrap(),
     ]));
-    assert_one_line_error(&stale, &["--checkpoint", "is not the bundle's"]);
-    // …and a bundle exported at that checkpoint verifies against it.
+    assert_one_line_error(&stale, &["--checkpoint", "consistency proof"]);
+    // With the consistency proof from the bundle's tree to the newer one, it verifies; the
+    // /log/key file anchors the log key too.
+    let bundle_size =
+        bote::evidence::bundle::verify(&std::fs::read(&out).unwrap(), &Anchor::None, None, None)
+            .unwrap()
+            .checkpoint
+            .size;
+    let newer_size = {
+        let mut conn = gw.store.pool().acquire().await.unwrap();
+        gw.log.size(&mut conn).await.unwrap()
+    };
+    let proof = {
+        let mut conn = gw.store.pool().acquire().await.unwrap();
+        gw.log
+            .consistency_proof(&mut conn, bundle_size, newer_size)
+            .await
+            .unwrap()
+    };
+    let b64 = |h: &tlog_tiles::Hash| {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(h.0)
+    };
+    let proof_file = gw.setup.path().join("consistency.json");
+    let write_proof = |hashes: Vec<String>| {
+        std::fs::write(
+            &proof_file,
+            serde_json::json!({ "old": bundle_size, "new": newer_size, "consistency": hashes })
+                .to_string(),
+        )
+        .unwrap();
+    };
+    write_proof(proof.iter().map(b64).collect());
+    let key_file = gw.setup.path().join("log-key.txt");
+    std::fs::write(&key_file, gw.keys.published_keys()).unwrap();
+    let verify_newer = || {
+        run(crate::support::bote(&[
+            "verify",
+            out.to_str().unwrap(),
+            "--key",
+            key_file.to_str().unwrap(),
+            "--log-key",
+            key_file.to_str().unwrap(),
+            "--checkpoint",
+            cp_file.to_str().unwrap(),
+            "--consistency",
+            proof_file.to_str().unwrap(),
+        ]))
+    };
+    let newer = verify_newer();
+    assert!(newer.status.success(), "{}", stderr(&newer));
+    let mut forged: Vec<String> = proof.iter().map(b64).collect();
+    forged.reverse();
+    forged.push(b64(&tlog_tiles::Hash([7; 32])));
+    write_proof(forged);
+    assert_one_line_error(&verify_newer(), &["--checkpoint", "not a prefix"]);
+    // …and a bundle exported at that checkpoint verifies against it alone.
     let at = export(&[
         "msg-1",
         "--recipient",

@@ -490,3 +490,82 @@ async fn development_certificates_stay_within_what_clients_accept() {
         assert!(days >= 365, "{leaf}: {days} days");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anyone_gets_inclusion_and_consistency_proofs() {
+    use base64::Engine;
+    let gw = Gateway::new(Backend::Sqlite).await;
+    let records = (0..10)
+        .map(|i| {
+            record(
+                bote::evidence::Event::SubmissionAcceptance,
+                &format!("m-{i}"),
+                "bauamt@lemgo.example",
+                1_795_000_000_000 + i,
+            )
+        })
+        .collect();
+    let committed = gw.commit(records).await;
+    let app = app(&gw, gw.store.clone());
+    let hashes = |v: &serde_json::Value, key: &str| -> Vec<tlog_tiles::Hash> {
+        v[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| {
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(h.as_str().unwrap())
+                    .unwrap();
+                tlog_tiles::Hash(bytes.try_into().unwrap())
+            })
+            .collect()
+    };
+    let size = committed.checkpoint.size;
+    let index = committed.log_indexes[3];
+    let (status, _, body) = get(
+        &app,
+        &format!("/log/proof/inclusion?index={index}&size={size}"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let proof: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let entry = {
+        let mut conn = gw.store.pool().acquire().await.unwrap();
+        gw.log.entry(&mut conn, index).await.unwrap()
+    };
+    tlog_tiles::check_record(
+        &hashes(&proof, "inclusion"),
+        size,
+        committed.checkpoint.root,
+        index,
+        tlog_tiles::record_hash(&entry),
+    )
+    .unwrap();
+
+    let old_root = {
+        let mut conn = gw.store.pool().acquire().await.unwrap();
+        gw.log.root_at(&mut conn, 4).await.unwrap()
+    };
+    let (status, _, body) = get(&app, &format!("/log/proof/consistency?old=4&new={size}")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let proof: serde_json::Value = serde_json::from_str(&body).unwrap();
+    tlog_tiles::check_tree(
+        &hashes(&proof, "consistency"),
+        size,
+        committed.checkpoint.root,
+        4,
+        old_root,
+    )
+    .unwrap();
+
+    for bad in [
+        format!("/log/proof/inclusion?index={size}&size={size}"),
+        format!("/log/proof/inclusion?index=0&size={}", size + 5),
+        "/log/proof/consistency?old=0&new=3".to_owned(),
+        "/log/proof/consistency?old=abc&new=3".to_owned(),
+    ] {
+        let (status, headers, body) = get(&app, &bad).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+        assert_eq!(headers["content-type"], "application/problem+json", "{bad}");
+    }
+}

@@ -24,7 +24,7 @@ use crate::error::{Classify, Failure};
 use crate::keys::{KeyError, KeyRing};
 use crate::log::{Log, LogError, SignedCheckpoint};
 use crate::store::{Store, StoreError, audit};
-pub use verify::{Anchor, Verified, VerifyError, verify};
+pub use verify::{Anchor, Trusted, Verified, VerifyError, verify};
 
 /// The `format` value of a bundle manifest.
 pub const FORMAT: &str = "bote-proof-bundle";

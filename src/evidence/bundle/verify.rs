@@ -269,15 +269,26 @@ fn unb64(s: &str) -> Option<[u8; 32]> {
     <[u8; 32]>::try_from(v.as_slice()).ok()
 }
 
+/// A signed checkpoint the caller trusts (a witness's, a court's, today's public one), and,
+/// when it is newer than the bundle's, the consistency proof from the bundle's tree to it
+/// (as `/log/proof/consistency?old=BUNDLE&new=TRUSTED` serves it).
+#[derive(Debug, Clone)]
+pub struct Trusted<'a> {
+    /// The signed note.
+    pub checkpoint: &'a str,
+    /// Base64 hashes of the RFC 6962 consistency proof, if the sizes differ.
+    pub consistency: Option<Vec<String>>,
+}
+
 /// Verifies a bundle offline. `log_key`, if given, is the log verifier key the caller
 /// trusts (otherwise the bundle's, vouched for by the evidence key's manifest signature);
-/// `trusted_checkpoint`, if given, is a signed checkpoint the caller trusts, and the
-/// bundle's proofs must be against exactly that tree.
+/// `trusted`, if given, is a checkpoint the caller trusts: the bundle's tree must be it, or
+/// a prefix of it by the consistency proof given.
 pub fn verify(
     bytes: &[u8],
     anchor: &Anchor,
     log_key: Option<&str>,
-    trusted_checkpoint: Option<&str>,
+    trusted: Option<&Trusted<'_>>,
 ) -> Result<Verified, VerifyError> {
     // 1. Archive structure and member names.
     let members = decode_tar(bytes)?;
@@ -324,17 +335,9 @@ pub fn verify(
     // 6. Each record: canonical, signed, about this message and recipient, and included.
     let records = check_records(&members, &manifest, &cert, &checkpoint)?;
 
-    // 7. Optionally, the proofs must hold against a checkpoint the caller trusts.
-    if let Some(trusted) = trusted_checkpoint {
-        let trusted = SignedCheckpoint::parse(trusted, &vkey)
-            .map_err(|e| VerifyError::TrustedCheckpoint(checkpoint_reason(e)))?;
-        if trusted.size != checkpoint.size || trusted.root != checkpoint.root {
-            return Err(VerifyError::TrustedCheckpoint(format!(
-                "the trusted checkpoint (size {}) is not the bundle's (size {}); export the \
-                 bundle at that checkpoint (`bote proof export … --checkpoint FILE`)",
-                trusted.size, checkpoint.size
-            )));
-        }
+    // 7. Optionally, the bundle's tree must be (a prefix of) a checkpoint the caller trusts.
+    if let Some(trusted) = trusted {
+        check_trusted(trusted, &vkey, &checkpoint)?;
     }
 
     Ok(Verified {
@@ -342,6 +345,67 @@ pub fn verify(
         anchored,
         records,
         checkpoint,
+    })
+}
+
+fn check_trusted(
+    trusted: &Trusted<'_>,
+    vkey: &str,
+    checkpoint: &SignedCheckpoint,
+) -> Result<(), VerifyError> {
+    let bad = |why: String| VerifyError::TrustedCheckpoint(why);
+    let newer =
+        SignedCheckpoint::parse(trusted.checkpoint, vkey).map_err(|e| bad(checkpoint_reason(e)))?;
+    if newer.origin != checkpoint.origin {
+        return Err(bad(format!(
+            "the trusted checkpoint is of log `{}`, the bundle's of `{}`",
+            newer.origin, checkpoint.origin
+        )));
+    }
+    if newer.size == checkpoint.size {
+        if newer.root != checkpoint.root {
+            return Err(bad(format!(
+                "the trusted checkpoint and the bundle's have the same size {} but different \
+                 roots: the log forked",
+                newer.size
+            )));
+        }
+        return Ok(());
+    }
+    if newer.size < checkpoint.size {
+        return Err(bad(format!(
+            "the trusted checkpoint (size {}) is older than the bundle's (size {}): trust a \
+             newer one",
+            newer.size, checkpoint.size
+        )));
+    }
+    let proof = trusted.consistency.as_ref().ok_or_else(|| {
+        bad(format!(
+            "the trusted checkpoint (size {}) is newer than the bundle's (size {}): give the \
+             consistency proof between them (/log/proof/consistency?old={}&new={})",
+            newer.size, checkpoint.size, checkpoint.size, newer.size
+        ))
+    })?;
+    if proof.len() > MAX_PROOF {
+        return Err(bad("the consistency proof is impossibly long".into()));
+    }
+    let proof: Vec<Hash> = proof
+        .iter()
+        .map(|h| unb64(h).map(Hash))
+        .collect::<Option<_>>()
+        .ok_or_else(|| bad("malformed hash in the consistency proof".into()))?;
+    tlog_tiles::check_tree(
+        &proof,
+        newer.size,
+        newer.root,
+        checkpoint.size,
+        checkpoint.root,
+    )
+    .map_err(|e| {
+        bad(format!(
+            "the bundle's tree (size {}) is not a prefix of the trusted one (size {}): {e}",
+            checkpoint.size, newer.size
+        ))
     })
 }
 
