@@ -215,7 +215,7 @@ async fn bad_input_gives_one_line_and_changes_nothing((setup, _db): (Setup, Test
         "z@lemgo.example",
         "--password-stdin",
     ]);
-    assert_one_line_error(&run_with_stdin(role, pw), &["unknown role `root`"]);
+    assert_one_line_error(&run_with_stdin(role, pw), &["invalid value 'root' for '--role", "possible values: citizen, staff, legal, admin"]);
     assert_one_line_error(
         &run(setup.cmd(&[
             "mailbox",
