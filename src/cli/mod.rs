@@ -181,7 +181,9 @@ pub fn main() -> ExitCode {
     };
     let level = match cli.command {
         Command::Serve | Command::Demo { .. } => "info",
-        _ => "warn",
+        // A one-shot command exits with its pool: a connection whose release check races
+        // the runtime's shutdown is not the operator's concern (one line per error).
+        _ => "warn,sqlx_core::pool=error",
     };
     telemetry::init_logging(cli.log_format, level);
     let runtime = match tokio::runtime::Builder::new_multi_thread()

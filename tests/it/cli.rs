@@ -215,7 +215,13 @@ async fn bad_input_gives_one_line_and_changes_nothing((setup, _db): (Setup, Test
         "z@lemgo.example",
         "--password-stdin",
     ]);
-    assert_one_line_error(&run_with_stdin(role, pw), &["invalid value 'root' for '--role", "possible values: citizen, staff, legal, admin"]);
+    assert_one_line_error(
+        &run_with_stdin(role, pw),
+        &[
+            "invalid value 'root' for '--role",
+            "possible values: citizen, staff, legal, admin",
+        ],
+    );
     assert_one_line_error(
         &run(setup.cmd(&[
             "mailbox",
@@ -235,7 +241,10 @@ async fn bad_input_gives_one_line_and_changes_nothing((setup, _db): (Setup, Test
             "--method",
             "selfie",
         ])),
-        &["unknown identity method `selfie`"],
+        &[
+            "invalid value 'selfie' for '--method",
+            "possible values: in-person, eid",
+        ],
     );
     assert_one_line_error(
         &run(setup.cmd(&[
