@@ -2,9 +2,10 @@
 //! of a gateway, but no user's password, recovery code or token, no stored body or subject
 //! can be read, and no plaintext appears anywhere on disk or in the logs.
 
+use std::cell::RefCell;
 use std::io::Write;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Once};
 
 use axum::http::StatusCode;
 use base64::Engine;
@@ -27,6 +28,51 @@ const ATTACHMENT: &str = "Anhang-P4W8MN";
 /// Log lines of this test, at every level.
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
+
+thread_local! {
+    static CAPTURE: RefCell<Option<Captured>> = const { RefCell::new(None) };
+}
+
+/// Sends this thread's log lines to `captured` until the guard drops.
+///
+/// A scoped `set_default` subscriber races other test threads over tracing's cached
+/// per-callsite interest (a callsite first hit elsewhere can stay disabled here), so one
+/// process-wide subscriber decides per event, from a thread-local, whether to record it.
+fn capture_logs(captured: &Captured) -> impl Drop {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        use tracing_subscriber::layer::SubscriberExt;
+        use tracing_subscriber::{Layer, filter};
+        let capturing = || CAPTURE.with(|c| c.borrow().is_some());
+        let layer = tracing_subscriber::fmt::layer()
+            .with_writer(|| ThreadWriter)
+            .with_filter(filter::filter_fn(move |_| capturing()));
+        tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer))
+            .expect("no other global subscriber in the test binary");
+    });
+    CAPTURE.with(|c| *c.borrow_mut() = Some(captured.clone()));
+    struct Stop;
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            CAPTURE.with(|c| *c.borrow_mut() = None);
+        }
+    }
+    Stop
+}
+
+struct ThreadWriter;
+
+impl Write for ThreadWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        CAPTURE.with(|c| match c.borrow_mut().as_mut() {
+            Some(captured) => captured.write(buf),
+            None => Ok(buf.len()),
+        })
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
 
 impl Write for Captured {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -77,16 +123,11 @@ fn gateway_secret_keys(setup: &Path) -> Vec<Cert> {
         .collect()
 }
 
-// Current-thread runtime: the test's subscriber sees every log line of the request path.
+// Current-thread runtime: the request path runs on this thread, whose lines are captured.
 #[tokio::test]
 async fn a_copy_of_the_disk_reads_no_message() {
     let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let _capturing = capture_logs(&captured);
 
     let c = cast(Gateway::new(Backend::Sqlite).await).await;
     let api = &c.api;
