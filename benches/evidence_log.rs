@@ -69,6 +69,13 @@ fn record(i: usize) -> EvidenceRecord {
             all_attachments: None,
         },
         details: Details::default(),
+        policy: None,
+        issuer_key: None,
+        time_source: None,
+        submission_time: None,
+        options: None,
+        recipient_identity: None,
+        chain: None,
     }
 }
 

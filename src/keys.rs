@@ -321,6 +321,16 @@ impl SigningKey {
         self.cert.fingerprint().to_hex()
     }
 
+    /// A pseudonym for account `id` of kind `kind` (`u` user, `t` token): `kind-` and 16
+    /// hex digits of HMAC-SHA-256 under a secret derived from this key, so only whoever
+    /// holds the key can tell whom it names (by recomputing it for each candidate).
+    pub fn pseudonym(&self, kind: &str, id: i64) -> String {
+        let secret = self.signer.derived_secret(b"bote evidence pseudonym v1");
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &secret);
+        let tag = ring::hmac::sign(&key, format!("{kind}:{id}").as_bytes());
+        format!("{kind}-{}", hex::encode(&tag.as_ref()[..8]))
+    }
+
     /// A signer for sequoia's streaming API (cheap to clone).
     pub fn signer(&self) -> crypto::Ed25519Signer {
         self.signer.clone()

@@ -180,8 +180,17 @@ pub struct VerifyArgs {
     file: PathBuf,
     /// The expected evidence key: a certificate file (the gateway's `/log/key` file will do)
     /// or a fingerprint.
-    #[arg(long, value_name = "CERT|FINGERPRINT")]
+    #[arg(long, value_name = "CERT|FINGERPRINT", conflicts_with = "trust")]
     key: Option<String>,
+    /// A trust file listing the gateways (and their evidence-key fingerprints) you trust,
+    /// as a municipal association publishes it (format in the bundle's FORMAT.md).
+    #[arg(long, value_name = "FILE")]
+    trust: Option<PathBuf>,
+    /// Check a bundle whose key nothing anchors, against the certificate inside it: a
+    /// valid bundle then exits with status 3, not 0, and its fingerprint is printed for
+    /// you to compare.
+    #[arg(long, conflicts_with_all = ["key", "trust"])]
+    allow_unanchored: bool,
     /// The expected log verifier key (`name+id+key`), or a file holding it on its first line
     /// (the gateway's `/log/key` file will do).
     #[arg(long, value_name = "VKEY|FILE")]
@@ -202,18 +211,26 @@ fn read(flag: &str, path: &Path) -> Result<String, CliError> {
         .map_err(|e| CliError::Io(format!("{flag} {}: {e}", path.display())))
 }
 
-/// Runs `bote verify`.
-pub fn verify(args: &VerifyArgs) -> Result<(), CliError> {
-    let file = &args.file;
-    let bytes =
-        std::fs::read(file).map_err(|e| CliError::Io(format!("{}: {e}", file.display())))?;
-    let anchor = match args.key.as_deref() {
-        None => Anchor::None,
+/// What anchors the evidence key: `--key`, `--trust`, or (inspection only) nothing.
+fn anchor(args: &VerifyArgs) -> Result<Anchor, CliError> {
+    if let Some(path) = &args.trust {
+        let file = bundle::TrustFile::parse(&read("--trust", path)?)
+            .map_err(|e| CliError::Usage(format!("--trust {}: {e}", path.display())))?;
+        return Ok(Anchor::Listed(file));
+    }
+    match args.key.as_deref() {
+        None if args.allow_unanchored => Ok(Anchor::None),
+        None => Err(CliError::Usage(
+            "nothing anchors trust in the bundle's signer: give the gateway's evidence key \
+             (--key FINGERPRINT or --key CERT-FILE) or a trust file (--trust FILE); \
+             --allow-unanchored only inspects"
+                .into(),
+        )),
         Some(k) if Path::new(k).is_file() => {
             let cert = Cert::from_file(k).map_err(|e| {
                 CliError::Usage(format!("--key {k}: not an OpenPGP certificate: {e}"))
             })?;
-            Anchor::Cert(Box::new(cert))
+            Ok(Anchor::Cert(Box::new(cert)))
         }
         Some(k) => {
             let hex: String = k.chars().filter(|c| !c.is_whitespace()).collect();
@@ -222,35 +239,43 @@ pub fn verify(args: &VerifyArgs) -> Result<(), CliError> {
                     "--key {k}: neither a certificate file nor a 40-digit fingerprint"
                 )));
             }
-            Anchor::Fingerprint(hex)
+            Ok(Anchor::Fingerprint(hex))
         }
-    };
+    }
+}
+
+/// `--consistency FILE`: the hashes of `/log/proof/consistency`'s answer.
+fn consistency_proof(path: &Path) -> Result<Vec<String>, CliError> {
+    let proof: serde_json::Value = serde_json::from_str(&read("--consistency", path)?)
+        .map_err(|e| CliError::Usage(format!("--consistency {}: {e}", path.display())))?;
+    proof["consistency"]
+        .as_array()
+        .and_then(|a| a.iter().map(|h| h.as_str().map(str::to_owned)).collect())
+        .ok_or_else(|| {
+            CliError::Usage(format!(
+                "--consistency {}: expected {{\"consistency\": [base64 hashes…]}}",
+                path.display()
+            ))
+        })
+}
+
+/// Runs `bote verify`. Exit status: 0 verified and anchored, 1 not verified (or nothing
+/// anchors it), 2 bad invocation, 3 verified only against itself (`--allow-unanchored`).
+pub fn verify(args: &VerifyArgs) -> Result<(), CliError> {
+    let anchor = anchor(args)?;
+    let file = &args.file;
+    let bytes =
+        std::fs::read(file).map_err(|e| CliError::Io(format!("{}: {e}", file.display())))?;
     let checkpoint = args
         .checkpoint
         .as_deref()
         .map(|p| read("--checkpoint", p))
         .transpose()?;
-    let consistency = match args.consistency.as_deref() {
-        Some(p) => {
-            let proof: serde_json::Value = serde_json::from_str(&read("--consistency", p)?)
-                .map_err(|e| CliError::Usage(format!("--consistency {}: {e}", p.display())))?;
-            let hashes = proof["consistency"]
-                .as_array()
-                .and_then(|a| a.iter().map(|h| h.as_str().map(str::to_owned)).collect())
-                .ok_or_else(|| {
-                    CliError::Usage(format!(
-                        "--consistency {}: expected {{\"consistency\": [base64 hashes…]}}",
-                        p.display()
-                    ))
-                })?;
-            Some(hashes)
-        }
-        None => None,
-    };
-    let trusted = checkpoint.as_deref().map(|note| bundle::Trusted {
-        checkpoint: note,
-        consistency: consistency.clone(),
-    });
+    let consistency = args
+        .consistency
+        .as_deref()
+        .map(consistency_proof)
+        .transpose()?;
     let log_key = match args.log_key.as_deref() {
         // The first line: a bare key file, or the gateway's /log/key (key, blank, cert).
         Some(k) if Path::new(k).is_file() => Some(
@@ -262,15 +287,16 @@ pub fn verify(args: &VerifyArgs) -> Result<(), CliError> {
         ),
         other => other.map(str::to_owned),
     };
-    let verified = bundle::verify(&bytes, &anchor, log_key.as_deref(), trusted.as_ref())
+    let trust = bundle::Trust {
+        anchor,
+        log_key,
+        checkpoint: checkpoint.as_deref().map(|note| bundle::Trusted {
+            checkpoint: note,
+            consistency,
+        }),
+    };
+    let verified = bundle::verify(&bytes, &trust)
         .map_err(|e| CliError::Usage(format!("verification failed: {e}")))?;
-    if !verified.anchored {
-        eprintln!(
-            "warning: trust not anchored: checked against the certificate inside the bundle \
-             ({}); compare it with the gateway's published fingerprint or pass --key",
-            verified.fingerprint
-        );
-    }
     out!("verified: {} evidence records", verified.records.len());
     out!("evidence-key: {}", verified.fingerprint);
     out!(
@@ -286,6 +312,9 @@ pub fn verify(args: &VerifyArgs) -> Result<(), CliError> {
             r.reason,
             r.recipient
         );
+    }
+    if !verified.anchored {
+        return Err(CliError::Unanchored(verified.fingerprint));
     }
     Ok(())
 }

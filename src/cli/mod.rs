@@ -157,10 +157,22 @@ pub enum CliError {
     /// Local I/O.
     #[error("{0}")]
     Io(String),
+    /// `bote verify --allow-unanchored`: the bundle holds together, but only against the
+    /// certificate inside it (exit status 3).
+    #[error(
+        "trust not anchored: the bundle verifies only against the certificate inside it \
+         ({0}); compare that fingerprint with the one the gateway publishes, then pass it \
+         as --key"
+    )]
+    Unanchored(String),
     /// Writing to standard output failed (a closed pipe is not reported).
     #[error("cannot write to standard output: {0}")]
     Stdout(std::io::Error),
 }
+
+/// Exit status of `bote verify --allow-unanchored` for a bundle that verifies only
+/// against itself.
+pub const UNANCHORED: u8 = 3;
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
@@ -200,6 +212,10 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         // The reader has what it wanted (`| head -1`).
         Err(CliError::Stdout(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e @ CliError::Unanchored(_)) => {
+            eprintln!("warning: {e}");
+            ExitCode::from(UNANCHORED)
+        }
         Err(e) => {
             eprintln!("error: {e}{}", hint(&e));
             ExitCode::FAILURE

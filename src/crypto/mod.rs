@@ -184,6 +184,19 @@ impl Ed25519Signer {
     }
 }
 
+impl Ed25519Signer {
+    /// A secret for `label`, derived one-way from the secret key (SHA-256 of label and
+    /// seed): keyed pseudonyms without another secret to keep.
+    pub fn derived_secret(&self, label: &[u8]) -> [u8; 32] {
+        use sha2::Digest;
+        let mut hasher = sha2::Sha256::new();
+        hasher.update(label);
+        hasher.update([0u8]);
+        hasher.update(self.key.to_bytes());
+        hasher.finalize().into()
+    }
+}
+
 impl openpgp::crypto::Signer for Ed25519Signer {
     fn public(
         &self,

@@ -13,8 +13,17 @@ use sha2::{Digest as _, Sha256};
 use crate::accounts::{AuthLevel, IdentityMethod};
 use crate::address::EmailAddress;
 
-/// The record format version this code writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The record format version this code writes.
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest record format version this code still reads (bundles handed out years ago).
+pub const OLDEST_VERSION: u32 = 1;
+/// The log entry (commitment) format version: unchanged by record version 2.
+pub const COMMITMENT_VERSION: u32 = 1;
+/// The evidence policy under which version 2 records are issued (docs/proof-bundle.md,
+/// "Evidence policy").
+pub const EVIDENCE_POLICY: &str = "urn:bote:evidence-policy:1";
+/// The time source of the event times bote writes.
+pub const TIME_SOURCE: &str = "gateway-clock";
 
 /// Why a byte string is not a valid evidence record.
 #[derive(Debug, thiserror::Error)]
@@ -23,8 +32,19 @@ pub enum RecordError {
     #[error("not a valid evidence record: {0}")]
     Shape(String),
     /// A version this code does not know.
-    #[error("unsupported evidence format version {0} (this bote reads version {FORMAT_VERSION})")]
+    #[error(
+        "unsupported evidence format version {0} (this bote reads versions {OLDEST_VERSION} to \
+         {FORMAT_VERSION})"
+    )]
     Version(u32),
+    /// A field the record's version requires is absent, or one it does not know is present.
+    #[error("evidence record version {version}: {problem}")]
+    Fields {
+        /// The record's version.
+        version: u32,
+        /// What is wrong.
+        problem: String,
+    },
     /// A positive event with a failure reason, or a negative one with RA01.
     #[error("reason {reason} does not fit event {event}")]
     Reason {
@@ -304,6 +324,50 @@ pub struct Details {
     /// A note such as why content passed unscanned (already end-to-end encrypted).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub note: Option<String>,
+    /// Version 2, ContentHandover of an office mailbox: who took it, as a pseudonym the
+    /// operator can resolve (`u-` a member, `t-` office software, then 16 hex digits).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub member: Option<String>,
+}
+
+/// The options the sender chose (spec §2), as recorded from version 2 on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordOptions {
+    /// Absenderbestätigt.
+    pub authoritative: bool,
+    /// Persönlich.
+    pub personal: bool,
+    /// Abholbestätigung.
+    pub retrieval_confirmation: bool,
+}
+
+/// Where a record stands in its (message, recipient) chain (version 2): its position and
+/// the digest of the record before it, so that a chain with a record dropped, added or
+/// reordered no longer links.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChainLink {
+    /// Position in the chain, from 1.
+    pub seq: u64,
+    /// SHA-256 of the previous record's canonical bytes; absent for the first.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub prev: Option<Sha256Digest>,
+}
+
+impl ChainLink {
+    /// The link of a chain's first record.
+    pub fn first() -> Self {
+        Self { seq: 1, prev: None }
+    }
+
+    /// The link of the record that follows `previous` (at position `previous_seq`).
+    pub fn after(previous_seq: u64, previous: &[u8]) -> Self {
+        Self {
+            seq: previous_seq + 1,
+            prev: Some(Sha256Digest::of(previous)),
+        }
+    }
 }
 
 /// One evidence record.
@@ -330,6 +394,29 @@ pub struct EvidenceRecord {
     pub message: MessageRef,
     /// Event details.
     pub details: Details,
+    /// Version 2: the evidence policy the record is issued under ([`EVIDENCE_POLICY`]).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub policy: Option<String>,
+    /// Version 2: the fingerprint of the evidence key that signs the record (upper-case
+    /// hex), binding `issuer` to the signing certificate.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub issuer_key: Option<String>,
+    /// Version 2: where `time` comes from ([`TIME_SOURCE`]).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub time_source: Option<String>,
+    /// Version 2: when the message was submitted (or received), on every record.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub submission_time: Option<Timestamp>,
+    /// Version 2: the options the sender chose; absent in chains begun under version 1.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub options: Option<RecordOptions>,
+    /// Version 2: the recipient's identity assurance, where the gateway knows the
+    /// recipient (a local mailbox).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub recipient_identity: Option<IdentityAssurance>,
+    /// Version 2: the record's place in its chain.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub chain: Option<ChainLink>,
 }
 
 /// The log entry committing to one record: exactly the canonical JSON of spec §4.
@@ -347,14 +434,85 @@ pub struct Commitment {
 impl EvidenceRecord {
     /// Checks the invariants serde cannot express.
     fn check(&self) -> Result<(), RecordError> {
-        if self.version != FORMAT_VERSION {
-            return Err(RecordError::Version(self.version));
+        match self.version {
+            1 => self.check_v1()?,
+            2 => self.check_v2()?,
+            other => return Err(RecordError::Version(other)),
         }
         if self.event.is_positive() != (self.reason == ReasonCode::Accepted) {
             return Err(RecordError::Reason {
                 event: self.event,
                 reason: self.reason,
             });
+        }
+        Ok(())
+    }
+
+    /// Version 1 knows none of the version 2 fields.
+    fn check_v1(&self) -> Result<(), RecordError> {
+        let v2_fields = [
+            ("policy", self.policy.is_some()),
+            ("issuer_key", self.issuer_key.is_some()),
+            ("time_source", self.time_source.is_some()),
+            ("submission_time", self.submission_time.is_some()),
+            ("options", self.options.is_some()),
+            ("recipient_identity", self.recipient_identity.is_some()),
+            ("chain", self.chain.is_some()),
+            ("details.member", self.details.member.is_some()),
+        ];
+        match v2_fields.iter().find(|(_, present)| *present) {
+            Some((name, _)) => Err(RecordError::Fields {
+                version: 1,
+                problem: format!("`{name}` does not exist in this version"),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Version 2 requires policy, issuer key, time source, submission time and chain link.
+    fn check_v2(&self) -> Result<(), RecordError> {
+        let problem = |problem: String| RecordError::Fields {
+            version: 2,
+            problem,
+        };
+        let required = [
+            ("policy", self.policy.is_none()),
+            ("issuer_key", self.issuer_key.is_none()),
+            ("time_source", self.time_source.is_none()),
+            ("submission_time", self.submission_time.is_none()),
+            ("chain", self.chain.is_none()),
+        ];
+        if let Some((name, _)) = required.iter().find(|(_, absent)| *absent) {
+            return Err(problem(format!("`{name}` is required")));
+        }
+        if let Some(key) = &self.issuer_key
+            && (key.len() != 40
+                || !key
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b)))
+        {
+            return Err(problem(
+                "`issuer_key` must be 40 upper-case hex digits (a v4 fingerprint)".into(),
+            ));
+        }
+        if let Some(chain) = &self.chain
+            && (chain.seq == 0 || (chain.seq == 1) != chain.prev.is_none())
+        {
+            return Err(problem(
+                "`chain.seq` starts at 1, and every record but the first names `chain.prev`".into(),
+            ));
+        }
+        if let Some(member) = &self.details.member {
+            let well_formed = (member.starts_with("u-") || member.starts_with("t-"))
+                && member.len() == 18
+                && member[2..]
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            if !well_formed {
+                return Err(problem(
+                    "`details.member` is `u-` or `t-` and 16 lower-case hex digits".into(),
+                ));
+            }
         }
         Ok(())
     }
@@ -381,8 +539,13 @@ impl EvidenceRecord {
         Commitment {
             event,
             record_sha256: Sha256Digest::of(canonical),
-            version: FORMAT_VERSION,
+            version: COMMITMENT_VERSION,
         }
+    }
+
+    /// The record's position in its chain: version 1 records carry none.
+    pub fn seq(&self) -> Option<u64> {
+        self.chain.map(|c| c.seq)
     }
 }
 
@@ -402,13 +565,117 @@ impl Commitment {
     pub fn from_entry(bytes: &[u8]) -> Result<Self, RecordError> {
         let c: Self =
             serde_json::from_slice(bytes).map_err(|e| RecordError::Shape(e.to_string()))?;
-        if c.version != FORMAT_VERSION {
+        if c.version != COMMITMENT_VERSION {
             return Err(RecordError::Version(c.version));
         }
         if c.to_entry() != bytes {
             return Err(RecordError::NotCanonical);
         }
         Ok(c)
+    }
+}
+
+/// What every version 2 record about one submitted message shares.
+#[derive(Debug, Clone)]
+pub struct Head {
+    /// The issuing gateway (its first domain).
+    pub issuer: String,
+    /// The evidence key's fingerprint (upper-case hex).
+    pub issuer_key: String,
+    /// The sender.
+    pub sender: Sender,
+    /// The message.
+    pub message: MessageRef,
+    /// The sender's options.
+    pub options: Option<RecordOptions>,
+    /// When the message was submitted.
+    pub submission_time: Timestamp,
+}
+
+/// What one record states about its recipient.
+#[derive(Debug, Clone)]
+pub struct Fact {
+    /// The event.
+    pub event: Event,
+    /// Its reason.
+    pub reason: ReasonCode,
+    /// The recipient.
+    pub recipient: EmailAddress,
+    /// The recipient's identity assurance, where known.
+    pub recipient_identity: Option<IdentityAssurance>,
+    /// Event details.
+    pub details: Details,
+    /// When it happened.
+    pub time: Timestamp,
+}
+
+impl Head {
+    /// The version 2 record of `fact` at position `chain` of its recipient's chain.
+    pub fn record(&self, fact: Fact, chain: ChainLink) -> EvidenceRecord {
+        EvidenceRecord {
+            version: FORMAT_VERSION,
+            evidence_id: EvidenceId::random(),
+            event: fact.event,
+            reason: fact.reason,
+            time: fact.time,
+            issuer: self.issuer.clone(),
+            sender: self.sender.clone(),
+            recipient: fact.recipient,
+            message: self.message.clone(),
+            details: fact.details,
+            policy: Some(EVIDENCE_POLICY.to_owned()),
+            issuer_key: Some(self.issuer_key.clone()),
+            time_source: Some(TIME_SOURCE.to_owned()),
+            submission_time: Some(self.submission_time),
+            options: self.options,
+            recipient_identity: fact.recipient_identity,
+            chain: Some(chain),
+        }
+    }
+}
+
+impl EvidenceRecord {
+    /// The link of the record that follows this one, which is at `position` (from 1) of
+    /// its chain.
+    pub fn link_next(&self, position: u64) -> Result<ChainLink, RecordError> {
+        Ok(ChainLink::after(
+            self.seq().unwrap_or(position),
+            &self.to_canonical()?,
+        ))
+    }
+
+    /// The next record of `chain` (stored records of one message and recipient, in order):
+    /// the same message, sender, recipient and submission, a new event. A chain begun
+    /// under version 1 continues in version 2, linked to its last record.
+    pub fn successor(
+        chain: &[StoredEvidence],
+        issuer_key: &str,
+        event: Event,
+        reason: ReasonCode,
+        details: Details,
+        time: Timestamp,
+    ) -> Option<Self> {
+        let first = &chain.first()?.record;
+        let last = chain.last()?;
+        let position = chain.len() as u64;
+        let head = Head {
+            issuer: last.record.issuer.clone(),
+            issuer_key: issuer_key.to_owned(),
+            sender: last.record.sender.clone(),
+            message: last.record.message.clone(),
+            options: last.record.options,
+            submission_time: last.record.submission_time.unwrap_or(first.time),
+        };
+        let fact = Fact {
+            event,
+            reason,
+            recipient: last.record.recipient.clone(),
+            recipient_identity: last.record.recipient_identity.clone(),
+            details,
+            time,
+        };
+        let link = ChainLink::after(last.record.seq().unwrap_or(position), &last.canonical);
+        Some(head.record(fact, link))
     }
 }
 
@@ -477,7 +744,76 @@ pub(crate) mod tests {
                 all_attachments: None,
             },
             details: Details::default(),
+            policy: Some(EVIDENCE_POLICY.into()),
+            issuer_key: Some("0123456789ABCDEF0123456789ABCDEF01234567".into()),
+            time_source: Some(TIME_SOURCE.into()),
+            submission_time: Some(Timestamp(1_795_000_000_000)),
+            options: Some(RecordOptions {
+                authoritative: true,
+                personal: false,
+                retrieval_confirmation: false,
+            }),
+            recipient_identity: None,
+            chain: Some(ChainLink::first()),
         }
+    }
+
+    /// The same record as version 1 wrote it.
+    pub(crate) fn sample_v1(event: Event, reason: ReasonCode) -> EvidenceRecord {
+        EvidenceRecord {
+            version: 1,
+            policy: None,
+            issuer_key: None,
+            time_source: None,
+            submission_time: None,
+            options: None,
+            recipient_identity: None,
+            chain: None,
+            ..sample(event, reason)
+        }
+    }
+
+    #[test]
+    fn version_1_records_still_parse_and_keep_their_bytes() {
+        let v1 = sample_v1(Event::ContentHandover, ReasonCode::Accepted);
+        let bytes = v1.to_canonical().unwrap();
+        assert!(!String::from_utf8_lossy(&bytes).contains("chain"));
+        assert_eq!(EvidenceRecord::from_canonical(&bytes).unwrap(), v1);
+        // A version 1 record cannot carry version 2 fields, nor the reverse.
+        let mut mixed = v1.clone();
+        mixed.chain = Some(ChainLink::first());
+        assert!(matches!(
+            mixed.to_canonical(),
+            Err(RecordError::Fields { version: 1, .. })
+        ));
+        let mut bare = sample(Event::ContentHandover, ReasonCode::Accepted);
+        bare.chain = None;
+        assert!(matches!(
+            bare.to_canonical(),
+            Err(RecordError::Fields { version: 2, .. })
+        ));
+    }
+
+    #[test]
+    fn chain_links_name_the_previous_record() {
+        let first = sample(Event::SubmissionAcceptance, ReasonCode::Accepted);
+        let first_bytes = first.to_canonical().unwrap();
+        let mut second = sample(Event::ContentConsignment, ReasonCode::Accepted);
+        second.chain = Some(ChainLink::after(1, &first_bytes));
+        let bytes = second.to_canonical().unwrap();
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        let digest = hex::encode(Sha256::digest(&first_bytes));
+        assert!(
+            text.contains(&format!("\"chain\":{{\"prev\":\"{digest}\",\"seq\":2}}")),
+            "{text}"
+        );
+        // seq 1 with a predecessor, or a later record without one, is refused.
+        let mut orphan = second.clone();
+        orphan.chain = Some(ChainLink { seq: 2, prev: None });
+        assert!(orphan.to_canonical().is_err());
+        let mut zero = second;
+        zero.chain = Some(ChainLink { seq: 0, prev: None });
+        assert!(zero.to_canonical().is_err());
     }
 
     #[test]
@@ -486,7 +822,9 @@ pub(crate) mod tests {
         let bytes = r.to_canonical().unwrap();
         let text = String::from_utf8(bytes.clone()).unwrap();
         assert!(
-            text.starts_with("{\"details\":{},\"event\":\"SubmissionAcceptance\""),
+            text.starts_with(
+                "{\"chain\":{\"seq\":1},\"details\":{},\"event\":\"SubmissionAcceptance\""
+            ),
             "{text}"
         );
         assert!(
@@ -524,9 +862,9 @@ pub(crate) mod tests {
             wrong.to_canonical(),
             Err(RecordError::Reason { .. })
         ));
-        let mut v2 = r.clone();
-        v2.version = 2;
-        assert!(matches!(v2.to_canonical(), Err(RecordError::Version(2))));
+        let mut v3 = r.clone();
+        v3.version = 3;
+        assert!(matches!(v3.to_canonical(), Err(RecordError::Version(3))));
     }
 
     #[test]

@@ -12,7 +12,7 @@ use crate::accounts::{Mailbox, MailboxKind};
 use crate::address::EmailAddress;
 use crate::crypto::endtoend;
 use crate::crypto::message::{self as pgp, Attestation};
-use crate::evidence::record::AttachmentList;
+use crate::evidence::record::{AttachmentList, ChainLink, Fact, Head, RecordOptions};
 use crate::evidence::{
     self, Attachment, Details, Event, EvidenceError, EvidenceRecord, IdentityAssurance, MessageRef,
     ReasonCode, Sender, Sha256Digest, SignedRecord, Timestamp,
@@ -23,13 +23,9 @@ use crate::message::{Content, Options};
 use crate::store::messages::{CopyRow, JobRow};
 
 pub(super) fn evidence_sender(from: &Submitter) -> Sender {
-    let verification = from.mailbox.identity.verification.as_ref();
     Sender {
         address: from.mailbox.address.clone(),
-        identity: IdentityAssurance {
-            verified: verification.is_some(),
-            method: verification.map(|v| v.method),
-        },
+        identity: assurance(&from.mailbox),
         auth_level: from.auth_level,
     }
 }
@@ -46,28 +42,40 @@ pub(super) fn attestation(from: &Submitter, options: Options) -> Attestation {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-pub(super) fn record(
+/// What the records of one submission share.
+pub(super) fn head(
+    keys: &KeyRing,
     issuer: &str,
-    event: Event,
-    reason: ReasonCode,
     sender: &Sender,
-    recipient: &EmailAddress,
-    message: &MessageRef,
-    details: Details,
+    message: MessageRef,
+    options: Options,
     now: i64,
-) -> EvidenceRecord {
-    EvidenceRecord {
-        version: evidence::record::FORMAT_VERSION,
-        evidence_id: evidence::EvidenceId::random(),
-        event,
-        reason,
-        time: Timestamp(now),
+) -> Head {
+    Head {
         issuer: issuer.to_owned(),
+        issuer_key: keys.evidence.fingerprint(),
         sender: sender.clone(),
-        recipient: recipient.clone(),
-        message: message.clone(),
-        details,
+        message,
+        options: Some(record_options(options)),
+        submission_time: Timestamp(now),
+    }
+}
+
+/// The options as evidence records them.
+pub(super) fn record_options(options: Options) -> RecordOptions {
+    RecordOptions {
+        authoritative: options.authoritative,
+        personal: options.personal,
+        retrieval_confirmation: options.retrieval_confirmation,
+    }
+}
+
+/// A mailbox owner's identity assurance, as evidence records it.
+pub(super) fn assurance(mailbox: &Mailbox) -> IdentityAssurance {
+    let verification = mailbox.identity.verification.as_ref();
+    IdentityAssurance {
+        verified: verification.is_some(),
+        method: verification.map(|v| v.method),
     }
 }
 
@@ -242,6 +250,7 @@ pub(super) struct Assembly {
     pub(super) domain: String,
     pub(super) gateway_id: String,
     pub(super) sender: Sender,
+    pub(super) options: Options,
     pub(super) attestation: Attestation,
     pub(super) recipients: Vec<Recipient>,
     pub(super) sender_copy: Option<(Mailbox, Arc<Cert>)>,
@@ -271,7 +280,14 @@ impl Assembly {
         // The signed message contains the content; holding both would double the peak
         // memory of a large message.
         drop(std::mem::take(&mut self.prepared.bytes));
-        let message = self.prepared.message_ref(&self.gateway_id);
+        let head = head(
+            &self.keys,
+            &self.domain,
+            &self.sender,
+            self.prepared.message_ref(&self.gateway_id),
+            self.options,
+            self.now,
+        );
         let mut copies = Vec::with_capacity(self.recipients.len() + 1);
         let mut jobs = Vec::new();
         let mut records = Vec::with_capacity(self.recipients.len() * 2);
@@ -286,7 +302,17 @@ impl Assembly {
                 note: scanned_note.clone(),
                 ..Details::default()
             };
-            records.push(self.record(Event::SubmissionAcceptance, address, &message, accepted));
+            let identity = local.then(|| assurance(&r.mailbox));
+            let acceptance = self.record(
+                &head,
+                Event::SubmissionAcceptance,
+                r,
+                identity.clone(),
+                accepted,
+                ChainLink::first(),
+            );
+            let next = acceptance.link_next(1).map_err(EvidenceError::from)?;
+            records.push(acceptance);
             if local {
                 copies.push(CopyRow {
                     id: new_id(),
@@ -301,7 +327,14 @@ impl Assembly {
                     note: scanned_note.clone(),
                     ..Details::default()
                 };
-                records.push(self.record(Event::ContentConsignment, address, &message, consigned));
+                records.push(self.record(
+                    &head,
+                    Event::ContentConsignment,
+                    r,
+                    identity,
+                    consigned,
+                    next,
+                ));
             } else {
                 let armored = pgp::encrypt_signed(&r.cert, &signed, true)?;
                 // ASCII armour is ASCII by construction.
@@ -346,20 +379,21 @@ impl Assembly {
 
     fn record(
         &self,
+        head: &Head,
         event: Event,
-        recipient: &EmailAddress,
-        message: &MessageRef,
+        recipient: &Recipient,
+        recipient_identity: Option<IdentityAssurance>,
         details: Details,
+        chain: ChainLink,
     ) -> EvidenceRecord {
-        record(
-            &self.domain,
+        let fact = Fact {
             event,
-            ReasonCode::Accepted,
-            &self.sender,
-            recipient,
-            message,
+            reason: ReasonCode::Accepted,
+            recipient: recipient.mailbox.address.clone(),
+            recipient_identity,
             details,
-            self.now,
-        )
+            time: Timestamp(self.now),
+        };
+        head.record(fact, chain)
     }
 }

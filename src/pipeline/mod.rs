@@ -382,9 +382,15 @@ impl Pipeline {
         {
             Ok(checked) => checked,
             Err(CheckError::Rejected(r)) => {
-                return Err(self
-                    .reject(&gateway_id, &sender, &recipients, &prepared, r, now)
-                    .await);
+                let head = assemble::head(
+                    &self.keys,
+                    &self.domain,
+                    &sender,
+                    prepared.message_ref(&gateway_id),
+                    submission.options,
+                    now,
+                );
+                return Err(self.reject(head, &recipients, r).await);
             }
             Err(CheckError::Failed(e)) => return Err(e),
         };
@@ -401,6 +407,7 @@ impl Pipeline {
             domain: self.domain.clone(),
             gateway_id: gateway_id.clone(),
             sender,
+            options: submission.options,
             attestation: attestation(from, submission.options),
             recipients: checked,
             sender_copy: sender_cert.map(|cert| (from.mailbox.clone(), cert)),

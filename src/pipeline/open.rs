@@ -21,9 +21,7 @@ use crate::crypto::message::{self as pgp, Attestation};
 use crate::crypto::{CryptoError, pool};
 use crate::error::{Classify, ErrorKind, Failure};
 use crate::evidence::query;
-use crate::evidence::{
-    self, Details, Event, EvidenceError, EvidenceId, ReasonCode, Timestamp, WriterError,
-};
+use crate::evidence::{self, Details, Event, EvidenceError, ReasonCode, Timestamp, WriterError};
 use crate::message::mime::{self, MimeError};
 use crate::message::{Options, Parsed, Part};
 use crate::store::StoreError;
@@ -532,7 +530,9 @@ impl Pipeline {
         let mut handed_over_at = stored.opened_at;
         if hands_over {
             let now = now_ms();
-            handover_recorded = self.hand_over(&stored, access.level(), now).await?;
+            // Who of an office took it, pseudonymously; a citizen's mailbox is one person.
+            let taker = (mailbox.kind == MailboxKind::Office).then(|| self.taker(access));
+            handover_recorded = self.hand_over(&stored, access, taker, now).await?;
             if handover_recorded {
                 handed_over_at = Some(now);
             }
@@ -563,32 +563,50 @@ impl Pipeline {
             .unwrap_or_default())
     }
 
+    /// The pseudonym of who opens an office message: stable per member (or token) and
+    /// evidence key, resolvable only by the operator, who holds that key.
+    fn taker(&self, access: &Access) -> String {
+        match access {
+            Access::User { user, .. } => self.keys.evidence.pseudonym("u", user.id),
+            Access::Token { credential_id, .. } => {
+                self.keys.evidence.pseudonym("t", *credential_id)
+            }
+        }
+    }
+
     /// Records ContentHandover for a copy unless someone else's opening did first.
     async fn hand_over(
         &self,
         stored: &StoredCopy,
-        level: AuthLevel,
+        access: &Access,
+        taker: Option<String>,
         now: i64,
     ) -> Result<bool, OpenError> {
+        let level = access.level();
         let recipient = EmailAddress::parse(&stored.copy.recipient)?;
         let mut conn = self.store.pool().acquire().await?;
         let chain = query::chain(&mut conn, &stored.message.gateway_id, Some(&recipient)).await?;
         drop(conn);
-        let acceptance = chain
-            .into_iter()
-            .find(|e| e.record.event == Event::SubmissionAcceptance)
-            .ok_or_else(|| OpenError::NoAcceptance(stored.copy.id.clone()))?;
-        let record = evidence::EvidenceRecord {
-            evidence_id: EvidenceId::random(),
-            event: Event::ContentHandover,
-            reason: ReasonCode::Accepted,
-            time: Timestamp(now),
-            details: Details {
-                recipient_auth_level: Some(level),
-                ..Details::default()
-            },
-            ..acceptance.record
+        if !chain
+            .iter()
+            .any(|e| e.record.event == Event::SubmissionAcceptance)
+        {
+            return Err(OpenError::NoAcceptance(stored.copy.id.clone()));
+        }
+        let details = Details {
+            recipient_auth_level: Some(level),
+            member: taker,
+            ..Details::default()
         };
+        let record = evidence::EvidenceRecord::successor(
+            &chain,
+            &self.keys.evidence.fingerprint(),
+            Event::ContentHandover,
+            ReasonCode::Accepted,
+            details,
+            Timestamp(now),
+        )
+        .ok_or_else(|| OpenError::NoAcceptance(stored.copy.id.clone()))?;
         let signed = evidence::sign_on_pool(self.keys.evidence.clone(), vec![record]).await?;
         let copy_id = stored.copy.id.clone();
         let work: evidence::Work = Box::new(move |conn: &mut AnyConnection| {

@@ -4,13 +4,14 @@
 
 use std::sync::Arc;
 
-use super::assemble::{Prepared, record};
+use super::assemble::Prepared;
 use super::recipients::{Recipient, resolve};
 use super::{Pipeline, Refusal, SubmitError, Submitter};
 use crate::accounts::{AuthLevel, MailboxKind};
 use crate::address::EmailAddress;
 use crate::crypto::endtoend;
-use crate::evidence::{self, Details, Event, EvidenceRecord, ReasonCode, Sender};
+use crate::evidence::record::{ChainLink, Fact, Head};
+use crate::evidence::{self, Details, Event, EvidenceRecord, ReasonCode};
 use crate::message::Options;
 use crate::store::messages as repo;
 
@@ -142,41 +143,37 @@ impl Pipeline {
     /// Records SubmissionRejection for every named recipient, then returns the refusal.
     pub(super) async fn reject(
         &self,
-        gateway_id: &str,
-        sender: &Sender,
+        mut head: Head,
         recipients: &[EmailAddress],
-        prepared: &Prepared,
         rejection: Rejection,
-        now: i64,
     ) -> SubmitError {
-        let mut message = prepared.message_ref(gateway_id);
         // A refused Message-ID is not repeated in evidence: a search by it finds only the
         // message that owns it.
         if matches!(
             rejection.refusal,
             Refusal::ReservedMessageId | Refusal::DuplicateMessageId
         ) {
-            message.message_id = None;
+            head.message.message_id = None;
         }
+        let gateway_id = head.message.gateway_id.clone();
         // A submission naming thousands of recipients gets a bounded number of records.
         let cap = self.config.limits.max_recipients as usize + 1;
         let records: Vec<EvidenceRecord> = recipients
             .iter()
             .take(cap)
             .map(|r| {
-                record(
-                    &self.domain,
-                    Event::SubmissionRejection,
-                    rejection.reason,
-                    sender,
-                    r,
-                    &message,
-                    Details {
+                let fact = Fact {
+                    event: Event::SubmissionRejection,
+                    reason: rejection.reason,
+                    recipient: r.clone(),
+                    recipient_identity: None,
+                    details: Details {
                         reply: Some(rejection.detail.clone()),
                         ..Details::default()
                     },
-                    now,
-                )
+                    time: head.submission_time,
+                };
+                head.record(fact, ChainLink::first())
             })
             .collect();
         metrics::counter!("bote_messages_rejected_total").increment(1);
@@ -190,7 +187,7 @@ impl Pipeline {
         SubmitError::Refused {
             refusal: rejection.refusal,
             detail: rejection.detail,
-            gateway_id: gateway_id.to_owned(),
+            gateway_id,
             retry_after: rejection.retry_after,
         }
     }

@@ -410,6 +410,30 @@ async fn citizen_writes_to_a_local_office(gw: Gateway) {
         anna_timeline[2]["record"]["details"]["recipient_auth_level"],
         "normal"
     );
+    // Version 2: one linked chain, under the evidence policy, naming the signing key, the
+    // submission time and options on every record, the office member pseudonymously.
+    let fingerprint = api.gw.keys.evidence.fingerprint();
+    for (i, entry) in anna_timeline.as_array().unwrap().iter().enumerate() {
+        let record = &entry["record"];
+        assert_eq!(record["version"], 2);
+        assert_eq!(record["chain"]["seq"], i + 1);
+        assert_eq!(record["chain"]["prev"].is_null(), i == 0);
+        assert_eq!(record["issuer_key"], fingerprint.as_str());
+        assert_eq!(record["policy"], "urn:bote:evidence-policy:1");
+        assert_eq!(
+            record["submission_time"],
+            anna_timeline[0]["record"]["time"]
+        );
+        assert_eq!(record["options"]["personal"], false);
+        assert!(
+            record["recipient_identity"]["verified"].is_boolean(),
+            "{record}"
+        );
+    }
+    let member = anna_timeline[2]["record"]["details"]["member"]
+        .as_str()
+        .unwrap();
+    assert!(member.starts_with("u-") && member.len() == 18, "{member}");
 
     // Receipts are the evidence, rendered for the sender.
     let receipts = api

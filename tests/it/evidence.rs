@@ -1,8 +1,8 @@
 //! Evidence and the transparency log on both backends: commits, proofs, restarts, bundles,
 //! tampering, roll-back, and the CLI around them.
 
-use bote::evidence::bundle::{self, Anchor, VerifyError};
-use bote::evidence::{Commitment, Event};
+use bote::evidence::bundle::{self, Anchor, Trust, VerifyError};
+use bote::evidence::{Commitment, Details, Event, EvidenceRecord, ReasonCode, Timestamp};
 use bote::store::Backend;
 use sqlx::Row;
 use tlog_tiles::{check_record, check_tree, record_hash};
@@ -248,11 +248,19 @@ async fn bundle_export_and_offline_verification(gw: Gateway) {
         cert.to_str().unwrap(),
     ]));
     assert!(by_cert.status.success(), "{}", stderr(&by_cert));
+    // Nothing anchoring the signer: a failure, unless inspection is asked for, which has
+    // an exit status of its own and prints the fingerprint to compare.
     let unanchored = run(crate::support::bote(&["verify", out.to_str().unwrap()]));
-    assert!(unanchored.status.success());
-    assert!(
-        stderr(&unanchored).contains("trust not anchored") && stderr(&unanchored).contains(&fpr)
-    );
+    assert_eq!(unanchored.status.code(), Some(1), "{}", stderr(&unanchored));
+    assert_one_line_error(&unanchored, &["nothing anchors trust", "--key", "--trust"]);
+    let inspected = run(crate::support::bote(&[
+        "verify",
+        out.to_str().unwrap(),
+        "--allow-unanchored",
+    ]));
+    assert_eq!(inspected.status.code(), Some(3), "{}", stderr(&inspected));
+    assert!(stdout(&inspected).contains("verified: 3 evidence records"));
+    assert!(stderr(&inspected).contains("trust not anchored") && stderr(&inspected).contains(&fpr));
 
     // Another key: fails and says so.
     let other = Gateway::new(Backend::Sqlite).await;
@@ -263,6 +271,56 @@ async fn bundle_export_and_offline_verification(gw: Gateway) {
         &other.keys.evidence.fingerprint(),
     ]));
     assert_one_line_error(&wrong, &["verification failed", "not by the expected key"]);
+
+    // A trust file, as an association publishes it, anchors the gateways it lists; a bundle
+    // of a gateway it does not list (here: ours, under another gateway's entry) fails.
+    let trust = gw.setup.path().join("trust.txt");
+    let listed = format!(
+        "# Kreis Lippe\ngateway lemgo.example {fpr} {}\n",
+        gw.keys.log.verifier_key()
+    );
+    std::fs::write(&trust, &listed).unwrap();
+    let by_trust = run(crate::support::bote(&[
+        "verify",
+        out.to_str().unwrap(),
+        "--trust",
+        trust.to_str().unwrap(),
+    ]));
+    assert!(by_trust.status.success(), "{}", stderr(&by_trust));
+    std::fs::write(
+        &trust,
+        format!(
+            "gateway lemgo.example {}\n",
+            other.keys.evidence.fingerprint()
+        ),
+    )
+    .unwrap();
+    let unlisted = run(crate::support::bote(&[
+        "verify",
+        out.to_str().unwrap(),
+        "--trust",
+        trust.to_str().unwrap(),
+    ]));
+    assert_one_line_error(&unlisted, &["verification failed", "trust file lists"]);
+    std::fs::write(&trust, format!("gateway detmold.example {fpr}\n")).unwrap();
+    let other_issuer = run(crate::support::bote(&[
+        "verify",
+        out.to_str().unwrap(),
+        "--trust",
+        trust.to_str().unwrap(),
+    ]));
+    assert_one_line_error(
+        &other_issuer,
+        &["for another gateway than the issuer lemgo.example"],
+    );
+    std::fs::write(&trust, "gateway lemgo.example 12\n").unwrap();
+    let malformed = run(crate::support::bote(&[
+        "verify",
+        out.to_str().unwrap(),
+        "--trust",
+        trust.to_str().unwrap(),
+    ]));
+    assert_one_line_error(&malformed, &["--trust", "line 1", "fingerprint"]);
 
     // The export is in the audit trail.
     let actions: Vec<String> = sqlx::query("SELECT action FROM audit_log WHERE target = $1")
@@ -307,7 +365,7 @@ async fn bundle_export_and_offline_verification(gw: Gateway) {
     // With the consistency proof from the bundle's tree to the newer one, it verifies; the
     // /log/key file anchors the log key too.
     let bundle_size =
-        bote::evidence::bundle::verify(&std::fs::read(&out).unwrap(), &Anchor::None, None, None)
+        bote::evidence::bundle::verify(&std::fs::read(&out).unwrap(), &Trust::key(Anchor::None))
             .unwrap()
             .checkpoint
             .size;
@@ -406,14 +464,14 @@ async fn changing_any_byte_of_a_bundle_is_detected() {
     populate(&gw).await;
     let bytes = export_bundle_bytes(&gw, "msg-1", "bauamt@lemgo.example").await;
     let anchor = Anchor::Fingerprint(gw.keys.evidence.fingerprint());
-    bundle::verify(&bytes, &anchor, None, None).unwrap();
+    bundle::verify(&bytes, &Trust::key(anchor.clone())).unwrap();
 
     // Every byte position, each flipped on its own: headers, contents, padding, end blocks.
     let mut failures = std::collections::BTreeMap::<String, usize>::new();
     for pos in 0..bytes.len() {
         let mut changed = bytes.clone();
         changed[pos] ^= 0x01;
-        match bundle::verify(&changed, &anchor, None, None) {
+        match bundle::verify(&changed, &Trust::key(anchor.clone())) {
             Ok(_) => panic!("flipping byte {pos} of {} went unnoticed", bytes.len()),
             Err(e) => {
                 let kind = format!("{:?}", std::mem::discriminant(&e));
@@ -428,17 +486,17 @@ async fn changing_any_byte_of_a_bundle_is_detected() {
         .unwrap();
     let mut changed = bytes.clone();
     changed[readme_at] = b'p';
-    let e = bundle::verify(&changed, &anchor, None, None).unwrap_err();
+    let e = bundle::verify(&changed, &Trust::key(anchor.clone())).unwrap_err();
     assert_eq!(e, VerifyError::Digest("README.txt".into()));
 
     // Trailing data, truncation, and an unknown member.
     let mut trailing = bytes.clone();
     trailing.extend_from_slice(&[0u8; 512]);
     assert!(matches!(
-        bundle::verify(&trailing, &anchor, None, None).unwrap_err(),
+        bundle::verify(&trailing, &Trust::key(anchor.clone())).unwrap_err(),
         VerifyError::NotCanonical { .. }
     ));
-    assert!(bundle::verify(&bytes[..bytes.len() - 1024], &anchor, None, None).is_err());
+    assert!(bundle::verify(&bytes[..bytes.len() - 1024], &Trust::key(anchor.clone())).is_err());
     let mut members = Vec::new();
     let mut archive = tar::Archive::new(bytes.as_slice());
     for entry in archive.entries().unwrap() {
@@ -451,7 +509,7 @@ async fn changing_any_byte_of_a_bundle_is_detected() {
     members.push(("notes.txt".into(), b"hi".to_vec()));
     let extra = bundle::encode_tar(&members, 0).unwrap();
     assert_eq!(
-        bundle::verify(&extra, &anchor, None, None).unwrap_err(),
+        bundle::verify(&extra, &Trust::key(anchor.clone())).unwrap_err(),
         VerifyError::Unknown("notes.txt".into())
     );
     assert!(
@@ -481,7 +539,7 @@ async fn forged_proofs_and_foreign_checkpoints_are_detected() {
     }
     let anchor = Anchor::Fingerprint(gw.keys.evidence.fingerprint());
     let good = bundle::build(&chain, &proofs, &checkpoint, &gw.keys, T0).unwrap();
-    bundle::verify(&good, &anchor, None, None).unwrap();
+    bundle::verify(&good, &Trust::key(anchor.clone())).unwrap();
 
     // A record that is not in the log: its (validly signed) bundle claims another position.
     let mut moved = chain.clone();
@@ -489,16 +547,20 @@ async fn forged_proofs_and_foreign_checkpoints_are_detected() {
     let mut moved_proofs = proofs.clone();
     moved_proofs[1] = proofs[0].clone();
     let forged = bundle::build(&moved, &moved_proofs, &checkpoint, &gw.keys, T0).unwrap();
-    let e = bundle::verify(&forged, &anchor, None, None).unwrap_err();
+    let e = bundle::verify(&forged, &Trust::key(anchor.clone())).unwrap_err();
     assert!(
         matches!(&e, VerifyError::NotIncluded { proof, .. } if proof == "evidence/002.proof.json"),
         "{e}"
     );
 
     // The log key can be anchored too; another one is refused.
-    bundle::verify(&good, &anchor, Some(gw.keys.log.verifier_key()), None).unwrap();
+    let with_log_key = |vkey: &str| Trust {
+        log_key: Some(vkey.to_owned()),
+        ..Trust::key(anchor.clone())
+    };
+    bundle::verify(&good, &with_log_key(gw.keys.log.verifier_key())).unwrap();
     let other_vkey = bote::keys::LogKey::ephemeral("lemgo.example/log").unwrap();
-    let e = bundle::verify(&good, &anchor, Some(other_vkey.verifier_key()), None).unwrap_err();
+    let e = bundle::verify(&good, &with_log_key(other_vkey.verifier_key())).unwrap_err();
     assert!(matches!(e, VerifyError::WrongLogKey { .. }), "{e}");
 
     // A checkpoint signed by another log key.
@@ -511,7 +573,7 @@ async fn forged_proofs_and_foreign_checkpoints_are_detected() {
     )
     .unwrap();
     let bad = bundle::build(&chain, &proofs, &foreign, &gw.keys, T0).unwrap();
-    let e = bundle::verify(&bad, &anchor, None, None).unwrap_err();
+    let e = bundle::verify(&bad, &Trust::key(anchor.clone())).unwrap_err();
     assert!(
         matches!(&e, VerifyError::Checkpoint(why) if why.starts_with("not signed by log key lemgo.example/log")),
         "{e}"
@@ -869,7 +931,7 @@ async fn malleable_parts_of_the_manifest_signature_are_refused() {
     let mut forged = members.clone();
     forged[2].1 = bote::crypto::armor_signature(&changed);
     let tampered = bundle::encode_tar(&forged, u64::try_from(mtime).unwrap()).unwrap();
-    let e = bundle::verify(&tampered, &anchor, None, None).unwrap_err();
+    let e = bundle::verify(&tampered, &Trust::key(anchor.clone())).unwrap_err();
     assert!(
         matches!(&e, VerifyError::Signature { member, reason }
             if member == "manifest.json.asc" && reason.starts_with("bad signature")),
@@ -942,3 +1004,107 @@ on_both_backends!(
     failing_or_panicking_work_spoils_nothing_else,
     super::failing_or_panicking_work_spoils_nothing_else
 );
+
+/// A linked (version 2) chain of three events for `gateway_id`.
+fn linked_chain(gw: &Gateway, gateway_id: &str, recipient: &str) -> Vec<EvidenceRecord> {
+    use bote::evidence::record::{ChainLink, Fact, Head, RecordOptions};
+    let base = record(Event::SubmissionAcceptance, gateway_id, recipient, T0);
+    let head = Head {
+        issuer: base.issuer.clone(),
+        issuer_key: gw.keys.evidence.fingerprint(),
+        sender: base.sender.clone(),
+        message: base.message.clone(),
+        options: Some(RecordOptions {
+            authoritative: true,
+            personal: false,
+            retrieval_confirmation: false,
+        }),
+        submission_time: Timestamp(T0),
+    };
+    let mut link = ChainLink::first();
+    let mut records = Vec::new();
+    for (i, event) in [
+        Event::SubmissionAcceptance,
+        Event::ContentConsignment,
+        Event::ContentHandover,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let fact = Fact {
+            event,
+            reason: ReasonCode::Accepted,
+            recipient: base.recipient.clone(),
+            recipient_identity: None,
+            details: Details::default(),
+            time: Timestamp(T0 + i as i64),
+        };
+        let r = head.record(fact, link);
+        link = r.link_next(i as u64 + 1).unwrap();
+        records.push(r);
+    }
+    records
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_with_a_record_dropped_added_or_reordered_fails() {
+    let gw = Gateway::new(Backend::Sqlite).await;
+    let records = linked_chain(&gw, "msg-9", "bauamt@lemgo.example");
+    for r in records {
+        gw.commit(vec![r]).await;
+    }
+    let mut conn = gw.store.pool().acquire().await.unwrap();
+    let recipient = bote::address::EmailAddress::parse("bauamt@lemgo.example").unwrap();
+    let chain = bote::evidence::query::chain(&mut conn, "msg-9", Some(&recipient))
+        .await
+        .unwrap();
+    let checkpoint = gw.log.latest_checkpoint(&mut conn).await.unwrap().unwrap();
+    let mut proofs = Vec::new();
+    for e in &chain {
+        proofs.push(
+            gw.log
+                .inclusion_proof(&mut conn, e.log_index, checkpoint.size)
+                .await
+                .unwrap(),
+        );
+    }
+    drop(conn);
+    let trust = Trust::key(Anchor::Fingerprint(gw.keys.evidence.fingerprint()));
+    // The gateway's own key re-signs each variant: only the links can tell.
+    let bundle_of = |keep: &[usize]| {
+        let chain: Vec<_> = keep.iter().map(|&i| chain[i].clone()).collect();
+        let proofs: Vec<_> = keep.iter().map(|&i| proofs[i].clone()).collect();
+        bundle::build(&chain, &proofs, &checkpoint, &gw.keys, T0).unwrap()
+    };
+    let whole = bundle::verify(&bundle_of(&[0, 1, 2]), &trust).unwrap();
+    assert_eq!(whole.records.len(), 3);
+    assert_eq!(whole.records[2].chain.unwrap().seq, 3);
+
+    // ContentConsignment dropped: the handover names a predecessor the bundle lacks.
+    let e = bundle::verify(&bundle_of(&[0, 2]), &trust).unwrap_err();
+    assert!(
+        matches!(&e, VerifyError::Chain { member, reason } if member == "evidence/002.json" && reason.contains("record 3 of its chain")),
+        "{e}"
+    );
+    // The acceptance dropped: the chain does not start.
+    let e = bundle::verify(&bundle_of(&[1, 2]), &trust).unwrap_err();
+    assert!(
+        matches!(&e, VerifyError::Chain { member, .. } if member == "evidence/001.json"),
+        "{e}"
+    );
+    // Reordered: the log order and the links disagree.
+    let e = bundle::verify(&bundle_of(&[0, 2, 1]), &trust).unwrap_err();
+    assert!(matches!(&e, VerifyError::Chain { .. }), "{e}");
+    // A record twice.
+    let e = bundle::verify(&bundle_of(&[0, 1, 1, 2]), &trust).unwrap_err();
+    assert!(matches!(&e, VerifyError::Chain { .. }), "{e}");
+    // What links cannot show: a bundle that ends early is a bundle made before the last
+    // event, and verifies (docs/proof-bundle.md, "What a bundle proves").
+    assert_eq!(
+        bundle::verify(&bundle_of(&[0, 1]), &trust)
+            .unwrap()
+            .records
+            .len(),
+        2
+    );
+}

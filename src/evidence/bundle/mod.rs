@@ -8,6 +8,7 @@
 //! canonical (fixed header fields, mtime from the signed manifest, no padding beyond the
 //! end-of-archive blocks), so a change to any byte of the file is detected by [`verify`].
 
+mod trust;
 mod verify;
 
 use serde::{Deserialize, Serialize};
@@ -24,14 +25,20 @@ use crate::error::{Classify, Failure};
 use crate::keys::{KeyError, KeyRing};
 use crate::log::{Log, LogError, SignedCheckpoint};
 use crate::store::{Store, StoreError, audit};
-pub use verify::{Anchor, Trusted, Verified, VerifyError, verify};
+pub use trust::{TrustFile, TrustFileError, TrustedGateway};
+pub use verify::{Anchor, Trust, Trusted, Verified, VerifyError, verify};
 
 /// The `format` value of a bundle manifest.
 pub const FORMAT: &str = "bote-proof-bundle";
-/// The manifest version this code writes and reads.
-pub const VERSION: u32 = 1;
+/// The manifest version this code writes.
+pub const VERSION: u32 = 2;
+
+/// The format specification, carried inside every bundle so that it can be checked
+/// without the source code, years later.
+pub const SPECIFICATION: &str = include_str!("../../../docs/proof-bundle.md");
 
 const README: &str = "README.txt";
+const FORMAT_DOC: &str = "FORMAT.md";
 const MANIFEST: &str = "manifest.json";
 const MANIFEST_SIG: &str = "manifest.json.asc";
 const CHECKPOINT: &str = "checkpoint";
@@ -50,6 +57,10 @@ pub struct Manifest {
     pub created: Timestamp,
     /// The gateway's domain.
     pub issuer: String,
+    /// Version 2: the fingerprint of the evidence key that signs the manifest and every
+    /// record (upper-case hex).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub issuer_key: Option<String>,
     /// The message.
     pub gateway_message_id: String,
     /// The recipient whose chain this is.
@@ -171,7 +182,11 @@ pub async fn export_audited(
     let anchor = Anchor::Cert(Box::new(keys.evidence.cert().clone()));
     let vkey = keys.log.verifier_key().to_owned();
     let (bytes, verified) = pool::run(move || {
-        let verified = verify(&bytes, &anchor, Some(&vkey), None);
+        let trust = Trust {
+            log_key: Some(vkey),
+            ..Trust::key(anchor)
+        };
+        let verified = verify(&bytes, &trust);
         (bytes, verified)
     })
     .await;
@@ -247,6 +262,7 @@ pub fn build(
     let created = Timestamp(created_ms - created_ms.rem_euclid(1000));
     let mut members: Vec<(String, Vec<u8>)> = vec![
         (README.into(), readme(chain, checkpoint, keys).into_bytes()),
+        (FORMAT_DOC.into(), SPECIFICATION.as_bytes().to_vec()),
         (CHECKPOINT.into(), checkpoint.note.clone().into_bytes()),
         (
             EVIDENCE_CERT.into(),
@@ -269,18 +285,19 @@ pub fn build(
             inclusion: proof.iter().map(|h| b64(&h.0)).collect(),
         };
         let proof_json = serde_jcs::to_vec(&inclusion)?;
-        members.push((format!("evidence/{n:03}.json"), e.canonical.clone()));
+        members.push((record_member(n, RECORD), e.canonical.clone()));
         members.push((
-            format!("evidence/{n:03}.json.asc"),
+            record_member(n, RECORD_SIG),
             crypto::armor_signature(&e.signature),
         ));
-        members.push((format!("evidence/{n:03}.proof.json"), proof_json));
+        members.push((record_member(n, RECORD_PROOF), proof_json));
     }
     let manifest = Manifest {
         format: FORMAT.into(),
         version: VERSION,
         created,
         issuer: first.record.issuer.clone(),
+        issuer_key: Some(keys.evidence.fingerprint()),
         gateway_message_id: first.record.message.gateway_id.clone(),
         recipient: first.record.recipient.clone(),
         checkpoint_size: checkpoint.size,
@@ -300,6 +317,16 @@ pub fn build(
     ordered.push((MANIFEST_SIG.into(), crypto::armor_signature(&signature)));
     ordered.extend(members);
     Ok(encode_tar(&ordered, mtime_secs(created))?)
+}
+
+const RECORD: &str = ".json";
+const RECORD_SIG: &str = ".json.asc";
+const RECORD_PROOF: &str = ".proof.json";
+
+/// `evidence/NNN<suffix>`: the record number in decimal, zero-padded to three digits
+/// (`001`…`999`, then `1000`…).
+fn record_member(n: usize, suffix: &str) -> String {
+    format!("evidence/{n:03}{suffix}")
 }
 
 fn mtime_secs(t: Timestamp) -> u64 {
@@ -335,8 +362,8 @@ fn readme(chain: &[StoredEvidence], checkpoint: &SignedCheckpoint, keys: &KeyRin
     let mut events = String::new();
     for (i, e) in chain.iter().enumerate() {
         events.push_str(&format!(
-            "  evidence/{:03}.json  {}  {}  {}\n",
-            i + 1,
+            "  {}  {}  {}  {}\n",
+            record_member(i + 1, RECORD),
             rfc3339_ms(e.record.time.0),
             e.record.event,
             e.record.reason
@@ -380,7 +407,8 @@ fn readme(chain: &[StoredEvidence], checkpoint: &SignedCheckpoint, keys: &KeyRin
          \x20    log key in keys/log.vkey). Checking it needs a tool that implements RFC 6962;\n\
          \x20    `bote verify` does. Anyone can compare the checkpoint with the gateway's public\n\
          \x20    log at https://<gateway>/log/checkpoint, which only ever grows.\n\n\
-         The format is described in docs/proof-bundle.md of the bote source code.\n",
+         FORMAT.md, in this bundle, specifies the format and every check, so that anyone can\n\
+         write a verifier of their own.\n",
         issuer = first.issuer,
         gateway_id = first.message.gateway_id,
         message_id = first

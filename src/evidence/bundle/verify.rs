@@ -6,12 +6,14 @@ use sequoia_openpgp::Cert;
 use sequoia_openpgp::parse::Parse;
 use tlog_tiles::{Hash, check_record, record_hash};
 
+use super::trust::{TrustFile, TrustedGateway};
 use super::{
-    CHECKPOINT, EVIDENCE_CERT, FORMAT, InclusionProof, LOG_VKEY, MANIFEST, MANIFEST_SIG, Manifest,
-    README, VERSION, encode_tar, mtime_secs,
+    CHECKPOINT, EVIDENCE_CERT, FORMAT, FORMAT_DOC, InclusionProof, LOG_VKEY, MANIFEST,
+    MANIFEST_SIG, Manifest, README, RECORD, RECORD_PROOF, RECORD_SIG, VERSION, encode_tar,
+    mtime_secs, record_member,
 };
 use crate::crypto;
-use crate::evidence::record::{EvidenceRecord, Sha256Digest};
+use crate::evidence::record::{Event, EvidenceRecord, Sha256Digest};
 use crate::log::{LogError, SignedCheckpoint};
 
 /// Longest inclusion proof a log of up to 2^64 entries can need.
@@ -159,6 +161,18 @@ pub enum VerifyError {
     /// The caller's trusted checkpoint does not parse or is not the bundle's.
     #[error("--checkpoint: {0}")]
     TrustedCheckpoint(String),
+    /// The manifest does not list exactly the members the format prescribes, in order.
+    #[error("{MANIFEST}: {0}")]
+    Members(String),
+    /// The records do not form one complete chain (version 2): one is missing, added,
+    /// reordered or from another issuer.
+    #[error("{member}: the evidence chain is broken: {reason}")]
+    Chain {
+        /// The record where the chain breaks.
+        member: String,
+        /// How.
+        reason: String,
+    },
 }
 
 /// What the verifier is told to trust.
@@ -170,6 +184,8 @@ pub enum Anchor {
     Fingerprint(String),
     /// The evidence certificate must be this one.
     Cert(Box<Cert>),
+    /// The evidence certificate must be one a trust file lists, for the bundle's issuer.
+    Listed(TrustFile),
 }
 
 /// A successful verification.
@@ -228,6 +244,7 @@ fn text<'a>(members: &'a [(String, Vec<u8>)], name: &str) -> Result<&'a str, Ver
 fn allowed_name(name: &str) -> bool {
     if [
         README,
+        FORMAT_DOC,
         CHECKPOINT,
         EVIDENCE_CERT,
         LOG_VKEY,
@@ -238,14 +255,65 @@ fn allowed_name(name: &str) -> bool {
     {
         return true;
     }
-    let Some(rest) = name.strip_prefix("evidence/") else {
-        return false;
-    };
+    record_number(name).is_some()
+}
+
+/// The number of an `evidence/NNN…` member, if the name is one: at least three digits,
+/// zero-padded only to three, from 1.
+fn record_number(name: &str) -> Option<usize> {
+    let rest = name.strip_prefix("evidence/")?;
     let digits = rest
-        .strip_suffix(".proof.json")
-        .or_else(|| rest.strip_suffix(".json.asc"))
-        .or_else(|| rest.strip_suffix(".json"));
-    digits.is_some_and(|d| d.len() == 3 && d.bytes().all(|b| b.is_ascii_digit()) && d != "000")
+        .strip_suffix(RECORD_PROOF)
+        .or_else(|| rest.strip_suffix(RECORD_SIG))
+        .or_else(|| rest.strip_suffix(RECORD))?;
+    if !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: usize = digits.parse().ok()?;
+    (n >= 1 && format!("{n:03}") == digits).then_some(n)
+}
+
+/// The members a manifest of `version` must list, in archive order, for `records`
+/// records.
+fn prescribed_members(version: u32, records: usize) -> Vec<String> {
+    let mut names = vec![README.to_owned()];
+    if version >= 2 {
+        names.push(FORMAT_DOC.to_owned());
+    }
+    names.extend([CHECKPOINT, EVIDENCE_CERT, LOG_VKEY].map(str::to_owned));
+    for n in 1..=records {
+        for suffix in [RECORD, RECORD_SIG, RECORD_PROOF] {
+            names.push(record_member(n, suffix));
+        }
+    }
+    names
+}
+
+fn check_member_list(manifest: &Manifest) -> Result<usize, VerifyError> {
+    let listed: Vec<&str> = manifest.members.iter().map(|m| m.name.as_str()).collect();
+    let records = listed
+        .iter()
+        .filter(|n| record_number(n).is_some_and(|i| **n == record_member(i, RECORD)))
+        .count();
+    if records == 0 {
+        return Err(VerifyError::NoRecords);
+    }
+    let prescribed = prescribed_members(manifest.version, records);
+    if listed != prescribed {
+        let at = listed
+            .iter()
+            .zip(&prescribed)
+            .position(|(a, b)| a != b)
+            .unwrap_or(listed.len().min(prescribed.len()));
+        return Err(VerifyError::Members(format!(
+            "member {} is `{}` where the format prescribes `{}` ({} records)",
+            at + 1,
+            listed.get(at).copied().unwrap_or("(none)"),
+            prescribed.get(at).map_or("(none)", String::as_str),
+            records
+        )));
+    }
+    Ok(records)
 }
 
 /// Why a checkpoint does not parse, without the "checkpoint:" its error already names.
@@ -280,16 +348,33 @@ pub struct Trusted<'a> {
     pub consistency: Option<Vec<String>>,
 }
 
-/// Verifies a bundle offline. `log_key`, if given, is the log verifier key the caller
-/// trusts (otherwise the bundle's, vouched for by the evidence key's manifest signature);
-/// `trusted`, if given, is a checkpoint the caller trusts: the bundle's tree must be it, or
-/// a prefix of it by the consistency proof given.
-pub fn verify(
-    bytes: &[u8],
-    anchor: &Anchor,
-    log_key: Option<&str>,
-    trusted: Option<&Trusted<'_>>,
-) -> Result<Verified, VerifyError> {
+/// What the verifier is told to trust.
+#[derive(Debug, Clone)]
+pub struct Trust<'a> {
+    /// The evidence key.
+    pub anchor: Anchor,
+    /// The log verifier key the caller trusts (otherwise the bundle's, vouched for by the
+    /// evidence key's manifest signature).
+    pub log_key: Option<String>,
+    /// A checkpoint the caller trusts: the bundle's tree must be it, or a prefix of it by
+    /// the consistency proof given.
+    pub checkpoint: Option<Trusted<'a>>,
+}
+
+impl Trust<'_> {
+    /// Trust in `anchor` alone.
+    pub fn key(anchor: Anchor) -> Self {
+        Self {
+            anchor,
+            log_key: None,
+            checkpoint: None,
+        }
+    }
+}
+
+/// Verifies a bundle offline, in the order docs/proof-bundle.md gives; the first failed
+/// check is the error.
+pub fn verify(bytes: &[u8], trust: &Trust<'_>) -> Result<Verified, VerifyError> {
     // 1. Archive structure and member names.
     let members = decode_tar(bytes)?;
     if let Some((name, _)) = members.iter().find(|(n, _)| !allowed_name(n)) {
@@ -297,10 +382,11 @@ pub fn verify(
     }
 
     // 2. The manifest, signed by the (anchored) evidence key.
-    let (cert, fingerprint, anchored) = anchored_cert(&members, anchor)?;
-    let manifest = signed_manifest(&members, &cert)?;
+    let (cert, fingerprint, anchored) = anchored_cert(&members, &trust.anchor)?;
+    let manifest = signed_manifest(&members, &cert, &fingerprint)?;
 
-    // 3. Every member listed, with its digest; nothing unlisted.
+    // 3. Exactly the prescribed members, each with its digest; nothing unlisted.
+    let count = check_member_list(&manifest)?;
     check_listed(&members, &manifest)?;
 
     // 4. The archive is exactly the canonical encoding of these members.
@@ -308,8 +394,13 @@ pub fn verify(
 
     // 5. The checkpoint, signed by the log key the manifest vouches for (and the caller
     //    anchored, if they did), for this issuer's log.
-    let vkey = text(&members, LOG_VKEY)?.trim().to_owned();
-    if let Some(expected) = log_key
+    let vkey = bundled_log_key(&members, manifest.version)?;
+    let listed = listed_gateway(&trust.anchor, &fingerprint, &manifest.issuer)?;
+    let expected_log_key = trust
+        .log_key
+        .as_ref()
+        .or(listed.and_then(|g| g.log_key.as_ref()));
+    if let Some(expected) = expected_log_key
         && expected.trim() != vkey
     {
         return Err(VerifyError::WrongLogKey {
@@ -333,19 +424,39 @@ pub fn verify(
     }
 
     // 6. Each record: canonical, signed, about this message and recipient, and included.
-    let records = check_records(&members, &manifest, &cert, &checkpoint)?;
+    let records = check_records(&members, &manifest, count, &cert, &checkpoint)?;
 
-    // 7. Optionally, the bundle's tree must be (a prefix of) a checkpoint the caller trusts.
-    if let Some(trusted) = trusted {
+    // 7. Together, the records form one chain.
+    check_chain(&records, &manifest, &fingerprint)?;
+
+    // 8. Optionally, the bundle's tree must be (a prefix of) a checkpoint the caller trusts.
+    if let Some(trusted) = &trust.checkpoint {
         check_trusted(trusted, &vkey, &checkpoint)?;
     }
 
     Ok(Verified {
         fingerprint,
         anchored,
-        records,
+        records: records.into_iter().map(|r| r.record).collect(),
         checkpoint,
     })
+}
+
+/// `keys/log.vkey`: from version 2 exactly one line ending in a line feed.
+fn bundled_log_key(members: &Members, version: u32) -> Result<String, VerifyError> {
+    let text = text(members, LOG_VKEY)?;
+    if version >= 2 {
+        let line = text
+            .strip_suffix('\n')
+            .filter(|l| !l.contains(['\n', '\r']));
+        return line
+            .map(str::to_owned)
+            .ok_or_else(|| VerifyError::Malformed {
+                member: LOG_VKEY.into(),
+                reason: "must be the verifier key on one line ending in a line feed".into(),
+            });
+    }
+    Ok(text.trim().to_owned())
 }
 
 fn check_trusted(
@@ -433,11 +544,43 @@ fn anchored_cert(members: &Members, anchor: &Anchor) -> Result<(Cert, String, bo
             }
             Ok((expected.as_ref().clone(), fingerprint, true))
         }
+        Anchor::Listed(file) => {
+            if !file.gateways.iter().any(|g| g.fingerprint == fingerprint) {
+                return Err(wrong("one of those the trust file lists".into()));
+            }
+            Ok((bundle_cert, fingerprint, true))
+        }
     }
 }
 
+/// With a trust file, the listed entry of the signing key must be for the bundle's issuer,
+/// and the log key it pins (if any) is the one to expect.
+fn listed_gateway<'a>(
+    anchor: &'a Anchor,
+    fingerprint: &str,
+    issuer: &str,
+) -> Result<Option<&'a TrustedGateway>, VerifyError> {
+    let Anchor::Listed(file) = anchor else {
+        return Ok(None);
+    };
+    file.gateways
+        .iter()
+        .find(|g| g.fingerprint == fingerprint && g.domain.eq_ignore_ascii_case(issuer))
+        .map(Some)
+        .ok_or_else(|| {
+            VerifyError::Manifest(format!(
+                "the trust file lists evidence key {fingerprint} for another gateway than the \
+                 issuer {issuer}"
+            ))
+        })
+}
+
 /// The manifest, after its signature and armour are checked.
-fn signed_manifest(members: &Members, cert: &Cert) -> Result<Manifest, VerifyError> {
+fn signed_manifest(
+    members: &Members,
+    cert: &Cert,
+    fingerprint: &str,
+) -> Result<Manifest, VerifyError> {
     let manifest_bytes = member(members, MANIFEST)?;
     let manifest_sig = member(members, MANIFEST_SIG)?;
     crypto::verify_detached(cert, manifest_bytes, manifest_sig).map_err(|e| {
@@ -453,11 +596,26 @@ fn signed_manifest(members: &Members, cert: &Cert) -> Result<Manifest, VerifyErr
     }
     let manifest: Manifest =
         serde_json::from_slice(manifest_bytes).map_err(|e| VerifyError::Manifest(e.to_string()))?;
-    if manifest.format != FORMAT || manifest.version != VERSION {
+    if manifest.format != FORMAT || !(1..=VERSION).contains(&manifest.version) {
         return Err(VerifyError::Manifest(format!(
-            "unsupported format {} version {}",
+            "unsupported format {} version {} (this bote reads versions 1 to {VERSION})",
             manifest.format, manifest.version
         )));
+    }
+    match (manifest.version, &manifest.issuer_key) {
+        (1, None) => {}
+        (1, Some(_)) => {
+            return Err(VerifyError::Manifest(
+                "`issuer_key` does not exist in version 1".into(),
+            ));
+        }
+        (_, Some(key)) if key == fingerprint => {}
+        (_, Some(key)) => {
+            return Err(VerifyError::Manifest(format!(
+                "`issuer_key` {key} is not the signing key {fingerprint}"
+            )));
+        }
+        (_, None) => return Err(VerifyError::Manifest("`issuer_key` is required".into())),
     }
     Ok(manifest)
 }
@@ -509,40 +667,32 @@ fn check_canonical(
     Ok(())
 }
 
-/// The evidence members are exactly 001..=count, each with all three files; each record
-/// is signed, about the manifest's message and recipient, and included in the checkpoint.
+/// One verified record with its canonical bytes and log position.
+struct Checked {
+    record: EvidenceRecord,
+    canonical: Vec<u8>,
+    log_index: u64,
+}
+
+/// Each record is canonical, signed, about the manifest's message and recipient, and
+/// included in the checkpoint.
 fn check_records(
     members: &Members,
     manifest: &Manifest,
+    count: usize,
     cert: &Cert,
     checkpoint: &SignedCheckpoint,
-) -> Result<Vec<EvidenceRecord>, VerifyError> {
-    let evidence_members = members
-        .iter()
-        .filter(|(n, _)| n.starts_with("evidence/"))
-        .count();
-    let count = evidence_members / 3;
-    if count == 0 {
-        return Err(VerifyError::NoRecords);
-    }
-    if evidence_members % 3 != 0 {
-        return Err(VerifyError::IncompleteRecords);
-    }
-    for n in 1..=count {
-        for suffix in [".json", ".json.asc", ".proof.json"] {
-            member(members, &format!("evidence/{n:03}{suffix}"))?;
-        }
-    }
+) -> Result<Vec<Checked>, VerifyError> {
     let malformed = |member: &str, e: &dyn std::fmt::Display| VerifyError::Malformed {
         member: member.to_owned(),
         reason: e.to_string(),
     };
     let mut records = Vec::with_capacity(count);
     for n in 1..=count {
-        let name = format!("evidence/{n:03}.json");
+        let name = record_member(n, RECORD);
         let canonical = member(members, &name)?;
         let record = EvidenceRecord::from_canonical(canonical).map_err(|e| malformed(&name, &e))?;
-        let sig_name = format!("{name}.asc");
+        let sig_name = record_member(n, RECORD_SIG);
         crypto::verify_detached(cert, canonical, member(members, &sig_name)?).map_err(|e| {
             VerifyError::Signature {
                 member: sig_name.clone(),
@@ -554,14 +704,106 @@ fn check_records(
         {
             return Err(VerifyError::OtherMessage(name));
         }
-        let proof_name = format!("evidence/{n:03}.proof.json");
+        let proof_name = record_member(n, RECORD_PROOF);
         let proof: InclusionProof = serde_json::from_slice(member(members, &proof_name)?)
             .map_err(|e| malformed(&proof_name, &e))?;
         let entry = EvidenceRecord::commitment(record.event, canonical).to_entry();
         check_inclusion(&proof_name, &name, &proof, &entry, checkpoint)?;
-        records.push(record);
+        records.push(Checked {
+            record,
+            canonical: canonical.to_vec(),
+            log_index: proof.log_index,
+        });
     }
     Ok(records)
+}
+
+/// The records form one chain, in log order, by one issuer. Version 2 records also link:
+/// record n is at position n and names the digest of record n - 1, so that none can be
+/// dropped, added or reordered without breaking a signature; they name the signing key
+/// and share the submission's time and options.
+fn check_chain(
+    records: &[Checked],
+    manifest: &Manifest,
+    fingerprint: &str,
+) -> Result<(), VerifyError> {
+    let mut previous: Option<&Checked> = None;
+    for (i, checked) in records.iter().enumerate() {
+        let n = i + 1;
+        let broken = |reason: String| VerifyError::Chain {
+            member: record_member(n, RECORD),
+            reason,
+        };
+        let record = &checked.record;
+        if record.issuer != manifest.issuer {
+            return Err(broken(format!(
+                "issued by `{}`, the bundle by `{}`",
+                record.issuer, manifest.issuer
+            )));
+        }
+        if let Some(prev) = previous
+            && checked.log_index <= prev.log_index
+        {
+            return Err(broken(format!(
+                "log entry {} does not come after the previous record's {}",
+                checked.log_index, prev.log_index
+            )));
+        }
+        match (record.version, previous.map(|p| p.record.version)) {
+            (1, Some(2)) => {
+                return Err(broken("a version 1 record after a version 2 record".into()));
+            }
+            (1, _) => {}
+            _ => check_link(record, previous, n, fingerprint).map_err(broken)?,
+        }
+        previous = Some(checked);
+    }
+    Ok(())
+}
+
+/// The version 2 rules for record `n`, given the record before it.
+fn check_link(
+    record: &EvidenceRecord,
+    previous: Option<&Checked>,
+    n: usize,
+    fingerprint: &str,
+) -> Result<(), String> {
+    if record.issuer_key.as_deref() != Some(fingerprint) {
+        return Err(format!(
+            "names issuer key {}, but is signed by {fingerprint}",
+            record.issuer_key.as_deref().unwrap_or("(none)")
+        ));
+    }
+    let link = record.chain.ok_or("no chain link")?;
+    if link.seq != n as u64 {
+        return Err(format!(
+            "it is record {} of its chain, but number {n} in the bundle: a record is missing \
+             or was added",
+            link.seq
+        ));
+    }
+    let starts = matches!(
+        record.event,
+        Event::SubmissionAcceptance | Event::SubmissionRejection | Event::ReceivedFromNonERDS
+    );
+    if starts != (n == 1) {
+        return Err(format!("{} cannot be record {n} of a chain", record.event));
+    }
+    let Some(prev) = previous else {
+        return Ok(());
+    };
+    if link.prev != Some(Sha256Digest::of(&prev.canonical)) {
+        return Err("does not name the digest of the record before it".into());
+    }
+    if prev.record.version >= 2
+        && (prev.record.submission_time != record.submission_time
+            || prev.record.options != record.options)
+    {
+        return Err(
+            "names another submission time or other options than the record before it".into(),
+        );
+    }
+    Ok(())
 }
 
 fn check_inclusion(

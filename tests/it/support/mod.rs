@@ -409,7 +409,8 @@ impl Gateway {
     }
 }
 
-/// A synthetic evidence record about `gateway_id` for `recipient`.
+/// A synthetic evidence record about `gateway_id` for `recipient`, as version 1 wrote them
+/// (old records must keep verifying).
 pub fn record(
     event: bote::evidence::Event,
     gateway_id: &str,
@@ -451,5 +452,12 @@ pub fn record(
             all_attachments: None,
         },
         details: Details::default(),
+        policy: None,
+        issuer_key: None,
+        time_source: None,
+        submission_time: None,
+        options: None,
+        recipient_identity: None,
+        chain: None,
     }
 }
