@@ -32,7 +32,7 @@ use crate::keys::LogKey;
 use crate::store::StoreError;
 use crate::store::log::{self as repo, Table};
 pub use note::SignedCheckpoint;
-pub use verify::LogReport;
+pub use verify::{LogReport, StartupCheck};
 
 /// Why a log operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -347,7 +347,8 @@ impl Log {
     }
 
     /// Refuses a database whose log is shorter than, or inconsistent with, the checkpoint
-    /// last published from this data directory; then publishes the newest stored one.
+    /// last published from this data directory, or whose recent entries do not match their
+    /// hashes ([`Log::check_recent`]); then publishes the newest stored one.
     pub async fn check_published(&self, conn: &mut AnyConnection) -> Result<(), LogError> {
         let file = self.published_file.display().to_string();
         match std::fs::read_to_string(&self.published_file) {
@@ -378,6 +379,13 @@ impl Log {
                 return Err(LogError::Checkpoint(format!("cannot read {file}: {e}")));
             }
         }
+        let checked = self.check_recent(conn).await?;
+        tracing::info!(
+            rehashed = checked.rehashed,
+            sampled = checked.sampled,
+            size = checked.size,
+            "log entries match their hashes"
+        );
         self.ensure_checkpoint(conn).await
     }
 }

@@ -3,7 +3,8 @@
 
 use sqlx::AnyConnection;
 use tlog_tiles::{
-    Hash, HashReader, record_hash, stored_hash_count, stored_hashes_for_record_hash, tree_hash,
+    Hash, HashReader, record_hash, stored_hash_count, stored_hash_index,
+    stored_hashes_for_record_hash, tree_hash,
 };
 
 use super::{Log, LogError, SignedCheckpoint};
@@ -153,4 +154,115 @@ impl Log {
             published,
         })
     }
+}
+
+/// Entries below the last verified size checked again, at random, at every start.
+const SAMPLES: usize = 64;
+
+/// What the start-up check established.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StartupCheck {
+    /// Entries rehashed because they were written since the last verified size.
+    pub rehashed: u64,
+    /// Older entries rehashed at random.
+    pub sampled: u64,
+    /// The size now verified.
+    pub size: u64,
+}
+
+impl Log {
+    /// Where the size whose entries were last rehashed is kept (beside the published
+    /// checkpoint: outside the database, which it vouches for).
+    fn verified_file(&self) -> std::path::PathBuf {
+        self.published_file.with_file_name("log-verified")
+    }
+
+    /// At start-up: rehashes every entry written since the last verified size, and a random
+    /// sample of older ones, against the stored leaf hashes that tiles and proofs are built
+    /// from, and checks the stored tree against the signed checkpoint. A changed entry in
+    /// `log_entries` would otherwise be served in tiles that contradict it. The full
+    /// recomputation is `bote log verify`.
+    pub async fn check_recent(&self, conn: &mut AnyConnection) -> Result<StartupCheck, LogError> {
+        let head = store::log::head(conn).await?;
+        let size = u64::try_from(head.size).unwrap_or(0);
+        let verified = std::fs::read_to_string(self.verified_file())
+            .ok()
+            .and_then(|t| t.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+            .min(size);
+        let mut from = verified;
+        while from < size {
+            let end = size.min(from + PAGE as u64);
+            let rows = store::log::range(conn, Table::Entries, to_i64(from), to_i64(end), PAGE)
+                .await?;
+            self.check_leaves(conn, from, end, &rows).await?;
+            from = end;
+        }
+        let mut sampled = 0;
+        if verified > 0 {
+            let picks: std::collections::BTreeSet<u64> = (0..SAMPLES)
+                .map(|_| rand::random_range(0..verified))
+                .collect();
+            for i in &picks {
+                let rows =
+                    store::log::range(conn, Table::Entries, to_i64(*i), to_i64(*i + 1), 1).await?;
+                self.check_leaves(conn, *i, *i + 1, &rows).await?;
+            }
+            sampled = picks.len() as u64;
+        }
+        if !head.checkpoint.is_empty() {
+            let checkpoint = SignedCheckpoint::parse(&head.checkpoint, &self.vkey)?;
+            if checkpoint.size != size || self.root_at(conn, size).await? != checkpoint.root {
+                return Err(corrupt(format!(
+                    "the stored tree does not have the root of the signed checkpoint (size {})",
+                    checkpoint.size
+                )));
+            }
+        }
+        super::write_atomically(&self.verified_file(), format!("{size}\n").as_bytes()).map_err(
+            |e| LogError::Publish {
+                path: self.verified_file(),
+                reason: e.to_string(),
+            },
+        )?;
+        Ok(StartupCheck {
+            rehashed: size - verified,
+            sampled,
+            size,
+        })
+    }
+
+    /// The entries `rows` (expected: every index in `from..end`) hash to their stored leaves.
+    async fn check_leaves(
+        &self,
+        conn: &mut AnyConnection,
+        from: u64,
+        end: u64,
+        rows: &[(i64, Vec<u8>)],
+    ) -> Result<(), LogError> {
+        let indexes: Vec<i64> = (from..end)
+            .map(|i| to_i64(stored_hash_index(0, i)))
+            .collect();
+        let stored: std::collections::HashMap<i64, Vec<u8>> =
+            store::log::hashes(conn, &indexes).await?.into_iter().collect();
+        for i in from..end {
+            let entry = rows
+                .iter()
+                .find(|(idx, _)| *idx == to_i64(i))
+                .ok_or_else(|| corrupt(format!("log entry {i} is missing")))?;
+            let leaf = stored.get(&to_i64(stored_hash_index(0, i)));
+            if leaf.map(Vec::as_slice) != Some(&record_hash(&entry.1).0[..]) {
+                return Err(corrupt(format!(
+                    "log entry {i} does not match its leaf hash: the entry was changed after it \
+                     was logged. Restore the database from a backup; `bote log verify` checks \
+                     every entry"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }

@@ -641,6 +641,13 @@ async fn tampered_or_rolled_back_logs_are_refused(gw: Gateway) {
         &reordered,
         &["log verification failed", "entries changed or reordered"],
     );
+    // The gateway itself refuses to serve such a log: start-up rehashes what was written
+    // since it last checked.
+    let last = refused_start(&gw);
+    assert!(
+        last.contains("log entry 2 does not match its leaf hash") && last.contains("Restore"),
+        "{last}"
+    );
     swap(2, 5).await;
     assert!(run(gw.setup.cmd(&["log", "verify"])).status.success());
 
@@ -699,6 +706,17 @@ async fn tampered_or_rolled_back_logs_are_refused(gw: Gateway) {
         .unwrap();
     tx.commit().await.unwrap();
     gw.store.close().await;
+    let last = refused_start(&gw);
+    assert!(
+        last.contains("has 1 entries")
+            && last.contains("older backup")
+            && last.contains("Restore a backup"),
+        "{last}"
+    );
+}
+
+/// Runs `bote serve`, which must refuse to start; returns its last line on stderr.
+fn refused_start(gw: &Gateway) -> String {
     let mut serve = gw.setup.cmd(&["serve"]);
     serve.env(
         "BOTE_HTTP_LISTEN",
@@ -707,18 +725,13 @@ async fn tampered_or_rolled_back_logs_are_refused(gw: Gateway) {
     serve.env("BOTE_HTTP_METRICS_LISTEN", "");
     let refused = run(serve);
     assert!(!refused.status.success());
-    let last = stderr(&refused)
+    stderr(&refused)
         .lines()
         .last()
         .unwrap_or_default()
-        .to_owned();
-    assert!(
-        last.contains("has 1 entries")
-            && last.contains("older backup")
-            && last.contains("Restore a backup"),
-        "{last}"
-    );
+        .to_owned()
 }
+
 on_both_backends!(
     tampered_or_rolled_back_logs_are_refused,
     super::tampered_or_rolled_back_logs_are_refused
