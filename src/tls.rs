@@ -58,6 +58,23 @@ pub fn load_certs(
     Ok(certs)
 }
 
+/// The TLS client configuration for bote's outgoing HTTPS (witnesses, time-stamping
+/// authorities): the public web roots plus the peer CA (`tls.peer_ca`), under which
+/// municipal gateways that witness each other hold their certificates.
+pub fn client_config(peer_ca: Option<&Path>) -> Result<rustls::ClientConfig, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = peer_ca {
+        for cert in load_certs("tls.peer_ca", path)? {
+            roots.add(cert)?;
+        }
+    }
+    Ok(rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
 /// The server certificate and key, re-read from their files on [`ServerCert::reload`].
 #[derive(Debug)]
 pub struct ServerCert {

@@ -193,8 +193,8 @@ impl Log {
         let mut from = verified;
         while from < size {
             let end = size.min(from + PAGE as u64);
-            let rows = store::log::range(conn, Table::Entries, to_i64(from), to_i64(end), PAGE)
-                .await?;
+            let rows =
+                store::log::range(conn, Table::Entries, to_i64(from), to_i64(end), PAGE).await?;
             self.check_leaves(conn, from, end, &rows).await?;
             from = end;
         }
@@ -243,8 +243,10 @@ impl Log {
         let indexes: Vec<i64> = (from..end)
             .map(|i| to_i64(stored_hash_index(0, i)))
             .collect();
-        let stored: std::collections::HashMap<i64, Vec<u8>> =
-            store::log::hashes(conn, &indexes).await?.into_iter().collect();
+        let stored: std::collections::HashMap<i64, Vec<u8>> = store::log::hashes(conn, &indexes)
+            .await?
+            .into_iter()
+            .collect();
         for i in from..end {
             let entry = rows
                 .iter()

@@ -17,6 +17,7 @@ pub mod messages;
 mod pg_relay;
 pub mod sessions;
 pub mod vault;
+pub mod witness;
 
 use std::path::PathBuf;
 use std::str::FromStr;

@@ -22,5 +22,6 @@ mod limits;
 mod log_props;
 mod probes;
 mod storage;
+mod timestamp;
 mod walkthrough;
 mod zero_access;
