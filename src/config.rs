@@ -79,6 +79,10 @@ pub struct Config {
     pub keys: KeysConfig,
     /// Size, count and rate limits.
     pub limits: LimitsConfig,
+    /// Who attests this gateway's checkpoints: witnesses and a time-stamping authority.
+    pub log: LogConfig,
+    /// This gateway as a witness for its peers' logs.
+    pub witness: WitnessConfig,
     /// The file this was loaded from (absolute); not a config key.
     #[serde(skip)]
     pub source: PathBuf,
@@ -260,6 +264,77 @@ impl Default for LimitsConfig {
             max_header_fields: 10_000,
             memory_budget: 1024 * 1024 * 1024,
         }
+    }
+}
+
+/// `[log]`: witnesses (C2SP tlog-witness) and a time-stamping authority (RFC 3161).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// Witnesses every new checkpoint is submitted to (`[[log.witnesses]]`).
+    pub witnesses: Vec<WitnessPeer>,
+    /// How many of them must cosign: bundles carry that many cosignatures, and start-up
+    /// needs that many to confirm the log extends what they saw. Default: 1 if any.
+    pub witness_quorum: u32,
+    /// At most one attestation (cosigning and time-stamping) per this many milliseconds.
+    pub attest_interval_ms: u64,
+    /// How long start-up waits for the quorum of witnesses to answer (gateways that
+    /// witness each other may boot together) before refusing to start.
+    pub witness_startup_wait_secs: u64,
+    /// URL of an RFC 3161 time-stamping authority; empty for none.
+    pub timestamp_url: String,
+    /// SHA-256 (hex) of the TSA certificates whose time-stamps are accepted; empty accepts
+    /// any that verifies (then pin it in trust files instead).
+    pub timestamp_certs: Vec<String>,
+}
+
+/// One witness of this gateway's log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WitnessPeer {
+    /// Its submission URL prefix (`…/add-checkpoint` is appended).
+    pub url: String,
+    /// Its cosignature verifier key (`name+id+base64`, type 0x04).
+    pub key: String,
+}
+
+/// `[witness]`: this gateway as a witness (`POST /witness/add-checkpoint`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WitnessConfig {
+    /// Serve the witness endpoint.
+    pub enabled: bool,
+    /// Signed-note verifier keys of the logs it follows (`<domain>/log+id+key`).
+    pub logs: Vec<String>,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            witnesses: Vec::new(),
+            witness_quorum: 0,
+            attest_interval_ms: 1000,
+            witness_startup_wait_secs: 30,
+            timestamp_url: String::new(),
+            timestamp_certs: Vec::new(),
+        }
+    }
+}
+
+impl LogConfig {
+    /// The cosignatures required: the configured quorum, or 1 when witnesses are
+    /// configured without one.
+    pub fn quorum(&self) -> usize {
+        match (self.witness_quorum, self.witnesses.len()) {
+            (0, 0) => 0,
+            (0, _) => 1,
+            (q, _) => q as usize,
+        }
+    }
+
+    /// Whether anything attests checkpoints.
+    pub fn attests(&self) -> bool {
+        !self.witnesses.is_empty() || !self.timestamp_url.is_empty()
     }
 }
 
@@ -505,6 +580,7 @@ impl Config {
                 "expected at least 100 (RFC 5321 §4.5.3.1.8)".into(),
             ));
         }
+        self.validate_log(&key_err)?;
         let tls_needed = self.http.listen.0.is_some()
             || self.smtp.mx_listen.0.is_some()
             || self.smtp.submission_listen.0.is_some()
@@ -549,6 +625,58 @@ impl Config {
                     file: file.display().to_string(),
                     expected,
                 });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    fn validate_log(
+        &self,
+        key_err: &impl Fn(&str, String) -> ConfigError,
+    ) -> Result<(), ConfigError> {
+        for (i, w) in self.log.witnesses.iter().enumerate() {
+            if let Err(e) = crate::witness::WitnessKey::parse(&w.key) {
+                return Err(key_err(&format!("log.witnesses[{i}].key"), e.to_string()));
+            }
+            if !(w.url.starts_with("https://") || w.url.starts_with("http://")) {
+                return Err(key_err(
+                    &format!("log.witnesses[{i}].url"),
+                    format!("`{}` is not an http(s) URL", w.url),
+                ));
+            }
+        }
+        let quorum = self.log.witness_quorum as usize;
+        if quorum > self.log.witnesses.len() {
+            return Err(key_err(
+                "log.witness_quorum",
+                format!(
+                    "{quorum} cosignatures required, but only {} witnesses configured",
+                    self.log.witnesses.len()
+                ),
+            ));
+        }
+        for (i, c) in self.log.timestamp_certs.iter().enumerate() {
+            if c.len() != 64 || !c.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(key_err(
+                    &format!("log.timestamp_certs[{i}]"),
+                    "expected the SHA-256 of a certificate, 64 hex digits".into(),
+                ));
+            }
+        }
+        if self.log.attest_interval_ms == 0 {
+            return Err(key_err(
+                "log.attest_interval_ms",
+                "expected at least 1".into(),
+            ));
+        }
+        for (i, vkey) in self.witness.logs.iter().enumerate() {
+            if signed_note::StandardVerifier::new(vkey).is_err() {
+                return Err(key_err(
+                    &format!("witness.logs[{i}]"),
+                    format!("`{vkey}` is not a signed-note verifier key (name+id+base64)"),
+                ));
             }
         }
         Ok(())

@@ -16,6 +16,8 @@
 //! | `evidence.cert.asc` | its public certificate (published at `/log/key` and via WKD) |
 //! | `log.key.asc` | log key (Ed25519 seed as an OpenPGP secret key packet), encrypted |
 //! | `log.vkey` | its signed-note verifier key `name+keyid+base64` |
+//! | `witness.key.asc` | witness key (cosigns peers' checkpoints), as the log key |
+//! | `witness.vkey` | its cosignature verifier key `name+keyid+base64(0x04 ‖ key)` |
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -138,6 +140,10 @@ pub struct KeyFiles {
     pub provider_key: PathBuf,
     /// Provider certificate.
     pub provider_cert: PathBuf,
+    /// Witness key, encrypted.
+    pub witness_key: PathBuf,
+    /// Witness verifier key.
+    pub witness_vkey: PathBuf,
 }
 
 impl KeyFiles {
@@ -150,6 +156,8 @@ impl KeyFiles {
             log_vkey: dir.join("log.vkey"),
             provider_key: dir.join("provider.key.asc"),
             provider_cert: dir.join("provider.cert.asc"),
+            witness_key: dir.join("witness.key.asc"),
+            witness_vkey: dir.join("witness.vkey"),
         }
     }
 }
@@ -159,15 +167,23 @@ pub fn log_origin(config: &Config) -> String {
     format!("{}/log", config.primary_domain())
 }
 
-/// Creates the evidence, provider and log keys; refuses to overwrite any existing key file.
-/// A key directory from before the provider key existed gets only the provider key.
+/// The cosignature key name of the witness: `<first domain>/witness`.
+pub fn witness_name(config: &Config) -> String {
+    format!("{}/witness", config.primary_domain())
+}
+
+/// Creates the evidence, provider, log and witness keys; refuses to overwrite any existing
+/// key file. A key directory from an older bote (evidence and log keys) gets the keys it
+/// lacks.
 pub fn generate(config: &Config, passphrase: &Passphrase) -> Result<KeyFiles, KeyError> {
     let files = KeyFiles::in_dir(&config.keys.dir);
     let origin = log_origin(config);
-    if !signed_note::is_key_name_valid(&origin) {
-        return Err(KeyError::OpenPgp(format!(
-            "`{origin}` is not a valid signed-note key name"
-        )));
+    for name in [&origin, &witness_name(config)] {
+        if !signed_note::is_key_name_valid(name) {
+            return Err(KeyError::OpenPgp(format!(
+                "`{name}` is not a valid signed-note key name"
+            )));
+        }
     }
     let older = [
         &files.evidence_key,
@@ -176,61 +192,142 @@ pub fn generate(config: &Config, passphrase: &Passphrase) -> Result<KeyFiles, Ke
         &files.log_vkey,
     ];
     let provider = [&files.provider_key, &files.provider_cert];
+    let witness = [&files.witness_key, &files.witness_vkey];
     let upgrade = older.iter().all(|f| f.exists());
-    let must_not_exist: Vec<&PathBuf> = if upgrade {
-        provider.to_vec()
-    } else {
-        older.iter().chain(provider.iter()).copied().collect()
-    };
+    let missing = |set: &[&PathBuf]| set.iter().all(|f| !f.exists());
+    let add_provider = !upgrade || missing(&provider);
+    let add_witness = !upgrade || missing(&witness);
+    let mut must_not_exist: Vec<&PathBuf> = Vec::new();
+    if !upgrade {
+        must_not_exist.extend(older);
+    }
+    if add_provider {
+        must_not_exist.extend(provider);
+    }
+    if add_witness {
+        must_not_exist.extend(witness);
+    }
     if let Some(f) = must_not_exist.into_iter().find(|f| f.exists()) {
         return Err(KeyError::Exists(f.clone()));
+    }
+    if upgrade && !add_provider && !add_witness {
+        return Err(KeyError::Exists(files.provider_key.clone()));
     }
     std::fs::create_dir_all(&config.keys.dir).map_err(|e| KeyError::Malformed {
         path: config.keys.dir.clone(),
         reason: e.to_string(),
     })?;
     let domain = config.primary_domain();
-    let (provider_tsk, provider_public) = new_signing_cert(
-        &format!("bote provider ({domain}) <{PROVIDER_LOCAL}@{domain}>"),
-        passphrase,
-    )?;
-    if upgrade {
+    if add_provider {
+        let (provider_tsk, provider_public) = new_signing_cert(
+            &format!("bote provider ({domain}) <{PROVIDER_LOCAL}@{domain}>"),
+            passphrase,
+        )?;
         write_file(&files.provider_key, &provider_tsk, true)?;
         write_file(&files.provider_cert, &provider_public, false)?;
+    }
+    if add_witness {
+        let (armored, seed) = new_seed_key(passphrase)?;
+        let vkey = WitnessKey::from_seed(&witness_name(config), &seed).verifier_key();
+        write_file(&files.witness_key, &armored, true)?;
+        write_file(&files.witness_vkey, format!("{vkey}\n"), false)?;
+    }
+    if upgrade {
         return Ok(files);
     }
     let (tsk, public) = new_signing_cert(
         &format!("bote evidence ({domain}) <{EVIDENCE_LOCAL}@{domain}>"),
         passphrase,
     )?;
-
-    let seed: Zeroizing<[u8; 32]> = Zeroizing::new(rand::random());
-    let log_key = Key4::<SecretParts, PrimaryRole>::import_secret_ed25519(&seed[..], None)
-        .map_err(pgp_err)?;
-    let log_key: Key<SecretParts, PrimaryRole> = log_key.into();
-    let log_key = log_key
-        .encrypt_secret(&passphrase.password())
-        .map_err(pgp_err)?;
-    let mut log_armored = Vec::new();
-    {
-        let mut w =
-            armor::Writer::new(&mut log_armored, armor::Kind::SecretKey).map_err(pgp_err)?;
-        Packet::from(log_key).serialize(&mut w).map_err(pgp_err)?;
-        w.finalize().map_err(pgp_err)?;
-    }
+    let (log_armored, seed) = new_seed_key(passphrase)?;
     let vkey = LogKey::from_seed(&origin, &seed)?.verifier_key;
-
     write_file(&files.evidence_key, &tsk, true)?;
     write_file(&files.evidence_cert, &public, false)?;
-    write_file(&files.provider_key, &provider_tsk, true)?;
-    write_file(&files.provider_cert, &provider_public, false)?;
-    write_file(
-        &files.log_key,
-        &String::from_utf8(log_armored).map_err(pgp_err)?,
-        true,
-    )?;
+    write_file(&files.log_key, &log_armored, true)?;
     write_file(&files.log_vkey, format!("{vkey}\n"), false)?;
     Ok(files)
+}
+
+/// A fresh Ed25519 seed and its armoured, passphrase-encrypted OpenPGP secret key packet
+/// (the at-rest form of the log and witness keys).
+fn new_seed_key(passphrase: &Passphrase) -> Result<(String, Zeroizing<[u8; 32]>), KeyError> {
+    let seed: Zeroizing<[u8; 32]> = Zeroizing::new(rand::random());
+    let key = Key4::<SecretParts, PrimaryRole>::import_secret_ed25519(&seed[..], None)
+        .map_err(pgp_err)?;
+    let key: Key<SecretParts, PrimaryRole> = key.into();
+    let key = key
+        .encrypt_secret(&passphrase.password())
+        .map_err(pgp_err)?;
+    let mut armored = Vec::new();
+    {
+        let mut w = armor::Writer::new(&mut armored, armor::Kind::SecretKey).map_err(pgp_err)?;
+        Packet::from(key).serialize(&mut w).map_err(pgp_err)?;
+        w.finalize().map_err(pgp_err)?;
+    }
+    Ok((String::from_utf8(armored).map_err(pgp_err)?, seed))
+}
+
+/// Reads an Ed25519 seed from a passphrase-encrypted secret key packet file.
+fn unlock_seed(path: &Path, passphrase: &Passphrase) -> Result<Zeroizing<[u8; 32]>, KeyError> {
+    let bytes = read_key_file(path)?;
+    let malformed = |reason: &str| KeyError::Malformed {
+        path: path.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let key = match Packet::from_bytes(&bytes) {
+        Ok(Packet::SecretKey(k)) => k,
+        _ => return Err(malformed("not an OpenPGP secret key packet")),
+    };
+    let key = key
+        .decrypt_secret(&passphrase.password())
+        .map_err(|_| KeyError::WrongPassphrase(path.to_owned()))?;
+    crypto::ed25519_seed(&key)
+        .map(Zeroizing::new)
+        .ok_or_else(|| malformed("not an Ed25519 key"))
+}
+
+/// The witness key: cosigns the checkpoints of peers' logs (C2SP tlog-cosignature).
+pub struct WitnessKey {
+    cosigner: crate::witness::Cosigner,
+}
+
+impl std::fmt::Debug for WitnessKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "WitnessKey({})", self.cosigner.verifier_key())
+    }
+}
+
+impl WitnessKey {
+    fn from_seed(name: &str, seed: &[u8; 32]) -> Self {
+        Self {
+            cosigner: crate::witness::Cosigner::new(
+                name,
+                ed25519_dalek::SigningKey::from_bytes(seed),
+            ),
+        }
+    }
+
+    /// A fresh key that lives only in memory (tests).
+    pub fn ephemeral(name: &str) -> Self {
+        let seed: Zeroizing<[u8; 32]> = Zeroizing::new(rand::random());
+        Self::from_seed(name, &seed)
+    }
+
+    /// Unlocks the key file with the passphrase; `name` is the witness name.
+    pub fn unlock(path: &Path, name: &str, passphrase: &Passphrase) -> Result<Self, KeyError> {
+        let seed = unlock_seed(path, passphrase)?;
+        Ok(Self::from_seed(name, &seed))
+    }
+
+    /// The cosignature verifier key.
+    pub fn verifier_key(&self) -> String {
+        self.cosigner.verifier_key()
+    }
+
+    /// The cosigner.
+    pub fn cosigner(&self) -> &crate::witness::Cosigner {
+        &self.cosigner
+    }
 }
 
 /// The local part under which the evidence certificate is published (WKD).
@@ -403,23 +500,12 @@ impl LogKey {
 
     /// Unlocks the key file with the passphrase; `name` is the log origin.
     pub fn unlock(path: &Path, name: &str, passphrase: &Passphrase) -> Result<Self, KeyError> {
-        let bytes = read_key_file(path)?;
-        let malformed = |reason: &str| KeyError::Malformed {
-            path: path.to_owned(),
-            reason: reason.to_owned(),
-        };
-        let key = match Packet::from_bytes(&bytes) {
-            Ok(Packet::SecretKey(k)) => k,
-            _ => return Err(malformed("not an OpenPGP secret key packet")),
-        };
-        let key = key
-            .decrypt_secret(&passphrase.password())
-            .map_err(|_| KeyError::WrongPassphrase(path.to_owned()))?;
-        let seed = crypto::ed25519_seed(&key).ok_or_else(|| malformed("not an Ed25519 key"))?;
+        let seed = unlock_seed(path, passphrase)?;
         if !signed_note::is_key_name_valid(name) {
-            return Err(malformed(
-                "the log origin is not a valid signed-note key name",
-            ));
+            return Err(KeyError::Malformed {
+                path: path.to_owned(),
+                reason: "the log origin is not a valid signed-note key name".into(),
+            });
         }
         Self::from_seed(name, &seed)
     }
@@ -496,6 +582,8 @@ pub struct KeyRing {
     pub log: Arc<LogKey>,
     /// Log origin (`<domain>/log`).
     pub origin: String,
+    /// Witness key, where the key directory has one (`bote keys generate` adds it).
+    pub witness: Option<Arc<WitnessKey>>,
 }
 
 impl KeyRing {
@@ -509,6 +597,14 @@ impl KeyRing {
             provider: Arc::new(ProviderKey::unlock(&files.provider_key, &passphrase)?),
             log: Arc::new(LogKey::unlock(&files.log_key, &origin, &passphrase)?),
             origin,
+            witness: match files.witness_key.exists() {
+                true => Some(Arc::new(WitnessKey::unlock(
+                    &files.witness_key,
+                    &witness_name(config),
+                    &passphrase,
+                )?)),
+                false => None,
+            },
         })
     }
 

@@ -94,6 +94,16 @@ pub async fn start(
 ) -> Result<Bound, ServeError> {
     let config = gateway.config();
     let mut bound = Bound::default();
+    if let Some(attestor) = gateway.attestor() {
+        let attestor = attestor.clone();
+        let stop = shutdown.clone();
+        tracker.spawn(async move {
+            tokio::select! {
+                () = attestor.run() => {}
+                () = stop.cancelled() => {}
+            }
+        });
+    }
     if let Some(addr) = config.http.metrics_listen.0 {
         let handle = telemetry::install_metrics().map_err(ServeError::Metrics)?;
         telemetry::describe_metrics();

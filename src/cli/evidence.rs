@@ -17,12 +17,14 @@ use crate::evidence::bundle::{self, Anchor};
 use crate::evidence::query::{self, Search};
 use crate::keys::{self, KeyRing, Passphrase, PublicKeys};
 use crate::log::Log;
+use crate::log::attest::Attestor;
 use crate::store::{OpenMode, Store};
 
 /// `bote keys …`
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
-    /// Create the evidence and log keys in `keys.dir` (never overwrites).
+    /// Create the evidence, provider, log and witness keys in `keys.dir`; in a directory
+    /// from an older bote, only those it lacks (never overwrites).
     Generate,
 }
 
@@ -50,6 +52,16 @@ pub enum ProofCommand {
 pub enum LogCommand {
     /// Recompute the whole stored log and check it against its signed checkpoint.
     Verify,
+}
+
+/// `bote witness …`
+#[derive(Debug, Subcommand)]
+pub enum WitnessCommand {
+    /// Print this gateway's witness key (give it to the peers you witness, for their
+    /// `[[log.witnesses]]`).
+    Key,
+    /// The logs this gateway witnesses and the size it last cosigned of each.
+    Status,
 }
 
 /// `bote evidence …`
@@ -108,6 +120,9 @@ pub fn keys(config_path: &Path, command: KeysCommand) -> Result<(), CliError> {
             out!("evidence-key: {}", public.evidence.fingerprint().to_hex());
             out!("provider-key: {}", public.provider.fingerprint().to_hex());
             out!("log-key: {}", public.log_vkey);
+            if let Ok(vkey) = std::fs::read_to_string(&files.witness_vkey) {
+                out!("witness-key: {}", vkey.trim());
+            }
             out!("evidence-cert: {}", files.evidence_cert.display());
         }
     }
@@ -138,11 +153,13 @@ pub async fn proof(config_path: &Path, command: ProofCommand) -> Result<(), CliE
     let config = load_config(config_path)?;
     let keys = KeyRing::load(&config)?;
     let (store, mut conn) = connect(&config).await?;
-    let log = Log::new(
+    let log = Arc::new(Log::new(
         keys.log.clone(),
         keys.origin.clone(),
         &config.gateway.data_dir,
-    );
+    ));
+    let attestor = Attestor::new(&config, store.clone(), log.clone())
+        .map_err(|e| CliError::Usage(e.to_string()))?;
     let at = match &checkpoint {
         Some(path) => {
             let note = std::fs::read_to_string(path)
@@ -157,10 +174,14 @@ pub async fn proof(config_path: &Path, command: ProofCommand) -> Result<(), CliE
         None => id,
     };
     drop(conn);
+    let sources = bundle::Sources {
+        store: &store,
+        log: &log,
+        keys: &keys,
+        attestor: attestor.as_ref(),
+    };
     let exported = bundle::export_audited(
-        &store,
-        &log,
-        &keys,
+        sources,
         &Actor::current_operator(),
         &id,
         recipient.as_ref(),
@@ -204,6 +225,17 @@ pub struct VerifyArgs {
     /// `/log/proof/consistency?old=…&new=…` serves it.
     #[arg(long, value_name = "FILE", requires = "checkpoint")]
     consistency: Option<PathBuf>,
+    /// A witness whose cosignatures count (its verifier key `name+id+key`); repeatable.
+    #[arg(long = "witness", value_name = "VKEY")]
+    witnesses: Vec<String>,
+    /// How many of the trusted witnesses must have cosigned the bundle's checkpoint
+    /// (default: 1 if any witness is trusted).
+    #[arg(long)]
+    quorum: Option<usize>,
+    /// A time-stamping authority you trust, as the SHA-256 of its certificate (hex); the
+    /// bundle must then carry its time-stamp. Repeatable.
+    #[arg(long = "tsa", value_name = "SHA256")]
+    tsa: Vec<String>,
 }
 
 fn read(flag: &str, path: &Path) -> Result<String, CliError> {
@@ -211,12 +243,20 @@ fn read(flag: &str, path: &Path) -> Result<String, CliError> {
         .map_err(|e| CliError::Io(format!("{flag} {}: {e}", path.display())))
 }
 
+/// The trust file, if `--trust` names one.
+fn trust_file(args: &VerifyArgs) -> Result<Option<bundle::TrustFile>, CliError> {
+    let Some(path) = &args.trust else {
+        return Ok(None);
+    };
+    bundle::TrustFile::parse(&read("--trust", path)?)
+        .map(Some)
+        .map_err(|e| CliError::Usage(format!("--trust {}: {e}", path.display())))
+}
+
 /// What anchors the evidence key: `--key`, `--trust`, or (inspection only) nothing.
-fn anchor(args: &VerifyArgs) -> Result<Anchor, CliError> {
-    if let Some(path) = &args.trust {
-        let file = bundle::TrustFile::parse(&read("--trust", path)?)
-            .map_err(|e| CliError::Usage(format!("--trust {}: {e}", path.display())))?;
-        return Ok(Anchor::Listed(file));
+fn anchor(args: &VerifyArgs, file: Option<&bundle::TrustFile>) -> Result<Anchor, CliError> {
+    if let Some(file) = file {
+        return Ok(Anchor::Listed(file.clone()));
     }
     match args.key.as_deref() {
         None if args.allow_unanchored => Ok(Anchor::None),
@@ -262,7 +302,39 @@ fn consistency_proof(path: &Path) -> Result<Vec<String>, CliError> {
 /// Runs `bote verify`. Exit status: 0 verified and anchored, 1 not verified (or nothing
 /// anchors it), 2 bad invocation, 3 verified only against itself (`--allow-unanchored`).
 pub fn verify(args: &VerifyArgs) -> Result<(), CliError> {
-    let anchor = anchor(args)?;
+    let file = trust_file(args)?;
+    let anchor = anchor(args, file.as_ref())?;
+    let mut witnesses = Vec::new();
+    for vkey in file
+        .iter()
+        .flat_map(|f| f.witnesses.iter())
+        .chain(&args.witnesses)
+    {
+        witnesses.push(
+            crate::witness::WitnessKey::parse(vkey)
+                .map_err(|e| CliError::Usage(format!("--witness: {e}")))?,
+        );
+    }
+    let quorum = args
+        .quorum
+        .or(file.as_ref().and_then(|f| f.quorum))
+        .unwrap_or(usize::from(!witnesses.is_empty()));
+    if quorum > witnesses.len() {
+        return Err(CliError::Usage(format!(
+            "--quorum {quorum}: only {} witnesses are trusted (--witness, or `witness` lines \
+             in the trust file)",
+            witnesses.len()
+        )));
+    }
+    let mut tsa: Vec<String> = file.iter().flat_map(|f| f.tsa.iter()).cloned().collect();
+    for pin in &args.tsa {
+        if pin.len() != 64 || !pin.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(CliError::Usage(format!(
+                "--tsa {pin}: expected the SHA-256 of the TSA certificate, 64 hex digits"
+            )));
+        }
+        tsa.push(pin.to_ascii_lowercase());
+    }
     let file = &args.file;
     let bytes =
         std::fs::read(file).map_err(|e| CliError::Io(format!("{}: {e}", file.display())))?;
@@ -294,6 +366,9 @@ pub fn verify(args: &VerifyArgs) -> Result<(), CliError> {
             checkpoint: note,
             consistency,
         }),
+        witnesses,
+        quorum,
+        tsa,
     };
     let verified = bundle::verify(&bytes, &trust)
         .map_err(|e| CliError::Usage(format!("verification failed: {e}")))?;
@@ -304,6 +379,34 @@ pub fn verify(args: &VerifyArgs) -> Result<(), CliError> {
         verified.checkpoint.origin,
         verified.checkpoint.size
     );
+    for c in &verified.cosignatures {
+        out!(
+            "cosigned: {} at {}",
+            c.witness,
+            rfc3339_ms(
+                i64::try_from(c.time)
+                    .unwrap_or(i64::MAX)
+                    .saturating_mul(1000)
+            )
+        );
+    }
+    if let Some((stamp, anchored)) = &verified.timestamp {
+        out!(
+            "time-stamp: {} by {} (certificate sha256 {}{})",
+            rfc3339_ms(
+                i64::try_from(stamp.time)
+                    .unwrap_or(i64::MAX)
+                    .saturating_mul(1000)
+            ),
+            stamp.tsa,
+            stamp.certificate_sha256,
+            if *anchored {
+                ""
+            } else {
+                ", not anchored: pass --tsa to trust it"
+            }
+        );
+    }
     for r in &verified.records {
         out!(
             "event: {} {} {} {}",
@@ -395,6 +498,44 @@ pub async fn evidence(config_path: &Path, command: EvidenceCommand) -> Result<()
     };
     for e in &found {
         print_record(e)?;
+    }
+    Ok(())
+}
+
+/// `bote witness …`
+pub async fn witness(config_path: &Path, command: WitnessCommand) -> Result<(), CliError> {
+    let config = load_config(config_path)?;
+    match command {
+        WitnessCommand::Key => {
+            let file = keys::KeyFiles::in_dir(&config.keys.dir).witness_vkey;
+            let vkey = std::fs::read_to_string(&file).map_err(|e| {
+                CliError::Io(format!(
+                    "{}: {e} (create the witness key with `bote keys generate`)",
+                    file.display()
+                ))
+            })?;
+            out!("witness-key: {}", vkey.trim());
+            out!(
+                "witness-role: {}",
+                if config.witness.enabled {
+                    "on"
+                } else {
+                    "off (witness.enabled)"
+                }
+            );
+        }
+        WitnessCommand::Status => {
+            let (_store, mut conn) = connect(&config).await?;
+            let witnessed = crate::store::witness::all_witnessed(&mut conn).await?;
+            for vkey in &config.witness.logs {
+                let origin = vkey.split('+').next().unwrap_or_default();
+                let size = witnessed
+                    .iter()
+                    .find(|(o, _)| o == origin)
+                    .map_or_else(|| "never cosigned".to_owned(), |(_, s)| format!("size {s}"));
+                out!("log: {origin} {size}");
+            }
+        }
     }
     Ok(())
 }

@@ -110,6 +110,12 @@ enum Command {
         #[command(subcommand)]
         command: evidence::EvidenceCommand,
     },
+    /// This gateway as a witness of its peers' logs (served by `bote serve` when
+    /// `witness.enabled` is on).
+    Witness {
+        #[command(subcommand)]
+        command: evidence::WitnessCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -267,6 +273,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Verify(args) => evidence::verify(&args),
         Command::Log { command } => evidence::log(&cli.config, command).await,
         Command::Evidence { command } => evidence::evidence(&cli.config, command).await,
+        Command::Witness { command } => evidence::witness(&cli.config, command).await,
     }
 }
 

@@ -30,9 +30,11 @@ use crate::evidence::Writer;
 use crate::evidence::bundle::ExportError;
 use crate::evidence::query::QueryError;
 use crate::keys::{KeyError, KeyRing};
+use crate::log::attest::{AttestError, Attestor};
 use crate::log::{Log, LogError};
 use crate::pipeline::{OpenError, Pipeline, SubmitError};
 use crate::store::{OpenMode, Store, StoreError};
+use crate::witness::service::{FollowedLog, Witness};
 
 /// Why a gateway operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -176,6 +178,12 @@ pub enum OpenGatewayError {
     /// The transparency log (e.g. a database older than the published checkpoint).
     #[error(transparent)]
     Log(#[from] LogError),
+    /// The witnesses (e.g. one holds a newer checkpoint: a restored backup).
+    #[error(transparent)]
+    Attest(#[from] AttestError),
+    /// The witness role is on, but its key is missing.
+    #[error("witness.enabled is on, but {0} does not exist: create it with `bote keys generate`")]
+    NoWitnessKey(String),
 }
 
 /// The core of a running gateway. Cheap to clone.
@@ -189,6 +197,8 @@ pub struct Gateway {
     pipeline: Pipeline,
     auth: Auth,
     lookups: directory::LookupLimiter,
+    attestor: Option<Attestor>,
+    witness: Option<Arc<Witness>>,
 }
 
 impl Gateway {
@@ -207,8 +217,28 @@ impl Gateway {
             let mut conn = store.pool().acquire().await.map_err(StoreError::from)?;
             log.check_published(&mut conn).await?;
         }
+        let attestor = Attestor::new(&config, store.clone(), log.clone())?;
+        if let Some(attestor) = &attestor {
+            attestor.check_witnesses().await?;
+        }
+        let witness = witness_role(&config, &keys, &store)?;
         let writer = Writer::spawn(store.clone(), log.clone());
-        Ok(Self::from_parts(store, Arc::new(config), keys, log, writer))
+        let mut gateway = Self::from_parts(store, Arc::new(config), keys, log, writer);
+        gateway.attestor = attestor;
+        gateway.witness = witness;
+        Ok(gateway)
+    }
+
+    /// The same gateway, attested by `attestor` (tests).
+    pub fn with_attestor(mut self, attestor: Attestor) -> Self {
+        self.attestor = Some(attestor);
+        self
+    }
+
+    /// The same gateway, acting as `witness` (tests).
+    pub fn with_witness(mut self, witness: Witness) -> Self {
+        self.witness = Some(Arc::new(witness));
+        self
     }
 
     /// A gateway over parts opened by the caller (tests and benchmarks).
@@ -230,6 +260,8 @@ impl Gateway {
             pipeline,
             auth,
             lookups: directory::LookupLimiter::default(),
+            attestor: None,
+            witness: None,
         }
     }
 
@@ -262,4 +294,47 @@ impl Gateway {
     pub fn auth(&self) -> &Auth {
         &self.auth
     }
+
+    /// Who attests the log's checkpoints, if anyone.
+    pub fn attestor(&self) -> Option<&Attestor> {
+        self.attestor.as_ref()
+    }
+
+    /// The witness role, if on.
+    pub fn witness(&self) -> Option<&Witness> {
+        self.witness.as_deref()
+    }
+}
+
+/// The witness role `[witness]` asks for.
+fn witness_role(
+    config: &Config,
+    keys: &KeyRing,
+    store: &Store,
+) -> Result<Option<Arc<Witness>>, OpenGatewayError> {
+    if !config.witness.enabled {
+        return Ok(None);
+    }
+    let key = keys.witness.as_ref().ok_or_else(|| {
+        OpenGatewayError::NoWitnessKey(
+            crate::keys::KeyFiles::in_dir(&config.keys.dir)
+                .witness_key
+                .display()
+                .to_string(),
+        )
+    })?;
+    let logs = config
+        .witness
+        .logs
+        .iter()
+        .map(|vkey| FollowedLog {
+            origin: vkey.split('+').next().unwrap_or_default().to_owned(),
+            vkey: vkey.clone(),
+        })
+        .collect();
+    Ok(Some(Arc::new(Witness::new(
+        key.cosigner().clone(),
+        logs,
+        store.clone(),
+    ))))
 }

@@ -77,15 +77,12 @@ impl Gateway {
         message: &str,
         recipient: Option<&EmailAddress>,
     ) -> Result<Exported, GatewayError> {
-        Ok(bundle::export_audited(
-            &self.store,
-            &self.log,
-            &self.keys,
-            &caller.actor(),
-            message,
-            recipient,
-            None,
-        )
-        .await?)
+        let sources = bundle::Sources {
+            store: &self.store,
+            log: &self.log,
+            keys: &self.keys,
+            attestor: self.attestor.as_ref(),
+        };
+        Ok(bundle::export_audited(sources, &caller.actor(), message, recipient, None).await?)
     }
 }

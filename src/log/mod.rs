@@ -16,6 +16,7 @@
 //! - The last published checkpoint also lives in `data_dir/log-checkpoint`; a start against a
 //!   database whose log is shorter than, or inconsistent with, it is refused.
 
+pub mod attest;
 mod hashes;
 pub mod note;
 pub mod tiles;

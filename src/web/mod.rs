@@ -9,6 +9,7 @@ pub mod caller;
 pub mod directory;
 pub mod log;
 pub mod problem;
+pub mod witness;
 
 use std::time::Instant;
 
@@ -40,6 +41,11 @@ pub fn router(gateway: Gateway) -> Router {
         .route("/log/tile/{*rest}", get(log::tile))
         .route("/log/proof/inclusion", get(log::inclusion))
         .route("/log/proof/consistency", get(log::consistency))
+        .route(
+            "/witness/add-checkpoint",
+            axum::routing::post(witness::add_checkpoint)
+                .layer(axum::extract::DefaultBodyLimit::max(witness::MAX_REQUEST)),
+        )
         .route("/api/v1/directory", get(directory::lookup))
         .route(
             "/api/v1/mailboxes/{address}/directory",

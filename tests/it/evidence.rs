@@ -450,6 +450,7 @@ async fn export_bundle_bytes(gw: &Gateway, message: &str, recipient: &str) -> Ve
         &mut conn,
         &gw.log,
         &gw.keys,
+        None,
         message,
         Some(&recipient),
         None,
@@ -868,6 +869,21 @@ async fn keys_need_the_right_passphrase_and_are_never_overwritten() {
     );
     let again = run(gw.setup.cmd(&["keys", "generate"]));
     assert_one_line_error(&again, &["provider.key.asc", "already exists"]);
+    // So does one from before the witness key.
+    let witness_vkey = std::fs::read_to_string(keys.join("witness.vkey")).unwrap();
+    assert!(
+        witness_vkey.starts_with("lemgo.example/witness+"),
+        "{witness_vkey}"
+    );
+    std::fs::remove_file(keys.join("witness.key.asc")).unwrap();
+    std::fs::remove_file(keys.join("witness.vkey")).unwrap();
+    let upgraded = run(gw.setup.cmd(&["keys", "generate"]));
+    assert!(upgraded.status.success(), "{}", stderr(&upgraded));
+    assert!(stdout(&upgraded).contains("witness-key: lemgo.example/witness+"));
+    assert_ne!(
+        std::fs::read_to_string(keys.join("witness.vkey")).unwrap(),
+        witness_vkey
+    );
 
     let armored = String::from_utf8(before).unwrap();
     assert!(armored.contains("BEGIN PGP PRIVATE KEY BLOCK"));

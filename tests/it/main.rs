@@ -24,4 +24,5 @@ mod probes;
 mod storage;
 mod timestamp;
 mod walkthrough;
+mod witness;
 mod zero_access;

@@ -23,6 +23,7 @@ use crate::clock::{now_ms, rfc3339_ms};
 use crate::crypto::{self, pool};
 use crate::error::{Classify, Failure};
 use crate::keys::{KeyError, KeyRing};
+use crate::log::attest::{Attestor, attested_checkpoint};
 use crate::log::{Log, LogError, SignedCheckpoint};
 use crate::store::{Store, StoreError, audit};
 pub use trust::{TrustFile, TrustFileError, TrustedGateway};
@@ -42,6 +43,7 @@ const FORMAT_DOC: &str = "FORMAT.md";
 const MANIFEST: &str = "manifest.json";
 const MANIFEST_SIG: &str = "manifest.json.asc";
 const CHECKPOINT: &str = "checkpoint";
+const TIMESTAMP: &str = "checkpoint.tst";
 const EVIDENCE_CERT: &str = "keys/evidence.cert.asc";
 const LOG_VKEY: &str = "keys/log.vkey";
 
@@ -164,28 +166,52 @@ pub struct Exported {
     pub checkpoint_size: u64,
 }
 
+/// What bundles are made from: the gateway's store, log and keys, and its attestor (the
+/// witnesses and TSA whose cosignatures and time-stamps bundles carry), if configured.
+#[derive(Debug, Clone, Copy)]
+pub struct Sources<'a> {
+    /// The database.
+    pub store: &'a Store,
+    /// The log.
+    pub log: &'a Log,
+    /// The keys.
+    pub keys: &'a KeyRing,
+    /// Witnesses and time-stamping, if configured.
+    pub attestor: Option<&'a Attestor>,
+}
+
 /// Exports the bundle of one (message, recipient), checks it with `bote verify`'s rules
-/// against the gateway's own evidence certificate and log key, and records who took it.
-/// The one path by which bundles leave the gateway.
+/// against the gateway's own evidence certificate, log key and witness keys, and records
+/// who took it. The one path by which bundles leave the gateway.
 pub async fn export_audited(
-    store: &Store,
-    log: &Log,
-    keys: &KeyRing,
+    src: Sources<'_>,
     actor: &Actor,
     message: &str,
     recipient: Option<&EmailAddress>,
     at: Option<SignedCheckpoint>,
 ) -> Result<Exported, ExportError> {
-    let mut conn = store.pool().acquire().await.map_err(StoreError::from)?;
-    let bytes = export(&mut conn, log, keys, message, recipient, at).await?;
+    let mut conn = src.store.pool().acquire().await.map_err(StoreError::from)?;
+    let bytes = export(
+        &mut conn,
+        src.log,
+        src.keys,
+        src.attestor,
+        message,
+        recipient,
+        at,
+    )
+    .await?;
     drop(conn);
-    let anchor = Anchor::Cert(Box::new(keys.evidence.cert().clone()));
-    let vkey = keys.log.verifier_key().to_owned();
+    let trust = Trust {
+        log_key: Some(src.keys.log.verifier_key().to_owned()),
+        witnesses: src.attestor.map(Attestor::witness_keys).unwrap_or_default(),
+        tsa: src
+            .attestor
+            .map(|a| a.tsa_pins().to_vec())
+            .unwrap_or_default(),
+        ..Trust::key(Anchor::Cert(Box::new(src.keys.evidence.cert().clone())))
+    };
     let (bytes, verified) = pool::run(move || {
-        let trust = Trust {
-            log_key: Some(vkey),
-            ..Trust::key(anchor)
-        };
         let verified = verify(&bytes, &trust);
         (bytes, verified)
     })
@@ -201,9 +227,11 @@ pub async fn export_audited(
         "recipient": recipient.to_string(),
         "records": verified.records.len(),
         "checkpoint_size": verified.checkpoint.size,
+        "cosignatures": verified.cosignatures.len(),
+        "timestamped": verified.timestamp.is_some(),
         "bundle_sha256": sha256.to_string(),
     });
-    let mut conn = store.pool().acquire().await.map_err(StoreError::from)?;
+    let mut conn = src.store.pool().acquire().await.map_err(StoreError::from)?;
     audit::record(&mut conn, actor, "proof.export", message, details, now_ms()).await?;
     Ok(Exported {
         bytes,
@@ -214,42 +242,79 @@ pub async fn export_audited(
     })
 }
 
-/// Builds the bundle of one (message, recipient) chain against `at` (default: the latest
-/// checkpoint).
+/// The checkpoint a bundle proves against, with what witnesses and a TSA attested.
+#[derive(Debug, Clone)]
+pub struct ProvenAt {
+    /// The checkpoint; its note carries the witnesses' cosignature lines, if any.
+    pub checkpoint: SignedCheckpoint,
+    /// An RFC 3161 time-stamp token over the checkpoint body.
+    pub timestamp_token: Option<Vec<u8>>,
+}
+
+impl From<SignedCheckpoint> for ProvenAt {
+    fn from(checkpoint: SignedCheckpoint) -> Self {
+        Self {
+            checkpoint,
+            timestamp_token: None,
+        }
+    }
+}
+
+/// Builds the bundle of one (message, recipient) chain against `at`, or else the newest
+/// attested checkpoint that covers it (with `attestor`), or else the latest checkpoint.
 pub async fn export(
     conn: &mut sqlx::AnyConnection,
     log: &Log,
     keys: &KeyRing,
+    attestor: Option<&Attestor>,
     message: &str,
     recipient: Option<&EmailAddress>,
     at: Option<SignedCheckpoint>,
 ) -> Result<Vec<u8>, ExportError> {
     let chain = query::chain(conn, message, recipient).await?;
-    let checkpoint = match at {
-        Some(cp) => cp,
-        None => log
-            .latest_checkpoint(conn)
-            .await?
-            .ok_or(ExportError::NoCheckpoint)?,
+    let last = chain.last().ok_or(ExportError::EmptyChain)?.log_index;
+    let at: ProvenAt = match (at, attestor) {
+        (Some(cp), _) => cp.into(),
+        (None, Some(attestor)) => match attestor.covering(last + 1).await {
+            Ok(Some(found)) => ProvenAt {
+                checkpoint: attested_checkpoint(log, &found)?,
+                timestamp_token: found.timestamp_token,
+            },
+            outcome => {
+                if let Err(e) = outcome {
+                    tracing::warn!(error = %e, "cannot attest the checkpoint");
+                }
+                tracing::warn!(message, "bundle exported without the required attestations");
+                latest(conn, log).await?.into()
+            }
+        },
+        (None, None) => latest(conn, log).await?.into(),
     };
+    let size = at.checkpoint.size;
     let mut proofs = Vec::with_capacity(chain.len());
     for e in &chain {
-        if e.log_index >= checkpoint.size {
+        if e.log_index >= size {
             return Err(ExportError::NotCovered {
                 index: e.log_index,
-                size: checkpoint.size,
+                size,
             });
         }
-        proofs.push(
-            log.inclusion_proof(conn, e.log_index, checkpoint.size)
-                .await?,
-        );
+        proofs.push(log.inclusion_proof(conn, e.log_index, size).await?);
     }
     let keys = keys.clone();
-    pool::run(move || build(&chain, &proofs, &checkpoint, &keys, now_ms())).await
+    pool::run(move || build_at(&chain, &proofs, &at, &keys, now_ms())).await
 }
 
-/// Assembles and signs a bundle (pure apart from the signature).
+async fn latest(
+    conn: &mut sqlx::AnyConnection,
+    log: &Log,
+) -> Result<SignedCheckpoint, ExportError> {
+    log.latest_checkpoint(conn)
+        .await?
+        .ok_or(ExportError::NoCheckpoint)
+}
+
+/// Assembles and signs a bundle against a bare checkpoint.
 pub fn build(
     chain: &[StoredEvidence],
     proofs: &[Vec<Hash>],
@@ -257,6 +322,18 @@ pub fn build(
     keys: &KeyRing,
     created_ms: i64,
 ) -> Result<Vec<u8>, ExportError> {
+    build_at(chain, proofs, &checkpoint.clone().into(), keys, created_ms)
+}
+
+/// Assembles and signs a bundle (pure apart from the signature).
+pub fn build_at(
+    chain: &[StoredEvidence],
+    proofs: &[Vec<Hash>],
+    at: &ProvenAt,
+    keys: &KeyRing,
+    created_ms: i64,
+) -> Result<Vec<u8>, ExportError> {
+    let checkpoint = &at.checkpoint;
     let first = chain.first().ok_or(ExportError::EmptyChain)?;
     // Whole seconds: tar headers carry seconds, and the manifest must state the same time.
     let created = Timestamp(created_ms - created_ms.rem_euclid(1000));
@@ -264,6 +341,11 @@ pub fn build(
         (README.into(), readme(chain, checkpoint, keys).into_bytes()),
         (FORMAT_DOC.into(), SPECIFICATION.as_bytes().to_vec()),
         (CHECKPOINT.into(), checkpoint.note.clone().into_bytes()),
+    ];
+    if let Some(token) = &at.timestamp_token {
+        members.push((TIMESTAMP.into(), token.clone()));
+    }
+    members.extend([
         (
             EVIDENCE_CERT.into(),
             keys.evidence.armored_cert().as_bytes().to_vec(),
@@ -272,7 +354,7 @@ pub fn build(
             LOG_VKEY.into(),
             format!("{}\n", keys.log.verifier_key()).into_bytes(),
         ),
-    ];
+    ]);
     for (i, (e, proof)) in chain.iter().zip(proofs).enumerate() {
         let n = i + 1;
         let inclusion = InclusionProof {

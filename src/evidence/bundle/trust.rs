@@ -1,6 +1,6 @@
 //! Trust files: what a municipal association (or a court) publishes so that verifiers
-//! anchor bundles without asking each operator: the gateways' evidence keys, and later the
-//! witnesses and time-stamping authorities it recognises. Format in docs/proof-bundle.md
+//! anchor bundles without asking each operator: the gateways' evidence keys, the witnesses
+//! whose cosignatures count (and how many must cosign), the time-stamping authorities. Format in docs/proof-bundle.md
 //! ("Trust files").
 
 /// One gateway a trust file recognises.
@@ -19,6 +19,12 @@ pub struct TrustedGateway {
 pub struct TrustFile {
     /// The gateways.
     pub gateways: Vec<TrustedGateway>,
+    /// Witnesses' cosignature verifier keys.
+    pub witnesses: Vec<String>,
+    /// How many of them must cosign.
+    pub quorum: Option<usize>,
+    /// SHA-256 (lower-case hex) of the trusted TSA certificates.
+    pub tsa: Vec<String>,
 }
 
 /// Why a trust file was refused: the line and what is wrong with it.
@@ -73,6 +79,27 @@ impl TrustFile {
                         "expected `gateway DOMAIN FINGERPRINT [LOG-VERIFIER-KEY]`".into(),
                     ));
                 }
+                ["witness", vkey] => {
+                    crate::witness::WitnessKey::parse(vkey).map_err(|e| fail(e.to_string()))?;
+                    file.witnesses.push((*vkey).to_owned());
+                }
+                ["quorum", n] => {
+                    let n = n
+                        .parse()
+                        .map_err(|_| fail(format!("`{n}` is not a number of witnesses")))?;
+                    file.quorum = Some(n);
+                }
+                ["tsa", sha256, ..] => {
+                    if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                        return Err(fail(
+                            "expected `tsa SHA256-OF-CERTIFICATE [name]` (64 hex digits)".into(),
+                        ));
+                    }
+                    file.tsa.push(sha256.to_ascii_lowercase());
+                }
+                ["witness" | "quorum", ..] => {
+                    return Err(fail("expected `witness VKEY` or `quorum N`".into()));
+                }
                 [other, ..] => return Err(fail(format!("unknown directive `{other}`"))),
                 [] => {}
             }
@@ -81,6 +108,16 @@ impl TrustFile {
             return Err(TrustFileError {
                 line: 0,
                 problem: "the file names no gateway".into(),
+            });
+        }
+        if file.quorum.is_some_and(|q| q > file.witnesses.len()) {
+            return Err(TrustFileError {
+                line: 0,
+                problem: format!(
+                    "quorum {} exceeds the {} witnesses listed",
+                    file.quorum.unwrap_or_default(),
+                    file.witnesses.len()
+                ),
             });
         }
         Ok(file)

@@ -9,12 +9,14 @@ use tlog_tiles::{Hash, check_record, record_hash};
 use super::trust::{TrustFile, TrustedGateway};
 use super::{
     CHECKPOINT, EVIDENCE_CERT, FORMAT, FORMAT_DOC, InclusionProof, LOG_VKEY, MANIFEST,
-    MANIFEST_SIG, Manifest, README, RECORD, RECORD_PROOF, RECORD_SIG, VERSION, encode_tar,
-    mtime_secs, record_member,
+    MANIFEST_SIG, Manifest, README, RECORD, RECORD_PROOF, RECORD_SIG, TIMESTAMP, VERSION,
+    encode_tar, mtime_secs, record_member,
 };
 use crate::crypto;
 use crate::evidence::record::{Event, EvidenceRecord, Sha256Digest};
 use crate::log::{LogError, SignedCheckpoint};
+use crate::timestamp::{self, TimeStamp};
+use crate::witness::{Cosignature, WitnessKey, cosignatures};
 
 /// Longest inclusion proof a log of up to 2^64 entries can need.
 const MAX_PROOF: usize = 64;
@@ -161,6 +163,12 @@ pub enum VerifyError {
     /// The caller's trusted checkpoint does not parse or is not the bundle's.
     #[error("--checkpoint: {0}")]
     TrustedCheckpoint(String),
+    /// Too few valid cosignatures by the witnesses the caller trusts, or a bad one.
+    #[error("{CHECKPOINT}: {0}")]
+    Cosignatures(String),
+    /// The time-stamp is missing where required, or does not verify.
+    #[error("{TIMESTAMP}: {0}")]
+    TimeStamp(String),
     /// The manifest does not list exactly the members the format prescribes, in order.
     #[error("{MANIFEST}: {0}")]
     Members(String),
@@ -199,6 +207,10 @@ pub struct Verified {
     pub records: Vec<EvidenceRecord>,
     /// The checkpoint the proofs hold against.
     pub checkpoint: SignedCheckpoint,
+    /// Valid cosignatures of that checkpoint by the trusted witnesses.
+    pub cosignatures: Vec<Cosignature>,
+    /// The checkpoint's time-stamp, if the bundle has one, and whether its TSA is anchored.
+    pub timestamp: Option<(TimeStamp, bool)>,
 }
 
 type Members = Vec<(String, Vec<u8>)>;
@@ -246,6 +258,7 @@ fn allowed_name(name: &str) -> bool {
         README,
         FORMAT_DOC,
         CHECKPOINT,
+        TIMESTAMP,
         EVIDENCE_CERT,
         LOG_VKEY,
         MANIFEST,
@@ -275,12 +288,16 @@ fn record_number(name: &str) -> Option<usize> {
 
 /// The members a manifest of `version` must list, in archive order, for `records`
 /// records.
-fn prescribed_members(version: u32, records: usize) -> Vec<String> {
+fn prescribed_members(version: u32, records: usize, timestamped: bool) -> Vec<String> {
     let mut names = vec![README.to_owned()];
     if version >= 2 {
         names.push(FORMAT_DOC.to_owned());
     }
-    names.extend([CHECKPOINT, EVIDENCE_CERT, LOG_VKEY].map(str::to_owned));
+    names.push(CHECKPOINT.to_owned());
+    if timestamped && version >= 2 {
+        names.push(TIMESTAMP.to_owned());
+    }
+    names.extend([EVIDENCE_CERT, LOG_VKEY].map(str::to_owned));
     for n in 1..=records {
         for suffix in [RECORD, RECORD_SIG, RECORD_PROOF] {
             names.push(record_member(n, suffix));
@@ -298,7 +315,8 @@ fn check_member_list(manifest: &Manifest) -> Result<usize, VerifyError> {
     if records == 0 {
         return Err(VerifyError::NoRecords);
     }
-    let prescribed = prescribed_members(manifest.version, records);
+    let timestamped = listed.contains(&TIMESTAMP);
+    let prescribed = prescribed_members(manifest.version, records, timestamped);
     if listed != prescribed {
         let at = listed
             .iter()
@@ -359,6 +377,13 @@ pub struct Trust<'a> {
     /// A checkpoint the caller trusts: the bundle's tree must be it, or a prefix of it by
     /// the consistency proof given.
     pub checkpoint: Option<Trusted<'a>>,
+    /// Witnesses whose cosignatures count.
+    pub witnesses: Vec<WitnessKey>,
+    /// How many of them must have cosigned the bundle's checkpoint.
+    pub quorum: usize,
+    /// SHA-256 (hex) of the TSA certificates trusted; if any is given, the bundle must
+    /// carry a time-stamp by one of them.
+    pub tsa: Vec<String>,
 }
 
 impl Trust<'_> {
@@ -368,9 +393,16 @@ impl Trust<'_> {
             anchor,
             log_key: None,
             checkpoint: None,
+            witnesses: Vec::new(),
+            quorum: 0,
+            tsa: Vec::new(),
         }
     }
 }
+
+/// How far a record's time may lie after the time-stamp of a checkpoint that contains it:
+/// the gateway's clock and the TSA's differ a little; more is a false time.
+pub const CLOCK_TOLERANCE_MS: i64 = 5 * 60 * 1000;
 
 /// Verifies a bundle offline, in the order docs/proof-bundle.md gives; the first failed
 /// check is the error.
@@ -423,13 +455,20 @@ pub fn verify(bytes: &[u8], trust: &Trust<'_>) -> Result<Verified, VerifyError> 
         });
     }
 
-    // 6. Each record: canonical, signed, about this message and recipient, and included.
+    // 6. Witnesses' cosignatures of the checkpoint, and its time-stamp.
+    let cosigned = check_cosignatures(&checkpoint.note, trust)?;
+    let stamped = check_timestamp(&members, &checkpoint.note, trust)?;
+
+    // 7. Each record: canonical, signed, about this message and recipient, and included.
     let records = check_records(&members, &manifest, count, &cert, &checkpoint)?;
 
-    // 7. Together, the records form one chain.
+    // 8. Together, the records form one chain, none claiming a time after the time-stamp.
     check_chain(&records, &manifest, &fingerprint)?;
+    if let Some((stamp, _)) = &stamped {
+        check_times(&records, stamp)?;
+    }
 
-    // 8. Optionally, the bundle's tree must be (a prefix of) a checkpoint the caller trusts.
+    // 9. Optionally, the bundle's tree must be (a prefix of) a checkpoint the caller trusts.
     if let Some(trusted) = &trust.checkpoint {
         check_trusted(trusted, &vkey, &checkpoint)?;
     }
@@ -439,7 +478,66 @@ pub fn verify(bytes: &[u8], trust: &Trust<'_>) -> Result<Verified, VerifyError> 
         anchored,
         records: records.into_iter().map(|r| r.record).collect(),
         checkpoint,
+        cosignatures: cosigned,
+        timestamp: stamped,
     })
+}
+
+/// The trusted witnesses' cosignatures: each must verify, and at least the quorum present.
+fn check_cosignatures(note: &str, trust: &Trust<'_>) -> Result<Vec<Cosignature>, VerifyError> {
+    let found = cosignatures(note, &trust.witnesses).map_err(VerifyError::Cosignatures)?;
+    if found.len() < trust.quorum {
+        return Err(VerifyError::Cosignatures(format!(
+            "{} of the {} required cosignatures by the trusted witnesses ({})",
+            found.len(),
+            trust.quorum,
+            trust
+                .witnesses
+                .iter()
+                .map(WitnessKey::name)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    Ok(found)
+}
+
+/// The time-stamp over the checkpoint body, if present (required when TSAs are trusted):
+/// verified, and anchored if the caller pinned its certificate.
+fn check_timestamp(
+    members: &Members,
+    note: &str,
+    trust: &Trust<'_>,
+) -> Result<Option<(TimeStamp, bool)>, VerifyError> {
+    let Ok(token) = member(members, TIMESTAMP) else {
+        if trust.tsa.is_empty() {
+            return Ok(None);
+        }
+        return Err(VerifyError::TimeStamp(
+            "missing: the bundle carries no time-stamp, and one by a trusted TSA is required"
+                .into(),
+        ));
+    };
+    let text = crate::witness::service::checkpoint_text(note);
+    let stamp = timestamp::verify(token, text.as_bytes(), &trust.tsa)
+        .map_err(|e| VerifyError::TimeStamp(e.to_string()))?;
+    Ok(Some((stamp, !trust.tsa.is_empty())))
+}
+
+/// No record claims a time after the time-stamp of the checkpoint that includes it.
+fn check_times(records: &[Checked], stamp: &TimeStamp) -> Result<(), VerifyError> {
+    let stamped_ms = i64::try_from(stamp.time)
+        .unwrap_or(i64::MAX)
+        .saturating_mul(1000);
+    for (i, checked) in records.iter().enumerate() {
+        if checked.record.time.0 > stamped_ms.saturating_add(CLOCK_TOLERANCE_MS) {
+            return Err(VerifyError::TimeStamp(format!(
+                "{} claims a time after the checkpoint that contains it was time-stamped",
+                record_member(i + 1, RECORD)
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// `keys/log.vkey`: from version 2 exactly one line ending in a line feed.
