@@ -61,9 +61,9 @@ pub enum CryptoError {
     Unwrap(String),
 }
 
-/// Verifies a detached binary-mode signature (binary or armoured) over `data` by a signing
-/// key of `cert` that was alive, not revoked and valid under the standard policy when the
-/// signature was made, in a certificate that is not hard-revoked.
+/// Verifies a detached binary-mode signature (binary or armoured) over `data` by the
+/// primary key of `cert` (an Ed25519 key marked for signing, alive and valid under the
+/// standard policy when the signature was made), in a certificate that is not revoked.
 ///
 /// Strict about the parts OpenPGP leaves malleable, because bote's own signatures never use
 /// them: the unhashed subpacket area must be empty and the two-byte digest prefix must be
@@ -83,6 +83,24 @@ pub fn verify_detached(cert: &Cert, data: &[u8], signature: &[u8]) -> Result<(),
     if sig.unhashed_area().iter().next().is_some() {
         return Err(bad("unexpected unhashed subpackets".into()));
     }
+    // The profile docs/proof-bundle.md specifies, so that a verifier written from it
+    // accepts exactly what this one does: Ed25519 by the primary key, SHA-2 digests.
+    use openpgp::types::{HashAlgorithm, PublicKeyAlgorithm};
+    if !matches!(
+        sig.hash_algo(),
+        HashAlgorithm::SHA256 | HashAlgorithm::SHA384 | HashAlgorithm::SHA512
+    ) {
+        return Err(bad(format!(
+            "hash algorithm {} where SHA-256, SHA-384 or SHA-512 belongs",
+            sig.hash_algo()
+        )));
+    }
+    if !matches!(
+        sig.pk_algo(),
+        PublicKeyAlgorithm::EdDSA | PublicKeyAlgorithm::Ed25519
+    ) {
+        return Err(bad(format!("{} where Ed25519 belongs", sig.pk_algo())));
+    }
     let policy = policy();
     if let openpgp::types::RevocationStatus::Revoked(_) = cert.revocation_status(&policy, None) {
         return Err(bad(format!(
@@ -96,15 +114,17 @@ pub fn verify_detached(cert: &Cert, data: &[u8], signature: &[u8]) -> Result<(),
         .map_err(|e| bad(format!("certificate not valid then: {e}")))?;
     sig.signature_alive(when, std::time::Duration::ZERO)
         .map_err(|e| bad(format!("signature not alive: {e}")))?;
-    let keys: Vec<_> = valid.keys().for_signing().alive().revoked(false).collect();
-    let mut verified = false;
-    for ka in keys {
-        if sig.verify_message(ka.key(), data).is_ok() {
-            verified = true;
-            break;
-        }
+    let primary = valid.primary_key();
+    if !primary.for_signing() {
+        return Err(bad(format!(
+            "the primary key of {} is not marked for signing",
+            cert.fingerprint()
+        )));
     }
-    if !verified {
+    primary
+        .alive()
+        .map_err(|e| bad(format!("the key was not alive then: {e}")))?;
+    if sig.verify_message(primary.key(), data).is_err() {
         return Err(bad(format!(
             "not made by certificate {} over these bytes",
             cert.fingerprint()

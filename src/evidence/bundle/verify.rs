@@ -16,6 +16,7 @@ use crate::crypto;
 use crate::evidence::record::{Event, EvidenceRecord, Sha256Digest};
 use crate::log::{LogError, SignedCheckpoint};
 use crate::timestamp::{self, TimeStamp};
+use crate::witness::service::checkpoint_text;
 use crate::witness::{Cosignature, WitnessKey, cosignatures};
 
 /// Longest inclusion proof a log of up to 2^64 entries can need.
@@ -442,6 +443,11 @@ pub fn verify(bytes: &[u8], trust: &Trust<'_>) -> Result<Verified, VerifyError> 
     }
     let checkpoint = SignedCheckpoint::parse(text(&members, CHECKPOINT)?, &vkey)
         .map_err(|e| VerifyError::Checkpoint(checkpoint_reason(e)))?;
+    if checkpoint_text(&checkpoint.note).lines().count() != 3 {
+        return Err(VerifyError::Checkpoint(
+            "a bundle's checkpoint has exactly three lines (no extension lines)".into(),
+        ));
+    }
     if checkpoint.origin != format!("{}/log", manifest.issuer) {
         return Err(VerifyError::Origin {
             origin: checkpoint.origin,
@@ -518,7 +524,7 @@ fn check_timestamp(
                 .into(),
         ));
     };
-    let text = crate::witness::service::checkpoint_text(note);
+    let text = checkpoint_text(note);
     let stamp = timestamp::verify(token, text.as_bytes(), &trust.tsa)
         .map_err(|e| VerifyError::TimeStamp(e.to_string()))?;
     Ok(Some((stamp, !trust.tsa.is_empty())))
@@ -538,6 +544,17 @@ fn check_times(records: &[Checked], stamp: &TimeStamp) -> Result<(), VerifyError
         }
     }
     Ok(())
+}
+
+/// Parses JSON that must be in its canonical form (RFC 8785), as every JSON member is.
+fn canonical_json<T: serde::de::DeserializeOwned + serde::Serialize>(
+    bytes: &[u8],
+) -> Result<T, String> {
+    let value: T = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    match serde_jcs::to_vec(&value) {
+        Ok(canonical) if canonical == bytes => Ok(value),
+        _ => Err("not in canonical JSON form (RFC 8785)".into()),
+    }
 }
 
 /// `keys/log.vkey`: from version 2 exactly one line ending in a line feed.
@@ -692,8 +709,7 @@ fn signed_manifest(
     if crypto::canonical_armored_signature(manifest_sig).as_deref() != Some(manifest_sig) {
         return Err(VerifyError::ArmourNotCanonical);
     }
-    let manifest: Manifest =
-        serde_json::from_slice(manifest_bytes).map_err(|e| VerifyError::Manifest(e.to_string()))?;
+    let manifest: Manifest = canonical_json(manifest_bytes).map_err(VerifyError::Manifest)?;
     if manifest.format != FORMAT || !(1..=VERSION).contains(&manifest.version) {
         return Err(VerifyError::Manifest(format!(
             "unsupported format {} version {} (this bote reads versions 1 to {VERSION})",
@@ -791,19 +807,24 @@ fn check_records(
         let canonical = member(members, &name)?;
         let record = EvidenceRecord::from_canonical(canonical).map_err(|e| malformed(&name, &e))?;
         let sig_name = record_member(n, RECORD_SIG);
-        crypto::verify_detached(cert, canonical, member(members, &sig_name)?).map_err(|e| {
-            VerifyError::Signature {
-                member: sig_name.clone(),
-                reason: e.to_string(),
-            }
+        let sig = member(members, &sig_name)?;
+        crypto::verify_detached(cert, canonical, sig).map_err(|e| VerifyError::Signature {
+            member: sig_name.clone(),
+            reason: e.to_string(),
         })?;
+        if crypto::canonical_armored_signature(sig).as_deref() != Some(sig) {
+            return Err(VerifyError::Signature {
+                member: sig_name,
+                reason: "not in canonical armour".into(),
+            });
+        }
         if record.message.gateway_id != manifest.gateway_message_id
             || record.recipient.key() != manifest.recipient.key()
         {
             return Err(VerifyError::OtherMessage(name));
         }
         let proof_name = record_member(n, RECORD_PROOF);
-        let proof: InclusionProof = serde_json::from_slice(member(members, &proof_name)?)
+        let proof: InclusionProof = canonical_json(member(members, &proof_name)?)
             .map_err(|e| malformed(&proof_name, &e))?;
         let entry = EvidenceRecord::commitment(record.event, canonical).to_entry();
         check_inclusion(&proof_name, &name, &proof, &entry, checkpoint)?;
