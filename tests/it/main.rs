@@ -23,6 +23,7 @@ mod log_props;
 mod probes;
 mod storage;
 mod timestamp;
+mod verifiers;
 mod walkthrough;
 mod witness;
 mod zero_access;

@@ -19,15 +19,15 @@ use crate::support::{Gateway, record, run, stderr, stdout};
 const T0: i64 = 1_795_000_000_000;
 
 /// Gateway B acting as a witness for A's log, served over plain HTTP on a free port.
-struct WitnessPeer {
-    gw: Gateway,
-    url: String,
-    vkey: String,
-    _server: tokio::task::JoinHandle<()>,
+pub(crate) struct WitnessPeer {
+    pub(crate) gw: Gateway,
+    pub(crate) url: String,
+    pub(crate) vkey: String,
+    pub(crate) _server: tokio::task::JoinHandle<()>,
 }
 
 impl WitnessPeer {
-    async fn start(of: &Gateway) -> Self {
+    pub(crate) async fn start(of: &Gateway) -> Self {
         let gw = Gateway::new(Backend::Sqlite).await;
         let key = gw
             .keys
@@ -67,7 +67,11 @@ impl WitnessPeer {
 
 /// Appends a `[log]` section naming `witness` (and `tsa`) to the setup's config file and
 /// returns the loaded config.
-fn attest_with(gw: &Gateway, witness: &WitnessPeer, tsa: Option<&Tsa>) -> bote::config::Config {
+pub(crate) fn attest_with(
+    gw: &Gateway,
+    witness: &WitnessPeer,
+    tsa: Option<&Tsa>,
+) -> bote::config::Config {
     let mut text = std::fs::read_to_string(gw.setup.config()).unwrap();
     text.push_str(
         "\n[log]\nwitness_quorum = 1\nwitness_startup_wait_secs = 0\nattest_interval_ms = 100\n",
@@ -358,7 +362,7 @@ async fn bundles_carry_cosignatures_and_a_time_stamp_and_fail_when_either_is_tam
     );
 }
 
-fn tar_member(bytes: &[u8], name: &str) -> Vec<u8> {
+pub(crate) fn tar_member(bytes: &[u8], name: &str) -> Vec<u8> {
     let mut archive = tar::Archive::new(bytes);
     for entry in archive.entries().unwrap() {
         let mut entry = entry.unwrap();

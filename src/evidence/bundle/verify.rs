@@ -716,6 +716,11 @@ fn signed_manifest(
             manifest.format, manifest.version
         )));
     }
+    if manifest.created.0 % 1000 != 0 {
+        return Err(VerifyError::Manifest(
+            "`created` must have whole seconds (tar headers carry seconds)".into(),
+        ));
+    }
     match (manifest.version, &manifest.issuer_key) {
         (1, None) => {}
         (1, Some(_)) => {
