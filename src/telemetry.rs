@@ -69,6 +69,22 @@ pub fn describe_metrics() {
         "HTTPS request latency by route"
     );
     metrics::describe_gauge!("bote_up", "1 while the gateway serves");
+    metrics::describe_counter!(
+        "bote_log_attestations_total",
+        "Checkpoints stored with witness cosignatures and/or a time-stamp"
+    );
+    metrics::describe_counter!(
+        "bote_witness_failures_total",
+        "Submissions a witness did not cosign (unreachable, refused), by witness"
+    );
+    metrics::describe_counter!(
+        "bote_witness_alarms_total",
+        "A witness holds a checkpoint this log does not extend (fork or restored backup)"
+    );
+    metrics::describe_counter!(
+        "bote_timestamp_failures_total",
+        "Checkpoints the time-stamping authority did not stamp"
+    );
 }
 
 /// Logs where a listener is, in the form operators grep for.

@@ -65,6 +65,21 @@ max_recipients = 100
 citizen_daily_messages = 100
 citizen_daily_recipients = 300
 http_max_body = 33554432
+
+# Witnesses and trusted time (docs/proof-bundle.md, sections 11 and 12): uncomment to have
+# every checkpoint cosigned by peer gateways and time-stamped (RFC 3161).
+# [log]
+# witness_quorum = 1
+# timestamp_url = "https://tsa.example/tsr"
+# timestamp_certs = ["<SHA-256 of the TSA certificate, hex>"]
+# [[log.witnesses]]
+# url = "https://detmold.example:8443/witness"
+# key = "detmold.example/witness+<id>+<key>"   # `bote witness key` on that gateway
+#
+# This gateway as a witness of its peers' logs (their /log/key first line):
+# [witness]
+# enabled = true
+# logs = ["detmold.example/log+<id>+<key>"]
 "#
     )
 }

@@ -338,7 +338,7 @@ pub fn build_at(
     // Whole seconds: tar headers carry seconds, and the manifest must state the same time.
     let created = Timestamp(created_ms - created_ms.rem_euclid(1000));
     let mut members: Vec<(String, Vec<u8>)> = vec![
-        (README.into(), readme(chain, checkpoint, keys).into_bytes()),
+        (README.into(), readme(chain, at, keys).into_bytes()),
         (FORMAT_DOC.into(), SPECIFICATION.as_bytes().to_vec()),
         (CHECKPOINT.into(), checkpoint.note.clone().into_bytes()),
     ];
@@ -439,8 +439,46 @@ pub fn encode_tar(members: &[(String, Vec<u8>)], mtime: u64) -> std::io::Result<
     builder.into_inner()
 }
 
-fn readme(chain: &[StoredEvidence], checkpoint: &SignedCheckpoint, keys: &KeyRing) -> String {
+fn readme(chain: &[StoredEvidence], at: &ProvenAt, keys: &KeyRing) -> String {
+    let checkpoint = &at.checkpoint;
     let first = &chain[0].record;
+    let cosigners: Vec<&str> = checkpoint
+        .note
+        .split_once("\n\n")
+        .map(|(_, sigs)| {
+            sigs.lines()
+                .skip(1)
+                .filter_map(|l| l.split(' ').nth(1))
+                .collect()
+        })
+        .unwrap_or_default();
+    let attested = match (cosigners.is_empty(), at.timestamp_token.is_some()) {
+        (true, false) => {
+            "Neither witnesses nor a time-stamping authority attest this checkpoint:\n\
+                          its time and uniqueness rest on the gateway's signatures.\n"
+                .to_owned()
+        }
+        (no_witness, stamped) => {
+            let mut text = String::new();
+            if !no_witness {
+                text.push_str(&format!(
+                    "Independent witnesses cosigned the checkpoint (extra lines in the file\n\
+                     `checkpoint`): {}. Each saw it as a consistent extension of\n\
+                     everything it had seen of this log. Check them with --witness KEY\n\
+                     (or a trust file) using the witnesses' published keys.\n",
+                    cosigners.join(", ")
+                ));
+            }
+            if stamped {
+                text.push_str(
+                    "A time-stamping authority (RFC 3161) stamped the checkpoint:\n\
+                     checkpoint.tst. Check it with --tsa SHA256-OF-ITS-CERTIFICATE (or a trust\n\
+                     file); `openssl ts -reply -in checkpoint.tst -token_in -text` shows it.\n",
+                );
+            }
+            text
+        }
+    };
     let mut events = String::new();
     for (i, e) in chain.iter().enumerate() {
         events.push_str(&format!(
@@ -470,10 +508,15 @@ fn readme(chain: &[StoredEvidence], checkpoint: &SignedCheckpoint, keys: &KeyRin
          Compare the fingerprint with the one the gateway operator publishes (its website,\n\
          https://<gateway>/log/key, or a letter). Only then does the check below prove that\n\
          this gateway, and nobody else, issued the evidence.\n\n\
+         WITNESSES AND TIME\n{attested}\n\
          HOW TO CHECK WITH bote (one command)\n\
          \x20 bote verify THIS-FILE.tar --key {fpr}\n\
-         It checks every signature, every digest, every log inclusion proof and the\n\
-         checkpoint signature, and prints the first thing that fails, if any.\n\n\
+         \x20 (or: bote verify THIS-FILE.tar --trust TRUST-FILE, as your association of\n\
+         \x20 municipalities publishes it, naming gateways, witnesses and time-stamp authorities)\n\
+         It checks every signature, every digest, every log inclusion proof, the chain of\n\
+         records, the checkpoint signature, the witnesses' cosignatures and the time-stamp,\n\
+         and prints the first thing that fails, if any. It exits with status 0 only if\n\
+         everything holds and the keys are the ones you named.\n\n\
          HOW TO CHECK BY HAND WITH GnuPG\n\
          \x20 1. Unpack:            tar -xf THIS-FILE.tar\n\
          \x20 2. Import the key:    gpg --import keys/evidence.cert.asc\n\
