@@ -74,13 +74,22 @@ said otherwise):
     present, must name the certificate; the DER checks (sorted/distinct SET OF,
     minimal lengths, minimal INTEGERs, BOOLEAN 00/FF, no constructed strings)
     are applied recursively to the whole token including the certificates;
-    for Ed25519 any of the three digests is accepted for the message digest.
-    A record exactly 5 minutes after genTime is accepted.
+    for Ed25519 any of the three digests is accepted for the message digest;
+    "digestAlgorithms holds exactly its digest algorithm" is compared as DER
+    bytes (NULL vs absent parameters differ). A record exactly 5 minutes after
+    genTime is accepted. An untrusted TSA (no anchors) still exits 0.
 12. §14: a trusted checkpoint must have the same three-line form as the
     bundle's; the consistency file is plain JSON `{"consistency":[...]}`
     (whitespace allowed, no other keys), not necessarily canonical.
 13. §1 times: leap seconds (":60") are rejected. §2: created before 1970 or
     beyond 11 octal digits cannot be encoded and is rejected.
+14. §3 says README.txt, manifest.json, manifest.json.asc, "then every other
+    member"; §5 says `members` lists every member except the manifest and its
+    signature. Read together: `members` starts with README.txt.
+15. §16 allows `--key CERT-FILE`; this tool takes only a fingerprint (the
+    spec does not say whether "that certificate" means the same bytes or the
+    same key). With neither anchor all checks still run; the result is exit 1
+    unless --allow-unanchored.
 """
 import argparse
 import base64
@@ -102,7 +111,6 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-
 class Reject(Exception):
     """The bundle fails a rule; `section` is the spec section."""
 
@@ -110,19 +118,15 @@ class Reject(Exception):
         super().__init__(f"{section}: {reason}")
         self.section, self.reason = section, reason
 
-
 class BadInvocation(Exception):
     pass
-
 
 def need(cond, section, reason):
     if not cond:
         raise Reject(section, reason)
 
-
 def H(data):
     return hashlib.sha256(data).digest()
-
 
 # ---------------------------------------------------------------- section 1
 
@@ -130,7 +134,6 @@ HEX64 = re.compile(r"[0-9a-f]{64}")
 FPR_RE = re.compile(r"[0-9A-F]{40}")
 TIME_RE = re.compile(r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})\.(\d{3})Z")
 DEC_RE = re.compile(r"0|[1-9][0-9]*")
-
 
 def b64_canonical(text, section, what):
     """§1 base64: standard alphabet, padded, canonical; returns bytes."""
@@ -146,7 +149,6 @@ def b64_canonical(text, section, what):
     need(base64.b64encode(raw).decode() == text, section, f"{what}: non-canonical base64")
     return raw
 
-
 def parse_time(text, section, what):
     """§1 time -> milliseconds since 1970."""
     m = TIME_RE.fullmatch(text) if isinstance(text, str) else None
@@ -158,10 +160,8 @@ def parse_time(text, section, what):
         raise Reject(section, f"{what}: bad time {text!r}")
     return (int(dt.timestamp()) * 1000) + ms
 
-
 def is_uint(v):
     return type(v) is int and 0 <= v < 2 ** 64
-
 
 # ---------------------------------------------------------------- section 4
 
@@ -180,7 +180,6 @@ def jcs_string(s):
     out.append('"')
     return "".join(out)
 
-
 def jcs(v):
     """RFC 8785 serialisation of the value shapes this format uses."""
     if v is True:
@@ -198,7 +197,6 @@ def jcs(v):
         return "{" + ",".join(jcs_string(k) + ":" + jcs(v[k]) for k in keys) + "}"
     raise ValueError("value not allowed")
 
-
 def _no_dupes(pairs):
     d = {}
     for k, v in pairs:
@@ -207,10 +205,8 @@ def _no_dupes(pairs):
         d[k] = v
     return d
 
-
 def _no_float(_):
     raise ValueError("number not an integer")
-
 
 def parse_json(data, section, what):
     """Parse JSON strictly (no duplicates, no floats, no NaN)."""
@@ -219,7 +215,6 @@ def parse_json(data, section, what):
                           parse_float=_no_float, parse_constant=_no_float)
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise Reject(section, f"{what}: not JSON")
-
 
 def check_canonical(value, data, what):
     """§4: re-serialise and compare byte for byte."""
@@ -234,38 +229,30 @@ def check_canonical(value, data, what):
 def v_str(v, p):
     need(isinstance(v, str), "4", f"{p}: not a string")
 
-
 def v_uint(v, p):
     need(is_uint(v), "4", f"{p}: not an integer 0..2^64-1")
-
 
 def v_bool(v, p):
     need(type(v) is bool, "4", f"{p}: not a boolean")
 
-
 def v_hex64(v, p):
     need(isinstance(v, str) and HEX64.fullmatch(v), "4", f"{p}: not a SHA-256 hex")
-
 
 def v_fpr(v, p):
     need(isinstance(v, str) and FPR_RE.fullmatch(v), "4", f"{p}: not a fingerprint")
 
-
 def v_time(v, p):
     parse_time(v, "1", p)
-
 
 def v_enum(*values):
     def check(v, p):
         need(isinstance(v, str) and v in values, "7", f"{p}: {v!r} not allowed")
     return check
 
-
 def v_regex(rx):
     def check(v, p):
         need(isinstance(v, str) and re.fullmatch(rx, v), "7", f"{p}: malformed")
     return check
-
 
 def v_object(required, optional=None):
     optional = optional or {}
@@ -282,7 +269,6 @@ def v_object(required, optional=None):
                 f(v[k], f"{p}.{k}")
     return check
 
-
 def v_array(item, max_len=None):
     def check(v, p):
         need(isinstance(v, list), "4", f"{p}: not an array")
@@ -298,14 +284,11 @@ DOMAIN_RE = re.compile(rf"{LABEL}(\.{LABEL})*")
 ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 LOCAL_RE = re.compile(ATEXT + r"(\." + ATEXT + r")*")
 
-
 def is_domain(s):
     return isinstance(s, str) and len(s) <= 253 and DOMAIN_RE.fullmatch(s) is not None
 
-
 def v_domain(v, p):
     need(is_domain(v), "7", f"{p}: not a domain")
-
 
 def v_address(v, p):
     ok = isinstance(v, str) and v.count("@") == 1 and len(v.encode()) <= 254
@@ -314,7 +297,6 @@ def v_address(v, p):
         ok = len(local) <= 64 and LOCAL_RE.fullmatch(local) and is_domain(dom)
     need(ok, "7", f"{p}: not an address")
 
-
 # ---------------------------------------------------------------- section 2
 
 NAME_NUM = r"(?:00[1-9]|0[1-9][0-9]|[1-9][0-9]{2,})"
@@ -322,10 +304,8 @@ NAME_RE = re.compile(
     rf"README\.txt|manifest\.json|manifest\.json\.asc|FORMAT\.md|checkpoint|checkpoint\.tst"
     rf"|keys/evidence\.cert\.asc|keys/log\.vkey|evidence/{NAME_NUM}\.(?:json|json\.asc|proof\.json)")
 
-
 def record_name(n):
     return "%03d" % n
-
 
 def read_archive(data):
     """§13.1: list of (name, content); each member regular, allowed, once."""
@@ -355,7 +335,6 @@ def read_archive(data):
         pos += 512 + (size + 511) // 512 * 512
     return members
 
-
 def tar_header(name, size, mtime):
     need(size < 8 ** 11 and 0 <= mtime < 8 ** 11, "2", "size or time not encodable")
     h = bytearray(512)
@@ -372,7 +351,6 @@ def tar_header(name, size, mtime):
     h[148:156] = b"%07o\0" % sum(h)
     return bytes(h)
 
-
 def canonical_archive(members, mtime):
     """§2: the one encoding a bundle may have."""
     out = []
@@ -381,7 +359,6 @@ def canonical_archive(members, mtime):
         out.append(content + bytes(-len(content) % 512))
     out.append(bytes(1024))
     return b"".join(out)
-
 
 # ---------------------------------------------------------------- section 6
 
@@ -395,7 +372,6 @@ def crc24(data):
                 crc ^= 0x1864CFB
     return crc & 0xFFFFFF
 
-
 def canonical_armour(packet):
     """§6 canonical armour of a signature packet."""
     b64 = base64.b64encode(packet).decode()
@@ -403,7 +379,6 @@ def canonical_armour(packet):
     crc = base64.b64encode(crc24(packet).to_bytes(3, "big")).decode()
     return ("-----BEGIN PGP SIGNATURE-----\n\n" + "".join(l + "\n" for l in lines)
             + "=" + crc + "\n-----END PGP SIGNATURE-----\n").encode()
-
 
 def signature_from_armour(data, what):
     """Extract the packet, then demand the armour be exactly canonical."""
@@ -419,7 +394,6 @@ def signature_from_armour(data, what):
         raise Reject("6", f"{what}: armour not base64")
     need(canonical_armour(packet) == data, "6", f"{what}: not in canonical armour")
     return packet
-
 
 def dearmour_certificate(data):
     """Lenient-but-checked armour of `keys/evidence.cert.asc` (§6)."""
@@ -447,7 +421,6 @@ def dearmour_certificate(data):
         need(b64_canonical(crc, "6", "CRC") == crc24(packets).to_bytes(3, "big"), "6",
              "certificate: CRC-24 mismatch")
     return packets
-
 
 def read_packets(data):
     """RFC 4880 §4.2 packets: list of (tag, body, header)."""
@@ -480,11 +453,9 @@ def read_packets(data):
         pos = p + length
     return out
 
-
 ED_OID = bytes.fromhex("2B06010401DA470F01")  # 1.3.6.1.4.1.11591.15.1
 HASHES = {2: hashlib.sha1, 8: hashlib.sha256, 9: hashlib.sha384, 10: hashlib.sha512,
           11: hashlib.sha224}
-
 
 class PrimaryKey:
     def __init__(self, body):
@@ -507,7 +478,6 @@ class PrimaryKey:
         self.prefix = b"\x99" + len(body).to_bytes(2, "big") + body
         self.fpr = hashlib.sha1(self.prefix).hexdigest().upper()
 
-
 def read_mpi(body, pos):
     need(pos + 2 <= len(body), "6", "truncated MPI")
     bits = int.from_bytes(body[pos:pos + 2], "big")
@@ -516,7 +486,6 @@ def read_mpi(body, pos):
     value = body[pos + 2:pos + 2 + n]
     minimal = int.from_bytes(value, "big").bit_length() == bits
     return value, minimal, pos + 2 + n
-
 
 def read_subpackets(area):
     """List of (type, critical, data, minimal_length)."""
@@ -539,7 +508,6 @@ def read_subpackets(area):
         pos += length
     return out
 
-
 class Signature:
     """A version 4 signature packet (RFC 4880 §5.2.3)."""
 
@@ -560,6 +528,7 @@ class Signature:
             r, ok1, p = read_mpi(body, p)
             s, ok2, p = read_mpi(body, p)
             self.mpis_minimal = ok1 and ok2
+            r, s = r.lstrip(b"\0"), s.lstrip(b"\0")
             need(len(r) <= 32 and len(s) <= 32, "6", "EdDSA signature values too long")
             self.sig = r.rjust(32, b"\0") + s.rjust(32, b"\0")
         elif self.algo == 27:
@@ -571,24 +540,26 @@ class Signature:
         times = [d for t, _, d, _ in self.hashed if t == 2]
         self.created = int.from_bytes(times[0], "big") if len(times) == 1 and len(times[0]) == 4 else None
 
-    def verifies(self, key, prefix):
-        """Digest prefix and strict Ed25519 over the RFC 4880 §5.2.4 digest."""
+    def failure(self, key, prefix):
+        """None if it verifies, else why: digest prefix, then strict Ed25519
+        over the RFC 4880 §5.2.4 digest."""
         if self.hash_algo not in HASHES or self.algo != key.algo:
-            return False
+            return "algorithm"
         trailer = b"\x04\xff" + len(self.hashed_part).to_bytes(4, "big")
         digest = HASHES[self.hash_algo](prefix + self.hashed_part + trailer).digest()
         if digest[:2] != self.left16:
-            return False
+            return "digest prefix does not match"
         try:
             key.pub.verify(self.sig, digest)
-            return True
+            return None
         except InvalidSignature:
-            return False
+            return "signature does not verify"
 
+    def verifies(self, key, prefix):
+        return self.failure(key, prefix) is None
 
 KNOWN_SELF_SUBPACKETS = {2, 3, 4, 5, 6, 7, 9, 11, 12, 16, 21, 22, 23, 24, 25, 26, 27, 28,
                          29, 30, 31, 32, 33, 34, 35, 37, 39}
-
 
 class Certificate:
     """§6: the transferable public key of `keys/evidence.cert.asc`."""
@@ -686,14 +657,13 @@ class Certificate:
                 pass
             else:
                 need(not crit, "6", f"{what}: critical subpacket {typ}")
-        need(sig.verifies(self.key, data), "6", f"{what}: signature does not verify")
+        why = sig.failure(self.key, data)
+        need(why is None, "6", f"{what}: {why}")
         self.check_usable(sig.created, what)
-
 
 # ---------------------------------------------------------------- section 5
 
 MEMBER = v_object({"name": v_str, "sha256": v_hex64, "size": v_uint})
-
 
 def check_manifest(data, fpr):
     """§13.3 (shape part) and §5."""
@@ -714,7 +684,6 @@ def check_manifest(data, fpr):
         need(m["issuer_key"] == fpr, "5", "issuer_key is not the certificate's fingerprint")
     return m
 
-
 def prescribed_names(version, n_records, with_tst):
     names = ["README.txt"]
     if version == 2:
@@ -726,7 +695,6 @@ def prescribed_names(version, n_records, with_tst):
     for n in range(1, n_records + 1):
         names += [f"evidence/{record_name(n)}{s}" for s in (".json", ".json.asc", ".proof.json")]
     return names
-
 
 def check_members(manifest, members):
     """§13.4 / §5 members list; returns the record count."""
@@ -752,7 +720,6 @@ def check_members(manifest, members):
             need(b"\r" not in archive[name], "1", f"{name}: carriage return")
     return n
 
-
 # ---------------------------------------------------------------- section 10
 
 class VKey:
@@ -773,14 +740,12 @@ class VKey:
     def same(self, other):
         return (self.name, self.id, self.raw) == (other.name, other.id, other.raw)
 
-
 def ed_ok(pub, sig, msg):
     try:
         pub.verify(sig, msg)
         return True
     except InvalidSignature:
         return False
-
 
 def parse_note(data, section):
     """C2SP signed note: (note text bytes, [(name, decoded signature)])."""
@@ -811,7 +776,6 @@ def parse_note(data, section):
             sigs.append((name, raw))
     return text.encode(), sigs
 
-
 def parse_checkpoint_text(text, section):
     """tlog-checkpoint body: exactly origin, size, root hash."""
     lines = text.decode()[:-1].split("\n")
@@ -821,7 +785,6 @@ def parse_checkpoint_text(text, section):
     root = b64_canonical(root, section, "root hash")
     need(len(root) == 32, section, "root hash is not 32 bytes")
     return origin, int(size), root
-
 
 def verify_note(data, log_key, witnesses, section):
     """§10/§11: log signature must verify; trusted witness lines must verify.
@@ -846,7 +809,6 @@ def verify_note(data, log_key, witnesses, section):
     need(origin == log_key.name, section, "origin is not the log key's name")
     return origin, size, root, text, cosigned
 
-
 def read_log_key(content, version, anchored):
     """§10 keys/log.vkey (+ §13.6 anchoring)."""
     if version == 2:
@@ -865,12 +827,10 @@ def read_log_key(content, version, anchored):
         need(key.same(a), "10", "log key is not the anchored one")
     return key
 
-
 # ---------------------------------------------------------------- section 9
 
 def node(left, right):
     return H(b"\x01" + left + right)
-
 
 def verify_inclusion(index, size, leaf, proof, root):
     """RFC 9162 §2.1.3.2, as written in §9."""
@@ -892,10 +852,8 @@ def verify_inclusion(index, size, leaf, proof, root):
         sn >>= 1
     return sn == 0 and r == root
 
-
 PROOF_SHAPE = v_object({"entry": v_str, "inclusion": v_array(v_str, 64),
                         "log_index": v_uint, "tree_size": v_uint})
-
 
 def check_proof(data, record_bytes, event, cp_size, cp_root, what):
     """§9: canonical proof, exact commitment, inclusion."""
@@ -915,7 +873,6 @@ def check_proof(data, record_bytes, event, cp_size, cp_root, what):
     need(verify_inclusion(p["log_index"], p["tree_size"], leaf, proof, cp_root), "9",
          f"{what}: inclusion proof does not verify")
     return p["log_index"]
-
 
 # ---------------------------------------------------------------- section 7
 
@@ -949,7 +906,6 @@ RECORD_V2_OPTIONAL = {"options": v_object({"authoritative": v_bool, "personal": 
                                            "retrieval_confirmation": v_bool}),
                       "recipient_identity": IDENTITY}
 
-
 def check_record(data, manifest_version, what):
     """§7 shape of one record, canonical (§4)."""
     r = parse_json(data, "7", what)
@@ -976,7 +932,6 @@ def check_record(data, manifest_version, what):
         need(("prev" in r["chain"]) == (seq != 1), "8", f"{what}: chain.prev present iff seq > 1")
     return r
 
-
 def check_chain(manifest, records, raw_records, indexes, fpr):
     """§8 rules 2-8 over the records (rule 1 is checked per record)."""
     for n in range(1, len(records) + 1):
@@ -1000,7 +955,6 @@ def check_chain(manifest, records, raw_records, indexes, fpr):
                      f"{what}: submission_time differs")
                 need(r.get("options") == prev.get("options"), "8", f"{what}: options differ")
 
-
 # ---------------------------------------------------------------- section 12 (DER)
 
 class Der:
@@ -1020,7 +974,6 @@ class Der:
             out.append(d)
         return out
 
-
 def der_read(data, pos):
     need(pos + 2 <= len(data), "12", "DER truncated")
     tag = data[pos]
@@ -1038,17 +991,14 @@ def der_read(data, pos):
     need(p + length <= len(data), "12", "DER truncated")
     return Der(tag, data[pos:p + length], data[p:p + length]), p + length
 
-
 def der_one(data):
     d, end = der_read(data, 0)
     need(end == len(data), "12", "trailing bytes after DER")
     return d
 
-
 def der_set_ok(d):
     encs = [k.raw for k in d.kids()]
     need(all(a < b for a, b in zip(encs, encs[1:])), "12", "SET OF not sorted and distinct")
-
 
 def der_strict(d):
     """Recursive DER checks of a whole structure."""
@@ -1077,7 +1027,6 @@ def der_strict(d):
         need(all(not (b == 0x80 and (i == 0 or d.content[i - 1] < 0x80))
                  for i, b in enumerate(d.content)), "12", "OID not minimal")
 
-
 def der_oid(d):
     need(d.tag == 0x06, "12", "expected OID")
     vals, v = [], 0
@@ -1089,18 +1038,15 @@ def der_oid(d):
     first = min(vals[0] // 40, 2)
     return ".".join(str(x) for x in [first, vals[0] - 40 * first] + vals[1:])
 
-
 def der_int(d):
     need(d.tag == 0x02, "12", "expected INTEGER")
     return int.from_bytes(d.content, "big", signed=True)
-
 
 def kids_of(d, tag, what, counts=None):
     need(d.tag == tag, "12", f"{what}: unexpected tag {d.tag:#x}")
     k = d.kids()
     need(counts is None or len(k) in counts, "12", f"{what}: wrong number of elements")
     return k
-
 
 OID_SIGNED_DATA = "1.2.840.113549.1.7.2"
 OID_TSTINFO = "1.2.840.113549.1.9.16.1.4"
@@ -1117,12 +1063,10 @@ ECDSA_SIG = {"1.2.840.10045.4.3.2": (hashes.SHA256, "secp256r1"),
              "1.2.840.10045.4.3.3": (hashes.SHA384, "secp384r1")}
 OID_ED25519 = "1.3.101.112"
 
-
 def alg_id(d, what):
     """AlgorithmIdentifier -> (oid, params node or None)."""
     k = kids_of(d, 0x30, what, (1, 2))
     return der_oid(k[0]), (k[1] if len(k) == 2 else None)
-
 
 def digest_alg(d, what):
     oid, params = alg_id(d, what)
@@ -1130,12 +1074,10 @@ def digest_alg(d, what):
     need(params is None or params.raw == b"\x05\x00", "12", f"{what}: digest parameters")
     return DIGESTS[oid]
 
-
 def digest(alg, data):
     h = hashes.Hash(alg())
     h.update(data)
     return h.finalize()
-
 
 def gen_time(d):
     need(d.tag == 0x18, "12", "genTime is not GeneralizedTime")
@@ -1146,7 +1088,6 @@ def gen_time(d):
     except ValueError:
         raise Reject("12", "genTime invalid")
     return int(dt.timestamp())
-
 
 def check_tstinfo(data, note_text):
     """§12.2: TSTInfo; returns genTime (unix seconds)."""
@@ -1179,7 +1120,6 @@ def check_tstinfo(data, note_text):
                      "12", "TSTInfo: critical extension")
     return gt
 
-
 class TsaCert:
     """The pieces of an X.509 certificate §12 needs."""
 
@@ -1203,7 +1143,6 @@ class TsaCert:
         except (x509.ExtensionNotFound, ValueError):
             return None
 
-
 def check_ess(attr_oid, value, cert):
     """§12.5 ESS signing-certificate(V2): first cert ID names the TSA certificate."""
     sc = kids_of(value, 0x30, "SigningCertificate", (1, 2))
@@ -1224,7 +1163,6 @@ def check_ess(attr_oid, value, cert):
         names = kids_of(iss[0], 0x30, "GeneralNames")
         need(len(names) == 1 and names[0].tag == 0xA4 and names[0].content == cert.issuer
              and iss[1].raw == cert.serial, "12", "ESS issuerSerial does not name the certificate")
-
 
 def check_signature(sig_alg, signature, data, cert, dig):
     """§12.6 signature over the DER of the signed attributes."""
@@ -1256,7 +1194,6 @@ def check_signature(sig_alg, signature, data, cert, dig):
             raise Reject("12", f"signature algorithm {oid} not allowed")
     except InvalidSignature:
         raise Reject("12", "time-stamp signature does not verify")
-
 
 def check_timestamp(token, note_text, anchors):
     """§12: returns (genTime, certificate SHA-256 hex, anchored?)."""
@@ -1340,7 +1277,6 @@ def check_timestamp(token, note_text, anchors):
         need(cert.sha256 in anchors, "12", "TSA certificate is not a trusted one")
     return gt, cert.sha256, bool(anchors)
 
-
 # ---------------------------------------------------------------- section 14
 
 def verify_consistency(m, n, old_root, new_root, proof):
@@ -1373,7 +1309,6 @@ def verify_consistency(m, n, old_root, new_root, proof):
         sn >>= 1
     return fr == old_root and sr == new_root and sn == 0
 
-
 def check_trusted_checkpoint(opts, log_key, witnesses, origin, size, root):
     """§13.10 / §14."""
     try:
@@ -1402,13 +1337,11 @@ def check_trusted_checkpoint(opts, log_key, witnesses, origin, size, root):
     need(verify_consistency(size, t_size, root, t_root, proof), "14",
          "bundle's tree is not a prefix of the trusted checkpoint's (fork)")
 
-
 # ---------------------------------------------------------------- section 15
 
 class Trust:
     def __init__(self):
         self.gateways, self.witnesses, self.quorum, self.tsas = [], [], None, set()
-
 
 def read_trust_file(path):
     """§15 trust file; any malformed directive invalidates the whole file."""
@@ -1446,7 +1379,6 @@ def read_trust_file(path):
         raise bad("quorum larger than the number of witnesses")
     return t
 
-
 # ---------------------------------------------------------------- section 13
 
 def peek_issuer(members):
@@ -1455,7 +1387,6 @@ def peek_issuer(members):
         return m["issuer"] if isinstance(m["issuer"], str) else None
     except (KeyError, ValueError, TypeError, UnicodeDecodeError):
         raise Reject("5", "manifest.json unreadable")
-
 
 def verify(data, opts, trust):
     """Section 13, in order. Returns (anchored, fingerprint, report lines)."""
@@ -1530,7 +1461,6 @@ def verify(data, opts, trust):
     report.insert(0, f"verified: {n_records} records")
     return anchored, cert.fpr, report
 
-
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="verify_bundle.py", allow_abbrev=False, add_help=False)
     p.add_argument("bundle", nargs="?")
@@ -1574,7 +1504,6 @@ def parse_args(argv):
         raise BadInvocation("--quorum needs a number")
     return o
 
-
 def main(argv):
     try:
         opts = parse_args(argv)
@@ -1604,16 +1533,15 @@ def main(argv):
     except Reject as e:
         print(f"rejected: {e.section}: {e.reason}", file=sys.stderr)
         return 1
+    if not anchored and not opts.allow_unanchored:
+        print(f"rejected: 16: nothing anchors the evidence key {fpr}", file=sys.stderr)
+        return 1
     for line in report:
         print(line)
     if anchored:
         return 0
-    if opts.allow_unanchored:
-        print(f"not anchored: evidence key fingerprint {fpr}")
-        return 3
-    print(f"rejected: 16: nothing anchors the evidence key {fpr}", file=sys.stderr)
-    return 1
-
+    print(f"not anchored: evidence key fingerprint {fpr}")
+    return 3
 
 def run_corpus(directory):
     """Hidden driver: run every case of DIR/expect.json, report disagreements."""
@@ -1636,7 +1564,6 @@ def run_corpus(directory):
         os.chdir(here)
     print(f"{len(cases) - bad}/{len(cases)} agree")
     return 1 if bad else 0
-
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
