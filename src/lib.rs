@@ -59,6 +59,7 @@ pub mod outbound;
 pub mod pipeline;
 pub mod pki;
 pub mod server;
+pub mod smtp;
 pub mod store;
 pub mod telemetry;
 pub mod timestamp;

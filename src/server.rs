@@ -23,6 +23,7 @@ use tower::ServiceExt;
 
 use crate::config::Config;
 use crate::gateway::{Gateway, OpenGatewayError};
+use crate::smtp;
 use crate::telemetry;
 use crate::tls::{self, ServerCert, TlsError};
 use crate::web;
@@ -63,6 +64,10 @@ pub struct Bound {
     pub https: Option<SocketAddr>,
     /// Metrics.
     pub metrics: Option<SocketAddr>,
+    /// SMTP submission (STARTTLS).
+    pub submission: Option<SocketAddr>,
+    /// SMTP submission over implicit TLS.
+    pub submissions: Option<SocketAddr>,
 }
 
 /// Serves until `shutdown` is cancelled, then drains and returns.
@@ -70,7 +75,13 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Se
     let gateway = Gateway::start(config).await?;
     let tracker = TaskTracker::new();
     let bound = start(&gateway, &tracker, shutdown.clone()).await?;
-    tracing::info!(https = ?bound.https, metrics = ?bound.metrics, "bote is serving");
+    tracing::info!(
+        https = ?bound.https,
+        metrics = ?bound.metrics,
+        submission = ?bound.submission,
+        submissions = ?bound.submissions,
+        "bote is serving"
+    );
     metrics::gauge!("bote_up").set(1.0);
     shutdown.cancelled().await;
     tracing::info!("shutting down: draining in-flight requests");
@@ -120,9 +131,41 @@ pub async fn start(
             tracker.clone(),
         ));
     }
-    if let Some(addr) = config.http.listen.0 {
-        let cert = Arc::new(ServerCert::load(&config.tls)?);
-        tracker.spawn(reload_on_sighup(cert.clone(), shutdown.clone()));
+    let https = config.http.listen.0;
+    let submission = config.smtp.submission_listen.0;
+    let submissions = config.smtp.submissions_listen.0;
+    if https.is_none() && submission.is_none() && submissions.is_none() {
+        return Ok(bound);
+    }
+    let cert = Arc::new(ServerCert::load(&config.tls)?);
+    tracker.spawn(reload_on_sighup(cert.clone(), shutdown.clone()));
+    for (addr, port, key) in [
+        (submission, smtp::Port::Submission, "smtp.submission_listen"),
+        (
+            submissions,
+            smtp::Port::Submissions,
+            "smtp.submissions_listen",
+        ),
+    ] {
+        let Some(addr) = addr else { continue };
+        let listener = bind(key, addr).await?;
+        let local = local_addr(key, &listener, addr)?;
+        telemetry::announce(key, "smtp", local);
+        match port {
+            smtp::Port::Submission => bound.submission = Some(local),
+            smtp::Port::Submissions => bound.submissions = Some(local),
+        }
+        let acceptor = TlsAcceptor::from(tls::server_config(cert.clone(), &[])?);
+        tracker.spawn(smtp::accept_loop(
+            gateway.clone(),
+            listener,
+            acceptor,
+            port,
+            shutdown.clone(),
+            tracker.clone(),
+        ));
+    }
+    if let Some(addr) = https {
         let tls = tls::server_config(cert, &[b"h2", b"http/1.1"])?;
         let listener = bind("http.listen", addr).await?;
         let local = local_addr("http.listen", &listener, addr)?;

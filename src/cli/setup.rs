@@ -235,7 +235,27 @@ pub async fn demo(dir: &Path) -> Result<(), CliError> {
         exe.display(),
         config_path.display()
     );
-    out!("smtp:    not part of this version yet (no SMTP listener runs)");
+    let office = format!("{}@{}", DEMO_OFFICE.0, config.primary_domain());
+    match (
+        config.smtp.submission_listen.0,
+        config.smtp.submissions_listen.0,
+    ) {
+        (None, None) => out!("smtp:    submission is off (smtp.submission_listen)"),
+        (starttls, tls) => {
+            let show = |a: Option<std::net::SocketAddr>| {
+                a.map_or_else(|| "off".to_owned(), |a| a.to_string())
+            };
+            out!(
+                "smtp:    submission {} (STARTTLS), {} (TLS); AUTH user {office}, password: {} \
+                 --config {} token create --mailbox {office}",
+                show(starttls),
+                show(tls),
+                exe.display(),
+                config_path.display()
+            );
+        }
+    }
+    out!("smtp:    not yet: the MX listener and relaying to external offices");
     out!("stop with Ctrl-C");
     serve(config).await
 }

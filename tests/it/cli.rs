@@ -580,6 +580,8 @@ fn the_demo_shows_every_feature_from_the_first_minute() {
     let mut child = bote(&["demo", "--dir", demo.to_str().unwrap()])
         .env("BOTE_HTTP_LISTEN", "127.0.0.1:0")
         .env("BOTE_HTTP_METRICS_LISTEN", "")
+        .env("BOTE_SMTP_SUBMISSION_LISTEN", "127.0.0.1:0")
+        .env("BOTE_SMTP_SUBMISSIONS_LISTEN", "127.0.0.1:0")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -599,7 +601,7 @@ fn the_demo_shows_every_feature_from_the_first_minute() {
         "second factor (TOTP): otpauth://totp/",
         &format!("cli:     {}", crate::support::bote_bin().display()),
         &format!("--config {}", demo.join("bote.toml").display()),
-        "smtp:",
+        "smtp:    submission 127.0.0.1:0 (STARTTLS), 127.0.0.1:0 (TLS); AUTH user bauamt@",
     ] {
         assert!(printed.contains(needle), "{needle} not in:\n{printed}");
     }

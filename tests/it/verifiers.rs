@@ -173,8 +173,17 @@ impl SigPacket {
         let unhashed = usize::from(u16::from_be_bytes([self.body[h], self.body[h + 1]]));
         h + 2 + unhashed + 2
     }
+    /// A new-format packet with the shortest length encoding (RFC 4880 §4.2.2).
     fn packet(body: &[u8]) -> Vec<u8> {
-        let mut p = vec![0xC2, u8::try_from(body.len()).unwrap()];
+        let mut p = vec![0xC2];
+        match body.len() {
+            n if n < 192 => p.push(u8::try_from(n).unwrap()),
+            n => {
+                let n = n - 192;
+                p.push(u8::try_from((n >> 8) + 192).unwrap());
+                p.push(u8::try_from(n & 0xff).unwrap());
+            }
+        }
         p.extend_from_slice(body);
         p
     }

@@ -1360,16 +1360,17 @@ def read_trust_file(path):
             continue
         w = [x for x in line.split(" ") if x]
         if w[0] == "gateway" and len(w) in (3, 4):
-            if not is_domain(w[1]) or not re.fullmatch(r"[0-9A-Fa-f]{40}", w[2]):
+            if not is_domain(w[1].lower()) or not re.fullmatch(r"[0-9A-Fa-f]{40}", w[2]):
                 raise bad(line)
             log = VKey(w[3], 0x01, "15") if len(w) == 4 else None
-            t.gateways.append((w[1], w[2].upper(), log))
+            t.gateways.append((w[1].lower(), w[2].upper(), log))
         elif w[0] == "witness" and len(w) == 2:
             t.witnesses.append(VKey(w[1], 0x04, "15"))
         elif w[0] == "quorum" and len(w) == 2 and DEC_RE.fullmatch(w[1]) and t.quorum is None:
             t.quorum = int(w[1])
-        elif w[0] == "tsa" and len(w) >= 2 and HEX64.fullmatch(w[1]):
-            t.tsas.add(w[1])
+        elif w[0] == "tsa" and len(w) >= 2 and HEX64.fullmatch(w[1].lower()):
+            # §15 (clarified): hex digits of either case.
+            t.tsas.add(w[1].lower())
         else:
             raise bad(line)
     if not t.gateways:

@@ -83,6 +83,9 @@ impl TrustFile {
                     crate::witness::WitnessKey::parse(vkey).map_err(|e| fail(e.to_string()))?;
                     file.witnesses.push((*vkey).to_owned());
                 }
+                ["quorum", _] if file.quorum.is_some() => {
+                    return Err(fail("a second `quorum` line".into()));
+                }
                 ["quorum", n] => {
                     let n = n
                         .parse()

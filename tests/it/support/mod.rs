@@ -270,6 +270,13 @@ impl Setup {
         if let Some(url) = &self.database_url {
             cmd.env("BOTE_DATABASE_URL", url);
         }
+        if args.contains(&"serve") {
+            // Tests run side by side: SMTP listeners on ports of their own (a test that
+            // talks SMTP sets its own).
+            cmd.env("BOTE_SMTP_SUBMISSION_LISTEN", "127.0.0.1:0")
+                .env("BOTE_SMTP_SUBMISSIONS_LISTEN", "127.0.0.1:0")
+                .env("BOTE_SMTP_MX_LISTEN", "");
+        }
         cmd
     }
 

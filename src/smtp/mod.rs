@@ -1,0 +1,384 @@
+//! SMTP submission for office software (spec §2, §6): `smtp.submission_listen` (STARTTLS,
+//! port 587 in production) and `smtp.submissions_listen` (implicit TLS, 465). AUTH PLAIN or
+//! LOGIN only under TLS, with a mailbox token (user = the mailbox address); every message
+//! goes through the same core operation as an API submission, and its 250 names the
+//! gateway id and follows the durable commit.
+//!
+//! This file is the I/O: sockets, TLS, bounded line reading, DATA with dot-unstuffing,
+//! timeouts, per-client connection limits. The protocol is `session.rs`, the replies
+//! `reply.rs`.
+//!
+//! Architecture invariants: nothing is read without a bound (512-octet command lines,
+//! 1000-octet text lines, the message size); no plaintext is written anywhere but the
+//! pipeline; a refused message changes nothing.
+
+pub mod reply;
+pub mod session;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::gateway::Gateway;
+use reply::Reply;
+use session::{Next, Session};
+
+/// Longest command line, CRLF included (RFC 5321 §4.5.3.1.4).
+pub const MAX_COMMAND_LINE: usize = 512;
+/// Longest text line in DATA, CRLF included (RFC 5321 §4.5.3.1.6).
+pub const MAX_TEXT_LINE: usize = 1000;
+/// Idle time allowed between commands (RFC 5321 §4.5.3.2.7 asks for at least 5 minutes).
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(300);
+/// Time allowed for the whole DATA phase.
+pub const DATA_TIMEOUT: Duration = Duration::from_secs(600);
+/// Simultaneous connections from one client address.
+pub const MAX_CONNECTIONS_PER_IP: usize = 20;
+
+/// Which listener a connection came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Port {
+    /// Submission with STARTTLS.
+    Submission,
+    /// Submission over implicit TLS.
+    Submissions,
+}
+
+/// Counts connections per client address; a guard gives its slot back when dropped.
+#[derive(Debug, Default, Clone)]
+pub struct ConnectionLimits {
+    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+/// One counted connection.
+#[derive(Debug)]
+pub struct Slot {
+    limits: ConnectionLimits,
+    ip: IpAddr,
+}
+
+impl ConnectionLimits {
+    /// A slot for `ip`, unless it has [`MAX_CONNECTIONS_PER_IP`] open already.
+    pub fn take(&self, ip: IpAddr) -> Option<Slot> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let n = open.entry(ip).or_default();
+        if *n >= MAX_CONNECTIONS_PER_IP {
+            return None;
+        }
+        *n += 1;
+        Some(Slot {
+            limits: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut open = self.limits.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Accepts connections on `listener` until `shutdown`; sessions in flight finish.
+pub async fn accept_loop(
+    gateway: Gateway,
+    listener: TcpListener,
+    tls: TlsAcceptor,
+    port: Port,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let limits = ConnectionLimits::default();
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "SMTP accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = shutdown.cancelled() => return,
+        };
+        let Some(slot) = limits.take(peer.ip()) else {
+            metrics::counter!("bote_smtp_refused_connections_total").increment(1);
+            tracker.spawn(refuse(stream));
+            continue;
+        };
+        let gateway = gateway.clone();
+        let tls = tls.clone();
+        let stop = shutdown.clone();
+        tracker.spawn(async move {
+            let _slot = slot;
+            metrics::gauge!("bote_smtp_sessions").increment(1.0);
+            if let Err(e) = connection(&gateway, stream, peer, tls, port, stop).await {
+                tracing::debug!(error = %e, client = %peer, "SMTP session ended");
+            }
+            metrics::gauge!("bote_smtp_sessions").decrement(1.0);
+        });
+    }
+}
+
+async fn refuse(mut stream: TcpStream) {
+    let reply = Reply::new(421, "4.7.0", "too many connections from your address");
+    let _ = stream.write_all(&reply.to_wire()).await;
+}
+
+/// A client connection, before or after TLS.
+enum Conn {
+    Plain(BufReader<TcpStream>),
+    Tls(Box<BufReader<tokio_rustls::server::TlsStream<TcpStream>>>),
+}
+
+async fn connection(
+    gateway: &Gateway,
+    stream: TcpStream,
+    _peer: SocketAddr,
+    tls: TlsAcceptor,
+    port: Port,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let config = gateway.config();
+    let max_size = config.limits.message_size_submission;
+    let max_recipients = config.limits.max_recipients as usize;
+    let hostname = config.primary_domain().to_owned();
+    let (mut conn, tls_active) = match port {
+        Port::Submission => (Conn::Plain(BufReader::new(stream)), false),
+        Port::Submissions => {
+            let stream = tokio::time::timeout(COMMAND_TIMEOUT, tls.accept(stream)).await??;
+            (Conn::Tls(Box::new(BufReader::new(stream))), true)
+        }
+    };
+    let mut session = Session::new(&hostname, tls_active, max_size, max_recipients);
+    write(&mut conn, &session.banner()).await?;
+    loop {
+        let line = tokio::select! {
+            read = tokio::time::timeout(COMMAND_TIMEOUT, read_line(&mut conn, MAX_COMMAND_LINE)) => match read {
+                Ok(line) => line?,
+                Err(_) => {
+                    write(&mut conn, &Reply::new(421, "4.4.2", "idle too long, closing")).await?;
+                    return Ok(());
+                }
+            },
+            () = shutdown.cancelled() => {
+                write(&mut conn, &Reply::new(421, "4.3.2", "shutting down, try again later")).await?;
+                return Ok(());
+            }
+        };
+        let line = match line {
+            Line::Eof => return Ok(()),
+            Line::TooLong => {
+                write(
+                    &mut conn,
+                    &Reply::new(500, "5.5.2", "line too long (at most 512 octets)"),
+                )
+                .await?;
+                continue;
+            }
+            Line::Text(l) => l,
+        };
+        metrics::counter!("bote_smtp_commands_total").increment(1);
+        let (reply, next) = session.command(gateway, strip_eol(&line)).await;
+        record_reply(&reply);
+        match next {
+            Next::Command | Next::AuthContinue => write(&mut conn, &reply).await?,
+            Next::Close => {
+                write(&mut conn, &reply).await?;
+                return Ok(());
+            }
+            Next::StartTls => {
+                conn = start_tls(conn, &reply, &tls).await?;
+                session.tls_started(None);
+            }
+            Next::Data(max) => {
+                write(&mut conn, &reply).await?;
+                let reply = match tokio::time::timeout(DATA_TIMEOUT, read_data(&mut conn, max))
+                    .await
+                {
+                    Err(_) => {
+                        write(
+                            &mut conn,
+                            &Reply::new(421, "4.4.2", "DATA took too long, closing"),
+                        )
+                        .await?;
+                        return Ok(());
+                    }
+                    Ok(Err(e)) => return Err(e),
+                    Ok(Ok(Data::Message(message))) => {
+                        metrics::histogram!("bote_smtp_message_bytes").record(message.len() as f64);
+                        session.message(gateway, message).await
+                    }
+                    Ok(Ok(Data::Refused(reply))) => {
+                        session.message_refused();
+                        reply
+                    }
+                    Ok(Ok(Data::Eof)) => return Ok(()),
+                };
+                record_reply(&reply);
+                write(&mut conn, &reply).await?;
+            }
+        }
+    }
+}
+
+fn record_reply(reply: &Reply) {
+    metrics::counter!("bote_smtp_replies_total", "code" => reply.code.to_string()).increment(1);
+}
+
+/// Sends the 220 and upgrades; refuses commands pipelined behind STARTTLS (they were sent
+/// in clear and must not be taken as said under TLS: CVE-2011-0411).
+async fn start_tls(conn: Conn, ready: &Reply, tls: &TlsAcceptor) -> std::io::Result<Conn> {
+    let Conn::Plain(mut reader) = conn else {
+        return Err(std::io::Error::other("STARTTLS under TLS"));
+    };
+    if !reader.buffer().is_empty() {
+        let refusal = Reply::new(554, "5.5.0", "commands pipelined after STARTTLS, closing");
+        reader.get_mut().write_all(&refusal.to_wire()).await?;
+        return Err(std::io::Error::other("pipelined data after STARTTLS"));
+    }
+    reader.get_mut().write_all(&ready.to_wire()).await?;
+    let stream = reader.into_inner();
+    let tls_stream = tokio::time::timeout(COMMAND_TIMEOUT, tls.accept(stream)).await??;
+    Ok(Conn::Tls(Box::new(BufReader::new(tls_stream))))
+}
+
+async fn write(conn: &mut Conn, reply: &Reply) -> std::io::Result<()> {
+    let bytes = reply.to_wire();
+    match conn {
+        Conn::Plain(r) => write_flush(r.get_mut(), &bytes).await,
+        Conn::Tls(r) => write_flush(r.get_mut(), &bytes).await,
+    }
+}
+
+async fn write_flush<W: AsyncWrite + Unpin>(w: &mut W, bytes: &[u8]) -> std::io::Result<()> {
+    w.write_all(bytes).await?;
+    w.flush().await
+}
+
+enum Line {
+    Text(Vec<u8>),
+    TooLong,
+    Eof,
+}
+
+async fn read_line(conn: &mut Conn, max: usize) -> std::io::Result<Line> {
+    match conn {
+        Conn::Plain(r) => bounded_line(r, max).await,
+        Conn::Tls(r) => bounded_line(r.as_mut(), max).await,
+    }
+}
+
+/// One line of at most `max` octets (terminator included); a longer one is read to its
+/// end and discarded, in bounded steps.
+async fn bounded_line<R: AsyncRead + Unpin>(
+    r: &mut BufReader<R>,
+    max: usize,
+) -> std::io::Result<Line> {
+    let mut line = Vec::new();
+    let n = (&mut *r)
+        .take(max as u64)
+        .read_until(b'\n', &mut line)
+        .await?;
+    if n == 0 {
+        return Ok(Line::Eof);
+    }
+    if line.ends_with(b"\n") {
+        return Ok(Line::Text(line));
+    }
+    if line.len() < max {
+        // The client closed mid-line.
+        return Ok(Line::Eof);
+    }
+    // Too long: skip to the end of the line, at most a megabyte, then give up on them.
+    let mut skipped = 0usize;
+    loop {
+        let mut rest = Vec::new();
+        let n = (&mut *r).take(8192).read_until(b'\n', &mut rest).await?;
+        skipped += n;
+        if n == 0 || skipped > 1 << 20 {
+            return Ok(Line::Eof);
+        }
+        if rest.ends_with(b"\n") {
+            return Ok(Line::TooLong);
+        }
+    }
+}
+
+fn strip_eol(line: &[u8]) -> &[u8] {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+enum Data {
+    Message(Vec<u8>),
+    Refused(Reply),
+    Eof,
+}
+
+/// Reads DATA to its end (`.` alone on a line), unstuffing dots. The message is refused,
+/// after the client has finished sending, when it is larger than `max`, has a line longer
+/// than 1000 octets, a bare LF or CR, or a NUL: nothing of it is kept.
+async fn read_data(conn: &mut Conn, max: u64) -> std::io::Result<Data> {
+    let mut message = Vec::new();
+    let mut problem: Option<Reply> = None;
+    loop {
+        let line = match read_line(conn, MAX_TEXT_LINE).await? {
+            Line::Eof => return Ok(Data::Eof),
+            Line::TooLong => {
+                problem.get_or_insert_with(|| {
+                    Reply::new(
+                        500,
+                        "5.5.2",
+                        "a line longer than 1000 octets (RFC 5321 4.5.3.1.6)",
+                    )
+                });
+                continue;
+            }
+            Line::Text(l) => l,
+        };
+        if line == b".\r\n" {
+            break;
+        }
+        let bare = !line.ends_with(b"\r\n") || line[..line.len() - 2].contains(&b'\r');
+        if bare {
+            problem.get_or_insert_with(|| {
+                Reply::new(
+                    550,
+                    "5.6.2",
+                    "bare LF or CR in the message: lines end in CRLF",
+                )
+            });
+        }
+        if line.contains(&0) {
+            problem.get_or_insert_with(|| Reply::new(550, "5.6.0", "NUL octets in the message"));
+        }
+        let content = line.strip_prefix(b".").unwrap_or(&line);
+        if (message.len() + content.len()) as u64 > max {
+            problem.get_or_insert_with(|| {
+                Reply::new(552, "5.3.4", format!("message larger than {max} octets"))
+            });
+        }
+        if problem.is_none() {
+            message.extend_from_slice(content);
+        } else {
+            message.clear();
+        }
+    }
+    Ok(match problem {
+        Some(reply) => Data::Refused(reply),
+        None => Data::Message(message),
+    })
+}

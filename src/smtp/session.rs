@@ -1,0 +1,499 @@
+//! One SMTP submission session as a state machine: a command line in, a reply (and what
+//! the connection must do next) out. Sockets and TLS stay in `mod.rs`, so that every rule
+//! here is exercised line by line.
+//!
+//! Commands are parsed by `smtp-proto`; policy comes from the gateway core: who the token
+//! belongs to (`Auth`), whether a recipient exists (`Gateway::resolve_recipient`), the
+//! submission itself (`Gateway::submit_as`, the API's path, with its evidence).
+
+use std::borrow::Cow;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use smtp_proto::{AUTH_LOGIN, AUTH_PLAIN, Request};
+
+use super::reply::{Reply, for_failure};
+use crate::accounts::credential::Credential;
+use crate::address::EmailAddress;
+use crate::auth::ClientCert;
+use crate::error::Classify;
+use crate::gateway::Gateway;
+use crate::message::{Content, Options};
+use crate::pipeline::{Channel, Submission, Submitter};
+
+/// Commands one session may send before it is closed (loops and garbage end).
+pub const MAX_COMMANDS: u32 = 1000;
+/// Failed AUTH attempts before the session is closed.
+pub const MAX_AUTH_FAILURES: u32 = 3;
+
+/// What the connection does after sending the reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Next {
+    /// Read the next command.
+    Command,
+    /// Upgrade to TLS, then start over (RFC 3207).
+    StartTls,
+    /// Read the message after a 354 (at most this many octets).
+    Data(u64),
+    /// Read one AUTH continuation line.
+    AuthContinue,
+    /// Close the connection.
+    Close,
+}
+
+#[derive(Debug)]
+enum AuthStep {
+    LoginUser,
+    LoginPassword(String),
+    Plain,
+}
+
+/// One session's state.
+#[derive(Debug)]
+pub struct Session {
+    hostname: String,
+    tls: bool,
+    client_cert: Option<ClientCert>,
+    greeted: bool,
+    submitter: Option<Submitter>,
+    mail_from: bool,
+    recipients: Vec<EmailAddress>,
+    commands: u32,
+    auth_failures: u32,
+    auth_step: Option<AuthStep>,
+    max_size: u64,
+    max_recipients: usize,
+}
+
+impl Session {
+    /// A session on a connection that is (`tls`) or is not yet encrypted.
+    pub fn new(hostname: &str, tls: bool, max_size: u64, max_recipients: usize) -> Self {
+        Self {
+            hostname: hostname.to_owned(),
+            tls,
+            client_cert: None,
+            greeted: false,
+            submitter: None,
+            mail_from: false,
+            recipients: Vec::new(),
+            commands: 0,
+            auth_failures: 0,
+            auth_step: None,
+            max_size,
+            max_recipients,
+        }
+    }
+
+    /// The greeting.
+    pub fn banner(&self) -> Reply {
+        Reply {
+            code: 220,
+            status: None,
+            text: format!("{} ESMTP bote", self.hostname),
+        }
+    }
+
+    /// The connection is now encrypted (after STARTTLS): everything said before is
+    /// forgotten (RFC 3207 §4.2).
+    pub fn tls_started(&mut self, client_cert: Option<ClientCert>) {
+        self.tls = true;
+        self.client_cert = client_cert;
+        self.greeted = false;
+        self.submitter = None;
+        self.reset();
+    }
+
+    fn reset(&mut self) {
+        self.mail_from = false;
+        self.recipients.clear();
+    }
+
+    fn ehlo(&mut self, host: &str) -> Reply {
+        self.greeted = true;
+        self.reset();
+        let mut lines = vec![format!("{} greets {host}", self.hostname)];
+        lines.push("PIPELINING".into());
+        lines.push(format!("SIZE {}", self.max_size));
+        lines.push("8BITMIME".into());
+        lines.push("ENHANCEDSTATUSCODES".into());
+        if self.tls {
+            lines.push("AUTH PLAIN LOGIN".into());
+        } else {
+            lines.push("STARTTLS".into());
+        }
+        Reply::lines(250, &lines)
+    }
+
+    /// Handles one command line (without its CRLF).
+    pub async fn command(&mut self, gateway: &Gateway, line: &[u8]) -> (Reply, Next) {
+        self.commands += 1;
+        if self.commands > MAX_COMMANDS {
+            return (
+                Reply::new(421, "4.7.0", "too many commands in one session"),
+                Next::Close,
+            );
+        }
+        if let Some(step) = self.auth_step.take() {
+            return self.auth_continue(gateway, step, line).await;
+        }
+        let mut with_lf = line.to_vec();
+        with_lf.extend_from_slice(b"\r\n");
+        let request = match Request::parse(&mut with_lf.iter()) {
+            Ok(r) => r,
+            Err(smtp_proto::Error::UnknownCommand) => {
+                return (
+                    Reply::new(500, "5.5.1", "command not recognised"),
+                    Next::Command,
+                );
+            }
+            Err(e) => {
+                return (
+                    Reply::new(501, "5.5.4", format!("syntax error: {e:?}")),
+                    Next::Command,
+                );
+            }
+        };
+        self.request(gateway, request).await
+    }
+
+    async fn request(
+        &mut self,
+        gateway: &Gateway,
+        request: Request<Cow<'_, str>>,
+    ) -> (Reply, Next) {
+        let ok = |text: &str| (Reply::new(250, "2.0.0", text), Next::Command);
+        match request {
+            Request::Ehlo { host } | Request::Helo { host } => (self.ehlo(&host), Next::Command),
+            Request::Lhlo { .. } => (
+                Reply::new(500, "5.5.1", "this is not an LMTP server"),
+                Next::Command,
+            ),
+            Request::StartTls if self.tls => (
+                Reply::new(503, "5.5.1", "TLS is already active"),
+                Next::Command,
+            ),
+            Request::StartTls => (
+                Reply::new(220, "2.0.0", "ready to start TLS"),
+                Next::StartTls,
+            ),
+            Request::Noop { .. } => ok("ok"),
+            Request::Rset => {
+                self.reset();
+                ok("reset")
+            }
+            Request::Quit => (Reply::new(221, "2.0.0", "bye"), Next::Close),
+            Request::Vrfy { .. } | Request::Expn { .. } => (
+                Reply::new(252, "2.1.5", "cannot verify, send and see"),
+                Next::Command,
+            ),
+            Request::Help { .. } => ok("see RFC 5321"),
+            _ if !self.greeted => (Reply::new(503, "5.5.1", "say EHLO first"), Next::Command),
+            Request::Auth {
+                mechanism,
+                initial_response,
+            } => self.auth(gateway, mechanism, &initial_response).await,
+            Request::Mail { from } => self.mail(&from.address, from.size as u64),
+            Request::Rcpt { to } => self.rcpt(gateway, &to.address).await,
+            Request::Data => self.data(),
+            Request::Bdat { .. }
+            | Request::Burl { .. }
+            | Request::Etrn { .. }
+            | Request::Atrn { .. } => (
+                Reply::new(502, "5.5.1", "command not implemented"),
+                Next::Command,
+            ),
+        }
+    }
+
+    async fn auth(&mut self, gateway: &Gateway, mechanism: u64, initial: &str) -> (Reply, Next) {
+        if !self.tls {
+            return (
+                Reply::new(530, "5.7.0", "must issue a STARTTLS command first"),
+                Next::Command,
+            );
+        }
+        if self.submitter.is_some() {
+            return (
+                Reply::new(503, "5.5.1", "already authenticated"),
+                Next::Command,
+            );
+        }
+        match mechanism {
+            AUTH_PLAIN if initial.is_empty() => {
+                self.auth_step = Some(AuthStep::Plain);
+                (Reply::continuation(""), Next::AuthContinue)
+            }
+            AUTH_PLAIN => self.auth_plain(gateway, initial.as_bytes()).await,
+            AUTH_LOGIN if initial.is_empty() => {
+                self.auth_step = Some(AuthStep::LoginUser);
+                (challenge("Username:"), Next::AuthContinue)
+            }
+            AUTH_LOGIN => match decode(initial.as_bytes()) {
+                Some(user) => {
+                    self.auth_step = Some(AuthStep::LoginPassword(user));
+                    (challenge("Password:"), Next::AuthContinue)
+                }
+                None => self.auth_failed("the username is not base64"),
+            },
+            _ => (
+                Reply::new(504, "5.5.4", "unsupported mechanism: use PLAIN or LOGIN"),
+                Next::Command,
+            ),
+        }
+    }
+
+    async fn auth_continue(
+        &mut self,
+        gateway: &Gateway,
+        step: AuthStep,
+        line: &[u8],
+    ) -> (Reply, Next) {
+        if line == b"*" {
+            return (
+                Reply::new(501, "5.0.0", "authentication cancelled"),
+                Next::Command,
+            );
+        }
+        match step {
+            AuthStep::Plain => self.auth_plain(gateway, line).await,
+            AuthStep::LoginUser => match decode(line) {
+                Some(user) => {
+                    self.auth_step = Some(AuthStep::LoginPassword(user));
+                    (challenge("Password:"), Next::AuthContinue)
+                }
+                None => self.auth_failed("the username is not base64"),
+            },
+            AuthStep::LoginPassword(user) => match decode(line) {
+                Some(password) => self.login(gateway, &user, &password).await,
+                None => self.auth_failed("the password is not base64"),
+            },
+        }
+    }
+
+    async fn auth_plain(&mut self, gateway: &Gateway, b64: &[u8]) -> (Reply, Next) {
+        let Some(decoded) = decode(b64) else {
+            return self.auth_failed("the response is not base64");
+        };
+        let mut parts = decoded.split('\0');
+        let (Some(_authzid), Some(user), Some(password), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return self.auth_failed("expected authzid NUL user NUL password");
+        };
+        self.login(gateway, user, password).await
+    }
+
+    /// The user is the mailbox address, the password a token of that mailbox.
+    async fn login(&mut self, gateway: &Gateway, user: &str, password: &str) -> (Reply, Next) {
+        let Ok(address) = EmailAddress::parse(user) else {
+            return self.auth_failed("the user name is the mailbox address");
+        };
+        let Some(credential) = Credential::parse(password.trim()) else {
+            return self.auth_failed("invalid credentials");
+        };
+        let caller = match gateway.auth().resolve(&credential, self.client_cert).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::info!(error = %e, "SMTP AUTH refused");
+                return self.auth_failed("invalid credentials");
+            }
+        };
+        match gateway
+            .submitter(&caller, Some(&address), Channel::Smtp)
+            .await
+        {
+            Ok(submitter) => {
+                self.submitter = Some(submitter);
+                (
+                    Reply::new(235, "2.7.0", "authentication successful"),
+                    Next::Command,
+                )
+            }
+            Err(e) => {
+                tracing::info!(error = %e, "SMTP AUTH for another mailbox refused");
+                self.auth_failed("invalid credentials")
+            }
+        }
+    }
+
+    fn auth_failed(&mut self, why: &str) -> (Reply, Next) {
+        self.auth_failures += 1;
+        if self.auth_failures >= MAX_AUTH_FAILURES {
+            return (
+                Reply::new(421, "4.7.0", "too many failed authentications"),
+                Next::Close,
+            );
+        }
+        (Reply::new(535, "5.7.8", why), Next::Command)
+    }
+
+    fn mail(&mut self, from: &str, size: u64) -> (Reply, Next) {
+        let Some(submitter) = &self.submitter else {
+            let reply = if self.tls {
+                Reply::new(530, "5.7.0", "authentication required")
+            } else {
+                Reply::new(530, "5.7.0", "must issue a STARTTLS command first")
+            };
+            return (reply, Next::Command);
+        };
+        if self.mail_from {
+            return (
+                Reply::new(503, "5.5.1", "nested MAIL command"),
+                Next::Command,
+            );
+        }
+        if size > self.max_size {
+            return (
+                Reply::new(
+                    552,
+                    "5.3.4",
+                    format!("message size exceeds the limit of {} octets", self.max_size),
+                ),
+                Next::Command,
+            );
+        }
+        let own =
+            EmailAddress::parse(from).is_ok_and(|a| a.key() == submitter.mailbox.address.key());
+        if !own {
+            return (
+                Reply::new(
+                    553,
+                    "5.7.1",
+                    format!(
+                        "sender must be the authenticated mailbox {}",
+                        submitter.mailbox.address
+                    ),
+                ),
+                Next::Command,
+            );
+        }
+        self.mail_from = true;
+        (Reply::new(250, "2.1.0", "sender ok"), Next::Command)
+    }
+
+    async fn rcpt(&mut self, gateway: &Gateway, to: &str) -> (Reply, Next) {
+        if !self.mail_from {
+            return (Reply::new(503, "5.5.1", "need MAIL first"), Next::Command);
+        }
+        if self.recipients.len() >= self.max_recipients {
+            return (
+                Reply::new(
+                    452,
+                    "4.5.3",
+                    "too many recipients: send the rest in another message",
+                ),
+                Next::Command,
+            );
+        }
+        let address = match EmailAddress::parse(to) {
+            Ok(a) => a,
+            Err(e) => return (Reply::new(553, "5.1.3", e.to_string()), Next::Command),
+        };
+        match gateway.resolve_recipient(&address).await {
+            Ok(Some(_)) => {
+                self.recipients.push(address);
+                (Reply::new(250, "2.1.5", "recipient ok"), Next::Command)
+            }
+            Ok(None) => (
+                Reply::new(
+                    550,
+                    "5.7.1",
+                    format!("{address} is not a mailbox of this gateway: relaying denied"),
+                ),
+                Next::Command,
+            ),
+            Err(e) => (for_failure(&e.failure()), Next::Command),
+        }
+    }
+
+    fn data(&mut self) -> (Reply, Next) {
+        if !self.mail_from {
+            return (Reply::new(503, "5.5.1", "need MAIL first"), Next::Command);
+        }
+        if self.recipients.is_empty() {
+            return (
+                Reply::new(554, "5.5.1", "no valid recipients"),
+                Next::Command,
+            );
+        }
+        (
+            Reply {
+                code: 354,
+                status: None,
+                text: "end data with <CR><LF>.<CR><LF>".into(),
+            },
+            Next::Data(self.max_size),
+        )
+    }
+
+    /// The message arrived whole (dot-unstuffed, CRLF line ends): submit it, reply only
+    /// once it is durable.
+    pub async fn message(&mut self, gateway: &Gateway, message: Vec<u8>) -> Reply {
+        let recipients = std::mem::take(&mut self.recipients);
+        self.mail_from = false;
+        let Some(submitter) = &self.submitter else {
+            return Reply::new(503, "5.5.1", "need MAIL first");
+        };
+        let submission = Submission {
+            recipients: recipients.iter().map(ToString::to_string).collect(),
+            options: options_of(&message),
+            content: Content::Rfc5322(message),
+        };
+        match gateway.submit_as(submitter, submission).await {
+            Ok(accepted) => {
+                Reply::new(250, "2.0.0", format!("accepted as {}", accepted.gateway_id))
+            }
+            Err(e) => for_failure(&e.failure()),
+        }
+    }
+
+    /// The message could not be taken (too large, bad lines): the transaction ends.
+    pub fn message_refused(&mut self) {
+        self.reset();
+    }
+}
+
+fn challenge(text: &str) -> Reply {
+    Reply::continuation(&B64.encode(text))
+}
+
+fn decode(b64: &[u8]) -> Option<String> {
+    B64.decode(b64.trim_ascii())
+        .ok()
+        .and_then(|v| String::from_utf8(v).ok())
+}
+
+/// The TR 01201 option headers (value `yes`) of the message's header section.
+pub fn options_of(message: &[u8]) -> Options {
+    let end = message
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(message.len());
+    let head = String::from_utf8_lossy(&message[..end]);
+    let set = |name: &str| {
+        head.lines().any(|l| {
+            l.split_once(':').is_some_and(|(n, v)| {
+                n.trim().eq_ignore_ascii_case(name) && v.trim().eq_ignore_ascii_case("yes")
+            })
+        })
+    };
+    Options {
+        authoritative: set("X-de-mail-authoritative"),
+        personal: set("X-de-mail-private"),
+        retrieval_confirmation: set("X-de-mail-confirmation-of-retrieve"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn option_headers_map_to_options() {
+        let m = b"From: a@x.example\r\nX-DE-Mail-Authoritative: yes\r\nX-de-mail-private: no\r\n\r\nX-de-mail-confirmation-of-retrieve: yes\r\n";
+        let o = options_of(m);
+        assert!(o.authoritative);
+        assert!(!o.personal);
+        assert!(!o.retrieval_confirmation, "a body line is not a header");
+    }
+}

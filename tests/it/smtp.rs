@@ -1,0 +1,365 @@
+//! SMTP submission with real clients (Python's smtplib, and a raw socket speaking the
+//! protocol line by line): STARTTLS and implicit TLS, AUTH with office tokens, the 250 naming
+//! the gateway id after the commit, and every refusal with its code, nothing stored.
+
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use bote::smtp::{self, Port};
+use bote::store::Backend;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::api::{Cast, cast};
+use crate::support::{Gateway, run, stdout};
+
+const PROBE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tools/smtp_probe.py");
+
+/// The cast, with SMTP submission listening on both ports.
+struct Smtp {
+    cast: Cast,
+    submission: u16,
+    submissions: u16,
+    ca: String,
+    stop: CancellationToken,
+}
+
+impl Smtp {
+    async fn start() -> Self {
+        let cast = cast(Gateway::new(Backend::Sqlite).await).await;
+        let config = cast.api.gw.config.clone();
+        let cert = Arc::new(bote::tls::ServerCert::load(&config.tls).unwrap());
+        let stop = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let mut ports = Vec::new();
+        for port in [Port::Submission, Port::Submissions] {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            ports.push(listener.local_addr().unwrap().port());
+            let acceptor = TlsAcceptor::from(bote::tls::server_config(cert.clone(), &[]).unwrap());
+            tracker.spawn(smtp::accept_loop(
+                cast.api.core.clone(),
+                listener,
+                acceptor,
+                port,
+                stop.clone(),
+                tracker.clone(),
+            ));
+        }
+        Self {
+            ca: config.tls.ca_cert.0.display().to_string(),
+            cast,
+            submission: ports[0],
+            submissions: ports[1],
+            stop,
+        }
+    }
+
+    /// Sends a message with smtplib; the reply to the final dot.
+    fn send(
+        &self,
+        mode: &str,
+        user: &str,
+        password: &str,
+        from: &str,
+        to: &str,
+        headers: &[&str],
+    ) -> String {
+        let port = if mode == "tls" {
+            self.submissions
+        } else {
+            self.submission
+        };
+        let mut cmd = Command::new("python3");
+        cmd.arg(PROBE)
+            .args(["send", "localhost", &port.to_string(), mode, &self.ca])
+            .args([user, password, from, to])
+            .args(headers);
+        let out = run(cmd);
+        format!("{}{}", stdout(&out), String::from_utf8_lossy(&out.stderr))
+    }
+
+    /// Speaks `script` line by line; every reply line the server sent.
+    fn raw(&self, mode: &str, script: &str) -> String {
+        let port = if mode == "tls" {
+            self.submissions
+        } else {
+            self.submission
+        };
+        let mut child = Command::new("python3")
+            .arg(PROBE)
+            .args(["raw", "localhost", &port.to_string(), mode, &self.ca])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(script.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        format!("{}{}", stdout(&out), String::from_utf8_lossy(&out.stderr))
+    }
+
+    async fn messages(&self) -> i64 {
+        let mut conn = self.cast.api.gw.store.pool().acquire().await.unwrap();
+        sqlx::query_scalar("SELECT COUNT(*) FROM messages")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for Smtp {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+const OFFICE: &str = "bauamt@lemgo.example";
+const ANNA: &str = "anna@lemgo.example";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn office_software_submits_over_starttls_and_implicit_tls() {
+    let s = Smtp::start().await;
+    let token = s.cast.api.send_token(OFFICE);
+    for mode in ["starttls", "tls"] {
+        let s2 = &s;
+        let token = token.clone();
+        let reply = tokio::task::spawn_blocking({
+            let ca = s2.ca.clone();
+            let (sub, subs) = (s2.submission, s2.submissions);
+            move || {
+                let port = if mode == "tls" { subs } else { sub };
+                let mut cmd = Command::new("python3");
+                cmd.arg(PROBE)
+                    .args(["send", "localhost", &port.to_string(), mode, &ca])
+                    .args([
+                        OFFICE,
+                        &token,
+                        OFFICE,
+                        ANNA,
+                        "X-de-mail-confirmation-of-retrieve=yes",
+                    ]);
+                let out = run(cmd);
+                format!("{}{}", stdout(&out), String::from_utf8_lossy(&out.stderr))
+            }
+        })
+        .await
+        .unwrap();
+        assert!(
+            reply.starts_with("250 2.0.0 accepted as "),
+            "{mode}: {reply}"
+        );
+        let id = reply.trim().rsplit(' ').next().unwrap().to_owned();
+        // The same evidence as any submission; the option header became the option.
+        let timeline = stdout(&run(s
+            .cast
+            .api
+            .gw
+            .setup
+            .cmd(&["evidence", "timeline", &id])));
+        assert!(
+            timeline.contains("SubmissionAcceptance") && timeline.contains("ContentConsignment"),
+            "{timeline}"
+        );
+        let mut conn = s.cast.api.gw.store.pool().acquire().await.unwrap();
+        let (channel, confirm): (String, i64) = sqlx::query_as(
+            "SELECT channel, retrieval_confirmation FROM messages WHERE gateway_id = $1",
+        )
+        .bind(&id)
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+        assert_eq!((channel.as_str(), confirm), ("smtp", 1));
+        // Office submissions over SMTP keep no sender copy (spec §3.2).
+        let copies: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM message_copies WHERE gateway_id = $1")
+                .bind(&id)
+                .fetch_one(&mut *conn)
+                .await
+                .unwrap();
+        assert_eq!(copies, 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_refusal_has_its_code_and_stores_nothing() {
+    let s = Smtp::start().await;
+    let token = s.cast.api.send_token(OFFICE);
+    let before = s.messages().await;
+    let b64 = |t: &str| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, t);
+    let plain = b64(&format!("\0{OFFICE}\0{token}"));
+    let authed = format!("EHLO x\n<TLS>\nEHLO x\nAUTH PLAIN {plain}\n");
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "AUTH before STARTTLS",
+            format!("EHLO x\nAUTH PLAIN {plain}\nQUIT\n"),
+            "530 5.7.0",
+        ),
+        (
+            "MAIL before STARTTLS",
+            "EHLO x\nMAIL FROM:<bauamt@lemgo.example>\nQUIT\n".into(),
+            "530 5.7.0",
+        ),
+        (
+            "MAIL before AUTH",
+            "EHLO x\n<TLS>\nEHLO x\nMAIL FROM:<bauamt@lemgo.example>\nQUIT\n".into(),
+            "530 5.7.0 authentication required",
+        ),
+        (
+            "a wrong token",
+            format!(
+                "EHLO x\n<TLS>\nEHLO x\nAUTH PLAIN {}\nQUIT\n",
+                b64(&format!("\0{OFFICE}\0bote_token_wrong"))
+            ),
+            "535 5.7.8",
+        ),
+        (
+            "another mailbox's address",
+            format!(
+                "EHLO x\n<TLS>\nEHLO x\nAUTH PLAIN {}\nQUIT\n",
+                b64(&format!("\0{ANNA}\0{token}"))
+            ),
+            "535 5.7.8",
+        ),
+        (
+            "a forged sender",
+            format!("{authed}MAIL FROM:<anna@lemgo.example>\nQUIT\n"),
+            "553 5.7.1",
+        ),
+        (
+            "relaying to a foreign domain",
+            format!("{authed}MAIL FROM:<{OFFICE}>\nRCPT TO:<victim@elsewhere.example>\nQUIT\n"),
+            "550 5.7.1",
+        ),
+        (
+            "SIZE over the limit",
+            format!("{authed}MAIL FROM:<{OFFICE}> SIZE=999999999\nQUIT\n"),
+            "552 5.3.4",
+        ),
+        ("garbage", "HELLO there\nQUIT\n".into(), "500 5.5.1"),
+        (
+            "an over-long command",
+            format!("EHLO {}\nQUIT\n", "x".repeat(600)),
+            "500 5.5.2",
+        ),
+        (
+            "DATA without recipients",
+            format!("{authed}MAIL FROM:<{OFFICE}>\nDATA\nQUIT\n"),
+            "554 5.5.1",
+        ),
+        (
+            "a bare LF in the message",
+            format!(
+                "{authed}MAIL FROM:<{OFFICE}>\nRCPT TO:<{ANNA}>\nDATA\n~From: {OFFICE}\\r\\nTo: {ANNA}\\r\\n\\r\\nbare\\nLF\\r\\n\n.\nQUIT\n"
+            ),
+            "550 5.6.2",
+        ),
+        (
+            "a NUL in the message",
+            format!(
+                "{authed}MAIL FROM:<{OFFICE}>\nRCPT TO:<{ANNA}>\nDATA\n~From: {OFFICE}\n~\n~nul\\0byte\n.\nQUIT\n"
+            ),
+            "550 5.6.0",
+        ),
+        (
+            "an over-long text line",
+            format!(
+                "{authed}MAIL FROM:<{OFFICE}>\nRCPT TO:<{ANNA}>\nDATA\n~From: {OFFICE}\n~\n~{}\n.\nQUIT\n",
+                "y".repeat(1200)
+            ),
+            "500 5.5.2",
+        ),
+        (
+            "a From that is not the mailbox",
+            format!(
+                "{authed}MAIL FROM:<{OFFICE}>\nRCPT TO:<{ANNA}>\nDATA\n~From: {ANNA}\n~To: {ANNA}\n~Subject: x\n~\n~x\n.\nQUIT\n"
+            ),
+            "553 5.7.1",
+        ),
+        (
+            "commands pipelined behind STARTTLS",
+            "EHLO x\nSTARTTLS\\r\\nMAIL FROM:<x@y.example>\nQUIT\n".into(),
+            "554 5.5.0",
+        ),
+    ];
+    for (what, script, expected) in cases {
+        let out = tokio::task::spawn_blocking({
+            let s_ca = s.ca.clone();
+            let port = s.submission;
+            move || {
+                let mut child = Command::new("python3")
+                    .arg(PROBE)
+                    .args(["raw", "localhost", &port.to_string(), "starttls", &s_ca])
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                use std::io::Write;
+                child
+                    .stdin
+                    .take()
+                    .unwrap()
+                    .write_all(script.as_bytes())
+                    .unwrap();
+                let out = child.wait_with_output().unwrap();
+                format!("{}{}", stdout(&out), String::from_utf8_lossy(&out.stderr))
+            }
+        })
+        .await
+        .unwrap();
+        assert!(
+            out.contains(expected),
+            "{what}: expected {expected} in\n{out}"
+        );
+    }
+    assert_eq!(s.messages().await, before, "a refusal stored a message");
+
+    // Too many recipients: the 101st is deferred, the first hundred stand.
+    let mut script = format!("{authed}MAIL FROM:<{OFFICE}>\n");
+    for _ in 0..101 {
+        script.push_str(&format!("RCPT TO:<{ANNA}>\n"));
+    }
+    script.push_str("QUIT\n");
+    let out = s.raw("starttls", &script);
+    assert_eq!(out.matches("250 2.1.5").count(), 100, "{out}");
+    assert!(out.contains("452 4.5.3"), "{out}");
+
+    // Three failed AUTHs end the session.
+    let wrong = b64(&format!("\0{OFFICE}\0bote_token_nope"));
+    let out = s.raw(
+        "starttls",
+        &format!("EHLO x\n<TLS>\nEHLO x\nAUTH PLAIN {wrong}\nAUTH PLAIN {wrong}\nAUTH PLAIN {wrong}\nNOOP\n"),
+    );
+    assert!(out.contains("421 4.7.0"), "{out}");
+    assert!(!out.contains("250 2.0.0 ok"), "the session went on: {out}");
+
+    // A message larger than the limit, sent without SIZE: refused after it was read.
+    let big = "z".repeat(900);
+    let mut script =
+        format!("{authed}MAIL FROM:<{OFFICE}>\nRCPT TO:<{ANNA}>\nDATA\n~From: {OFFICE}\n~\n");
+    let lines = s.cast.api.gw.config.limits.message_size_submission / 900 + 10;
+    for _ in 0..lines {
+        script.push_str(&format!("~{big}\n"));
+    }
+    script.push_str(".\nQUIT\n");
+    let out = s.raw("starttls", &script);
+    assert!(out.contains("552 5.3.4"), "{out}");
+    assert_eq!(s.messages().await, before);
+
+    // A client that vanishes mid-DATA leaves nothing behind, and others go on.
+    let out = s.raw(
+        "starttls",
+        &format!("{authed}MAIL FROM:<{OFFICE}>\nRCPT TO:<{ANNA}>\nDATA\n~From: {OFFICE}\n~\n~half a message\n"),
+    );
+    assert!(out.contains("354"), "{out}");
+    let reply = s.send("starttls", OFFICE, &token, OFFICE, ANNA, &[]);
+    assert!(reply.starts_with("250 2.0.0 accepted as "), "{reply}");
+    assert_eq!(s.messages().await, before + 1);
+}
