@@ -83,6 +83,8 @@ pub struct Config {
     pub log: LogConfig,
     /// This gateway as a witness for its peers' logs.
     pub witness: WitnessConfig,
+    /// The outbound relay queue.
+    pub queue: QueueConfig,
     /// The file this was loaded from (absolute); not a config key.
     #[serde(skip)]
     pub source: PathBuf,
@@ -296,6 +298,26 @@ pub struct WitnessPeer {
     pub url: String,
     /// Its cosignature verifier key (`name+id+base64`, type 0x04).
     pub key: String,
+}
+
+/// `[queue]`: relaying to external offices' mail servers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    /// After this long, a message that could not be relayed fails for good (evidence
+    /// RelayToNonERDSFailure, RD03).
+    pub relay_expiry_secs: u64,
+    /// The first retry's delay; each further one doubles it (at most an hour).
+    pub retry_base_ms: u64,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self {
+            relay_expiry_secs: 24 * 3600,
+            retry_base_ms: 60_000,
+        }
+    }
 }
 
 /// `[witness]`: this gateway as a witness (`POST /witness/add-checkpoint`).

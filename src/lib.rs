@@ -58,6 +58,7 @@ pub mod message;
 pub mod outbound;
 pub mod pipeline;
 pub mod pki;
+pub mod queue;
 pub mod server;
 pub mod smtp;
 pub mod store;

@@ -105,6 +105,7 @@ pub async fn start(
 ) -> Result<Bound, ServeError> {
     let config = gateway.config();
     let mut bound = Bound::default();
+    tracker.spawn(crate::queue::RelayWorker::new(gateway.clone()).run(shutdown.clone()));
     if let Some(attestor) = gateway.attestor() {
         let attestor = attestor.clone();
         let stop = shutdown.clone();

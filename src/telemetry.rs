@@ -82,6 +82,16 @@ pub fn describe_metrics() {
         "A witness holds a checkpoint this log does not extend (fork or restored backup)"
     );
     metrics::describe_counter!(
+        "bote_relay_deliveries_total",
+        "Relay attempts to external offices by outcome (delivered, refused, deferred, expired)"
+    );
+    metrics::describe_gauge!("bote_smtp_sessions", "SMTP sessions open");
+    metrics::describe_counter!("bote_smtp_replies_total", "SMTP replies by code");
+    metrics::describe_counter!(
+        "bote_smtp_refused_connections_total",
+        "SMTP connections refused for too many from one address"
+    );
+    metrics::describe_counter!(
         "bote_timestamp_failures_total",
         "Checkpoints the time-stamping authority did not stamp"
     );

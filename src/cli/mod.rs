@@ -16,6 +16,7 @@ macro_rules! out {
 
 mod accounts;
 mod evidence;
+mod queue;
 mod setup;
 
 use std::io::BufRead;
@@ -109,6 +110,11 @@ enum Command {
     Evidence {
         #[command(subcommand)]
         command: evidence::EvidenceCommand,
+    },
+    /// Relays to external offices' mail servers.
+    Queue {
+        #[command(subcommand)]
+        command: queue::QueueCommand,
     },
     /// This gateway as a witness of its peers' logs (served by `bote serve` when
     /// `witness.enabled` is on).
@@ -274,6 +280,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Log { command } => evidence::log(&cli.config, command).await,
         Command::Evidence { command } => evidence::evidence(&cli.config, command).await,
         Command::Witness { command } => evidence::witness(&cli.config, command).await,
+        Command::Queue { command } => queue::queue(&cli.config, command).await,
     }
 }
 

@@ -15,6 +15,7 @@ pub mod evidence;
 pub mod log;
 pub mod messages;
 mod pg_relay;
+pub mod queue;
 pub mod sessions;
 pub mod vault;
 pub mod witness;

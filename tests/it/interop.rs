@@ -209,7 +209,7 @@ fn gpg_reads_what_bote_encrypts_to_a_mailbox_and_bote_reads_what_gpg_encrypts() 
 
 /// Generates an ed25519/cv25519 key pair in gpg (as an office would); returns its
 /// armoured public certificate.
-fn gpg_office_key(home: &Path, uid: &str) -> Vec<u8> {
+pub(crate) fn gpg_office_key(home: &Path, uid: &str) -> Vec<u8> {
     let out = gpg(
         home,
         &[
@@ -239,13 +239,72 @@ fn gpg_office_key(home: &Path, uid: &str) -> Vec<u8> {
     out.stdout
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn gpg_decrypts_and_verifies_the_pgp_mime_relayed_to_an_external_office() {
-    use crate::api::{cast, letter};
-    let c = cast(Gateway::new(Backend::Sqlite).await).await;
+/// An office's mail server (tests/tools/smtp_sink.py, aiosmtpd), killed when dropped.
+pub(crate) struct Sink {
+    child: std::process::Child,
+    pub(crate) port: u16,
+    pub(crate) dir: tempfile::TempDir,
+}
+
+impl Sink {
+    pub(crate) fn start(mode: &str) -> Self {
+        Self::start_on(crate::support::free_port(), mode)
+    }
+
+    pub(crate) fn start_on(port: u16, mode: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let ready = dir.path().join("ready");
+        let child = Command::new("python3")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/tools/smtp_sink.py"
+            ))
+            .arg(dir.path().join("mail"))
+            .arg(port.to_string())
+            .arg(mode)
+            .arg(&ready)
+            .spawn()
+            .expect("python3 with aiosmtpd (scripts/setup-deps --test)");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !ready.exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the SMTP sink did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Self { child, port, dir }
+    }
+
+    /// The first message received, waiting up to 30 s.
+    pub(crate) async fn first(&self) -> (String, String) {
+        let eml = self.dir.path().join("mail/1.eml");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !eml.exists() {
+            assert!(std::time::Instant::now() < deadline, "nothing was relayed");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let envelope = std::fs::read_to_string(self.dir.path().join("mail/1.env")).unwrap();
+        (std::fs::read_to_string(eml).unwrap(), envelope)
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An external office relayed to `sink`, and the relay worker running: the message sent
+/// by Anna, its gateway id, and the worker's stop switch.
+pub(crate) async fn relay_to(
+    c: &crate::api::Cast,
+    port: u16,
+    cert: Vec<u8>,
+) -> (String, tokio_util::sync::CancellationToken) {
+    use crate::api::letter;
     let api = &c.api;
-    let home = tempfile::tempdir().unwrap();
-    let cert = gpg_office_key(home.path(), "Kreisverwaltung <amt@kreis.example>");
     let cert_file = api.gw.setup.path().join("kreis.asc");
     std::fs::write(&cert_file, cert).unwrap();
     api.cli(
@@ -257,7 +316,9 @@ async fn gpg_decrypts_and_verifies_the_pgp_mime_relayed_to_an_external_office() 
             "--name",
             "Kreisverwaltung",
             "--relay",
-            "mail.kreis.example:25",
+            &format!("127.0.0.1:{port}"),
+            "--relay-tls",
+            "none",
             "--cert",
             cert_file.to_str().unwrap(),
         ],
@@ -273,15 +334,24 @@ async fn gpg_decrypts_and_verifies_the_pgp_mime_relayed_to_an_external_office() 
     let r = api.post("/api/v1/messages", &anna, body).await;
     assert_eq!(r.status, axum::http::StatusCode::CREATED, "{}", r.text());
     let gateway_id = r.json()["gateway_id"].as_str().unwrap().to_owned();
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(bote::queue::RelayWorker::new(api.core.clone()).run(stop.clone()));
+    (gateway_id, stop)
+}
 
-    let mut conn = api.gw.store.pool().acquire().await.unwrap();
-    let jobs = bote::store::messages::jobs_of(&mut conn, &gateway_id)
-        .await
-        .unwrap();
-    assert_eq!(jobs.len(), 1);
-    assert_eq!(jobs[0].recipient, "amt@kreis.example");
-    assert_eq!(jobs[0].state, "queued");
-    let wire = String::from_utf8(jobs[0].payload.clone()).unwrap();
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gpg_decrypts_and_verifies_the_pgp_mime_relayed_to_an_external_office() {
+    use crate::api::cast;
+    let c = cast(Gateway::new(Backend::Sqlite).await).await;
+    let api = &c.api;
+    let home = tempfile::tempdir().unwrap();
+    let cert = gpg_office_key(home.path(), "Kreisverwaltung <amt@kreis.example>");
+    let sink = Sink::start("accept");
+    let (gateway_id, stop) = relay_to(&c, sink.port, cert).await;
+
+    // What the office's server received over SMTP, from the relay worker.
+    let (wire, envelope) = sink.first().await;
+    assert_eq!(envelope, "anna@lemgo.example\namt@kreis.example\n");
     assert!(wire.contains("multipart/encrypted"), "{wire}");
     assert!(
         wire.contains("protocol=\"application/pgp-encrypted\""),
@@ -292,6 +362,53 @@ async fn gpg_decrypts_and_verifies_the_pgp_mime_relayed_to_an_external_office() 
         !wire.contains("Akteneinsicht"),
         "the subject travels encrypted only"
     );
+    // The evidence names the server, the TLS mode and its exact reply; the job is done.
+    let mut relayed = None;
+    for _ in 0..200 {
+        let timeline = crate::support::stdout(&crate::support::run(api.gw.setup.cmd(&[
+            "evidence",
+            "timeline",
+            &gateway_id,
+        ])));
+        if timeline.contains("RelayToNonERDS") {
+            relayed = Some(timeline);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(relayed.is_some(), "no RelayToNonERDS evidence");
+    let mut conn = api.gw.store.pool().acquire().await.unwrap();
+    let jobs = bote::store::messages::jobs_of(&mut conn, &gateway_id)
+        .await
+        .unwrap();
+    assert_eq!((jobs[0].state.as_str(), jobs[0].attempts), ("done", 1));
+    let chain = bote::evidence::query::chain(
+        &mut conn,
+        &gateway_id,
+        Some(&bote::address::EmailAddress::parse("amt@kreis.example").unwrap()),
+    )
+    .await
+    .unwrap();
+    let relay = &chain.last().unwrap().record;
+    assert_eq!(relay.event, bote::evidence::Event::RelayToNonERDS);
+    assert_eq!(
+        relay.details.remote_host.as_deref(),
+        Some(format!("127.0.0.1:{}", sink.port).as_str())
+    );
+    assert_eq!(relay.details.tls_version.as_deref(), Some("none"));
+    assert!(
+        relay
+            .details
+            .reply
+            .as_deref()
+            .unwrap()
+            .starts_with("250 2.0.0 Ok: queued as KREIS1"),
+        "{:?}",
+        relay.details.reply
+    );
+    assert_eq!(relay.chain.unwrap().seq, 2);
+    stop.cancel();
+
     let start = wire.find("-----BEGIN PGP MESSAGE-----").unwrap();
     let end = wire.find("-----END PGP MESSAGE-----").unwrap() + "-----END PGP MESSAGE-----".len();
     let armored = home.path().join("payload.asc");

@@ -21,6 +21,7 @@ mod interop;
 mod limits;
 mod log_props;
 mod probes;
+mod relay;
 mod smtp;
 mod storage;
 mod timestamp;

@@ -1,0 +1,74 @@
+//! `bote queue list|retry|delete`: the operator's view of relays to external offices.
+
+use std::path::Path;
+
+use clap::Subcommand;
+
+use super::{CliError, load_config};
+use crate::clock::{now_ms, rfc3339_ms};
+use crate::store::queue as repo;
+use crate::store::{OpenMode, Store, StoreError};
+
+/// `bote queue …`
+#[derive(Debug, Subcommand)]
+pub enum QueueCommand {
+    /// Relay jobs not yet delivered (with --all: every job), one per line: id, state,
+    /// attempts, recipient, gateway id, next attempt, last error.
+    List {
+        /// Include delivered jobs.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Send a queued or failed job again now (the worker of a running gateway takes it).
+    Retry {
+        /// The job id (first column of `queue list`).
+        id: i64,
+    },
+    /// Remove a job that is not being sent (the message and its evidence stay).
+    Delete {
+        /// The job id.
+        id: i64,
+    },
+}
+
+/// Runs `bote queue …`.
+pub async fn queue(config_path: &Path, command: QueueCommand) -> Result<(), CliError> {
+    let config = load_config(config_path)?;
+    let store = Store::open(&config, OpenMode::Existing).await?;
+    let mut conn = store.pool().acquire().await.map_err(StoreError::from)?;
+    match command {
+        QueueCommand::List { all } => {
+            for job in repo::list(&mut conn, all).await? {
+                out!(
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                    job.id,
+                    job.state,
+                    job.attempts,
+                    job.recipient,
+                    job.gateway_id,
+                    rfc3339_ms(job.due_at),
+                    job.last_error
+                        .unwrap_or_default()
+                        .replace(['\t', '\n'], " ")
+                );
+            }
+        }
+        QueueCommand::Retry { id } => {
+            if !repo::retry_now(&mut conn, id, now_ms()).await? {
+                return Err(CliError::Usage(format!(
+                    "no queued or failed job {id} (see `bote queue list`)"
+                )));
+            }
+            out!("queued: {id}");
+        }
+        QueueCommand::Delete { id } => {
+            if !repo::delete(&mut conn, id).await? {
+                return Err(CliError::Usage(format!(
+                    "no job {id} that could be deleted (a job being sent cannot)"
+                )));
+            }
+            out!("deleted: {id}");
+        }
+    }
+    Ok(())
+}

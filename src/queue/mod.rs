@@ -1,0 +1,349 @@
+//! The outbound relay worker (spec §3.1, DESIGN-NOTES §4): sends the PGP/MIME messages
+//! queued for external offices to their own mail servers, and records what happened.
+//!
+//! A job is claimed by lease (a conditional update, so two workers never hold one job),
+//! sent with lettre under the mailbox's TLS mode (`required`: verified against the web roots
+//! and `tls.relay_ca`; `opportunistic`; `none`), and then, in one transaction with its
+//! evidence: RelayToNonERDS on a 250 (remote host, TLS mode, the exact reply), or
+//! RelayToNonERDSFailure on a permanent refusal (RB07) or after the expiry (RD03). Temporary
+//! failures wait with exponential backoff and jitter.
+//!
+//! SMTP cannot give exactly-once: a crash between the remote 250 and the local commit sends
+//! the message again after the lease expires (the Message-ID is stable, so the office can
+//! de-duplicate); `bote_relay_resends_total` counts claims of expired leases.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lettre::address::Envelope;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+use sqlx::AnyConnection;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::accounts::{Relay, RelayTls};
+use crate::clock::now_ms;
+use crate::evidence::{self, Details, Event, EvidenceRecord, ReasonCode, Timestamp};
+use crate::gateway::Gateway;
+use crate::store::queue::{self as repo, Claimed};
+use crate::store::{StoreError, accounts as account_repo};
+
+/// How long a claim holds a job before another worker may take it.
+const LEASE: Duration = Duration::from_secs(300);
+/// How often the queue is looked at when idle.
+const POLL: Duration = Duration::from_millis(200);
+/// Jobs sent at once by one worker.
+const PARALLEL: usize = 8;
+/// One SMTP conversation's time limit.
+const SMTP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Why a job's outcome could not be recorded.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// Storage.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Evidence.
+    #[error(transparent)]
+    Evidence(#[from] evidence::EvidenceError),
+    /// The evidence commit.
+    #[error(transparent)]
+    Writer(#[from] evidence::WriterError),
+    /// The job's mailbox has no relay, or its message no chain.
+    #[error("job {0}: {1}")]
+    Job(i64, String),
+}
+
+impl From<sqlx::Error> for QueueError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Store(StoreError::Query(e))
+    }
+}
+
+/// What one attempt came to.
+#[derive(Debug)]
+enum Attempt {
+    Delivered(String),
+    Refused(String),
+    Later(String),
+}
+
+/// The relay worker of one gateway process.
+#[derive(Clone)]
+pub struct RelayWorker {
+    gateway: Gateway,
+    owner: String,
+    relay_ca: Vec<Vec<u8>>,
+    expiry: Duration,
+    retry_base: Duration,
+}
+
+impl std::fmt::Debug for RelayWorker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RelayWorker({})", self.owner)
+    }
+}
+
+impl RelayWorker {
+    /// A worker for `gateway`, with its relay CA (`tls.relay_ca`) and queue settings.
+    pub fn new(gateway: Gateway) -> Self {
+        let config = gateway.config();
+        let relay_ca = config
+            .tls
+            .relay_ca
+            .get()
+            .and_then(|p| std::fs::read(p).ok())
+            .into_iter()
+            .collect();
+        Self {
+            owner: format!("worker-{}", crate::pipeline::new_id()),
+            relay_ca,
+            expiry: Duration::from_secs(config.queue.relay_expiry_secs),
+            retry_base: Duration::from_millis(config.queue.retry_base_ms),
+            gateway,
+        }
+    }
+
+    /// Sends due jobs until `shutdown`; attempts in flight finish first.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let slots = Arc::new(Semaphore::new(PARALLEL));
+        loop {
+            let claimed = match self.claim_due(slots.available_permits()).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(error = %e, "relay queue unreadable");
+                    Vec::new()
+                }
+            };
+            let idle = claimed.is_empty();
+            for job in claimed {
+                let Ok(permit) = slots.clone().acquire_owned().await else {
+                    return;
+                };
+                let worker = self.clone();
+                tokio::spawn(async move {
+                    let id = job.id;
+                    if let Err(e) = worker.attempt(job).await {
+                        tracing::error!(job = id, error = %e, "relay outcome not recorded");
+                    }
+                    drop(permit);
+                });
+            }
+            if idle {
+                tokio::select! {
+                    () = tokio::time::sleep(POLL) => {}
+                    () = shutdown.cancelled() => break,
+                }
+            } else if shutdown.is_cancelled() {
+                break;
+            }
+        }
+        // Let attempts in flight finish (their leases would hand them on anyway).
+        let _ = slots.acquire_many(PARALLEL as u32).await;
+    }
+
+    async fn claim_due(&self, room: usize) -> Result<Vec<Claimed>, StoreError> {
+        if room == 0 {
+            return Ok(Vec::new());
+        }
+        let now = now_ms();
+        let mut conn = self.gateway.store().pool().acquire().await?;
+        let ids = repo::due(&mut conn, now, i64::try_from(room).unwrap_or(1)).await?;
+        let lease_until = now + i64::try_from(LEASE.as_millis()).unwrap_or(i64::MAX);
+        let mut claimed = Vec::new();
+        for id in ids {
+            if let Some(job) = repo::claim(&mut conn, id, &self.owner, now, lease_until).await? {
+                claimed.push(job);
+            }
+        }
+        Ok(claimed)
+    }
+
+    /// One attempt at one job, and its recorded outcome.
+    async fn attempt(&self, job: Claimed) -> Result<(), QueueError> {
+        let mut conn = self.gateway.store().pool().acquire().await?;
+        let mailbox = account_repo::mailbox_by_id(&mut conn, job.mailbox_id)
+            .await?
+            .ok_or_else(|| QueueError::Job(job.id, "its mailbox is gone".into()))?;
+        let relay = mailbox
+            .relay
+            .ok_or_else(|| QueueError::Job(job.id, "its mailbox has no relay".into()))?;
+        let sender = repo::sender_of(&mut conn, &job.gateway_id).await?;
+        drop(conn);
+        let outcome = self.send(&relay, &sender, &job).await;
+        let expired =
+            now_ms() - job.created_at >= i64::try_from(self.expiry.as_millis()).unwrap_or(i64::MAX);
+        let remote = format!("{}:{}", relay.host, relay.port);
+        let tls = relay.tls.as_str().to_owned();
+        match outcome {
+            Attempt::Delivered(reply) => {
+                metrics::counter!("bote_relay_deliveries_total", "outcome" => "delivered")
+                    .increment(1);
+                self.record(
+                    &job,
+                    Event::RelayToNonERDS,
+                    ReasonCode::Accepted,
+                    remote,
+                    tls,
+                    reply,
+                    "done",
+                )
+                .await
+            }
+            Attempt::Refused(reply) => {
+                metrics::counter!("bote_relay_deliveries_total", "outcome" => "refused")
+                    .increment(1);
+                self.record(
+                    &job,
+                    Event::RelayToNonERDSFailure,
+                    ReasonCode::RefusedByRecipientSystem,
+                    remote,
+                    tls,
+                    reply,
+                    "failed",
+                )
+                .await
+            }
+            Attempt::Later(reason) if expired => {
+                metrics::counter!("bote_relay_deliveries_total", "outcome" => "expired")
+                    .increment(1);
+                self.record(
+                    &job,
+                    Event::RelayToNonERDSFailure,
+                    ReasonCode::Expired,
+                    remote,
+                    tls,
+                    reason,
+                    "failed",
+                )
+                .await
+            }
+            Attempt::Later(reason) => {
+                metrics::counter!("bote_relay_deliveries_total", "outcome" => "deferred")
+                    .increment(1);
+                let due = now_ms() + self.backoff(job.attempts);
+                let mut conn = self.gateway.store().pool().acquire().await?;
+                repo::retry_later(&mut conn, job.id, &self.owner, due, &reason).await?;
+                tracing::info!(job = job.id, %reason, "relay deferred");
+                Ok(())
+            }
+        }
+    }
+
+    /// Exponential backoff from the base, at most an hour, with ±20 % jitter.
+    fn backoff(&self, attempts: i64) -> i64 {
+        let base = i64::try_from(self.retry_base.as_millis()).unwrap_or(60_000);
+        let exp = base
+            .saturating_mul(1 << attempts.clamp(0, 16))
+            .min(3_600_000);
+        let jitter = rand::random_range(-(exp / 5)..=(exp / 5));
+        exp + jitter
+    }
+
+    async fn send(&self, relay: &Relay, sender: &str, job: &Claimed) -> Attempt {
+        let transport = match self.transport(relay) {
+            Ok(t) => t,
+            Err(e) => return Attempt::Later(format!("TLS setup: {e}")),
+        };
+        let envelope = match (sender.parse(), job.recipient.parse()) {
+            (Ok(from), Ok(to)) => match Envelope::new(Some(from), vec![to]) {
+                Ok(e) => e,
+                Err(e) => return Attempt::Refused(format!("envelope: {e}")),
+            },
+            _ => return Attempt::Refused("the envelope addresses do not parse".into()),
+        };
+        match transport.send_raw(&envelope, &job.payload).await {
+            Ok(response) => Attempt::Delivered(format!(
+                "{} {}",
+                response.code(),
+                response.message().collect::<Vec<_>>().join(" ")
+            )),
+            Err(e) if e.is_permanent() => Attempt::Refused(e.to_string()),
+            Err(e) => Attempt::Later(e.to_string()),
+        }
+    }
+
+    fn transport(&self, relay: &Relay) -> Result<AsyncSmtpTransport<Tokio1Executor>, String> {
+        let params = |accept_invalid: bool| {
+            let mut builder = TlsParameters::builder(relay.host.clone());
+            for pem in &self.relay_ca {
+                if let Ok(cert) = Certificate::from_pem(pem) {
+                    builder = builder.add_root_certificate(cert);
+                }
+            }
+            builder
+                .dangerous_accept_invalid_certs(accept_invalid)
+                .build_rustls()
+                .map_err(|e| e.to_string())
+        };
+        let tls = match relay.tls {
+            RelayTls::Required => Tls::Required(params(false)?),
+            RelayTls::Opportunistic => Tls::Opportunistic(params(true)?),
+            RelayTls::None => Tls::None,
+        };
+        Ok(
+            AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(relay.host.clone())
+                .port(relay.port)
+                .tls(tls)
+                .timeout(Some(SMTP_TIMEOUT))
+                .hello_name(lettre::transport::smtp::extension::ClientId::Domain(
+                    self.gateway.config().primary_domain().to_owned(),
+                ))
+                .build(),
+        )
+    }
+
+    /// Records the relay evidence and ends the job, in one transaction.
+    #[allow(clippy::too_many_arguments)]
+    async fn record(
+        &self,
+        job: &Claimed,
+        event: Event,
+        reason: ReasonCode,
+        remote: String,
+        tls: String,
+        reply: String,
+        state: &'static str,
+    ) -> Result<(), QueueError> {
+        let mut conn = self.gateway.store().pool().acquire().await?;
+        let recipient = crate::address::EmailAddress::parse(&job.recipient)
+            .map_err(|e| QueueError::Job(job.id, e.to_string()))?;
+        let chain = evidence::query::chain(&mut conn, &job.gateway_id, Some(&recipient))
+            .await
+            .map_err(|e| QueueError::Job(job.id, e.to_string()))?;
+        drop(conn);
+        let details = Details {
+            remote_host: Some(remote),
+            tls_version: Some(tls),
+            reply: Some(reply.chars().take(1000).collect()),
+            ..Details::default()
+        };
+        let keys = self.gateway.keys();
+        let record = EvidenceRecord::successor(
+            &chain,
+            &keys.evidence.fingerprint(),
+            event,
+            reason,
+            details,
+            Timestamp(now_ms()),
+        )
+        .ok_or_else(|| QueueError::Job(job.id, "no evidence chain to continue".into()))?;
+        let signed = evidence::sign_on_pool(keys.evidence.clone(), vec![record]).await?;
+        let (id, owner) = (job.id, self.owner.clone());
+        let error = (state == "failed").then(|| reason.to_string());
+        let work: evidence::Work = Box::new(move |conn: &mut AnyConnection| {
+            let owner = owner.clone();
+            let error = error.clone();
+            Box::pin(async move {
+                if repo::finish(conn, id, &owner, state, error.as_deref()).await? {
+                    Ok(())
+                } else {
+                    Err(StoreError::Conflict("the job's lease was lost"))
+                }
+            })
+        });
+        self.gateway.writer().commit(signed, Some(work)).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,192 @@
+//! The outbound relay queue (`outbound_jobs`): claiming by lease, outcomes, and the
+//! operator's view. A claim is one conditional UPDATE per job, so two workers (two gateway
+//! instances on one PostgreSQL, or two processes on one SQLite file) never hold the same
+//! job: the second finds the row no longer claimable.
+
+use sqlx::{AnyConnection, Row};
+
+use super::StoreError;
+
+/// A job claimed for sending.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    /// Row id.
+    pub id: i64,
+    /// The message.
+    pub gateway_id: String,
+    /// The external office mailbox.
+    pub mailbox_id: i64,
+    /// Its address.
+    pub recipient: String,
+    /// The PGP/MIME message to send.
+    pub payload: Vec<u8>,
+    /// Attempts so far (this one not counted).
+    pub attempts: i64,
+    /// When the job was queued (unix ms).
+    pub created_at: i64,
+}
+
+/// A job as the operator sees it.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    /// Row id.
+    pub id: i64,
+    /// The message.
+    pub gateway_id: String,
+    /// The recipient.
+    pub recipient: String,
+    /// `queued`, `running`, `done`, `failed`.
+    pub state: String,
+    /// Attempts so far.
+    pub attempts: i64,
+    /// Next attempt (unix ms).
+    pub due_at: i64,
+    /// The last failure, if any.
+    pub last_error: Option<String>,
+}
+
+/// Ids of up to `limit` jobs due at `now` (queued and due, or running with an expired
+/// lease: their worker died).
+pub async fn due(conn: &mut AnyConnection, now: i64, limit: i64) -> Result<Vec<i64>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT id FROM outbound_jobs WHERE (state = 'queued' AND due_at <= $1) \
+         OR (state = 'running' AND lease_expires_at < $1) ORDER BY due_at LIMIT $2",
+    )
+    .bind(now)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?;
+    rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+}
+
+/// Claims job `id` for `owner` until `lease_until`, if it is still claimable.
+pub async fn claim(
+    conn: &mut AnyConnection,
+    id: i64,
+    owner: &str,
+    now: i64,
+    lease_until: i64,
+) -> Result<Option<Claimed>, StoreError> {
+    let row = sqlx::query(
+        "UPDATE outbound_jobs SET state = 'running', lease_owner = $1, lease_expires_at = $2 \
+         WHERE id = $3 AND ((state = 'queued' AND due_at <= $4) \
+         OR (state = 'running' AND lease_expires_at < $4)) \
+         RETURNING id, gateway_id, mailbox_id, recipient, payload, attempts, created_at",
+    )
+    .bind(owner)
+    .bind(lease_until)
+    .bind(id)
+    .bind(now)
+    .fetch_optional(conn)
+    .await?;
+    row.map(|r| {
+        Ok(Claimed {
+            id: r.try_get(0)?,
+            gateway_id: r.try_get(1)?,
+            mailbox_id: r.try_get(2)?,
+            recipient: r.try_get(3)?,
+            payload: r.try_get(4)?,
+            attempts: r.try_get(5)?,
+            created_at: r.try_get(6)?,
+        })
+    })
+    .transpose()
+}
+
+/// Ends a job held by `owner` in `state` (`done` or `failed`); false if the lease was lost.
+pub async fn finish(
+    conn: &mut AnyConnection,
+    id: i64,
+    owner: &str,
+    state: &str,
+    error: Option<&str>,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE outbound_jobs SET state = $1, attempts = attempts + 1, last_error = $2, \
+         lease_owner = NULL, lease_expires_at = NULL WHERE id = $3 AND lease_owner = $4",
+    )
+    .bind(state)
+    .bind(error)
+    .bind(id)
+    .bind(owner)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Puts a job held by `owner` back in the queue, due at `due_at`.
+pub async fn retry_later(
+    conn: &mut AnyConnection,
+    id: i64,
+    owner: &str,
+    due_at: i64,
+    error: &str,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE outbound_jobs SET state = 'queued', attempts = attempts + 1, due_at = $1, \
+         last_error = $2, lease_owner = NULL, lease_expires_at = NULL \
+         WHERE id = $3 AND lease_owner = $4",
+    )
+    .bind(due_at)
+    .bind(error)
+    .bind(id)
+    .bind(owner)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Jobs not done, oldest first (all jobs with `all`).
+pub async fn list(conn: &mut AnyConnection, all: bool) -> Result<Vec<Listed>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT id, gateway_id, recipient, state, attempts, due_at, last_error \
+         FROM outbound_jobs WHERE $1 = 1 OR state <> 'done' ORDER BY id",
+    )
+    .bind(i64::from(all))
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(Listed {
+                id: r.try_get(0)?,
+                gateway_id: r.try_get(1)?,
+                recipient: r.try_get(2)?,
+                state: r.try_get(3)?,
+                attempts: r.try_get(4)?,
+                due_at: r.try_get(5)?,
+                last_error: r.try_get(6)?,
+            })
+        })
+        .collect()
+}
+
+/// Makes a queued or failed job due now; false if there is no such job.
+pub async fn retry_now(conn: &mut AnyConnection, id: i64, now: i64) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE outbound_jobs SET state = 'queued', due_at = $1 \
+         WHERE id = $2 AND state IN ('queued', 'failed')",
+    )
+    .bind(now)
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Removes a job that is not being sent; false if there is no such job.
+pub async fn delete(conn: &mut AnyConnection, id: i64) -> Result<bool, StoreError> {
+    let done = sqlx::query("DELETE FROM outbound_jobs WHERE id = $1 AND state <> 'running'")
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// The sender address of a message (the envelope sender of its relays).
+pub async fn sender_of(conn: &mut AnyConnection, gateway_id: &str) -> Result<String, StoreError> {
+    let row = sqlx::query("SELECT sender FROM messages WHERE gateway_id = $1")
+        .bind(gateway_id)
+        .fetch_one(conn)
+        .await?;
+    Ok(row.try_get(0)?)
+}

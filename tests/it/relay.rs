@@ -1,0 +1,152 @@
+//! The relay worker against an office's real SMTP server (aiosmtpd): refusals, deferrals,
+//! expiry, each with its evidence; and the operator's queue commands.
+
+use std::sync::Arc;
+
+use bote::evidence::{Event, ReasonCode};
+use bote::store::Backend;
+
+use crate::api::{Cast, cast};
+use crate::interop::{Sink, relay_to};
+use crate::support::{Gateway, run, stdout};
+
+/// The chain of the external recipient, once its last event is `event` (waits up to 20 s).
+async fn wait_for(c: &Cast, gateway_id: &str, event: Event) -> Vec<bote::evidence::StoredEvidence> {
+    let recipient = bote::address::EmailAddress::parse("amt@kreis.example").unwrap();
+    for _ in 0..400 {
+        let mut conn = c.api.gw.store.pool().acquire().await.unwrap();
+        let chain = bote::evidence::query::chain(&mut conn, gateway_id, Some(&recipient))
+            .await
+            .unwrap();
+        if chain.last().is_some_and(|e| e.record.event == event) {
+            return chain;
+        }
+        drop(conn);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("no {event} for {gateway_id}");
+}
+
+fn office_cert() -> Vec<u8> {
+    let home = tempfile::tempdir().unwrap();
+    crate::interop::gpg_office_key(home.path(), "Kreisverwaltung <amt@kreis.example>")
+}
+
+/// The cast, its core configured with `edit` (queue timings).
+async fn cast_with(edit: impl Fn(&mut bote::config::Config)) -> Cast {
+    cast_again(cast(Gateway::new(Backend::Sqlite).await).await, edit)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_is_evidence_with_the_servers_reply_and_reaches_the_sender() {
+    let c = cast_with(|_| {}).await;
+    let sink = Sink::start("reject");
+    let (id, stop) = relay_to(&c, sink.port, office_cert()).await;
+    let chain = wait_for(&c, &id, Event::RelayToNonERDSFailure).await;
+    let failure = &chain.last().unwrap().record;
+    assert_eq!(failure.reason, ReasonCode::RefusedByRecipientSystem);
+    let reply = failure.details.reply.clone().unwrap();
+    assert!(
+        reply.contains("550") && reply.contains("Annahme verweigert"),
+        "{reply}"
+    );
+    stop.cancel();
+    // The sender sees it among the receipts of the message.
+    // A second high login in the same TOTP window would be a replay: normal suffices.
+    let anna = c.api.login("anna@lemgo.example").await;
+    let receipts = c
+        .api
+        .get(&format!("/api/v1/messages/{id}/receipts"), &anna)
+        .await
+        .json();
+    assert!(
+        receipts
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["headers"]["REM-EventIdentifier"] == "RelayToNonERDSFailure"),
+        "{receipts}"
+    );
+    // The operator's queue shows the failed job, with the reason.
+    let list = stdout(&run(c.api.gw.setup.cmd(&["queue", "list"])));
+    assert!(
+        list.contains("failed") && list.contains("amt@kreis.example"),
+        "{list}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_temporary_failure_is_retried_and_then_delivered() {
+    let c = cast_with(|config| config.queue.retry_base_ms = 100).await;
+    let sink = Sink::start("defer-once");
+    let (id, stop) = relay_to(&c, sink.port, office_cert()).await;
+    let chain = wait_for(&c, &id, Event::RelayToNonERDS).await;
+    assert_eq!(chain.len(), 2, "no evidence for the deferral itself");
+    let mut conn = c.api.gw.store.pool().acquire().await.unwrap();
+    let jobs = bote::store::messages::jobs_of(&mut conn, &id)
+        .await
+        .unwrap();
+    assert_eq!((jobs[0].state.as_str(), jobs[0].attempts), ("done", 2));
+    stop.cancel();
+    let (_, envelope) = sink.first().await;
+    assert!(envelope.contains("amt@kreis.example"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_server_expires_with_evidence_and_the_operator_can_retry() {
+    let c = cast_with(|config| config.queue.relay_expiry_secs = 0).await;
+    let port = crate::support::free_port();
+    let (id, stop) = relay_to(&c, port, office_cert()).await;
+    let chain = wait_for(&c, &id, Event::RelayToNonERDSFailure).await;
+    assert_eq!(chain.last().unwrap().record.reason, ReasonCode::Expired);
+    stop.cancel();
+
+    // The office's server is back; the operator sends the job again.
+    let list = stdout(&run(c.api.gw.setup.cmd(&["queue", "list"])));
+    let job = list
+        .lines()
+        .next()
+        .unwrap()
+        .split('\t')
+        .next()
+        .unwrap()
+        .to_owned();
+    let sink = Sink::start_on(port, "accept");
+    let out = run(c.api.gw.setup.cmd(&["queue", "retry", &job]));
+    assert_eq!(
+        stdout(&out),
+        format!("queued: {job}\n"),
+        "{}",
+        crate::support::stderr(&out)
+    );
+    let c = cast_again(c, |config| config.queue.relay_expiry_secs = 3600);
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(bote::queue::RelayWorker::new(c.api.core.clone()).run(stop.clone()));
+    wait_for(&c, &id, Event::RelayToNonERDS).await;
+    let (_, envelope) = sink.first().await;
+    assert!(envelope.contains("amt@kreis.example"));
+    stop.cancel();
+
+    // Unknown jobs, and deleting a finished one.
+    crate::support::assert_one_line_error(
+        &run(c.api.gw.setup.cmd(&["queue", "retry", "99999"])),
+        &["no queued or failed job 99999"],
+    );
+    let out = run(c.api.gw.setup.cmd(&["queue", "delete", &job]));
+    assert_eq!(stdout(&out), format!("deleted: {job}\n"));
+    assert!(stdout(&run(c.api.gw.setup.cmd(&["queue", "list"]))).is_empty());
+}
+
+/// The same cast with its core reconfigured.
+fn cast_again(mut c: Cast, edit: impl Fn(&mut bote::config::Config)) -> Cast {
+    let mut config = c.api.gw.config.clone();
+    edit(&mut config);
+    c.api.core = bote::gateway::Gateway::from_parts(
+        c.api.gw.store.clone(),
+        Arc::new(config),
+        c.api.gw.keys.clone(),
+        c.api.gw.log.clone(),
+        c.api.gw.writer.clone(),
+    );
+    c
+}

@@ -1,0 +1,55 @@
+#!/usr/bin/env python3
+"""An office's mail server for the tests: aiosmtpd, plain SMTP on 127.0.0.1.
+
+    smtp_sink.py DIR PORT accept|reject|defer-once READY_FILE
+
+Writes every accepted message to DIR/<n>.eml (the exact bytes received) and the envelope
+to DIR/<n>.env; `reject` answers 550 to DATA, `defer-once` answers 451 to the first DATA
+and accepts later ones. READY_FILE appears once it listens.
+"""
+import asyncio
+import os
+import sys
+
+from aiosmtpd.controller import Controller
+
+
+class Handler:
+    def __init__(self, directory, mode):
+        self.directory = directory
+        self.mode = mode
+        self.count = 0
+        self.deferred = False
+
+    async def handle_DATA(self, server, session, envelope):
+        if self.mode == "reject":
+            return "550 5.7.1 Annahme verweigert: kein Vertrag mit diesem Absender"
+        if self.mode == "defer-once" and not self.deferred:
+            self.deferred = True
+            return "451 4.3.0 Bitte spaeter erneut versuchen"
+        self.count += 1
+        path = os.path.join(self.directory, f"{self.count}")
+        with open(path + ".env", "w") as f:
+            f.write(f"{envelope.mail_from}\n{','.join(envelope.rcpt_tos)}\n")
+        with open(path + ".tmp", "wb") as f:
+            f.write(envelope.original_content)
+        os.replace(path + ".tmp", path + ".eml")
+        return "250 2.0.0 Ok: queued as KREIS%d" % self.count
+
+
+def main():
+    directory, port, mode, ready = sys.argv[1:5]
+    os.makedirs(directory, exist_ok=True)
+    controller = Controller(Handler(directory, mode), hostname="127.0.0.1", port=int(port),
+                            decode_data=False)
+    controller.start()
+    with open(ready, "w") as f:
+        f.write("ready\n")
+    try:
+        asyncio.get_event_loop().run_forever()
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()
