@@ -363,3 +363,43 @@ async fn every_refusal_has_its_code_and_stores_nothing() {
     assert!(reply.starts_with("250 2.0.0 accepted as "), "{reply}");
     assert_eq!(s.messages().await, before + 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swaks_submits_with_starttls_and_over_implicit_tls() {
+    let s = Smtp::start().await;
+    let token = s.cast.api.send_token(OFFICE);
+    for (flag, port) in [("--tls", s.submission), ("--tlsc", s.submissions)] {
+        let out = tokio::task::spawn_blocking({
+            let (ca, token) = (s.ca.clone(), token.clone());
+            move || {
+                let mut cmd = Command::new("swaks");
+                cmd.args(["--server", &format!("localhost:{port}"), flag])
+                    .args(["--tls-verify", "--tls-ca-path", &ca])
+                    .args([
+                        "--auth",
+                        "PLAIN",
+                        "--auth-user",
+                        OFFICE,
+                        "--auth-password",
+                        &token,
+                    ])
+                    .args(["--from", OFFICE, "--to", ANNA, "--h-From", OFFICE])
+                    .args(["--header", "Subject: Bescheid per swaks"])
+                    .args(["--body", "Ihr Antrag wurde bewilligt."]);
+                run(cmd)
+            }
+        })
+        .await
+        .unwrap();
+        let text = stdout(&out);
+        assert!(
+            out.status.success(),
+            "{flag}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            text.contains("<~  250 2.0.0 accepted as "),
+            "{flag}: {text}"
+        );
+    }
+}
