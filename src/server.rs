@@ -68,6 +68,8 @@ pub struct Bound {
     pub submission: Option<SocketAddr>,
     /// SMTP submission over implicit TLS.
     pub submissions: Option<SocketAddr>,
+    /// SMTP MX.
+    pub mx: Option<SocketAddr>,
 }
 
 /// Serves until `shutdown` is cancelled, then drains and returns.
@@ -135,7 +137,8 @@ pub async fn start(
     let https = config.http.listen.0;
     let submission = config.smtp.submission_listen.0;
     let submissions = config.smtp.submissions_listen.0;
-    if https.is_none() && submission.is_none() && submissions.is_none() {
+    let mx = config.smtp.mx_listen.0;
+    if https.is_none() && submission.is_none() && submissions.is_none() && mx.is_none() {
         return Ok(bound);
     }
     let cert = Arc::new(ServerCert::load(&config.tls)?);
@@ -155,6 +158,7 @@ pub async fn start(
         match port {
             smtp::Port::Submission => bound.submission = Some(local),
             smtp::Port::Submissions => bound.submissions = Some(local),
+            smtp::Port::Mx => bound.mx = Some(local),
         }
         let acceptor = TlsAcceptor::from(tls::server_config(cert.clone(), &[])?);
         tracker.spawn(smtp::accept_loop(

@@ -255,7 +255,9 @@ pub async fn demo(dir: &Path) -> Result<(), CliError> {
             );
         }
     }
-    out!("smtp:    not yet: the MX listener and relaying to external offices");
+    if let Some(addr) = config.smtp.mx_listen.0 {
+        out!("smtp:    MX {addr} (office mail servers in smtp.trusted_networks)");
+    }
     out!("stop with Ctrl-C");
     serve(config).await
 }

@@ -251,6 +251,8 @@ pub(super) struct Assembly {
     pub(super) gateway_id: String,
     pub(super) sender: Sender,
     pub(super) options: Options,
+    /// SubmissionAcceptance, or ReceivedFromNonERDS for mail from an office's server.
+    pub(super) first_event: Event,
     pub(super) attestation: Attestation,
     pub(super) recipients: Vec<Recipient>,
     pub(super) sender_copy: Option<(Mailbox, Arc<Cert>)>,
@@ -305,7 +307,7 @@ impl Assembly {
             let identity = local.then(|| assurance(&r.mailbox));
             let acceptance = self.record(
                 &head,
-                Event::SubmissionAcceptance,
+                self.first_event,
                 r,
                 identity.clone(),
                 accepted,

@@ -54,14 +54,26 @@ pub enum Channel {
     Api,
     /// SMTP submission.
     Smtp,
+    /// SMTP from a registered office mail server (the MX listener): the message arrives
+    /// from outside the registered-delivery system (ReceivedFromNonERDS).
+    Mx,
 }
 
 impl Channel {
+    /// The `messages.channel` value: the protocol (MX mail is SMTP too).
     fn as_str(self) -> &'static str {
         match self {
             Self::Web => "web",
             Self::Api => "api",
-            Self::Smtp => "smtp",
+            Self::Smtp | Self::Mx => "smtp",
+        }
+    }
+
+    /// The first event of every recipient's chain.
+    fn first_event(self) -> Event {
+        match self {
+            Self::Mx => Event::ReceivedFromNonERDS,
+            Self::Web | Self::Api | Self::Smtp => Event::SubmissionAcceptance,
         }
     }
 }
@@ -395,8 +407,12 @@ impl Pipeline {
             Err(CheckError::Failed(e)) => return Err(e),
         };
 
-        let keep_sender_copy =
-            from.channel != Channel::Smtp || from.mailbox.kind == MailboxKind::Citizen;
+        // Office software and office servers keep their own copy (spec §3.2).
+        let keep_sender_copy = match from.channel {
+            Channel::Web | Channel::Api => true,
+            Channel::Smtp => from.mailbox.kind == MailboxKind::Citizen,
+            Channel::Mx => false,
+        };
         let sender_cert = if keep_sender_copy {
             self.mailbox_cert(&from.mailbox).await?
         } else {
@@ -408,6 +424,7 @@ impl Pipeline {
             gateway_id: gateway_id.clone(),
             sender,
             options: submission.options,
+            first_event: from.channel.first_event(),
             attestation: attestation(from, submission.options),
             recipients: checked,
             sender_copy: sender_cert.map(|cert| (from.mailbox.clone(), cert)),
@@ -446,7 +463,7 @@ impl Pipeline {
         let acceptances = records
             .into_iter()
             .zip(log_indexes)
-            .filter(|(r, _)| r.event == Event::SubmissionAcceptance)
+            .filter(|(r, _)| r.event == from.channel.first_event())
             .collect();
         Ok(Accepted {
             gateway_id,

@@ -587,10 +587,12 @@ impl Pipeline {
         let mut conn = self.store.pool().acquire().await?;
         let chain = query::chain(&mut conn, &stored.message.gateway_id, Some(&recipient)).await?;
         drop(conn);
-        if !chain
-            .iter()
-            .any(|e| e.record.event == Event::SubmissionAcceptance)
-        {
+        if !chain.iter().any(|e| {
+            matches!(
+                e.record.event,
+                Event::SubmissionAcceptance | Event::ReceivedFromNonERDS
+            )
+        }) {
             return Err(OpenError::NoAcceptance(stored.copy.id.clone()));
         }
         let details = Details {

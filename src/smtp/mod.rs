@@ -1,8 +1,10 @@
-//! SMTP submission for office software (spec §2, §6): `smtp.submission_listen` (STARTTLS,
-//! port 587 in production) and `smtp.submissions_listen` (implicit TLS, 465). AUTH PLAIN or
-//! LOGIN only under TLS, with a mailbox token (user = the mailbox address); every message
-//! goes through the same core operation as an API submission, and its 250 names the
-//! gateway id and follows the durable commit.
+//! SMTP for office software (spec §2, §6): `smtp.submission_listen` (STARTTLS, port 587 in
+//! production) and `smtp.submissions_listen` (implicit TLS, 465), AUTH PLAIN or LOGIN only
+//! under TLS with a mailbox token (user = the mailbox address); and `smtp.mx_listen`, where
+//! registered office mail servers in `smtp.trusted_networks` deliver mail from their
+//! office to this gateway's mailboxes (ReceivedFromNonERDS). Every message goes through the
+//! same core operation as an API submission, and its 250 names the gateway id and follows
+//! the durable commit.
 //!
 //! This file is the I/O: sockets, TLS, bounded line reading, DATA with dot-unstuffing,
 //! timeouts, per-client connection limits. The protocol is `session.rs`, the replies
@@ -28,7 +30,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::gateway::Gateway;
 use reply::Reply;
-use session::{Next, Session};
+use session::{Mode, Next, Session};
 
 /// Longest command line, CRLF included (RFC 5321 §4.5.3.1.4).
 pub const MAX_COMMAND_LINE: usize = 512;
@@ -48,6 +50,8 @@ pub enum Port {
     Submission,
     /// Submission over implicit TLS.
     Submissions,
+    /// MX: mail from registered office mail servers (STARTTLS offered).
+    Mx,
 }
 
 /// Counts connections per client address; a guard gives its slot back when dropped.
@@ -146,7 +150,7 @@ enum Conn {
 async fn connection(
     gateway: &Gateway,
     stream: TcpStream,
-    _peer: SocketAddr,
+    peer: SocketAddr,
     tls: TlsAcceptor,
     port: Port,
     shutdown: CancellationToken,
@@ -155,14 +159,28 @@ async fn connection(
     let max_size = config.limits.message_size_submission;
     let max_recipients = config.limits.max_recipients as usize;
     let hostname = config.primary_domain().to_owned();
+    let mode = match port {
+        Port::Submission | Port::Submissions => Mode::Submission,
+        Port::Mx => Mode::Mx {
+            trusted: config
+                .smtp
+                .trusted_networks
+                .iter()
+                .any(|net| net.contains(&peer.ip())),
+        },
+    };
     let (mut conn, tls_active) = match port {
-        Port::Submission => (Conn::Plain(BufReader::new(stream)), false),
+        Port::Submission | Port::Mx => (Conn::Plain(BufReader::new(stream)), false),
         Port::Submissions => {
             let stream = tokio::time::timeout(COMMAND_TIMEOUT, tls.accept(stream)).await??;
             (Conn::Tls(Box::new(BufReader::new(stream))), true)
         }
     };
-    let mut session = Session::new(&hostname, tls_active, max_size, max_recipients);
+    let max_size = match mode {
+        Mode::Submission => max_size,
+        Mode::Mx { .. } => config.limits.message_size_gateway,
+    };
+    let mut session = Session::new(mode, &hostname, tls_active, max_size, max_recipients);
     write(&mut conn, &session.banner()).await?;
     loop {
         let line = tokio::select! {

@@ -14,6 +14,7 @@ use smtp_proto::{AUTH_LOGIN, AUTH_PLAIN, Request};
 
 use super::reply::{Reply, for_failure};
 use crate::accounts::credential::Credential;
+use crate::accounts::{AuthLevel, MailboxKind};
 use crate::address::EmailAddress;
 use crate::auth::ClientCert;
 use crate::error::Classify;
@@ -25,6 +26,19 @@ use crate::pipeline::{Channel, Submission, Submitter};
 pub const MAX_COMMANDS: u32 = 1000;
 /// Failed AUTH attempts before the session is closed.
 pub const MAX_AUTH_FAILURES: u32 = 3;
+
+/// Which listener the session is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Submission: AUTH with a mailbox token, send as that mailbox.
+    Submission,
+    /// MX: mail from registered office mail servers (the client is in
+    /// `smtp.trusted_networks` when `trusted`) to this gateway's mailboxes.
+    Mx {
+        /// The client may deliver here.
+        trusted: bool,
+    },
+}
 
 /// What the connection does after sending the reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +65,7 @@ enum AuthStep {
 /// One session's state.
 #[derive(Debug)]
 pub struct Session {
+    mode: Mode,
     hostname: String,
     tls: bool,
     client_cert: Option<ClientCert>,
@@ -67,8 +82,15 @@ pub struct Session {
 
 impl Session {
     /// A session on a connection that is (`tls`) or is not yet encrypted.
-    pub fn new(hostname: &str, tls: bool, max_size: u64, max_recipients: usize) -> Self {
+    pub fn new(
+        mode: Mode,
+        hostname: &str,
+        tls: bool,
+        max_size: u64,
+        max_recipients: usize,
+    ) -> Self {
         Self {
+            mode,
             hostname: hostname.to_owned(),
             tls,
             client_cert: None,
@@ -116,10 +138,10 @@ impl Session {
         lines.push(format!("SIZE {}", self.max_size));
         lines.push("8BITMIME".into());
         lines.push("ENHANCEDSTATUSCODES".into());
-        if self.tls {
-            lines.push("AUTH PLAIN LOGIN".into());
-        } else {
+        if !self.tls {
             lines.push("STARTTLS".into());
+        } else if self.mode == Mode::Submission {
+            lines.push("AUTH PLAIN LOGIN".into());
         }
         Reply::lines(250, &lines)
     }
@@ -192,7 +214,13 @@ impl Session {
                 mechanism,
                 initial_response,
             } => self.auth(gateway, mechanism, &initial_response).await,
-            Request::Mail { from } => self.mail(&from.address, from.size as u64),
+            Request::Mail { from } => match self.mode {
+                Mode::Submission => self.mail(&from.address, from.size as u64),
+                Mode::Mx { trusted } => {
+                    self.mx_mail(gateway, trusted, &from.address, from.size as u64)
+                        .await
+                }
+            },
             Request::Rcpt { to } => self.rcpt(gateway, &to.address).await,
             Request::Data => self.data(),
             Request::Bdat { .. }
@@ -206,6 +234,12 @@ impl Session {
     }
 
     async fn auth(&mut self, gateway: &Gateway, mechanism: u64, initial: &str) -> (Reply, Next) {
+        if self.mode != Mode::Submission {
+            return (
+                Reply::new(503, "5.5.1", "AUTH is for the submission port"),
+                Next::Command,
+            );
+        }
         if !self.tls {
             return (
                 Reply::new(530, "5.7.0", "must issue a STARTTLS command first"),
@@ -371,6 +405,49 @@ impl Session {
         (Reply::new(250, "2.1.0", "sender ok"), Next::Command)
     }
 
+    /// MX: the sender must be a registered external office, from a trusted server.
+    async fn mx_mail(
+        &mut self,
+        gateway: &Gateway,
+        trusted: bool,
+        from: &str,
+        size: u64,
+    ) -> (Reply, Next) {
+        if !trusted {
+            return (
+                Reply::new(
+                    550,
+                    "5.7.1",
+                    "this gateway accepts mail only from registered office mail servers",
+                ),
+                Next::Command,
+            );
+        }
+        let office = match EmailAddress::parse(from) {
+            Ok(a) => gateway.resolve_recipient(&a).await,
+            Err(e) => return (Reply::new(553, "5.1.7", e.to_string()), Next::Command),
+        };
+        match office {
+            Ok(Some(r)) if r.mailbox.kind == MailboxKind::External => {
+                self.submitter = Some(Submitter {
+                    mailbox: r.mailbox,
+                    auth_level: AuthLevel::None,
+                    channel: Channel::Mx,
+                });
+                self.mail(from, size)
+            }
+            Ok(_) => (
+                Reply::new(
+                    550,
+                    "5.7.1",
+                    format!("{from} is not a registered office of this gateway"),
+                ),
+                Next::Command,
+            ),
+            Err(e) => (for_failure(&e.failure()), Next::Command),
+        }
+    }
+
     async fn rcpt(&mut self, gateway: &Gateway, to: &str) -> (Reply, Next) {
         if !self.mail_from {
             return (Reply::new(503, "5.5.1", "need MAIL first"), Next::Command);
@@ -389,7 +466,13 @@ impl Session {
             Ok(a) => a,
             Err(e) => return (Reply::new(553, "5.1.3", e.to_string()), Next::Command),
         };
+        let from_outside = matches!(self.mode, Mode::Mx { .. });
         match gateway.resolve_recipient(&address).await {
+            // Mail from an office's server is for this gateway's own mailboxes only.
+            Ok(Some(r)) if from_outside && r.mailbox.kind == MailboxKind::External => (
+                Reply::new(550, "5.7.1", format!("{address}: relaying denied")),
+                Next::Command,
+            ),
             Ok(Some(_)) => {
                 self.recipients.push(address);
                 (Reply::new(250, "2.1.5", "recipient ok"), Next::Command)

@@ -403,3 +403,156 @@ async fn swaks_submits_with_starttls_and_over_implicit_tls() {
         );
     }
 }
+
+/// An MX listener of `core`'s gateway; its port.
+async fn mx(core: bote::gateway::Gateway, stop: &CancellationToken) -> u16 {
+    let config = core.config().clone();
+    let cert = Arc::new(bote::tls::ServerCert::load(&config.tls).unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let acceptor = TlsAcceptor::from(bote::tls::server_config(cert, &[]).unwrap());
+    let tracker = TaskTracker::new();
+    tracker.spawn(smtp::accept_loop(
+        core,
+        listener,
+        acceptor,
+        Port::Mx,
+        stop.clone(),
+        tracker.clone(),
+    ));
+    port
+}
+
+fn raw_on(port: u16, mode: &str, ca: &str, script: &str) -> String {
+    let mut child = Command::new("python3")
+        .arg(PROBE)
+        .args(["raw", "localhost", &port.to_string(), mode, ca])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    format!("{}{}", stdout(&out), String::from_utf8_lossy(&out.stderr))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_office_mail_server_delivers_to_citizens_over_mx() {
+    let s = Smtp::start().await;
+    let home = tempfile::tempdir().unwrap();
+    let cert = crate::interop::gpg_office_key(home.path(), "Kreisverwaltung <amt@kreis.example>");
+    let cert_file = s.cast.api.gw.setup.path().join("kreis.asc");
+    std::fs::write(&cert_file, cert).unwrap();
+    s.cast.api.cli(
+        &[
+            "mailbox",
+            "add",
+            "--office",
+            "amt@kreis.example",
+            "--name",
+            "Kreisverwaltung",
+            "--relay",
+            "mail.kreis.example:25",
+            "--cert",
+            cert_file.to_str().unwrap(),
+        ],
+        "",
+    );
+    let core_with = |trusted: &str| {
+        let mut config = s.cast.api.gw.config.clone();
+        config.smtp.trusted_networks = if trusted.is_empty() {
+            Vec::new()
+        } else {
+            vec![trusted.parse().unwrap()]
+        };
+        bote::gateway::Gateway::from_parts(
+            s.cast.api.gw.store.clone(),
+            Arc::new(config),
+            s.cast.api.gw.keys.clone(),
+            s.cast.api.gw.log.clone(),
+            s.cast.api.gw.writer.clone(),
+        )
+    };
+    let trusted = mx(core_with("127.0.0.0/8"), &s.stop).await;
+    let untrusted = mx(core_with(""), &s.stop).await;
+    let before = s.messages().await;
+
+    let letter = format!(
+        "EHLO mail.kreis.example\nMAIL FROM:<amt@kreis.example>\nRCPT TO:<{ANNA}>\nDATA\n\
+         ~From: amt@kreis.example\n~To: {ANNA}\n~Subject: Ihr Antrag\n~\n~Bewilligt.\n.\nQUIT\n"
+    );
+    let ca = s.ca.clone();
+    let out = tokio::task::spawn_blocking(move || raw_on(trusted, "plain", &ca, &letter))
+        .await
+        .unwrap();
+    let id = out
+        .lines()
+        .find_map(|l| l.strip_prefix("250 2.0.0 accepted as "))
+        .unwrap_or_else(|| panic!("{out}"))
+        .to_owned();
+    let timeline = stdout(&run(s
+        .cast
+        .api
+        .gw
+        .setup
+        .cmd(&["evidence", "timeline", &id])));
+    assert!(
+        timeline.contains("ReceivedFromNonERDS") && timeline.contains("ContentConsignment"),
+        "{timeline}"
+    );
+    assert!(!timeline.contains("SubmissionAcceptance"), "{timeline}");
+    // Anna reads it, from the office, unauthenticated by this gateway (level none).
+    let anna = s.cast.api.login("anna@lemgo.example").await;
+    let inbox = s
+        .cast
+        .api
+        .get("/api/v1/mailboxes/anna@lemgo.example/inbox", &anna)
+        .await
+        .json();
+    assert_eq!(inbox[0]["from"], "amt@kreis.example", "{inbox}");
+
+    let ca = s.ca.clone();
+    let cases: Vec<(u16, String, &str)> = vec![
+        (
+            untrusted,
+            "EHLO x\nMAIL FROM:<amt@kreis.example>\nQUIT\n".into(),
+            "550 5.7.1 this gateway accepts mail only from registered office mail servers",
+        ),
+        (
+            trusted,
+            "EHLO x\nMAIL FROM:<bauamt@lemgo.example>\nQUIT\n".into(),
+            "550 5.7.1 bauamt@lemgo.example is not a registered office",
+        ),
+        (
+            trusted,
+            "EHLO x\nMAIL FROM:<amt@kreis.example>\nRCPT TO:<amt@kreis.example>\nQUIT\n".into(),
+            "550 5.7.1 amt@kreis.example: relaying denied",
+        ),
+        (
+            trusted,
+            "EHLO x\nMAIL FROM:<amt@kreis.example>\nRCPT TO:<someone@elsewhere.example>\nQUIT\n"
+                .into(),
+            "550 5.7.1",
+        ),
+        (
+            trusted,
+            "EHLO x\nAUTH PLAIN AGZvbwBiYXI=\nQUIT\n".into(),
+            "503 5.5.1 AUTH is for the submission port",
+        ),
+    ];
+    for (port, script, expected) in cases {
+        let ca = ca.clone();
+        let out = tokio::task::spawn_blocking(move || raw_on(port, "plain", &ca, &script))
+            .await
+            .unwrap();
+        assert!(out.contains(expected), "expected {expected} in\n{out}");
+    }
+    assert_eq!(s.messages().await, before + 1);
+}
