@@ -306,30 +306,12 @@ impl RelayWorker {
         reply: String,
         state: &'static str,
     ) -> Result<(), QueueError> {
-        let mut conn = self.gateway.store().pool().acquire().await?;
-        let recipient = crate::address::EmailAddress::parse(&job.recipient)
-            .map_err(|e| QueueError::Job(job.id, e.to_string()))?;
-        let chain = evidence::query::chain(&mut conn, &job.gateway_id, Some(&recipient))
-            .await
-            .map_err(|e| QueueError::Job(job.id, e.to_string()))?;
-        drop(conn);
         let details = Details {
             remote_host: Some(remote),
             tls_version: Some(tls),
             reply: Some(reply.chars().take(1000).collect()),
             ..Details::default()
         };
-        let keys = self.gateway.keys();
-        let record = EvidenceRecord::successor(
-            &chain,
-            &keys.evidence.fingerprint(),
-            event,
-            reason,
-            details,
-            Timestamp(now_ms()),
-        )
-        .ok_or_else(|| QueueError::Job(job.id, "no evidence chain to continue".into()))?;
-        let signed = evidence::sign_on_pool(keys.evidence.clone(), vec![record]).await?;
         let (id, owner) = (job.id, self.owner.clone());
         let error = (state == "failed").then(|| reason.to_string());
         let work: evidence::Work = Box::new(move |conn: &mut AnyConnection| {
@@ -343,7 +325,104 @@ impl RelayWorker {
                 }
             })
         });
-        self.gateway.writer().commit(signed, Some(work)).await?;
-        Ok(())
+        record_event(
+            &self.gateway,
+            &job.gateway_id,
+            &job.recipient,
+            (event, reason, details),
+            Some(work),
+        )
+        .await
+        .map_err(|e| match e {
+            QueueError::Job(_, why) => QueueError::Job(job.id, why),
+            other => other,
+        })
     }
+}
+
+/// Continues the chain of (`gateway_id`, `recipient`) with one relay event, committed with
+/// `work` (if any) in one transaction.
+pub async fn record_event(
+    gateway: &Gateway,
+    gateway_id: &str,
+    recipient: &str,
+    (event, reason, details): (Event, ReasonCode, Details),
+    work: Option<evidence::Work>,
+) -> Result<(), QueueError> {
+    let mut conn = gateway.store().pool().acquire().await?;
+    let address = crate::address::EmailAddress::parse(recipient)
+        .map_err(|e| QueueError::Job(0, e.to_string()))?;
+    let chain = evidence::query::chain(&mut conn, gateway_id, Some(&address))
+        .await
+        .map_err(|e| QueueError::Job(0, e.to_string()))?;
+    drop(conn);
+    let keys = gateway.keys();
+    let record = EvidenceRecord::successor(
+        &chain,
+        &keys.evidence.fingerprint(),
+        event,
+        reason,
+        details,
+        Timestamp(now_ms()),
+    )
+    .ok_or_else(|| QueueError::Job(0, "no evidence chain to continue".into()))?;
+    let signed = evidence::sign_on_pool(keys.evidence.clone(), vec![record]).await?;
+    gateway.writer().commit(signed, work).await?;
+    Ok(())
+}
+
+/// A delivery status notification (RFC 3464) from an office's server, for mail that
+/// `sender` (a mailbox of this gateway) sent: each failed recipient of a message relayed to
+/// it gets RelayToNonERDSFailure (RB07) with the reported status. Returns how many.
+pub async fn record_dsn(
+    gateway: &Gateway,
+    sender: &crate::address::EmailAddress,
+    dsn: &crate::smtp::dsn::Dsn,
+) -> Result<usize, QueueError> {
+    let mut conn = gateway.store().pool().acquire().await?;
+    let Some(gateway_id) =
+        crate::store::messages::message_with_id(&mut conn, &sender.key(), &dsn.message_id).await?
+    else {
+        return Ok(0);
+    };
+    let relayed = crate::store::messages::jobs_of(&mut conn, &gateway_id).await?;
+    drop(conn);
+    let mut recorded = 0;
+    for failed in &dsn.failed {
+        if !relayed
+            .iter()
+            .any(|j| j.recipient.eq_ignore_ascii_case(&failed.recipient))
+        {
+            continue;
+        }
+        let reply = format!(
+            "DSN {}{}",
+            failed.status,
+            failed
+                .diagnostic
+                .as_ref()
+                .map(|d| format!(": {d}"))
+                .unwrap_or_default()
+        );
+        let details = Details {
+            remote_host: dsn.reporting_mta.clone(),
+            reply: Some(reply.chars().take(1000).collect()),
+            note: Some("reported later by the recipient's mail server (RFC 3464)".into()),
+            ..Details::default()
+        };
+        record_event(
+            gateway,
+            &gateway_id,
+            &failed.recipient,
+            (
+                Event::RelayToNonERDSFailure,
+                ReasonCode::RefusedByRecipientSystem,
+                details,
+            ),
+            None,
+        )
+        .await?;
+        recorded += 1;
+    }
+    Ok(recorded)
 }

@@ -14,6 +14,7 @@
 //! 1000-octet text lines, the message size); no plaintext is written anywhere but the
 //! pipeline; a refused message changes nothing.
 
+pub mod dsn;
 pub mod reply;
 pub mod session;
 

@@ -72,6 +72,8 @@ pub struct Session {
     greeted: bool,
     submitter: Option<Submitter>,
     mail_from: bool,
+    /// MX: a null reverse path, which only delivery status notifications use.
+    bounce: bool,
     recipients: Vec<EmailAddress>,
     commands: u32,
     auth_failures: u32,
@@ -97,6 +99,7 @@ impl Session {
             greeted: false,
             submitter: None,
             mail_from: false,
+            bounce: false,
             recipients: Vec::new(),
             commands: 0,
             auth_failures: 0,
@@ -127,6 +130,7 @@ impl Session {
 
     fn reset(&mut self) {
         self.mail_from = false;
+        self.bounce = false;
         self.recipients.clear();
     }
 
@@ -423,6 +427,17 @@ impl Session {
                 Next::Command,
             );
         }
+        if from.is_empty() {
+            if self.mail_from {
+                return (
+                    Reply::new(503, "5.5.1", "nested MAIL command"),
+                    Next::Command,
+                );
+            }
+            self.bounce = true;
+            self.mail_from = true;
+            return (Reply::new(250, "2.1.0", "null sender ok"), Next::Command);
+        }
         let office = match EmailAddress::parse(from) {
             Ok(a) => gateway.resolve_recipient(&a).await,
             Err(e) => return (Reply::new(553, "5.1.7", e.to_string()), Next::Command),
@@ -514,6 +529,9 @@ impl Session {
     pub async fn message(&mut self, gateway: &Gateway, message: Vec<u8>) -> Reply {
         let recipients = std::mem::take(&mut self.recipients);
         self.mail_from = false;
+        if std::mem::take(&mut self.bounce) {
+            return bounce(gateway, &recipients, &message).await;
+        }
         let Some(submitter) = &self.submitter else {
             return Reply::new(503, "5.5.1", "need MAIL first");
         };
@@ -534,6 +552,38 @@ impl Session {
     pub fn message_refused(&mut self) {
         self.reset();
     }
+}
+
+/// Mail from the null sender: a delivery status notification for mail a recipient here
+/// sent (and bote relayed), recorded as evidence; anything else is refused.
+async fn bounce(gateway: &Gateway, recipients: &[EmailAddress], message: &[u8]) -> Reply {
+    let Some(dsn) = super::dsn::parse(message) else {
+        return Reply::new(
+            550,
+            "5.7.1",
+            "only delivery status notifications (RFC 3464) come from the null sender",
+        );
+    };
+    let mut recorded = 0;
+    for sender in recipients {
+        match crate::queue::record_dsn(gateway, sender, &dsn).await {
+            Ok(n) => recorded += n,
+            Err(e) => {
+                tracing::error!(error = %e, "DSN not recorded");
+                return Reply::new(
+                    451,
+                    "4.3.0",
+                    "temporary failure of the gateway, try again later",
+                );
+            }
+        }
+    }
+    tracing::info!(recorded, message_id = %dsn.message_id, "delivery status notification");
+    Reply::new(
+        250,
+        "2.0.0",
+        format!("delivery status notification recorded for {recorded} recipient(s)"),
+    )
 }
 
 fn challenge(text: &str) -> Reply {

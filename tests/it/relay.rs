@@ -150,3 +150,64 @@ fn cast_again(mut c: Cast, edit: impl Fn(&mut bote::config::Config)) -> Cast {
     );
     c
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_status_notification_sent_back_later_becomes_a_relay_failure() {
+    let c = cast_with(|config| config.smtp.trusted_networks = vec!["127.0.0.0/8".parse().unwrap()])
+        .await;
+    let sink = Sink::start("accept");
+    let (id, stop) = relay_to(&c, sink.port, office_cert()).await;
+    wait_for(&c, &id, Event::RelayToNonERDS).await;
+    let (wire, _) = sink.first().await;
+    let message_id = wire
+        .lines()
+        .find_map(|l| l.strip_prefix("Message-ID: "))
+        .unwrap()
+        .trim()
+        .to_owned();
+
+    // The office's server reports, over MX, that the mailbox does not exist after all.
+    let port = crate::smtp::mx(c.api.core.clone(), &stop).await;
+    let dsn = format!(
+        "EHLO mail.kreis.example\nMAIL FROM:<>\nRCPT TO:<anna@lemgo.example>\nDATA\n\
+         ~From: MAILER-DAEMON@kreis.example\n~To: anna@lemgo.example\n~Subject: Undelivered\n\
+         ~Content-Type: multipart/report; report-type=delivery-status; boundary=\"b\"\n~\n\
+         ~--b\n~Content-Type: message/delivery-status\n~\n~Reporting-MTA: dns; mail.kreis.example\n~\n\
+         ~Final-Recipient: rfc822; amt@kreis.example\n~Action: failed\n~Status: 5.1.1\n\
+         ~Diagnostic-Code: smtp; 550 5.1.1 Postfach unbekannt\n~\n~--b\n\
+         ~Content-Type: text/rfc822-headers\n~\n~Message-ID: {message_id}\n~--b--\n.\nQUIT\n"
+    );
+    let ca = c.api.gw.config.tls.ca_cert.0.display().to_string();
+    let out = tokio::task::spawn_blocking({
+        let ca = ca.clone();
+        move || crate::smtp::raw_on(port, "plain", &ca, &dsn)
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.contains("250 2.0.0 delivery status notification recorded for 1 recipient(s)"),
+        "{out}"
+    );
+    let chain = wait_for(&c, &id, Event::RelayToNonERDSFailure).await;
+    let failure = &chain.last().unwrap().record;
+    assert_eq!(
+        failure.details.reply.as_deref(),
+        Some("DSN 5.1.1: 550 5.1.1 Postfach unbekannt")
+    );
+    assert_eq!(
+        failure.details.remote_host.as_deref(),
+        Some("mail.kreis.example")
+    );
+    assert_eq!(chain.len(), 3);
+
+    // Anything else from the null sender is refused.
+    let spam = "EHLO x\nMAIL FROM:<>\nRCPT TO:<anna@lemgo.example>\nDATA\n~From: x@y.example\n~\n~hi\n.\nQUIT\n";
+    let out = tokio::task::spawn_blocking(move || crate::smtp::raw_on(port, "plain", &ca, spam))
+        .await
+        .unwrap();
+    assert!(
+        out.contains("550 5.7.1 only delivery status notifications"),
+        "{out}"
+    );
+    stop.cancel();
+}

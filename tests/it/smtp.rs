@@ -405,7 +405,7 @@ async fn swaks_submits_with_starttls_and_over_implicit_tls() {
 }
 
 /// An MX listener of `core`'s gateway; its port.
-async fn mx(core: bote::gateway::Gateway, stop: &CancellationToken) -> u16 {
+pub(crate) async fn mx(core: bote::gateway::Gateway, stop: &CancellationToken) -> u16 {
     let config = core.config().clone();
     let cert = Arc::new(bote::tls::ServerCert::load(&config.tls).unwrap());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -423,7 +423,7 @@ async fn mx(core: bote::gateway::Gateway, stop: &CancellationToken) -> u16 {
     port
 }
 
-fn raw_on(port: u16, mode: &str, ca: &str, script: &str) -> String {
+pub(crate) fn raw_on(port: u16, mode: &str, ca: &str, script: &str) -> String {
     let mut child = Command::new("python3")
         .arg(PROBE)
         .args(["raw", "localhost", &port.to_string(), mode, ca])
