@@ -309,6 +309,8 @@ pub struct QueueConfig {
     pub relay_expiry_secs: u64,
     /// The first retry's delay; each further one doubles it (at most an hour).
     pub retry_base_ms: u64,
+    /// How long a worker holds a job it claimed; after a crash, the job waits this long.
+    pub lease_secs: u64,
 }
 
 impl Default for QueueConfig {
@@ -316,6 +318,7 @@ impl Default for QueueConfig {
         Self {
             relay_expiry_secs: 24 * 3600,
             retry_base_ms: 60_000,
+            lease_secs: 300,
         }
     }
 }

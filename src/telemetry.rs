@@ -85,6 +85,10 @@ pub fn describe_metrics() {
         "bote_relay_deliveries_total",
         "Relay attempts to external offices by outcome (delivered, refused, deferred, expired)"
     );
+    metrics::describe_counter!(
+        "bote_relay_resends_total",
+        "Relay jobs taken over after their worker died (the office may receive them twice)"
+    );
     metrics::describe_gauge!("bote_smtp_sessions", "SMTP sessions open");
     metrics::describe_counter!("bote_smtp_replies_total", "SMTP replies by code");
     metrics::describe_counter!(

@@ -29,8 +29,6 @@ use crate::gateway::Gateway;
 use crate::store::queue::{self as repo, Claimed};
 use crate::store::{StoreError, accounts as account_repo};
 
-/// How long a claim holds a job before another worker may take it.
-const LEASE: Duration = Duration::from_secs(300);
 /// How often the queue is looked at when idle.
 const POLL: Duration = Duration::from_millis(200);
 /// Jobs sent at once by one worker.
@@ -77,6 +75,7 @@ pub struct RelayWorker {
     relay_ca: Vec<Vec<u8>>,
     expiry: Duration,
     retry_base: Duration,
+    lease: Duration,
 }
 
 impl std::fmt::Debug for RelayWorker {
@@ -101,6 +100,7 @@ impl RelayWorker {
             relay_ca,
             expiry: Duration::from_secs(config.queue.relay_expiry_secs),
             retry_base: Duration::from_millis(config.queue.retry_base_ms),
+            lease: Duration::from_secs(config.queue.lease_secs.max(1)),
             gateway,
         }
     }
@@ -150,10 +150,15 @@ impl RelayWorker {
         let now = now_ms();
         let mut conn = self.gateway.store().pool().acquire().await?;
         let ids = repo::due(&mut conn, now, i64::try_from(room).unwrap_or(1)).await?;
-        let lease_until = now + i64::try_from(LEASE.as_millis()).unwrap_or(i64::MAX);
+        let lease_until = now + i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX);
         let mut claimed = Vec::new();
-        for id in ids {
+        for (id, orphan) in ids {
             if let Some(job) = repo::claim(&mut conn, id, &self.owner, now, lease_until).await? {
+                if orphan {
+                    // Its worker died mid-attempt: the office may get it twice.
+                    metrics::counter!("bote_relay_resends_total").increment(1);
+                    tracing::warn!(job = id, "taking over a job whose worker died");
+                }
                 claimed.push(job);
             }
         }

@@ -46,17 +46,26 @@ pub struct Listed {
 }
 
 /// Ids of up to `limit` jobs due at `now` (queued and due, or running with an expired
-/// lease: their worker died).
-pub async fn due(conn: &mut AnyConnection, now: i64, limit: i64) -> Result<Vec<i64>, StoreError> {
+/// lease: their worker died), each with whether it is such an orphan.
+pub async fn due(
+    conn: &mut AnyConnection,
+    now: i64,
+    limit: i64,
+) -> Result<Vec<(i64, bool)>, StoreError> {
     let rows = sqlx::query(
-        "SELECT id FROM outbound_jobs WHERE (state = 'queued' AND due_at <= $1) \
+        "SELECT id, state FROM outbound_jobs WHERE (state = 'queued' AND due_at <= $1) \
          OR (state = 'running' AND lease_expires_at < $1) ORDER BY due_at LIMIT $2",
     )
     .bind(now)
     .bind(limit)
     .fetch_all(conn)
     .await?;
-    rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+    rows.iter()
+        .map(|r| {
+            let state: String = r.try_get(1)?;
+            Ok((r.try_get(0)?, state == "running"))
+        })
+        .collect()
 }
 
 /// Claims job `id` for `owner` until `lease_until`, if it is still claimable.

@@ -13,6 +13,7 @@ mod api;
 mod architecture;
 mod cli;
 mod core;
+mod crash;
 mod directory;
 mod docs;
 mod evidence;
