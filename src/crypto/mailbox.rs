@@ -114,9 +114,43 @@ pub(super) fn encrypt_packets(
             .build()
             .map_err(err)?;
     }
-    let mut encryptor = Encryptor::for_recipients(message, keys)
-        .build()
-        .map_err(err)?;
+    // As sequoia decides (a certificate without a Features subpacket supports SEIPDv1).
+    let seipdv2 = keys.iter().all(|k| {
+        use openpgp::cert::Preferences;
+        use openpgp::cert::amalgamation::ValidAmalgamation;
+        k.valid_cert()
+            .features()
+            .is_some_and(|f| f.supports_seipdv2())
+    });
+    let mut encryptor = if seipdv2 {
+        // SEIPDv2 recipients: sequoia makes v6 PKESKs as usual.
+        Encryptor::for_recipients(message, keys)
+            .build()
+            .map_err(err)?
+    } else {
+        // SEIPDv1 (what gpg 2.2 reads): the session key goes out in v3 PKESKs that
+        // `pkesk` makes for Cv25519 keys and sequoia for any other.
+        let sym = openpgp::types::SymmetricAlgorithm::default();
+        let session_key =
+            openpgp::crypto::SessionKey::new(sym.key_size().map_err(err)?).map_err(err)?;
+        for key in &keys {
+            let packet =
+                match super::pkesk::cv25519(key.key().role_as_unspecified(), sym, &session_key) {
+                    Some(made) => made.map_err(err)?,
+                    None => {
+                        openpgp::packet::pkesk::PKESK3::for_recipient(sym, &session_key, key.key())
+                            .map_err(err)?
+                            .into()
+                    }
+                };
+            openpgp::serialize::Serialize::serialize(&openpgp::Packet::PKESK(packet), &mut message)
+                .map_err(err)?;
+        }
+        Encryptor::with_session_key(message, sym, session_key)
+            .map_err(err)?
+            .build()
+            .map_err(err)?
+    };
     encryptor.write_all(packets).map_err(err)?;
     encryptor.finalize().map_err(err)?;
     Ok(out)

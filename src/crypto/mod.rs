@@ -7,6 +7,7 @@ pub mod endtoend;
 pub mod keywrap;
 pub mod mailbox;
 pub mod message;
+pub mod pkesk;
 pub mod pool;
 
 use sequoia_openpgp as openpgp;
