@@ -175,6 +175,76 @@ impl Auth {
         Ok(())
     }
 
+    /// Ends every session of the caller's user ("log out everywhere"), audited.
+    pub async fn logout_everywhere(&self, caller: &Caller) -> Result<(), AuthError> {
+        let (Access::User { user, .. }, Some(_)) = (&caller.access, caller.session) else {
+            return Err(AuthError::Forbidden(
+                "only login sessions can be logged out",
+            ));
+        };
+        let now = now_ms();
+        let mut tx = self.store.begin().await?;
+        repo::delete_for_user(&mut tx, user.id).await?;
+        let actor = Actor::User(user.email.clone());
+        audit_self(
+            &mut tx,
+            &actor,
+            "session.logout-everywhere",
+            &user.email,
+            serde_json::json!({}),
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Sets a new password with the user's recovery code (the user keeps their key and
+    /// mail), from `client`: throttled and counted like logins, since a recovery code is a
+    /// login secret too. Unknown accounts and wrong codes get the same answer.
+    pub async fn recover(
+        &self,
+        accounts: &crate::accounts::service::Accounts,
+        email: &str,
+        recovery_code: &str,
+        new_password: &str,
+        client: Option<IpAddr>,
+    ) -> Result<(), AuthError> {
+        use crate::accounts::service::AccountError;
+        let now = now_ms();
+        let Ok(address) = EmailAddress::parse(email) else {
+            return Err(AuthError::BadCredentials);
+        };
+        let key = address.key();
+        let wait = self.lockout.wait_secs(&key, client, now);
+        if wait > 0 {
+            tracing::info!(account = %pseudonym(&key), client = ?client, wait, "recovery throttled");
+            return Err(AuthError::LockedOut(wait));
+        }
+        let actor = Actor::User(address.clone());
+        let result = accounts
+            .set_password(
+                &actor,
+                &address,
+                zeroize::Zeroizing::new(new_password.to_owned()),
+                Some(zeroize::Zeroizing::new(recovery_code.trim().to_owned())),
+                false,
+            )
+            .await;
+        match result {
+            Ok(_) => {
+                self.lockout.note_success(&key, client);
+                Ok(())
+            }
+            Err(AccountError::WrongRecoveryCode | AccountError::UnknownUser(_)) => {
+                self.lockout.note_failure(&key, client, now);
+                tracing::info!(account = %pseudonym(&key), client = ?client, "recovery refused");
+                Err(AuthError::BadCredentials)
+            }
+            Err(e) => Err(AuthError::Grants(e)),
+        }
+    }
+
     pub(super) async fn resolve_session(
         &self,
         credential: &Credential,

@@ -74,6 +74,15 @@ impl Auth {
         Ok(())
     }
 
+    /// Whether the caller's user has a confirmed second factor.
+    pub async fn has_second_factor(&self, caller: &Caller) -> Result<bool, AuthError> {
+        let Some(user) = caller.user() else {
+            return Ok(false);
+        };
+        let mut conn = self.store.pool().acquire().await?;
+        Ok(repo::totp(&mut conn, user.id).await?.is_some_and(|t| t.1))
+    }
+
     /// Starts TOTP enrolment for the caller: a new secret, confirmed by its first valid
     /// code. A password alone must not lead to level `high`: the first factor needs the
     /// user's recovery code (the second secret, handed out at account creation), and

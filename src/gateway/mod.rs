@@ -10,8 +10,9 @@
 //!
 //! Files: `send.rs` (choosing the sending mailbox, submitting, resolving recipients),
 //! `read.rs` (mailboxes, folders, messages, timelines, receipts), `proofs.rs` (bundles
-//! and evidence search).
+//! and evidence search), `account.rs` (recovery with the recovery code).
 
+mod account;
 mod directory;
 mod proofs;
 mod read;

@@ -1,5 +1,5 @@
-//! The HTTPS surface: one axum [`Router`] for health, and (as issues land) the log, WKD,
-//! the JSON API and the web inbox.
+//! The HTTPS surface: one axum [`Router`] for health, the log, WKD, the JSON API and the
+//! web inbox.
 //!
 //! Architecture invariant: every response, errors and 404s included, leaves through
 //! [`security_headers`], and every error body is an RFC 9457 [`problem::Problem`].
@@ -7,6 +7,7 @@
 pub mod api;
 pub mod caller;
 pub mod directory;
+pub mod inbox;
 pub mod log;
 pub mod problem;
 pub mod witness;
@@ -32,8 +33,11 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// The complete HTTPS application.
 pub fn router(gateway: Gateway) -> Router {
     let max_body = usize::try_from(gateway.config().limits.http_max_body).unwrap_or(usize::MAX);
+    let max_submission =
+        usize::try_from(gateway.config().limits.message_size_submission).unwrap_or(usize::MAX);
     Router::new()
         .merge(api::routes(max_body))
+        .merge(inbox::routes(max_submission))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/log/checkpoint", get(log::checkpoint))
@@ -134,10 +138,17 @@ const SECURITY_HEADERS: &[(&str, &str)] = &[
     ("cross-origin-opener-policy", "same-origin"),
 ];
 
+/// Headers a handler may set stricter for one response (the sandboxed frame of an HTML
+/// mail has its own CSP, `default-src 'none'`, and may be framed by the inbox itself).
+const HANDLER_MAY_SET: &[&str] = &["content-security-policy", "x-frame-options"];
+
 async fn security_headers(req: Request, next: Next) -> Response {
     let mut response = next.run(req).await;
     let headers = response.headers_mut();
     for (name, value) in SECURITY_HEADERS {
+        if HANDLER_MAY_SET.contains(name) && headers.contains_key(*name) {
+            continue;
+        }
         headers.insert(
             HeaderName::from_static(name),
             HeaderValue::from_static(value),

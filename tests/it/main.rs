@@ -28,5 +28,6 @@ mod storage;
 mod timestamp;
 mod verifiers;
 mod walkthrough;
+mod web;
 mod witness;
 mod zero_access;

@@ -27,7 +27,7 @@ const ATTACHMENT: &str = "Anhang-P4W8MN";
 
 /// Log lines of this test, at every level.
 #[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
+pub struct Captured(pub Arc<Mutex<Vec<u8>>>);
 
 thread_local! {
     static CAPTURE: RefCell<Option<Captured>> = const { RefCell::new(None) };
@@ -38,7 +38,7 @@ thread_local! {
 /// A scoped `set_default` subscriber races other test threads over tracing's cached
 /// per-callsite interest (a callsite first hit elsewhere can stay disabled here), so one
 /// process-wide subscriber decides per event, from a thread-local, whether to record it.
-fn capture_logs(captured: &Captured) -> impl Drop {
+pub fn capture_logs(captured: &Captured) -> impl Drop {
     static INSTALL: Once = Once::new();
     INSTALL.call_once(|| {
         use tracing_subscriber::layer::SubscriberExt;

@@ -532,7 +532,7 @@ pub fn content_disposition(file_name: &str) -> String {
     format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{exact}")
 }
 
-pub(super) fn download(data: Vec<u8>, content_type: &'static str, file_name: &str) -> Response {
+pub(crate) fn download(data: Vec<u8>, content_type: &'static str, file_name: &str) -> Response {
     let mut response = data.into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));

@@ -6,7 +6,7 @@
 //! type exactly once here; callers never see internal causes (they are logged).
 
 mod evidence;
-mod messages;
+pub(crate) mod messages;
 mod session;
 
 use axum::extract::rejection::JsonRejection;

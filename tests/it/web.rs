@@ -1,0 +1,765 @@
+//! The web inbox over HTTP: cookies and headers, CSRF, login with lockout, second factor,
+//! reading and writing, what is refused or neutralised, legal staff and their scope.
+
+use std::collections::BTreeMap;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde_json::json;
+use tower::ServiceExt;
+
+use crate::api::{Api, Cast, Reply, cast, send_letter};
+use crate::on_both_backends;
+use crate::support::Gateway;
+use crate::zero_access::{Captured, capture_logs};
+
+const PASSWORD: &str = "a long enough password";
+
+/// A browser: a cookie jar over the router.
+pub struct Browser<'a> {
+    api: &'a Api,
+    cookies: BTreeMap<String, String>,
+    /// Every `Set-Cookie` seen, as sent.
+    pub set_cookies: Vec<String>,
+}
+
+impl<'a> Browser<'a> {
+    pub fn new(api: &'a Api) -> Self {
+        Self {
+            api,
+            cookies: BTreeMap::new(),
+            set_cookies: Vec::new(),
+        }
+    }
+
+    async fn send(&mut self, req: axum::http::request::Builder, body: Body) -> Reply {
+        let mut req = req.header(header::ACCEPT_LANGUAGE, "en");
+        if !self.cookies.is_empty() {
+            let jar: Vec<String> = self
+                .cookies
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            req = req.header(header::COOKIE, jar.join("; "));
+        }
+        let response = self
+            .api
+            .app
+            .clone()
+            .oneshot(req.body(body).unwrap())
+            .await
+            .unwrap();
+        for v in response.headers().get_all(header::SET_COOKIE) {
+            let v = v.to_str().unwrap().to_owned();
+            let (pair, _) = v.split_once(';').unwrap_or((&v, ""));
+            let (name, value) = pair.split_once('=').unwrap();
+            if value.is_empty() || v.contains("Max-Age=0") {
+                self.cookies.remove(name);
+            } else {
+                self.cookies.insert(name.to_owned(), value.to_owned());
+            }
+            self.set_cookies.push(v);
+        }
+        let status = response.status();
+        let headers = response.headers().clone();
+        let content_type = headers
+            .get(header::CONTENT_TYPE)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        use http_body_util::BodyExt;
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        Reply {
+            status,
+            content_type,
+            headers,
+            body: body.to_vec(),
+        }
+    }
+
+    pub async fn get(&mut self, path: &str) -> Reply {
+        self.send(Request::builder().method("GET").uri(path), Body::empty())
+            .await
+    }
+
+    pub async fn post(&mut self, path: &str, fields: &[(&str, &str)]) -> Reply {
+        let body = fields
+            .iter()
+            .map(|(k, v)| {
+                format!(
+                    "{}={}",
+                    k,
+                    percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("&");
+        self.send(
+            Request::builder()
+                .method("POST")
+                .uri(path)
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded"),
+            Body::from(body),
+        )
+        .await
+    }
+
+    /// A multipart form: text fields and files (name, file name, bytes).
+    pub async fn post_multipart(
+        &mut self,
+        path: &str,
+        fields: &[(&str, &str)],
+        files: &[(&str, &str, &[u8])],
+    ) -> Reply {
+        let boundary = "----botetestboundary7MA4YWxk";
+        let mut body = Vec::new();
+        for (k, v) in fields {
+            body.extend_from_slice(
+                format!(
+                    "--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n"
+                )
+                .as_bytes(),
+            );
+        }
+        for (k, name, data) in files {
+            body.extend_from_slice(
+                format!(
+                    "--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"; filename=\"{name}\"\r\nContent-Type: application/pdf\r\n\r\n"
+                )
+                .as_bytes(),
+            );
+            body.extend_from_slice(data);
+            body.extend_from_slice(b"\r\n");
+        }
+        body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+        self.send(
+            Request::builder().method("POST").uri(path).header(
+                header::CONTENT_TYPE,
+                format!("multipart/form-data; boundary={boundary}"),
+            ),
+            Body::from(body),
+        )
+        .await
+    }
+
+    /// Logs in through the login page; panics unless it works.
+    pub async fn login(&mut self, email: &str) {
+        let page = self.get("/").await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.text());
+        let csrf = csrf(&page);
+        let r = self
+            .post(
+                "/",
+                &[("csrf", &csrf), ("email", email), ("password", PASSWORD)],
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text());
+        assert!(self.cookies.contains_key("bote_session"));
+    }
+
+    /// The CSRF token of the page at `path`.
+    pub async fn csrf_of(&mut self, path: &str) -> String {
+        let page = self.get(path).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.text());
+        csrf(&page)
+    }
+
+    /// Raises the session to `high` through the security page.
+    pub async fn step_up(&mut self, otpauth: &str) {
+        let token = self.csrf_of("/security").await;
+        let code = bote::auth::totp_code_now(otpauth).unwrap();
+        let r = self
+            .post("/security/step-up", &[("csrf", &token), ("code", &code)])
+            .await;
+        assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text());
+    }
+}
+
+/// The value of the first `name="csrf"` field of a page.
+pub fn csrf(page: &Reply) -> String {
+    let text = page.text();
+    let at = text
+        .find("name=\"csrf\" value=\"")
+        .unwrap_or_else(|| panic!("no csrf field: {text}"));
+    text[at + 19..].split('"').next().unwrap().to_owned()
+}
+
+/// The copy ids linked from a folder page.
+fn copy_links(page: &Reply) -> Vec<String> {
+    let text = page.text();
+    text.match_indices("href=\"/mail/")
+        .map(|(i, _)| text[i + 12..].split('"').next().unwrap().to_owned())
+        .filter(|id| !id.contains('/'))
+        .collect()
+}
+
+fn cookie_flags_ok(set_cookie: &str) -> bool {
+    set_cookie.contains("; Secure")
+        && set_cookie.contains("; HttpOnly")
+        && set_cookie.contains("; SameSite=Strict")
+}
+
+async fn login_sets_a_strict_cookie_and_pages_have_the_headers(gw: Gateway) {
+    let Cast { api, .. } = cast(gw).await;
+    let mut b = Browser::new(&api);
+    let page = b.get("/").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(
+        page.content_type.starts_with("text/html"),
+        "{}",
+        page.content_type
+    );
+    let csp = page.headers["content-security-policy"].to_str().unwrap();
+    assert!(!csp.contains("unsafe-inline"), "{csp}");
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert!(page.headers.contains_key("strict-transport-security"));
+    assert_eq!(page.headers["x-content-type-options"], "nosniff");
+    assert!(!page.text().contains("<script"), "no script on pages");
+    assert!(!page.text().contains("style="), "no inline style");
+    // The style sheet: fingerprinted, cached for a year.
+    let text = page.text();
+    let css = text
+        .split("href=\"")
+        .find(|s| s.starts_with("/static/"))
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_owned();
+    let sheet = b.get(&css).await;
+    assert_eq!(sheet.status, StatusCode::OK);
+    assert!(
+        sheet.headers["cache-control"]
+            .to_str()
+            .unwrap()
+            .contains("max-age=31536000")
+    );
+    assert_eq!(
+        b.get("/static/bote.css").await.status,
+        StatusCode::NOT_FOUND
+    );
+
+    b.login("anna@lemgo.example").await;
+    let session = b
+        .set_cookies
+        .iter()
+        .find(|c| c.starts_with("bote_session="))
+        .unwrap()
+        .clone();
+    assert!(cookie_flags_ok(&session), "{session}");
+    let pre = b
+        .set_cookies
+        .iter()
+        .find(|c| c.starts_with("bote_pre="))
+        .unwrap();
+    assert!(cookie_flags_ok(pre), "{pre}");
+    // The cookie carries the API's session token: the user key stays sealed under it.
+    let inbox = b.get("/mail?folder=inbox").await;
+    assert_eq!(inbox.status, StatusCode::OK, "{}", inbox.text());
+    assert!(
+        inbox.text().contains("id=\"session-level\">normal<"),
+        "{}",
+        inbox.text()
+    );
+    // German by Accept-Language and by the switch.
+    let r = b.get("/lang/de?back=%2Fmail%3Ffolder%3Dinbox").await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert_eq!(r.headers["location"], "/mail?folder=inbox");
+    let de = b.get("/mail?folder=inbox").await;
+    assert!(de.text().contains("Posteingang"), "{}", de.text());
+    assert!(de.text().contains("<html lang=\"de\">"));
+    assert_eq!(
+        b.get("/lang/en?back=%2F%2Fevil.example").await.headers["location"],
+        "/"
+    );
+}
+on_both_backends!(
+    login_sets_a_strict_cookie_and_pages_have_the_headers,
+    super::login_sets_a_strict_cookie_and_pages_have_the_headers
+);
+
+async fn forms_without_the_csrf_token_are_refused(gw: Gateway) {
+    let Cast { api, .. } = cast(gw).await;
+    let captured = Captured::default();
+    let _capturing = capture_logs(&captured);
+    let mut b = Browser::new(&api);
+    // Login without the pre-session cookie's token.
+    b.get("/").await;
+    let r = b
+        .post(
+            "/",
+            &[
+                ("csrf", "0000"),
+                ("email", "anna@lemgo.example"),
+                ("password", PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text());
+    b.login("anna@lemgo.example").await;
+    for fields in [vec![], vec![("csrf", "wrong")]] {
+        let r = b.post("/logout", &fields).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text());
+        assert!(r.text().contains("This form was refused"));
+        let r = b
+            .post_multipart(
+                "/compose",
+                &[
+                    ("to", "bauamt@lemgo.example"),
+                    ("subject", "x"),
+                    ("action", "send"),
+                ],
+                &[],
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text());
+    }
+    // Still logged in: nothing happened, nothing was sent.
+    let sent = b.get("/mail?folder=sent").await;
+    assert_eq!(sent.status, StatusCode::OK);
+    assert!(copy_links(&sent).is_empty());
+    let log = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
+    assert!(log.contains("CSRF token missing or wrong"), "{log}");
+    // A token of one session does not work for another.
+    let stolen = b.csrf_of("/security").await;
+    let mut other = Browser::new(&api);
+    other.login("bernd@lemgo.example").await;
+    let r = other.post("/logout", &[("csrf", &stolen)]).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    // The right token logs out; the cookie is cleared and the session ends.
+    let token = b.csrf_of("/security").await;
+    let r = b.post("/logout", &[("csrf", &token)]).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert!(!b.cookies.contains_key("bote_session"));
+    assert_eq!(b.get("/mail").await.status, StatusCode::SEE_OTHER);
+}
+on_both_backends!(
+    forms_without_the_csrf_token_are_refused,
+    super::forms_without_the_csrf_token_are_refused
+);
+
+async fn brute_force_login_is_locked(gw: Gateway) {
+    let Cast { api, .. } = cast(gw).await;
+    let mut b = Browser::new(&api);
+    let mut statuses = Vec::new();
+    for _ in 0..12 {
+        let page = b.get("/").await;
+        let token = csrf(&page);
+        let r = b
+            .post(
+                "/",
+                &[
+                    ("csrf", &token),
+                    ("email", "anna@lemgo.example"),
+                    ("password", "wrong password!!"),
+                ],
+            )
+            .await;
+        statuses.push(r.status);
+        if r.status == StatusCode::TOO_MANY_REQUESTS {
+            assert!(
+                r.text().contains("Too many failed attempts"),
+                "{}",
+                r.text()
+            );
+            assert!(r.text().contains("aria-invalid=\"true\""));
+            break;
+        }
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+        assert!(r.text().contains("Wrong email address or password."));
+    }
+    assert_eq!(
+        statuses.last(),
+        Some(&StatusCode::TOO_MANY_REQUESTS),
+        "{statuses:?}"
+    );
+    // Even the right password is refused while locked.
+    let token = csrf(&b.get("/").await);
+    let r = b
+        .post(
+            "/",
+            &[
+                ("csrf", &token),
+                ("email", "anna@lemgo.example"),
+                ("password", PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+}
+on_both_backends!(
+    brute_force_login_is_locked,
+    super::brute_force_login_is_locked
+);
+
+/// Citizen Anna enrols TOTP on the security page (QR code and URI), steps up, writes an
+/// authoritative letter with an attachment; staff Bernd opens it; Anna sees the pickup.
+async fn citizen_enrols_steps_up_and_writes_to_an_office(gw: Gateway) {
+    let api = Api::new(gw).await;
+    let recovery = api.gw.setup.add_user("citizen", "anna@lemgo.example");
+    api.gw.setup.add_user("staff", "bernd@lemgo.example");
+    api.cli(
+        &[
+            "user",
+            "verify-identity",
+            "anna@lemgo.example",
+            "--method",
+            "eid",
+        ],
+        "",
+    );
+    api.office("bauamt@lemgo.example", "bernd@lemgo.example");
+    let mut anna = Browser::new(&api);
+    anna.login("anna@lemgo.example").await;
+
+    // authoritative at level normal: refused with the reason, tied to the options.
+    let token = anna.csrf_of("/compose").await;
+    let r = anna
+        .post_multipart(
+            "/compose",
+            &[
+                ("csrf", &token),
+                ("from", "anna@lemgo.example"),
+                ("to", "bauamt@lemgo.example"),
+                ("subject", "Bauantrag"),
+                ("text", "Anbei."),
+                ("authoritative", "yes"),
+                ("action", "send"),
+            ],
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text());
+    assert!(r.text().contains("id=\"options-error\""), "{}", r.text());
+    assert!(r.text().contains("high"), "{}", r.text());
+
+    // Enrol: the first factor needs the recovery code.
+    let token = anna.csrf_of("/security").await;
+    let r = anna
+        .post(
+            "/security/totp",
+            &[("csrf", &token), ("recovery_code", "wrong")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text());
+    let r = anna
+        .post(
+            "/security/totp",
+            &[("csrf", &token), ("recovery_code", &recovery)],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let text = r.text();
+    assert!(text.contains("<svg"), "QR code as SVG");
+    let at = text.find("otpauth://").unwrap();
+    let otpauth = text[at..].split('<').next().unwrap().replace("&amp;", "&");
+    // A wrong code is refused, the right one raises the session.
+    let r = anna
+        .post("/security/step-up", &[("csrf", &token), ("code", "000000")])
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text());
+    anna.step_up(&otpauth).await;
+    let page = anna.get("/security?done=high").await;
+    assert!(
+        page.text().contains("id=\"session-level\">high<"),
+        "{}",
+        page.text()
+    );
+
+    // Look up the recipient in the directory.
+    let token = csrf(&page);
+    let r = anna
+        .post_multipart(
+            "/compose",
+            &[
+                ("csrf", &token),
+                ("to", "bauamt@lemgo.example, nobody@lemgo.example"),
+                ("action", "lookup"),
+            ],
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert!(
+        r.text()
+            .contains("bauamt@lemgo.example: found in the directory (office)"),
+        "{}",
+        r.text()
+    );
+    assert!(
+        r.text()
+            .contains("nobody@lemgo.example: not in the directory")
+    );
+
+    let pdf: Vec<u8> = (0..=255u8).cycle().take(50_000).collect();
+    let r = anna
+        .post_multipart(
+            "/compose",
+            &[
+                ("csrf", &token),
+                ("from", "anna@lemgo.example"),
+                ("to", "bauamt@lemgo.example"),
+                ("subject", "Bauantrag Gartenhaus"),
+                ("text", "Sehr geehrte Damen und Herren,\nanbei mein Antrag."),
+                ("authoritative", "yes"),
+                ("action", "send"),
+            ],
+            &[("attachments", "Antrag.pdf", &pdf)],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    assert!(
+        r.text()
+            .contains("SubmissionAcceptance – bauamt@lemgo.example"),
+        "{}",
+        r.text()
+    );
+
+    // Anna's sent folder and message: SubmissionAcceptance, ContentConsignment.
+    let sent = anna.get("/mail?folder=sent").await;
+    let ids = copy_links(&sent);
+    assert_eq!(ids.len(), 1, "{}", sent.text());
+    let mine = anna.get(&format!("/mail/{}", ids[0])).await;
+    assert_eq!(mine.status, StatusCode::OK, "{}", mine.text());
+    assert!(mine.text().contains("SubmissionAcceptance"));
+    assert!(mine.text().contains("Antrag.pdf"));
+    assert!(!mine.text().contains("ContentHandover"));
+
+    // Bernd opens it: attestation, attachment, ContentHandover.
+    let mut bernd = Browser::new(&api);
+    bernd.login("bernd@lemgo.example").await;
+    let inbox = bernd
+        .get("/mail?folder=inbox&mailbox=bauamt@lemgo.example")
+        .await;
+    let ids_b = copy_links(&inbox);
+    assert_eq!(ids_b.len(), 1, "{}", inbox.text());
+    let msg = bernd.get(&format!("/mail/{}", ids_b[0])).await;
+    assert_eq!(msg.status, StatusCode::OK, "{}", msg.text());
+    let t = msg.text();
+    assert!(t.contains("Bauantrag Gartenhaus"));
+    assert!(t.contains("verified (eid)"), "{t}");
+    assert!(t.contains("yes: the gateway confirms"), "{t}");
+    assert!(t.contains("ContentHandover"), "{t}");
+    let file = bernd
+        .get(&format!("/mail/{}/attachments/0", ids_b[0]))
+        .await;
+    assert_eq!(file.status, StatusCode::OK);
+    assert_eq!(file.body, pdf);
+    assert!(
+        file.headers["content-disposition"]
+            .to_str()
+            .unwrap()
+            .starts_with("attachment")
+    );
+
+    // Anna sees the pickup, and downloads a proof that bote verify accepts.
+    let mine = anna.get(&format!("/mail/{}", ids[0])).await;
+    assert!(mine.text().contains("ContentHandover"), "{}", mine.text());
+    assert!(mine.text().contains("picked up"), "{}", mine.text());
+    let token = csrf(&mine);
+    let proof = anna
+        .post(
+            &format!("/mail/{}/proof", ids[0]),
+            &[("csrf", &token), ("recipient", "bauamt@lemgo.example")],
+        )
+        .await;
+    assert_eq!(proof.status, StatusCode::OK, "{}", proof.text());
+    assert_eq!(proof.content_type, "application/x-tar");
+    let file = api.gw.setup.path().join("web-proof.tar");
+    std::fs::write(&file, &proof.body).unwrap();
+    let cert = api.gw.setup.path().join("keys/evidence.cert.asc");
+    let out = crate::support::run(api.gw.setup.cmd(&[
+        "verify",
+        file.to_str().unwrap(),
+        "--key",
+        cert.to_str().unwrap(),
+    ]));
+    assert!(out.status.success(), "{}", crate::support::stderr(&out));
+
+    // Another user's message id: 404, as for a missing one.
+    let r = bernd.get(&format!("/mail/{}", ids[0])).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text());
+    let r = bernd.get("/mail/does-not-exist").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+}
+on_both_backends!(
+    citizen_enrols_steps_up_and_writes_to_an_office,
+    super::citizen_enrols_steps_up_and_writes_to_an_office
+);
+
+/// An office's HTML mail with scripts, handlers, remote images and CSS, and a subject
+/// with markup: escaped on the page, sanitised in a sandboxed frame with its own CSP.
+async fn hostile_html_and_subjects_are_neutralised(gw: Gateway) {
+    let Cast { api, anna_otp } = cast(gw).await;
+    let token = api.send_token("bauamt@lemgo.example");
+    let subject = "<script>alert('s')</script><img src=x onerror=alert(1)>";
+    let html = "<p onclick=\"alert(1)\">Bescheid<script>alert(2)</script></p>\
+        <img src=\"https://tracker.example/p.gif\"><style>p{background:url(https://evil.example/c)}</style>\
+        <a href=\"javascript:alert(3)\">x</a><div style=\"color:red\">y</div>";
+    let raw = format!(
+        "From: bauamt@lemgo.example\r\nTo: anna@lemgo.example\r\nSubject: {subject}\r\n\
+         Message-ID: <html-1@lemgo.example>\r\nMIME-Version: 1.0\r\n\
+         Content-Type: text/html; charset=utf-8\r\n\r\n{html}\r\n"
+    );
+    let r = api
+        .post(
+            "/api/v1/messages",
+            &token,
+            json!({ "to": ["anna@lemgo.example"], "rfc5322": B64.encode(raw) }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let _ = anna_otp;
+    let mut anna = Browser::new(&api);
+    anna.login("anna@lemgo.example").await;
+    let inbox = anna.get("/mail?folder=inbox").await;
+    assert!(!inbox.text().contains("<script>alert"), "{}", inbox.text());
+    assert!(
+        inbox.text().contains("&#60;script&#62;"),
+        "{}",
+        inbox.text()
+    );
+    let id = copy_links(&inbox).remove(0);
+    let page = anna.get(&format!("/mail/{id}")).await;
+    let t = page.text();
+    assert!(
+        !t.contains("<script>alert") && !t.contains("<img src=x"),
+        "{t}"
+    );
+    assert!(t.contains("sandbox=\"\""), "{t}");
+    let frame = anna.get(&format!("/mail/{id}/html")).await;
+    assert_eq!(frame.status, StatusCode::OK);
+    let csp = frame.headers["content-security-policy"].to_str().unwrap();
+    assert!(csp.starts_with("default-src 'none'"), "{csp}");
+    assert!(csp.contains("sandbox"), "{csp}");
+    let f = frame.text();
+    for bad in [
+        "<script",
+        "onclick",
+        "alert",
+        "tracker.example",
+        "evil.example",
+        "javascript:",
+        "style",
+    ] {
+        assert!(!f.contains(bad), "{bad} in {f}");
+    }
+    assert!(f.contains("Bescheid"));
+}
+on_both_backends!(
+    hostile_html_and_subjects_are_neutralised,
+    super::hostile_html_and_subjects_are_neutralised
+);
+
+/// A personal message opened at level normal is refused with the reason; at high it opens.
+async fn personal_message_needs_high(gw: Gateway) {
+    let Cast { api, anna_otp } = cast(gw).await;
+    let bernd = api.login("bernd@lemgo.example").await;
+    let r = api
+        .post(
+            "/api/v1/messages",
+            &bernd,
+            json!({ "to": ["anna@lemgo.example"], "subject": "Bescheid", "text": "Persönlich.", "personal": true }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let mut anna = Browser::new(&api);
+    anna.login("anna@lemgo.example").await;
+    let inbox = anna.get("/mail?folder=inbox").await;
+    assert!(
+        inbox.text().contains("(personal: open at level high)"),
+        "{}",
+        inbox.text()
+    );
+    let id = copy_links(&inbox).remove(0);
+    let r = anna.get(&format!("/mail/{id}")).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text());
+    assert!(
+        r.text().contains("This message is personal"),
+        "{}",
+        r.text()
+    );
+    assert!(!r.text().contains("Persönlich."));
+    anna.step_up(&anna_otp).await;
+    let r = anna.get(&format!("/mail/{id}")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert!(r.text().contains("Persönlich."));
+}
+on_both_backends!(
+    personal_message_needs_high,
+    super::personal_message_needs_high
+);
+
+/// Logging out everywhere ends the other sessions too; recovery sets a new password with
+/// the recovery code and keeps the mail readable.
+async fn logout_everywhere_and_recovery(gw: Gateway) {
+    let api = Api::new(gw).await;
+    let recovery = api.gw.setup.add_user("citizen", "anna@lemgo.example");
+    api.gw.setup.add_user("staff", "bernd@lemgo.example");
+    api.office("bauamt@lemgo.example", "bernd@lemgo.example");
+    let bernd = api.login("bernd@lemgo.example").await;
+    send_letter(&api, &bernd, "anna@lemgo.example", "Bescheid", "Text 42").await;
+    let mut one = Browser::new(&api);
+    let mut two = Browser::new(&api);
+    one.login("anna@lemgo.example").await;
+    two.login("anna@lemgo.example").await;
+    let token = one.csrf_of("/security").await;
+    let r = one.post("/logout-everywhere", &[("csrf", &token)]).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert_eq!(two.get("/mail").await.status, StatusCode::SEE_OTHER);
+    assert_eq!(one.get("/mail").await.status, StatusCode::SEE_OTHER);
+
+    let mut b = Browser::new(&api);
+    let page = b.get("/recover").await;
+    let token = csrf(&page);
+    let r = b
+        .post(
+            "/recover",
+            &[
+                ("csrf", &token),
+                ("email", "anna@lemgo.example"),
+                ("recovery_code", "wrong"),
+                ("password", "a new long password"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text());
+    let r = b
+        .post(
+            "/recover",
+            &[
+                ("csrf", &token),
+                ("email", "anna@lemgo.example"),
+                ("recovery_code", &recovery),
+                ("password", "a new long password"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text());
+    let page = b.get("/").await;
+    let token = csrf(&page);
+    let r = b
+        .post(
+            "/",
+            &[
+                ("csrf", &token),
+                ("email", "anna@lemgo.example"),
+                ("password", "a new long password"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text());
+    let inbox = b.get("/mail?folder=inbox").await;
+    let id = copy_links(&inbox).remove(0);
+    assert!(
+        b.get(&format!("/mail/{id}"))
+            .await
+            .text()
+            .contains("Text 42")
+    );
+}
+on_both_backends!(
+    logout_everywhere_and_recovery,
+    super::logout_everywhere_and_recovery
+);
