@@ -48,6 +48,7 @@ async fn setup(url: Option<&str>) -> Bench {
                 email: EmailAddress::parse("anna@bench.example").unwrap(),
                 password: "a long enough password".to_owned().into(),
                 notify_email: None,
+                scope: Vec::new(),
             },
         )
         .await

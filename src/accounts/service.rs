@@ -59,6 +59,9 @@ pub enum AccountError {
     /// No such mailbox.
     #[error("no mailbox {0}")]
     UnknownMailbox(EmailAddress),
+    /// A scope for a role other than legal.
+    #[error("only legal users can be limited to offices (--scope)")]
+    ScopeNotLegal,
     /// Only staff can be office members.
     #[error("user {user} has role {role}; only staff users can be members of office mailboxes")]
     NotStaff {
@@ -149,7 +152,10 @@ impl Classify for AccountError {
                 return Failure::not_found();
             }
             Self::NotAMember { .. } => (ErrorKind::Conflict, "not-a-member", "Not a member"),
-            Self::NotStaff { .. } | Self::NotLocalOffice { .. } | Self::NotAnOffice(_) => (
+            Self::NotStaff { .. }
+            | Self::NotLocalOffice { .. }
+            | Self::NotAnOffice(_)
+            | Self::ScopeNotLegal => (
                 ErrorKind::Unprocessable,
                 "not-allowed-here",
                 "Not possible for this account",
@@ -187,6 +193,8 @@ pub struct AddUser {
     pub password: Password,
     /// Optional notice address.
     pub notify_email: Option<EmailAddress>,
+    /// For legal users: the mailboxes their evidence access is limited to (empty: all).
+    pub scope: Vec<EmailAddress>,
 }
 
 /// A new user and their recovery code (shown once, never stored).
@@ -264,6 +272,9 @@ impl Accounts {
             self.require_local(&new.email, "citizen mailboxes")?;
         }
         password::check_policy(&new.password)?;
+        if !new.scope.is_empty() && new.role != Role::Legal {
+            return Err(AccountError::ScopeNotLegal);
+        }
         let material = {
             let (name, email, password) =
                 (name.to_owned(), new.email.to_string(), new.password.clone());
@@ -307,10 +318,21 @@ impl Accounts {
             }
         }
         keystore::put_user_key(&mut tx, user_id, &material.user_key.row, now).await?;
+        let mut scope = Vec::new();
+        for office in &new.scope {
+            let (mailbox, _) = repo::find_mailbox(&mut tx, office)
+                .await?
+                .ok_or_else(|| AccountError::UnknownMailbox(office.clone()))?;
+            if !scope.contains(&mailbox.address.key()) {
+                repo::add_legal_scope(&mut tx, user_id, &mailbox.address.key()).await?;
+                scope.push(mailbox.address.key());
+            }
+        }
         let details = json!({
             "role": new.role,
             "name": name,
             "user_key": material.user_key.row.fingerprint,
+            "scope": scope,
         });
         audit::record(
             &mut tx,

@@ -32,6 +32,10 @@ pub enum UserCommand {
         /// Ordinary e-mail address for arrival notices.
         #[arg(long, value_parser = parse_address)]
         notify_email: Option<EmailAddress>,
+        /// Legal users only: limit evidence access to this mailbox (repeatable; without it
+        /// a legal user sees all evidence).
+        #[arg(long, value_parser = parse_address)]
+        scope: Vec<EmailAddress>,
     },
     /// List users.
     List,
@@ -277,6 +281,7 @@ pub async fn user(config: &Path, command: UserCommand) -> Result<(), CliError> {
             email,
             password_stdin,
             notify_email,
+            scope,
         } => {
             require_stdin_flag(password_stdin)?;
             let password = read_secret_line("password")?;
@@ -287,6 +292,7 @@ pub async fn user(config: &Path, command: UserCommand) -> Result<(), CliError> {
                 email,
                 password,
                 notify_email,
+                scope,
             };
             let added = accounts.add_user(&actor, new).await?;
             out!("user: {}", added.user.email);

@@ -491,6 +491,7 @@ pub async fn evidence(config_path: &Path, command: EvidenceCommand) -> Result<()
                 until,
                 after,
                 limit: Some(limit),
+                scope_user: None,
             };
             query::search(&mut conn, &search).await?
         }

@@ -294,6 +294,7 @@ async fn create_demo_accounts(config: &Config) -> Result<String, CliError> {
             email: email.clone(),
             password: zeroize::Zeroizing::new(password.clone()),
             notify_email: None,
+            scope: Vec::new(),
         };
         let recovery = match accounts.add_user(&actor, new).await {
             Ok(added) => added.recovery_code,

@@ -30,6 +30,9 @@ pub struct Search {
     pub after: Option<u64>,
     /// Most rows (default [`DEFAULT_LIMIT`]).
     pub limit: Option<i64>,
+    /// Only evidence about the offices of this legal user's scope (set by the gateway from
+    /// the caller, never by a front door).
+    pub scope_user: Option<i64>,
 }
 
 /// Why a query cannot be answered as asked.
@@ -94,6 +97,7 @@ pub async fn search(
         until: search.until,
         after: search.after.map(|a| i64::try_from(a).unwrap_or(i64::MAX)),
         limit: search.limit.unwrap_or(DEFAULT_LIMIT),
+        scope_user: search.scope_user,
     };
     Ok(repo::search(conn, &filter).await?)
 }

@@ -2,12 +2,13 @@
 //! [`bundle::export_audited`]: built, verified against the gateway's own keys, audited.
 
 use super::{Gateway, GatewayError, PageSize, Paged};
-use crate::accounts::Role;
+use crate::accounts::{Role, User};
 use crate::address::EmailAddress;
 use crate::auth::Caller;
 use crate::evidence::StoredEvidence;
 use crate::evidence::bundle::{self, Exported};
-use crate::evidence::query::{self, Search};
+use crate::evidence::query::{self, QueryError, Search};
+use crate::store::accounts as accounts_repo;
 
 /// Evidence search pages.
 pub const SEARCH_PAGE: PageSize = PageSize {
@@ -37,10 +38,11 @@ impl Gateway {
         caller: &Caller,
         search: &Search,
     ) -> Result<Paged<StoredEvidence>, GatewayError> {
-        self.require_legal(caller)?;
+        let scope_user = self.scope_user(caller).await?;
         let limit = SEARCH_PAGE.of(search.limit)?;
         let search = Search {
             limit: Some(limit),
+            scope_user,
             ..search.clone()
         };
         let mut conn = self.store.pool().acquire().await?;
@@ -55,19 +57,71 @@ impl Gateway {
         message: &str,
         recipient: Option<&EmailAddress>,
     ) -> Result<Exported, GatewayError> {
-        self.require_legal(caller)?;
-        self.export(caller, message, recipient).await
+        let Some(scope_user) = self.scope_user(caller).await? else {
+            return self.export(caller, message, recipient).await;
+        };
+        // A scoped legal user: only chains whose sender or recipient is in scope; anything
+        // else is "not found", exactly as a message that does not exist.
+        let search = Search {
+            message: Some(message.to_owned()),
+            recipient: recipient.cloned(),
+            limit: Some(SEARCH_PAGE.max),
+            scope_user: Some(scope_user),
+            ..Search::default()
+        };
+        let mut conn = self.store.pool().acquire().await?;
+        let found = query::search(&mut conn, &search).await?;
+        drop(conn);
+        let mut recipients: Vec<EmailAddress> = Vec::new();
+        for e in &found {
+            if !recipients
+                .iter()
+                .any(|r| r.key() == e.record.recipient.key())
+            {
+                recipients.push(e.record.recipient.clone());
+            }
+        }
+        let chosen = match (recipient, recipients.len()) {
+            (_, 0) => {
+                tracing::info!(caller = ?caller.access, "bundle outside the legal user's scope refused as not found");
+                return Err(GatewayError::NotFound);
+            }
+            (Some(r), _) => r.clone(),
+            (None, 1) => recipients.remove(0),
+            (None, count) => {
+                return Err(QueryError::AmbiguousRecipient {
+                    message: message.to_owned(),
+                    count,
+                    list: recipients
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                }
+                .into());
+            }
+        };
+        self.export(caller, message, Some(&chosen)).await
     }
 
     /// The offices a legal user's evidence access is limited to (empty: not limited).
     pub async fn legal_scope(&self, caller: &Caller) -> Result<Vec<String>, GatewayError> {
-        self.require_legal(caller)?;
-        Ok(Vec::new())
+        let user = self.require_legal(caller)?;
+        let mut conn = self.store.pool().acquire().await?;
+        Ok(accounts_repo::legal_scope(&mut conn, user.id).await?)
     }
 
-    fn require_legal(&self, caller: &Caller) -> Result<(), GatewayError> {
+    /// The legal caller's id when their access is limited to a scope; refuses other roles.
+    async fn scope_user(&self, caller: &Caller) -> Result<Option<i64>, GatewayError> {
+        let user = self.require_legal(caller)?;
+        let mut conn = self.store.pool().acquire().await?;
+        let scope = accounts_repo::legal_scope(&mut conn, user.id).await?;
+        Ok((!scope.is_empty()).then_some(user.id))
+    }
+
+    fn require_legal<'c>(&self, caller: &'c Caller) -> Result<&'c User, GatewayError> {
         match caller.user() {
-            Some(user) if user.role == Role::Legal => Ok(()),
+            Some(user) if user.role == Role::Legal => Ok(user),
             _ => {
                 tracing::info!(caller = ?caller.access, "evidence access denied");
                 Err(GatewayError::Forbidden(

@@ -748,3 +748,31 @@ pub async fn set_unlocked(
         .await?;
     Ok(())
 }
+
+/// Limits a legal user's evidence access to one more mailbox (by its address key).
+pub async fn add_legal_scope(
+    conn: &mut AnyConnection,
+    user_id: i64,
+    mailbox_key: &str,
+) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO legal_scopes (user_id, mailbox_key) VALUES ($1, $2)")
+        .bind(user_id)
+        .bind(mailbox_key)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// The mailboxes (address keys) a legal user's evidence access is limited to; empty when
+/// it is not limited.
+pub async fn legal_scope(
+    conn: &mut AnyConnection,
+    user_id: i64,
+) -> Result<Vec<String>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT mailbox_key FROM legal_scopes WHERE user_id = $1 ORDER BY mailbox_key",
+    )
+    .bind(user_id)
+    .fetch_all(conn)
+    .await?)
+}

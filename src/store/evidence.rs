@@ -81,6 +81,9 @@ pub struct Filter {
     pub after: Option<i64>,
     /// Most rows returned.
     pub limit: i64,
+    /// Only records whose sender or recipient is in this legal user's scope
+    /// (`legal_scopes`); `None`: no limit.
+    pub scope_user: Option<i64>,
 }
 
 /// Records matching `filter`, oldest first (ties in log order).
@@ -97,6 +100,9 @@ pub async fn search(
            AND ($5 IS NULL OR event_time < $5) \
            AND ($6 IS NULL OR (event_time, log_index) > \
                 (SELECT event_time, log_index FROM evidence WHERE log_index = $6)) \
+           AND ($8 IS NULL \
+                OR sender_key IN (SELECT mailbox_key FROM legal_scopes WHERE user_id = $8) \
+                OR recipient_key IN (SELECT mailbox_key FROM legal_scopes WHERE user_id = $8)) \
          ORDER BY event_time, log_index LIMIT $7",
     )
     .bind(filter.message.clone())
@@ -106,6 +112,7 @@ pub async fn search(
     .bind(filter.until)
     .bind(filter.after)
     .bind(filter.limit)
+    .bind(filter.scope_user)
     .fetch_all(conn)
     .await?;
     rows.iter().map(from_row).collect()

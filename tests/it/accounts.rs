@@ -33,6 +33,7 @@ fn new_user(role: Role, email: &str) -> AddUser {
         email: addr(email),
         password: zeroize::Zeroizing::new("a long enough password".into()),
         notify_email: None,
+        scope: Vec::new(),
     }
 }
 

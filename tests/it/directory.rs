@@ -73,6 +73,7 @@ async fn directory_and_wkd_serve_every_mailbox_certificate(gw: Gateway) {
                 email: anna.clone(),
                 password: zeroize::Zeroizing::new("a long enough password".into()),
                 notify_email: None,
+                scope: Vec::new(),
             },
         )
         .await

@@ -763,3 +763,260 @@ on_both_backends!(
     logout_everywhere_and_recovery,
     super::logout_everywhere_and_recovery
 );
+
+/// Adds a legal user limited to `scope` (empty: unlimited).
+fn legal_user(api: &Api, email: &str, scope: &[&str]) {
+    let mut args = vec![
+        "user",
+        "add",
+        "--role",
+        "legal",
+        "--name",
+        "Rechtsamt",
+        "--email",
+        email,
+        "--password-stdin",
+    ];
+    for s in scope {
+        args.extend(["--scope", s]);
+    }
+    api.cli(&args, &format!("{PASSWORD}\n"));
+}
+
+/// Anna writes to the Bauamt, Bernd opens it: the message legal staff look for.
+async fn delivered_letter(api: &Api, anna_otp: &str) -> String {
+    let anna = api.login_high("anna@lemgo.example", anna_otp).await;
+    let mut body = crate::api::letter("bauamt@lemgo.example", "Bauantrag", "Anbei.");
+    body["authoritative"] = json!(true);
+    body["attachments"] = json!([{ "name": "Plan.pdf", "data": B64.encode(b"%PDF-1.4 plan") }]);
+    let r = api.post("/api/v1/messages", &anna, body).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let gid = r.json()["gateway_id"].as_str().unwrap().to_owned();
+    let bernd = api.login("bernd@lemgo.example").await;
+    let copy = crate::api::only_copy(api, &bernd, "bauamt@lemgo.example", "inbox").await;
+    let r = api
+        .get(
+            &format!("/api/v1/messages/{}", copy["id"].as_str().unwrap()),
+            &bernd,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    gid
+}
+
+async fn legal_staff_find_print_and_export(gw: Gateway) {
+    let Cast { api, anna_otp } = cast(gw).await;
+    let gid = delivered_letter(&api, &anna_otp).await;
+    legal_user(&api, "justiz@lemgo.example", &[]);
+    let mut b = Browser::new(&api);
+    b.login("justiz@lemgo.example").await;
+    // Search by sender and time range, then by message id.
+    let r = b
+        .get("/legal?sender=anna%40lemgo.example&from=2020-01-01&until=2100-01-01")
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert!(r.text().contains(&gid), "{}", r.text());
+    assert!(
+        !r.text().contains("Bauantrag"),
+        "no subjects for legal staff"
+    );
+    let r = b.get("/legal?from=yesterday").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.text().contains("id=\"from-error\""), "{}", r.text());
+    let r = b.get(&format!("/legal/message?id={gid}")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let t = r.text();
+    let order: Vec<usize> = [
+        "SubmissionAcceptance",
+        "ContentConsignment",
+        "ContentHandover",
+    ]
+    .iter()
+    .map(|e| {
+        t.find(&format!("class=\"event\">{e}"))
+            .unwrap_or_else(|| panic!("{e}: {t}"))
+    })
+    .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "ordered: {order:?}");
+    // The printable receipt.
+    let r = b
+        .get(&format!(
+            "/legal/receipt?message={gid}&recipient=bauamt%40lemgo.example"
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let t = r.text();
+    let fpr = api.core.keys().evidence.fingerprint();
+    assert!(t.contains(&fpr), "evidence key fingerprint: {t}");
+    assert!(t.contains("Plan.pdf") && t.contains("bote verify"), "{t}");
+    assert!(
+        t.contains("The recipient opened the message: proof of pickup."),
+        "{t}"
+    );
+    // In German too.
+    b.get("/lang/de").await;
+    let de = b
+        .get(&format!(
+            "/legal/receipt?message={gid}&recipient=bauamt%40lemgo.example"
+        ))
+        .await;
+    assert!(de.text().contains("Nachweis der Abholung"), "{}", de.text());
+    // The audited export verifies.
+    let token = csrf(&de);
+    let r = b
+        .post(
+            "/legal/bundle",
+            &[
+                ("csrf", &token),
+                ("message", &gid),
+                ("recipient", "bauamt@lemgo.example"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let file = api.gw.setup.path().join("legal.tar");
+    std::fs::write(&file, &r.body).unwrap();
+    let out =
+        crate::support::run(
+            api.gw
+                .setup
+                .cmd(&["verify", file.to_str().unwrap(), "--key", &fpr]),
+        );
+    assert!(out.status.success(), "{}", crate::support::stderr(&out));
+    // Without the token: refused.
+    let r = b
+        .post(
+            "/legal/bundle",
+            &[("message", &gid), ("recipient", "bauamt@lemgo.example")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    // Citizens and staff have no evidence search.
+    let mut anna = Browser::new(&api);
+    anna.login("anna@lemgo.example").await;
+    assert_eq!(
+        anna.get("/legal?sender=anna%40lemgo.example").await.status,
+        StatusCode::FORBIDDEN
+    );
+}
+on_both_backends!(
+    legal_staff_find_print_and_export,
+    super::legal_staff_find_print_and_export
+);
+
+/// A legal user scoped to another office sees nothing of the Bauamt's mail, on the pages
+/// and through the API; one scoped to the Bauamt sees it.
+async fn legal_outside_scope_sees_nothing(gw: Gateway) {
+    let Cast { api, anna_otp } = cast(gw).await;
+    let gid = delivered_letter(&api, &anna_otp).await;
+    api.cli(
+        &[
+            "mailbox",
+            "add",
+            "--office",
+            "ordnungsamt@lemgo.example",
+            "--name",
+            "Ordnungsamt",
+        ],
+        "",
+    );
+    legal_user(
+        &api,
+        "ordnung-recht@lemgo.example",
+        &["ordnungsamt@lemgo.example"],
+    );
+    legal_user(&api, "bau-recht@lemgo.example", &["bauamt@lemgo.example"]);
+    let captured = Captured::default();
+    let _capturing = capture_logs(&captured);
+
+    let mut out = Browser::new(&api);
+    out.login("ordnung-recht@lemgo.example").await;
+    let r = out.get(&format!("/legal?message={gid}")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.text().contains("No evidence matches."), "{}", r.text());
+    assert!(
+        r.text().contains("ordnungsamt@lemgo.example"),
+        "scope shown"
+    );
+    let r = out.get("/legal?sender=anna%40lemgo.example").await;
+    assert!(!r.text().contains(&gid));
+    assert_eq!(
+        out.get(&format!("/legal/message?id={gid}")).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let r = out
+        .get(&format!(
+            "/legal/receipt?message={gid}&recipient=bauamt%40lemgo.example"
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert!(!r.text().contains("anna@lemgo.example"));
+    let token = out.csrf_of("/legal").await;
+    for recipient in ["bauamt@lemgo.example", ""] {
+        let r = out
+            .post(
+                "/legal/bundle",
+                &[
+                    ("csrf", &token),
+                    ("message", &gid),
+                    ("recipient", recipient),
+                ],
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text());
+    }
+    // The API's evidence endpoints, through the same service layer.
+    let token = api.login("ordnung-recht@lemgo.example").await;
+    let r = api
+        .get(&format!("/api/v1/evidence?message={gid}"), &token)
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json(), json!([]));
+    let r = api
+        .get(
+            &format!("/api/v1/evidence/bundle?message={gid}&recipient=bauamt@lemgo.example"),
+            &token,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text());
+    let log = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
+    assert!(log.contains("outside the legal user's scope"), "{log}");
+
+    // In scope: found, and the bundle exports without naming the recipient.
+    let token = api.login("bau-recht@lemgo.example").await;
+    let r = api
+        .get(&format!("/api/v1/evidence?message={gid}"), &token)
+        .await;
+    assert_eq!(r.json().as_array().unwrap().len(), 3, "{}", r.text());
+    let r = api
+        .get(&format!("/api/v1/evidence/bundle?message={gid}"), &token)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    // A scope is for legal users only, and names existing mailboxes.
+    let bad = crate::support::run_with_stdin(
+        api.gw.setup.cmd(&[
+            "user",
+            "add",
+            "--role",
+            "staff",
+            "--name",
+            "X",
+            "--email",
+            "x@lemgo.example",
+            "--password-stdin",
+            "--scope",
+            "bauamt@lemgo.example",
+        ]),
+        &format!("{PASSWORD}\n"),
+    );
+    assert!(!bad.status.success());
+    assert!(
+        crate::support::stderr(&bad).contains("only legal users"),
+        "{}",
+        crate::support::stderr(&bad)
+    );
+}
+on_both_backends!(
+    legal_outside_scope_sees_nothing,
+    super::legal_outside_scope_sees_nothing
+);

@@ -70,6 +70,8 @@ pub async fn search(
         until: time("until", q.until.as_deref())?,
         after: q.after,
         limit: q.limit,
+        // The gateway sets the caller's scope.
+        scope_user: None,
     };
     let found = gateway.search_evidence(&caller, &search).await?;
     Ok(paged(found, &uri, "after", |e| {

@@ -121,6 +121,7 @@ fn parse(q: &SearchQuery) -> Result<Search, &'static str> {
         until: instant("until", &q.until)?,
         after: q.after,
         limit: Some(50),
+        ..Search::default()
     })
 }
 
