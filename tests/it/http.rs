@@ -221,11 +221,11 @@ async fn raw(app: &axum::Router, path: &str) -> (StatusCode, axum::http::HeaderM
 }
 
 /// A `bote serve` child process, killed if the test fails before it stops it.
-struct Server {
+pub struct Server {
     child: Child,
-    https: u16,
+    pub https: u16,
     metrics: u16,
-    ca: std::path::PathBuf,
+    pub ca: std::path::PathBuf,
 }
 
 impl Drop for Server {
@@ -236,7 +236,7 @@ impl Drop for Server {
 }
 
 impl Server {
-    fn start(setup: &Setup, extra_args: &[&str]) -> Self {
+    pub fn start(setup: &Setup, extra_args: &[&str]) -> Self {
         let https = free_port();
         let metrics = free_port();
         let mut args = vec!["serve"];

@@ -1020,3 +1020,128 @@ on_both_backends!(
     legal_outside_scope_sees_nothing,
     super::legal_outside_scope_sees_nothing
 );
+
+/// The story in Debian's Chromium (tests/e2e/story.mjs, playwright-core and axe-core from
+/// npm, installed by `scripts/setup-deps --test`): every page free of WCAG 2.1 A/AA
+/// violations, screenshots under target/web-e2e/; the legal export verifies.
+async fn browser_story((setup, _db): (crate::support::Setup, crate::support::TestDb)) {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let e2e = root.join("tests/e2e");
+    assert!(
+        std::process::Command::new("node")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success()),
+        "node is not installed: run scripts/setup-deps --test (the browser tests need it)"
+    );
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        std::path::Path::new(&chromium).exists(),
+        "{chromium} is missing: run scripts/setup-deps --test (Debian's chromium package)"
+    );
+    assert!(
+        e2e.join("node_modules/playwright-core").exists()
+            && e2e.join("node_modules/axe-core").exists(),
+        "playwright-core / axe-core are missing: run scripts/setup-deps --test (npm ci in tests/e2e)"
+    );
+    let anna_recovery = setup.add_user("citizen", "anna@lemgo.example");
+    setup.add_user("staff", "bernd@lemgo.example");
+    let ok = |args: &[&str], stdin: &str| {
+        let out = crate::support::run_with_stdin(setup.cmd(args), stdin);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            crate::support::stderr(&out)
+        );
+    };
+    ok(
+        &[
+            "user",
+            "verify-identity",
+            "anna@lemgo.example",
+            "--method",
+            "eid",
+        ],
+        "",
+    );
+    ok(
+        &[
+            "mailbox",
+            "add",
+            "--office",
+            "bauamt@lemgo.example",
+            "--name",
+            "Bauamt Lemgo",
+            "--member",
+            "bernd@lemgo.example",
+        ],
+        "",
+    );
+    ok(
+        &[
+            "mailbox",
+            "verify-identity",
+            "bauamt@lemgo.example",
+            "--method",
+            "in-person",
+        ],
+        "",
+    );
+    ok(
+        &[
+            "user",
+            "add",
+            "--role",
+            "legal",
+            "--name",
+            "Rechtsamt",
+            "--email",
+            "justiz@lemgo.example",
+            "--password-stdin",
+        ],
+        &format!("{PASSWORD}\n"),
+    );
+    let server = crate::http::Server::start(&setup, &[]);
+    let artifacts = root.join("target/web-e2e");
+    let _ = std::fs::remove_dir_all(&artifacts);
+    let bundle = setup.path().join("browser-bundle.tar");
+    let out = std::process::Command::new("node")
+        .arg(e2e.join("story.mjs"))
+        .current_dir(&e2e)
+        .env("BASE", format!("https://localhost:{}", server.https))
+        .env("CERT", setup.path().join("certs/server.crt"))
+        .env("ARTIFACTS", &artifacts)
+        .env("BUNDLE", &bundle)
+        .env("PASSWORD", PASSWORD)
+        .env("ANNA_RECOVERY", &anna_recovery)
+        .env("CHROMIUM", &chromium)
+        .output()
+        .expect("run node");
+    assert!(
+        out.status.success(),
+        "browser story failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(summary.contains("\"pages\":"), "{summary}");
+    let cert = setup.path().join("keys/evidence.cert.asc");
+    let verify = crate::support::run(setup.cmd(&[
+        "verify",
+        bundle.to_str().unwrap(),
+        "--key",
+        cert.to_str().unwrap(),
+    ]));
+    assert!(
+        verify.status.success(),
+        "{}",
+        crate::support::stderr(&verify)
+    );
+    assert!(crate::support::stdout(&verify).contains("ContentHandover"));
+    drop(server);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_story_sqlite() {
+    crate::support::run_on(bote::store::Backend::Sqlite, browser_story).await;
+}

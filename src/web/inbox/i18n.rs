@@ -579,8 +579,8 @@ const TABLE: &[(&str, &str, &str)] = &[
     ("verify-steps", "How to verify", "So prüfen Sie"),
     (
         "verify-1",
-        "Export the proof bundle of this message and recipient (button above) or ask the sender for it.",
-        "Exportieren Sie das Nachweispaket dieser Nachricht und dieses Empfängers (Schaltfläche oben) oder lassen Sie es sich vom Absender geben.",
+        "Obtain the proof bundle of this message and recipient: legal staff export it from this page, the sender downloads it from the message.",
+        "Beschaffen Sie das Nachweispaket dieser Nachricht und dieses Empfängers: Die Rechtsabteilung exportiert es auf dieser Seite, der Absender lädt es bei der Nachricht herunter.",
     ),
     (
         "verify-2",

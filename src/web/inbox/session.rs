@@ -365,7 +365,7 @@ struct RecoverPage {
 pub async fn recover_page(lang: Lang, headers: HeaderMap) -> Response {
     let (secret, set) = pre_secret(&headers);
     let page = RecoverPage {
-        c: Chrome::anonymous(lang, "recover-title", csrf_token(&secret)),
+        c: Chrome::anonymous(lang, "recover-title", csrf_token(&secret)).at("/recover"),
         email: String::new(),
         error: None,
     };
@@ -415,7 +415,7 @@ pub async fn recover(
                 message = format!("{message}: {d}");
             }
             let page = RecoverPage {
-                c: Chrome::anonymous(lang, "recover-title", csrf_token(pre)),
+                c: Chrome::anonymous(lang, "recover-title", csrf_token(pre)).at("/recover"),
                 email: form.email,
                 error: Some(message),
             };
