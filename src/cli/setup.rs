@@ -217,6 +217,11 @@ pub async fn demo(dir: &Path) -> Result<(), CliError> {
     if let Some(addr) = config.http.listen.0 {
         let ca = dir.join("certs/ca.crt");
         out!(
+            "inbox:   https://{addr}/ (web inbox: log in with a demo login above; browsers warn \
+             unless they trust the development CA {})",
+            ca.display()
+        );
+        out!(
             "health:  curl --cacert {} https://{addr}/healthz",
             ca.display()
         );

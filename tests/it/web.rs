@@ -1145,3 +1145,96 @@ async fn browser_story((setup, _db): (crate::support::Setup, crate::support::Tes
 async fn browser_story_sqlite() {
     crate::support::run_on(bote::store::Backend::Sqlite, browser_story).await;
 }
+
+/// `bote demo` prints the inbox URL and logins that work on the login page (over HTTPS,
+/// with the development CA, through curl's cookie jar).
+#[test]
+fn the_demo_prints_the_inbox_and_logins_that_work() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let demo = dir.path().join("demo");
+    let port = crate::support::free_port();
+    let mut child = crate::support::bote(&["demo", "--dir", demo.to_str().unwrap()])
+        .env("BOTE_HTTP_LISTEN", format!("127.0.0.1:{port}"))
+        .env("BOTE_HTTP_METRICS_LISTEN", "")
+        .env("BOTE_SMTP_SUBMISSION_LISTEN", "127.0.0.1:0")
+        .env("BOTE_SMTP_SUBMISSIONS_LISTEN", "127.0.0.1:0")
+        .env("BOTE_SMTP_MX_LISTEN", "")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut printed = String::new();
+    for line in std::io::BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        printed.push_str(&line);
+        printed.push('\n');
+        if line.starts_with("stop with") {
+            break;
+        }
+    }
+    let inbox = format!("https://127.0.0.1:{port}/");
+    assert!(printed.contains(&format!("inbox:   {inbox}")), "{printed}");
+    let password = printed
+        .lines()
+        .find(|l| l.contains("anna@lemgo.example") && l.contains("password: "))
+        .and_then(|l| l.split("password: ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no login for anna: {printed}"))
+        .to_owned();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the demo did not serve"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let jar = dir.path().join("cookies.txt");
+    let ca = demo.join("certs/ca.crt");
+    let curl = |args: &[&str]| {
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "--max-time", "20", "--cacert"])
+            .arg(&ca)
+            .arg("-b")
+            .arg(&jar)
+            .arg("-c")
+            .arg(&jar)
+            .args(args)
+            .output()
+            .expect("run curl");
+        assert!(
+            out.status.success(),
+            "curl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let login = curl(&[&inbox]);
+    let at = login.find("name=\"csrf\" value=\"").unwrap();
+    let csrf = login[at + 19..].split('"').next().unwrap().to_owned();
+    let answer = curl(&[
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code} %{redirect_url}",
+        "--data-urlencode",
+        &format!("csrf={csrf}"),
+        "--data-urlencode",
+        "email=anna@lemgo.example",
+        "--data-urlencode",
+        &format!("password={password}"),
+        &inbox,
+    ]);
+    assert!(
+        answer.starts_with("303 ") && answer.contains("/mail"),
+        "{answer}"
+    );
+    let page = curl(&[&format!("{inbox}mail?folder=inbox")]);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        page.contains("anna@lemgo.example") && page.contains("Inbox"),
+        "{page}"
+    );
+}
