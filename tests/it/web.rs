@@ -1238,3 +1238,127 @@ fn the_demo_prints_the_inbox_and_logins_that_work() {
         "{page}"
     );
 }
+
+/// Staff of two offices switch between them; compose sends from the chosen one.
+async fn staff_switch_between_their_offices(gw: Gateway) {
+    let Cast { api, .. } = cast(gw).await;
+    let code = api.office("ordnungsamt@lemgo.example", "bernd@lemgo.example");
+    let _ = code;
+    let anna = api.login("anna@lemgo.example").await;
+    send_letter(
+        &api,
+        &anna,
+        "ordnungsamt@lemgo.example",
+        "Lärmbeschwerde",
+        "Nachts laut.",
+    )
+    .await;
+    let mut b = Browser::new(&api);
+    b.login("bernd@lemgo.example").await;
+    let page = b.get("/mail?folder=inbox").await;
+    let t = page.text();
+    assert!(
+        t.contains("<select id=\"mailbox\" name=\"mailbox\">"),
+        "{t}"
+    );
+    assert!(
+        t.contains("value=\"bauamt@lemgo.example\"")
+            && t.contains("value=\"ordnungsamt@lemgo.example\"")
+    );
+    let page = b
+        .get("/mail?folder=inbox&mailbox=ordnungsamt%40lemgo.example")
+        .await;
+    assert!(page.text().contains("Lärmbeschwerde"), "{}", page.text());
+    let page = b
+        .get("/mail?folder=inbox&mailbox=bauamt%40lemgo.example")
+        .await;
+    assert!(!page.text().contains("Lärmbeschwerde"));
+    // A mailbox that is not theirs: not found.
+    let r = b
+        .get("/mail?folder=inbox&mailbox=anna%40lemgo.example")
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text());
+    // Compose offers both offices and the retrieval confirmation; sends from the chosen one.
+    let form = b.get("/compose").await;
+    assert!(form.text().contains("id=\"retrieval_confirmation\""));
+    let token = csrf(&form);
+    let r = b
+        .post_multipart(
+            "/compose",
+            &[
+                ("csrf", &token),
+                ("from", "ordnungsamt@lemgo.example"),
+                ("to", "anna@lemgo.example"),
+                ("subject", "Antwort"),
+                ("text", "Wir prüfen."),
+                ("action", "send"),
+            ],
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let sent = b
+        .get("/mail?folder=sent&mailbox=ordnungsamt%40lemgo.example")
+        .await;
+    assert!(sent.text().contains("Antwort"), "{}", sent.text());
+}
+on_both_backends!(
+    staff_switch_between_their_offices,
+    super::staff_switch_between_their_offices
+);
+
+/// Over the size limit: the core's refusal at the attachments field, and an upload too large
+/// to read at all, each with a clear message.
+async fn attachments_over_the_limit_are_refused_clearly(gw: Gateway) {
+    let mut config = gw.config.clone();
+    config.limits.message_size_submission = 20_000;
+    let api = Api::with_config(gw, config);
+    api.gw.setup.add_user("citizen", "anna@lemgo.example");
+    api.gw.setup.add_user("staff", "bernd@lemgo.example");
+    api.office("bauamt@lemgo.example", "bernd@lemgo.example");
+    let mut b = Browser::new(&api);
+    b.login("anna@lemgo.example").await;
+    let form = b.get("/compose").await;
+    assert!(
+        form.text().contains("19.5 KiB"),
+        "limit shown: {}",
+        form.text()
+    );
+    let token = csrf(&form);
+    let fields = [
+        ("csrf", token.as_str()),
+        ("to", "bauamt@lemgo.example"),
+        ("subject", "Pläne"),
+        ("action", "send"),
+    ];
+    let big = vec![7u8; 30_000];
+    let r = b
+        .post_multipart("/compose", &fields, &[("attachments", "plan.pdf", &big)])
+        .await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.text());
+    assert!(
+        r.text().contains("id=\"attachments-error\""),
+        "{}",
+        r.text()
+    );
+    assert!(
+        r.text().contains("The message is too large."),
+        "{}",
+        r.text()
+    );
+    let huge = vec![7u8; 2 * 1024 * 1024];
+    let r = b
+        .post_multipart("/compose", &fields, &[("attachments", "scan.tif", &huge)])
+        .await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.text());
+    assert!(
+        r.text()
+            .contains("too large. Please attach your files again"),
+        "{}",
+        r.text()
+    );
+}
+on_both_backends!(
+    attachments_over_the_limit_are_refused_clearly,
+    super::attachments_over_the_limit_are_refused_clearly
+);
