@@ -87,34 +87,77 @@ pub struct Filter {
 }
 
 /// Records matching `filter`, oldest first (ties in log order).
+///
+/// Only the conditions of the filters given are in the statement: a generic
+/// `($1 IS NULL OR col = $1)` keeps SQLite (and PostgreSQL's generic plans) from using the
+/// indexes, and a message's timeline then scans every record (175 ms at 200,000 records).
 pub async fn search(
     conn: &mut AnyConnection,
     filter: &Filter,
 ) -> Result<Vec<StoredEvidence>, StoreError> {
-    let rows = sqlx::query(
-        "SELECT record, signature, log_index FROM evidence \
-         WHERE ($1 IS NULL OR gateway_message_id = $1 OR message_id = $1) \
-           AND ($2 IS NULL OR sender_key = $2) \
-           AND ($3 IS NULL OR recipient_key = $3) \
-           AND ($4 IS NULL OR event_time >= $4) \
-           AND ($5 IS NULL OR event_time < $5) \
-           AND ($6 IS NULL OR (event_time, log_index) > \
-                (SELECT event_time, log_index FROM evidence WHERE log_index = $6)) \
-           AND ($8 IS NULL \
-                OR sender_key IN (SELECT mailbox_key FROM legal_scopes WHERE user_id = $8) \
-                OR recipient_key IN (SELECT mailbox_key FROM legal_scopes WHERE user_id = $8)) \
-         ORDER BY event_time, log_index LIMIT $7",
-    )
-    .bind(filter.message.clone())
-    .bind(filter.sender.clone())
-    .bind(filter.recipient.clone())
-    .bind(filter.from)
-    .bind(filter.until)
-    .bind(filter.after)
-    .bind(filter.limit)
-    .bind(filter.scope_user)
-    .fetch_all(conn)
-    .await?;
+    enum Value {
+        Text(String),
+        Int(i64),
+    }
+    let mut clauses: Vec<String> = Vec::new();
+    let mut values: Vec<Value> = Vec::new();
+    let param = |v: Value, values: &mut Vec<Value>| {
+        values.push(v);
+        format!("${}", values.len())
+    };
+    if let Some(m) = &filter.message {
+        let p = param(Value::Text(m.clone()), &mut values);
+        clauses.push(format!("(gateway_message_id = {p} OR message_id = {p})"));
+    }
+    if let Some(s) = &filter.sender {
+        let p = param(Value::Text(s.clone()), &mut values);
+        clauses.push(format!("sender_key = {p}"));
+    }
+    if let Some(r) = &filter.recipient {
+        let p = param(Value::Text(r.clone()), &mut values);
+        clauses.push(format!("recipient_key = {p}"));
+    }
+    if let Some(from) = filter.from {
+        let p = param(Value::Int(from), &mut values);
+        clauses.push(format!("event_time >= {p}"));
+    }
+    if let Some(until) = filter.until {
+        let p = param(Value::Int(until), &mut values);
+        clauses.push(format!("event_time < {p}"));
+    }
+    if let Some(after) = filter.after {
+        let p = param(Value::Int(after), &mut values);
+        clauses.push(format!(
+            "(event_time, log_index) > \
+             (SELECT event_time, log_index FROM evidence WHERE log_index = {p})"
+        ));
+    }
+    if let Some(user) = filter.scope_user {
+        let p = param(Value::Int(user), &mut values);
+        clauses.push(format!(
+            "(sender_key IN (SELECT mailbox_key FROM legal_scopes WHERE user_id = {p}) \
+              OR recipient_key IN (SELECT mailbox_key FROM legal_scopes WHERE user_id = {p}))"
+        ));
+    }
+    let limit = param(Value::Int(filter.limit), &mut values);
+    let condition = if clauses.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", clauses.join(" AND "))
+    };
+    // Every fragment above is a constant of this function; values travel as parameters.
+    let sql = format!(
+        "SELECT record, signature, log_index FROM evidence {condition} \
+         ORDER BY event_time, log_index LIMIT {limit}"
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for v in values {
+        query = match v {
+            Value::Text(t) => query.bind(t),
+            Value::Int(i) => query.bind(i),
+        };
+    }
+    let rows = query.fetch_all(conn).await?;
     rows.iter().map(from_row).collect()
 }
 

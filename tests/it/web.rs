@@ -1362,3 +1362,107 @@ on_both_backends!(
     attachments_over_the_limit_are_refused_clearly,
     super::attachments_over_the_limit_are_refused_clearly
 );
+
+/// Settings: a citizen lists her mailbox in the directory and unlists it; staff create a
+/// read token for their office (shown once), office software reads with it, staff revoke it.
+async fn settings_directory_and_read_tokens(gw: Gateway) {
+    let Cast { api, .. } = cast(gw).await;
+    let lookup = "/api/v1/directory?address=anna@lemgo.example";
+    assert_eq!(
+        api.call("GET", lookup, None, None).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let mut anna = Browser::new(&api);
+    anna.login("anna@lemgo.example").await;
+    let page = anna.get("/settings").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text());
+    let token = csrf(&page);
+    let r = anna
+        .post(
+            "/settings/directory",
+            &[("csrf", &token), ("publish", "yes")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text());
+    assert_eq!(
+        api.call("GET", lookup, None, None).await.status,
+        StatusCode::OK
+    );
+    assert!(
+        anna.get("/settings")
+            .await
+            .text()
+            .contains("id=\"publish\" name=\"publish\" value=\"yes\" checked")
+    );
+    anna.post("/settings/directory", &[("csrf", &token)]).await;
+    assert_eq!(
+        api.call("GET", lookup, None, None).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert!(
+        !anna.get("/settings").await.text().contains("id=\"tokens\""),
+        "no tokens for citizens"
+    );
+
+    let anna_api = api.login("anna@lemgo.example").await;
+    send_letter(&api, &anna_api, "bauamt@lemgo.example", "Antrag", "Text").await;
+    let mut bernd = Browser::new(&api);
+    bernd.login("bernd@lemgo.example").await;
+    let token = bernd.csrf_of("/settings").await;
+    let r = bernd
+        .post(
+            "/settings/tokens",
+            &[("csrf", &token), ("mailbox", "bauamt@lemgo.example")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let t = r.text();
+    let at = t.find("id=\"new-token\">").unwrap();
+    let read_token = t[at + 15..].split('<').next().unwrap().to_owned();
+    let list = api
+        .get("/api/v1/mailboxes/bauamt@lemgo.example/inbox", &read_token)
+        .await;
+    assert_eq!(list.status, StatusCode::OK, "{}", list.text());
+    assert_eq!(list.json().as_array().unwrap().len(), 1);
+    // Listed without the token itself; revoked, it opens nothing.
+    let page = bernd.get("/settings").await;
+    assert!(!page.text().contains(&read_token));
+    let at = page.text().find("action=\"/settings/tokens/").unwrap();
+    let id = page.text()[at + 25..].split('/').next().unwrap().to_owned();
+    let r = bernd
+        .post(
+            &format!("/settings/tokens/{id}/revoke"),
+            &[("csrf", &token)],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert!(r.text().contains("The token is revoked"));
+    let list = api
+        .get("/api/v1/mailboxes/bauamt@lemgo.example/inbox", &read_token)
+        .await;
+    assert_eq!(list.status, StatusCode::UNAUTHORIZED, "{}", list.text());
+    // Anna cannot create one for the office, nor revoke Bernd's.
+    let token = anna.csrf_of("/settings").await;
+    let r = anna
+        .post(
+            "/settings/tokens",
+            &[("csrf", &token), ("mailbox", "bauamt@lemgo.example")],
+        )
+        .await;
+    assert!(
+        r.status == StatusCode::NOT_FOUND || r.status == StatusCode::FORBIDDEN,
+        "{}",
+        r.text()
+    );
+    let r = anna
+        .post(
+            &format!("/settings/tokens/{id}/revoke"),
+            &[("csrf", &token)],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text());
+}
+on_both_backends!(
+    settings_directory_and_read_tokens,
+    super::settings_directory_and_read_tokens
+);

@@ -224,6 +224,55 @@ const TABLE: &[(&str, &str, &str)] = &[
         "Ends every session of your account, on all devices, including this one.",
         "Beendet alle Sitzungen Ihres Kontos auf allen Geräten, auch diese.",
     ),
+    // Settings
+    ("nav-settings", "Settings", "Einstellungen"),
+    ("settings-title", "Settings", "Einstellungen"),
+    ("directory", "Directory", "Verzeichnis"),
+    (
+        "directory-publish",
+        "List my mailbox in the public directory",
+        "Mein Postfach im öffentlichen Verzeichnis anzeigen",
+    ),
+    (
+        "directory-publish-explained",
+        "Then anyone can find your address and its encryption key (also by WKD) and write to you encrypted end to end. Logged-in users of this gateway find you either way.",
+        "Dann kann jeder Ihre Adresse und ihren Verschlüsselungsschlüssel finden (auch per WKD) und Ihnen Ende-zu-Ende verschlüsselt schreiben. Angemeldete Nutzer dieses Gateways finden Sie in jedem Fall.",
+    ),
+    ("save", "Save", "Speichern"),
+    (
+        "tokens",
+        "Tokens for office software",
+        "Zugangsschlüssel für Fachverfahren",
+    ),
+    (
+        "tokens-explained",
+        "A read token lets office software (a Fachverfahren) read and send the mail of an office mailbox over the API or SMTP. Only a member can create one, because it carries the mailbox's key; it is shown once.",
+        "Ein Lese-Zugangsschlüssel erlaubt einem Fachverfahren, die Post eines Behördenpostfachs über die API oder SMTP zu lesen und zu senden. Nur ein Mitglied kann ihn erstellen, weil er den Schlüssel des Postfachs trägt; er wird nur einmal angezeigt.",
+    ),
+    (
+        "token-create",
+        "Create read token",
+        "Lese-Zugangsschlüssel erstellen",
+    ),
+    (
+        "token-created",
+        "Copy this token now; it is not shown again. Read token for",
+        "Kopieren Sie diesen Schlüssel jetzt; er wird nicht wieder angezeigt. Lese-Zugangsschlüssel für",
+    ),
+    (
+        "tokens-yours",
+        "Tokens you created",
+        "Von Ihnen erstellte Zugangsschlüssel",
+    ),
+    ("created", "Created", "Erstellt"),
+    ("state", "State", "Zustand"),
+    ("revoked", "revoked", "widerrufen"),
+    ("revoke", "Revoke", "Widerrufen"),
+    (
+        "token-revoked",
+        "The token is revoked: it opens nothing from now on.",
+        "Der Zugangsschlüssel ist widerrufen: Er öffnet ab jetzt nichts mehr.",
+    ),
     // Folders
     ("folder-inbox", "Inbox", "Posteingang"),
     (

@@ -23,6 +23,10 @@ use crate::message::{Content, NewAttachment, Options};
 use crate::pipeline::{Channel, Submission, Summary};
 use crate::web::api::messages::download;
 
+/// Rows per folder page: every row's subject is decrypted for the reader, one OpenPGP
+/// decryption each, so a page of 20 keeps the inbox page fast (benches/web_inbox.rs).
+const PAGE_ROWS: i64 = 20;
+
 /// One row of a folder listing.
 pub struct Row {
     id: String,
@@ -147,7 +151,13 @@ pub async fn folder(
         return web.fail(&crate::gateway::GatewayError::NotFound.failure());
     };
     let page = match gateway
-        .folder(&web.caller, &mailbox, folder, q.before.as_deref(), None)
+        .folder(
+            &web.caller,
+            &mailbox,
+            folder,
+            q.before.as_deref(),
+            Some(PAGE_ROWS),
+        )
         .await
     {
         Ok(p) => p,

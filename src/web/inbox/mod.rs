@@ -10,7 +10,8 @@
 //!
 //! Files: `session.rs` (login, logout, second factor, recovery, language),
 //! `mail.rs` (folders, messages, compose, downloads), `legal.rs` (evidence search,
-//! timelines, printable receipts, bundle export), `i18n.rs` (the one translation table),
+//! timelines, printable receipts, bundle export), `settings.rs` (directory listing, read
+//! tokens), `i18n.rs` (the one translation table),
 //! `assets.rs` (fingerprinted static files), `html.rs` (sanitising HTML mail).
 
 // Handlers and their helpers return a finished page on either side; boxing the error
@@ -23,6 +24,7 @@ mod i18n;
 mod legal;
 mod mail;
 mod session;
+mod settings;
 
 use std::net::IpAddr;
 
@@ -63,6 +65,10 @@ pub fn routes(max_submission: usize) -> Router<Gateway> {
             get(session::recover_page).post(session::recover),
         )
         .route("/lang/{code}", get(session::set_lang))
+        .route("/settings", get(settings::settings))
+        .route("/settings/directory", post(settings::directory))
+        .route("/settings/tokens", post(settings::create_token))
+        .route("/settings/tokens/{id}/revoke", post(settings::revoke_token))
         .route("/static/{name}", get(assets::serve))
         .route("/mail", get(mail::folder))
         .route("/mail/{id}", get(mail::message))
@@ -203,9 +209,10 @@ impl Web {
         }
     }
 
-    /// A failure of the core as an HTML page (status by kind; internal causes logged).
+    /// A failure of the core as an HTML page (status by kind; internal causes logged),
+    /// with the session's header (its level included).
     pub fn fail(&self, failure: &Failure) -> Response {
-        failure_page(self.lang, failure)
+        failure_page_in(self.chrome("error", ""), failure)
     }
 }
 
@@ -325,6 +332,7 @@ fn nav(role: Option<&str>, current: &'static str) -> Vec<Nav> {
             ("/mail?folder=inbox", "nav-inbox"),
             ("/mail?folder=sent", "nav-sent"),
             ("/compose", "nav-compose"),
+            ("/settings", "nav-settings"),
             ("/security", "nav-security"),
         ],
         _ => &[("/security", "nav-security")],
@@ -389,14 +397,18 @@ pub fn error_page(
 /// A classified failure as a page: the translated sentence for its code where the table
 /// has one, and the core's instance detail (safe to show: never an internal cause).
 pub fn failure_page(lang: Lang, failure: &Failure) -> Response {
+    failure_page_in(Chrome::anonymous(lang, "error", String::new()), failure)
+}
+
+fn failure_page_in(c: Chrome, failure: &Failure) -> Response {
     failure.log_cause("web");
     let status = crate::web::problem::status(failure.kind);
-    let message = failure_text(lang, failure);
+    let message = failure_text(c.lang, failure);
     let detail = match failure.kind {
         ErrorKind::Internal | ErrorKind::Unavailable => None,
         _ => failure.detail.clone(),
     };
-    let mut response = error_page(lang, status, &message, detail);
+    let mut response = render_status(status, &ErrorPage { c, message, detail });
     if let Some(seconds) = failure.retry_after {
         response
             .headers_mut()
