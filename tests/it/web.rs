@@ -460,6 +460,19 @@ async fn citizen_enrols_steps_up_and_writes_to_an_office(gw: Gateway) {
         .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text());
     anna.step_up(&otpauth).await;
+    // Audited as the API audits them: the login, the enrolment, the step-up.
+    let actions: Vec<String> = sqlx::query_scalar(
+        "SELECT action FROM audit_log WHERE target = 'anna@lemgo.example' ORDER BY id",
+    )
+    .fetch_all(api.gw.store.pool())
+    .await
+    .unwrap();
+    for action in ["session.login", "user.totp", "session.second-factor"] {
+        assert!(
+            actions.iter().any(|a| a == action),
+            "{action} not in {actions:?}"
+        );
+    }
     let page = anna.get("/security?done=high").await;
     assert!(
         page.text().contains("id=\"session-level\">high<"),
@@ -883,6 +896,18 @@ async fn legal_staff_find_print_and_export(gw: Gateway) {
                 .cmd(&["verify", file.to_str().unwrap(), "--key", &fpr]),
         );
     assert!(out.status.success(), "{}", crate::support::stderr(&out));
+    // The export is audited with who took it.
+    let actors: Vec<String> = sqlx::query_scalar(
+        "SELECT actor FROM audit_log WHERE action = 'proof.export' AND target = $1",
+    )
+    .bind(&gid)
+    .fetch_all(api.gw.store.pool())
+    .await
+    .unwrap();
+    assert!(
+        actors.iter().any(|a| a.contains("justiz@lemgo.example")),
+        "{actors:?}"
+    );
     // Without the token: refused.
     let r = b
         .post(
