@@ -133,6 +133,14 @@ try {
   await expectText(anna, '#session-level', 'normal');
   await check(anna, 'anna-inbox');
 
+  // An authoritative message at level normal is refused, the reason tied to the options.
+  await anna.getByRole('link', { name: 'Write' }).click();
+  await anna.getByLabel('To', { exact: true }).fill('bauamt@lemgo.example');
+  await anna.getByLabel('Sender confirmed (authoritative)').check();
+  await anna.getByRole('button', { name: 'Send' }).click();
+  await expectText(anna, '#options-error', 'high');
+  await check(anna, 'anna-compose-refused');
+
   // 2. Enrols TOTP with the recovery code (QR code as SVG) and steps up.
   await anna.getByRole('link', { name: 'Security' }).click();
   await check(anna, 'anna-security');
@@ -173,6 +181,10 @@ try {
   await expectText(bernd, '#attestation', 'verified');
   await expectText(bernd, '#timeline', 'ContentHandover');
   await check(bernd, 'bernd-message');
+  await bernd.getByRole('link', { name: 'Settings' }).click();
+  await bernd.getByRole('button', { name: 'Create read token' }).click();
+  await expectText(bernd, '#new-token', 'bote_token_');
+  await check(bernd, 'bernd-settings-token');
 
   // 5. The citizen sees the pickup in her timeline.
   await anna.getByRole('link', { name: 'Sent', exact: true }).first().click();
