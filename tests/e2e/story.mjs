@@ -129,9 +129,27 @@ try {
   await anna.getByRole('button', { name: 'Log in' }).click();
   await expectText(anna, '#login-error', 'Wrong email address or password');
   await check(anna, 'anna-login-error');
+  const remote = [];
+  anna.on('request', (r) => {
+    if (!r.url().startsWith(BASE)) remote.push(r.url());
+  });
   await login(anna, 'anna@lemgo.example', 'anna');
   await expectText(anna, '#session-level', 'normal');
   await check(anna, 'anna-inbox');
+
+  // An office's HTML notice: shown sanitised in a frame without scripts; nothing remote loads.
+  await anna.getByRole('link', { name: 'Ihr Bescheid' }).click();
+  if ((await anna.locator('iframe.html-body[sandbox=""]').count()) !== 1) fail('no sandboxed frame');
+  const frame = anna.frameLocator('iframe.html-body');
+  const shown = await frame.locator('body').innerText();
+  if (!shown.includes('Bescheid 42') || !shown.includes('Gez. Bauamt')) fail(`frame shows: ${shown}`);
+  const markup = await frame.locator('body').innerHTML();
+  for (const bad of ['<script', 'onmouseover', 'tracker.example', 'style=']) {
+    if (markup.includes(bad)) fail(`${bad} survived in the frame: ${markup}`);
+  }
+  if ((await anna.title()).includes('pwned')) fail('a script ran');
+  await check(anna, 'anna-html-notice');
+  if (remote.length > 0) fail(`remote requests: ${remote.join(', ')}`);
 
   // An authoritative message at level normal is refused, the reason tied to the options.
   await anna.getByRole('link', { name: 'Write' }).click();

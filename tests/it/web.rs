@@ -1127,6 +1127,44 @@ async fn browser_story((setup, _db): (crate::support::Setup, crate::support::Tes
         &format!("{PASSWORD}\n"),
     );
     let server = crate::http::Server::start(&setup, &[]);
+    // Office software sends the citizen an HTML notice with a script, an event handler and a
+    // remote image (through the served API): the story opens it in the sandboxed frame.
+    let token = crate::support::stdout(&crate::support::run(setup.cmd(&[
+        "token",
+        "create",
+        "--mailbox",
+        "bauamt@lemgo.example",
+    ])))
+    .trim()
+    .to_owned();
+    let html = "From: bauamt@lemgo.example\r\nTo: anna@lemgo.example\r\nSubject: Ihr Bescheid\r\n\
+        Message-ID: <html-notice@lemgo.example>\r\nMIME-Version: 1.0\r\n\
+        Content-Type: text/html; charset=utf-8\r\n\r\n\
+        <h1 onmouseover=\"alert(1)\">Bescheid 42</h1><script>document.title='pwned'</script>\
+        <img src=\"https://tracker.example/pixel.gif\" alt=\"\"><p style=\"color:red\">Gez. Bauamt</p>\r\n";
+    let body = json!({ "to": ["anna@lemgo.example"], "rfc5322": B64.encode(html) }).to_string();
+    let sent = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "20", "--cacert"])
+        .arg(&server.ca)
+        .args([
+            "-H",
+            &format!("authorization: Bearer {token}"),
+            "-H",
+            "content-type: application/json",
+        ])
+        .args(["-d", &body, "-w", "%{http_code}", "-o", "/dev/null"])
+        .arg(format!(
+            "https://localhost:{}/api/v1/messages",
+            server.https
+        ))
+        .output()
+        .expect("run curl");
+    assert_eq!(
+        String::from_utf8_lossy(&sent.stdout),
+        "201",
+        "{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
     let artifacts = root.join("target/web-e2e");
     let _ = std::fs::remove_dir_all(&artifacts);
     let bundle = setup.path().join("browser-bundle.tar");

@@ -374,6 +374,7 @@ const TABLE: &[(&str, &str, &str)] = &[
         "Formatierte Nachricht (Bilder und Inhalte aus dem Internet sind blockiert)",
     ),
     ("attachments", "Attachments", "Anhänge"),
+    ("plain-text", "Plain-text version", "Textfassung"),
     (
         "timeline",
         "What happened to it (evidence)",
