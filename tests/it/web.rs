@@ -1529,3 +1529,8 @@ on_both_backends!(
     settings_directory_and_read_tokens,
     super::settings_directory_and_read_tokens
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_story_postgres() {
+    crate::support::run_on(bote::store::Backend::Postgres, browser_story).await;
+}
