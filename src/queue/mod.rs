@@ -12,7 +12,8 @@
 //! the message again after the lease expires (the Message-ID is stable, so the office can
 //! de-duplicate); `bote_relay_resends_total` counts claims of expired leases.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use lettre::address::Envelope;
@@ -67,6 +68,10 @@ enum Attempt {
     Later(String),
 }
 
+/// One transport per relay host, port and TLS mode: lettre pools its connections, so
+/// consecutive jobs for one office's server reuse an open (and TLS-established) session.
+type Transports = Arc<Mutex<HashMap<(String, u16, RelayTls), AsyncSmtpTransport<Tokio1Executor>>>>;
+
 /// The relay worker of one gateway process.
 #[derive(Clone)]
 pub struct RelayWorker {
@@ -76,6 +81,7 @@ pub struct RelayWorker {
     expiry: Duration,
     retry_base: Duration,
     lease: Duration,
+    transports: Transports,
 }
 
 impl std::fmt::Debug for RelayWorker {
@@ -101,6 +107,7 @@ impl RelayWorker {
             expiry: Duration::from_secs(config.queue.relay_expiry_secs),
             retry_base: Duration::from_millis(config.queue.retry_base_ms),
             lease: Duration::from_secs(config.queue.lease_secs.max(1)),
+            transports: Transports::default(),
             gateway,
         }
     }
@@ -269,7 +276,24 @@ impl RelayWorker {
         }
     }
 
+    /// The (pooled) transport to `relay`, made on first use.
     fn transport(&self, relay: &Relay) -> Result<AsyncSmtpTransport<Tokio1Executor>, String> {
+        let key = (relay.host.clone(), relay.port, relay.tls);
+        // A poisoned lock only means another attempt panicked while inserting: the map
+        // itself is still a valid cache.
+        let mut transports = self
+            .transports
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(transport) = transports.get(&key) {
+            return Ok(transport.clone());
+        }
+        let transport = self.new_transport(relay)?;
+        transports.insert(key, transport.clone());
+        Ok(transport)
+    }
+
+    fn new_transport(&self, relay: &Relay) -> Result<AsyncSmtpTransport<Tokio1Executor>, String> {
         let params = |accept_invalid: bool| {
             let mut builder = TlsParameters::builder(relay.host.clone());
             for pem in &self.relay_ca {
@@ -292,6 +316,7 @@ impl RelayWorker {
                 .port(relay.port)
                 .tls(tls)
                 .timeout(Some(SMTP_TIMEOUT))
+                .pool_config(lettre::transport::smtp::PoolConfig::new().max_size(PARALLEL as u32))
                 .hello_name(lettre::transport::smtp::extension::ClientId::Domain(
                     self.gateway.config().primary_domain().to_owned(),
                 ))

@@ -93,6 +93,26 @@ async fn a_temporary_failure_is_retried_and_then_delivered() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consecutive_relays_to_one_server_reuse_its_connection() {
+    let c = cast_with(|_| {}).await;
+    let sink = Sink::start("accept");
+    let (first, stop) = relay_to(&c, sink.port, office_cert()).await;
+    wait_for(&c, &first, Event::RelayToNonERDS).await;
+    let anna = c.api.login("anna@lemgo.example").await;
+    for n in 0..4 {
+        let body = crate::api::letter("amt@kreis.example", &format!("Nachtrag {n}"), "Anlage");
+        let r = c.api.post("/api/v1/messages", &anna, body).await;
+        assert_eq!(r.status, axum::http::StatusCode::CREATED, "{}", r.text());
+        let id = r.json()["gateway_id"].as_str().unwrap().to_owned();
+        wait_for(&c, &id, Event::RelayToNonERDS).await;
+    }
+    stop.cancel();
+    let sessions = std::fs::read_to_string(sink.dir.path().join("mail/sessions")).unwrap();
+    assert_eq!(sessions.trim(), "1", "five relays, one SMTP session");
+    assert!(sink.dir.path().join("mail/5.eml").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_server_expires_with_evidence_and_the_operator_can_retry() {
     let c = cast_with(|config| config.queue.relay_expiry_secs = 0).await;
     let port = crate::support::free_port();
