@@ -365,9 +365,22 @@ impl Pipeline {
         let message_id = format!("<{gateway_id}@{}>", self.domain);
         let limits = ContentLimits::of(&self.config.limits);
         let content = submission.content;
+        // What the gateway signs carries its header inside the encryption too, so readers of
+        // a relayed PGP/MIME (whose outer Subject is a placeholder) show the real one. Mail
+        // from an office's server stays byte for byte as that server sent it.
+        let protect_headers = from.channel != Channel::Mx;
         let prepared = pool::run({
             let recipients = recipients.clone();
-            move || prepare(&sender_address, &recipients, &message_id, content, limits)
+            move || {
+                prepare(
+                    &sender_address,
+                    &recipients,
+                    &message_id,
+                    content,
+                    limits,
+                    protect_headers,
+                )
+            }
         })
         .await?;
         let sender = evidence_sender(from);
