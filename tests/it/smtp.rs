@@ -556,3 +556,81 @@ async fn an_office_mail_server_delivers_to_citizens_over_mx() {
     }
     assert_eq!(s.messages().await, before + 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_office_over_its_hourly_rate_is_told_to_come_back_later() {
+    let s = Smtp::start().await;
+    let api = &s.cast.api;
+    let token = api.send_token(OFFICE);
+    let set = api.cli(
+        &[
+            "mailbox",
+            "rate-limit",
+            "--office",
+            OFFICE,
+            "--messages-per-hour",
+            "2",
+        ],
+        "",
+    );
+    assert_eq!(
+        set.trim(),
+        format!("rate limit: {OFFICE} 2 messages and 100000 recipients per hour")
+    );
+    let send = |s: &Smtp, token: &str| s.send("starttls", OFFICE, token, OFFICE, ANNA, &[]);
+    for _ in 0..2 {
+        let reply = tokio::task::block_in_place(|| send(&s, &token));
+        assert!(reply.starts_with("250 2.0.0 accepted as "), "{reply}");
+    }
+    let before = s.messages().await;
+    // Over SMTP: a temporary refusal, so office software queues and retries.
+    let reply = tokio::task::block_in_place(|| send(&s, &token));
+    assert!(
+        reply.starts_with("450 4.7.1") && reply.contains("at most 2 messages per hour"),
+        "{reply}"
+    );
+    // Over the API the same office gets 429 with Retry-After, and evidence of the refusal.
+    let body = crate::api::letter(ANNA, "Bescheid", "Text");
+    let r = api.post("/api/v1/messages", &token, body).await;
+    assert_eq!(
+        r.status,
+        axum::http::StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        r.text()
+    );
+    assert_eq!(r.problem(), "urn:bote:problem:send-rate-exceeded");
+    let wait: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((60..=3600).contains(&wait), "Retry-After {wait}");
+    let refused = r.json()["gateway_id"].as_str().unwrap().to_owned();
+    let timeline = stdout(&run(api.gw.setup.cmd(&["evidence", "timeline", &refused])));
+    assert!(timeline.contains("SubmissionRejection"), "{timeline}");
+    assert_eq!(s.messages().await, before, "nothing stored for a refusal");
+    // Unlimited again (0), and citizens have the daily quota instead.
+    api.cli(
+        &[
+            "mailbox",
+            "rate-limit",
+            "--office",
+            OFFICE,
+            "--messages-per-hour",
+            "0",
+        ],
+        "",
+    );
+    let reply = tokio::task::block_in_place(|| send(&s, &token));
+    assert!(reply.starts_with("250 2.0.0 accepted as "), "{reply}");
+    crate::support::assert_one_line_error(
+        &run(api.gw.setup.cmd(&[
+            "mailbox",
+            "rate-limit",
+            "--office",
+            ANNA,
+            "--messages-per-hour",
+            "5",
+        ])),
+        &[
+            "anna@lemgo.example is a citizen mailbox",
+            "rate limits are for office mailboxes",
+        ],
+    );
+}
