@@ -80,6 +80,15 @@ pub enum AccountError {
     /// Tokens are for office software.
     #[error("mailbox {0} is a citizen mailbox; tokens are for office mailboxes")]
     NotAnOffice(EmailAddress),
+    /// Server certificates are for external offices (whose servers deliver over MX).
+    #[error(
+        "mailbox {0} is not an external office; only external offices' mail servers deliver \
+         over MX (register it with --relay)"
+    )]
+    NotExternal(EmailAddress),
+    /// That certificate is registered already.
+    #[error("a mail server certificate with SHA-256 {0} is registered already")]
+    ServerCertTaken(String),
     /// Rate limits are for offices; citizens have the daily quota.
     #[error(
         "mailbox {0} is a citizen mailbox; rate limits are for office mailboxes (citizens at \
@@ -148,9 +157,10 @@ impl Classify for AccountError {
             | Self::OfficeCertificate(_) => {
                 (ErrorKind::Invalid, "invalid-account", "Invalid input")
             }
-            Self::DuplicateUser(_) | Self::DuplicateMailbox(_) | Self::AlreadyMember { .. } => {
-                (ErrorKind::Conflict, "exists", "Exists already")
-            }
+            Self::DuplicateUser(_)
+            | Self::DuplicateMailbox(_)
+            | Self::AlreadyMember { .. }
+            | Self::ServerCertTaken(_) => (ErrorKind::Conflict, "exists", "Exists already"),
             Self::UnknownUser(_) | Self::UnknownMailbox(_) | Self::UnknownToken(_) => {
                 return Failure::not_found();
             }
@@ -158,7 +168,8 @@ impl Classify for AccountError {
             Self::NotStaff { .. }
             | Self::NotLocalOffice { .. }
             | Self::NotAnOffice(_)
-            | Self::RatesAreForOffices(_) => (
+            | Self::RatesAreForOffices(_)
+            | Self::NotExternal(_) => (
                 ErrorKind::Unprocessable,
                 "not-allowed-here",
                 "Not possible for this account",
@@ -707,6 +718,40 @@ impl Accounts {
         .await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Registers the client certificate (DER) of an external office's mail server: over MX
+    /// it may then deliver that office's mail from any network. Returns its SHA-256 (hex).
+    pub async fn add_office_server_cert(
+        &self,
+        actor: &Actor,
+        office: &EmailAddress,
+        cert_der: &[u8],
+    ) -> Result<String, AccountError> {
+        let now = now_ms();
+        let mut tx = self.store.begin().await?;
+        let (mb, _) = repo::find_mailbox(&mut tx, office)
+            .await?
+            .ok_or_else(|| AccountError::UnknownMailbox(office.clone()))?;
+        if mb.kind != MailboxKind::External {
+            return Err(AccountError::NotExternal(office.clone()));
+        }
+        let fingerprint = hex::encode(Sha256::digest(cert_der));
+        if !repo::add_office_server_cert(&mut tx, mb.id, &fingerprint, now).await? {
+            return Err(AccountError::ServerCertTaken(fingerprint));
+        }
+        let details = json!({ "cert_sha256": fingerprint });
+        audit::record(
+            &mut tx,
+            actor,
+            "mailbox.server-cert",
+            &office.to_string(),
+            details,
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(fingerprint)
     }
 
     /// Sets an office mailbox's own send rates per hour (`None`: the configured default;

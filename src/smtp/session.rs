@@ -40,6 +40,17 @@ pub enum Mode {
     },
 }
 
+/// How an MX client is known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MxClient {
+    /// By the certificate its office registered (the office's mailbox id).
+    Certificate(i64),
+    /// By its address, in `smtp.trusted_networks`.
+    Network,
+    /// Not at all.
+    Unknown,
+}
+
 /// What the connection does after sending the reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Next {
@@ -221,7 +232,11 @@ impl Session {
             Request::Mail { from } => match self.mode {
                 Mode::Submission => self.mail(&from.address, from.size as u64),
                 Mode::Mx { trusted } => {
-                    self.mx_mail(gateway, trusted, &from.address, from.size as u64)
+                    let by = match self.server_office(gateway, trusted).await {
+                        Ok(by) => by,
+                        Err(reply) => return (reply, Next::Command),
+                    };
+                    self.mx_mail(gateway, by, &from.address, from.size as u64)
                         .await
                 }
             },
@@ -410,14 +425,30 @@ impl Session {
     }
 
     /// MX: the sender must be a registered external office, from a trusted server.
+    /// Whether this MX client is a registered office mail server, and how it is known.
+    async fn server_office(&self, gateway: &Gateway, trusted: bool) -> Result<MxClient, Reply> {
+        if let Some(cert) = &self.client_cert {
+            match gateway.office_server(cert).await {
+                Ok(Some(office)) => return Ok(MxClient::Certificate(office)),
+                Ok(None) => {}
+                Err(e) => return Err(for_failure(&e.failure())),
+            }
+        }
+        Ok(if trusted {
+            MxClient::Network
+        } else {
+            MxClient::Unknown
+        })
+    }
+
     async fn mx_mail(
         &mut self,
         gateway: &Gateway,
-        trusted: bool,
+        client: MxClient,
         from: &str,
         size: u64,
     ) -> (Reply, Next) {
-        if !trusted {
+        if client == MxClient::Unknown {
             return (
                 Reply::new(
                     550,
@@ -443,6 +474,17 @@ impl Session {
             Err(e) => return (Reply::new(553, "5.1.7", e.to_string()), Next::Command),
         };
         match office {
+            // A server known by its certificate speaks for its own office only.
+            Ok(Some(r)) if matches!(client, MxClient::Certificate(id) if id != r.mailbox.id) => (
+                Reply::new(
+                    550,
+                    "5.7.1",
+                    format!(
+                        "this server's certificate is registered for another office, not {from}"
+                    ),
+                ),
+                Next::Command,
+            ),
             Ok(Some(r)) if r.mailbox.kind == MailboxKind::External => {
                 self.submitter = Some(Submitter {
                     mailbox: r.mailbox,

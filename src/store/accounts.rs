@@ -787,3 +787,36 @@ pub async fn set_office_rate_limits(
     .await?;
     Ok(())
 }
+
+/// Registers an office mail server's client certificate (SHA-256, hex) for `mailbox_id`;
+/// false if it is registered already (for any office).
+pub async fn add_office_server_cert(
+    conn: &mut AnyConnection,
+    mailbox_id: i64,
+    cert_sha256: &str,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "INSERT INTO office_server_certs (cert_sha256, mailbox_id, created_at) \
+         VALUES ($1, $2, $3) ON CONFLICT (cert_sha256) DO NOTHING",
+    )
+    .bind(cert_sha256)
+    .bind(mailbox_id)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// The office mailbox whose mail server holds the certificate with this SHA-256 (hex).
+pub async fn office_of_server_cert(
+    conn: &mut AnyConnection,
+    cert_sha256: &str,
+) -> Result<Option<i64>, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT mailbox_id FROM office_server_certs WHERE cert_sha256 = $1")
+            .bind(cert_sha256)
+            .fetch_optional(conn)
+            .await?,
+    )
+}

@@ -431,7 +431,7 @@ pub(crate) async fn mx(core: bote::gateway::Gateway, stop: &CancellationToken) -
     let cert = Arc::new(bote::tls::ServerCert::load(&config.tls).unwrap());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let acceptor = TlsAcceptor::from(bote::tls::server_config(cert, &[]).unwrap());
+    let acceptor = TlsAcceptor::from(bote::tls::server_config_with_client_certs(cert).unwrap());
     let tracker = TaskTracker::new();
     tracker.spawn(smtp::accept_loop(
         core,
@@ -445,7 +445,23 @@ pub(crate) async fn mx(core: bote::gateway::Gateway, stop: &CancellationToken) -
 }
 
 pub(crate) fn raw_on(port: u16, mode: &str, ca: &str, script: &str) -> String {
-    let mut child = Command::new("python3")
+    raw_with_cert(port, mode, ca, script, None)
+}
+
+/// As [`raw_on`], presenting a client certificate (PEM files: certificate, key) under TLS.
+fn raw_with_cert(
+    port: u16,
+    mode: &str,
+    ca: &str,
+    script: &str,
+    cert: Option<(&Path, &Path)>,
+) -> String {
+    let mut cmd = Command::new("python3");
+    if let Some((cert, key)) = cert {
+        cmd.env("PROBE_CLIENT_CERT", cert)
+            .env("PROBE_CLIENT_KEY", key);
+    }
+    let mut child = cmd
         .arg(PROBE)
         .args(["raw", "localhost", &port.to_string(), mode, ca])
         .stdin(Stdio::piped())
@@ -576,6 +592,99 @@ async fn an_office_mail_server_delivers_to_citizens_over_mx() {
         assert!(out.contains(expected), "expected {expected} in\n{out}");
     }
     assert_eq!(s.messages().await, before + 1);
+
+    // A server known by its registered certificate delivers from any network, for its
+    // own office only; an unregistered certificate is worth nothing.
+    let dir = tempfile::tempdir().unwrap();
+    let (server, server_key) = client_cert(dir.path(), "mail.kreis.example");
+    let (stranger, stranger_key) = client_cert(dir.path(), "mail.fremd.example");
+    let registered = s.cast.api.cli(
+        &[
+            "mailbox",
+            "server-cert",
+            "--office",
+            "amt@kreis.example",
+            "--cert",
+            server.to_str().unwrap(),
+        ],
+        "",
+    );
+    assert!(
+        registered.starts_with("server certificate: amt@kreis.example sha256="),
+        "{registered}"
+    );
+    let cert2 = crate::interop::gpg_office_key(home.path(), "Stadtwerke <post@stadtwerke.example>");
+    std::fs::write(&cert_file, cert2).unwrap();
+    s.cast.api.cli(
+        &[
+            "mailbox",
+            "add",
+            "--office",
+            "post@stadtwerke.example",
+            "--name",
+            "Stadtwerke",
+            "--relay",
+            "mail.stadtwerke.example:25",
+            "--cert",
+            cert_file.to_str().unwrap(),
+        ],
+        "",
+    );
+    let over_tls = |from: &str| {
+        format!(
+            "EHLO mail.kreis.example\n<TLS>\nEHLO mail.kreis.example\nMAIL FROM:<{from}>\n\
+             RCPT TO:<{ANNA}>\nDATA\n~From: {from}\n~To: {ANNA}\n~Subject: Bescheid\n~\n~Text\n.\nQUIT\n"
+        )
+    };
+    let cases = [
+        (
+            Some((&server, &server_key)),
+            "amt@kreis.example",
+            "250 2.0.0 accepted as ",
+        ),
+        (
+            Some((&server, &server_key)),
+            "post@stadtwerke.example",
+            "550 5.7.1 this server's certificate is registered for another office",
+        ),
+        (
+            Some((&stranger, &stranger_key)),
+            "amt@kreis.example",
+            "550 5.7.1 this gateway accepts mail only from registered office mail servers",
+        ),
+        (
+            None,
+            "amt@kreis.example",
+            "550 5.7.1 this gateway accepts mail only from registered office mail servers",
+        ),
+    ];
+    for (cert, from, expected) in cases {
+        let out = tokio::task::block_in_place(|| {
+            raw_with_cert(
+                untrusted,
+                "plain",
+                &ca,
+                &over_tls(from),
+                cert.map(|(c, k)| (c.as_path(), k.as_path())),
+            )
+        });
+        assert!(
+            out.contains(expected),
+            "{from}: expected {expected} in\n{out}"
+        );
+    }
+    assert_eq!(s.messages().await, before + 2);
+    crate::support::assert_one_line_error(
+        &run(s.cast.api.gw.setup.cmd(&[
+            "mailbox",
+            "server-cert",
+            "--office",
+            OFFICE,
+            "--cert",
+            server.to_str().unwrap(),
+        ])),
+        &["bauamt@lemgo.example is not an external office"],
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
