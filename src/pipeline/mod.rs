@@ -26,7 +26,8 @@ use sequoia_openpgp::Cert;
 
 use assemble::{Assembly, ContentLimits, attestation, evidence_sender, prepare};
 use batcher::{Batcher, Rows};
-use budget::{Busy, MemoryBudget};
+use budget::MemoryBudget;
+pub use budget::{Busy, Reservation};
 pub use open::{OpenError, OpenedMessage, Summary};
 use policy::{CheckError, Turns, parse_recipients, quota_limited};
 pub use receipts::Receipt;
@@ -91,7 +92,7 @@ pub struct Submitter {
 }
 
 /// A submission: recipients as given, content and options.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Submission {
     /// Recipient addresses, as typed.
     pub recipients: Vec<String>,
@@ -99,6 +100,9 @@ pub struct Submission {
     pub content: Content,
     /// De-Mail options.
     pub options: Options,
+    /// Room in the memory budget that the front door reserved while the content arrived
+    /// (SMTP DATA), for the whole submission; empty: the pipeline reserves it.
+    pub reserved: Vec<Reservation>,
 }
 
 /// An accepted submission.
@@ -346,6 +350,15 @@ impl Pipeline {
         }
     }
 
+    /// Room in the memory budget for `bytes` of a message to `recipients` that is still
+    /// arriving (SMTP DATA), with everything its submission will hold; pass it on in
+    /// [`Submission::reserved`].
+    pub async fn reserve_intake(&self, bytes: u64, recipients: usize) -> Result<Reservation, Busy> {
+        self.budget
+            .reserve(budget::footprint(bytes, recipients))
+            .await
+    }
+
     /// The store this pipeline writes to.
     pub fn store(&self) -> &Store {
         &self.store
@@ -364,13 +377,18 @@ impl Pipeline {
             self.config.limits.max_recipients as usize,
         )?;
         // Held until the commit returns: the copies live in memory until then.
-        let _room = self
-            .budget
-            .reserve(budget::footprint(
-                submission.content.approx_size(),
-                recipients.len(),
-            ))
-            .await?;
+        let _room = if submission.reserved.is_empty() {
+            vec![
+                self.budget
+                    .reserve(budget::footprint(
+                        submission.content.approx_size(),
+                        recipients.len(),
+                    ))
+                    .await?,
+            ]
+        } else {
+            submission.reserved
+        };
         let sender_address = from.mailbox.address.clone();
         let message_id = format!("<{gateway_id}@{}>", self.domain);
         let limits = ContentLimits::of(&self.config.limits);

@@ -91,6 +91,8 @@ pub struct Session {
     auth_step: Option<AuthStep>,
     max_size: u64,
     max_recipients: usize,
+    /// The SIZE the client declared at MAIL (0: none).
+    declared_size: u64,
 }
 
 impl Session {
@@ -117,6 +119,7 @@ impl Session {
             auth_step: None,
             max_size,
             max_recipients,
+            declared_size: 0,
         }
     }
 
@@ -421,10 +424,29 @@ impl Session {
             );
         }
         self.mail_from = true;
+        self.declared_size = size;
         (Reply::new(250, "2.1.0", "sender ok"), Next::Command)
     }
 
-    /// MX: the sender must be a registered external office, from a trusted server.
+    /// The most the coming DATA may hold: the declared SIZE, else the limit (DATA is read
+    /// against the limit, not the declaration).
+    pub fn expected_size(&self) -> u64 {
+        match self.declared_size {
+            0 => self.max_size,
+            declared => declared.min(self.max_size),
+        }
+    }
+
+    /// Recipients accepted so far in this transaction.
+    pub fn recipient_count(&self) -> usize {
+        self.recipients.len()
+    }
+
+    /// The SIZE the client declared at MAIL, 0 if none.
+    pub fn declared_size(&self) -> u64 {
+        self.declared_size
+    }
+
     /// Whether this MX client is a registered office mail server, and how it is known.
     async fn server_office(&self, gateway: &Gateway, trusted: bool) -> Result<MxClient, Reply> {
         if let Some(cert) = &self.client_cert {
@@ -441,6 +463,7 @@ impl Session {
         })
     }
 
+    /// MX: the sender must be a registered external office, from its registered server.
     async fn mx_mail(
         &mut self,
         gateway: &Gateway,
@@ -568,7 +591,12 @@ impl Session {
 
     /// The message arrived whole (dot-unstuffed, CRLF line ends): submit it, reply only
     /// once it is durable.
-    pub async fn message(&mut self, gateway: &Gateway, message: Vec<u8>) -> Reply {
+    pub async fn message(
+        &mut self,
+        gateway: &Gateway,
+        message: Vec<u8>,
+        reserved: Vec<crate::pipeline::Reservation>,
+    ) -> Reply {
         let recipients = std::mem::take(&mut self.recipients);
         self.mail_from = false;
         if std::mem::take(&mut self.bounce) {
@@ -581,6 +609,7 @@ impl Session {
             recipients: recipients.iter().map(ToString::to_string).collect(),
             options: options_of(&message),
             content: Content::Rfc5322(message),
+            reserved,
         };
         match gateway.submit_as(submitter, submission).await {
             Ok(accepted) => {

@@ -427,6 +427,11 @@ async fn swaks_submits_with_starttls_and_over_implicit_tls() {
 
 /// An MX listener of `core`'s gateway; its port.
 pub(crate) async fn mx(core: bote::gateway::Gateway, stop: &CancellationToken) -> u16 {
+    listen(core, stop, Port::Mx).await
+}
+
+/// A listener of `kind` on a free port, serving `core` until `stop`.
+async fn listen(core: bote::gateway::Gateway, stop: &CancellationToken, kind: Port) -> u16 {
     let config = core.config().clone();
     let cert = Arc::new(bote::tls::ServerCert::load(&config.tls).unwrap());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -437,7 +442,7 @@ pub(crate) async fn mx(core: bote::gateway::Gateway, stop: &CancellationToken) -
         core,
         listener,
         acceptor,
-        Port::Mx,
+        kind,
         stop.clone(),
         tracker.clone(),
     ));
@@ -860,4 +865,60 @@ async fn a_token_bound_to_a_client_certificate_submits_at_level_high_only_with_i
         .await
         .unwrap();
     assert_eq!(level, "normal");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_messages_beyond_the_memory_budget_are_told_to_retry_before_they_are_read() {
+    let s = Smtp::start().await;
+    let api = &s.cast.api;
+    let token = api.send_token(OFFICE);
+    // Room for one declared 1 MiB message to one recipient (5 MiB with its copies), not two.
+    let mut config = api.gw.config.clone();
+    config.limits.memory_budget = 8 * 1024 * 1024;
+    let core = bote::gateway::Gateway::from_parts(
+        api.gw.store.clone(),
+        Arc::new(config),
+        api.gw.keys.clone(),
+        api.gw.log.clone(),
+        api.gw.writer.clone(),
+    );
+    let port = listen(core, &s.stop, Port::Submission).await;
+    use base64::Engine as _;
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("\0{OFFICE}\0{token}"));
+    let script = move |pause: u32| {
+        format!(
+            "EHLO office.example\n<TLS>\nEHLO office.example\nAUTH PLAIN {auth}\n\
+             MAIL FROM:<{OFFICE}> SIZE=1048576\nRCPT TO:<{ANNA}>\nDATA\n\
+             ~From: {OFFICE}\n~To: {ANNA}\n~Subject: Planunterlagen\n~\n<SLEEP {pause}>\n~Anlage folgt\n.\nQUIT\n"
+        )
+    };
+    let ca = s.ca.clone();
+    let slow = {
+        // Longer than the 10 s a message waits for room.
+        let (ca, script) = (ca.clone(), script(14));
+        tokio::task::spawn_blocking(move || raw_on(port, "plain", &ca, &script))
+    };
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let before = s.messages().await;
+    let crowded = {
+        let (ca, script) = (ca.clone(), script(0));
+        tokio::task::spawn_blocking(move || raw_on(port, "plain", &ca, &script))
+    };
+    let crowded = crowded.await.unwrap();
+    assert!(
+        crowded.contains("452 4.3.1 the gateway is busy"),
+        "the second waits for room, then is told to retry:\n{crowded}"
+    );
+    assert!(
+        !crowded.contains("354"),
+        "nothing of it was read:\n{crowded}"
+    );
+    assert_eq!(s.messages().await, before);
+    let slow = slow.await.unwrap();
+    assert!(slow.contains("250 2.0.0 accepted as "), "{slow}");
+    // Once the room is free again, the retry goes through.
+    let retry = tokio::task::spawn_blocking(move || raw_on(port, "plain", &ca, &script(0)))
+        .await
+        .unwrap();
+    assert!(retry.contains("250 2.0.0 accepted as "), "{retry}");
 }

@@ -5,7 +5,8 @@
         prints the reply to the final dot as `CODE TEXT`
     smtp_probe.py raw HOST PORT starttls|tls|plain CAFILE < lines
         sends each stdin line (CRLF added unless it ends in an escaped \\n; `\\n`, `\\r`, `\\0`
-        are LF, CR, NUL; a line `<TLS>` upgrades with STARTTLS; a line starting with `~` is
+        are LF, CR, NUL; a line `<TLS>` upgrades with STARTTLS, `<SLEEP S>` waits S
+        seconds; a line starting with `~` is
         sent without waiting for a reply, as message lines are) and prints every reply line
         until the server closes
 
@@ -17,6 +18,7 @@ import smtplib
 import socket
 import ssl
 import sys
+import time
 
 
 def context(cafile):
@@ -78,6 +80,9 @@ def raw(host, port, mode, cafile):
                 return
             sock = context(cafile).wrap_socket(sock, server_hostname=host)
             f = sock.makefile("rb")
+            continue
+        if line.startswith("<SLEEP ") and line.endswith(">"):
+            time.sleep(float(line[7:-1]))
             continue
         wait = not line.startswith("~")
         text = line if wait else line[1:]

@@ -196,6 +196,7 @@ pub async fn submit(
         recipients,
         content,
         options,
+        reserved: Vec::new(),
     };
     let accepted = gateway
         .submit(&caller, from.as_ref(), Channel::Api, submission)
