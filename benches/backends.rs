@@ -123,6 +123,7 @@ async fn round(b: &Bench, seconds: u64, submitters: u64) -> Round {
                     recipients: vec!["anna@bench.example".into()],
                     content: Content::Rfc5322(message(n)),
                     options: Options::default(),
+                    reserved: Vec::new(),
                 };
                 let one = Instant::now();
                 pipeline.submit(&from, submission).await.unwrap();

@@ -114,6 +114,7 @@ fn submission(bytes: Vec<u8>, authoritative: bool) -> Submission {
             authoritative,
             ..Options::default()
         },
+        reserved: Vec::new(),
     }
 }
 

@@ -97,6 +97,7 @@ async fn setup(url: Option<&str>, messages: u64) -> Bench {
                         attachments: Vec::new(),
                     },
                     options: Options::default(),
+                    reserved: Vec::new(),
                 };
                 gateway.submit_as(&from, submission).await.unwrap();
                 n += submitters;

@@ -83,6 +83,21 @@ pub enum AccountError {
     /// Tokens are for office software.
     #[error("mailbox {0} is a citizen mailbox; tokens are for office mailboxes")]
     NotAnOffice(EmailAddress),
+    /// Server certificates are for external offices (whose servers deliver over MX).
+    #[error(
+        "mailbox {0} is not an external office; only external offices' mail servers deliver \
+         over MX (register it with --relay)"
+    )]
+    NotExternal(EmailAddress),
+    /// That certificate is registered already.
+    #[error("a mail server certificate with SHA-256 {0} is registered already")]
+    ServerCertTaken(String),
+    /// Rate limits are for offices; citizens have the daily quota.
+    #[error(
+        "mailbox {0} is a citizen mailbox; rate limits are for office mailboxes (citizens at \
+         level normal have the daily quota, limits.citizen_daily_*)"
+    )]
+    RatesAreForOffices(EmailAddress),
     /// Not a member.
     #[error("{user} is not a member of {mailbox}")]
     NotAMember {
@@ -145,9 +160,10 @@ impl Classify for AccountError {
             | Self::OfficeCertificate(_) => {
                 (ErrorKind::Invalid, "invalid-account", "Invalid input")
             }
-            Self::DuplicateUser(_) | Self::DuplicateMailbox(_) | Self::AlreadyMember { .. } => {
-                (ErrorKind::Conflict, "exists", "Exists already")
-            }
+            Self::DuplicateUser(_)
+            | Self::DuplicateMailbox(_)
+            | Self::AlreadyMember { .. }
+            | Self::ServerCertTaken(_) => (ErrorKind::Conflict, "exists", "Exists already"),
             Self::UnknownUser(_) | Self::UnknownMailbox(_) | Self::UnknownToken(_) => {
                 return Failure::not_found();
             }
@@ -155,7 +171,9 @@ impl Classify for AccountError {
             Self::NotStaff { .. }
             | Self::NotLocalOffice { .. }
             | Self::NotAnOffice(_)
-            | Self::ScopeNotLegal => (
+            | Self::ScopeNotLegal
+            | Self::RatesAreForOffices(_)
+            | Self::NotExternal(_) => (
                 ErrorKind::Unprocessable,
                 "not-allowed-here",
                 "Not possible for this account",
@@ -715,6 +733,73 @@ impl Accounts {
             repo::Credentials::Id(id),
             &row.mailbox,
             "revoked by an operator",
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Registers the client certificate (DER) of an external office's mail server: over MX
+    /// it may then deliver that office's mail from any network. Returns its SHA-256 (hex).
+    pub async fn add_office_server_cert(
+        &self,
+        actor: &Actor,
+        office: &EmailAddress,
+        cert_der: &[u8],
+    ) -> Result<String, AccountError> {
+        let now = now_ms();
+        let mut tx = self.store.begin().await?;
+        let (mb, _) = repo::find_mailbox(&mut tx, office)
+            .await?
+            .ok_or_else(|| AccountError::UnknownMailbox(office.clone()))?;
+        if mb.kind != MailboxKind::External {
+            return Err(AccountError::NotExternal(office.clone()));
+        }
+        let fingerprint = hex::encode(Sha256::digest(cert_der));
+        if !repo::add_office_server_cert(&mut tx, mb.id, &fingerprint, now).await? {
+            return Err(AccountError::ServerCertTaken(fingerprint));
+        }
+        let details = json!({ "cert_sha256": fingerprint });
+        audit::record(
+            &mut tx,
+            actor,
+            "mailbox.server-cert",
+            &office.to_string(),
+            details,
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(fingerprint)
+    }
+
+    /// Sets an office mailbox's own send rates per hour (`None`: the configured default;
+    /// 0: unlimited); returns them as now stored.
+    pub async fn set_office_rate_limits(
+        &self,
+        actor: &Actor,
+        mailbox: &EmailAddress,
+        messages: Option<u32>,
+        recipients: Option<u32>,
+    ) -> Result<(), AccountError> {
+        let now = now_ms();
+        let mut tx = self.store.begin().await?;
+        let (mb, _) = repo::find_mailbox(&mut tx, mailbox)
+            .await?
+            .ok_or_else(|| AccountError::UnknownMailbox(mailbox.clone()))?;
+        if mb.kind == MailboxKind::Citizen {
+            return Err(AccountError::RatesAreForOffices(mailbox.clone()));
+        }
+        let limits = (messages.map(i64::from), recipients.map(i64::from));
+        repo::set_office_rate_limits(&mut tx, mb.id, limits).await?;
+        let details = json!({ "messages_per_hour": messages, "recipients_per_hour": recipients });
+        audit::record(
+            &mut tx,
+            actor,
+            "mailbox.rate-limit",
+            &mailbox.to_string(),
+            details,
             now,
         )
         .await?;

@@ -115,6 +115,16 @@ pub enum TokenCommand {
     },
 }
 
+/// The first certificate of a PEM file, DER-encoded.
+fn first_cert(flag: &'static str, path: &Path) -> Result<Vec<u8>, CliError> {
+    crate::tls::load_certs(flag, path)
+        .map_err(|e| CliError::Usage(e.to_string()))?
+        .into_iter()
+        .next()
+        .map(|c| c.to_vec())
+        .ok_or_else(|| CliError::Usage(format!("{flag} {}: no certificate", path.display())))
+}
+
 /// Runs a `bote token` command.
 pub async fn token(config: &Path, command: TokenCommand) -> Result<(), CliError> {
     let accounts = open(config).await?;
@@ -124,11 +134,7 @@ pub async fn token(config: &Path, command: TokenCommand) -> Result<(), CliError>
             client_cert,
         } => {
             let der = match &client_cert {
-                Some(path) => crate::tls::load_certs("--client-cert", path)
-                    .map_err(|e| CliError::Usage(e.to_string()))?
-                    .into_iter()
-                    .next()
-                    .map(|c| c.to_vec()),
+                Some(path) => Some(first_cert("--client-cert", path)?),
                 None => None,
             };
             let token = accounts
@@ -215,6 +221,29 @@ pub enum MailboxCommand {
         /// Staff login.
         #[arg(long, value_parser = parse_address)]
         user: EmailAddress,
+    },
+    /// Register the client certificate of an external office's mail server: over MX it may
+    /// then deliver that office's mail from any network (not only smtp.trusted_networks).
+    ServerCert {
+        /// External office address.
+        #[arg(long, value_parser = parse_address)]
+        office: EmailAddress,
+        /// The server's certificate (PEM) as it presents it in the TLS handshake.
+        #[arg(long)]
+        cert: PathBuf,
+    },
+    /// Set an office mailbox's own send rates (spec §2), instead of the configured defaults
+    /// limits.office_messages_per_hour and limits.office_recipients_per_hour.
+    RateLimit {
+        /// Office address.
+        #[arg(long, value_parser = parse_address)]
+        office: EmailAddress,
+        /// Messages per hour (0: unlimited; omitted: the configured default).
+        #[arg(long)]
+        messages_per_hour: Option<u32>,
+        /// Recipients per hour, all messages together (0: unlimited; omitted: the default).
+        #[arg(long)]
+        recipients_per_hour: Option<u32>,
     },
     /// Record that an office's identity was verified.
     VerifyIdentity {
@@ -469,6 +498,34 @@ pub async fn mailbox(config: &Path, command: MailboxCommand) -> Result<(), CliEr
             let accounts = open(config).await?;
             accounts.remove_member(&actor, &mailbox, &user).await?;
             out!("removed: {user} from {mailbox}");
+        }
+        MailboxCommand::ServerCert { office, cert } => {
+            let der = first_cert("--cert", &cert)?;
+            let accounts = open(config).await?;
+            let fingerprint = accounts
+                .add_office_server_cert(&actor, &office, &der)
+                .await?;
+            out!("server certificate: {office} sha256={fingerprint}");
+        }
+        MailboxCommand::RateLimit {
+            office,
+            messages_per_hour,
+            recipients_per_hour,
+        } => {
+            let accounts = open(config).await?;
+            accounts
+                .set_office_rate_limits(&actor, &office, messages_per_hour, recipients_per_hour)
+                .await?;
+            let show = |own: Option<u32>, default: u32| match own.unwrap_or(default) {
+                0 => "unlimited".to_owned(),
+                n => n.to_string(),
+            };
+            let limits = load_config(config)?.limits;
+            out!(
+                "rate limit: {office} {} messages and {} recipients per hour",
+                show(messages_per_hour, limits.office_messages_per_hour),
+                show(recipients_per_hour, limits.office_recipients_per_hour)
+            );
         }
         MailboxCommand::VerifyIdentity { address, method } => {
             let accounts = open(config).await?;

@@ -67,4 +67,23 @@ impl Gateway {
         let mut conn = self.store.pool().acquire().await?;
         Ok(resolve(&mut conn, address).await?)
     }
+
+    /// The id of the external office whose mail server presented `cert`, if one registered
+    /// it (`bote mailbox server-cert`).
+    pub async fn office_server(
+        &self,
+        cert: &crate::auth::ClientCert,
+    ) -> Result<Option<i64>, GatewayError> {
+        let mut conn = self.store.pool().acquire().await?;
+        Ok(crate::store::accounts::office_of_server_cert(&mut conn, &hex::encode(cert.0)).await?)
+    }
+
+    /// Room in the memory budget for `bytes` of a message to `recipients` still arriving.
+    pub async fn reserve_intake(
+        &self,
+        bytes: u64,
+        recipients: usize,
+    ) -> Result<crate::pipeline::Reservation, crate::pipeline::Busy> {
+        self.pipeline.reserve_intake(bytes, recipients).await
+    }
 }

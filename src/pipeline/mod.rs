@@ -15,6 +15,7 @@ mod batcher;
 mod budget;
 mod open;
 mod policy;
+pub mod rate;
 mod receipts;
 mod recipients;
 mod views;
@@ -25,7 +26,8 @@ use sequoia_openpgp::Cert;
 
 use assemble::{Assembly, ContentLimits, attestation, evidence_sender, prepare};
 use batcher::{Batcher, Rows};
-use budget::{Busy, MemoryBudget};
+use budget::MemoryBudget;
+pub use budget::{Busy, Reservation};
 pub use open::{OpenError, OpenedMessage, Summary};
 use policy::{CheckError, Turns, parse_recipients, quota_limited};
 pub use receipts::Receipt;
@@ -90,7 +92,7 @@ pub struct Submitter {
 }
 
 /// A submission: recipients as given, content and options.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Submission {
     /// Recipient addresses, as typed.
     pub recipients: Vec<String>,
@@ -98,6 +100,9 @@ pub struct Submission {
     pub content: Content,
     /// De-Mail options.
     pub options: Options,
+    /// Room in the memory budget that the front door reserved while the content arrived
+    /// (SMTP DATA), for the whole submission; empty: the pipeline reserves it.
+    pub reserved: Vec<Reservation>,
 }
 
 /// An accepted submission.
@@ -126,6 +131,8 @@ pub enum Refusal {
     OptionNotAllowed,
     /// The sender's daily quota is used up.
     QuotaExceeded,
+    /// An office mailbox's hourly send rate is used up.
+    RateLimited,
     /// The From header is not the sender's address.
     ForgedFrom,
     /// A Message-ID in the gateway's own domains that the gateway did not assign.
@@ -236,6 +243,11 @@ impl Refusal {
                 "quota-exceeded",
                 "Daily quota exceeded",
             ),
+            Self::RateLimited => (
+                ErrorKind::RateLimited,
+                "send-rate-exceeded",
+                "Office send rate exceeded",
+            ),
             Self::ForgedFrom => (
                 ErrorKind::Forbidden,
                 "sender-mismatch",
@@ -307,6 +319,7 @@ pub struct Pipeline {
     batcher: Batcher,
     budget: MemoryBudget,
     turns: Arc<Turns>,
+    rates: Arc<rate::OfficeRates>,
     domain: String,
 }
 
@@ -331,9 +344,19 @@ impl Pipeline {
             batcher: Batcher::spawn(writer.clone()),
             budget,
             turns: Arc::default(),
+            rates: Arc::default(),
             writer,
             domain,
         }
+    }
+
+    /// Room in the memory budget for `bytes` of a message to `recipients` that is still
+    /// arriving (SMTP DATA), with everything its submission will hold; pass it on in
+    /// [`Submission::reserved`].
+    pub async fn reserve_intake(&self, bytes: u64, recipients: usize) -> Result<Reservation, Busy> {
+        self.budget
+            .reserve(budget::footprint(bytes, recipients))
+            .await
     }
 
     /// The store this pipeline writes to.
@@ -354,20 +377,38 @@ impl Pipeline {
             self.config.limits.max_recipients as usize,
         )?;
         // Held until the commit returns: the copies live in memory until then.
-        let _room = self
-            .budget
-            .reserve(budget::footprint(
-                submission.content.approx_size(),
-                recipients.len(),
-            ))
-            .await?;
+        let _room = if submission.reserved.is_empty() {
+            vec![
+                self.budget
+                    .reserve(budget::footprint(
+                        submission.content.approx_size(),
+                        recipients.len(),
+                    ))
+                    .await?,
+            ]
+        } else {
+            submission.reserved
+        };
         let sender_address = from.mailbox.address.clone();
         let message_id = format!("<{gateway_id}@{}>", self.domain);
         let limits = ContentLimits::of(&self.config.limits);
         let content = submission.content;
+        // What the gateway signs carries its header inside the encryption too, so readers of
+        // a relayed PGP/MIME (whose outer Subject is a placeholder) show the real one. Mail
+        // from an office's server stays byte for byte as that server sent it.
+        let protect_headers = from.channel != Channel::Mx;
         let prepared = pool::run({
             let recipients = recipients.clone();
-            move || prepare(&sender_address, &recipients, &message_id, content, limits)
+            move || {
+                prepare(
+                    &sender_address,
+                    &recipients,
+                    &message_id,
+                    content,
+                    limits,
+                    protect_headers,
+                )
+            }
         })
         .await?;
         let sender = evidence_sender(from);

@@ -29,9 +29,11 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::ClientCert;
 use crate::gateway::Gateway;
 use reply::Reply;
 use session::{Mode, Next, Session};
+use sha2::{Digest, Sha256};
 
 /// Longest command line, CRLF included (RFC 5321 §4.5.3.1.4).
 pub const MAX_COMMAND_LINE: usize = 512;
@@ -182,6 +184,9 @@ async fn connection(
         Mode::Mx { .. } => config.limits.message_size_gateway,
     };
     let mut session = Session::new(mode, &hostname, tls_active, max_size, max_recipients);
+    if tls_active {
+        session.tls_started(client_cert(&conn));
+    }
     write(&mut conn, &session.banner()).await?;
     loop {
         let line = tokio::select! {
@@ -220,12 +225,37 @@ async fn connection(
             }
             Next::StartTls => {
                 conn = start_tls(conn, &reply, &tls).await?;
-                session.tls_started(None);
+                session.tls_started(client_cert(&conn));
             }
             Next::Data(max) => {
+                // The message is held whole until its commit: its room in the memory budget
+                // is taken before a byte of it is read (20 parallel 45 MiB messages must not
+                // exhaust memory), and over the budget the client is told to come back.
+                let first = match session.declared_size() {
+                    0 => INTAKE_CHUNK.min(max),
+                    _ => session.expected_size(),
+                };
+                let recipients = session.recipient_count();
+                let mut room = match gateway.reserve_intake(first, recipients).await {
+                    Ok(room) => Room {
+                        held: vec![room],
+                        bytes: first,
+                        recipients,
+                    },
+                    Err(busy) => {
+                        let refusal = Reply::new(452, "4.3.1", busy.to_string());
+                        session.message_refused();
+                        record_reply(&refusal);
+                        write(&mut conn, &refusal).await?;
+                        continue;
+                    }
+                };
                 write(&mut conn, &reply).await?;
-                let reply = match tokio::time::timeout(DATA_TIMEOUT, read_data(&mut conn, max))
-                    .await
+                let reply = match tokio::time::timeout(
+                    DATA_TIMEOUT,
+                    read_data(&mut conn, max, gateway, &mut room),
+                )
+                .await
                 {
                     Err(_) => {
                         write(
@@ -238,7 +268,9 @@ async fn connection(
                     Ok(Err(e)) => return Err(e),
                     Ok(Ok(Data::Message(message))) => {
                         metrics::histogram!("bote_smtp_message_bytes").record(message.len() as f64);
-                        session.message(gateway, message).await
+                        session
+                            .message(gateway, message, std::mem::take(&mut room.held))
+                            .await
                     }
                     Ok(Ok(Data::Refused(reply))) => {
                         session.message_refused();
@@ -272,6 +304,16 @@ async fn start_tls(conn: Conn, ready: &Reply, tls: &TlsAcceptor) -> std::io::Res
     let stream = reader.into_inner();
     let tls_stream = tokio::time::timeout(COMMAND_TIMEOUT, tls.accept(stream)).await??;
     Ok(Conn::Tls(Box::new(BufReader::new(tls_stream))))
+}
+
+/// The fingerprint of the certificate the client proved it holds in the TLS handshake.
+fn client_cert(conn: &Conn) -> Option<ClientCert> {
+    let Conn::Tls(stream) = conn else {
+        return None;
+    };
+    let (_, tls) = stream.get_ref().get_ref();
+    let der = tls.peer_certificates()?.first()?;
+    Some(ClientCert(Sha256::digest(der.as_ref()).into()))
 }
 
 async fn write(conn: &mut Conn, reply: &Reply) -> std::io::Result<()> {
@@ -350,7 +392,24 @@ enum Data {
 /// Reads DATA to its end (`.` alone on a line), unstuffing dots. The message is refused,
 /// after the client has finished sending, when it is larger than `max`, has a line longer
 /// than 1000 octets, a bare LF or CR, or a NUL: nothing of it is kept.
-async fn read_data(conn: &mut Conn, max: u64) -> std::io::Result<Data> {
+/// Room in the memory budget for a message being read: reserved before the 354, grown by
+/// [`INTAKE_CHUNK`]s as the message grows beyond it, given back when dropped.
+struct Room {
+    held: Vec<crate::pipeline::Reservation>,
+    /// Message bytes the room covers.
+    bytes: u64,
+    recipients: usize,
+}
+
+/// How much more room a message takes at a time while it arrives without a declared SIZE.
+const INTAKE_CHUNK: u64 = 1024 * 1024;
+
+async fn read_data(
+    conn: &mut Conn,
+    max: u64,
+    gateway: &Gateway,
+    room: &mut Room,
+) -> std::io::Result<Data> {
     let mut message = Vec::new();
     let mut problem: Option<Reply> = None;
     loop {
@@ -389,6 +448,20 @@ async fn read_data(conn: &mut Conn, max: u64) -> std::io::Result<Data> {
             problem.get_or_insert_with(|| {
                 Reply::new(552, "5.3.4", format!("message larger than {max} octets"))
             });
+        }
+        let needed = (message.len() + content.len()) as u64;
+        if problem.is_none() && needed > room.bytes {
+            let more = INTAKE_CHUNK.max(needed - room.bytes);
+            match gateway.reserve_intake(more, room.recipients).await {
+                Ok(r) => {
+                    room.held.push(r);
+                    room.bytes += more;
+                }
+                Err(busy) => {
+                    problem = Some(Reply::new(452, "4.3.1", busy.to_string()));
+                    room.held.clear();
+                }
+            }
         }
         if problem.is_none() {
             message.extend_from_slice(content);

@@ -40,6 +40,17 @@ pub enum Mode {
     },
 }
 
+/// How an MX client is known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MxClient {
+    /// By the certificate its office registered (the office's mailbox id).
+    Certificate(i64),
+    /// By its address, in `smtp.trusted_networks`.
+    Network,
+    /// Not at all.
+    Unknown,
+}
+
 /// What the connection does after sending the reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Next {
@@ -80,6 +91,8 @@ pub struct Session {
     auth_step: Option<AuthStep>,
     max_size: u64,
     max_recipients: usize,
+    /// The SIZE the client declared at MAIL (0: none).
+    declared_size: u64,
 }
 
 impl Session {
@@ -106,6 +119,7 @@ impl Session {
             auth_step: None,
             max_size,
             max_recipients,
+            declared_size: 0,
         }
     }
 
@@ -221,7 +235,11 @@ impl Session {
             Request::Mail { from } => match self.mode {
                 Mode::Submission => self.mail(&from.address, from.size as u64),
                 Mode::Mx { trusted } => {
-                    self.mx_mail(gateway, trusted, &from.address, from.size as u64)
+                    let by = match self.server_office(gateway, trusted).await {
+                        Ok(by) => by,
+                        Err(reply) => return (reply, Next::Command),
+                    };
+                    self.mx_mail(gateway, by, &from.address, from.size as u64)
                         .await
                 }
             },
@@ -406,18 +424,54 @@ impl Session {
             );
         }
         self.mail_from = true;
+        self.declared_size = size;
         (Reply::new(250, "2.1.0", "sender ok"), Next::Command)
     }
 
-    /// MX: the sender must be a registered external office, from a trusted server.
+    /// The most the coming DATA may hold: the declared SIZE, else the limit (DATA is read
+    /// against the limit, not the declaration).
+    pub fn expected_size(&self) -> u64 {
+        match self.declared_size {
+            0 => self.max_size,
+            declared => declared.min(self.max_size),
+        }
+    }
+
+    /// Recipients accepted so far in this transaction.
+    pub fn recipient_count(&self) -> usize {
+        self.recipients.len()
+    }
+
+    /// The SIZE the client declared at MAIL, 0 if none.
+    pub fn declared_size(&self) -> u64 {
+        self.declared_size
+    }
+
+    /// Whether this MX client is a registered office mail server, and how it is known.
+    async fn server_office(&self, gateway: &Gateway, trusted: bool) -> Result<MxClient, Reply> {
+        if let Some(cert) = &self.client_cert {
+            match gateway.office_server(cert).await {
+                Ok(Some(office)) => return Ok(MxClient::Certificate(office)),
+                Ok(None) => {}
+                Err(e) => return Err(for_failure(&e.failure())),
+            }
+        }
+        Ok(if trusted {
+            MxClient::Network
+        } else {
+            MxClient::Unknown
+        })
+    }
+
+    /// MX: the sender must be a registered external office, from its registered server.
     async fn mx_mail(
         &mut self,
         gateway: &Gateway,
-        trusted: bool,
+        client: MxClient,
         from: &str,
         size: u64,
     ) -> (Reply, Next) {
-        if !trusted {
+        if client == MxClient::Unknown {
             return (
                 Reply::new(
                     550,
@@ -443,6 +497,17 @@ impl Session {
             Err(e) => return (Reply::new(553, "5.1.7", e.to_string()), Next::Command),
         };
         match office {
+            // A server known by its certificate speaks for its own office only.
+            Ok(Some(r)) if matches!(client, MxClient::Certificate(id) if id != r.mailbox.id) => (
+                Reply::new(
+                    550,
+                    "5.7.1",
+                    format!(
+                        "this server's certificate is registered for another office, not {from}"
+                    ),
+                ),
+                Next::Command,
+            ),
             Ok(Some(r)) if r.mailbox.kind == MailboxKind::External => {
                 self.submitter = Some(Submitter {
                     mailbox: r.mailbox,
@@ -526,7 +591,12 @@ impl Session {
 
     /// The message arrived whole (dot-unstuffed, CRLF line ends): submit it, reply only
     /// once it is durable.
-    pub async fn message(&mut self, gateway: &Gateway, message: Vec<u8>) -> Reply {
+    pub async fn message(
+        &mut self,
+        gateway: &Gateway,
+        message: Vec<u8>,
+        reserved: Vec<crate::pipeline::Reservation>,
+    ) -> Reply {
         let recipients = std::mem::take(&mut self.recipients);
         self.mail_from = false;
         if std::mem::take(&mut self.bounce) {
@@ -539,6 +609,7 @@ impl Session {
             recipients: recipients.iter().map(ToString::to_string).collect(),
             options: options_of(&message),
             content: Content::Rfc5322(message),
+            reserved,
         };
         match gateway.submit_as(submitter, submission).await {
             Ok(accepted) => {

@@ -749,6 +749,78 @@ pub async fn set_unlocked(
     Ok(())
 }
 
+/// An office mailbox's own send rates (messages, recipients per hour); `None` where the
+/// configured default applies.
+pub async fn office_rate_limits(
+    conn: &mut AnyConnection,
+    mailbox_id: i64,
+) -> Result<(Option<i64>, Option<i64>), StoreError> {
+    let row = sqlx::query(
+        "SELECT messages_per_hour, recipients_per_hour FROM office_rate_limits \
+         WHERE mailbox_id = $1",
+    )
+    .bind(mailbox_id)
+    .fetch_optional(conn)
+    .await?;
+    match row {
+        Some(r) => Ok((r.try_get(0)?, r.try_get(1)?)),
+        None => Ok((None, None)),
+    }
+}
+
+/// Sets an office mailbox's own send rates (`None`: back to the default).
+pub async fn set_office_rate_limits(
+    conn: &mut AnyConnection,
+    mailbox_id: i64,
+    (messages, recipients): (Option<i64>, Option<i64>),
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO office_rate_limits (mailbox_id, messages_per_hour, recipients_per_hour) \
+         VALUES ($1, $2, $3) ON CONFLICT (mailbox_id) DO UPDATE SET \
+         messages_per_hour = excluded.messages_per_hour, \
+         recipients_per_hour = excluded.recipients_per_hour",
+    )
+    .bind(mailbox_id)
+    .bind(messages)
+    .bind(recipients)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Registers an office mail server's client certificate (SHA-256, hex) for `mailbox_id`;
+/// false if it is registered already (for any office).
+pub async fn add_office_server_cert(
+    conn: &mut AnyConnection,
+    mailbox_id: i64,
+    cert_sha256: &str,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "INSERT INTO office_server_certs (cert_sha256, mailbox_id, created_at) \
+         VALUES ($1, $2, $3) ON CONFLICT (cert_sha256) DO NOTHING",
+    )
+    .bind(cert_sha256)
+    .bind(mailbox_id)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// The office mailbox whose mail server holds the certificate with this SHA-256 (hex).
+pub async fn office_of_server_cert(
+    conn: &mut AnyConnection,
+    cert_sha256: &str,
+) -> Result<Option<i64>, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT mailbox_id FROM office_server_certs WHERE cert_sha256 = $1")
+            .bind(cert_sha256)
+            .fetch_optional(conn)
+            .await?,
+    )
+}
+
 /// Limits a legal user's evidence access to one more mailbox (by its address key).
 pub async fn add_legal_scope(
     conn: &mut AnyConnection,

@@ -2,6 +2,7 @@
 //! protocol line by line): STARTTLS and implicit TLS, AUTH with office tokens, the 250 naming
 //! the gateway id after the commit, and every refusal with its code, nothing stored.
 
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
@@ -36,7 +37,9 @@ impl Smtp {
         for port in [Port::Submission, Port::Submissions] {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             ports.push(listener.local_addr().unwrap().port());
-            let acceptor = TlsAcceptor::from(bote::tls::server_config(cert.clone(), &[]).unwrap());
+            let acceptor = TlsAcceptor::from(
+                bote::tls::server_config_with_client_certs(cert.clone()).unwrap(),
+            );
             tracker.spawn(smtp::accept_loop(
                 cast.api.core.clone(),
                 listener,
@@ -75,6 +78,24 @@ impl Smtp {
             .args(["send", "localhost", &port.to_string(), mode, &self.ca])
             .args([user, password, from, to])
             .args(headers);
+        let out = run(cmd);
+        format!("{}{}", stdout(&out), String::from_utf8_lossy(&out.stderr))
+    }
+
+    /// As [`Smtp::send`] over STARTTLS, presenting the client certificate `cert` (PEM
+    /// files: certificate, key).
+    fn send_with_cert(&self, cert: (&Path, &Path), user: &str, password: &str) -> String {
+        let mut cmd = Command::new("python3");
+        cmd.arg(PROBE)
+            .env("PROBE_CLIENT_CERT", cert.0)
+            .env("PROBE_CLIENT_KEY", cert.1)
+            .args([
+                "send",
+                "localhost",
+                &self.submission.to_string(),
+                "starttls",
+            ])
+            .args([&self.ca, user, password, user, ANNA]);
         let out = run(cmd);
         format!("{}{}", stdout(&out), String::from_utf8_lossy(&out.stderr))
     }
@@ -406,17 +427,22 @@ async fn swaks_submits_with_starttls_and_over_implicit_tls() {
 
 /// An MX listener of `core`'s gateway; its port.
 pub(crate) async fn mx(core: bote::gateway::Gateway, stop: &CancellationToken) -> u16 {
+    listen(core, stop, Port::Mx).await
+}
+
+/// A listener of `kind` on a free port, serving `core` until `stop`.
+async fn listen(core: bote::gateway::Gateway, stop: &CancellationToken, kind: Port) -> u16 {
     let config = core.config().clone();
     let cert = Arc::new(bote::tls::ServerCert::load(&config.tls).unwrap());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let acceptor = TlsAcceptor::from(bote::tls::server_config(cert, &[]).unwrap());
+    let acceptor = TlsAcceptor::from(bote::tls::server_config_with_client_certs(cert).unwrap());
     let tracker = TaskTracker::new();
     tracker.spawn(smtp::accept_loop(
         core,
         listener,
         acceptor,
-        Port::Mx,
+        kind,
         stop.clone(),
         tracker.clone(),
     ));
@@ -424,7 +450,23 @@ pub(crate) async fn mx(core: bote::gateway::Gateway, stop: &CancellationToken) -
 }
 
 pub(crate) fn raw_on(port: u16, mode: &str, ca: &str, script: &str) -> String {
-    let mut child = Command::new("python3")
+    raw_with_cert(port, mode, ca, script, None)
+}
+
+/// As [`raw_on`], presenting a client certificate (PEM files: certificate, key) under TLS.
+fn raw_with_cert(
+    port: u16,
+    mode: &str,
+    ca: &str,
+    script: &str,
+    cert: Option<(&Path, &Path)>,
+) -> String {
+    let mut cmd = Command::new("python3");
+    if let Some((cert, key)) = cert {
+        cmd.env("PROBE_CLIENT_CERT", cert)
+            .env("PROBE_CLIENT_KEY", key);
+    }
+    let mut child = cmd
         .arg(PROBE)
         .args(["raw", "localhost", &port.to_string(), mode, ca])
         .stdin(Stdio::piped())
@@ -555,4 +597,328 @@ async fn an_office_mail_server_delivers_to_citizens_over_mx() {
         assert!(out.contains(expected), "expected {expected} in\n{out}");
     }
     assert_eq!(s.messages().await, before + 1);
+
+    // A server known by its registered certificate delivers from any network, for its
+    // own office only; an unregistered certificate is worth nothing.
+    let dir = tempfile::tempdir().unwrap();
+    let (server, server_key) = client_cert(dir.path(), "mail.kreis.example");
+    let (stranger, stranger_key) = client_cert(dir.path(), "mail.fremd.example");
+    let registered = s.cast.api.cli(
+        &[
+            "mailbox",
+            "server-cert",
+            "--office",
+            "amt@kreis.example",
+            "--cert",
+            server.to_str().unwrap(),
+        ],
+        "",
+    );
+    assert!(
+        registered.starts_with("server certificate: amt@kreis.example sha256="),
+        "{registered}"
+    );
+    let cert2 = crate::interop::gpg_office_key(home.path(), "Stadtwerke <post@stadtwerke.example>");
+    std::fs::write(&cert_file, cert2).unwrap();
+    s.cast.api.cli(
+        &[
+            "mailbox",
+            "add",
+            "--office",
+            "post@stadtwerke.example",
+            "--name",
+            "Stadtwerke",
+            "--relay",
+            "mail.stadtwerke.example:25",
+            "--cert",
+            cert_file.to_str().unwrap(),
+        ],
+        "",
+    );
+    let over_tls = |from: &str| {
+        format!(
+            "EHLO mail.kreis.example\n<TLS>\nEHLO mail.kreis.example\nMAIL FROM:<{from}>\n\
+             RCPT TO:<{ANNA}>\nDATA\n~From: {from}\n~To: {ANNA}\n~Subject: Bescheid\n~\n~Text\n.\nQUIT\n"
+        )
+    };
+    let cases = [
+        (
+            Some((&server, &server_key)),
+            "amt@kreis.example",
+            "250 2.0.0 accepted as ",
+        ),
+        (
+            Some((&server, &server_key)),
+            "post@stadtwerke.example",
+            "550 5.7.1 this server's certificate is registered for another office",
+        ),
+        (
+            Some((&stranger, &stranger_key)),
+            "amt@kreis.example",
+            "550 5.7.1 this gateway accepts mail only from registered office mail servers",
+        ),
+        (
+            None,
+            "amt@kreis.example",
+            "550 5.7.1 this gateway accepts mail only from registered office mail servers",
+        ),
+    ];
+    for (cert, from, expected) in cases {
+        let out = tokio::task::block_in_place(|| {
+            raw_with_cert(
+                untrusted,
+                "plain",
+                &ca,
+                &over_tls(from),
+                cert.map(|(c, k)| (c.as_path(), k.as_path())),
+            )
+        });
+        assert!(
+            out.contains(expected),
+            "{from}: expected {expected} in\n{out}"
+        );
+    }
+    assert_eq!(s.messages().await, before + 2);
+    crate::support::assert_one_line_error(
+        &run(s.cast.api.gw.setup.cmd(&[
+            "mailbox",
+            "server-cert",
+            "--office",
+            OFFICE,
+            "--cert",
+            server.to_str().unwrap(),
+        ])),
+        &["bauamt@lemgo.example is not an external office"],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_office_over_its_hourly_rate_is_told_to_come_back_later() {
+    let s = Smtp::start().await;
+    let api = &s.cast.api;
+    let token = api.send_token(OFFICE);
+    let set = api.cli(
+        &[
+            "mailbox",
+            "rate-limit",
+            "--office",
+            OFFICE,
+            "--messages-per-hour",
+            "2",
+        ],
+        "",
+    );
+    assert_eq!(
+        set.trim(),
+        format!("rate limit: {OFFICE} 2 messages and 100000 recipients per hour")
+    );
+    let send = |s: &Smtp, token: &str| s.send("starttls", OFFICE, token, OFFICE, ANNA, &[]);
+    for _ in 0..2 {
+        let reply = tokio::task::block_in_place(|| send(&s, &token));
+        assert!(reply.starts_with("250 2.0.0 accepted as "), "{reply}");
+    }
+    let before = s.messages().await;
+    // Over SMTP: a temporary refusal, so office software queues and retries.
+    let reply = tokio::task::block_in_place(|| send(&s, &token));
+    assert!(
+        reply.starts_with("450 4.7.1") && reply.contains("at most 2 messages per hour"),
+        "{reply}"
+    );
+    // Over the API the same office gets 429 with Retry-After, and evidence of the refusal.
+    let body = crate::api::letter(ANNA, "Bescheid", "Text");
+    let r = api.post("/api/v1/messages", &token, body).await;
+    assert_eq!(
+        r.status,
+        axum::http::StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        r.text()
+    );
+    assert_eq!(r.problem(), "urn:bote:problem:send-rate-exceeded");
+    let wait: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((60..=3600).contains(&wait), "Retry-After {wait}");
+    let refused = r.json()["gateway_id"].as_str().unwrap().to_owned();
+    let timeline = stdout(&run(api.gw.setup.cmd(&["evidence", "timeline", &refused])));
+    assert!(timeline.contains("SubmissionRejection"), "{timeline}");
+    assert_eq!(s.messages().await, before, "nothing stored for a refusal");
+    // Unlimited again (0), and citizens have the daily quota instead.
+    api.cli(
+        &[
+            "mailbox",
+            "rate-limit",
+            "--office",
+            OFFICE,
+            "--messages-per-hour",
+            "0",
+        ],
+        "",
+    );
+    let reply = tokio::task::block_in_place(|| send(&s, &token));
+    assert!(reply.starts_with("250 2.0.0 accepted as "), "{reply}");
+    crate::support::assert_one_line_error(
+        &run(api.gw.setup.cmd(&[
+            "mailbox",
+            "rate-limit",
+            "--office",
+            ANNA,
+            "--messages-per-hour",
+            "5",
+        ])),
+        &[
+            "anna@lemgo.example is a citizen mailbox",
+            "rate limits are for office mailboxes",
+        ],
+    );
+}
+
+/// A self-signed client certificate made with openssl: (certificate, key) in `dir`.
+fn client_cert(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let (cert, key) = (
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+    );
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-days", "2", "-subj", &format!("/CN={name}")])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (cert, key)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_bound_to_a_client_certificate_submits_at_level_high_only_with_it() {
+    let s = Smtp::start().await;
+    let api = &s.cast.api;
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = client_cert(dir.path(), "fachverfahren");
+    let (other, other_key) = client_cert(dir.path(), "fremd");
+    let token = api
+        .cli(
+            &[
+                "token",
+                "create",
+                "--mailbox",
+                OFFICE,
+                "--client-cert",
+                cert.to_str().unwrap(),
+            ],
+            "",
+        )
+        .trim()
+        .to_owned();
+    let reply = tokio::task::block_in_place(|| s.send_with_cert((&cert, &key), OFFICE, &token));
+    assert!(reply.starts_with("250 2.0.0 accepted as "), "{reply}");
+    let id = reply.trim().rsplit(' ').next().unwrap().to_owned();
+    let mut conn = api.gw.store.pool().acquire().await.unwrap();
+    let level: String = sqlx::query_scalar("SELECT auth_level FROM messages WHERE gateway_id = $1")
+        .bind(&id)
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(level, "high", "certificate and token are two factors");
+    drop(conn);
+    let mut conn = api.gw.store.pool().acquire().await.unwrap();
+    let anna = bote::address::EmailAddress::parse(ANNA).unwrap();
+    let chain = bote::evidence::query::chain(&mut conn, &id, Some(&anna))
+        .await
+        .unwrap();
+    assert_eq!(
+        chain[0].record.sender.auth_level,
+        bote::accounts::AuthLevel::High,
+        "the evidence attests it"
+    );
+    drop(conn);
+    // Without the certificate, or with another one, the token opens nothing.
+    let before = s.messages().await;
+    let bare =
+        tokio::task::block_in_place(|| s.send("starttls", OFFICE, &token, OFFICE, ANNA, &[]));
+    assert!(bare.contains("535"), "{bare}");
+    let wrong =
+        tokio::task::block_in_place(|| s.send_with_cert((&other, &other_key), OFFICE, &token));
+    assert!(wrong.contains("535"), "{wrong}");
+    assert_eq!(s.messages().await, before);
+    // An unbound token stays at level normal whatever certificate comes with it.
+    let plain = api.send_token(OFFICE);
+    let reply =
+        tokio::task::block_in_place(|| s.send_with_cert((&other, &other_key), OFFICE, &plain));
+    assert!(reply.starts_with("250 2.0.0 accepted as "), "{reply}");
+    let id = reply.trim().rsplit(' ').next().unwrap().to_owned();
+    let mut conn = api.gw.store.pool().acquire().await.unwrap();
+    let level: String = sqlx::query_scalar("SELECT auth_level FROM messages WHERE gateway_id = $1")
+        .bind(&id)
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(level, "normal");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_messages_beyond_the_memory_budget_are_told_to_retry_before_they_are_read() {
+    let s = Smtp::start().await;
+    let api = &s.cast.api;
+    let token = api.send_token(OFFICE);
+    // Room for one declared 1 MiB message to one recipient (5 MiB with its copies), not two.
+    let mut config = api.gw.config.clone();
+    config.limits.memory_budget = 8 * 1024 * 1024;
+    let core = bote::gateway::Gateway::from_parts(
+        api.gw.store.clone(),
+        Arc::new(config),
+        api.gw.keys.clone(),
+        api.gw.log.clone(),
+        api.gw.writer.clone(),
+    );
+    let port = listen(core, &s.stop, Port::Submission).await;
+    use base64::Engine as _;
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("\0{OFFICE}\0{token}"));
+    let script = move |pause: u32| {
+        format!(
+            "EHLO office.example\n<TLS>\nEHLO office.example\nAUTH PLAIN {auth}\n\
+             MAIL FROM:<{OFFICE}> SIZE=1048576\nRCPT TO:<{ANNA}>\nDATA\n\
+             ~From: {OFFICE}\n~To: {ANNA}\n~Subject: Planunterlagen\n~\n<SLEEP {pause}>\n~Anlage folgt\n.\nQUIT\n"
+        )
+    };
+    let ca = s.ca.clone();
+    let slow = {
+        // Longer than the 10 s a message waits for room.
+        let (ca, script) = (ca.clone(), script(14));
+        tokio::task::spawn_blocking(move || raw_on(port, "plain", &ca, &script))
+    };
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let before = s.messages().await;
+    let crowded = {
+        let (ca, script) = (ca.clone(), script(0));
+        tokio::task::spawn_blocking(move || raw_on(port, "plain", &ca, &script))
+    };
+    let crowded = crowded.await.unwrap();
+    assert!(
+        crowded.contains("452 4.3.1 the gateway is busy"),
+        "the second waits for room, then is told to retry:\n{crowded}"
+    );
+    assert!(
+        !crowded.contains("354"),
+        "nothing of it was read:\n{crowded}"
+    );
+    assert_eq!(s.messages().await, before);
+    let slow = slow.await.unwrap();
+    assert!(slow.contains("250 2.0.0 accepted as "), "{slow}");
+    // Once the room is free again, the retry goes through.
+    let retry = tokio::task::spawn_blocking(move || raw_on(port, "plain", &ca, &script(0)))
+        .await
+        .unwrap();
+    assert!(retry.contains("250 2.0.0 accepted as "), "{retry}");
 }

@@ -5,18 +5,26 @@
         prints the reply to the final dot as `CODE TEXT`
     smtp_probe.py raw HOST PORT starttls|tls|plain CAFILE < lines
         sends each stdin line (CRLF added unless it ends in an escaped \\n; `\\n`, `\\r`, `\\0`
-        are LF, CR, NUL; a line `<TLS>` upgrades with STARTTLS; a line starting with `~` is
+        are LF, CR, NUL; a line `<TLS>` upgrades with STARTTLS, `<SLEEP S>` waits S
+        seconds; a line starting with `~` is
         sent without waiting for a reply, as message lines are) and prints every reply line
         until the server closes
+
+With PROBE_CLIENT_CERT and PROBE_CLIENT_KEY (PEM files) set, the client presents that
+certificate in the TLS handshake.
 """
+import os
 import smtplib
 import socket
 import ssl
 import sys
+import time
 
 
 def context(cafile):
     ctx = ssl.create_default_context(cafile=cafile)
+    if os.environ.get("PROBE_CLIENT_CERT"):
+        ctx.load_cert_chain(os.environ["PROBE_CLIENT_CERT"], os.environ["PROBE_CLIENT_KEY"])
     return ctx
 
 
@@ -72,6 +80,9 @@ def raw(host, port, mode, cafile):
                 return
             sock = context(cafile).wrap_socket(sock, server_hostname=host)
             f = sock.makefile("rb")
+            continue
+        if line.startswith("<SLEEP ") and line.endswith(">"):
+            time.sleep(float(line[7:-1]))
             continue
         wait = not line.startswith("~")
         text = line if wait else line[1:]

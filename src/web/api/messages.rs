@@ -196,6 +196,7 @@ pub async fn submit(
         recipients,
         content,
         options,
+        reserved: Vec::new(),
     };
     let accepted = gateway
         .submit(&caller, from.as_ref(), Channel::Api, submission)
@@ -283,8 +284,8 @@ pub struct SummaryOut {
     sender_auth_level: String,
     /// When handover was recorded, RFC 3339.
     handed_over_at: Option<String>,
-    /// In `sent`: every recipient and how far delivery got (`accepted`, `consigned`,
-    /// `relayed`, `picked-up`, `failed`).
+    /// In `sent`: every recipient and how far delivery got (`accepted`, `delayed`,
+    /// `consigned`, `relayed`, `picked-up`, `failed`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     recipients: Vec<RecipientStatusOut>,
 }

@@ -756,6 +756,7 @@ pub async fn compose(State(gateway): State<Gateway>, web: Web, form: Multipart) 
             personal: draft.personal,
             retrieval_confirmation: draft.retrieval_confirmation,
         },
+        reserved: Vec::new(),
     };
     match gateway
         .submit(&web.caller, from.as_ref(), Channel::Web, submission)
