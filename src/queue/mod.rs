@@ -123,17 +123,38 @@ impl RelayWorker {
                 gauges_at = Some(std::time::Instant::now());
                 self.update_gauges().await;
             }
-            let claimed = match self.claim_due(slots.available_permits()).await {
+            // Wait for a free slot first: claiming nothing while every slot is busy and then
+            // sleeping for the poll interval would idle the worker (8 jobs per 200 ms).
+            let first = tokio::select! {
+                permit = slots.clone().acquire_owned() => permit,
+                () = shutdown.cancelled() => break,
+            };
+            let Ok(first) = first else {
+                return;
+            };
+            let claimed = match self.claim_due(slots.available_permits() + 1).await {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::error!(error = %e, "relay queue unreadable");
                     Vec::new()
                 }
             };
-            let idle = claimed.is_empty();
+            if claimed.is_empty() {
+                drop(first);
+                tokio::select! {
+                    () = tokio::time::sleep(POLL) => {}
+                    () = shutdown.cancelled() => break,
+                }
+                continue;
+            }
+            let mut first = Some(first);
             for job in claimed {
-                let Ok(permit) = slots.clone().acquire_owned().await else {
-                    return;
+                let permit = match first.take() {
+                    Some(p) => p,
+                    None => match slots.clone().acquire_owned().await {
+                        Ok(p) => p,
+                        Err(_) => return,
+                    },
                 };
                 let worker = self.clone();
                 tokio::spawn(async move {
@@ -144,12 +165,7 @@ impl RelayWorker {
                     drop(permit);
                 });
             }
-            if idle {
-                tokio::select! {
-                    () = tokio::time::sleep(POLL) => {}
-                    () = shutdown.cancelled() => break,
-                }
-            } else if shutdown.is_cancelled() {
+            if shutdown.is_cancelled() {
                 break;
             }
         }
