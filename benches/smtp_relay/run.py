@@ -273,6 +273,7 @@ def main():
     p.add_argument("--half-load", action="store_true")
     p.add_argument("--contenders", default="bote,postfix,postfix/lg")
     p.add_argument("--json", help="also write the raw results here")
+    p.add_argument("--bote-bin", help="this bote binary instead of target/release/bote")
     a = p.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run.py needs root (a private Postfix; smtp-sink -u nobody)")
@@ -281,6 +282,7 @@ def main():
             raise SystemExit(f"{tool} is missing: scripts/setup-deps --test")
     os.chdir(ROOT)
     bote_bin, lg = build(a.no_build)
+    bote_bin = a.bote_bin or bote_bin
     sizes = [int(s) for s in a.sizes.split(",")]
     contenders = a.contenders.split(",")
     results = {}
