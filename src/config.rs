@@ -178,6 +178,11 @@ pub struct LimitsConfig {
     pub citizen_daily_messages: u32,
     /// Recipients per day a citizen at level `normal` may address.
     pub citizen_daily_recipients: u32,
+    /// Messages per hour an office mailbox may send, unless set for the mailbox (0: no limit).
+    pub office_messages_per_hour: u32,
+    /// Recipients per hour an office mailbox may address, unless set for the mailbox (0: no
+    /// limit).
+    pub office_recipients_per_hour: u32,
     /// Largest JSON request body of the API, in bytes.
     pub http_max_body: u64,
     /// MIME parts per message, the root included (nested messages count with their parts).
@@ -260,6 +265,8 @@ impl Default for LimitsConfig {
             max_recipients: 100,
             citizen_daily_messages: 100,
             citizen_daily_recipients: 300,
+            office_messages_per_hour: 10_000,
+            office_recipients_per_hour: 100_000,
             http_max_body: 32 * 1024 * 1024,
             max_mime_parts: 1000,
             max_mime_depth: 20,

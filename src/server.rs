@@ -160,7 +160,7 @@ pub async fn start(
             smtp::Port::Submissions => bound.submissions = Some(local),
             smtp::Port::Mx => bound.mx = Some(local),
         }
-        let acceptor = TlsAcceptor::from(tls::server_config(cert.clone(), &[])?);
+        let acceptor = TlsAcceptor::from(tls::server_config_with_client_certs(cert.clone())?);
         tracker.spawn(smtp::accept_loop(
             gateway.clone(),
             listener,

@@ -146,6 +146,79 @@ pub fn server_config(cert: Arc<ServerCert>, alpn: &[&[u8]]) -> Result<Arc<Server
     Ok(Arc::new(config))
 }
 
+/// As [`server_config`], and asks the client for a certificate without requiring one: the
+/// SMTP listeners, where office software and office servers may prove who they are by a
+/// certificate registered with bote ([`PinnedClientCerts`]).
+pub fn server_config_with_client_certs(
+    cert: Arc<ServerCert>,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let provider = provider();
+    let verifier = Arc::new(PinnedClientCerts {
+        algorithms: provider.signature_verification_algorithms,
+    });
+    let config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(cert);
+    Ok(Arc::new(config))
+}
+
+/// Client certificates that mean something only as a registered fingerprint: any
+/// certificate is taken at the handshake (no CA stands behind office software's
+/// self-made certificates), its holder must prove the private key (the handshake
+/// signature is verified), and what it is worth is decided later by its SHA-256: a token
+/// bound to it, an office server registered with it. A certificate nobody registered
+/// gains nothing.
+#[derive(Debug)]
+pub struct PinnedClientCerts {
+    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
+}
+
+impl rustls::server::danger::ClientCertVerifier for PinnedClientCerts {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        Ok(rustls::server::danger::ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

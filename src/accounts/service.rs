@@ -80,6 +80,12 @@ pub enum AccountError {
     /// Tokens are for office software.
     #[error("mailbox {0} is a citizen mailbox; tokens are for office mailboxes")]
     NotAnOffice(EmailAddress),
+    /// Rate limits are for offices; citizens have the daily quota.
+    #[error(
+        "mailbox {0} is a citizen mailbox; rate limits are for office mailboxes (citizens at \
+         level normal have the daily quota, limits.citizen_daily_*)"
+    )]
+    RatesAreForOffices(EmailAddress),
     /// Not a member.
     #[error("{user} is not a member of {mailbox}")]
     NotAMember {
@@ -149,7 +155,10 @@ impl Classify for AccountError {
                 return Failure::not_found();
             }
             Self::NotAMember { .. } => (ErrorKind::Conflict, "not-a-member", "Not a member"),
-            Self::NotStaff { .. } | Self::NotLocalOffice { .. } | Self::NotAnOffice(_) => (
+            Self::NotStaff { .. }
+            | Self::NotLocalOffice { .. }
+            | Self::NotAnOffice(_)
+            | Self::RatesAreForOffices(_) => (
                 ErrorKind::Unprocessable,
                 "not-allowed-here",
                 "Not possible for this account",
@@ -693,6 +702,39 @@ impl Accounts {
             repo::Credentials::Id(id),
             &row.mailbox,
             "revoked by an operator",
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Sets an office mailbox's own send rates per hour (`None`: the configured default;
+    /// 0: unlimited); returns them as now stored.
+    pub async fn set_office_rate_limits(
+        &self,
+        actor: &Actor,
+        mailbox: &EmailAddress,
+        messages: Option<u32>,
+        recipients: Option<u32>,
+    ) -> Result<(), AccountError> {
+        let now = now_ms();
+        let mut tx = self.store.begin().await?;
+        let (mb, _) = repo::find_mailbox(&mut tx, mailbox)
+            .await?
+            .ok_or_else(|| AccountError::UnknownMailbox(mailbox.clone()))?;
+        if mb.kind == MailboxKind::Citizen {
+            return Err(AccountError::RatesAreForOffices(mailbox.clone()));
+        }
+        let limits = (messages.map(i64::from), recipients.map(i64::from));
+        repo::set_office_rate_limits(&mut tx, mb.id, limits).await?;
+        let details = json!({ "messages_per_hour": messages, "recipients_per_hour": recipients });
+        audit::record(
+            &mut tx,
+            actor,
+            "mailbox.rate-limit",
+            &mailbox.to_string(),
+            details,
             now,
         )
         .await?;

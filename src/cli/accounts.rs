@@ -212,6 +212,19 @@ pub enum MailboxCommand {
         #[arg(long, value_parser = parse_address)]
         user: EmailAddress,
     },
+    /// Set an office mailbox's own send rates (spec §2), instead of the configured defaults
+    /// limits.office_messages_per_hour and limits.office_recipients_per_hour.
+    RateLimit {
+        /// Office address.
+        #[arg(long, value_parser = parse_address)]
+        office: EmailAddress,
+        /// Messages per hour (0: unlimited; omitted: the configured default).
+        #[arg(long)]
+        messages_per_hour: Option<u32>,
+        /// Recipients per hour, all messages together (0: unlimited; omitted: the default).
+        #[arg(long)]
+        recipients_per_hour: Option<u32>,
+    },
     /// Record that an office's identity was verified.
     VerifyIdentity {
         /// Office address.
@@ -463,6 +476,26 @@ pub async fn mailbox(config: &Path, command: MailboxCommand) -> Result<(), CliEr
             let accounts = open(config).await?;
             accounts.remove_member(&actor, &mailbox, &user).await?;
             out!("removed: {user} from {mailbox}");
+        }
+        MailboxCommand::RateLimit {
+            office,
+            messages_per_hour,
+            recipients_per_hour,
+        } => {
+            let accounts = open(config).await?;
+            accounts
+                .set_office_rate_limits(&actor, &office, messages_per_hour, recipients_per_hour)
+                .await?;
+            let show = |own: Option<u32>, default: u32| match own.unwrap_or(default) {
+                0 => "unlimited".to_owned(),
+                n => n.to_string(),
+            };
+            let limits = load_config(config)?.limits;
+            out!(
+                "rate limit: {office} {} messages and {} recipients per hour",
+                show(messages_per_hour, limits.office_messages_per_hour),
+                show(recipients_per_hour, limits.office_recipients_per_hour)
+            );
         }
         MailboxCommand::VerifyIdentity { address, method } => {
             let accounts = open(config).await?;

@@ -64,6 +64,8 @@ message_size_submission = 20971520
 max_recipients = 100
 citizen_daily_messages = 100
 citizen_daily_recipients = 300
+office_messages_per_hour = 10000
+office_recipients_per_hour = 100000
 http_max_body = 33554432
 
 # Witnesses and trusted time (docs/proof-bundle.md, sections 11 and 12): uncomment to have

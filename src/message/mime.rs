@@ -343,6 +343,61 @@ pub fn pgp_mime(
     Ok(message.formatted())
 }
 
+/// The Content-Type parameter that marks a message's header as protected: inside the
+/// encryption, readers (Thunderbird, draft-autocrypt-lamps-protected-headers) take Subject,
+/// From, To and Date from the inner part instead of the outer placeholder.
+const PROTECTED_HEADERS: &str = "protected-headers=\"v1\"";
+
+/// `bytes` with `protected-headers="v1"` added to the top-level Content-Type (a
+/// `text/plain; charset=utf-8` one is added if the message has none). Only that header field
+/// changes; a message that already has the parameter, or is `multipart/encrypted`, is
+/// returned unchanged.
+pub fn with_protected_headers(bytes: Vec<u8>) -> Result<Vec<u8>, MimeError> {
+    let message = parse_message(&bytes)?;
+    let content_type = message.content_type();
+    let encrypted = content_type.is_some_and(|ct| {
+        ct.c_type.eq_ignore_ascii_case("multipart")
+            && ct
+                .subtype()
+                .is_some_and(|s| s.eq_ignore_ascii_case("encrypted"))
+    });
+    // End-to-end encrypted content keeps its sender's header as it is.
+    if encrypted
+        || content_type
+            .and_then(|ct| ct.attribute("protected-headers"))
+            .is_some()
+    {
+        return Ok(bytes);
+    }
+    let field = message
+        .headers()
+        .iter()
+        .find(|h| h.name == mail_parser::HeaderName::ContentType)
+        .map(|h| (h.offset_end as usize, h.offset_field as usize));
+    let (at, insert) = match field {
+        Some((end, _)) => {
+            let value = bytes.get(..end).unwrap_or_default();
+            let eol = if value.ends_with(b"\r\n") {
+                2
+            } else {
+                usize::from(value.ends_with(b"\n"))
+            };
+            (end - eol, format!("; {PROTECTED_HEADERS}"))
+        }
+        // Before the first header field: the message had no MIME type, i.e. plain text.
+        None => (
+            0,
+            format!("Content-Type: text/plain; charset=utf-8; {PROTECTED_HEADERS}\r\n"),
+        ),
+    };
+    drop(message);
+    let mut out = Vec::with_capacity(bytes.len() + insert.len());
+    out.extend_from_slice(bytes.get(..at).unwrap_or_default());
+    out.extend_from_slice(insert.as_bytes());
+    out.extend_from_slice(bytes.get(at..).unwrap_or_default());
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -462,5 +517,28 @@ Content-Type: text/plain\r\n\r\nHallo\r\n--b\r\nContent-Type: text/html\r\n\r\n\
             "{payload}"
         );
         assert_eq!(parsed.message_id.as_deref(), Some("<m2@lemgo.example>"));
+    }
+
+    #[test]
+    fn protected_headers_mark_the_top_level_type_and_nothing_else() {
+        let folded = b"From: amt@lemgo.example\r\nContent-Type: multipart/mixed;\r\n boundary=\"b\"\r\nSubject: Bescheid\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nx\r\n--b--\r\n";
+        let out = with_protected_headers(folded.to_vec()).unwrap();
+        let text = String::from_utf8(out.clone()).unwrap();
+        assert!(text.starts_with("From: amt@lemgo.example\r\nContent-Type: multipart/mixed;\r\n boundary=\"b\"; protected-headers=\"v1\"\r\nSubject: Bescheid\r\n"), "{text}");
+        // The inner part keeps its type; a second pass changes nothing.
+        assert!(text.contains("--b\r\nContent-Type: text/plain\r\n"));
+        assert_eq!(with_protected_headers(out.clone()).unwrap(), out);
+        let parsed = MessageParser::default().parse(&out).unwrap();
+        assert_eq!(
+            parsed.content_type().unwrap().attribute("boundary"),
+            Some("b")
+        );
+
+        let plain = b"From: amt@lemgo.example\r\nSubject: Gr\xc3\xbc\xc3\x9fe\r\n\r\nHallo\r\n";
+        let out = with_protected_headers(plain.to_vec()).unwrap();
+        assert!(out.starts_with(
+            b"Content-Type: text/plain; charset=utf-8; protected-headers=\"v1\"\r\nFrom: "
+        ));
+        assert!(out.ends_with(b"\r\n\r\nHallo\r\n"));
     }
 }

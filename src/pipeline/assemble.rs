@@ -154,13 +154,15 @@ impl ContentLimits {
     }
 }
 
-/// Composes (if needed), hashes and parses the content. CPU-bound.
+/// Composes (if needed), marks the header as protected (`protect_headers`, see
+/// [`mime::with_protected_headers`]), hashes and parses the content. CPU-bound.
 pub(super) fn prepare(
     sender: &EmailAddress,
     recipients: &[EmailAddress],
     message_id: &str,
     content: Content,
     limits: ContentLimits,
+    protect_headers: bool,
 ) -> Result<Prepared, SubmitError> {
     let message_id_assigned = matches!(content, Content::Composed { .. });
     let bytes = match content {
@@ -178,9 +180,15 @@ pub(super) fn prepare(
             &attachments,
         )?,
     };
+    let over_size = bytes.len() as u64 > limits.size;
+    let bytes = if protect_headers && !over_size {
+        mime::with_protected_headers(bytes)?
+    } else {
+        bytes
+    };
     let sha256 = Sha256Digest::of(&bytes);
     let size = bytes.len() as u64;
-    if size > limits.size {
+    if over_size {
         let detail = format!(
             "the message is {size} bytes; at most {} bytes may be submitted",
             limits.size

@@ -15,6 +15,7 @@ mod batcher;
 mod budget;
 mod open;
 mod policy;
+pub mod rate;
 mod receipts;
 mod recipients;
 mod views;
@@ -126,6 +127,8 @@ pub enum Refusal {
     OptionNotAllowed,
     /// The sender's daily quota is used up.
     QuotaExceeded,
+    /// An office mailbox's hourly send rate is used up.
+    RateLimited,
     /// The From header is not the sender's address.
     ForgedFrom,
     /// A Message-ID in the gateway's own domains that the gateway did not assign.
@@ -236,6 +239,11 @@ impl Refusal {
                 "quota-exceeded",
                 "Daily quota exceeded",
             ),
+            Self::RateLimited => (
+                ErrorKind::RateLimited,
+                "send-rate-exceeded",
+                "Office send rate exceeded",
+            ),
             Self::ForgedFrom => (
                 ErrorKind::Forbidden,
                 "sender-mismatch",
@@ -307,6 +315,7 @@ pub struct Pipeline {
     batcher: Batcher,
     budget: MemoryBudget,
     turns: Arc<Turns>,
+    rates: Arc<rate::OfficeRates>,
     domain: String,
 }
 
@@ -331,6 +340,7 @@ impl Pipeline {
             batcher: Batcher::spawn(writer.clone()),
             budget,
             turns: Arc::default(),
+            rates: Arc::default(),
             writer,
             domain,
         }
@@ -365,9 +375,22 @@ impl Pipeline {
         let message_id = format!("<{gateway_id}@{}>", self.domain);
         let limits = ContentLimits::of(&self.config.limits);
         let content = submission.content;
+        // What the gateway signs carries its header inside the encryption too, so readers of
+        // a relayed PGP/MIME (whose outer Subject is a placeholder) show the real one. Mail
+        // from an office's server stays byte for byte as that server sent it.
+        let protect_headers = from.channel != Channel::Mx;
         let prepared = pool::run({
             let recipients = recipients.clone();
-            move || prepare(&sender_address, &recipients, &message_id, content, limits)
+            move || {
+                prepare(
+                    &sender_address,
+                    &recipients,
+                    &message_id,
+                    content,
+                    limits,
+                    protect_headers,
+                )
+            }
         })
         .await?;
         let sender = evidence_sender(from);

@@ -159,6 +159,9 @@ named_enum!(
         Accepted => "accepted",
         /// ContentConsignment: in the recipient's mailbox.
         Consigned => "consigned",
+        /// Accepted, but relaying has been failing for half the relay expiry: the sender's
+        /// warning (a notice, not evidence). The gateway keeps trying until the expiry.
+        Delayed => "delayed",
         /// RelayToNonERDS or RelayAcceptance: handed to the recipient's server or gateway.
         Relayed => "relayed",
         /// ContentHandover: picked up.
@@ -422,14 +425,17 @@ impl Pipeline {
         if copies.is_empty() {
             return Ok(Vec::new());
         }
-        let statuses = if folder == "sent" {
+        let (statuses, delayed) = if folder == "sent" {
             let ids: Vec<String> = copies
                 .iter()
                 .map(|c| c.message.gateway_id.clone())
                 .collect();
-            evidence_repo::latest_events(&mut conn, &ids).await?
+            (
+                evidence_repo::latest_events(&mut conn, &ids).await?,
+                crate::store::queue::delayed(&mut conn, &ids).await?,
+            )
         } else {
-            Vec::new()
+            (Vec::new(), Vec::new())
         };
         drop(conn);
         let secret = Arc::new(self.mailbox_secret(access, &mailbox).await?);
@@ -447,7 +453,16 @@ impl Pipeline {
             line.recipients = statuses
                 .iter()
                 .filter(|(gid, _, _)| *gid == stored.message.gateway_id)
-                .map(|(_, recipient, event)| (recipient.clone(), DeliveryStatus::after(*event)))
+                .map(|(gid, recipient, event)| {
+                    let waiting = delayed
+                        .iter()
+                        .any(|(g, r)| g == gid && r.eq_ignore_ascii_case(recipient));
+                    let status = match DeliveryStatus::after(*event) {
+                        DeliveryStatus::Accepted if waiting => DeliveryStatus::Delayed,
+                        other => other,
+                    };
+                    (recipient.clone(), status)
+                })
                 .collect();
             out.push(line);
         }

@@ -1,10 +1,11 @@
 //! The submission policy of spec §2, in order: size, recipient count, From = sender, every
-//! recipient registered, the options, the citizen quota. A refusal of a complete,
+//! recipient registered, the options, the citizen quota or the office rate. A refusal of a complete,
 //! authenticated submission is recorded as SubmissionRejection before the sender hears of it.
 
 use std::sync::Arc;
 
 use super::assemble::Prepared;
+use super::rate::Rates;
 use super::recipients::{Recipient, resolve};
 use super::{Pipeline, Refusal, SubmitError, Submitter};
 use crate::accounts::{AuthLevel, MailboxKind};
@@ -96,7 +97,43 @@ impl Pipeline {
                 }));
             }
         }
+        if from.mailbox.kind != MailboxKind::Citizen {
+            self.check_office_rate(&mut conn, from, recipients.len())
+                .await?;
+        }
         Ok(resolved)
+    }
+
+    /// An office mailbox's hourly send rate, its own or the configured default.
+    async fn check_office_rate(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        from: &Submitter,
+        recipients: usize,
+    ) -> Result<(), CheckError> {
+        let limits = &self.config.limits;
+        let (messages, recipients_per_hour) =
+            crate::store::accounts::office_rate_limits(conn, from.mailbox.id)
+                .await
+                .map_err(|e| CheckError::Failed(e.into()))?;
+        let own = |v: Option<i64>, default: u32| {
+            v.map_or(default, |v| u32::try_from(v).unwrap_or(u32::MAX))
+        };
+        let rates = Rates {
+            messages: own(messages, limits.office_messages_per_hour),
+            recipients: own(recipients_per_hour, limits.office_recipients_per_hour),
+        };
+        let count = u32::try_from(recipients).unwrap_or(u32::MAX);
+        self.rates
+            .check(from.mailbox.id, rates, count)
+            .map_err(|over| {
+                CheckError::Rejected(Rejection {
+                    refusal: Refusal::RateLimited,
+                    reason: ReasonCode::QuotaExceeded,
+                    detail: over.detail,
+                    retry_after: Some(over.retry_after.as_secs().max(1)),
+                })
+            })
     }
 
     /// A Message-ID in the gateway's own domains must be one the gateway assigned, and a

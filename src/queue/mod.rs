@@ -12,7 +12,8 @@
 //! the message again after the lease expires (the Message-ID is stable, so the office can
 //! de-duplicate); `bote_relay_resends_total` counts claims of expired leases.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use lettre::address::Envelope;
@@ -33,6 +34,8 @@ use crate::store::{StoreError, accounts as account_repo};
 const POLL: Duration = Duration::from_millis(200);
 /// Jobs sent at once by one worker.
 const PARALLEL: usize = 8;
+/// How often the queue gauges are refreshed.
+const GAUGES: Duration = Duration::from_secs(1);
 /// One SMTP conversation's time limit.
 const SMTP_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -67,6 +70,10 @@ enum Attempt {
     Later(String),
 }
 
+/// One transport per relay host, port and TLS mode: lettre pools its connections, so
+/// consecutive jobs for one office's server reuse an open (and TLS-established) session.
+type Transports = Arc<Mutex<HashMap<(String, u16, RelayTls), AsyncSmtpTransport<Tokio1Executor>>>>;
+
 /// The relay worker of one gateway process.
 #[derive(Clone)]
 pub struct RelayWorker {
@@ -76,6 +83,7 @@ pub struct RelayWorker {
     expiry: Duration,
     retry_base: Duration,
     lease: Duration,
+    transports: Transports,
 }
 
 impl std::fmt::Debug for RelayWorker {
@@ -101,6 +109,7 @@ impl RelayWorker {
             expiry: Duration::from_secs(config.queue.relay_expiry_secs),
             retry_base: Duration::from_millis(config.queue.retry_base_ms),
             lease: Duration::from_secs(config.queue.lease_secs.max(1)),
+            transports: Transports::default(),
             gateway,
         }
     }
@@ -108,7 +117,12 @@ impl RelayWorker {
     /// Sends due jobs until `shutdown`; attempts in flight finish first.
     pub async fn run(self, shutdown: CancellationToken) {
         let slots = Arc::new(Semaphore::new(PARALLEL));
+        let mut gauges_at: Option<std::time::Instant> = None;
         loop {
+            if gauges_at.is_none_or(|at| at.elapsed() >= GAUGES) {
+                gauges_at = Some(std::time::Instant::now());
+                self.update_gauges().await;
+            }
             let claimed = match self.claim_due(slots.available_permits()).await {
                 Ok(c) => c,
                 Err(e) => {
@@ -141,6 +155,24 @@ impl RelayWorker {
         }
         // Let attempts in flight finish (their leases would hand them on anyway).
         let _ = slots.acquire_many(PARALLEL as u32).await;
+    }
+
+    /// Queue depth and the age of its oldest job, for the metrics.
+    async fn update_gauges(&self) {
+        let depth = match self.gateway.store().pool().acquire().await {
+            Ok(mut conn) => repo::depth(&mut conn).await,
+            Err(e) => Err(e.into()),
+        };
+        match depth {
+            Ok((jobs, oldest)) => {
+                #[allow(clippy::cast_precision_loss)] // a gauge
+                let age = oldest.map_or(0.0, |t| (now_ms() - t).max(0) as f64 / 1000.0);
+                #[allow(clippy::cast_precision_loss)]
+                metrics::gauge!("bote_queue_depth").set(jobs as f64);
+                metrics::gauge!("bote_queue_oldest_job_age_seconds").set(age);
+            }
+            Err(e) => tracing::warn!(error = %e, "queue depth unreadable"),
+        }
     }
 
     async fn claim_due(&self, room: usize) -> Result<Vec<Claimed>, StoreError> {
@@ -227,10 +259,27 @@ impl RelayWorker {
             Attempt::Later(reason) => {
                 metrics::counter!("bote_relay_deliveries_total", "outcome" => "deferred")
                     .increment(1);
-                let due = now_ms() + self.backoff(job.attempts);
+                let now = now_ms();
+                let due = now + self.backoff(job.attempts);
+                let warn_from =
+                    job.created_at + i64::try_from(self.expiry.as_millis() / 2).unwrap_or(i64::MAX);
                 let mut conn = self.gateway.store().pool().acquire().await?;
-                repo::retry_later(&mut conn, job.id, &self.owner, due, &reason).await?;
-                tracing::info!(job = job.id, %reason, "relay deferred");
+                let warned = repo::retry_later(
+                    &mut conn,
+                    job.id,
+                    &self.owner,
+                    due,
+                    &reason,
+                    (now, warn_from),
+                )
+                .await?;
+                if warned {
+                    // The sender sees the recipient as `delayed` in their sent folder.
+                    metrics::counter!("bote_relay_delay_warnings_total").increment(1);
+                    tracing::warn!(job = job.id, %reason, "relay delayed: sender warned");
+                } else {
+                    tracing::info!(job = job.id, %reason, "relay deferred");
+                }
                 Ok(())
             }
         }
@@ -269,7 +318,24 @@ impl RelayWorker {
         }
     }
 
+    /// The (pooled) transport to `relay`, made on first use.
     fn transport(&self, relay: &Relay) -> Result<AsyncSmtpTransport<Tokio1Executor>, String> {
+        let key = (relay.host.clone(), relay.port, relay.tls);
+        // A poisoned lock only means another attempt panicked while inserting: the map
+        // itself is still a valid cache.
+        let mut transports = self
+            .transports
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(transport) = transports.get(&key) {
+            return Ok(transport.clone());
+        }
+        let transport = self.new_transport(relay)?;
+        transports.insert(key, transport.clone());
+        Ok(transport)
+    }
+
+    fn new_transport(&self, relay: &Relay) -> Result<AsyncSmtpTransport<Tokio1Executor>, String> {
         let params = |accept_invalid: bool| {
             let mut builder = TlsParameters::builder(relay.host.clone());
             for pem in &self.relay_ca {
@@ -292,6 +358,7 @@ impl RelayWorker {
                 .port(relay.port)
                 .tls(tls)
                 .timeout(Some(SMTP_TIMEOUT))
+                .pool_config(lettre::transport::smtp::PoolConfig::new().max_size(PARALLEL as u32))
                 .hello_name(lettre::transport::smtp::extension::ClientId::Domain(
                     self.gateway.config().primary_domain().to_owned(),
                 ))

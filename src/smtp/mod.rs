@@ -29,9 +29,11 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::ClientCert;
 use crate::gateway::Gateway;
 use reply::Reply;
 use session::{Mode, Next, Session};
+use sha2::{Digest, Sha256};
 
 /// Longest command line, CRLF included (RFC 5321 §4.5.3.1.4).
 pub const MAX_COMMAND_LINE: usize = 512;
@@ -182,6 +184,9 @@ async fn connection(
         Mode::Mx { .. } => config.limits.message_size_gateway,
     };
     let mut session = Session::new(mode, &hostname, tls_active, max_size, max_recipients);
+    if tls_active {
+        session.tls_started(client_cert(&conn));
+    }
     write(&mut conn, &session.banner()).await?;
     loop {
         let line = tokio::select! {
@@ -220,7 +225,7 @@ async fn connection(
             }
             Next::StartTls => {
                 conn = start_tls(conn, &reply, &tls).await?;
-                session.tls_started(None);
+                session.tls_started(client_cert(&conn));
             }
             Next::Data(max) => {
                 write(&mut conn, &reply).await?;
@@ -272,6 +277,16 @@ async fn start_tls(conn: Conn, ready: &Reply, tls: &TlsAcceptor) -> std::io::Res
     let stream = reader.into_inner();
     let tls_stream = tokio::time::timeout(COMMAND_TIMEOUT, tls.accept(stream)).await??;
     Ok(Conn::Tls(Box::new(BufReader::new(tls_stream))))
+}
+
+/// The fingerprint of the certificate the client proved it holds in the TLS handshake.
+fn client_cert(conn: &Conn) -> Option<ClientCert> {
+    let Conn::Tls(stream) = conn else {
+        return None;
+    };
+    let (_, tls) = stream.get_ref().get_ref();
+    let der = tls.peer_certificates()?.first()?;
+    Some(ClientCert(Sha256::digest(der.as_ref()).into()))
 }
 
 async fn write(conn: &mut Conn, reply: &Reply) -> std::io::Result<()> {

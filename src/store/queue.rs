@@ -124,25 +124,61 @@ pub async fn finish(
 }
 
 /// Puts a job held by `owner` back in the queue, due at `due_at`.
+/// Returns whether this deferral is the one that warns the sender: the first at or after
+/// `warn_from` (unix ms).
 pub async fn retry_later(
     conn: &mut AnyConnection,
     id: i64,
     owner: &str,
     due_at: i64,
     error: &str,
-) -> Result<(), StoreError> {
-    sqlx::query(
+    (now, warn_from): (i64, i64),
+) -> Result<bool, StoreError> {
+    let row = sqlx::query(
         "UPDATE outbound_jobs SET state = 'queued', attempts = attempts + 1, due_at = $1, \
-         last_error = $2, lease_owner = NULL, lease_expires_at = NULL \
-         WHERE id = $3 AND lease_owner = $4",
+         last_error = $2, lease_owner = NULL, lease_expires_at = NULL, \
+         warned_at = CASE WHEN warned_at IS NULL AND $5 >= $6 THEN $5 ELSE warned_at END \
+         WHERE id = $3 AND lease_owner = $4 RETURNING warned_at",
     )
     .bind(due_at)
     .bind(error)
     .bind(id)
     .bind(owner)
-    .execute(conn)
+    .bind(now)
+    .bind(warn_from)
+    .fetch_optional(conn)
     .await?;
-    Ok(())
+    let warned_at: Option<i64> = match row {
+        Some(row) => row.try_get(0)?,
+        None => None,
+    };
+    Ok(warned_at == Some(now))
+}
+
+/// Of these messages' relay jobs, the (gateway id, recipient) of those still waiting after
+/// their sender was warned of the delay.
+pub async fn delayed(
+    conn: &mut AnyConnection,
+    gateway_ids: &[String],
+) -> Result<Vec<(String, String)>, StoreError> {
+    let mut out = Vec::new();
+    for chunk in gateway_ids.chunks(200) {
+        let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT gateway_id, recipient FROM outbound_jobs \
+             WHERE gateway_id IN ({}) AND state IN ('queued', 'running') \
+             AND warned_at IS NOT NULL",
+            placeholders.join(", ")
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in chunk {
+            query = query.bind(id.as_str());
+        }
+        for row in query.fetch_all(&mut *conn).await? {
+            out.push((row.try_get(0)?, row.try_get(1)?));
+        }
+    }
+    Ok(out)
 }
 
 /// Jobs not done, oldest first (all jobs with `all`).
@@ -198,4 +234,14 @@ pub async fn sender_of(conn: &mut AnyConnection, gateway_id: &str) -> Result<Str
         .fetch_one(conn)
         .await?;
     Ok(row.try_get(0)?)
+}
+
+/// Jobs not yet finished, and the creation time (unix ms) of the oldest of them.
+pub async fn depth(conn: &mut AnyConnection) -> Result<(i64, Option<i64>), StoreError> {
+    let row = sqlx::query(
+        "SELECT COUNT(*), MIN(created_at) FROM outbound_jobs WHERE state IN ('queued', 'running')",
+    )
+    .fetch_one(conn)
+    .await?;
+    Ok((row.try_get(0)?, row.try_get(1)?))
 }

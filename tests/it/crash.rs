@@ -17,10 +17,11 @@ use crate::support::{Setup, free_port, run, run_with_stdin, stderr, stdout};
 
 const CYCLES: usize = 6;
 
-fn serve(setup: &Setup, submission: u16) -> Child {
+fn serve(setup: &Setup, submission: u16, metrics: Option<u16>) -> Child {
     let mut cmd = setup.cmd(&["serve"]);
+    let metrics = metrics.map(|p| format!("127.0.0.1:{p}"));
     cmd.env("BOTE_HTTP_LISTEN", "")
-        .env("BOTE_HTTP_METRICS_LISTEN", "")
+        .env("BOTE_HTTP_METRICS_LISTEN", metrics.unwrap_or_default())
         .env(
             "BOTE_SMTP_SUBMISSION_LISTEN",
             format!("127.0.0.1:{submission}"),
@@ -107,7 +108,7 @@ fn sigkill_during_smtp_intake_and_relay_loses_no_acknowledged_message() {
     let accepted: Arc<Mutex<BTreeSet<String>>> = Arc::default();
 
     for cycle in 0..CYCLES {
-        let mut server = serve(&setup, submission);
+        let mut server = serve(&setup, submission, None);
         let mut flood = Command::new("python3")
             .arg(concat!(
                 env!("CARGO_MANIFEST_DIR"),
@@ -148,8 +149,12 @@ fn sigkill_during_smtp_intake_and_relay_loses_no_acknowledged_message() {
         accepted.len()
     );
 
-    // A last start: everything acknowledged is relayed.
-    let mut server = serve(&setup, submission);
+    // A last start: everything acknowledged is relayed, and the queue gauges say so.
+    let waiting = stdout(&run(setup.cmd(&["queue", "list"]))).lines().count();
+    let metrics = free_port();
+    let mut server = serve(&setup, submission, Some(metrics));
+    let first = gauge(metrics, "bote_queue_depth");
+    assert!(first <= waiting as f64, "{first} > {waiting} jobs waiting");
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let pending = stdout(&run(setup.cmd(&["queue", "list"])));
@@ -159,6 +164,9 @@ fn sigkill_during_smtp_intake_and_relay_loses_no_acknowledged_message() {
         assert!(Instant::now() < deadline, "jobs never finished:\n{pending}");
         std::thread::sleep(Duration::from_millis(200));
     }
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(gauge(metrics, "bote_queue_depth"), 0.0);
+    assert_eq!(gauge(metrics, "bote_queue_oldest_job_age_seconds"), 0.0);
     server.kill().unwrap();
     server.wait().unwrap();
 
@@ -199,4 +207,24 @@ fn sigkill_during_smtp_intake_and_relay_loses_no_acknowledged_message() {
         accepted.len(),
         delivered.len()
     );
+}
+
+/// The value of a gauge on the metrics listener at `port` (waits up to 10 s for it).
+fn gauge(port: u16, name: &str) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = Command::new("curl")
+            .args(["-s", &format!("http://127.0.0.1:{port}/metrics")])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        if let Some(value) = text
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        {
+            return value.trim().parse().unwrap();
+        }
+        assert!(Instant::now() < deadline, "no {name} in:\n{text}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

@@ -452,11 +452,31 @@ async fn gpg_decrypts_and_verifies_the_pgp_mime_relayed_to_an_external_office() 
         "{status}"
     );
     let plain = std::fs::read_to_string(plain).unwrap();
-    assert!(
-        plain.contains("Subject: Antrag auf Akteneinsicht"),
+    assert!(plain.contains("Akte 12/345"), "{plain}");
+    // Protected headers: outside a placeholder subject, inside the real header, marked so
+    // that readers (Thunderbird) show it.
+    let outer = mail_parser::MessageParser::default()
+        .parse(wire.as_bytes())
+        .unwrap();
+    assert_eq!(outer.subject(), Some("..."));
+    let inner = mail_parser::MessageParser::default()
+        .parse(plain.as_bytes())
+        .unwrap();
+    assert_eq!(inner.subject(), Some("Antrag auf Akteneinsicht"));
+    assert_eq!(
+        inner
+            .from()
+            .and_then(|a| a.first())
+            .and_then(|a| a.address()),
+        Some("anna@lemgo.example")
+    );
+    assert_eq!(
+        mail_parser::MimeHeaders::content_type(&inner)
+            .and_then(|ct| ct.attribute("protected-headers")),
+        Some("v1"),
         "{plain}"
     );
-    assert!(plain.contains("Akte 12/345"), "{plain}");
+    assert_eq!(inner.message_id(), outer.message_id());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

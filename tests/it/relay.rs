@@ -93,6 +93,26 @@ async fn a_temporary_failure_is_retried_and_then_delivered() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consecutive_relays_to_one_server_reuse_its_connection() {
+    let c = cast_with(|_| {}).await;
+    let sink = Sink::start("accept");
+    let (first, stop) = relay_to(&c, sink.port, office_cert()).await;
+    wait_for(&c, &first, Event::RelayToNonERDS).await;
+    let anna = c.api.login("anna@lemgo.example").await;
+    for n in 0..4 {
+        let body = crate::api::letter("amt@kreis.example", &format!("Nachtrag {n}"), "Anlage");
+        let r = c.api.post("/api/v1/messages", &anna, body).await;
+        assert_eq!(r.status, axum::http::StatusCode::CREATED, "{}", r.text());
+        let id = r.json()["gateway_id"].as_str().unwrap().to_owned();
+        wait_for(&c, &id, Event::RelayToNonERDS).await;
+    }
+    stop.cancel();
+    let sessions = std::fs::read_to_string(sink.dir.path().join("mail/sessions")).unwrap();
+    assert_eq!(sessions.trim(), "1", "five relays, one SMTP session");
+    assert!(sink.dir.path().join("mail/5.eml").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_server_expires_with_evidence_and_the_operator_can_retry() {
     let c = cast_with(|config| config.queue.relay_expiry_secs = 0).await;
     let port = crate::support::free_port();
@@ -135,6 +155,79 @@ async fn an_unreachable_server_expires_with_evidence_and_the_operator_can_retry(
     let out = run(c.api.gw.setup.cmd(&["queue", "delete", &job]));
     assert_eq!(stdout(&out), format!("deleted: {job}\n"));
     assert!(stdout(&run(c.api.gw.setup.cmd(&["queue", "list"]))).is_empty());
+}
+
+crate::on_both_backends!(
+    a_relay_failing_for_half_the_expiry_shows_the_sender_a_delay_warning,
+    super::delay_warning
+);
+
+async fn delay_warning(gw: Gateway) {
+    let c = cast_again(cast(gw).await, |config| {
+        config.queue.relay_expiry_secs = 3600;
+        config.queue.retry_base_ms = 50;
+    });
+    let port = crate::support::free_port();
+    let (id, stop) = relay_to(&c, port, office_cert()).await;
+    let anna = c.api.login("anna@lemgo.example").await;
+    let status = |reply: crate::api::Reply| {
+        let json = reply.json();
+        let line = json
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["gateway_id"] == id.as_str())
+            .cloned()
+            .unwrap();
+        line["recipients"][0]["status"].as_str().unwrap().to_owned()
+    };
+    let sent = "/api/v1/mailboxes/anna@lemgo.example/sent";
+    // Failing, but young: no warning yet.
+    let mut attempts = 0;
+    while attempts < 2 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let mut conn = c.api.gw.store.pool().acquire().await.unwrap();
+        attempts = bote::store::messages::jobs_of(&mut conn, &id)
+            .await
+            .unwrap()[0]
+            .attempts;
+    }
+    assert_eq!(status(c.api.get(sent, &anna).await), "accepted");
+    // The job is now 31 minutes old: the next deferral warns the sender.
+    {
+        let mut conn = c.api.gw.store.pool().acquire().await.unwrap();
+        let old = bote::clock::now_ms() - 31 * 60 * 1000;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE outbound_jobs SET created_at = {old} WHERE gateway_id = '{id}'"
+        )))
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    }
+    let mut seen = String::new();
+    for _ in 0..200 {
+        seen = status(c.api.get(sent, &anna).await);
+        if seen == "delayed" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(seen, "delayed");
+    // No evidence for a warning: the chain is still the acceptance alone.
+    let chain = {
+        let mut conn = c.api.gw.store.pool().acquire().await.unwrap();
+        let to = bote::address::EmailAddress::parse("amt@kreis.example").unwrap();
+        bote::evidence::query::chain(&mut conn, &id, Some(&to))
+            .await
+            .unwrap()
+    };
+    assert_eq!(chain.len(), 1);
+    // The office's server comes back: delivered, and the warning is gone.
+    let sink = Sink::start_on(port, "accept");
+    wait_for(&c, &id, Event::RelayToNonERDS).await;
+    assert_eq!(status(c.api.get(sent, &anna).await), "relayed");
+    stop.cancel();
+    drop(sink);
 }
 
 /// The same cast with its core reconfigured.

@@ -2,6 +2,7 @@
 //! protocol line by line): STARTTLS and implicit TLS, AUTH with office tokens, the 250 naming
 //! the gateway id after the commit, and every refusal with its code, nothing stored.
 
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
@@ -36,7 +37,9 @@ impl Smtp {
         for port in [Port::Submission, Port::Submissions] {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             ports.push(listener.local_addr().unwrap().port());
-            let acceptor = TlsAcceptor::from(bote::tls::server_config(cert.clone(), &[]).unwrap());
+            let acceptor = TlsAcceptor::from(
+                bote::tls::server_config_with_client_certs(cert.clone()).unwrap(),
+            );
             tracker.spawn(smtp::accept_loop(
                 cast.api.core.clone(),
                 listener,
@@ -75,6 +78,24 @@ impl Smtp {
             .args(["send", "localhost", &port.to_string(), mode, &self.ca])
             .args([user, password, from, to])
             .args(headers);
+        let out = run(cmd);
+        format!("{}{}", stdout(&out), String::from_utf8_lossy(&out.stderr))
+    }
+
+    /// As [`Smtp::send`] over STARTTLS, presenting the client certificate `cert` (PEM
+    /// files: certificate, key).
+    fn send_with_cert(&self, cert: (&Path, &Path), user: &str, password: &str) -> String {
+        let mut cmd = Command::new("python3");
+        cmd.arg(PROBE)
+            .env("PROBE_CLIENT_CERT", cert.0)
+            .env("PROBE_CLIENT_KEY", cert.1)
+            .args([
+                "send",
+                "localhost",
+                &self.submission.to_string(),
+                "starttls",
+            ])
+            .args([&self.ca, user, password, user, ANNA]);
         let out = run(cmd);
         format!("{}{}", stdout(&out), String::from_utf8_lossy(&out.stderr))
     }
@@ -555,4 +576,179 @@ async fn an_office_mail_server_delivers_to_citizens_over_mx() {
         assert!(out.contains(expected), "expected {expected} in\n{out}");
     }
     assert_eq!(s.messages().await, before + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_office_over_its_hourly_rate_is_told_to_come_back_later() {
+    let s = Smtp::start().await;
+    let api = &s.cast.api;
+    let token = api.send_token(OFFICE);
+    let set = api.cli(
+        &[
+            "mailbox",
+            "rate-limit",
+            "--office",
+            OFFICE,
+            "--messages-per-hour",
+            "2",
+        ],
+        "",
+    );
+    assert_eq!(
+        set.trim(),
+        format!("rate limit: {OFFICE} 2 messages and 100000 recipients per hour")
+    );
+    let send = |s: &Smtp, token: &str| s.send("starttls", OFFICE, token, OFFICE, ANNA, &[]);
+    for _ in 0..2 {
+        let reply = tokio::task::block_in_place(|| send(&s, &token));
+        assert!(reply.starts_with("250 2.0.0 accepted as "), "{reply}");
+    }
+    let before = s.messages().await;
+    // Over SMTP: a temporary refusal, so office software queues and retries.
+    let reply = tokio::task::block_in_place(|| send(&s, &token));
+    assert!(
+        reply.starts_with("450 4.7.1") && reply.contains("at most 2 messages per hour"),
+        "{reply}"
+    );
+    // Over the API the same office gets 429 with Retry-After, and evidence of the refusal.
+    let body = crate::api::letter(ANNA, "Bescheid", "Text");
+    let r = api.post("/api/v1/messages", &token, body).await;
+    assert_eq!(
+        r.status,
+        axum::http::StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        r.text()
+    );
+    assert_eq!(r.problem(), "urn:bote:problem:send-rate-exceeded");
+    let wait: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((60..=3600).contains(&wait), "Retry-After {wait}");
+    let refused = r.json()["gateway_id"].as_str().unwrap().to_owned();
+    let timeline = stdout(&run(api.gw.setup.cmd(&["evidence", "timeline", &refused])));
+    assert!(timeline.contains("SubmissionRejection"), "{timeline}");
+    assert_eq!(s.messages().await, before, "nothing stored for a refusal");
+    // Unlimited again (0), and citizens have the daily quota instead.
+    api.cli(
+        &[
+            "mailbox",
+            "rate-limit",
+            "--office",
+            OFFICE,
+            "--messages-per-hour",
+            "0",
+        ],
+        "",
+    );
+    let reply = tokio::task::block_in_place(|| send(&s, &token));
+    assert!(reply.starts_with("250 2.0.0 accepted as "), "{reply}");
+    crate::support::assert_one_line_error(
+        &run(api.gw.setup.cmd(&[
+            "mailbox",
+            "rate-limit",
+            "--office",
+            ANNA,
+            "--messages-per-hour",
+            "5",
+        ])),
+        &[
+            "anna@lemgo.example is a citizen mailbox",
+            "rate limits are for office mailboxes",
+        ],
+    );
+}
+
+/// A self-signed client certificate made with openssl: (certificate, key) in `dir`.
+fn client_cert(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let (cert, key) = (
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+    );
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-days", "2", "-subj", &format!("/CN={name}")])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (cert, key)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_bound_to_a_client_certificate_submits_at_level_high_only_with_it() {
+    let s = Smtp::start().await;
+    let api = &s.cast.api;
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = client_cert(dir.path(), "fachverfahren");
+    let (other, other_key) = client_cert(dir.path(), "fremd");
+    let token = api
+        .cli(
+            &[
+                "token",
+                "create",
+                "--mailbox",
+                OFFICE,
+                "--client-cert",
+                cert.to_str().unwrap(),
+            ],
+            "",
+        )
+        .trim()
+        .to_owned();
+    let reply = tokio::task::block_in_place(|| s.send_with_cert((&cert, &key), OFFICE, &token));
+    assert!(reply.starts_with("250 2.0.0 accepted as "), "{reply}");
+    let id = reply.trim().rsplit(' ').next().unwrap().to_owned();
+    let mut conn = api.gw.store.pool().acquire().await.unwrap();
+    let level: String = sqlx::query_scalar("SELECT auth_level FROM messages WHERE gateway_id = $1")
+        .bind(&id)
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(level, "high", "certificate and token are two factors");
+    drop(conn);
+    let mut conn = api.gw.store.pool().acquire().await.unwrap();
+    let anna = bote::address::EmailAddress::parse(ANNA).unwrap();
+    let chain = bote::evidence::query::chain(&mut conn, &id, Some(&anna))
+        .await
+        .unwrap();
+    assert_eq!(
+        chain[0].record.sender.auth_level,
+        bote::accounts::AuthLevel::High,
+        "the evidence attests it"
+    );
+    drop(conn);
+    // Without the certificate, or with another one, the token opens nothing.
+    let before = s.messages().await;
+    let bare =
+        tokio::task::block_in_place(|| s.send("starttls", OFFICE, &token, OFFICE, ANNA, &[]));
+    assert!(bare.contains("535"), "{bare}");
+    let wrong =
+        tokio::task::block_in_place(|| s.send_with_cert((&other, &other_key), OFFICE, &token));
+    assert!(wrong.contains("535"), "{wrong}");
+    assert_eq!(s.messages().await, before);
+    // An unbound token stays at level normal whatever certificate comes with it.
+    let plain = api.send_token(OFFICE);
+    let reply =
+        tokio::task::block_in_place(|| s.send_with_cert((&other, &other_key), OFFICE, &plain));
+    assert!(reply.starts_with("250 2.0.0 accepted as "), "{reply}");
+    let id = reply.trim().rsplit(' ').next().unwrap().to_owned();
+    let mut conn = api.gw.store.pool().acquire().await.unwrap();
+    let level: String = sqlx::query_scalar("SELECT auth_level FROM messages WHERE gateway_id = $1")
+        .bind(&id)
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(level, "normal");
 }

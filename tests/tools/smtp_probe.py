@@ -8,7 +8,11 @@
         are LF, CR, NUL; a line `<TLS>` upgrades with STARTTLS; a line starting with `~` is
         sent without waiting for a reply, as message lines are) and prints every reply line
         until the server closes
+
+With PROBE_CLIENT_CERT and PROBE_CLIENT_KEY (PEM files) set, the client presents that
+certificate in the TLS handshake.
 """
+import os
 import smtplib
 import socket
 import ssl
@@ -17,6 +21,8 @@ import sys
 
 def context(cafile):
     ctx = ssl.create_default_context(cafile=cafile)
+    if os.environ.get("PROBE_CLIENT_CERT"):
+        ctx.load_cert_chain(os.environ["PROBE_CLIENT_CERT"], os.environ["PROBE_CLIENT_KEY"])
     return ctx
 
 

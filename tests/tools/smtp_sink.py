@@ -5,7 +5,8 @@
 
 Writes every accepted message to DIR/<n>.eml (the exact bytes received) and the envelope
 to DIR/<n>.env; `reject` answers 550 to DATA, `defer-once` answers 451 to the first DATA
-and accepts later ones. READY_FILE appears once it listens.
+and accepts later ones. READY_FILE appears once it listens. DIR/sessions holds the number of
+SMTP sessions (EHLOs) so far, to tell whether the client reuses its connections.
 """
 import asyncio
 import os
@@ -20,6 +21,16 @@ class Handler:
         self.mode = mode
         self.count = 0
         self.deferred = False
+        self.sessions = 0
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        self.sessions += 1
+        with open(os.path.join(self.directory, "sessions.tmp"), "w") as f:
+            f.write(f"{self.sessions}\n")
+        os.replace(os.path.join(self.directory, "sessions.tmp"),
+                   os.path.join(self.directory, "sessions"))
+        return responses
 
     async def handle_DATA(self, server, session, envelope):
         if self.mode == "reject":

@@ -283,8 +283,8 @@ pub struct SummaryOut {
     sender_auth_level: String,
     /// When handover was recorded, RFC 3339.
     handed_over_at: Option<String>,
-    /// In `sent`: every recipient and how far delivery got (`accepted`, `consigned`,
-    /// `relayed`, `picked-up`, `failed`).
+    /// In `sent`: every recipient and how far delivery got (`accepted`, `delayed`,
+    /// `consigned`, `relayed`, `picked-up`, `failed`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     recipients: Vec<RecipientStatusOut>,
 }
