@@ -134,6 +134,8 @@ pub struct SmtpConfig {
     pub submissions_listen: Listener,
     /// Networks allowed on the MX listener without TLS.
     pub trusted_networks: Vec<IpNet>,
+    /// Simultaneous SMTP connections from one client address, per listener.
+    pub max_connections_per_client: u32,
 }
 
 /// `[tls]`
@@ -231,6 +233,7 @@ impl Default for SmtpConfig {
             submission_listen: Listener::on("127.0.0.1:2587"),
             submissions_listen: Listener::on("127.0.0.1:2465"),
             trusted_networks: Vec::new(),
+            max_connections_per_client: 50,
         }
     }
 }

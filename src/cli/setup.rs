@@ -43,6 +43,7 @@ mx_listen = "127.0.0.1:2525"
 submission_listen = "127.0.0.1:2587"
 submissions_listen = "127.0.0.1:2465"
 trusted_networks = []
+max_connections_per_client = 50
 
 [tls]
 cert = "certs/server.crt"

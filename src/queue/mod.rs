@@ -12,18 +12,18 @@
 //! the message again after the lease expires (the Message-ID is stable, so the office can
 //! de-duplicate); `bote_relay_resends_total` counts claims of expired leases.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+mod connections;
+
+use std::sync::Arc;
 use std::time::Duration;
 
 use lettre::address::Envelope;
-use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
-use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+use lettre::transport::smtp::extension::ClientId;
 use sqlx::AnyConnection;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::accounts::{Relay, RelayTls};
+use crate::accounts::Relay;
 use crate::clock::now_ms;
 use crate::evidence::{self, Details, Event, EvidenceRecord, ReasonCode, Timestamp};
 use crate::gateway::Gateway;
@@ -70,10 +70,6 @@ enum Attempt {
     Later(String),
 }
 
-/// One transport per relay host, port and TLS mode: lettre pools its connections, so
-/// consecutive jobs for one office's server reuse an open (and TLS-established) session.
-type Transports = Arc<Mutex<HashMap<(String, u16, RelayTls), AsyncSmtpTransport<Tokio1Executor>>>>;
-
 /// The relay worker of one gateway process.
 #[derive(Clone)]
 pub struct RelayWorker {
@@ -83,7 +79,7 @@ pub struct RelayWorker {
     expiry: Duration,
     retry_base: Duration,
     lease: Duration,
-    transports: Transports,
+    sessions: Arc<connections::Sessions>,
 }
 
 impl std::fmt::Debug for RelayWorker {
@@ -109,7 +105,7 @@ impl RelayWorker {
             expiry: Duration::from_secs(config.queue.relay_expiry_secs),
             retry_base: Duration::from_millis(config.queue.retry_base_ms),
             lease: Duration::from_secs(config.queue.lease_secs.max(1)),
-            transports: Transports::default(),
+            sessions: Arc::default(),
             gateway,
         }
     }
@@ -123,17 +119,38 @@ impl RelayWorker {
                 gauges_at = Some(std::time::Instant::now());
                 self.update_gauges().await;
             }
-            let claimed = match self.claim_due(slots.available_permits()).await {
+            // Wait for a free slot first: claiming nothing while every slot is busy and then
+            // sleeping for the poll interval would idle the worker (8 jobs per 200 ms).
+            let first = tokio::select! {
+                permit = slots.clone().acquire_owned() => permit,
+                () = shutdown.cancelled() => break,
+            };
+            let Ok(first) = first else {
+                return;
+            };
+            let claimed = match self.claim_due(slots.available_permits() + 1).await {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::error!(error = %e, "relay queue unreadable");
                     Vec::new()
                 }
             };
-            let idle = claimed.is_empty();
+            if claimed.is_empty() {
+                drop(first);
+                tokio::select! {
+                    () = tokio::time::sleep(POLL) => {}
+                    () = shutdown.cancelled() => break,
+                }
+                continue;
+            }
+            let mut first = Some(first);
             for job in claimed {
-                let Ok(permit) = slots.clone().acquire_owned().await else {
-                    return;
+                let permit = match first.take() {
+                    Some(p) => p,
+                    None => match slots.clone().acquire_owned().await {
+                        Ok(p) => p,
+                        Err(_) => return,
+                    },
                 };
                 let worker = self.clone();
                 tokio::spawn(async move {
@@ -144,12 +161,7 @@ impl RelayWorker {
                     drop(permit);
                 });
             }
-            if idle {
-                tokio::select! {
-                    () = tokio::time::sleep(POLL) => {}
-                    () = shutdown.cancelled() => break,
-                }
-            } else if shutdown.is_cancelled() {
+            if shutdown.is_cancelled() {
                 break;
             }
         }
@@ -296,10 +308,6 @@ impl RelayWorker {
     }
 
     async fn send(&self, relay: &Relay, sender: &str, job: &Claimed) -> Attempt {
-        let transport = match self.transport(relay) {
-            Ok(t) => t,
-            Err(e) => return Attempt::Later(format!("TLS setup: {e}")),
-        };
         let envelope = match (sender.parse(), job.recipient.parse()) {
             (Ok(from), Ok(to)) => match Envelope::new(Some(from), vec![to]) {
                 Ok(e) => e,
@@ -307,63 +315,27 @@ impl RelayWorker {
             },
             _ => return Attempt::Refused("the envelope addresses do not parse".into()),
         };
-        match transport.send_raw(&envelope, &job.payload).await {
-            Ok(response) => Attempt::Delivered(format!(
-                "{} {}",
-                response.code(),
-                response.message().collect::<Vec<_>>().join(" ")
-            )),
-            Err(e) if e.is_permanent() => Attempt::Refused(e.to_string()),
-            Err(e) => Attempt::Later(e.to_string()),
-        }
-    }
-
-    /// The (pooled) transport to `relay`, made on first use.
-    fn transport(&self, relay: &Relay) -> Result<AsyncSmtpTransport<Tokio1Executor>, String> {
-        let key = (relay.host.clone(), relay.port, relay.tls);
-        // A poisoned lock only means another attempt panicked while inserting: the map
-        // itself is still a valid cache.
-        let mut transports = self
-            .transports
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(transport) = transports.get(&key) {
-            return Ok(transport.clone());
-        }
-        let transport = self.new_transport(relay)?;
-        transports.insert(key, transport.clone());
-        Ok(transport)
-    }
-
-    fn new_transport(&self, relay: &Relay) -> Result<AsyncSmtpTransport<Tokio1Executor>, String> {
-        let params = |accept_invalid: bool| {
-            let mut builder = TlsParameters::builder(relay.host.clone());
-            for pem in &self.relay_ca {
-                if let Ok(cert) = Certificate::from_pem(pem) {
-                    builder = builder.add_root_certificate(cert);
-                }
+        let hello = ClientId::Domain(self.gateway.config().primary_domain().to_owned());
+        let attempt = async {
+            let mut session = match self.sessions.take(relay, &hello, &self.relay_ca).await {
+                Ok(s) => s,
+                Err(e) => return Attempt::Later(e.to_string()),
+            };
+            let sent = session.send(&envelope, &job.payload).await;
+            self.sessions.put_back(relay, session);
+            match sent {
+                Ok(response) => Attempt::Delivered(format!(
+                    "{} {}",
+                    response.code(),
+                    response.message().collect::<Vec<_>>().join(" ")
+                )),
+                Err(e) if e.is_permanent() => Attempt::Refused(e.to_string()),
+                Err(e) => Attempt::Later(e.to_string()),
             }
-            builder
-                .dangerous_accept_invalid_certs(accept_invalid)
-                .build_rustls()
-                .map_err(|e| e.to_string())
         };
-        let tls = match relay.tls {
-            RelayTls::Required => Tls::Required(params(false)?),
-            RelayTls::Opportunistic => Tls::Opportunistic(params(true)?),
-            RelayTls::None => Tls::None,
-        };
-        Ok(
-            AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(relay.host.clone())
-                .port(relay.port)
-                .tls(tls)
-                .timeout(Some(SMTP_TIMEOUT))
-                .pool_config(lettre::transport::smtp::PoolConfig::new().max_size(PARALLEL as u32))
-                .hello_name(lettre::transport::smtp::extension::ClientId::Domain(
-                    self.gateway.config().primary_domain().to_owned(),
-                ))
-                .build(),
-        )
+        tokio::time::timeout(SMTP_TIMEOUT, attempt)
+            .await
+            .unwrap_or_else(|_| Attempt::Later(format!("no answer within {SMTP_TIMEOUT:?}")))
     }
 
     /// Records the relay evidence and ends the job, in one transaction.

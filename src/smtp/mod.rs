@@ -43,8 +43,6 @@ pub const MAX_TEXT_LINE: usize = 1000;
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(300);
 /// Time allowed for the whole DATA phase.
 pub const DATA_TIMEOUT: Duration = Duration::from_secs(600);
-/// Simultaneous connections from one client address.
-pub const MAX_CONNECTIONS_PER_IP: usize = 20;
 
 /// Which listener a connection came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,9 +56,10 @@ pub enum Port {
 }
 
 /// Counts connections per client address; a guard gives its slot back when dropped.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 pub struct ConnectionLimits {
     open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    max: usize,
 }
 
 /// One counted connection.
@@ -71,11 +70,19 @@ pub struct Slot {
 }
 
 impl ConnectionLimits {
-    /// A slot for `ip`, unless it has [`MAX_CONNECTIONS_PER_IP`] open already.
+    /// At most `max` connections per client address (`smtp.max_connections_per_client`).
+    pub fn new(max: u32) -> Self {
+        Self {
+            open: Arc::default(),
+            max: max as usize,
+        }
+    }
+
+    /// A slot for `ip`, unless it has the maximum open already.
     pub fn take(&self, ip: IpAddr) -> Option<Slot> {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         let n = open.entry(ip).or_default();
-        if *n >= MAX_CONNECTIONS_PER_IP {
+        if *n >= self.max {
             return None;
         }
         *n += 1;
@@ -107,7 +114,7 @@ pub async fn accept_loop(
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let limits = ConnectionLimits::default();
+    let limits = ConnectionLimits::new(gateway.config().smtp.max_connections_per_client);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {

@@ -21,6 +21,7 @@ mod http;
 mod interop;
 mod limits;
 mod log_props;
+mod postfix;
 mod probes;
 mod relay;
 mod smtp;

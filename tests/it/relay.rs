@@ -157,6 +157,57 @@ async fn an_unreachable_server_expires_with_evidence_and_the_operator_can_retry(
     assert!(stdout(&run(c.api.gw.setup.cmd(&["queue", "list"]))).is_empty());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn required_tls_is_never_given_up_for_a_server_without_starttls() {
+    let c = cast_with(|config| config.queue.retry_base_ms = 50).await;
+    let sink = Sink::start("accept");
+    let (id, stop) = relay_to(&c, sink.port, office_cert()).await;
+    stop.cancel();
+    // The same office, now with TLS required (the default): aiosmtpd offers no STARTTLS.
+    c.api.cli(
+        &[
+            "mailbox",
+            "add",
+            "--office",
+            "amt2@kreis.example",
+            "--name",
+            "Kreis 2",
+            "--relay",
+            &format!("127.0.0.1:{}", sink.port),
+            "--cert",
+            c.api.gw.setup.path().join("kreis.asc").to_str().unwrap(),
+        ],
+        "",
+    );
+    drop(id);
+    let anna = c.api.login("anna@lemgo.example").await;
+    let body = crate::api::letter("amt2@kreis.example", "Vertraulich", "Nur mit TLS");
+    let r = c.api.post("/api/v1/messages", &anna, body).await;
+    assert_eq!(r.status, axum::http::StatusCode::CREATED, "{}", r.text());
+    let id = r.json()["gateway_id"].as_str().unwrap().to_owned();
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(bote::queue::RelayWorker::new(c.api.core.clone()).run(stop.clone()));
+    let mut error = String::new();
+    for _ in 0..200 {
+        let mut conn = c.api.gw.store.pool().acquire().await.unwrap();
+        let jobs = bote::store::messages::jobs_of(&mut conn, &id)
+            .await
+            .unwrap();
+        if jobs[0].attempts >= 2 {
+            let list = stdout(&run(c.api.gw.setup.cmd(&["queue", "list"])));
+            error = list;
+            break;
+        }
+        drop(conn);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    stop.cancel();
+    assert!(error.contains("TLS is required, but 127.0.0.1:"), "{error}");
+    assert!(error.contains("does not offer STARTTLS"), "{error}");
+    // Nothing went out in the clear: the sink has only the first office's message.
+    assert!(!sink.dir.path().join("mail/2.eml").exists());
+}
+
 crate::on_both_backends!(
     a_relay_failing_for_half_the_expiry_shows_the_sender_a_delay_warning,
     super::delay_warning

@@ -922,3 +922,50 @@ async fn large_messages_beyond_the_memory_budget_are_told_to_retry_before_they_a
         .unwrap();
     assert!(retry.contains("250 2.0.0 accepted as "), "{retry}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_per_client_limit_are_turned_away() {
+    use tokio::io::AsyncReadExt as _;
+    let s = Smtp::start().await;
+    let api = &s.cast.api;
+    let mut config = api.gw.config.clone();
+    config.smtp.max_connections_per_client = 3;
+    let core = bote::gateway::Gateway::from_parts(
+        api.gw.store.clone(),
+        Arc::new(config),
+        api.gw.keys.clone(),
+        api.gw.log.clone(),
+        api.gw.writer.clone(),
+    );
+    let port = listen(core, &s.stop, Port::Submission).await;
+    async fn greeting(port: u16) -> (tokio::net::TcpStream, String) {
+        let mut c = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; 512];
+        let n = c.read(&mut buf).await.unwrap();
+        (c, String::from_utf8_lossy(&buf[..n]).into_owned())
+    }
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        let (c, hello) = greeting(port).await;
+        assert!(hello.starts_with("220 "), "{hello}");
+        open.push(c);
+    }
+    let (_, turned_away) = greeting(port).await;
+    assert!(
+        turned_away.starts_with("421 4.7.0 too many connections from your address"),
+        "{turned_away}"
+    );
+    // A closed session gives its place back.
+    drop(open.pop());
+    let mut hello = String::new();
+    for _ in 0..50 {
+        hello = greeting(port).await.1;
+        if hello.starts_with("220 ") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(hello.starts_with("220 "), "{hello}");
+}
