@@ -30,7 +30,7 @@ static ASSETS: LazyLock<[Asset; 1]> = LazyLock::new(|| {
         "bote",
         "css",
         "text/css; charset=utf-8",
-        include_bytes!("../../../static/bote.css"),
+        include_bytes!("static/bote.css"),
     )]
 });
 

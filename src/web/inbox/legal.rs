@@ -33,7 +33,7 @@ pub struct Hit {
 }
 
 #[derive(Template)]
-#[template(path = "legal.html")]
+#[template(path = "legal.html", config = "src/web/inbox/askama.toml")]
 struct SearchPage {
     c: Chrome,
     q: SearchQuery,
@@ -190,7 +190,7 @@ pub struct Chain {
 }
 
 #[derive(Template)]
-#[template(path = "legal_message.html")]
+#[template(path = "legal_message.html", config = "src/web/inbox/askama.toml")]
 struct MessagePage {
     c: Chrome,
     gateway_id: String,
@@ -289,7 +289,7 @@ pub struct ReceiptAttachment {
 }
 
 #[derive(Template)]
-#[template(path = "receipt.html")]
+#[template(path = "receipt.html", config = "src/web/inbox/askama.toml")]
 struct ReceiptPage {
     c: Chrome,
     gateway_id: String,

@@ -38,7 +38,7 @@ pub struct Row {
 }
 
 #[derive(Template)]
-#[template(path = "folder.html")]
+#[template(path = "folder.html", config = "src/web/inbox/askama.toml")]
 struct FolderPage {
     c: Chrome,
     mailboxes: Vec<String>,
@@ -255,7 +255,7 @@ pub struct ReceiptRow {
 }
 
 #[derive(Template)]
-#[template(path = "message.html")]
+#[template(path = "message.html", config = "src/web/inbox/askama.toml")]
 struct MessagePage {
     c: Chrome,
     id: String,
@@ -473,7 +473,7 @@ pub struct Lookup {
 }
 
 #[derive(Template)]
-#[template(path = "compose.html")]
+#[template(path = "compose.html", config = "src/web/inbox/askama.toml")]
 struct ComposePage {
     c: Chrome,
     senders: Vec<(String, String)>,

@@ -370,7 +370,7 @@ pub fn render_status(status: StatusCode, template: &impl Template) -> Response {
 }
 
 #[derive(Template)]
-#[template(path = "error.html")]
+#[template(path = "error.html", config = "src/web/inbox/askama.toml")]
 struct ErrorPage {
     c: Chrome,
     message: String,

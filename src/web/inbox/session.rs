@@ -24,7 +24,7 @@ use crate::web::caller::ClientIp;
 const SESSION_COOKIE_AGE: i64 = 12 * 60 * 60;
 
 #[derive(Template)]
-#[template(path = "login.html")]
+#[template(path = "login.html", config = "src/web/inbox/askama.toml")]
 struct LoginPage {
     c: Chrome,
     email: String,
@@ -198,7 +198,7 @@ pub async fn logout_everywhere(
 }
 
 #[derive(Template)]
-#[template(path = "security.html")]
+#[template(path = "security.html", config = "src/web/inbox/askama.toml")]
 struct SecurityPage {
     c: Chrome,
     enrolled: bool,
@@ -354,7 +354,7 @@ pub async fn step_up(
 }
 
 #[derive(Template)]
-#[template(path = "recover.html")]
+#[template(path = "recover.html", config = "src/web/inbox/askama.toml")]
 struct RecoverPage {
     c: Chrome,
     email: String,

@@ -25,7 +25,7 @@ pub struct TokenRow {
 }
 
 #[derive(Template)]
-#[template(path = "settings.html")]
+#[template(path = "settings.html", config = "src/web/inbox/askama.toml")]
 struct SettingsPage {
     c: Chrome,
     /// The citizen's own mailbox and whether it is listed (citizens only).
