@@ -58,6 +58,20 @@ impl Smtp {
         }
     }
 
+    /// The gateway's core over the same store and keys, its configuration edited.
+    fn core_with(&self, edit: impl FnOnce(&mut bote::config::Config)) -> bote::gateway::Gateway {
+        let gw = &self.cast.api.gw;
+        let mut config = gw.config.clone();
+        edit(&mut config);
+        bote::gateway::Gateway::from_parts(
+            gw.store.clone(),
+            Arc::new(config),
+            gw.keys.clone(),
+            gw.log.clone(),
+            gw.writer.clone(),
+        )
+    }
+
     /// Sends a message with smtplib; the reply to the final dot.
     fn send(
         &self,
@@ -508,19 +522,13 @@ async fn an_office_mail_server_delivers_to_citizens_over_mx() {
         "",
     );
     let core_with = |trusted: &str| {
-        let mut config = s.cast.api.gw.config.clone();
-        config.smtp.trusted_networks = if trusted.is_empty() {
-            Vec::new()
-        } else {
-            vec![trusted.parse().unwrap()]
-        };
-        bote::gateway::Gateway::from_parts(
-            s.cast.api.gw.store.clone(),
-            Arc::new(config),
-            s.cast.api.gw.keys.clone(),
-            s.cast.api.gw.log.clone(),
-            s.cast.api.gw.writer.clone(),
-        )
+        s.core_with(|config| {
+            config.smtp.trusted_networks = if trusted.is_empty() {
+                Vec::new()
+            } else {
+                vec![trusted.parse().unwrap()]
+            };
+        })
     };
     let trusted = mx(core_with("127.0.0.0/8"), &s.stop).await;
     let untrusted = mx(core_with(""), &s.stop).await;
@@ -873,15 +881,7 @@ async fn large_messages_beyond_the_memory_budget_are_told_to_retry_before_they_a
     let api = &s.cast.api;
     let token = api.send_token(OFFICE);
     // Room for one declared 1 MiB message to one recipient (5 MiB with its copies), not two.
-    let mut config = api.gw.config.clone();
-    config.limits.memory_budget = 8 * 1024 * 1024;
-    let core = bote::gateway::Gateway::from_parts(
-        api.gw.store.clone(),
-        Arc::new(config),
-        api.gw.keys.clone(),
-        api.gw.log.clone(),
-        api.gw.writer.clone(),
-    );
+    let core = s.core_with(|config| config.limits.memory_budget = 8 * 1024 * 1024);
     let port = listen(core, &s.stop, Port::Submission).await;
     use base64::Engine as _;
     let auth = base64::engine::general_purpose::STANDARD.encode(format!("\0{OFFICE}\0{token}"));
@@ -928,15 +928,7 @@ async fn connections_beyond_the_per_client_limit_are_turned_away() {
     use tokio::io::AsyncReadExt as _;
     let s = Smtp::start().await;
     let api = &s.cast.api;
-    let mut config = api.gw.config.clone();
-    config.smtp.max_connections_per_client = 3;
-    let core = bote::gateway::Gateway::from_parts(
-        api.gw.store.clone(),
-        Arc::new(config),
-        api.gw.keys.clone(),
-        api.gw.log.clone(),
-        api.gw.writer.clone(),
-    );
+    let core = s.core_with(|config| config.smtp.max_connections_per_client = 3);
     let port = listen(core, &s.stop, Port::Submission).await;
     async fn greeting(port: u16) -> (tokio::net::TcpStream, String) {
         let mut c = tokio::net::TcpStream::connect(("127.0.0.1", port))

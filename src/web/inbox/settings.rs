@@ -122,19 +122,7 @@ pub async fn directory(
         .await
     {
         Ok(()) => see_other("/settings"),
-        Err(e) => {
-            let f = e.failure();
-            let status = crate::web::problem::status(f.kind);
-            page(
-                &gateway,
-                &web,
-                status,
-                None,
-                Some(failure_text(web.lang, &f)),
-                None,
-            )
-            .await
-        }
+        Err(e) => refused(&gateway, &web, &e.failure()).await,
     }
 }
 
@@ -168,19 +156,7 @@ pub async fn create_token(
             let shown = (mailbox.to_string(), token.expose().to_owned());
             page(&gateway, &web, StatusCode::CREATED, Some(shown), None, None).await
         }
-        Err(e) => {
-            let f = e.failure();
-            let status = crate::web::problem::status(f.kind);
-            page(
-                &gateway,
-                &web,
-                status,
-                None,
-                Some(failure_text(web.lang, &f)),
-                None,
-            )
-            .await
-        }
+        Err(e) => refused(&gateway, &web, &e.failure()).await,
     }
 }
 
@@ -208,4 +184,18 @@ pub async fn revoke_token(
         }
         Err(e) => web.fail(&e.failure()),
     }
+}
+
+/// The settings page again, with why the last change was refused.
+async fn refused(gateway: &Gateway, web: &Web, f: &crate::error::Failure) -> Response {
+    let status = crate::web::problem::status(f.kind);
+    page(
+        gateway,
+        web,
+        status,
+        None,
+        Some(failure_text(web.lang, f)),
+        None,
+    )
+    .await
 }
