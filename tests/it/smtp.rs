@@ -927,7 +927,6 @@ async fn large_messages_beyond_the_memory_budget_are_told_to_retry_before_they_a
 async fn connections_beyond_the_per_client_limit_are_turned_away() {
     use tokio::io::AsyncReadExt as _;
     let s = Smtp::start().await;
-    let api = &s.cast.api;
     let core = s.core_with(|config| config.smtp.max_connections_per_client = 3);
     let port = listen(core, &s.stop, Port::Submission).await;
     async fn greeting(port: u16) -> (tokio::net::TcpStream, String) {
