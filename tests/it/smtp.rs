@@ -121,23 +121,7 @@ impl Smtp {
         } else {
             self.submission
         };
-        let mut child = Command::new("python3")
-            .arg(PROBE)
-            .args(["raw", "localhost", &port.to_string(), mode, &self.ca])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(script.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        format!("{}{}", stdout(&out), String::from_utf8_lossy(&out.stderr))
+        raw_on(port, mode, &self.ca, script)
     }
 
     async fn messages(&self) -> i64 {
@@ -327,25 +311,7 @@ async fn every_refusal_has_its_code_and_stores_nothing() {
         let out = tokio::task::spawn_blocking({
             let s_ca = s.ca.clone();
             let port = s.submission;
-            move || {
-                let mut child = Command::new("python3")
-                    .arg(PROBE)
-                    .args(["raw", "localhost", &port.to_string(), "starttls", &s_ca])
-                    .stdin(Stdio::piped())
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::piped())
-                    .spawn()
-                    .unwrap();
-                use std::io::Write;
-                child
-                    .stdin
-                    .take()
-                    .unwrap()
-                    .write_all(script.as_bytes())
-                    .unwrap();
-                let out = child.wait_with_output().unwrap();
-                format!("{}{}", stdout(&out), String::from_utf8_lossy(&out.stderr))
-            }
+            move || raw_on(port, "starttls", &s_ca, &script)
         })
         .await
         .unwrap();
