@@ -129,6 +129,24 @@ pub async fn chain(
     message: &str,
     recipient: Option<&EmailAddress>,
 ) -> Result<Vec<StoredEvidence>, QueryError> {
+    // A named recipient's chain is read alone: the relay worker continues one chain per
+    // job, and reading every recipient's records of a large message each time would not
+    // scale. Only when nothing is found is the whole timeline read, to say why.
+    if let Some(r) = recipient {
+        let found = search(
+            conn,
+            &Search {
+                message: Some(message.to_owned()),
+                recipient: Some(r.clone()),
+                limit: Some(i64::MAX),
+                ..Search::default()
+            },
+        )
+        .await?;
+        if !found.is_empty() {
+            return Ok(found);
+        }
+    }
     let all = timeline(conn, message).await?;
     let mut recipients: Vec<EmailAddress> = Vec::new();
     for e in &all {
