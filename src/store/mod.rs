@@ -247,9 +247,15 @@ impl Store {
         &self.pool
     }
 
-    /// Starts a transaction.
+    /// Starts a transaction. On SQLite it takes the write lock at once (`BEGIN IMMEDIATE`):
+    /// a deferred transaction that reads and then writes fails at once with "database is
+    /// locked" when another process (the CLI beside `bote serve`) committed in between,
+    /// without waiting for `busy_timeout`; an immediate one waits its turn.
     pub async fn begin(&self) -> Result<Tx, StoreError> {
-        Ok(self.pool.begin().await?)
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        })
     }
 
     fn migrator(&self) -> &'static Migrator {
