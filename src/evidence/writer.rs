@@ -40,6 +40,14 @@ pub struct Committed {
     pub checkpoint: SignedCheckpoint,
 }
 
+/// What the writer task answers: a batch of work alone (the relay worker's claims) appends
+/// nothing and signs no checkpoint.
+#[derive(Debug)]
+struct Done {
+    log_indexes: Vec<u64>,
+    checkpoint: Option<SignedCheckpoint>,
+}
+
 /// Why a request was not committed. Shared by every request of a failed batch, so the
 /// causes sit behind `Arc`s.
 #[derive(Debug, thiserror::Error, Clone)]
@@ -56,8 +64,8 @@ pub enum WriterError {
     /// The writer has stopped (shutdown).
     #[error("the evidence writer has stopped")]
     Stopped,
-    /// The writer returned fewer log indexes than records: a bug that must not hand anyone
-    /// another message's evidence.
+    /// The writer returned fewer log indexes than records, or no checkpoint for them: a bug
+    /// that must not hand anyone another message's evidence.
     #[error("the writer returned fewer log indexes than records")]
     MissingIndexes,
 }
@@ -73,7 +81,7 @@ impl Classify for WriterError {
     }
 }
 
-type Reply = oneshot::Sender<Result<Committed, WriterError>>;
+type Reply = oneshot::Sender<Result<Done, WriterError>>;
 
 struct Request {
     sealed: Vec<SignedRecord>,
@@ -109,6 +117,25 @@ impl Writer {
         sealed: Vec<SignedRecord>,
         work: Option<Work>,
     ) -> Result<Committed, WriterError> {
+        let done = self.request(sealed, work).await?;
+        Ok(Committed {
+            log_indexes: done.log_indexes,
+            checkpoint: done.checkpoint.ok_or(WriterError::MissingIndexes)?,
+        })
+    }
+
+    /// Runs `work` alone in the next batch's transaction and waits until it is durable: a
+    /// write that needs no evidence rides along with the evidence of others instead of
+    /// taking the database lock and an fsync of its own.
+    pub async fn run(&self, work: Work) -> Result<(), WriterError> {
+        self.request(Vec::new(), Some(work)).await.map(|_| ())
+    }
+
+    async fn request(
+        &self,
+        sealed: Vec<SignedRecord>,
+        work: Option<Work>,
+    ) -> Result<Done, WriterError> {
         let (reply, answer) = oneshot::channel();
         self.tx
             .send(Request {
@@ -189,13 +216,13 @@ async fn commit_batch(store: &Store, log: &Log, batch: Vec<Request>) -> Option<S
                 let (mine, tail) = rest.split_at(count);
                 rest = tail;
                 if let Some(reply) = replies[position].take() {
-                    let _ = reply.send(Ok(Committed {
+                    let _ = reply.send(Ok(Done {
                         log_indexes: mine.to_vec(),
                         checkpoint: checkpoint.clone(),
                     }));
                 }
             }
-            Some(checkpoint)
+            checkpoint
         }
         Err(e) => {
             tracing::error!(error = %e, "evidence batch rolled back");
@@ -212,7 +239,7 @@ async fn commit_batch(store: &Store, log: &Log, batch: Vec<Request>) -> Option<S
     }
 }
 
-type Outcome = Result<(Vec<(usize, usize)>, Vec<u64>, SignedCheckpoint), BatchError>;
+type Outcome = Result<(Vec<(usize, usize)>, Vec<u64>, Option<SignedCheckpoint>), BatchError>;
 
 /// One try at the batch transaction; a panicking Work closure must not take the writer
 /// down with it.
@@ -293,7 +320,13 @@ async fn run_batch(
         accepted.push((position, records.len()));
         sealed.extend(records.iter());
     }
-    let (indexes, appended) = record_in_tx(&mut tx, log, &sealed).await?;
+    // A batch of work alone (claims) leaves the log as it is: no empty checkpoint.
+    let (indexes, checkpoint) = if sealed.is_empty() {
+        (Vec::new(), None)
+    } else {
+        let (indexes, appended) = record_in_tx(&mut tx, log, &sealed).await?;
+        (indexes, Some(appended.checkpoint))
+    };
     tx.commit().await?;
-    Ok((accepted, indexes, appended.checkpoint))
+    Ok((accepted, indexes, checkpoint))
 }

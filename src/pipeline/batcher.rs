@@ -142,9 +142,7 @@ impl Bulk {
     async fn write(&self, conn: &mut AnyConnection) -> Result<(), StoreError> {
         repo::insert_messages(conn, &self.messages).await?;
         repo::insert_copies(conn, &self.copies).await?;
-        for job in &self.jobs {
-            repo::insert_job(conn, job).await?;
-        }
+        repo::insert_jobs(conn, &self.jobs).await?;
         Ok(())
     }
 }

@@ -14,7 +14,7 @@
 
 mod connections;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use lettre::address::Envelope;
@@ -25,10 +25,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::accounts::Relay;
 use crate::clock::now_ms;
-use crate::evidence::{self, Details, Event, EvidenceRecord, ReasonCode, Timestamp};
+use crate::evidence::{
+    self, Details, Event, EvidenceRecord, ReasonCode, StoredEvidence, Timestamp,
+};
 use crate::gateway::Gateway;
+use crate::store::StoreError;
 use crate::store::queue::{self as repo, Claimed};
-use crate::store::{StoreError, accounts as account_repo};
 
 /// How often the queue is looked at when idle.
 const POLL: Duration = Duration::from_millis(200);
@@ -189,40 +191,58 @@ impl RelayWorker {
         }
     }
 
-    async fn claim_due(&self, room: usize) -> Result<Vec<Claimed>, StoreError> {
-        if room == 0 {
-            return Ok(Vec::new());
-        }
+    /// Claims up to `room` due jobs. The claim is work in the evidence writer's next
+    /// transaction: on SQLite a claim of its own would wait for the database lock (sleeping
+    /// in SQLite's busy handler while the writer commits) and cost an fsync per claim;
+    /// inside a batch it is one UPDATE. A read first keeps an idle queue from writing.
+    async fn claim_due(&self, room: usize) -> Result<Vec<Claimed>, QueueError> {
         let now = now_ms();
-        let mut conn = self.gateway.store().pool().acquire().await?;
-        let ids = repo::due(&mut conn, now, i64::try_from(room).unwrap_or(1)).await?;
-        let lease_until = now + i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX);
-        let mut claimed = Vec::new();
-        for (id, orphan) in ids {
-            if let Some(job) = repo::claim(&mut conn, id, &self.owner, now, lease_until).await? {
-                if orphan {
-                    // Its worker died mid-attempt: the office may get it twice.
-                    metrics::counter!("bote_relay_resends_total").increment(1);
-                    tracing::warn!(job = id, "taking over a job whose worker died");
-                }
-                claimed.push(job);
+        let limit = i64::try_from(room).unwrap_or(1);
+        {
+            let mut conn = self.gateway.store().pool().acquire().await?;
+            if room == 0 || !repo::any_due(&mut conn, now).await? {
+                return Ok(Vec::new());
             }
         }
-        Ok(claimed)
+        let lease_until = now + i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX);
+        let taken: Arc<Mutex<Vec<(i64, bool)>>> = Arc::default();
+        let (owner, out) = (self.owner.clone(), taken.clone());
+        let work: evidence::Work = Box::new(move |conn: &mut AnyConnection| {
+            let (owner, out) = (owner.clone(), out.clone());
+            Box::pin(async move {
+                let claims = repo::claim_due(conn, &owner, now, lease_until, limit).await?;
+                // A batch that is redone runs this again: the last run is what committed.
+                *out.lock().unwrap_or_else(PoisonError::into_inner) = claims;
+                Ok(())
+            })
+        });
+        self.gateway.writer().run(work).await?;
+        let claims = std::mem::take(&mut *taken.lock().unwrap_or_else(PoisonError::into_inner));
+        let mut conn = self.gateway.store().pool().acquire().await?;
+        let mut jobs = repo::claimed(&mut conn, &self.owner, &claims).await?;
+        attach_chains(&mut conn, &mut jobs).await?;
+        for job in jobs.iter().filter(|j| j.orphan) {
+            // Its worker died mid-attempt: the office may get it twice.
+            metrics::counter!("bote_relay_resends_total").increment(1);
+            tracing::warn!(job = job.id, "taking over a job whose worker died");
+        }
+        if jobs.len() < claims.len() {
+            tracing::error!(
+                claimed = claims.len(),
+                readable = jobs.len(),
+                "claimed relay jobs vanished or lost their mailbox; their leases will expire"
+            );
+        }
+        Ok(jobs)
     }
 
     /// One attempt at one job, and its recorded outcome.
     async fn attempt(&self, job: Claimed) -> Result<(), QueueError> {
-        let mut conn = self.gateway.store().pool().acquire().await?;
-        let mailbox = account_repo::mailbox_by_id(&mut conn, job.mailbox_id)
-            .await?
-            .ok_or_else(|| QueueError::Job(job.id, "its mailbox is gone".into()))?;
-        let relay = mailbox
+        let relay = job
             .relay
+            .clone()
             .ok_or_else(|| QueueError::Job(job.id, "its mailbox has no relay".into()))?;
-        let sender = repo::sender_of(&mut conn, &job.gateway_id).await?;
-        drop(conn);
-        let outcome = self.send(&relay, &sender, &job).await;
+        let outcome = self.send(&relay, &job).await;
         let expired =
             now_ms() - job.created_at >= i64::try_from(self.expiry.as_millis()).unwrap_or(i64::MAX);
         let remote = format!("{}:{}", relay.host, relay.port);
@@ -309,8 +329,8 @@ impl RelayWorker {
         exp + jitter
     }
 
-    async fn send(&self, relay: &Relay, sender: &str, job: &Claimed) -> Attempt {
-        let envelope = match (sender.parse(), job.recipient.parse()) {
+    async fn send(&self, relay: &Relay, job: &Claimed) -> Attempt {
+        let envelope = match (job.sender.parse(), job.recipient.parse()) {
             (Ok(from), Ok(to)) => match Envelope::new(Some(from), vec![to]) {
                 Ok(e) => e,
                 Err(e) => return Attempt::Refused(format!("envelope: {e}")),
@@ -371,10 +391,9 @@ impl RelayWorker {
                 }
             })
         });
-        record_event(
+        record_after(
             &self.gateway,
-            &job.gateway_id,
-            &job.recipient,
+            &job.chain,
             (event, reason, details),
             Some(work),
         )
@@ -386,13 +405,36 @@ impl RelayWorker {
     }
 }
 
+/// Reads the evidence chains of claimed jobs, in one query for all of them.
+async fn attach_chains(conn: &mut AnyConnection, jobs: &mut [Claimed]) -> Result<(), StoreError> {
+    let key = |job: &Claimed| {
+        crate::address::EmailAddress::parse(&job.recipient)
+            .map_or_else(|_| job.recipient.clone(), |a| a.key())
+    };
+    let pairs: Vec<(String, String)> = jobs
+        .iter()
+        .map(|j| (j.gateway_id.clone(), key(j)))
+        .collect();
+    let records = crate::store::evidence::of_pairs(conn, &pairs).await?;
+    for (job, (gateway_id, recipient)) in jobs.iter_mut().zip(&pairs) {
+        job.chain = records
+            .iter()
+            .filter(|e| {
+                e.record.message.gateway_id == *gateway_id && e.record.recipient.key() == *recipient
+            })
+            .cloned()
+            .collect();
+    }
+    Ok(())
+}
+
 /// Continues the chain of (`gateway_id`, `recipient`) with one relay event, committed with
 /// `work` (if any) in one transaction.
 pub async fn record_event(
     gateway: &Gateway,
     gateway_id: &str,
     recipient: &str,
-    (event, reason, details): (Event, ReasonCode, Details),
+    fact: (Event, ReasonCode, Details),
     work: Option<evidence::Work>,
 ) -> Result<(), QueueError> {
     let mut conn = gateway.store().pool().acquire().await?;
@@ -402,9 +444,20 @@ pub async fn record_event(
         .await
         .map_err(|e| QueueError::Job(0, e.to_string()))?;
     drop(conn);
+    record_after(gateway, &chain, fact, work).await
+}
+
+/// Continues `chain` (one recipient's records of one message, oldest first) with one relay
+/// event, committed with `work` (if any) in one transaction.
+async fn record_after(
+    gateway: &Gateway,
+    chain: &[StoredEvidence],
+    (event, reason, details): (Event, ReasonCode, Details),
+    work: Option<evidence::Work>,
+) -> Result<(), QueueError> {
     let keys = gateway.keys();
     let record = EvidenceRecord::successor(
-        &chain,
+        chain,
         &keys.evidence.fingerprint(),
         event,
         reason,

@@ -271,11 +271,11 @@ pub async fn set_published(
     Ok(())
 }
 
-const MAILBOX_COLUMNS: &str = "m.id, m.address, m.kind, m.display_name, m.owner_user_id, \
+pub(super) const MAILBOX_COLUMNS: &str = "m.id, m.address, m.kind, m.display_name, m.owner_user_id, \
      m.identity_id, m.relay_host, m.relay_port, m.relay_tls, m.cert, m.cert_fingerprint, \
      m.disabled, m.created_at, i.verified, i.method, i.verified_by, i.verified_at";
 
-fn mailbox_from_row(row: &AnyRow) -> Result<Mailbox, StoreError> {
+pub(super) fn mailbox_from_row(row: &AnyRow) -> Result<Mailbox, StoreError> {
     let kind: MailboxKind = parse_col(row, "kind")?;
     let relay = if kind == MailboxKind::External {
         let port: i64 = row.try_get("relay_port")?;

@@ -190,6 +190,44 @@ pub async fn page_with_entries(
         .collect()
 }
 
+/// The records of these (gateway id, recipient address key) pairs, oldest first (ties in
+/// log order), in one query: the relay worker continues a chain per claimed job.
+pub async fn of_pairs(
+    conn: &mut AnyConnection,
+    pairs: &[(String, String)],
+) -> Result<Vec<StoredEvidence>, StoreError> {
+    let mut out = Vec::new();
+    for chunk in pairs.chunks(100) {
+        let n = chunk.len();
+        // Messages by their index, recipients filtered: the cross product of the two lists
+        // may hold records of pairs not asked for, which are dropped below.
+        let sql = format!(
+            "SELECT record, signature, log_index FROM evidence \
+             WHERE gateway_message_id IN ({}) AND recipient_key || '' IN ({}) \
+             ORDER BY event_time, log_index",
+            super::placeholders(1, n),
+            super::placeholders(n + 1, n)
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (gateway_id, _) in chunk {
+            query = query.bind(gateway_id.as_str());
+        }
+        for (_, recipient) in chunk {
+            query = query.bind(recipient.as_str());
+        }
+        for row in query.fetch_all(&mut *conn).await? {
+            let found = from_row(&row)?;
+            let asked = chunk.iter().any(|(g, r)| {
+                *g == found.record.message.gateway_id && *r == found.record.recipient.key()
+            });
+            if asked {
+                out.push(found);
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// The latest event per (message, recipient) of these messages, in message order then
 /// recipient order: (gateway id, recipient address key, event).
 pub async fn latest_events(
@@ -199,11 +237,10 @@ pub async fn latest_events(
     let mut latest: Vec<(String, String, Event)> = Vec::new();
     let mut at: std::collections::HashMap<(String, String), usize> = Default::default();
     for chunk in gateway_ids.chunks(200) {
-        let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
         let sql = format!(
             "SELECT gateway_message_id, recipient_key, event FROM evidence \
              WHERE gateway_message_id IN ({}) ORDER BY log_index",
-            placeholders.join(", ")
+            super::placeholders(1, chunk.len())
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for id in chunk {

@@ -166,10 +166,9 @@ pub async fn hashes(
 ) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
     let mut out = Vec::with_capacity(indexes.len());
     for chunk in indexes.chunks(500) {
-        let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
         let sql = format!(
             "SELECT idx, hash FROM log_hashes WHERE idx IN ({})",
-            placeholders.join(", ")
+            super::placeholders(1, chunk.len())
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for i in chunk {

@@ -123,30 +123,30 @@ pub async fn insert_messages(
 /// two 45 MiB copies in one statement would double their memory).
 const BODY_BYTES_PER_STATEMENT: usize = 1024 * 1024;
 
-/// Splits copies into statements of at most [`INSERT_CHUNK`] rows and, past one row,
-/// [`BODY_BYTES_PER_STATEMENT`] bytes of bodies.
-fn copy_chunks(copies: &[CopyRow]) -> Vec<&[CopyRow]> {
+/// Splits rows into statements of at most [`INSERT_CHUNK`] rows and, past one row,
+/// [`BODY_BYTES_PER_STATEMENT`] bytes of bodies (`body` tells a row's).
+fn body_chunks<T>(rows: &[T], body: impl Fn(&T) -> usize) -> Vec<&[T]> {
     let mut chunks = Vec::new();
     let mut start = 0;
     let mut bytes = 0;
-    for (i, c) in copies.iter().enumerate() {
-        let full = i - start == INSERT_CHUNK || bytes + c.body.len() > BODY_BYTES_PER_STATEMENT;
+    for (i, row) in rows.iter().enumerate() {
+        let full = i - start == INSERT_CHUNK || bytes + body(row) > BODY_BYTES_PER_STATEMENT;
         if i > start && full {
-            chunks.push(&copies[start..i]);
+            chunks.push(&rows[start..i]);
             start = i;
             bytes = 0;
         }
-        bytes += c.body.len();
+        bytes += body(row);
     }
-    if start < copies.len() {
-        chunks.push(&copies[start..]);
+    if start < rows.len() {
+        chunks.push(&rows[start..]);
     }
     chunks
 }
 
 /// Inserts encrypted copies, a chunk per statement.
 pub async fn insert_copies(conn: &mut AnyConnection, copies: &[CopyRow]) -> Result<(), StoreError> {
-    for chunk in copy_chunks(copies) {
+    for chunk in body_chunks(copies, |c| c.body.len()) {
         let sql = multi_row_insert(
             "message_copies (id, gateway_id, mailbox_id, folder, recipient, body, created_at)",
             chunk.len(),
@@ -168,20 +168,27 @@ pub async fn insert_copies(conn: &mut AnyConnection, copies: &[CopyRow]) -> Resu
     Ok(())
 }
 
-/// Queues a relay job.
-pub async fn insert_job(conn: &mut AnyConnection, j: &JobRow) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO outbound_jobs (gateway_id, mailbox_id, recipient, payload, state, due_at, \
-         created_at) VALUES ($1, $2, $3, $4, 'queued', $5, $6)",
-    )
-    .bind(j.gateway_id.clone())
-    .bind(j.mailbox_id)
-    .bind(j.recipient.clone())
-    .bind(j.payload.as_slice())
-    .bind(j.due_at)
-    .bind(j.due_at)
-    .execute(conn)
-    .await?;
+/// Queues relay jobs, a chunk per statement.
+pub async fn insert_jobs(conn: &mut AnyConnection, jobs: &[JobRow]) -> Result<(), StoreError> {
+    for chunk in body_chunks(jobs, |j| j.payload.len()) {
+        let sql = multi_row_insert(
+            "outbound_jobs (gateway_id, mailbox_id, recipient, payload, state, due_at, created_at)",
+            chunk.len(),
+            7,
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for j in chunk {
+            query = query
+                .bind(j.gateway_id.as_str())
+                .bind(j.mailbox_id)
+                .bind(j.recipient.as_str())
+                .bind(j.payload.as_slice())
+                .bind("queued")
+                .bind(j.due_at)
+                .bind(j.due_at);
+        }
+        query.execute(&mut *conn).await?;
+    }
     Ok(())
 }
 
@@ -445,7 +452,10 @@ mod tests {
     #[test]
     fn large_bodies_get_a_statement_each_small_ones_share() {
         let sizes = |copies: &[CopyRow]| -> Vec<usize> {
-            copy_chunks(copies).iter().map(|c| c.len()).collect()
+            body_chunks(copies, |c| c.body.len())
+                .iter()
+                .map(|c| c.len())
+                .collect()
         };
         assert_eq!(
             sizes(&(0..40).map(|_| copy(1000)).collect::<Vec<_>>()),

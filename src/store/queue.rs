@@ -5,25 +5,34 @@
 
 use sqlx::{AnyConnection, Row};
 
-use super::StoreError;
+use super::accounts::{MAILBOX_COLUMNS, mailbox_from_row};
+use super::{StoreError, placeholders};
+use crate::accounts::Relay;
+use crate::evidence::StoredEvidence;
 
-/// A job claimed for sending.
+/// A job claimed for sending, with what sending it needs.
 #[derive(Debug, Clone)]
 pub struct Claimed {
     /// Row id.
     pub id: i64,
     /// The message.
     pub gateway_id: String,
-    /// The external office mailbox.
-    pub mailbox_id: i64,
-    /// Its address.
+    /// The external office's address.
     pub recipient: String,
+    /// The office's mail server and TLS mode (`None`: its mailbox is no longer external).
+    pub relay: Option<Relay>,
+    /// The message's sender (the envelope sender of the relay).
+    pub sender: String,
     /// The PGP/MIME message to send.
     pub payload: Vec<u8>,
     /// Attempts so far (this one not counted).
     pub attempts: i64,
     /// When the job was queued (unix ms).
     pub created_at: i64,
+    /// Whether its previous worker died mid-attempt (the office may get it twice).
+    pub orphan: bool,
+    /// The recipient's evidence of the message so far, oldest first (filled by the worker).
+    pub chain: Vec<StoredEvidence>,
 }
 
 /// A job as the operator sees it.
@@ -47,7 +56,7 @@ pub struct Listed {
 
 /// Ids of up to `limit` jobs due at `now` (queued and due, or running with an expired
 /// lease: their worker died), each with whether it is such an orphan.
-pub async fn due(
+async fn due(
     conn: &mut AnyConnection,
     now: i64,
     limit: i64,
@@ -68,38 +77,88 @@ pub async fn due(
         .collect()
 }
 
-/// Claims job `id` for `owner` until `lease_until`, if it is still claimable.
-pub async fn claim(
+/// Whether any job is due at `now`.
+pub async fn any_due(conn: &mut AnyConnection, now: i64) -> Result<bool, StoreError> {
+    Ok(!due(conn, now, 1).await?.is_empty())
+}
+
+/// Claims up to `limit` jobs due at `now` for `owner` until `lease_until`, in one UPDATE
+/// that re-checks each job is still claimable (another instance on the same database may
+/// have taken it meanwhile). Returns the ids claimed, each with whether it was an orphan.
+pub async fn claim_due(
     conn: &mut AnyConnection,
-    id: i64,
     owner: &str,
     now: i64,
     lease_until: i64,
-) -> Result<Option<Claimed>, StoreError> {
-    let row = sqlx::query(
+    limit: i64,
+) -> Result<Vec<(i64, bool)>, StoreError> {
+    let due = due(conn, now, limit).await?;
+    if due.is_empty() {
+        return Ok(due);
+    }
+    let sql = format!(
         "UPDATE outbound_jobs SET state = 'running', lease_owner = $1, lease_expires_at = $2 \
-         WHERE id = $3 AND ((state = 'queued' AND due_at <= $4) \
-         OR (state = 'running' AND lease_expires_at < $4)) \
-         RETURNING id, gateway_id, mailbox_id, recipient, payload, attempts, created_at",
-    )
-    .bind(owner)
-    .bind(lease_until)
-    .bind(id)
-    .bind(now)
-    .fetch_optional(conn)
-    .await?;
-    row.map(|r| {
-        Ok(Claimed {
-            id: r.try_get(0)?,
-            gateway_id: r.try_get(1)?,
-            mailbox_id: r.try_get(2)?,
-            recipient: r.try_get(3)?,
-            payload: r.try_get(4)?,
-            attempts: r.try_get(5)?,
-            created_at: r.try_get(6)?,
+         WHERE id IN ({}) AND ((state = 'queued' AND due_at <= $3) \
+         OR (state = 'running' AND lease_expires_at < $3)) RETURNING id",
+        placeholders(4, due.len())
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(owner)
+        .bind(lease_until)
+        .bind(now);
+    for (id, _) in &due {
+        query = query.bind(*id);
+    }
+    let mut claimed = Vec::with_capacity(due.len());
+    for row in query.fetch_all(&mut *conn).await? {
+        claimed.push(row.try_get::<i64, _>(0)?);
+    }
+    Ok(due
+        .into_iter()
+        .filter(|(id, _)| claimed.contains(id))
+        .collect())
+}
+
+/// The jobs `claims` (from [`claim_due`]) as `owner` holds them, with their payload,
+/// sender and relay, in one query; a job whose lease was lost meanwhile is left out.
+pub async fn claimed(
+    conn: &mut AnyConnection,
+    owner: &str,
+    claims: &[(i64, bool)],
+) -> Result<Vec<Claimed>, StoreError> {
+    if claims.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "SELECT j.id AS job_id, j.gateway_id, j.recipient, j.payload, j.attempts, \
+         j.created_at AS job_created_at, msg.sender, {MAILBOX_COLUMNS} \
+         FROM outbound_jobs j JOIN messages msg ON msg.gateway_id = j.gateway_id \
+         JOIN mailboxes m ON m.id = j.mailbox_id JOIN identities i ON i.id = m.identity_id \
+         WHERE j.lease_owner = $1 AND j.id IN ({})",
+        placeholders(2, claims.len())
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(owner);
+    for (id, _) in claims {
+        query = query.bind(*id);
+    }
+    let rows = query.fetch_all(&mut *conn).await?;
+    rows.iter()
+        .map(|r| {
+            let id: i64 = r.try_get("job_id")?;
+            Ok(Claimed {
+                id,
+                gateway_id: r.try_get("gateway_id")?,
+                recipient: r.try_get("recipient")?,
+                relay: mailbox_from_row(r)?.relay,
+                sender: r.try_get("sender")?,
+                payload: r.try_get("payload")?,
+                attempts: r.try_get("attempts")?,
+                created_at: r.try_get("job_created_at")?,
+                orphan: claims.iter().any(|(c, orphan)| *c == id && *orphan),
+                chain: Vec::new(),
+            })
         })
-    })
-    .transpose()
+        .collect()
 }
 
 /// Ends a job held by `owner` in `state` (`done` or `failed`); false if the lease was lost.
@@ -163,12 +222,11 @@ pub async fn delayed(
 ) -> Result<Vec<(String, String)>, StoreError> {
     let mut out = Vec::new();
     for chunk in gateway_ids.chunks(200) {
-        let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
         let sql = format!(
             "SELECT gateway_id, recipient FROM outbound_jobs \
              WHERE gateway_id IN ({}) AND state IN ('queued', 'running') \
              AND warned_at IS NOT NULL",
-            placeholders.join(", ")
+            placeholders(1, chunk.len())
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for id in chunk {
@@ -225,15 +283,6 @@ pub async fn delete(conn: &mut AnyConnection, id: i64) -> Result<bool, StoreErro
         .execute(conn)
         .await?;
     Ok(done.rows_affected() == 1)
-}
-
-/// The sender address of a message (the envelope sender of its relays).
-pub async fn sender_of(conn: &mut AnyConnection, gateway_id: &str) -> Result<String, StoreError> {
-    let row = sqlx::query("SELECT sender FROM messages WHERE gateway_id = $1")
-        .bind(gateway_id)
-        .fetch_one(conn)
-        .await?;
-    Ok(row.try_get(0)?)
 }
 
 /// Jobs not yet finished, and the creation time (unix ms) of the oldest of them.
