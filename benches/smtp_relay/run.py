@@ -12,8 +12,8 @@ Contenders, alternated within each size, --runs times each, medians reported:
                -> `bote serve` (release build, SQLite in a data dir on disk) submission port ->
                provider signature, encryption, durable commit, evidence in the log ->
                relay worker -> smtp-sink (the external office's server, TLS mode none)
-Every contender: one connection per message (smtp-source's default), no PIPELINING from the
-client, one recipient. Throughput is end to end: from the client's first connection to the
+Every contender: one connection per message (smtp-source's default; --keep-connections: one
+per session, smtp-source -d), no PIPELINING from the client, one recipient. Throughput is end to end: from the client's first connection to the
 moment smtp-sink has counted every message (`smtp-sink -c`). Latency is client side: from the
 final dot written to its reply. Also measured once per size: the load generator alone
 against smtp-sink (the client's ceiling) and smtp-source alone against smtp-sink.
@@ -227,9 +227,15 @@ class Postfix:
         subprocess.run([INSTANCE, "stop", self.dir], capture_output=True)
 
 
+# --keep-connections: every session sends all its messages over one connection.
+KEEP = False
+
+
 def loadgen(binary, port, n, sessions, size, bote=None, rate=0.0):
     cmd = [binary, "--port", str(port), "--from", FROM, "--to", TO, "--messages", str(n),
            "--sessions", str(sessions), "--size", str(size), "--rate", str(rate)]
+    if KEEP:
+        cmd += ["--per-connection", str(-(-n // sessions))]
     if bote:
         cmd += ["--tls", "--ca", bote.ca, "--user", FROM, "--password", bote.token]
     out = subprocess.run(cmd, capture_output=True, text=True)
@@ -244,8 +250,9 @@ def loadgen(binary, port, n, sessions, size, bote=None, rate=0.0):
 def smtp_source(port, n, sessions, size):
     # -l is the body length; smtp-source adds From/To/Date/Message-Id headers (~150 bytes).
     start = time.time()
-    subprocess.run(["smtp-source", "-s", str(sessions), "-m", str(n), "-l", str(size),
-                    "-f", FROM, "-t", TO, f"127.0.0.1:{port}"], check=True,
+    subprocess.run(["smtp-source", *(["-d"] if KEEP else []), "-s", str(sessions), "-m",
+                    str(n), "-l", str(size), "-f", FROM, "-t", TO, f"127.0.0.1:{port}"],
+                   check=True,
                    stdout=subprocess.DEVNULL)
     return {"start_unix": start, "end_unix": time.time(), "ok": n, "failed": 0}
 
@@ -279,8 +286,13 @@ def main():
     p.add_argument("--half-load", action="store_true")
     p.add_argument("--contenders", default="bote,postfix,postfix/lg")
     p.add_argument("--json", help="also write the raw results here")
+    p.add_argument("--keep-connections", action="store_true",
+                   help="each session sends all its messages over one connection "
+                        "(smtp-source -d; smtp_load --per-connection)")
     p.add_argument("--bote-bin", help="this bote binary instead of target/release/bote")
     a = p.parse_args()
+    global KEEP
+    KEEP = a.keep_connections
     if os.geteuid() != 0:
         raise SystemExit("run.py needs root (a private Postfix; smtp-sink -u nobody)")
     for tool in ("postfix", "smtp-source", "smtp-sink", "gpg"):
@@ -343,7 +355,8 @@ def main():
         vals = [r[key] for r in rs if key in r]
         return statistics.median(vals) if vals else float("nan")
 
-    print(f"\n{a.messages} messages, {a.sessions} sessions, one connection per message, "
+    per = "one connection per session" if KEEP else "one connection per message"
+    print(f"\n{a.messages} messages, {a.sessions} sessions, {per}, "
           f"medians of {a.runs} runs (alternated)\n")
     print("| size | contender | msgs/s end to end | min–max | accepted/s (client) | p50 ms | p99 ms |")
     print("|---|---|---|---|---|---|---|")

@@ -22,7 +22,9 @@ use crate::gateway::Gateway;
 use crate::message::{Content, Options};
 use crate::pipeline::{Channel, Submission, Submitter};
 
-/// Commands one session may send before it is closed (loops and garbage end).
+/// Commands one session may send without a message accepted before it is closed (loops
+/// and garbage end; an office server that keeps its connection open to deliver mail does
+/// not: every accepted message starts the count again).
 pub const MAX_COMMANDS: u32 = 1000;
 /// Failed AUTH attempts before the session is closed.
 pub const MAX_AUTH_FAILURES: u32 = 3;
@@ -613,6 +615,7 @@ impl Session {
         };
         match gateway.submit_as(submitter, submission).await {
             Ok(accepted) => {
+                self.commands = 0;
                 Reply::new(250, "2.0.0", format!("accepted as {}", accepted.gateway_id))
             }
             Err(e) => for_failure(&e.failure()),

@@ -365,6 +365,61 @@ async fn every_refusal_has_its_code_and_stores_nothing() {
     assert_eq!(s.messages().await, before + 1);
 }
 
+/// A session that only talks is closed after `MAX_COMMANDS`; one that delivers mail is
+/// not (an office server keeping its connection open), because each accepted message
+/// starts the count again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_that_only_talks_is_closed_one_that_delivers_is_not() {
+    let s = Smtp::start().await;
+    let token = s.cast.api.send_token(OFFICE);
+    let max = bote::smtp::session::MAX_COMMANDS as usize;
+    let noops = |n: usize| "NOOP\n".repeat(n);
+    // EHLO is the first command; the NOOP that makes max + 1 is refused and ends it.
+    let out = s.raw("starttls", &format!("EHLO x\n{}QUIT\n", noops(max)));
+    assert_eq!(
+        out.matches("250 2.0.0").count(),
+        max - 1,
+        "{}",
+        &out[out.len() - 300..]
+    );
+    assert!(
+        out.contains("421 4.7.0 too many commands in one session"),
+        "{}",
+        &out[out.len() - 300..]
+    );
+    assert!(!out.contains("221"), "the session went on");
+
+    let b64 = |t: &str| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, t);
+    let plain = b64(&format!("\0{OFFICE}\0{token}"));
+    let message = |subject: &str| {
+        format!(
+            "MAIL FROM:<{OFFICE}>\nRCPT TO:<{ANNA}>\nDATA\n~From: {OFFICE}\n~To: {ANNA}\n\
+             ~Subject: {subject}\n~\n~Text\n.\n"
+        )
+    };
+    // (4 + 100 + 3) + ((max - 110) + 3) + ((max - 10) + 1) commands: over `max` in all,
+    // never `max` since the last accepted message.
+    let script = format!(
+        "EHLO x\n<TLS>\nEHLO x\nAUTH PLAIN {plain}\n{}{}{}{}{}QUIT\n",
+        noops(100),
+        message("first"),
+        noops(max - 110),
+        message("second"),
+        noops(max - 10),
+    );
+    let before = s.messages().await;
+    let out = s.raw("starttls", &script);
+    assert_eq!(
+        out.matches("250 2.0.0 accepted as ").count(),
+        2,
+        "{}",
+        &out[out.len() - 300..]
+    );
+    assert!(out.contains("221"), "{}", &out[out.len() - 300..]);
+    assert!(!out.contains("421"), "{}", &out[out.len() - 300..]);
+    assert_eq!(s.messages().await, before + 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn swaks_submits_with_starttls_and_over_implicit_tls() {
     let s = Smtp::start().await;
