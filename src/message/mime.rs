@@ -54,7 +54,7 @@ pub fn compose(
     for r in to {
         builder = builder.to(mailbox(r)?);
     }
-    let body = SinglePart::plain(text.to_owned());
+    let body = SinglePart::plain(crlf(text));
     let message = if attachments.is_empty() {
         builder.singlepart(body)
     } else {
@@ -73,6 +73,26 @@ pub fn compose(
     }
     .map_err(|e| MimeError::Compose(e.to_string()))?;
     Ok(message.formatted())
+}
+
+/// `text` with a carriage return before every line feed that lacks one, in one pass. lettre
+/// does the same when given text with bare line feeds, but by inserting into the string,
+/// which moves the rest of the text once per line: quadratic, a quarter of the CPU of
+/// relaying 100 KiB messages (the armoured payload has bare LFs), and seconds for a few
+/// megabytes of text typed with LF line ends.
+fn crlf(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + text.len() / 32 + 2);
+    let mut lines = text.split('\n').peekable();
+    while let Some(line) = lines.next() {
+        out.push_str(line);
+        if lines.peek().is_some() {
+            if !line.ends_with('\r') {
+                out.push('\r');
+            }
+            out.push('\n');
+        }
+    }
+    out
 }
 
 fn check_attachment_name(name: &str) -> Result<(), MimeError> {
@@ -327,7 +347,7 @@ pub fn pgp_mime(
     let payload = SinglePart::builder()
         .header(parse("application/octet-stream")?)
         .header(ContentDisposition::inline_with_name("encrypted.asc"))
-        .body(armored);
+        .body(crlf(&armored));
     let message = lettre::Message::builder()
         .from(mailbox(from)?)
         .to(mailbox(to)?)
@@ -404,6 +424,46 @@ mod tests {
 
     fn addr(s: &str) -> EmailAddress {
         EmailAddress::parse(s).unwrap()
+    }
+
+    #[test]
+    fn crlf_adds_carriage_returns_only_where_missing() {
+        for (given, wanted) in [
+            ("", ""),
+            ("a", "a"),
+            ("\n", "\r\n"),
+            ("a\nb", "a\r\nb"),
+            ("a\r\nb\n", "a\r\nb\r\n"),
+            ("\n\n\r\n", "\r\n\r\n\r\n"),
+            ("lone\rcr\n", "lone\rcr\r\n"),
+            ("ümlaut\nß", "ümlaut\r\nß"),
+        ] {
+            assert_eq!(crlf(given), wanted, "{given:?}");
+        }
+    }
+
+    #[test]
+    fn a_long_text_with_bare_line_feeds_is_composed_with_crlf() {
+        let text = "eine Zeile Text\n".repeat(200_000);
+        let bytes = compose(
+            &addr("anna@lemgo.example"),
+            &[addr("bauamt@lemgo.example")],
+            "<x@lemgo.example>",
+            "lang",
+            &text,
+            &[],
+        )
+        .unwrap();
+        let parsed = parse_message(&bytes).unwrap();
+        let body = parsed.body_text(0).unwrap();
+        assert_eq!(
+            body.lines().filter(|l| *l == "eine Zeile Text").count(),
+            200_000
+        );
+        assert!(
+            !bytes.windows(2).any(|w| w[1] == b'\n' && w[0] != b'\r'),
+            "a bare LF"
+        );
     }
 
     #[test]
