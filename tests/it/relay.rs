@@ -355,3 +355,76 @@ async fn a_delivery_status_notification_sent_back_later_becomes_a_relay_failure(
     );
     stop.cancel();
 }
+
+crate::on_both_backends!(
+    several_gateways_on_one_database_send_every_job_exactly_once,
+    super::exactly_once
+);
+
+/// Three gateway instances, each with its own connection pool and evidence writer (as three
+/// processes would have), relay from one database: every queued job reaches the office once.
+async fn exactly_once(gw: Gateway) {
+    const MESSAGES: usize = 24;
+    let c = cast(gw).await;
+    let sink = Sink::start("accept");
+    let (first, stop_first) = relay_to(&c, sink.port, office_cert()).await;
+    wait_for(&c, &first, Event::RelayToNonERDS).await;
+    stop_first.cancel();
+    let anna = c.api.login("anna@lemgo.example").await;
+    let mut ids = Vec::new();
+    for n in 0..MESSAGES {
+        let body = crate::api::letter("amt@kreis.example", &format!("Antrag {n}"), "Text");
+        let r = c.api.post("/api/v1/messages", &anna, body).await;
+        assert_eq!(r.status, axum::http::StatusCode::CREATED, "{}", r.text());
+        ids.push(r.json()["gateway_id"].as_str().unwrap().to_owned());
+    }
+    let gw = &c.api.gw;
+    let stop = tokio_util::sync::CancellationToken::new();
+    for _ in 0..3 {
+        let store = bote::store::Store::open(&gw.config, bote::store::OpenMode::Existing)
+            .await
+            .unwrap();
+        let writer = bote::evidence::Writer::spawn(store.clone(), gw.log.clone());
+        let instance = bote::gateway::Gateway::from_parts(
+            store,
+            Arc::new(gw.config.clone()),
+            gw.keys.clone(),
+            gw.log.clone(),
+            writer,
+        );
+        tokio::spawn(bote::queue::RelayWorker::new(instance).run(stop.clone()));
+    }
+    for id in &ids {
+        let chain = wait_for(&c, id, Event::RelayToNonERDS).await;
+        let relayed = chain
+            .iter()
+            .filter(|e| e.record.event == Event::RelayToNonERDS)
+            .count();
+        assert_eq!(relayed, 1, "{id}: {relayed} relay records");
+    }
+    // Give a duplicate time to arrive before counting.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    stop.cancel();
+    let mail = sink.dir.path().join("mail");
+    let delivered = std::fs::read_dir(&mail)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "eml"))
+        })
+        .count();
+    assert_eq!(
+        delivered,
+        MESSAGES + 1,
+        "the office got a message twice or not at all"
+    );
+    let mut conn = gw.store.pool().acquire().await.unwrap();
+    for id in &ids {
+        let jobs = bote::store::messages::jobs_of(&mut conn, id).await.unwrap();
+        assert_eq!(
+            (jobs[0].state.as_str(), jobs[0].attempts),
+            ("done", 1),
+            "{id}"
+        );
+    }
+}
