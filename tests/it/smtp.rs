@@ -520,28 +520,35 @@ fn raw_with_cert(
     format!("{}{}", stdout(&out), String::from_utf8_lossy(&out.stderr))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_office_mail_server_delivers_to_citizens_over_mx() {
-    let s = Smtp::start().await;
-    let home = tempfile::tempdir().unwrap();
-    let cert = crate::interop::gpg_office_key(home.path(), "Kreisverwaltung <amt@kreis.example>");
-    let cert_file = s.cast.api.gw.setup.path().join("kreis.asc");
+/// Registers the external office `name <address>` (a fresh gpg key made in `home`, its mail
+/// server `mail.<domain>:25`).
+fn add_external_office(s: &Smtp, home: &Path, name: &str, address: &str) {
+    let cert = crate::interop::gpg_office_key(home, &format!("{name} <{address}>"));
+    let cert_file = s.cast.api.gw.setup.path().join(format!("{name}.asc"));
     std::fs::write(&cert_file, cert).unwrap();
+    let domain = address.rsplit('@').next().unwrap();
     s.cast.api.cli(
         &[
             "mailbox",
             "add",
             "--office",
-            "amt@kreis.example",
+            address,
             "--name",
-            "Kreisverwaltung",
+            name,
             "--relay",
-            "mail.kreis.example:25",
+            &format!("mail.{domain}:25"),
             "--cert",
             cert_file.to_str().unwrap(),
         ],
         "",
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_office_mail_server_delivers_to_citizens_over_mx() {
+    let s = Smtp::start().await;
+    let home = tempfile::tempdir().unwrap();
+    add_external_office(&s, home.path(), "Kreisverwaltung", "amt@kreis.example");
     let core_with = |trusted: &str| {
         s.core_with(|config| {
             config.smtp.trusted_networks = if trusted.is_empty() {
@@ -647,23 +654,7 @@ async fn an_office_mail_server_delivers_to_citizens_over_mx() {
         registered.starts_with("server certificate: amt@kreis.example sha256="),
         "{registered}"
     );
-    let cert2 = crate::interop::gpg_office_key(home.path(), "Stadtwerke <post@stadtwerke.example>");
-    std::fs::write(&cert_file, cert2).unwrap();
-    s.cast.api.cli(
-        &[
-            "mailbox",
-            "add",
-            "--office",
-            "post@stadtwerke.example",
-            "--name",
-            "Stadtwerke",
-            "--relay",
-            "mail.stadtwerke.example:25",
-            "--cert",
-            cert_file.to_str().unwrap(),
-        ],
-        "",
-    );
+    add_external_office(&s, home.path(), "Stadtwerke", "post@stadtwerke.example");
     let over_tls = |from: &str| {
         format!(
             "EHLO mail.kreis.example\n<TLS>\nEHLO mail.kreis.example\nMAIL FROM:<{from}>\n\
