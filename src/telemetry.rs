@@ -69,6 +69,10 @@ pub fn describe_metrics() {
         "HTTPS request latency by route"
     );
     metrics::describe_gauge!("bote_up", "1 while the gateway serves");
+    metrics::describe_histogram!(
+        "bote_evidence_commit_seconds",
+        "Duration of one group commit of the evidence writer, fsync included"
+    );
     metrics::describe_counter!(
         "bote_log_attestations_total",
         "Checkpoints stored with witness cosignatures and/or a time-stamp"

@@ -7,8 +7,14 @@
 //! records), runs each closure under a savepoint so one failing caller cannot spoil the
 //! others, appends all evidence, commits, publishes the checkpoint, and answers everyone.
 //! At low load a batch is one request (no added latency); under load batches grow.
+//!
+//! Requests nobody is waiting on in real time (the relay worker's claims and results) are
+//! *deferrable*: a batch of only those lingers up to [`LINGER`] for a submission to ride
+//! with. At partial load each message would otherwise cost three commits (acceptance,
+//! claim, relay result), each an fsync that the next submission queues behind.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
@@ -24,6 +30,8 @@ use crate::store::{Store, StoreError};
 pub const MAX_BATCH: usize = 4096;
 /// Requests waiting for the writer before submitters are slowed down.
 const QUEUE: usize = 8192;
+/// Longest a batch of deferrable requests waits for company (see the module doc).
+pub const LINGER: Duration = Duration::from_millis(10);
 
 /// An event's own writes, run inside the batch transaction. It may run twice (see
 /// [`run_batch`]): the first run of a batch that fails is rolled back entirely.
@@ -87,6 +95,7 @@ struct Request {
     sealed: Vec<SignedRecord>,
     work: Option<Work>,
     reply: Reply,
+    deferrable: bool,
 }
 
 /// Handle to the writer task; cheap to clone.
@@ -104,9 +113,15 @@ impl std::fmt::Debug for Request {
 impl Writer {
     /// Starts the writer task; it ends when every handle is dropped.
     pub fn spawn(store: Store, log: Arc<Log>) -> Self {
+        Self::spawn_with_linger(store, log, LINGER)
+    }
+
+    /// [`Writer::spawn`] with another wait for deferrable requests (tests make it long
+    /// enough to watch a deferred request ride along).
+    pub fn spawn_with_linger(store: Store, log: Arc<Log>, linger: Duration) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
         let (published, watch) = watch::channel(None);
-        tokio::spawn(run(store, log.clone(), rx, published));
+        tokio::spawn(run(store, log.clone(), rx, published, linger));
         tokio::spawn(publish(log, watch));
         Self { tx }
     }
@@ -117,24 +132,35 @@ impl Writer {
         sealed: Vec<SignedRecord>,
         work: Option<Work>,
     ) -> Result<Committed, WriterError> {
-        let done = self.request(sealed, work).await?;
+        let done = self.request(sealed, work, false).await?;
         Ok(Committed {
             log_indexes: done.log_indexes,
             checkpoint: done.checkpoint.ok_or(WriterError::MissingIndexes)?,
         })
     }
 
-    /// Runs `work` alone in the next batch's transaction and waits until it is durable: a
-    /// write that needs no evidence rides along with the evidence of others instead of
-    /// taking the database lock and an fsync of its own.
+    /// Like [`Writer::commit`], for records nobody awaits in real time (a relay attempt's
+    /// outcome): they may wait up to [`LINGER`] to share a submission's commit.
+    pub async fn commit_deferred(
+        &self,
+        sealed: Vec<SignedRecord>,
+        work: Option<Work>,
+    ) -> Result<(), WriterError> {
+        self.request(sealed, work, true).await.map(|_| ())
+    }
+
+    /// Runs `work` alone in a batch's transaction and waits until it is durable: a write
+    /// that needs no evidence rides along with the evidence of others instead of taking
+    /// the database lock and an fsync of its own. Deferrable (see [`LINGER`]).
     pub async fn run(&self, work: Work) -> Result<(), WriterError> {
-        self.request(Vec::new(), Some(work)).await.map(|_| ())
+        self.request(Vec::new(), Some(work), true).await.map(|_| ())
     }
 
     async fn request(
         &self,
         sealed: Vec<SignedRecord>,
         work: Option<Work>,
+        deferrable: bool,
     ) -> Result<Done, WriterError> {
         let (reply, answer) = oneshot::channel();
         self.tx
@@ -142,6 +168,7 @@ impl Writer {
                 sealed,
                 work,
                 reply,
+                deferrable,
             })
             .await
             .map_err(|_| WriterError::Stopped)?;
@@ -153,7 +180,7 @@ impl Writer {
 /// fsyncs and a rename (3 % of the gateway's CPU at 700 messages/s when written after every
 /// batch). The file is the rollback anchor checked at start; lagging by this much weakens
 /// nothing that the lag after a crash did not already.
-const PUBLISH_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+const PUBLISH_EVERY: Duration = Duration::from_millis(100);
 
 /// Writes the newest committed checkpoint to the data directory, off the commit path:
 /// its two fsyncs would otherwise add to every batch's latency. Only the newest matters,
@@ -188,22 +215,57 @@ async fn run(
     log: Arc<Log>,
     mut rx: mpsc::Receiver<Request>,
     published: watch::Sender<Option<SignedCheckpoint>>,
+    linger: Duration,
 ) {
     while let Some(first) = rx.recv().await {
-        let mut batch = vec![first];
-        let mut records = batch[0].sealed.len();
-        while records < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(next) => {
-                    records += next.sealed.len();
+        let mut batch = Batch::default();
+        batch.push(first);
+        batch.take_queued(&mut rx);
+        let deadline = tokio::time::Instant::now() + linger;
+        while batch.deferrable() {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(next)) => {
                     batch.push(next);
+                    batch.take_queued(&mut rx);
                 }
+                Ok(None) | Err(_) => break,
+            }
+        }
+        let started = std::time::Instant::now();
+        let committed = commit_batch(&store, &log, batch.requests).await;
+        metrics::histogram!("bote_evidence_commit_seconds").record(started.elapsed().as_secs_f64());
+        if let Some(checkpoint) = committed {
+            published.send_replace(Some(checkpoint));
+        }
+    }
+}
+
+/// The requests of the next transaction.
+#[derive(Default)]
+struct Batch {
+    requests: Vec<Request>,
+    records: usize,
+}
+
+impl Batch {
+    fn push(&mut self, request: Request) {
+        self.records += request.sealed.len();
+        self.requests.push(request);
+    }
+
+    /// Adds whatever is queued already, up to [`MAX_BATCH`] records.
+    fn take_queued(&mut self, rx: &mut mpsc::Receiver<Request>) {
+        while self.records < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(next) => self.push(next),
                 Err(_) => break,
             }
         }
-        if let Some(checkpoint) = commit_batch(&store, &log, batch).await {
-            published.send_replace(Some(checkpoint));
-        }
+    }
+
+    /// Whether the batch may wait for company: only deferrable requests, and room left.
+    fn deferrable(&self) -> bool {
+        self.records < MAX_BATCH && self.requests.iter().all(|r| r.deferrable)
     }
 }
 

@@ -466,7 +466,7 @@ async fn record_after(
     )
     .ok_or_else(|| QueueError::Job(0, "no evidence chain to continue".into()))?;
     let signed = evidence::sign_on_pool(keys.evidence.clone(), vec![record]).await?;
-    gateway.writer().commit(signed, work).await?;
+    gateway.writer().commit_deferred(signed, work).await?;
     Ok(())
 }
 

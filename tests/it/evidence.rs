@@ -845,6 +845,62 @@ on_both_backends!(
     super::two_sequencers_on_one_database_never_fork
 );
 
+/// A relay outcome waits for a submission's commit instead of costing an fsync of its own,
+/// but never longer than the writer's linger; a submission never waits for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deferred_records_share_the_next_commit_and_never_starve() {
+    use std::time::Duration;
+    let gw = Gateway::new(Backend::Sqlite).await;
+    let sealed = |i: i64| {
+        let key = gw.keys.evidence.clone();
+        async move {
+            let records = vec![record(
+                Event::RelayToNonERDS,
+                &format!("d{i}"),
+                "bauamt@lemgo.example",
+                T0 + i,
+            )];
+            bote::evidence::sign_on_pool(key, records).await.unwrap()
+        }
+    };
+    // The gateway's own writer: a lone deferred record still commits.
+    let alone = gw.writer.commit_deferred(sealed(0).await, None);
+    tokio::time::timeout(Duration::from_secs(5), alone)
+        .await
+        .expect("a lone deferred record waits no longer than the linger")
+        .unwrap();
+
+    // A writer with a long linger: the deferred record waits until a submission comes.
+    let patient = bote::evidence::Writer::spawn_with_linger(
+        gw.store.clone(),
+        gw.log.clone(),
+        Duration::from_secs(30),
+    );
+    let deferred = tokio::spawn({
+        let (writer, records) = (patient.clone(), sealed(1).await);
+        async move { writer.commit_deferred(records, None).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!deferred.is_finished(), "committed without company");
+    let urgent = tokio::time::timeout(
+        Duration::from_secs(10),
+        patient.commit(sealed(2).await, None),
+    )
+    .await
+    .expect("a submission does not wait for the linger")
+    .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), deferred)
+        .await
+        .expect("the deferred record rode with the submission")
+        .unwrap()
+        .unwrap();
+    // Both in the log, the deferred record first (it was queued first).
+    assert_eq!(urgent.log_indexes, vec![2]);
+    assert_eq!(urgent.checkpoint.size, 3);
+    let ok = run(gw.setup.cmd(&["log", "verify"]));
+    assert!(ok.status.success(), "{}", stderr(&ok));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_need_the_right_passphrase_and_are_never_overwritten() {
     let gw = Gateway::new(Backend::Sqlite).await;
