@@ -168,24 +168,28 @@ pub async fn insert_copies(conn: &mut AnyConnection, copies: &[CopyRow]) -> Resu
     Ok(())
 }
 
-/// Queues relay jobs, a chunk per statement.
+/// Queues relay jobs: a row per job (its id keys the payload), then the payloads, a chunk
+/// per statement.
 pub async fn insert_jobs(conn: &mut AnyConnection, jobs: &[JobRow]) -> Result<(), StoreError> {
-    for chunk in body_chunks(jobs, |j| j.payload.len()) {
-        let sql = multi_row_insert(
-            "outbound_jobs (gateway_id, mailbox_id, recipient, payload, state, due_at, created_at)",
-            chunk.len(),
-            7,
-        );
+    let mut ids = Vec::with_capacity(jobs.len());
+    for j in jobs {
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO outbound_jobs (gateway_id, mailbox_id, recipient, state, due_at, \
+             created_at) VALUES ($1, $2, $3, 'queued', $4, $4) RETURNING id",
+        )
+        .bind(j.gateway_id.as_str())
+        .bind(j.mailbox_id)
+        .bind(j.recipient.as_str())
+        .bind(j.due_at)
+        .fetch_one(&mut *conn)
+        .await?;
+        ids.push((id, j.payload.as_slice()));
+    }
+    for chunk in body_chunks(&ids, |(_, payload)| payload.len()) {
+        let sql = multi_row_insert("outbound_payloads (job_id, payload)", chunk.len(), 2);
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for j in chunk {
-            query = query
-                .bind(j.gateway_id.as_str())
-                .bind(j.mailbox_id)
-                .bind(j.recipient.as_str())
-                .bind(j.payload.as_slice())
-                .bind("queued")
-                .bind(j.due_at)
-                .bind(j.due_at);
+        for (id, payload) in chunk {
+            query = query.bind(*id).bind(*payload);
         }
         query.execute(&mut *conn).await?;
     }
@@ -403,8 +407,6 @@ pub struct QueuedJob {
     pub state: String,
     /// Attempts so far.
     pub attempts: i64,
-    /// The PGP/MIME message.
-    pub payload: Vec<u8>,
 }
 
 /// Relay jobs of one message.
@@ -413,7 +415,7 @@ pub async fn jobs_of(
     gateway_id: &str,
 ) -> Result<Vec<QueuedJob>, StoreError> {
     let rows = sqlx::query(
-        "SELECT id, gateway_id, recipient, state, attempts, payload FROM outbound_jobs \
+        "SELECT id, gateway_id, recipient, state, attempts FROM outbound_jobs \
          WHERE gateway_id = $1 ORDER BY id",
     )
     .bind(gateway_id)
@@ -427,7 +429,6 @@ pub async fn jobs_of(
                 recipient: r.try_get(2)?,
                 state: r.try_get(3)?,
                 attempts: r.try_get(4)?,
-                payload: r.try_get(5)?,
             })
         })
         .collect()

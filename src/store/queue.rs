@@ -130,9 +130,10 @@ pub async fn claimed(
         return Ok(Vec::new());
     }
     let sql = format!(
-        "SELECT j.id AS job_id, j.gateway_id, j.recipient, j.payload, j.attempts, \
+        "SELECT j.id AS job_id, j.gateway_id, j.recipient, p.payload, j.attempts, \
          j.created_at AS job_created_at, msg.sender, {MAILBOX_COLUMNS} \
-         FROM outbound_jobs j JOIN messages msg ON msg.gateway_id = j.gateway_id \
+         FROM outbound_jobs j JOIN outbound_payloads p ON p.job_id = j.id \
+         JOIN messages msg ON msg.gateway_id = j.gateway_id \
          JOIN mailboxes m ON m.id = j.mailbox_id JOIN identities i ON i.id = m.identity_id \
          WHERE j.lease_owner = $1 AND j.id IN ({})",
         placeholders(2, claims.len())
@@ -162,6 +163,8 @@ pub async fn claimed(
 }
 
 /// Ends a job held by `owner` in `state` (`done` or `failed`); false if the lease was lost.
+/// A delivered job's payload goes with it (the office has the message, the evidence its
+/// hash); a failed one keeps it for `bote queue retry`.
 pub async fn finish(
     conn: &mut AnyConnection,
     id: i64,
@@ -177,9 +180,18 @@ pub async fn finish(
     .bind(error)
     .bind(id)
     .bind(owner)
-    .execute(conn)
+    .execute(&mut *conn)
     .await?;
-    Ok(done.rows_affected() == 1)
+    if done.rows_affected() != 1 {
+        return Ok(false);
+    }
+    if state == "done" {
+        sqlx::query("DELETE FROM outbound_payloads WHERE job_id = $1")
+            .bind(id)
+            .execute(conn)
+            .await?;
+    }
+    Ok(true)
 }
 
 /// Puts a job held by `owner` back in the queue, due at `due_at`.

@@ -112,6 +112,15 @@ async fn consecutive_relays_to_one_server_reuse_its_connection() {
     assert!(sink.dir.path().join("mail/5.eml").exists());
 }
 
+/// Relay payloads the database holds (queued and failed jobs keep theirs).
+async fn stored_payloads(c: &Cast) -> i64 {
+    let mut conn = c.api.gw.store.pool().acquire().await.unwrap();
+    sqlx::query_scalar("SELECT COUNT(*) FROM outbound_payloads")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_server_expires_with_evidence_and_the_operator_can_retry() {
     let c = cast_with(|config| config.queue.relay_expiry_secs = 0).await;
@@ -131,6 +140,11 @@ async fn an_unreachable_server_expires_with_evidence_and_the_operator_can_retry(
         .next()
         .unwrap()
         .to_owned();
+    assert_eq!(
+        stored_payloads(&c).await,
+        1,
+        "a failed job keeps its payload"
+    );
     let sink = Sink::start_on(port, "accept");
     let out = run(c.api.gw.setup.cmd(&["queue", "retry", &job]));
     assert_eq!(
@@ -146,6 +160,11 @@ async fn an_unreachable_server_expires_with_evidence_and_the_operator_can_retry(
     let (_, envelope) = sink.first().await;
     assert!(envelope.contains("amt@kreis.example"));
     stop.cancel();
+    assert_eq!(
+        stored_payloads(&c).await,
+        0,
+        "delivered: the payload is gone"
+    );
 
     // Unknown jobs, and deleting a finished one.
     crate::support::assert_one_line_error(

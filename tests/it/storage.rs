@@ -196,3 +196,75 @@ async fn postgres_over_tcp_runs_without_nagle() {
     let sqlite = TestDb::new(Backend::Sqlite).await.store().await;
     assert_eq!(sqlite.nodelay_connections(), None);
 }
+
+/// Migration 0011 moves relay payloads into their own table: an upgrade must keep the
+/// payload of every job still to be sent (a lost one is a message acknowledged and never
+/// relayed) and may drop those already delivered.
+async fn an_upgrade_keeps_the_payloads_of_unfinished_relay_jobs(db: TestDb) {
+    let store = Store::open_url(&db.url, OpenMode::Unchecked, 1, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let all = match db.backend {
+        Backend::Sqlite => sqlx::migrate!("migrations/sqlite"),
+        Backend::Postgres => sqlx::migrate!("migrations/postgres"),
+    };
+    let before = sqlx::migrate::Migrator {
+        migrations: all
+            .migrations
+            .iter()
+            .filter(|m| m.version < 11)
+            .cloned()
+            .collect(),
+        ..all
+    };
+    before.run(store.pool()).await.unwrap();
+    // Jobs without their message and mailbox rows: only the jobs table matters here.
+    let (off, on) = match db.backend {
+        Backend::Sqlite => ("PRAGMA foreign_keys = OFF", "PRAGMA foreign_keys = ON"),
+        Backend::Postgres => (
+            "SET session_replication_role = replica",
+            "SET session_replication_role = origin",
+        ),
+    };
+    sqlx::query(off).execute(store.pool()).await.unwrap();
+    for (id, state) in [(1_i64, "queued"), (2, "done"), (3, "failed")] {
+        sqlx::query(
+            "INSERT INTO outbound_jobs (id, gateway_id, mailbox_id, recipient, payload, state, \
+             due_at, created_at) VALUES ($1, $2, 1, 'amt@kreis.example', $3, $4, 0, 0)",
+        )
+        .bind(id)
+        .bind(format!("m{id}"))
+        .bind(format!("payload of {state}").into_bytes())
+        .bind(state)
+        .execute(store.pool())
+        .await
+        .unwrap();
+    }
+    sqlx::query(on).execute(store.pool()).await.unwrap();
+
+    assert!(store.migrate().await.unwrap() >= 1);
+    let moved: Vec<(i64, Vec<u8>)> =
+        sqlx::query("SELECT job_id, payload FROM outbound_payloads ORDER BY job_id")
+            .fetch_all(store.pool())
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+    assert_eq!(
+        moved,
+        vec![
+            (1, b"payload of queued".to_vec()),
+            (3, b"payload of failed".to_vec())
+        ]
+    );
+    let jobs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbound_jobs")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(jobs, 3, "the jobs themselves stay");
+}
+on_both_backends!(
+    an_upgrade_keeps_the_payloads_of_unfinished_relay_jobs,
+    super::an_upgrade_keeps_the_payloads_of_unfinished_relay_jobs
+);
