@@ -1,8 +1,8 @@
 //! RFC 5322 / MIME: parsing with mail-parser, composing with lettre's builder, and the RFC
 //! 3156 PGP/MIME envelope for relays to external offices.
 
-use lettre::message::header::{ContentDisposition, ContentType};
-use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
+use lettre::message::header::{ContentDisposition, ContentTransferEncoding, ContentType};
+use lettre::message::{Attachment, Body, Mailbox, MultiPart, SinglePart};
 use mail_parser::{MessageParser, MimeHeaders};
 
 use super::{NewAttachment, Parsed, Part};
@@ -81,15 +81,21 @@ pub fn compose(
 /// relaying 100 KiB messages (the armoured payload has bare LFs), and seconds for a few
 /// megabytes of text typed with LF line ends.
 fn crlf(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + text.len() / 32 + 2);
-    let mut lines = text.split('\n').peekable();
+    String::from_utf8(crlf_bytes(text.as_bytes()))
+        .expect("a carriage return before a line feed keeps UTF-8 valid")
+}
+
+/// [`crlf`] for bytes.
+fn crlf_bytes(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len() + bytes.len() / 32 + 2);
+    let mut lines = bytes.split(|b| *b == b'\n').peekable();
     while let Some(line) = lines.next() {
-        out.push_str(line);
+        out.extend_from_slice(line);
         if lines.peek().is_some() {
-            if !line.ends_with('\r') {
-                out.push('\r');
+            if line.last() != Some(&b'\r') {
+                out.push(b'\r');
             }
-            out.push('\n');
+            out.push(b'\n');
         }
     }
     out
@@ -350,8 +356,11 @@ pub fn pgp_mime(
     from: &EmailAddress,
     to: &EmailAddress,
     message_id: &str,
-    armored: String,
+    armored: &[u8],
 ) -> Result<Vec<u8>, MimeError> {
+    if !armored.is_ascii() {
+        return Err(MimeError::Compose("ASCII armour expected".into()));
+    }
     let parse = |ct: &str| ContentType::parse(ct).map_err(|e| MimeError::Compose(e.to_string()));
     let version = SinglePart::builder()
         .header(parse("application/pgp-encrypted")?)
@@ -360,7 +369,12 @@ pub fn pgp_mime(
     let payload = SinglePart::builder()
         .header(parse("application/octet-stream")?)
         .header(ContentDisposition::inline_with_name("encrypted.asc"))
-        .body(crlf(&armored));
+        // ASCII in lines of 64 characters: 7bit as it is, without lettre's scans for the
+        // best encoding and bare line feeds (4 % of the CPU of a 100 KiB relay).
+        .body(Body::dangerous_pre_encoded(
+            crlf_bytes(armored),
+            ContentTransferEncoding::SevenBit,
+        ));
     let message = lettre::Message::builder()
         .from(mailbox(from)?)
         .to(mailbox(to)?)
@@ -574,7 +588,7 @@ Content-Type: text/plain\r\n\r\nHallo\r\n--b\r\nContent-Type: text/html\r\n\r\n\
             &addr("anna@lemgo.example"),
             &addr("amt@kreis.example"),
             "<m2@lemgo.example>",
-            armored.to_owned(),
+            armored.as_bytes(),
         )
         .unwrap();
         let text = String::from_utf8(bytes.clone()).unwrap();

@@ -347,8 +347,6 @@ impl Assembly {
                 ));
             } else {
                 let armored = pgp::encrypt_signed(&r.cert, &signed, true)?;
-                // ASCII armour is ASCII by construction.
-                let armored = String::from_utf8_lossy(&armored).into_owned();
                 let outer_id = self
                     .prepared
                     .message_id
@@ -358,7 +356,7 @@ impl Assembly {
                     gateway_id: self.gateway_id.clone(),
                     mailbox_id: r.mailbox.id,
                     recipient: address.to_string(),
-                    payload: mime::pgp_mime(&self.sender.address, address, &outer_id, armored)?,
+                    payload: mime::pgp_mime(&self.sender.address, address, &outer_id, &armored)?,
                     due_at: self.now,
                 });
             }
