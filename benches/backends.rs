@@ -121,6 +121,7 @@ async fn round(b: &Bench, seconds: u64, submitters: u64) -> Round {
                 n += 1;
                 let submission = Submission {
                     recipients: vec!["anna@bench.example".into()],
+                    resolved: Vec::new(),
                     content: Content::Rfc5322(message(n)),
                     options: Options::default(),
                     reserved: Vec::new(),

@@ -109,6 +109,7 @@ fn message(size: usize, n: usize) -> Vec<u8> {
 fn submission(bytes: Vec<u8>, authoritative: bool) -> Submission {
     Submission {
         recipients: vec!["anna@bench.example".into()],
+        resolved: Vec::new(),
         content: Content::Rfc5322(bytes),
         options: Options {
             authoritative,

@@ -95,6 +95,7 @@ async fn setup(url: Option<&str>, messages: u64) -> Bench {
             while n < messages {
                 let submission = Submission {
                     recipients: vec!["anna@bench.example".to_owned()],
+                    resolved: Vec::new(),
                     content: Content::Composed {
                         subject: format!("Bescheid Nr. {n}"),
                         text: format!("Sehr geehrte Frau Muster,\nanbei Bescheid {n}.\n"),

@@ -96,6 +96,9 @@ pub struct Submitter {
 pub struct Submission {
     /// Recipient addresses, as typed.
     pub recipients: Vec<String>,
+    /// Recipients the front door resolved already (SMTP, at RCPT); the pipeline looks up
+    /// only those not among them.
+    pub resolved: Vec<Recipient>,
     /// The content.
     pub content: Content,
     /// De-Mail options.
@@ -430,7 +433,13 @@ impl Pipeline {
             _ => None,
         };
         let checked = match self
-            .check(from, &recipients, &prepared, submission.options, now)
+            .check(
+                from,
+                (&recipients, &submission.resolved),
+                &prepared,
+                submission.options,
+                now,
+            )
             .await
         {
             Ok(checked) => checked,

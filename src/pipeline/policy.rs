@@ -21,7 +21,7 @@ impl Pipeline {
     pub(super) async fn check(
         &self,
         from: &Submitter,
-        recipients: &[EmailAddress],
+        (recipients, known): (&[EmailAddress], &[Recipient]),
         prepared: &Prepared,
         options: Options,
         now: i64,
@@ -57,10 +57,14 @@ impl Pipeline {
         self.check_message_id(&mut conn, from, prepared).await?;
         let mut resolved = Vec::with_capacity(recipients.len());
         for address in recipients {
-            match resolve(&mut conn, address)
-                .await
-                .map_err(CheckError::Failed)?
-            {
+            let key = address.key();
+            let found = match known.iter().find(|r| r.mailbox.address.key() == key) {
+                Some(r) => Some(r.clone()),
+                None => resolve(&mut conn, address)
+                    .await
+                    .map_err(CheckError::Failed)?,
+            };
+            match found {
                 Some(r) => resolved.push(r),
                 None => {
                     return Err(rejected(

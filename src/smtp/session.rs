@@ -20,7 +20,7 @@ use crate::auth::ClientCert;
 use crate::error::Classify;
 use crate::gateway::Gateway;
 use crate::message::{Content, Options};
-use crate::pipeline::{Channel, Submission, Submitter};
+use crate::pipeline::{Channel, Recipient, Submission, Submitter};
 
 /// Commands one session may send without a message accepted before it is closed (loops
 /// and garbage end; an office server that keeps its connection open to deliver mail does
@@ -88,6 +88,9 @@ pub struct Session {
     /// MX: a null reverse path, which only delivery status notifications use.
     bounce: bool,
     recipients: Vec<EmailAddress>,
+    /// What each accepted RCPT resolved to, handed to the pipeline with the message so
+    /// that it does not look the mailboxes up a second time.
+    resolved: Vec<Recipient>,
     commands: u32,
     auth_failures: u32,
     auth_step: Option<AuthStep>,
@@ -116,6 +119,7 @@ impl Session {
             mail_from: false,
             bounce: false,
             recipients: Vec::new(),
+            resolved: Vec::new(),
             commands: 0,
             auth_failures: 0,
             auth_step: None,
@@ -148,6 +152,7 @@ impl Session {
         self.mail_from = false;
         self.bounce = false;
         self.recipients.clear();
+        self.resolved.clear();
     }
 
     fn ehlo(&mut self, host: &str) -> Reply {
@@ -555,8 +560,9 @@ impl Session {
                 Reply::new(550, "5.7.1", format!("{address}: relaying denied")),
                 Next::Command,
             ),
-            Ok(Some(_)) => {
+            Ok(Some(recipient)) => {
                 self.recipients.push(address);
+                self.resolved.push(recipient);
                 (Reply::new(250, "2.1.5", "recipient ok"), Next::Command)
             }
             Ok(None) => (
@@ -600,6 +606,7 @@ impl Session {
         reserved: Vec<crate::pipeline::Reservation>,
     ) -> Reply {
         let recipients = std::mem::take(&mut self.recipients);
+        let resolved = std::mem::take(&mut self.resolved);
         self.mail_from = false;
         if std::mem::take(&mut self.bounce) {
             return bounce(gateway, &recipients, &message).await;
@@ -609,6 +616,7 @@ impl Session {
         };
         let submission = Submission {
             recipients: recipients.iter().map(ToString::to_string).collect(),
+            resolved,
             options: options_of(&message),
             content: Content::Rfc5322(message),
             reserved,

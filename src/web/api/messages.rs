@@ -194,6 +194,7 @@ pub async fn submit(
     let (content, recipients, options) = content(req)?;
     let submission = Submission {
         recipients,
+        resolved: Vec::new(),
         content,
         options,
         reserved: Vec::new(),

@@ -746,6 +746,7 @@ pub async fn compose(State(gateway): State<Gateway>, web: Web, form: Multipart) 
         .and_then(|f| EmailAddress::parse(f).ok());
     let submission = Submission {
         recipients: to.clone(),
+        resolved: Vec::new(),
         content: Content::Composed {
             subject: draft.subject.clone(),
             text: draft.text.clone(),
