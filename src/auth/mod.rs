@@ -22,7 +22,7 @@ use sequoia_openpgp::Cert;
 
 use crate::accounts::credential::{Credential, Kind};
 use crate::accounts::service::AccountError;
-use crate::accounts::{Actor, AuthLevel, User};
+use crate::accounts::{Actor, AuthLevel, Mailbox, User};
 use crate::address::EmailAddress;
 use crate::crypto::CryptoError;
 use crate::crypto::keywrap::Key32;
@@ -153,6 +153,8 @@ pub enum Access {
         credential_id: i64,
         /// The mailbox.
         mailbox_id: i64,
+        /// The mailbox as it was when the token was presented (read with the token).
+        mailbox: Arc<Mailbox>,
         /// The mailbox data key, for read tokens; `None` for send-only tokens.
         data_key: Option<Arc<Key32>>,
         /// `high` when presented with its registered client certificate.

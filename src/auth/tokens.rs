@@ -45,7 +45,7 @@ impl Auth {
             },
         };
         let data_key = if found.scope == "read" {
-            let wrap = keystore::wrap(&mut conn, found.mailbox_id, Holder::Token(found.id))
+            let wrap = keystore::wrap(&mut conn, found.mailbox.id, Holder::Token(found.id))
                 .await?
                 .ok_or(AuthError::Unauthenticated)?;
             let key = Key32::from_secret(credential.expose().as_bytes(), PURPOSE_READ_TOKEN);
@@ -58,7 +58,8 @@ impl Auth {
         Ok(Caller {
             access: Access::Token {
                 credential_id: found.id,
-                mailbox_id: found.mailbox_id,
+                mailbox_id: found.mailbox.id,
+                mailbox: Arc::new(found.mailbox),
                 data_key,
                 level,
             },

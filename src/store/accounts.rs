@@ -543,13 +543,13 @@ pub async fn pending_grants_for(
         .collect()
 }
 
-/// A live credential found by the SHA-256 of its token.
+/// A live credential found by the SHA-256 of its token, with its mailbox.
 #[derive(Debug, Clone)]
 pub struct FoundCredential {
     /// Row id.
     pub id: i64,
     /// The mailbox it is bound to.
-    pub mailbox_id: i64,
+    pub mailbox: Mailbox,
     /// `send` or `read`.
     pub scope: String,
     /// Required client certificate (SHA-256 of DER, hex), if bound.
@@ -561,19 +561,24 @@ pub async fn credential_by_hash(
     conn: &mut AnyConnection,
     token_hash: &[u8; 32],
 ) -> Result<Option<FoundCredential>, StoreError> {
-    let row = sqlx::query(
-        "SELECT id, mailbox_id, scope, client_cert_sha256 FROM credentials \
-         WHERE token_hash = $1 AND revoked_at IS NULL",
-    )
-    .bind(token_hash.to_vec())
-    .fetch_optional(conn)
-    .await?;
+    // The mailbox in the same read: every SMTP AUTH and token-authenticated request needs
+    // it next, and each read after a commit rereads its pages (docs/decisions.md).
+    let sql = format!(
+        "SELECT c.id AS credential_id, c.scope, c.client_cert_sha256, {MAILBOX_COLUMNS} \
+         FROM credentials c JOIN mailboxes m ON m.id = c.mailbox_id \
+         JOIN identities i ON i.id = m.identity_id \
+         WHERE c.token_hash = $1 AND c.revoked_at IS NULL"
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(token_hash.to_vec())
+        .fetch_optional(conn)
+        .await?;
     row.map(|r| {
         Ok(FoundCredential {
-            id: r.try_get(0)?,
-            mailbox_id: r.try_get(1)?,
-            scope: r.try_get(2)?,
-            client_cert_sha256: r.try_get(3)?,
+            id: r.try_get("credential_id")?,
+            mailbox: mailbox_from_row(&r)?,
+            scope: r.try_get("scope")?,
+            client_cert_sha256: r.try_get("client_cert_sha256")?,
         })
     })
     .transpose()
