@@ -151,9 +151,7 @@ pub enum Access {
     Token {
         /// The credential (for the audit trail).
         credential_id: i64,
-        /// The mailbox.
-        mailbox_id: i64,
-        /// The mailbox as it was when the token was presented (read with the token).
+        /// The mailbox, as it was when the token was presented (read with the token).
         mailbox: Arc<Mailbox>,
         /// The mailbox data key, for read tokens; `None` for send-only tokens.
         data_key: Option<Arc<Key32>>,
@@ -166,9 +164,9 @@ impl std::fmt::Debug for Access {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::User { user, level, .. } => write!(f, "Access::User({}, {level})", user.email),
-            Self::Token {
-                mailbox_id, level, ..
-            } => write!(f, "Access::Token(mailbox {mailbox_id}, {level})"),
+            Self::Token { mailbox, level, .. } => {
+                write!(f, "Access::Token(mailbox {}, {level})", mailbox.id)
+            }
         }
     }
 }

@@ -58,7 +58,6 @@ impl Auth {
         Ok(Caller {
             access: Access::Token {
                 credential_id: found.id,
-                mailbox_id: found.mailbox.id,
                 mailbox: Arc::new(found.mailbox),
                 data_key,
                 level,

@@ -321,7 +321,7 @@ pub(super) async fn may_see(
                 || account_repo::membership_state(conn, mailbox.id, user.id).await?
                     == Some(MembershipState::Active)
         }
-        Access::Token { mailbox_id, .. } => *mailbox_id == mailbox.id,
+        Access::Token { mailbox: own, .. } => own.id == mailbox.id,
     };
     Ok(allowed.then_some(mailbox))
 }
