@@ -110,7 +110,7 @@ async fn run_round(b: &Bench, total: usize) -> Duration {
             let mine: Vec<usize> = (t..total).step_by(submitters).collect();
             for chunk in mine.chunks(per) {
                 let records = chunk.iter().map(|i| record(*i)).collect();
-                let sealed = sign_on_pool(key.clone(), records).await.unwrap();
+                let sealed = sign_async(key.clone(), records).await.unwrap();
                 writer.commit(sealed, None).await.unwrap();
             }
         }));

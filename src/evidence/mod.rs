@@ -125,12 +125,13 @@ fn audit_page(
     Ok(())
 }
 
-/// [`sign`] on the crypto pool.
-pub async fn sign_on_pool(
+/// [`sign`] from async code: on the crypto pool, or in place for a few records.
+pub async fn sign_async(
     key: std::sync::Arc<EvidenceKey>,
     records: Vec<EvidenceRecord>,
 ) -> Result<Vec<SignedRecord>, EvidenceError> {
-    crate::crypto::pool::run(move || sign(&key, records)).await
+    let cost = crate::crypto::pool::Cost::of(records.len(), 0);
+    crate::crypto::pool::run_costed(cost, move || sign(&key, records)).await
 }
 
 /// Appends signed records to the log and stores them, inside the caller's transaction.

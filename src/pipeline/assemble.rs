@@ -280,6 +280,17 @@ pub(super) struct Assembled {
 }
 
 impl Assembly {
+    /// What [`Assembly::run`] costs: one provider signature, then per copy an encryption
+    /// (its X25519 agreement over the signed message) and an evidence signature.
+    pub(super) fn cost(&self) -> crate::crypto::pool::Cost {
+        let copies = self.recipients.len() + usize::from(self.sender_copy.is_some());
+        let copies_u64 = u64::try_from(copies).unwrap_or(u64::MAX);
+        crate::crypto::pool::Cost::of(
+            1 + 2 * copies,
+            self.prepared.size.saturating_mul(copies_u64 + 1),
+        )
+    }
+
     pub(super) fn run(mut self) -> Result<Assembled, SubmitError> {
         let signed = pgp::sign(
             self.keys.provider.signer(),

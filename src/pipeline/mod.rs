@@ -8,7 +8,9 @@
 //! committed as SubmissionRejection evidence before the caller hears about it.
 //!
 //! CPU work (composing, parsing, hashing, signing, encrypting, sealing evidence) runs on the
-//! crypto pool, one job per submission, so the async threads only move bytes.
+//! crypto pool, one job per submission, so the async threads only move bytes; a short
+//! message for a few recipients is done in place, cheaper than the hand-off
+//! ([`pool::run_costed`]).
 
 mod assemble;
 mod batcher;
@@ -396,11 +398,12 @@ impl Pipeline {
         let message_id = format!("<{gateway_id}@{}>", self.domain);
         let limits = ContentLimits::of(&self.config.limits);
         let content = submission.content;
+        let content_cost = pool::Cost::of(0, content.approx_size());
         // What the gateway signs carries its header inside the encryption too, so readers of
         // a relayed PGP/MIME (whose outer Subject is a placeholder) show the real one. Mail
         // from an office's server stays byte for byte as that server sent it.
         let protect_headers = from.channel != Channel::Mx;
-        let prepared = pool::run({
+        let prepared = pool::run_costed(content_cost, {
             let recipients = recipients.clone();
             move || {
                 prepare(
@@ -481,7 +484,7 @@ impl Pipeline {
             prepared,
             now,
         };
-        let assembled = pool::run(move || job.run()).await?;
+        let assembled = pool::run_costed(job.cost(), move || job.run()).await?;
         let message_row = MessageRow {
             gateway_id: gateway_id.clone(),
             message_id: assembled.message_id.clone(),

@@ -619,7 +619,7 @@ impl Pipeline {
             Timestamp(now),
         )
         .ok_or_else(|| OpenError::NoAcceptance(stored.copy.id.clone()))?;
-        let signed = evidence::sign_on_pool(self.keys.evidence.clone(), vec![record]).await?;
+        let signed = evidence::sign_async(self.keys.evidence.clone(), vec![record]).await?;
         let copy_id = stored.copy.id.clone();
         let work: evidence::Work = Box::new(move |conn: &mut AnyConnection| {
             let copy_id = copy_id.clone();

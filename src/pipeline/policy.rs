@@ -218,7 +218,7 @@ impl Pipeline {
             })
             .collect();
         metrics::counter!("bote_messages_rejected_total").increment(1);
-        let signed = match evidence::sign_on_pool(self.keys.evidence.clone(), records).await {
+        let signed = match evidence::sign_async(self.keys.evidence.clone(), records).await {
             Ok(s) => s,
             Err(e) => return e.into(),
         };

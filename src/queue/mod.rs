@@ -465,7 +465,7 @@ async fn record_after(
         Timestamp(now_ms()),
     )
     .ok_or_else(|| QueueError::Job(0, "no evidence chain to continue".into()))?;
-    let signed = evidence::sign_on_pool(keys.evidence.clone(), vec![record]).await?;
+    let signed = evidence::sign_async(keys.evidence.clone(), vec![record]).await?;
     gateway.writer().commit_deferred(signed, work).await?;
     Ok(())
 }

@@ -826,7 +826,7 @@ async fn two_sequencers_on_one_database_never_fork(first: Gateway) {
                 "bauamt@lemgo.example",
                 T0 + i,
             )];
-            let sealed = bote::evidence::sign_on_pool(key, records).await.unwrap();
+            let sealed = bote::evidence::sign_async(key, records).await.unwrap();
             writer.commit(sealed, None).await.unwrap().log_indexes
         }));
     }
@@ -860,7 +860,7 @@ async fn deferred_records_share_the_next_commit_and_never_starve() {
                 "bauamt@lemgo.example",
                 T0 + i,
             )];
-            bote::evidence::sign_on_pool(key, records).await.unwrap()
+            bote::evidence::sign_async(key, records).await.unwrap()
         }
     };
     // The gateway's own writer: a lone deferred record still commits.
@@ -1034,7 +1034,7 @@ async fn failing_or_panicking_work_spoils_nothing_else(gw: Gateway) {
             "bauamt@lemgo.example",
             T0,
         )];
-        async move { bote::evidence::sign_on_pool(key, records).await.unwrap() }
+        async move { bote::evidence::sign_async(key, records).await.unwrap() }
     };
     let failing: Work = Box::new(|conn| {
         Box::pin(async move {

@@ -411,7 +411,7 @@ impl Gateway {
         &self,
         records: Vec<bote::evidence::EvidenceRecord>,
     ) -> bote::evidence::Committed {
-        let sealed = bote::evidence::sign_on_pool(self.keys.evidence.clone(), records)
+        let sealed = bote::evidence::sign_async(self.keys.evidence.clone(), records)
             .await
             .unwrap();
         self.writer.commit(sealed, None).await.unwrap()
