@@ -31,7 +31,7 @@ impl Auth {
         credential: &Credential,
         client_cert: Option<ClientCert>,
     ) -> Result<Caller, AuthError> {
-        let mut conn = self.store.pool().acquire().await?;
+        let mut conn = self.store.reader().await?;
         let found = account_repo::credential_by_hash(&mut conn, &credential.digest())
             .await?
             .ok_or(AuthError::Unauthenticated)?;
@@ -55,6 +55,7 @@ impl Auth {
         } else {
             None
         };
+        conn.release();
         Ok(Caller {
             access: Access::Token {
                 credential_id: found.id,

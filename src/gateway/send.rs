@@ -64,8 +64,10 @@ impl Gateway {
         &self,
         address: &EmailAddress,
     ) -> Result<Option<Recipient>, GatewayError> {
-        let mut conn = self.store.pool().acquire().await?;
-        Ok(resolve(&mut conn, address).await?)
+        let mut conn = self.store.reader().await?;
+        let found = resolve(&mut conn, address).await?;
+        conn.release();
+        Ok(found)
     }
 
     /// The id of the external office whose mail server presented `cert`, if one registered

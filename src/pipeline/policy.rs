@@ -30,7 +30,7 @@ impl Pipeline {
         if let Some((refusal, detail)) = &prepared.over_limit {
             return Err(rejected(*refusal, ReasonCode::Policy, detail.clone()));
         }
-        let mut conn = self.store.pool().acquire().await.map_err(fail)?;
+        let mut conn = self.store.reader().await.map_err(fail)?;
         if recipients.len() > limits.max_recipients as usize {
             return Err(rejected(
                 Refusal::TooManyRecipients,
@@ -105,6 +105,7 @@ impl Pipeline {
             self.check_office_rate(&mut conn, from, recipients.len())
                 .await?;
         }
+        conn.release();
         Ok(resolved)
     }
 

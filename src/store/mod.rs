@@ -16,6 +16,7 @@ pub mod log;
 pub mod messages;
 mod pg_relay;
 pub mod queue;
+mod readers;
 pub mod sessions;
 pub mod vault;
 pub mod witness;
@@ -31,6 +32,7 @@ use sqlx::{AnyConnection, AnyPool, Executor, Row};
 
 pub use crate::config::Backend;
 use crate::config::{Config, redact_url};
+pub use readers::Reader;
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
@@ -145,6 +147,7 @@ pub struct Store {
     /// PostgreSQL over TCP goes through a relay that turns Nagle's algorithm off
     /// (`pg_relay`); it lives as long as the last handle.
     relay: Option<Arc<pg_relay::Relay>>,
+    readers: Arc<readers::Readers>,
 }
 
 impl Store {
@@ -228,6 +231,10 @@ impl Store {
             pool,
             backend,
             relay,
+            readers: Arc::new(readers::Readers::new(
+                backend == Backend::Sqlite,
+                max_connections,
+            )),
         };
         match mode {
             OpenMode::CreateAndMigrate => {
@@ -253,6 +260,17 @@ impl Store {
     /// The connection pool (for modules that run their own queries).
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// A connection for a few reads outside a transaction (the lookups of every message);
+    /// hand it back with [`Reader::release`] once they succeeded.
+    pub async fn reader(&self) -> Result<Reader, StoreError> {
+        self.readers.take(&self.pool).await
+    }
+
+    /// Reader connections waiting for the next read (tests).
+    pub fn idle_readers(&self) -> usize {
+        self.readers.idle()
     }
 
     /// Starts a transaction. On SQLite it takes the write lock at once (`BEGIN IMMEDIATE`):

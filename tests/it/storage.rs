@@ -99,6 +99,78 @@ on_both_backends!(
     super::a_rolled_back_transaction_leaves_no_trace
 );
 
+/// Reader connections: on SQLite a released one waits for the next read (and then sees
+/// what was committed meanwhile), one dropped unreleased goes back to the pool; on
+/// PostgreSQL none is kept aside, nor from a pool too small to spare them.
+async fn released_readers_serve_the_next_read_and_see_new_commits(db: TestDb) {
+    let open = |max| {
+        Store::open_url(
+            &db.url,
+            OpenMode::CreateAndMigrate,
+            max,
+            Duration::from_secs(10),
+        )
+    };
+    let small = open(7).await.unwrap();
+    for reader in [small.reader().await.unwrap(), small.reader().await.unwrap()] {
+        reader.release();
+    }
+    assert_eq!(
+        small.idle_readers(),
+        usize::from(db.backend == Backend::Sqlite)
+    );
+    let store = open(10).await.unwrap();
+    let count = |n: i64| {
+        let store = store.clone();
+        async move {
+            let mut reader = store.reader().await.unwrap();
+            let seen: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_log")
+                .fetch_one(&mut *reader)
+                .await
+                .unwrap();
+            assert_eq!(seen, n, "a kept reader reads the latest commit");
+            reader.release();
+        }
+    };
+    let kept = if db.backend == Backend::Sqlite { 1 } else { 0 };
+    count(0).await;
+    assert_eq!(store.idle_readers(), kept);
+    for n in 1..=3 {
+        let mut tx = store.begin().await.unwrap();
+        audit::record(
+            &mut tx,
+            &Actor::System,
+            "test.event",
+            "x",
+            serde_json::json!({}),
+            n,
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+        count(n).await;
+    }
+    assert_eq!(store.idle_readers(), kept);
+    // Three at once: at most two are kept.
+    let readers = [
+        store.reader().await.unwrap(),
+        store.reader().await.unwrap(),
+        store.reader().await.unwrap(),
+    ];
+    assert_eq!(store.idle_readers(), 0);
+    for reader in readers {
+        reader.release();
+    }
+    assert_eq!(store.idle_readers(), 2 * kept);
+    // One that is not released (an error, a cancelled task) is not kept.
+    drop(store.reader().await.unwrap());
+    assert_eq!(store.idle_readers(), (2 * kept).saturating_sub(1));
+}
+on_both_backends!(
+    released_readers_serve_the_next_read_and_see_new_commits,
+    super::released_readers_serve_the_next_read_and_see_new_commits
+);
+
 async fn constraints_are_enforced_by_the_database(db: TestDb) {
     let store = db.store().await;
     // A membership pointing at no mailbox: foreign keys must be on (SQLite needs the pragma).

@@ -1,0 +1,106 @@
+//! Connections for the short reads on the hot path of every message (SMTP AUTH's
+//! credential, RCPT's mailbox, the policy checks), kept aside from the pool.
+//!
+//! sqlx pings a connection when it goes back to the pool, to catch one left in an unknown
+//! state by a cancelled query. On SQLite that ping is a round trip to the connection's
+//! worker thread (two thread wake-ups): three per message, about 5 % of the CPU of a
+//! 1 KiB SMTP submission (docs/decisions.md, "Fourth round"). A [`Reader`] whose user
+//! finished its reads calls [`Reader::release`] and the connection waits here for the next
+//! read, without the ping; one dropped otherwise (an error, a cancelled task, possibly in
+//! the middle of a query) goes back to the pool the usual way, ping included.
+//!
+//! Only on SQLite: a PostgreSQL connection can die while it waits (server restart, idle
+//! timeout), and the pool's checks are what notice that.
+
+use std::sync::{Arc, Mutex};
+
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyConnection, AnyPool};
+
+use super::StoreError;
+
+/// Idle connections kept aside at most: two cores' worth of concurrent reads. More
+/// readers than this at once take pool connections and give the extra ones back.
+const KEEP: u32 = 2;
+
+/// The set of idle reader connections of one store.
+#[derive(Debug, Default)]
+pub(super) struct Readers {
+    idle: Mutex<Vec<PoolConnection<Any>>>,
+    keep: usize,
+}
+
+impl Readers {
+    /// Keeps connections aside only if `enabled` (SQLite), and at most a quarter of the
+    /// pool's `max_connections`: kept connections are out of the pool, and the writer and
+    /// everything else must still get one.
+    pub(super) fn new(enabled: bool, max_connections: u32) -> Self {
+        let keep = if enabled {
+            KEEP.min(max_connections / 4)
+        } else {
+            0
+        };
+        Self {
+            idle: Mutex::new(Vec::new()),
+            keep: usize::try_from(keep).unwrap_or(0),
+        }
+    }
+
+    /// An idle reader connection, or a new one from `pool`.
+    pub(super) async fn take(self: &Arc<Self>, pool: &AnyPool) -> Result<Reader, StoreError> {
+        let idle = self.idle.lock().ok().and_then(|mut idle| idle.pop());
+        let conn = match idle {
+            Some(conn) => conn,
+            None => pool.acquire().await?,
+        };
+        Ok(Reader {
+            conn: Some(conn),
+            home: self.clone(),
+        })
+    }
+
+    fn put(&self, conn: PoolConnection<Any>) {
+        if let Ok(mut idle) = self.idle.lock()
+            && idle.len() < self.keep
+        {
+            idle.push(conn);
+        }
+        // Otherwise `conn` drops here and returns to the pool.
+    }
+
+    /// Connections waiting here (tests).
+    pub(super) fn idle(&self) -> usize {
+        self.idle.lock().map_or(0, |idle| idle.len())
+    }
+}
+
+/// A connection for reads outside a transaction; see the module documentation.
+#[derive(Debug)]
+pub struct Reader {
+    conn: Option<PoolConnection<Any>>,
+    home: Arc<Readers>,
+}
+
+impl Reader {
+    /// The reads are done and their results taken: keep the connection for the next.
+    pub fn release(mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.home.put(conn);
+        }
+    }
+}
+
+impl std::ops::Deref for Reader {
+    type Target = AnyConnection;
+
+    fn deref(&self) -> &AnyConnection {
+        // `conn` is `None` only inside `release`, which consumes the reader.
+        self.conn.as_deref().unwrap_or_else(|| unreachable!())
+    }
+}
+
+impl std::ops::DerefMut for Reader {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        self.conn.as_deref_mut().unwrap_or_else(|| unreachable!())
+    }
+}
