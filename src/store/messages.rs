@@ -172,18 +172,41 @@ pub async fn insert_copies(conn: &mut AnyConnection, copies: &[CopyRow]) -> Resu
 /// per statement.
 pub async fn insert_jobs(conn: &mut AnyConnection, jobs: &[JobRow]) -> Result<(), StoreError> {
     let mut ids = Vec::with_capacity(jobs.len());
-    for j in jobs {
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO outbound_jobs (gateway_id, mailbox_id, recipient, state, due_at, \
-             created_at) VALUES ($1, $2, $3, 'queued', $4, $4) RETURNING id",
-        )
-        .bind(j.gateway_id.as_str())
-        .bind(j.mailbox_id)
-        .bind(j.recipient.as_str())
-        .bind(j.due_at)
-        .fetch_one(&mut *conn)
-        .await?;
-        ids.push((id, j.payload.as_slice()));
+    for chunk in jobs.chunks(INSERT_CHUNK) {
+        // One statement per chunk; RETURNING's row order is unspecified, so each new id
+        // is matched to its job by (message, recipient), unique within a batch.
+        let sql = format!(
+            "{} RETURNING id, gateway_id, recipient",
+            multi_row_insert(
+                "outbound_jobs (gateway_id, mailbox_id, recipient, state, due_at, created_at)",
+                chunk.len(),
+                6,
+            )
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for j in chunk {
+            query = query
+                .bind(j.gateway_id.as_str())
+                .bind(j.mailbox_id)
+                .bind(j.recipient.as_str())
+                .bind("queued")
+                .bind(j.due_at)
+                .bind(j.due_at);
+        }
+        let rows = query.fetch_all(&mut *conn).await?;
+        for j in chunk {
+            let id = rows
+                .iter()
+                .find(|r| {
+                    r.try_get::<&str, _>(1).is_ok_and(|g| g == j.gateway_id)
+                        && r.try_get::<&str, _>(2).is_ok_and(|r| r == j.recipient)
+                })
+                .ok_or(StoreError::Conflict(
+                    "a relay job's id did not come back from its INSERT",
+                ))?
+                .try_get::<i64, _>(0)?;
+            ids.push((id, j.payload.as_slice()));
+        }
     }
     for chunk in body_chunks(&ids, |(_, payload)| payload.len()) {
         let sql = multi_row_insert("outbound_payloads (job_id, payload)", chunk.len(), 2);

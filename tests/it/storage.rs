@@ -269,6 +269,61 @@ async fn postgres_over_tcp_runs_without_nagle() {
     assert_eq!(sqlite.nodelay_connections(), None);
 }
 
+/// Relay jobs are inserted many per statement: each payload must land with its own job
+/// (a swap would send one office's ciphertext to another), across statement chunks.
+async fn each_relay_payload_is_stored_with_its_own_job(db: TestDb) {
+    use bote::store::messages::{JobRow, insert_jobs};
+    let store = Store::open_url(
+        &db.url,
+        OpenMode::CreateAndMigrate,
+        1,
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    let mut conn = store.pool().acquire().await.unwrap();
+    // Jobs without their message and mailbox rows: only the job tables matter here.
+    let off = match db.backend {
+        Backend::Sqlite => "PRAGMA foreign_keys = OFF",
+        Backend::Postgres => "SET session_replication_role = replica",
+    };
+    sqlx::query(off).execute(&mut *conn).await.unwrap();
+    // 20 jobs: more than one statement's chunk; two recipients per message.
+    let jobs: Vec<JobRow> = (0..10)
+        .flat_map(|m| {
+            ["amt@kreis.example", "poststelle@land.example"].map(|to| JobRow {
+                gateway_id: format!("message-{m}"),
+                mailbox_id: 1,
+                recipient: to.to_owned(),
+                payload: format!("message-{m} for {to}").into_bytes(),
+                due_at: 0,
+            })
+        })
+        .collect();
+    insert_jobs(&mut conn, &jobs).await.unwrap();
+    let stored: Vec<(String, String, Vec<u8>)> = sqlx::query(
+        "SELECT j.gateway_id, j.recipient, p.payload FROM outbound_jobs j \
+         JOIN outbound_payloads p ON p.job_id = j.id",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get(1), r.get(2)))
+    .collect();
+    assert_eq!(stored.len(), jobs.len());
+    for (gateway_id, recipient, payload) in stored {
+        assert_eq!(
+            String::from_utf8(payload).unwrap(),
+            format!("{gateway_id} for {recipient}")
+        );
+    }
+}
+on_both_backends!(
+    each_relay_payload_is_stored_with_its_own_job,
+    super::each_relay_payload_is_stored_with_its_own_job
+);
+
 /// Migration 0011 moves relay payloads into their own table: an upgrade must keep the
 /// payload of every job still to be sent (a lost one is a message acknowledged and never
 /// relayed) and may drop those already delivered.
