@@ -94,7 +94,14 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Se
     {
         tracing::warn!("drain timed out after {DRAIN_TIMEOUT:?}; closing anyway");
     }
-    gateway.store().close().await;
+    // A task the drain gave up on may still hold a connection, and the pool's close waits
+    // for every one; committed data is durable either way, so the wait is bounded.
+    if tokio::time::timeout(DRAIN_TIMEOUT, gateway.store().close())
+        .await
+        .is_err()
+    {
+        tracing::warn!("database connections still in use after {DRAIN_TIMEOUT:?}; exiting");
+    }
     tracing::info!("stopped");
     Ok(())
 }

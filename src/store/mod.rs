@@ -364,8 +364,9 @@ impl Store {
         Ok(())
     }
 
-    /// Closes the pool, waiting for connections to be returned.
+    /// Closes the pool, waiting for connections to be returned (kept readers first).
     pub async fn close(&self) {
+        self.readers.close();
         self.pool.close().await;
     }
 }

@@ -12,7 +12,7 @@
 //! Only on SQLite: a PostgreSQL connection can die while it waits (server restart, idle
 //! timeout), and the pool's checks are what notice that.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyConnection, AnyPool};
@@ -26,8 +26,16 @@ const KEEP: u32 = 2;
 /// The set of idle reader connections of one store.
 #[derive(Debug, Default)]
 pub(super) struct Readers {
-    idle: Mutex<Vec<PoolConnection<Any>>>,
+    idle: Mutex<Idle>,
     keep: usize,
+}
+
+/// The kept connections, and whether the store is closing: the pool's `close` waits for
+/// every connection out of it, so once it has begun none may be kept back.
+#[derive(Debug, Default)]
+struct Idle {
+    conns: Vec<PoolConnection<Any>>,
+    closed: bool,
 }
 
 impl Readers {
@@ -41,14 +49,14 @@ impl Readers {
             0
         };
         Self {
-            idle: Mutex::new(Vec::new()),
+            idle: Mutex::default(),
             keep: usize::try_from(keep).unwrap_or(0),
         }
     }
 
     /// An idle reader connection, or a new one from `pool`.
     pub(super) async fn take(self: &Arc<Self>, pool: &AnyPool) -> Result<Reader, StoreError> {
-        let idle = self.idle.lock().ok().and_then(|mut idle| idle.pop());
+        let idle = self.idle.lock().ok().and_then(|mut idle| idle.conns.pop());
         let conn = match idle {
             Some(conn) => conn,
             None => pool.acquire().await?,
@@ -61,16 +69,28 @@ impl Readers {
 
     fn put(&self, conn: PoolConnection<Any>) {
         if let Ok(mut idle) = self.idle.lock()
-            && idle.len() < self.keep
+            && !idle.closed
+            && idle.conns.len() < self.keep
         {
-            idle.push(conn);
+            idle.conns.push(conn);
         }
         // Otherwise `conn` drops here and returns to the pool.
     }
 
+    /// Gives every kept connection back to the pool and keeps none from now on, so that
+    /// the pool's `close` can finish.
+    pub(super) fn close(&self) {
+        // Even from a poisoned lock: connections left in it would make `close` wait forever.
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        idle.closed = true;
+        let conns = std::mem::take(&mut idle.conns);
+        drop(idle);
+        drop(conns);
+    }
+
     /// Connections waiting here (tests).
     pub(super) fn idle(&self) -> usize {
-        self.idle.lock().map_or(0, |idle| idle.len())
+        self.idle.lock().map_or(0, |idle| idle.conns.len())
     }
 }
 

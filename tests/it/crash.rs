@@ -107,8 +107,7 @@ fn sigkill_during_smtp_intake_and_relay_loses_no_acknowledged_message() {
     let submission = free_port();
     let accepted: Arc<Mutex<BTreeSet<String>>> = Arc::default();
 
-    for cycle in 0..CYCLES {
-        let mut server = serve(&setup, submission, None);
+    let flood = || {
         let mut flood = Command::new("python3")
             .arg(concat!(
                 env!("CARGO_MANIFEST_DIR"),
@@ -134,27 +133,37 @@ fn sigkill_during_smtp_intake_and_relay_loses_no_acknowledged_message() {
                 }
             }
         });
+        move || {
+            flood.kill().unwrap();
+            flood.wait().unwrap();
+            reader.join().unwrap();
+        }
+    };
+
+    for cycle in 0..CYCLES {
+        let mut server = serve(&setup, submission, None);
+        let stop_flood = flood();
         std::thread::sleep(Duration::from_millis(700 + 250 * cycle as u64));
         server.kill().unwrap(); // SIGKILL
         server.wait().unwrap();
         std::thread::sleep(Duration::from_millis(200));
-        flood.kill().unwrap();
-        flood.wait().unwrap();
-        reader.join().unwrap();
+        stop_flood();
     }
-    let accepted = accepted.lock().unwrap().clone();
-    assert!(
-        accepted.len() >= 20,
-        "only {} messages were acknowledged",
-        accepted.len()
-    );
+    let killed = accepted.lock().unwrap().len();
+    assert!(killed >= 20, "only {killed} messages were acknowledged");
 
-    // A last start: everything acknowledged is relayed, and the queue gauges say so.
+    // A last start, with some more intake: everything acknowledged is relayed, the queue
+    // gauges say so, and SIGTERM then stops the gateway cleanly.
     let waiting = stdout(&run(setup.cmd(&["queue", "list"]))).lines().count();
     let metrics = free_port();
     let mut server = serve(&setup, submission, Some(metrics));
     let first = gauge(metrics, "bote_queue_depth");
     assert!(first <= waiting as f64, "{first} > {waiting} jobs waiting");
+    let stop_flood = flood();
+    std::thread::sleep(Duration::from_millis(500));
+    stop_flood();
+    let accepted = accepted.lock().unwrap().clone();
+    assert!(accepted.len() > killed, "the last start accepted nothing");
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let pending = stdout(&run(setup.cmd(&["queue", "list"])));
@@ -167,8 +176,22 @@ fn sigkill_during_smtp_intake_and_relay_loses_no_acknowledged_message() {
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(gauge(metrics, "bote_queue_depth"), 0.0);
     assert_eq!(gauge(metrics, "bote_queue_oldest_job_age_seconds"), 0.0);
-    server.kill().unwrap();
-    server.wait().unwrap();
+    Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = server.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            server.kill().unwrap();
+            panic!("bote serve did not stop within 30 s of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "SIGTERM: {status:?}");
 
     let mut delivered: BTreeMap<String, usize> = BTreeMap::new();
     for entry in std::fs::read_dir(sink.dir.path().join("mail")).unwrap() {

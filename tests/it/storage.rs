@@ -62,19 +62,24 @@ on_both_backends!(
     super::a_schema_from_a_newer_bote_is_refused
 );
 
-async fn a_rolled_back_transaction_leaves_no_trace(db: TestDb) {
-    let store = db.store().await;
-    let mut tx = store.begin().await.unwrap();
+/// One audit entry, "test.event" at time `at`.
+async fn record_event(tx: &mut bote::store::Tx, at: i64) {
     audit::record(
-        &mut tx,
+        tx,
         &Actor::System,
         "test.event",
         "x",
         serde_json::json!({}),
-        1,
+        at,
     )
     .await
     .unwrap();
+}
+
+async fn a_rolled_back_transaction_leaves_no_trace(db: TestDb) {
+    let store = db.store().await;
+    let mut tx = store.begin().await.unwrap();
+    record_event(&mut tx, 1).await;
     tx.rollback().await.unwrap();
     let mut tx = store.begin().await.unwrap();
     audit::record(
@@ -101,7 +106,8 @@ on_both_backends!(
 
 /// Reader connections: on SQLite a released one waits for the next read (and then sees
 /// what was committed meanwhile), one dropped unreleased goes back to the pool; on
-/// PostgreSQL none is kept aside, nor from a pool too small to spare them.
+/// PostgreSQL none is kept aside, nor from a pool too small to spare them; none keeps the
+/// store from closing.
 async fn released_readers_serve_the_next_read_and_see_new_commits(db: TestDb) {
     let open = |max| {
         Store::open_url(
@@ -137,16 +143,7 @@ async fn released_readers_serve_the_next_read_and_see_new_commits(db: TestDb) {
     assert_eq!(store.idle_readers(), kept);
     for n in 1..=3 {
         let mut tx = store.begin().await.unwrap();
-        audit::record(
-            &mut tx,
-            &Actor::System,
-            "test.event",
-            "x",
-            serde_json::json!({}),
-            n,
-        )
-        .await
-        .unwrap();
+        record_event(&mut tx, n).await;
         tx.commit().await.unwrap();
         count(n).await;
     }
@@ -165,6 +162,20 @@ async fn released_readers_serve_the_next_read_and_see_new_commits(db: TestDb) {
     // One that is not released (an error, a cancelled task) is not kept.
     drop(store.reader().await.unwrap());
     assert_eq!(store.idle_readers(), (2 * kept).saturating_sub(1));
+    // Shutting down waits for every connection: kept ones are given back, and one
+    // released while closing is not kept.
+    let late = store.reader().await.unwrap();
+    let closing = tokio::spawn({
+        let store = store.clone();
+        async move { store.close().await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    late.release();
+    tokio::time::timeout(Duration::from_secs(10), closing)
+        .await
+        .expect("the store closes with readers kept")
+        .unwrap();
+    assert_eq!(store.idle_readers(), 0);
 }
 on_both_backends!(
     released_readers_serve_the_next_read_and_see_new_commits,
