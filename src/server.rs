@@ -32,6 +32,9 @@ use crate::web;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long shutdown waits for in-flight requests.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long shutdown then waits for database connections to come back. With the drain,
+/// under deploy/bote.service's `TimeoutStopSec=45s`, so systemd never SIGKILLs a stop.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why the gateway could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -96,11 +99,11 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Se
     }
     // A task the drain gave up on may still hold a connection, and the pool's close waits
     // for every one; committed data is durable either way, so the wait is bounded.
-    if tokio::time::timeout(DRAIN_TIMEOUT, gateway.store().close())
+    if tokio::time::timeout(CLOSE_TIMEOUT, gateway.store().close())
         .await
         .is_err()
     {
-        tracing::warn!("database connections still in use after {DRAIN_TIMEOUT:?}; exiting");
+        tracing::warn!("database connections still in use after {CLOSE_TIMEOUT:?}; exiting");
     }
     tracing::info!("stopped");
     Ok(())

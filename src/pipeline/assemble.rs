@@ -280,13 +280,27 @@ pub(super) struct Assembled {
 }
 
 impl Assembly {
-    /// What [`Assembly::run`] costs: one provider signature, then per copy an encryption
-    /// (its X25519 agreement over the signed message) and an evidence signature.
+    /// What [`Assembly::run`] costs: one provider signature; per local recipient an
+    /// encryption (its X25519 agreement over the signed message) and two evidence
+    /// signatures, per external one an encryption and one signature, for the sender's copy
+    /// an encryption.
     pub(super) fn cost(&self) -> crate::crypto::pool::Cost {
-        let copies = self.recipients.len() + usize::from(self.sender_copy.is_some());
+        let per_recipient: usize = self
+            .recipients
+            .iter()
+            .map(|r| {
+                if r.mailbox.kind == MailboxKind::External {
+                    2
+                } else {
+                    3
+                }
+            })
+            .sum();
+        let sender_copy = usize::from(self.sender_copy.is_some());
+        let copies = self.recipients.len() + sender_copy;
         let copies_u64 = u64::try_from(copies).unwrap_or(u64::MAX);
         crate::crypto::pool::Cost::of(
-            1 + 2 * copies,
+            1 + per_recipient + sender_copy,
             self.prepared.size.saturating_mul(copies_u64 + 1),
         )
     }

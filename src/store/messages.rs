@@ -174,7 +174,18 @@ pub async fn insert_jobs(conn: &mut AnyConnection, jobs: &[JobRow]) -> Result<()
     let mut ids = Vec::with_capacity(jobs.len());
     for chunk in jobs.chunks(INSERT_CHUNK) {
         // One statement per chunk; RETURNING's row order is unspecified, so each new id
-        // is matched to its job by (message, recipient), unique within a batch.
+        // is matched to its job by (message, recipient). The pipeline makes that pair
+        // unique (recipients are deduplicated by address key); a caller that did not would
+        // give two jobs one id, so it is refused before anything is written.
+        let mut pairs = std::collections::HashSet::with_capacity(chunk.len());
+        if !chunk
+            .iter()
+            .all(|j| pairs.insert((j.gateway_id.as_str(), j.recipient.as_str())))
+        {
+            return Err(StoreError::Conflict(
+                "two relay jobs for one message and recipient",
+            ));
+        }
         let sql = format!(
             "{} RETURNING id, gateway_id, recipient",
             multi_row_insert(

@@ -329,6 +329,19 @@ async fn each_relay_payload_is_stored_with_its_own_job(db: TestDb) {
             format!("{gateway_id} for {recipient}")
         );
     }
+    // Two jobs for one message and recipient could not be told apart: refused, unwritten.
+    let twice = [&jobs[0], &jobs[0]].map(|j| JobRow {
+        gateway_id: "message-twice".into(),
+        ..j.clone()
+    });
+    let err = insert_jobs(&mut conn, &twice).await.unwrap_err();
+    assert!(err.to_string().contains("two relay jobs"), "{err}");
+    let twice: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM outbound_jobs WHERE gateway_id = 'message-twice'")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+    assert_eq!(twice, 0);
 }
 on_both_backends!(
     each_relay_payload_is_stored_with_its_own_job,
