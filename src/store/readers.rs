@@ -94,6 +94,22 @@ impl Readers {
     }
 }
 
+impl Drop for Readers {
+    fn drop(&mut self) {
+        // A pool connection's drop spawns the task that takes it back, which panics
+        // outside a runtime (a store dropped after its runtime ended). Such connections
+        // leave the pool and close on their own: SQLite's need no runtime to close, and
+        // the emptied handle spawns nothing while the pool's `min_connections` is 0 (the
+        // default, which `Store` keeps).
+        if tokio::runtime::Handle::try_current().is_err() {
+            let idle = self.idle.get_mut().unwrap_or_else(PoisonError::into_inner);
+            for conn in idle.conns.drain(..) {
+                drop(conn.detach());
+            }
+        }
+    }
+}
+
 /// A connection for reads outside a transaction; see the module documentation.
 #[derive(Debug)]
 pub struct Reader {

@@ -182,6 +182,30 @@ on_both_backends!(
     super::released_readers_serve_the_next_read_and_see_new_commits
 );
 
+/// A store outlives its runtime (a CLI's or a test's): its kept readers must not panic
+/// on the way out (a pool connection's drop needs a runtime to go back to the pool).
+#[test]
+fn a_store_with_kept_readers_outlives_its_runtime() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (db, store) = rt.block_on(async {
+        let db = TestDb::new(Backend::Sqlite).await;
+        let store = Store::open_url(
+            &db.url,
+            OpenMode::CreateAndMigrate,
+            8,
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+        store.reader().await.unwrap().release();
+        (db, store)
+    });
+    assert_eq!(store.idle_readers(), 1);
+    drop(rt);
+    drop(store);
+    drop(db);
+}
+
 async fn constraints_are_enforced_by_the_database(db: TestDb) {
     let store = db.store().await;
     // A membership pointing at no mailbox: foreign keys must be on (SQLite needs the pragma).
