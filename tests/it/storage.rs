@@ -109,15 +109,7 @@ on_both_backends!(
 /// PostgreSQL none is kept aside, nor from a pool too small to spare them; none keeps the
 /// store from closing.
 async fn released_readers_serve_the_next_read_and_see_new_commits(db: TestDb) {
-    let open = |max| {
-        Store::open_url(
-            &db.url,
-            OpenMode::CreateAndMigrate,
-            max,
-            Duration::from_secs(10),
-        )
-    };
-    let small = open(7).await.unwrap();
+    let small = db.store_with(7).await;
     for reader in [small.reader().await.unwrap(), small.reader().await.unwrap()] {
         reader.release();
     }
@@ -125,7 +117,7 @@ async fn released_readers_serve_the_next_read_and_see_new_commits(db: TestDb) {
         small.idle_readers(),
         usize::from(db.backend == Backend::Sqlite)
     );
-    let store = open(10).await.unwrap();
+    let store = db.store_with(10).await;
     let count = |n: i64| {
         let store = store.clone();
         async move {
@@ -189,14 +181,7 @@ fn a_store_with_kept_readers_outlives_its_runtime() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (db, store) = rt.block_on(async {
         let db = TestDb::new(Backend::Sqlite).await;
-        let store = Store::open_url(
-            &db.url,
-            OpenMode::CreateAndMigrate,
-            8,
-            Duration::from_secs(5),
-        )
-        .await
-        .unwrap();
+        let store = db.store_with(8).await;
         store.reader().await.unwrap().release();
         (db, store)
     });
@@ -308,14 +293,7 @@ async fn postgres_over_tcp_runs_without_nagle() {
 /// (a swap would send one office's ciphertext to another), across statement chunks.
 async fn each_relay_payload_is_stored_with_its_own_job(db: TestDb) {
     use bote::store::messages::{JobRow, insert_jobs};
-    let store = Store::open_url(
-        &db.url,
-        OpenMode::CreateAndMigrate,
-        1,
-        Duration::from_secs(5),
-    )
-    .await
-    .unwrap();
+    let store = db.store_with(1).await;
     let mut conn = store.pool().acquire().await.unwrap();
     // Jobs without their message and mailbox rows: only the job tables matter here.
     let off = match db.backend {

@@ -101,7 +101,17 @@ impl TestDb {
 
     /// Opens it in the given mode.
     pub async fn open(&self, mode: OpenMode) -> Store {
-        Store::open_url(&self.url, mode, 5, Duration::from_secs(10))
+        self.open_with(mode, 5).await
+    }
+
+    /// Opens it, creating and migrating it, with a pool of `max_connections`.
+    pub async fn store_with(&self, max_connections: u32) -> Store {
+        self.open_with(OpenMode::CreateAndMigrate, max_connections)
+            .await
+    }
+
+    async fn open_with(&self, mode: OpenMode, max_connections: u32) -> Store {
+        Store::open_url(&self.url, mode, max_connections, Duration::from_secs(10))
             .await
             .expect("open test store")
     }
