@@ -303,6 +303,14 @@ pub(crate) async fn relay_to(
     port: u16,
     cert: Vec<u8>,
 ) -> (String, tokio_util::sync::CancellationToken) {
+    let gateway_id = queue_relay(c, port, cert).await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(bote::queue::RelayWorker::new(c.api.core.clone()).run(stop.clone()));
+    (gateway_id, stop)
+}
+
+/// As [`relay_to`], without starting a relay worker: the gateway id of the queued message.
+pub(crate) async fn queue_relay(c: &crate::api::Cast, port: u16, cert: Vec<u8>) -> String {
     use crate::api::letter;
     let api = &c.api;
     let cert_file = api.gw.setup.path().join("kreis.asc");
@@ -333,10 +341,7 @@ pub(crate) async fn relay_to(
     body["authoritative"] = serde_json::json!(true);
     let r = api.post("/api/v1/messages", &anna, body).await;
     assert_eq!(r.status, axum::http::StatusCode::CREATED, "{}", r.text());
-    let gateway_id = r.json()["gateway_id"].as_str().unwrap().to_owned();
-    let stop = tokio_util::sync::CancellationToken::new();
-    tokio::spawn(bote::queue::RelayWorker::new(api.core.clone()).run(stop.clone()));
-    (gateway_id, stop)
+    r.json()["gateway_id"].as_str().unwrap().to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,7 +7,7 @@ use bote::evidence::{Event, ReasonCode};
 use bote::store::Backend;
 
 use crate::api::{Cast, cast};
-use crate::interop::{Sink, relay_to};
+use crate::interop::{Sink, queue_relay, relay_to};
 use crate::support::{Gateway, run, stdout};
 
 /// The chain of the external recipient, once its last event is `event` (waits up to 20 s).
@@ -35,6 +35,46 @@ fn office_cert() -> Vec<u8> {
 /// The cast, its core configured with `edit` (queue timings).
 async fn cast_with(edit: impl Fn(&mut bote::config::Config)) -> Cast {
     cast_again(cast(Gateway::new(Backend::Sqlite).await).await, edit)
+}
+
+/// Shutdown waits for a relay attempt in flight: the office's 250, which comes while the
+/// gateway is stopping, is recorded before the worker returns (else the job would be sent
+/// again after the restart).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_waits_for_a_relay_attempt_in_flight() {
+    let c = cast_with(|_| {}).await;
+    let sink = Sink::start("slow");
+    let id = queue_relay(&c, sink.port, office_cert()).await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let worker = tokio::spawn(bote::queue::RelayWorker::new(c.api.core.clone()).run(stop.clone()));
+    let started = sink.dir.path().join("mail/data-started");
+    for _ in 0..400 {
+        if started.exists() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        started.exists(),
+        "the office's server never got the message"
+    );
+    stop.cancel();
+    tokio::time::timeout(std::time::Duration::from_secs(20), worker)
+        .await
+        .expect("the worker stopped")
+        .unwrap();
+    let recipient = bote::address::EmailAddress::parse("amt@kreis.example").unwrap();
+    let mut conn = c.api.gw.store.pool().acquire().await.unwrap();
+    let chain = bote::evidence::query::chain(&mut conn, &id, Some(&recipient))
+        .await
+        .unwrap();
+    let last = &chain.last().unwrap().record;
+    assert_eq!(last.event, Event::RelayToNonERDS);
+    assert!(
+        last.details.reply.as_deref().unwrap().contains("KREIS1"),
+        "{:?}",
+        last.details.reply
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bote::smtp::{self, Port};
 use bote::store::Backend;
@@ -24,6 +25,7 @@ struct Smtp {
     submissions: u16,
     ca: String,
     stop: CancellationToken,
+    tracker: TaskTracker,
 }
 
 impl Smtp {
@@ -55,6 +57,7 @@ impl Smtp {
             submission: ports[0],
             submissions: ports[1],
             stop,
+            tracker,
         }
     }
 
@@ -418,6 +421,101 @@ async fn a_session_that_only_talks_is_closed_one_that_delivers_is_not() {
     assert!(replied(&out, "221"), "{}", &out[out.len() - 300..]);
     assert!(!replied(&out, "421"), "{}", &out[out.len() - 300..]);
     assert_eq!(s.messages().await, before + 2);
+}
+
+/// Shutdown (SIGTERM) lets a transaction in the middle of DATA finish with its 250 and the
+/// message stored, tells a session waiting between commands 421 4.3.2, and takes no new
+/// connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_finishes_a_message_in_flight_and_closes_idle_sessions() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let s = Smtp::start().await;
+    let token = s.cast.api.send_token(OFFICE);
+    let before = s.messages().await;
+
+    // Between commands: a plain session on the STARTTLS port after its EHLO.
+    let idle = tokio::net::TcpStream::connect(("127.0.0.1", s.submission))
+        .await
+        .unwrap();
+    let mut idle = tokio::io::BufReader::new(idle);
+    let mut line = String::new();
+    idle.read_line(&mut line).await.unwrap();
+    assert!(line.starts_with("220 "), "{line}");
+    idle.get_mut().write_all(b"EHLO x\r\n").await.unwrap();
+    loop {
+        line.clear();
+        idle.read_line(&mut line).await.unwrap();
+        if line.starts_with("250 ") {
+            break;
+        }
+    }
+
+    // In DATA: the probe pauses after half the message, while the gateway shuts down.
+    let b64 = |t: &str| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, t);
+    let plain = b64(&format!("\0{OFFICE}\0{token}"));
+    let script = format!(
+        "EHLO x\n<TLS>\nEHLO x\nAUTH PLAIN {plain}\nMAIL FROM:<{OFFICE}>\nRCPT TO:<{ANNA}>\n\
+         DATA\n~From: {OFFICE}\n~To: {ANNA}\n~Subject: late\n~\n~first half\n<SLEEP 2>\n\
+         ~second half\n.\n"
+    );
+    let mut probe = Command::new("python3")
+        .arg(PROBE)
+        .args(["raw", "localhost", &s.submission.to_string(), "starttls"])
+        .arg(&s.ca)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = probe.stdin.take().unwrap();
+        stdin.write_all(script.as_bytes()).unwrap();
+    }
+    let stdout_pipe = probe.stdout.take().unwrap();
+    let (in_data_tx, in_data) = tokio::sync::oneshot::channel();
+    let replies = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        let mut in_data_tx = Some(in_data_tx);
+        let mut all = String::new();
+        for l in std::io::BufReader::new(stdout_pipe).lines() {
+            let l = l.unwrap();
+            if l.starts_with("354 ") {
+                in_data_tx.take().map(|tx| tx.send(()));
+            }
+            all.push_str(&l);
+            all.push('\n');
+        }
+        all
+    });
+    tokio::time::timeout(Duration::from_secs(30), in_data)
+        .await
+        .expect("the probe reached DATA")
+        .unwrap();
+
+    s.stop.cancel();
+    line.clear();
+    idle.read_line(&mut line).await.unwrap();
+    assert!(line.starts_with("421 4.3.2 "), "{line}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while tokio::net::TcpStream::connect(("127.0.0.1", s.submission))
+        .await
+        .is_ok()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still accepting connections"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let out = replies.await.unwrap();
+    assert!(out.contains("\n250 2.0.0 accepted as "), "{out}");
+    probe.wait().unwrap();
+    s.tracker.close();
+    tokio::time::timeout(Duration::from_secs(10), s.tracker.wait())
+        .await
+        .expect("every session ended");
+    assert_eq!(s.messages().await, before + 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

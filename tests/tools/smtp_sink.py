@@ -38,6 +38,10 @@ class Handler:
         if self.mode == "defer-once" and not self.deferred:
             self.deferred = True
             return "451 4.3.0 Bitte spaeter erneut versuchen"
+        if self.mode == "slow":
+            # A slow office server: the message is in, the 250 comes 2 s later.
+            open(os.path.join(self.directory, "data-started"), "w").close()
+            await asyncio.sleep(2)
         self.count += 1
         path = os.path.join(self.directory, f"{self.count}")
         with open(path + ".env", "w") as f:
