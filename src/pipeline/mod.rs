@@ -396,7 +396,11 @@ impl Pipeline {
         };
         let sender_address = from.mailbox.address.clone();
         let message_id = format!("<{gateway_id}@{}>", self.domain);
-        let limits = ContentLimits::of(&self.config.limits);
+        let mut limits = ContentLimits::of(&self.config.limits);
+        // An office's server delivers over MX under the gateway limit its EHLO announced.
+        if from.channel == Channel::Mx {
+            limits.size = self.config.limits.message_size_gateway;
+        }
         let content = submission.content;
         let content_cost = pool::Cost::of(0, content.approx_size());
         // What the gateway signs carries its header inside the encryption too, so readers of

@@ -1079,3 +1079,29 @@ async fn connections_beyond_the_per_client_limit_are_turned_away() {
     }
     assert!(hello.starts_with("220 "), "{hello}");
 }
+
+/// The MX listener takes mail up to `limits.message_size_gateway` (its EHLO says so), and
+/// the pipeline must not then refuse it by the smaller submission limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_office_server_may_send_up_to_the_gateway_size_over_mx() {
+    let s = Smtp::start().await;
+    let home = tempfile::tempdir().unwrap();
+    add_external_office(&s, home.path(), "Kreisverwaltung", "amt@kreis.example");
+    let core = s.core_with(|config| {
+        config.smtp.trusted_networks = vec!["127.0.0.0/8".parse().unwrap()];
+        config.limits.message_size_submission = 4000;
+        config.limits.message_size_gateway = 40_000;
+    });
+    let port = mx(core, &s.stop).await;
+    let body: String = (0..100).map(|i| format!("~Zeile {i:03} {}\n", "x".repeat(80))).collect();
+    let letter = format!(
+        "EHLO mail.kreis.example\nMAIL FROM:<amt@kreis.example> SIZE=12000\nRCPT TO:<{ANNA}>\nDATA\n\
+         ~From: amt@kreis.example\n~To: {ANNA}\n~Subject: Anlage\n~\n{body}.\nQUIT\n"
+    );
+    let ca = s.ca.clone();
+    let out = tokio::task::spawn_blocking(move || raw_on(port, "plain", &ca, &letter))
+        .await
+        .unwrap();
+    assert!(out.contains("SIZE 40000"), "{out}");
+    assert!(out.contains("250 2.0.0 accepted as "), "{out}");
+}
