@@ -87,6 +87,8 @@ pub struct Session {
     mail_from: bool,
     /// MX: a null reverse path, which only delivery status notifications use.
     bounce: bool,
+    /// MX: how the client of the current transaction is known.
+    mx_client: Option<MxClient>,
     recipients: Vec<EmailAddress>,
     /// What each accepted RCPT resolved to, handed to the pipeline with the message so
     /// that it does not look the mailboxes up a second time.
@@ -118,6 +120,7 @@ impl Session {
             submitter: None,
             mail_from: false,
             bounce: false,
+            mx_client: None,
             recipients: Vec::new(),
             resolved: Vec::new(),
             commands: 0,
@@ -151,6 +154,7 @@ impl Session {
     fn reset(&mut self) {
         self.mail_from = false;
         self.bounce = false;
+        self.mx_client = None;
         self.recipients.clear();
         self.resolved.clear();
     }
@@ -496,6 +500,7 @@ impl Session {
                 );
             }
             self.bounce = true;
+            self.mx_client = Some(client);
             self.mail_from = true;
             return (Reply::new(250, "2.1.0", "null sender ok"), Next::Command);
         }
@@ -609,7 +614,8 @@ impl Session {
         let resolved = std::mem::take(&mut self.resolved);
         self.mail_from = false;
         if std::mem::take(&mut self.bounce) {
-            return bounce(gateway, &recipients, &message).await;
+            let client = self.mx_client.take().unwrap_or(MxClient::Unknown);
+            return bounce(gateway, client, &recipients, &message).await;
         }
         let Some(submitter) = &self.submitter else {
             return Reply::new(503, "5.5.1", "need MAIL first");
@@ -638,14 +644,35 @@ impl Session {
 
 /// Mail from the null sender: a delivery status notification for mail a recipient here
 /// sent (and bote relayed), recorded as evidence; anything else is refused.
-async fn bounce(gateway: &Gateway, recipients: &[EmailAddress], message: &[u8]) -> Reply {
-    let Some(dsn) = super::dsn::parse(message) else {
+async fn bounce(
+    gateway: &Gateway,
+    client: MxClient,
+    recipients: &[EmailAddress],
+    message: &[u8],
+) -> Reply {
+    let Some(mut dsn) = super::dsn::parse(message) else {
         return Reply::new(
             550,
             "5.7.1",
             "only delivery status notifications (RFC 3464) come from the null sender",
         );
     };
+    // A server known by its certificate speaks for its own office only: it reports
+    // failures of deliveries to that office, not to others.
+    if let MxClient::Certificate(office) = client {
+        let mut own = Vec::with_capacity(dsn.failed.len());
+        for failed in std::mem::take(&mut dsn.failed) {
+            let Ok(address) = EmailAddress::parse(&failed.recipient) else {
+                continue;
+            };
+            match gateway.resolve_recipient(&address).await {
+                Ok(Some(r)) if r.mailbox.id == office => own.push(failed),
+                Ok(_) => {}
+                Err(e) => return for_failure(&e.failure()),
+            }
+        }
+        dsn.failed = own;
+    }
     let mut recorded = 0;
     for sender in recipients {
         match crate::queue::record_dsn(gateway, sender, &dsn).await {

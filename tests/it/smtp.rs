@@ -1093,7 +1093,9 @@ async fn an_office_server_may_send_up_to_the_gateway_size_over_mx() {
         config.limits.message_size_gateway = 40_000;
     });
     let port = mx(core, &s.stop).await;
-    let body: String = (0..100).map(|i| format!("~Zeile {i:03} {}\n", "x".repeat(80))).collect();
+    let body: String = (0..100)
+        .map(|i| format!("~Zeile {i:03} {}\n", "x".repeat(80)))
+        .collect();
     let letter = format!(
         "EHLO mail.kreis.example\nMAIL FROM:<amt@kreis.example> SIZE=12000\nRCPT TO:<{ANNA}>\nDATA\n\
          ~From: amt@kreis.example\n~To: {ANNA}\n~Subject: Anlage\n~\n{body}.\nQUIT\n"
@@ -1104,4 +1106,63 @@ async fn an_office_server_may_send_up_to_the_gateway_size_over_mx() {
         .unwrap();
     assert!(out.contains("SIZE 40000"), "{out}");
     assert!(out.contains("250 2.0.0 accepted as "), "{out}");
+}
+
+/// A server known by its certificate speaks for its own office: it cannot report, from the
+/// null sender, that a delivery to another office failed (RelayToNonERDSFailure evidence).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_office_server_reports_failures_of_its_own_office_only() {
+    let s = Smtp::start().await;
+    let home = tempfile::tempdir().unwrap();
+    add_external_office(&s, home.path(), "Kreisverwaltung", "amt@kreis.example");
+    add_external_office(&s, home.path(), "Stadtwerke", "post@stadtwerke.example");
+    let dir = tempfile::tempdir().unwrap();
+    let (server, server_key) = client_cert(dir.path(), "mail.kreis.example");
+    s.cast.api.cli(
+        &[
+            "mailbox",
+            "server-cert",
+            "--office",
+            "amt@kreis.example",
+            "--cert",
+            server.to_str().unwrap(),
+        ],
+        "",
+    );
+    // The Bauamt writes to both offices; the Kreis gets the message (and its Message-ID).
+    let token = s.cast.api.send_token(OFFICE);
+    let sent = tokio::task::block_in_place(|| {
+        s.send(
+            "starttls",
+            OFFICE,
+            &token,
+            OFFICE,
+            "amt@kreis.example,post@stadtwerke.example",
+            &["Message-ID=<dsn-forgery-1@lemgo.example>"],
+        )
+    });
+    assert!(sent.starts_with("250"), "{sent}");
+    let port = mx(s.core_with(|_| {}), &s.stop).await;
+    let dsn = |failed: &str| {
+        format!(
+            "EHLO mail.kreis.example\n<TLS>\nEHLO mail.kreis.example\nMAIL FROM:<>\nRCPT TO:<{OFFICE}>\nDATA\n\
+             ~From: MAILER-DAEMON@kreis.example\n~To: {OFFICE}\n~Subject: Undelivered\n\
+             ~Content-Type: multipart/report; report-type=delivery-status; boundary=\"b\"\n~\n\
+             ~--b\n~Content-Type: message/delivery-status\n~\n~Reporting-MTA: dns; mail.kreis.example\n~\n\
+             ~Final-Recipient: rfc822; {failed}\n~Action: failed\n~Status: 5.1.1\n~\n~--b\n\
+             ~Content-Type: text/rfc822-headers\n~\n~Message-ID: <dsn-forgery-1@lemgo.example>\n~--b--\n.\nQUIT\n"
+        )
+    };
+    let cert = Some((server.as_path(), server_key.as_path()));
+    let other = tokio::task::block_in_place(|| {
+        raw_with_cert(port, "plain", &s.ca, &dsn("post@stadtwerke.example"), cert)
+    });
+    assert!(
+        other.contains("recorded for 0 recipient(s)"),
+        "the Kreis's server reported a failure at the Stadtwerke:\n{other}"
+    );
+    let own = tokio::task::block_in_place(|| {
+        raw_with_cert(port, "plain", &s.ca, &dsn("amt@kreis.example"), cert)
+    });
+    assert!(own.contains("recorded for 1 recipient(s)"), "{own}");
 }
