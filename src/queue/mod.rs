@@ -236,8 +236,39 @@ impl RelayWorker {
         Ok(jobs)
     }
 
-    /// One attempt at one job, and its recorded outcome.
+    /// One attempt at one job, and its recorded outcome, holding the job's lease until the
+    /// outcome is committed: an SMTP conversation (up to [`SMTP_TIMEOUT`]) may outlast
+    /// `queue.lease_secs`, and a job whose lease ran out would be claimed again (by any
+    /// worker, this one included) and sent a second time while still being sent.
     async fn attempt(&self, job: Claimed) -> Result<(), QueueError> {
+        let id = job.id;
+        tokio::select! {
+            done = self.attempt_leased(job) => done,
+            never = self.keep_lease(id) => match never {},
+        }
+    }
+
+    /// Renews the lease of job `id` every third of the lease, until dropped.
+    async fn keep_lease(&self, id: i64) -> std::convert::Infallible {
+        let every = (self.lease / 3).max(Duration::from_millis(50));
+        let lease = i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX);
+        loop {
+            tokio::time::sleep(every).await;
+            let renewed = match self.gateway.store().pool().acquire().await {
+                Ok(mut conn) => {
+                    repo::renew(&mut conn, id, &self.owner, now_ms().saturating_add(lease)).await
+                }
+                Err(e) => Err(e.into()),
+            };
+            match renewed {
+                Ok(true) => {}
+                Ok(false) => tracing::warn!(job = id, "relay job's lease lost during its attempt"),
+                Err(e) => tracing::warn!(job = id, error = %e, "relay job's lease not renewed"),
+            }
+        }
+    }
+
+    async fn attempt_leased(&self, job: Claimed) -> Result<(), QueueError> {
         let relay = job
             .relay
             .clone()

@@ -194,6 +194,26 @@ pub async fn finish(
     Ok(true)
 }
 
+/// Extends the lease of a job `owner` is sending to `lease_until`; false if it no longer
+/// holds it.
+pub async fn renew(
+    conn: &mut AnyConnection,
+    id: i64,
+    owner: &str,
+    lease_until: i64,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE outbound_jobs SET lease_expires_at = $1 \
+         WHERE id = $2 AND lease_owner = $3 AND state = 'running'",
+    )
+    .bind(lease_until)
+    .bind(id)
+    .bind(owner)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 /// Puts a job held by `owner` back in the queue, due at `due_at`.
 /// Returns whether this deferral is the one that warns the sender: the first at or after
 /// `warn_from` (unix ms).

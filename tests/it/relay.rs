@@ -132,6 +132,26 @@ async fn a_temporary_failure_is_retried_and_then_delivered() {
     assert!(envelope.contains("amt@kreis.example"));
 }
 
+/// A relay attempt that outlasts the claim's lease (`queue.lease_secs = 1`, as the crash test
+/// runs; an office server that takes 2 s to answer the final dot) keeps its job: the worker
+/// must not claim it again as an orphan and send it a second time while the first attempt
+/// is still waiting for the 250.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempt_outlasting_its_lease_is_not_sent_twice() {
+    let c = cast_with(|config| config.queue.lease_secs = 1).await;
+    let sink = Sink::start("slow");
+    let (id, stop) = relay_to(&c, sink.port, office_cert()).await;
+    wait_for(&c, &id, Event::RelayToNonERDS).await;
+    // A second copy would arrive within the sink's 2 s after its claim.
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    stop.cancel();
+    assert!(sink.dir.path().join("mail/1.eml").exists());
+    assert!(
+        !sink.dir.path().join("mail/2.eml").exists(),
+        "the office got the message twice: the lease expired during the attempt"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consecutive_relays_to_one_server_reuse_its_connection() {
     let c = cast_with(|_| {}).await;
