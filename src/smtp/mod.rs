@@ -218,6 +218,11 @@ async fn connection(
         let line = match line {
             Line::Eof => return Ok(()),
             Line::TooLong => {
+                if let Some(enough) = session.count_command() {
+                    record_reply(&enough);
+                    write(&mut conn, &enough).await?;
+                    return Ok(());
+                }
                 write(
                     &mut conn,
                     &Reply::new(500, "5.5.2", "line too long (at most 512 octets)"),

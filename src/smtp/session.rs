@@ -175,14 +175,18 @@ impl Session {
         Reply::lines(250, &lines)
     }
 
+    /// Counts a command line, also one refused unread (too long): past [`MAX_COMMANDS`]
+    /// since the last accepted message, the reply that ends the session.
+    pub fn count_command(&mut self) -> Option<Reply> {
+        self.commands += 1;
+        (self.commands > MAX_COMMANDS)
+            .then(|| Reply::new(421, "4.7.0", "too many commands in one session"))
+    }
+
     /// Handles one command line (without its CRLF).
     pub async fn command(&mut self, gateway: &Gateway, line: &[u8]) -> (Reply, Next) {
-        self.commands += 1;
-        if self.commands > MAX_COMMANDS {
-            return (
-                Reply::new(421, "4.7.0", "too many commands in one session"),
-                Next::Close,
-            );
+        if let Some(enough) = self.count_command() {
+            return (enough, Next::Close);
         }
         if let Some(step) = self.auth_step.take() {
             return self.auth_continue(gateway, step, line).await;

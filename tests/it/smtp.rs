@@ -391,6 +391,16 @@ async fn a_session_that_only_talks_is_closed_one_that_delivers_is_not() {
         &out[out.len() - 300..]
     );
     assert!(!replied(&out, "221"), "the session went on");
+    // Lines too long to be read as commands count too.
+    let long = format!("{}\n", "A".repeat(600)).repeat(max);
+    let out = s.raw("starttls", &format!("EHLO x\n{long}QUIT\n"));
+    assert_eq!(out.matches("500 5.5.2 line too long").count(), max - 1);
+    assert!(
+        out.contains("421 4.7.0 too many commands in one session"),
+        "{}",
+        &out[out.len() - 300..]
+    );
+    assert!(!replied(&out, "221"), "the session went on");
 
     let b64 = |t: &str| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, t);
     let plain = b64(&format!("\0{OFFICE}\0{token}"));
