@@ -273,11 +273,17 @@ impl RelayWorker {
             .relay
             .clone()
             .ok_or_else(|| QueueError::Job(job.id, "its mailbox has no relay".into()))?;
-        let outcome = self.send(&relay, &job).await;
+        let (outcome, encrypted) = self.send(&relay, &job).await;
         let expired =
             now_ms() - job.created_at >= i64::try_from(self.expiry.as_millis()).unwrap_or(i64::MAX);
         let remote = format!("{}:{}", relay.host, relay.port);
-        let tls = relay.tls.as_str().to_owned();
+        // What happened and the mailbox's rule: `opportunistic` alone would not say whether
+        // the message crossed the network encrypted. (lettre does not expose the version.)
+        let tls = format!(
+            "{}; {}",
+            if encrypted { "TLS" } else { "plain" },
+            relay.tls.as_str()
+        );
         match outcome {
             Attempt::Delivered(reply) => {
                 metrics::counter!("bote_relay_deliveries_total", "outcome" => "delivered")
@@ -360,23 +366,28 @@ impl RelayWorker {
         exp + jitter
     }
 
-    async fn send(&self, relay: &Relay, job: &Claimed) -> Attempt {
+    /// One SMTP attempt, and whether its session was encrypted (false if none was made).
+    async fn send(&self, relay: &Relay, job: &Claimed) -> (Attempt, bool) {
         let envelope = match (job.sender.parse(), job.recipient.parse()) {
             (Ok(from), Ok(to)) => match Envelope::new(Some(from), vec![to]) {
                 Ok(e) => e,
-                Err(e) => return Attempt::Refused(format!("envelope: {e}")),
+                Err(e) => return (Attempt::Refused(format!("envelope: {e}")), false),
             },
-            _ => return Attempt::Refused("the envelope addresses do not parse".into()),
+            _ => {
+                let why = "the envelope addresses do not parse".into();
+                return (Attempt::Refused(why), false);
+            }
         };
         let hello = ClientId::Domain(self.gateway.config().primary_domain().to_owned());
         let attempt = async {
             let mut session = match self.sessions.take(relay, &hello, &self.relay_ca).await {
                 Ok(s) => s,
-                Err(e) => return Attempt::Later(e.to_string()),
+                Err(e) => return (Attempt::Later(e.to_string()), false),
             };
+            let encrypted = session.is_encrypted();
             let sent = session.send(&envelope, &job.payload).await;
             self.sessions.put_back(relay, session);
-            match sent {
+            let attempt = match sent {
                 Ok(response) => Attempt::Delivered(format!(
                     "{} {}",
                     response.code(),
@@ -384,11 +395,15 @@ impl RelayWorker {
                 )),
                 Err(e) if e.is_permanent() => Attempt::Refused(e.to_string()),
                 Err(e) => Attempt::Later(e.to_string()),
-            }
+            };
+            (attempt, encrypted)
         };
         tokio::time::timeout(SMTP_TIMEOUT, attempt)
             .await
-            .unwrap_or_else(|_| Attempt::Later(format!("no answer within {SMTP_TIMEOUT:?}")))
+            .unwrap_or_else(|_| {
+                let why = format!("no answer within {SMTP_TIMEOUT:?}");
+                (Attempt::Later(why), false)
+            })
     }
 
     /// Records the relay evidence and ends the job, in one transaction.

@@ -252,9 +252,23 @@ impl Sink {
     }
 
     pub(crate) fn start_on(port: u16, mode: &str) -> Self {
+        Self::launch(port, mode, None)
+    }
+
+    /// A sink that offers STARTTLS with `cert` (certificate, key: PEM files), and takes
+    /// mail only under TLS.
+    pub(crate) fn start_with_tls(mode: &str, cert: (&Path, &Path)) -> Self {
+        Self::launch(crate::support::free_port(), mode, Some(cert))
+    }
+
+    fn launch(port: u16, mode: &str, tls: Option<(&Path, &Path)>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let ready = dir.path().join("ready");
-        let child = Command::new("python3")
+        let mut cmd = Command::new("python3");
+        if let Some((cert, key)) = tls {
+            cmd.env("SINK_TLS_CERT", cert).env("SINK_TLS_KEY", key);
+        }
+        let child = cmd
             .arg(concat!(
                 env!("CARGO_MANIFEST_DIR"),
                 "/tests/tools/smtp_sink.py"
@@ -400,7 +414,7 @@ async fn gpg_decrypts_and_verifies_the_pgp_mime_relayed_to_an_external_office() 
         relay.details.remote_host.as_deref(),
         Some(format!("127.0.0.1:{}", sink.port).as_str())
     );
-    assert_eq!(relay.details.tls_version.as_deref(), Some("none"));
+    assert_eq!(relay.details.tls_version.as_deref(), Some("plain; none"));
     assert!(
         relay
             .details

@@ -287,6 +287,79 @@ async fn required_tls_is_never_given_up_for_a_server_without_starttls() {
     assert!(!sink.dir.path().join("mail/2.eml").exists());
 }
 
+/// With TLS required (the default), the office server's certificate must verify: against
+/// a CA bote was not told to trust the message waits and nothing is sent; with that CA as
+/// `tls.relay_ca` it goes out under TLS, and the evidence says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn required_tls_verifies_the_servers_certificate_and_the_evidence_says_tls() {
+    let c = cast_with(|config| config.queue.retry_base_ms = 50).await;
+    let certs = c.api.gw.setup.path().join("certs");
+    // The gateway's own development certificate (for 127.0.0.1), issued by its CA.
+    let (cert, key) = (certs.join("server.crt"), certs.join("server.key"));
+    let sink = Sink::start_with_tls("accept", (&cert, &key));
+    let office = c.api.gw.setup.path().join("kreis.asc");
+    std::fs::write(&office, office_cert()).unwrap();
+    c.api.cli(
+        &[
+            "mailbox",
+            "add",
+            "--office",
+            "amt@kreis.example",
+            "--name",
+            "Kreisverwaltung",
+            "--relay",
+            &format!("127.0.0.1:{}", sink.port),
+            "--cert",
+            office.to_str().unwrap(),
+        ],
+        "",
+    );
+    let anna = c.api.login("anna@lemgo.example").await;
+    let body = crate::api::letter("amt@kreis.example", "Vertraulich", "Nur mit TLS");
+    let r = c.api.post("/api/v1/messages", &anna, body).await;
+    assert_eq!(r.status, axum::http::StatusCode::CREATED, "{}", r.text());
+    let id = r.json()["gateway_id"].as_str().unwrap().to_owned();
+
+    // No relay_ca: the development CA is not among the web roots.
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(bote::queue::RelayWorker::new(c.api.core.clone()).run(stop.clone()));
+    let mut list = String::new();
+    for _ in 0..200 {
+        let mut conn = c.api.gw.store.pool().acquire().await.unwrap();
+        let jobs = bote::store::messages::jobs_of(&mut conn, &id)
+            .await
+            .unwrap();
+        if jobs[0].attempts >= 1 {
+            list = stdout(&run(c.api.gw.setup.cmd(&["queue", "list"])));
+            break;
+        }
+        drop(conn);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    stop.cancel();
+    assert!(list.to_lowercase().contains("certificate"), "{list}");
+    assert!(
+        !sink.dir.path().join("mail/1.eml").exists(),
+        "sent untrusted"
+    );
+
+    // The operator names the office server's CA.
+    let c = cast_again(c, |config| {
+        config.queue.retry_base_ms = 50;
+        config.tls.relay_ca = config.tls.ca_cert.clone();
+    });
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(bote::queue::RelayWorker::new(c.api.core.clone()).run(stop.clone()));
+    let chain = wait_for(&c, &id, Event::RelayToNonERDS).await;
+    stop.cancel();
+    let relayed = &chain.last().unwrap().record;
+    assert_eq!(
+        relayed.details.tls_version.as_deref(),
+        Some("TLS; required")
+    );
+    assert!(sink.dir.path().join("mail/1.eml").exists());
+}
+
 crate::on_both_backends!(
     a_relay_failing_for_half_the_expiry_shows_the_sender_a_delay_warning,
     super::delay_warning

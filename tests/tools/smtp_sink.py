@@ -55,8 +55,15 @@ class Handler:
 def main():
     directory, port, mode, ready = sys.argv[1:5]
     os.makedirs(directory, exist_ok=True)
+    tls = {}
+    if os.environ.get("SINK_TLS_CERT"):
+        # An office server with STARTTLS (and only with it): the relay's `required` mode.
+        import ssl
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(os.environ["SINK_TLS_CERT"], os.environ["SINK_TLS_KEY"])
+        tls = {"tls_context": context, "require_starttls": True}
     controller = Controller(Handler(directory, mode), hostname="127.0.0.1", port=int(port),
-                            decode_data=False)
+                            decode_data=False, **tls)
     controller.start()
     with open(ready, "w") as f:
         f.write("ready\n")
