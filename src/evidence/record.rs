@@ -644,9 +644,11 @@ impl EvidenceRecord {
         ))
     }
 
-    /// The next record of `chain` (stored records of one message and recipient, in order):
-    /// the same message, sender, recipient and submission, a new event. A chain begun
-    /// under version 1 continues in version 2, linked to its last record.
+    /// The next record of `chain` (stored records of one message and recipient): the same
+    /// message, sender, recipient and submission, a new event. A chain begun under version
+    /// 1 continues in version 2, linked to its last record. First and last are by log
+    /// position, the order of commits: event times come from the clocks of possibly several
+    /// gateway processes, and a clock stepped back would otherwise pick an older head.
     pub fn successor(
         chain: &[StoredEvidence],
         issuer_key: &str,
@@ -655,8 +657,8 @@ impl EvidenceRecord {
         details: Details,
         time: Timestamp,
     ) -> Option<Self> {
-        let first = &chain.first()?.record;
-        let last = chain.last()?;
+        let first = &chain.iter().min_by_key(|e| e.log_index)?.record;
+        let last = chain.iter().max_by_key(|e| e.log_index)?;
         let position = chain.len() as u64;
         let head = Head {
             issuer: last.record.issuer.clone(),
@@ -814,6 +816,34 @@ pub(crate) mod tests {
         let mut zero = second;
         zero.chain = Some(ChainLink { seq: 0, prev: None });
         assert!(zero.to_canonical().is_err());
+    }
+
+    #[test]
+    fn a_successor_continues_the_last_committed_record_whatever_the_clocks_said() {
+        let stored = |record: EvidenceRecord, log_index| StoredEvidence {
+            canonical: record.to_canonical().unwrap(),
+            record,
+            signature: Vec::new(),
+            log_index,
+        };
+        let accepted = sample(Event::SubmissionAcceptance, ReasonCode::Accepted);
+        let mut relayed = sample(Event::RelayToNonERDS, ReasonCode::Accepted);
+        relayed.chain = Some(accepted.link_next(1).unwrap());
+        // Committed later, by a process whose clock was a minute behind.
+        relayed.time = Timestamp(accepted.time.0 - 60_000);
+        let head = stored(relayed, 9);
+        // In event-time order, as a search returns them.
+        let chain = [head.clone(), stored(accepted, 4)];
+        let next = EvidenceRecord::successor(
+            &chain,
+            "KEY",
+            Event::RelayToNonERDSFailure,
+            ReasonCode::RefusedByRecipientSystem,
+            Details::default(),
+            Timestamp(head.record.time.0 + 1),
+        )
+        .unwrap();
+        assert_eq!(next.chain, Some(ChainLink::after(2, &head.canonical)));
     }
 
     #[test]
