@@ -323,13 +323,12 @@ pub(crate) async fn relay_to(
     (gateway_id, stop)
 }
 
-/// As [`relay_to`], without starting a relay worker: the gateway id of the queued message.
-pub(crate) async fn queue_relay(c: &crate::api::Cast, port: u16, cert: Vec<u8>) -> String {
-    use crate::api::letter;
-    let api = &c.api;
-    let cert_file = api.gw.setup.path().join("kreis.asc");
+/// Registers the external office amt@kreis.example (certificate `cert`), its mail server
+/// at 127.0.0.1:`port`, relayed to under TLS mode `tls`.
+pub(crate) fn add_kreis(c: &crate::api::Cast, port: u16, cert: Vec<u8>, tls: &str) {
+    let cert_file = c.api.gw.setup.path().join("kreis.asc");
     std::fs::write(&cert_file, cert).unwrap();
-    api.cli(
+    c.api.cli(
         &[
             "mailbox",
             "add",
@@ -340,12 +339,19 @@ pub(crate) async fn queue_relay(c: &crate::api::Cast, port: u16, cert: Vec<u8>) 
             "--relay",
             &format!("127.0.0.1:{port}"),
             "--relay-tls",
-            "none",
+            tls,
             "--cert",
             cert_file.to_str().unwrap(),
         ],
         "",
     );
+}
+
+/// As [`relay_to`], without starting a relay worker: the gateway id of the queued message.
+pub(crate) async fn queue_relay(c: &crate::api::Cast, port: u16, cert: Vec<u8>) -> String {
+    use crate::api::letter;
+    let api = &c.api;
+    add_kreis(c, port, cert, "none");
     let anna = api.login_high("anna@lemgo.example", &c.anna_otp).await;
     let mut body = letter(
         "amt@kreis.example",

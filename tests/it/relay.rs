@@ -7,7 +7,7 @@ use bote::evidence::{Event, ReasonCode};
 use bote::store::Backend;
 
 use crate::api::{Cast, cast};
-use crate::interop::{Sink, queue_relay, relay_to};
+use crate::interop::{Sink, add_kreis, queue_relay, relay_to};
 use crate::support::{Gateway, run, stdout};
 
 /// The chain of the external recipient, once its last event is `event` (waits up to 20 s).
@@ -297,23 +297,7 @@ async fn required_tls_verifies_the_servers_certificate_and_the_evidence_says_tls
     // The gateway's own development certificate (for 127.0.0.1), issued by its CA.
     let (cert, key) = (certs.join("server.crt"), certs.join("server.key"));
     let sink = Sink::start_with_tls("accept", (&cert, &key));
-    let office = c.api.gw.setup.path().join("kreis.asc");
-    std::fs::write(&office, office_cert()).unwrap();
-    c.api.cli(
-        &[
-            "mailbox",
-            "add",
-            "--office",
-            "amt@kreis.example",
-            "--name",
-            "Kreisverwaltung",
-            "--relay",
-            &format!("127.0.0.1:{}", sink.port),
-            "--cert",
-            office.to_str().unwrap(),
-        ],
-        "",
-    );
+    add_kreis(&c, sink.port, office_cert(), "required");
     let anna = c.api.login("anna@lemgo.example").await;
     let body = crate::api::letter("amt@kreis.example", "Vertraulich", "Nur mit TLS");
     let r = c.api.post("/api/v1/messages", &anna, body).await;
