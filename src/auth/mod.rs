@@ -234,6 +234,12 @@ impl Auth {
         }
     }
 
+    /// The failed-login tracker, shared with SMTP AUTH (whose failures count per client
+    /// address too).
+    pub fn lockout(&self) -> &Lockout {
+        &self.lockout
+    }
+
     /// Resolves a presented credential to a caller. `client_cert` is the certificate the
     /// connection presented, if any: a token bound to a certificate opens only with it,
     /// and then at level `high`.

@@ -196,7 +196,14 @@ async fn connection(
         Mode::Submission => max_size,
         Mode::Mx { .. } => config.limits.message_size_gateway,
     };
-    let mut session = Session::new(mode, &hostname, tls_active, max_size, max_recipients);
+    let mut session = Session::new(
+        mode,
+        peer.ip(),
+        &hostname,
+        tls_active,
+        max_size,
+        max_recipients,
+    );
     if tls_active {
         session.tls_started(client_cert(&conn));
     }

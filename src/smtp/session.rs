@@ -7,6 +7,7 @@
 //! submission itself (`Gateway::submit_as`, the API's path, with its evidence).
 
 use std::borrow::Cow;
+use std::net::IpAddr;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -100,12 +101,16 @@ pub struct Session {
     max_recipients: usize,
     /// The SIZE the client declared at MAIL (0: none).
     declared_size: u64,
+    /// The client's address: AUTH failures are counted per address across sessions.
+    peer: IpAddr,
 }
 
 impl Session {
-    /// A session on a connection that is (`tls`) or is not yet encrypted.
+    /// A session with the client at `peer` on a connection that is (`tls`) or is not yet
+    /// encrypted.
     pub fn new(
         mode: Mode,
+        peer: IpAddr,
         hostname: &str,
         tls: bool,
         max_size: u64,
@@ -113,6 +118,7 @@ impl Session {
     ) -> Self {
         Self {
             mode,
+            peer,
             hostname: hostname.to_owned(),
             tls,
             client_cert: None,
@@ -354,40 +360,79 @@ impl Session {
         self.login(gateway, user, password).await
     }
 
-    /// The user is the mailbox address, the password a token of that mailbox.
+    /// The user is the mailbox address, the password a token of that mailbox. Failures
+    /// count in the gateway's failed-login tracker too (per mailbox, per client address,
+    /// and both), so that reconnecting does not give a guesser fresh tries; past its
+    /// allowance AUTH is refused for a while without the credential being looked at.
     async fn login(&mut self, gateway: &Gateway, user: &str, password: &str) -> (Reply, Next) {
-        let Ok(address) = EmailAddress::parse(user) else {
-            return self.auth_failed("the user name is the mailbox address");
-        };
-        let Some(credential) = Credential::parse(password.trim()) else {
-            return self.auth_failed("invalid credentials");
-        };
-        let caller = match gateway.auth().resolve(&credential, self.client_cert).await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::info!(error = %e, "SMTP AUTH refused");
-                return self.auth_failed("invalid credentials");
-            }
-        };
-        match gateway
-            .submitter(&caller, Some(&address), Channel::Smtp)
-            .await
-        {
+        let address = EmailAddress::parse(user);
+        // Apart from web logins of the same address: an office's SMTP guesser must not
+        // lock a citizen out of the web inbox.
+        let account = format!(
+            "smtp:{}",
+            address
+                .as_ref()
+                .map_or_else(|_| user.to_lowercase(), EmailAddress::key)
+        );
+        let lockout = gateway.auth().lockout();
+        let now = crate::clock::now_ms();
+        let wait = lockout.wait_secs(&account, Some(self.peer), now);
+        if wait > 0 {
+            return self.auth_refused(Reply::new(
+                454,
+                "4.7.0",
+                format!("too many failed authentications; try again in {wait} s"),
+            ));
+        }
+        let outcome = self.check_credentials(gateway, address, password).await;
+        match outcome {
             Ok(submitter) => {
+                lockout.note_success(&account, Some(self.peer));
                 self.submitter = Some(submitter);
                 (
                     Reply::new(235, "2.7.0", "authentication successful"),
                     Next::Command,
                 )
             }
-            Err(e) => {
-                tracing::info!(error = %e, "SMTP AUTH for another mailbox refused");
-                self.auth_failed("invalid credentials")
+            Err(why) => {
+                lockout.note_failure(&account, Some(self.peer), now);
+                self.auth_failed(why)
             }
         }
     }
 
+    /// The submitter a mailbox address and token stand for, or why not.
+    async fn check_credentials(
+        &self,
+        gateway: &Gateway,
+        address: Result<EmailAddress, crate::address::AddressError>,
+        password: &str,
+    ) -> Result<Submitter, &'static str> {
+        let address = address.map_err(|_| "the user name is the mailbox address")?;
+        let credential = Credential::parse(password.trim()).ok_or("invalid credentials")?;
+        let caller = gateway
+            .auth()
+            .resolve(&credential, self.client_cert)
+            .await
+            .map_err(|e| {
+                tracing::info!(error = %e, "SMTP AUTH refused");
+                "invalid credentials"
+            })?;
+        gateway
+            .submitter(&caller, Some(&address), Channel::Smtp)
+            .await
+            .map_err(|e| {
+                tracing::info!(error = %e, "SMTP AUTH for another mailbox refused");
+                "invalid credentials"
+            })
+    }
+
     fn auth_failed(&mut self, why: &str) -> (Reply, Next) {
+        self.auth_refused(Reply::new(535, "5.7.8", why))
+    }
+
+    /// Counts a failed AUTH: `reply`, or at [`MAX_AUTH_FAILURES`] the end of the session.
+    fn auth_refused(&mut self, reply: Reply) -> (Reply, Next) {
         self.auth_failures += 1;
         if self.auth_failures >= MAX_AUTH_FAILURES {
             return (
@@ -395,7 +440,7 @@ impl Session {
                 Next::Close,
             );
         }
-        (Reply::new(535, "5.7.8", why), Next::Command)
+        (reply, Next::Command)
     }
 
     fn mail(&mut self, from: &str, size: u64) -> (Reply, Next) {

@@ -209,6 +209,39 @@ async fn office_software_submits_over_starttls_and_implicit_tls() {
     }
 }
 
+/// AUTH failures count per client address across sessions: a guesser who reconnects after
+/// each closed session does not get fresh tries. Past the allowance (5 failures of one
+/// mailbox from one address) even the right token is refused for a while, unchecked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_failures_count_per_client_address_across_sessions() {
+    let s = Smtp::start().await;
+    let token = s.cast.api.send_token(OFFICE);
+    let b64 = |t: &str| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, t);
+    let wrong = format!(
+        "AUTH PLAIN {}\n",
+        b64(&format!("\0{OFFICE}\0bote_token_wrong"))
+    );
+    let right = format!("AUTH PLAIN {}\n", b64(&format!("\0{OFFICE}\0{token}")));
+    let session = |auths: &str| format!("EHLO x\n<TLS>\nEHLO x\n{auths}QUIT\n");
+
+    // Three failures end a session; two more in the next make five.
+    let first = s.raw("starttls", &session(&wrong.repeat(3)));
+    assert!(replied(&first, "421"), "{first}");
+    let second = s.raw("starttls", &session(&wrong.repeat(2)));
+    assert_eq!(second.matches("535 5.7.8").count(), 2, "{second}");
+    let third = s.raw("starttls", &session(&right));
+    assert!(
+        third.contains("454 4.7.0 too many failed authentications; try again in"),
+        "the right token after five failures is refused for now:\n{third}"
+    );
+    assert!(!replied(&third, "235"), "{third}");
+
+    // The wait after the fifth failure is one second.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let later = s.raw("starttls", &session(&right));
+    assert!(replied(&later, "235"), "{later}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_refusal_has_its_code_and_stores_nothing() {
     let s = Smtp::start().await;
