@@ -519,10 +519,14 @@ async fn record_after(
 /// A delivery status notification (RFC 3464) from an office's server, for mail that
 /// `sender` (a mailbox of this gateway) sent: each failed recipient of a message relayed to
 /// it gets RelayToNonERDSFailure (RB07) with the reported status. Returns how many.
+/// A server known as one office's (`reporter`, its mailbox id) speaks for that office
+/// only: failures it reports for others are ignored. `None`: a server the operator trusts
+/// by network, for any office.
 pub async fn record_dsn(
     gateway: &Gateway,
     sender: &crate::address::EmailAddress,
     dsn: &crate::smtp::dsn::Dsn,
+    reporter: Option<i64>,
 ) -> Result<usize, QueueError> {
     let mut conn = gateway.store().pool().acquire().await?;
     let Some(gateway_id) =
@@ -534,10 +538,10 @@ pub async fn record_dsn(
     drop(conn);
     let mut recorded = 0;
     for failed in &dsn.failed {
-        if !relayed
-            .iter()
-            .any(|j| j.recipient.eq_ignore_ascii_case(&failed.recipient))
-        {
+        if !relayed.iter().any(|j| {
+            j.recipient.eq_ignore_ascii_case(&failed.recipient)
+                && reporter.is_none_or(|office| office == j.mailbox_id)
+        }) {
             continue;
         }
         let reply = format!(

@@ -86,10 +86,9 @@ pub struct Session {
     greeted: bool,
     submitter: Option<Submitter>,
     mail_from: bool,
-    /// MX: a null reverse path, which only delivery status notifications use.
-    bounce: bool,
-    /// MX: how the client of the current transaction is known.
-    mx_client: Option<MxClient>,
+    /// MX: a null reverse path, which only delivery status notifications use, and how
+    /// its client is known.
+    bounce: Option<MxClient>,
     recipients: Vec<EmailAddress>,
     /// What each accepted RCPT resolved to, handed to the pipeline with the message so
     /// that it does not look the mailboxes up a second time.
@@ -125,8 +124,7 @@ impl Session {
             greeted: false,
             submitter: None,
             mail_from: false,
-            bounce: false,
-            mx_client: None,
+            bounce: None,
             recipients: Vec::new(),
             resolved: Vec::new(),
             commands: 0,
@@ -159,8 +157,7 @@ impl Session {
 
     fn reset(&mut self) {
         self.mail_from = false;
-        self.bounce = false;
-        self.mx_client = None;
+        self.bounce = None;
         self.recipients.clear();
         self.resolved.clear();
     }
@@ -532,14 +529,7 @@ impl Session {
         size: u64,
     ) -> (Reply, Next) {
         if client == MxClient::Unknown {
-            return (
-                Reply::new(
-                    550,
-                    "5.7.1",
-                    "this gateway accepts mail only from registered office mail servers",
-                ),
-                Next::Command,
-            );
+            return (unregistered(), Next::Command);
         }
         if from.is_empty() {
             if self.mail_from {
@@ -548,8 +538,7 @@ impl Session {
                     Next::Command,
                 );
             }
-            self.bounce = true;
-            self.mx_client = Some(client);
+            self.bounce = Some(client);
             self.mail_from = true;
             return (Reply::new(250, "2.1.0", "null sender ok"), Next::Command);
         }
@@ -662,8 +651,7 @@ impl Session {
         let recipients = std::mem::take(&mut self.recipients);
         let resolved = std::mem::take(&mut self.resolved);
         self.mail_from = false;
-        if std::mem::take(&mut self.bounce) {
-            let client = self.mx_client.take().unwrap_or(MxClient::Unknown);
+        if let Some(client) = self.bounce.take() {
             return bounce(gateway, client, &recipients, &message).await;
         }
         let Some(submitter) = &self.submitter else {
@@ -691,6 +679,15 @@ impl Session {
     }
 }
 
+/// The refusal of an MX client that is neither a registered office server nor trusted.
+fn unregistered() -> Reply {
+    Reply::new(
+        550,
+        "5.7.1",
+        "this gateway accepts mail only from registered office mail servers",
+    )
+}
+
 /// Mail from the null sender: a delivery status notification for mail a recipient here
 /// sent (and bote relayed), recorded as evidence; anything else is refused.
 async fn bounce(
@@ -699,32 +696,23 @@ async fn bounce(
     recipients: &[EmailAddress],
     message: &[u8],
 ) -> Reply {
-    let Some(mut dsn) = super::dsn::parse(message) else {
+    let Some(dsn) = super::dsn::parse(message) else {
         return Reply::new(
             550,
             "5.7.1",
             "only delivery status notifications (RFC 3464) come from the null sender",
         );
     };
-    // A server known by its certificate speaks for its own office only: it reports
-    // failures of deliveries to that office, not to others.
-    if let MxClient::Certificate(office) = client {
-        let mut own = Vec::with_capacity(dsn.failed.len());
-        for failed in std::mem::take(&mut dsn.failed) {
-            let Ok(address) = EmailAddress::parse(&failed.recipient) else {
-                continue;
-            };
-            match gateway.resolve_recipient(&address).await {
-                Ok(Some(r)) if r.mailbox.id == office => own.push(failed),
-                Ok(_) => {}
-                Err(e) => return for_failure(&e.failure()),
-            }
-        }
-        dsn.failed = own;
-    }
+    // A server known by its certificate speaks for its own office only.
+    let reporter = match client {
+        MxClient::Certificate(office) => Some(office),
+        MxClient::Network => None,
+        // Refused at MAIL already; never taken for a server that speaks for any office.
+        MxClient::Unknown => return unregistered(),
+    };
     let mut recorded = 0;
     for sender in recipients {
-        match crate::queue::record_dsn(gateway, sender, &dsn).await {
+        match crate::queue::record_dsn(gateway, sender, &dsn, reporter).await {
             Ok(n) => recorded += n,
             Err(e) => {
                 tracing::error!(error = %e, "DSN not recorded");

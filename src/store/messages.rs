@@ -437,6 +437,8 @@ pub struct QueuedJob {
     pub gateway_id: String,
     /// The external office.
     pub recipient: String,
+    /// The external office's mailbox.
+    pub mailbox_id: i64,
     /// `queued`, `running`, `done` or `failed`.
     pub state: String,
     /// Attempts so far.
@@ -449,7 +451,7 @@ pub async fn jobs_of(
     gateway_id: &str,
 ) -> Result<Vec<QueuedJob>, StoreError> {
     let rows = sqlx::query(
-        "SELECT id, gateway_id, recipient, state, attempts FROM outbound_jobs \
+        "SELECT id, gateway_id, recipient, mailbox_id, state, attempts FROM outbound_jobs \
          WHERE gateway_id = $1 ORDER BY id",
     )
     .bind(gateway_id)
@@ -461,8 +463,9 @@ pub async fn jobs_of(
                 id: r.try_get(0)?,
                 gateway_id: r.try_get(1)?,
                 recipient: r.try_get(2)?,
-                state: r.try_get(3)?,
-                attempts: r.try_get(4)?,
+                mailbox_id: r.try_get(3)?,
+                state: r.try_get(4)?,
+                attempts: r.try_get(5)?,
             })
         })
         .collect()
