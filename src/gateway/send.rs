@@ -80,12 +80,20 @@ impl Gateway {
         Ok(crate::store::accounts::office_of_server_cert(&mut conn, &hex::encode(cert.0)).await?)
     }
 
-    /// Room in the memory budget for `bytes` of a message to `recipients` still arriving.
-    pub async fn reserve_intake(
+    /// Waits until a message of `size` bytes to `recipients` would fit the memory budget.
+    pub async fn await_room(
+        &self,
+        size: u64,
+        recipients: usize,
+    ) -> Result<(), crate::pipeline::Busy> {
+        self.pipeline.await_room(size, recipients).await
+    }
+
+    /// Room in the memory budget for `bytes` more of a message still arriving.
+    pub async fn reserve_arriving(
         &self,
         bytes: u64,
-        recipients: usize,
     ) -> Result<crate::pipeline::Reservation, crate::pipeline::Busy> {
-        self.pipeline.reserve_intake(bytes, recipients).await
+        self.pipeline.reserve_arriving(bytes).await
     }
 }

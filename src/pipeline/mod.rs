@@ -106,7 +106,7 @@ pub struct Submission {
     /// De-Mail options.
     pub options: Options,
     /// Room in the memory budget that the front door reserved while the content arrived
-    /// (SMTP DATA), for the whole submission; empty: the pipeline reserves it.
+    /// (SMTP DATA); the pipeline tops it up to the whole submission's footprint.
     pub reserved: Vec<Reservation>,
 }
 
@@ -355,13 +355,18 @@ impl Pipeline {
         }
     }
 
-    /// Room in the memory budget for `bytes` of a message to `recipients` that is still
-    /// arriving (SMTP DATA), with everything its submission will hold; pass it on in
-    /// [`Submission::reserved`].
-    pub async fn reserve_intake(&self, bytes: u64, recipients: usize) -> Result<Reservation, Busy> {
+    /// Waits until a message of `size` bytes to `recipients` would fit the memory budget,
+    /// reserving nothing (SMTP: the answer to a declared SIZE before the 354).
+    pub async fn await_room(&self, size: u64, recipients: usize) -> Result<(), Busy> {
         self.budget
-            .reserve(budget::footprint(bytes, recipients))
+            .await_room(budget::footprint(size, recipients))
             .await
+    }
+
+    /// Room in the memory budget for `bytes` more of content still arriving (SMTP DATA);
+    /// pass it on in [`Submission::reserved`], which the submission tops up.
+    pub async fn reserve_arriving(&self, bytes: u64) -> Result<Reservation, Busy> {
+        self.budget.reserve(bytes).await
     }
 
     /// The store this pipeline writes to.
@@ -382,18 +387,13 @@ impl Pipeline {
             self.config.limits.max_recipients as usize,
         )?;
         // Held until the commit returns: the copies live in memory until then.
-        let _room = if submission.reserved.is_empty() {
-            vec![
-                self.budget
-                    .reserve(budget::footprint(
-                        submission.content.approx_size(),
-                        recipients.len(),
-                    ))
-                    .await?,
-            ]
-        } else {
-            submission.reserved
-        };
+        let _room = self
+            .budget
+            .top_up(
+                submission.reserved,
+                budget::footprint(submission.content.approx_size(), recipients.len()),
+            )
+            .await?;
         let sender_address = from.mailbox.address.clone();
         let message_id = format!("<{gateway_id}@{}>", self.domain);
         let mut limits = ContentLimits::of(&self.config.limits);

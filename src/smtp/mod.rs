@@ -253,20 +253,14 @@ async fn connection(
                 session.tls_started(client_cert(&conn));
             }
             Next::Data(max) => {
-                // The message is held whole until its commit: its room in the memory budget
-                // is taken before a byte of it is read (20 parallel 45 MiB messages must not
-                // exhaust memory), and over the budget the client is told to come back.
-                let first = match session.declared_size() {
-                    0 => INTAKE_CHUNK.min(max),
-                    _ => session.expected_size(),
-                };
-                let recipients = session.recipient_count();
-                let mut room = match gateway.reserve_intake(first, recipients).await {
-                    Ok(room) => Room {
-                        held: vec![room],
-                        bytes: first,
-                        recipients,
-                    },
+                // A declared size is answered before a byte is read: if the message and its
+                // copies would not fit the memory budget now, the client is told to come
+                // back (20 parallel 45 MiB messages must not exhaust memory). What is then
+                // held is only what has arrived, so announcing a large message and stalling
+                // holds nothing beyond the first chunk; the submission tops the room up to
+                // its footprint once the message is whole.
+                let mut room = match reserve_for_data(gateway, &session, max).await {
+                    Ok(room) => room,
                     Err(busy) => {
                         let refusal = Reply::new(452, "4.3.1", busy.to_string());
                         session.message_refused();
@@ -417,17 +411,35 @@ enum Data {
 /// Reads DATA to its end (`.` alone on a line), unstuffing dots. The message is refused,
 /// after the client has finished sending, when it is larger than `max`, has a line longer
 /// than 1000 octets, a bare LF or CR, or a NUL: nothing of it is kept.
-/// Room in the memory budget for a message being read: reserved before the 354, grown by
-/// [`INTAKE_CHUNK`]s as the message grows beyond it, given back when dropped.
+/// Room in the memory budget for a message being read: its first [`INTAKE_CHUNK`] reserved
+/// before the 354, grown by chunks as the message grows beyond it, given back when dropped.
 struct Room {
     held: Vec<crate::pipeline::Reservation>,
     /// Message bytes the room covers.
     bytes: u64,
-    recipients: usize,
 }
 
-/// How much more room a message takes at a time while it arrives without a declared SIZE.
+/// How much more room a message takes at a time while it arrives.
 const INTAKE_CHUNK: u64 = 1024 * 1024;
+
+/// Waits for the declared message (if a size was declared) to fit the budget with its
+/// copies, then reserves the first chunk of what arrives.
+async fn reserve_for_data(
+    gateway: &Gateway,
+    session: &Session,
+    max: u64,
+) -> Result<Room, crate::pipeline::Busy> {
+    if session.declared_size() > 0 {
+        gateway
+            .await_room(session.expected_size(), session.recipient_count())
+            .await?;
+    }
+    let first = INTAKE_CHUNK.min(max);
+    Ok(Room {
+        held: vec![gateway.reserve_arriving(first).await?],
+        bytes: first,
+    })
+}
 
 async fn read_data(
     conn: &mut Conn,
@@ -477,7 +489,7 @@ async fn read_data(
         let needed = (message.len() + content.len()) as u64;
         if problem.is_none() && needed > room.bytes {
             let more = INTAKE_CHUNK.max(needed - room.bytes);
-            match gateway.reserve_intake(more, room.recipients).await {
+            match gateway.reserve_arriving(more).await {
                 Ok(r) => {
                     room.held.push(r);
                     room.bytes += more;

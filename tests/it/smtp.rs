@@ -1037,33 +1037,46 @@ async fn a_token_bound_to_a_client_certificate_submits_at_level_high_only_with_i
     assert_eq!(level, "normal");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn large_messages_beyond_the_memory_budget_are_told_to_retry_before_they_are_read() {
-    let s = Smtp::start().await;
-    let api = &s.cast.api;
-    let token = api.send_token(OFFICE);
-    // Room for one declared 1 MiB message to one recipient (5 MiB with its copies), not two.
+/// A session that announces `size` octets to Anna, sends a few lines, sleeps `pause`
+/// seconds before the rest and the final dot, then quits.
+fn announced(auth: &str, size: u64, pause: u32) -> String {
+    format!(
+        "EHLO office.example\n<TLS>\nEHLO office.example\nAUTH PLAIN {auth}\n\
+         MAIL FROM:<{OFFICE}> SIZE={size}\nRCPT TO:<{ANNA}>\nDATA\n\
+         ~From: {OFFICE}\n~To: {ANNA}\n~Subject: Planunterlagen\n~\n<SLEEP {pause}>\n~Anlage folgt\n.\nQUIT\n"
+    )
+}
+
+/// The submission listener of a gateway with an 8 MiB memory budget, and AUTH PLAIN for
+/// the office.
+async fn small_budget(s: &Smtp) -> (u16, String) {
+    let token = s.cast.api.send_token(OFFICE);
     let core = s.core_with(|config| config.limits.memory_budget = 8 * 1024 * 1024);
     let port = listen(core, &s.stop, Port::Submission).await;
     use base64::Engine as _;
     let auth = base64::engine::general_purpose::STANDARD.encode(format!("\0{OFFICE}\0{token}"));
-    let script = move |pause: u32| {
-        format!(
-            "EHLO office.example\n<TLS>\nEHLO office.example\nAUTH PLAIN {auth}\n\
-             MAIL FROM:<{OFFICE}> SIZE=1048576\nRCPT TO:<{ANNA}>\nDATA\n\
-             ~From: {OFFICE}\n~To: {ANNA}\n~Subject: Planunterlagen\n~\n<SLEEP {pause}>\n~Anlage folgt\n.\nQUIT\n"
-        )
-    };
+    (port, auth)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_messages_beyond_the_memory_budget_are_told_to_retry_before_they_are_read() {
+    let s = Smtp::start().await;
+    let (port, auth) = small_budget(&s).await;
     let ca = s.ca.clone();
+    // The slow message holds the first MiB of what it sends while it arrives, and the
+    // whole 5 MiB of its copies from its final dot to its commit. Longer than the 10 s a
+    // message waits for room.
     let slow = {
-        // Longer than the 10 s a message waits for room.
-        let (ca, script) = (ca.clone(), script(14));
+        let (ca, script) = (ca.clone(), announced(&auth, 1024 * 1024, 14));
         tokio::task::spawn_blocking(move || raw_on(port, "plain", &ca, &script))
     };
     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     let before = s.messages().await;
+    // 1.5 MiB to one recipient takes 7.5 MiB with its copies: it fits an empty budget, not
+    // the 7 MiB left.
+    let crowded_script = announced(&auth, 1536 * 1024, 0);
     let crowded = {
-        let (ca, script) = (ca.clone(), script(0));
+        let (ca, script) = (ca.clone(), crowded_script.clone());
         tokio::task::spawn_blocking(move || raw_on(port, "plain", &ca, &script))
     };
     let crowded = crowded.await.unwrap();
@@ -1079,10 +1092,42 @@ async fn large_messages_beyond_the_memory_budget_are_told_to_retry_before_they_a
     let slow = slow.await.unwrap();
     assert!(slow.contains("250 2.0.0 accepted as "), "{slow}");
     // Once the room is free again, the retry goes through.
-    let retry = tokio::task::spawn_blocking(move || raw_on(port, "plain", &ca, &script(0)))
+    let retry = tokio::task::spawn_blocking(move || raw_on(port, "plain", &ca, &crowded_script))
         .await
         .unwrap();
     assert!(retry.contains("250 2.0.0 accepted as "), "{retry}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_announces_a_large_message_and_stalls_does_not_hold_the_budget() {
+    let s = Smtp::start().await;
+    let (port, auth) = small_budget(&s).await;
+    let ca = s.ca.clone();
+    // 20 MiB to one recipient is more than the whole budget: it is let in alone, and then
+    // sends a few lines and stalls for longer than a message waits for room.
+    let stalling = {
+        let (ca, script) = (ca.clone(), announced(&auth, 20 * 1024 * 1024, 14));
+        tokio::task::spawn_blocking(move || raw_on(port, "plain", &ca, &script))
+    };
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let started = std::time::Instant::now();
+    let other = {
+        let (ca, script) = (ca.clone(), announced(&auth, 2048, 0));
+        tokio::task::spawn_blocking(move || raw_on(port, "plain", &ca, &script))
+    }
+    .await
+    .unwrap();
+    assert!(
+        other.contains("250 2.0.0 accepted as "),
+        "another message goes through meanwhile:\n{other}"
+    );
+    assert!(
+        !stalling.is_finished(),
+        "the stalling client was still in DATA ({:?})",
+        started.elapsed()
+    );
+    let stalling = stalling.await.unwrap();
+    assert!(stalling.contains("250 2.0.0 accepted as "), "{stalling}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
