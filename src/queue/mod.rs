@@ -42,6 +42,11 @@ const PARALLEL: usize = 32;
 const GAUGES: Duration = Duration::from_secs(1);
 /// One SMTP conversation's time limit.
 const SMTP_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often a relay outcome's commit is tried, and the first wait between tries (doubled
+/// after each): the office has the message already, and an outcome left unrecorded would
+/// send it again once the lease runs out.
+const OUTCOME_TRIES: u32 = 5;
+const OUTCOME_RETRY: Duration = Duration::from_millis(200);
 
 /// Why a job's outcome could not be recorded.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +63,20 @@ pub enum QueueError {
     /// The job's mailbox has no relay, or its message no chain.
     #[error("job {0}: {1}")]
     Job(i64, String),
+}
+
+impl QueueError {
+    /// Whether trying again may succeed: not for a lost lease, a job that cannot be
+    /// recorded, or a writer that has stopped.
+    fn may_pass(&self) -> bool {
+        use evidence::WriterError;
+        match self {
+            Self::Job(..) | Self::Store(StoreError::Conflict(_)) => false,
+            Self::Writer(WriterError::Work(e)) => !matches!(**e, StoreError::Conflict(_)),
+            Self::Writer(w) => matches!(w, WriterError::Commit(_)),
+            Self::Store(_) | Self::Evidence(_) => true,
+        }
+    }
 }
 
 impl From<sqlx::Error> for QueueError {
@@ -406,7 +425,9 @@ impl RelayWorker {
             })
     }
 
-    /// Records the relay evidence and ends the job, in one transaction.
+    /// Records the relay evidence and ends the job, in one transaction; a commit that fails
+    /// for a reason that may pass (the database busy or away) is tried again while the
+    /// job's lease is kept.
     #[allow(clippy::too_many_arguments)]
     async fn record(
         &self,
@@ -424,9 +445,33 @@ impl RelayWorker {
             reply: Some(reply.chars().take(1000).collect()),
             ..Details::default()
         };
-        let (id, owner) = (job.id, self.owner.clone());
         let error = (state == "failed").then(|| reason.to_string());
-        let work: evidence::Work = Box::new(move |conn: &mut AnyConnection| {
+        let (mut wait, mut tries) = (OUTCOME_RETRY, 1);
+        loop {
+            let work = self.finish_work(job.id, state, error.clone());
+            let fact = (event, reason, details.clone());
+            match record_after(&self.gateway, &job.chain, fact, Some(work)).await {
+                Err(e) if tries < OUTCOME_TRIES && e.may_pass() => {
+                    metrics::counter!("bote_relay_outcome_retries_total").increment(1);
+                    tracing::warn!(job = job.id, error = %e, "relay outcome not committed; trying again");
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                    tries += 1;
+                }
+                done => {
+                    return done.map_err(|e| match e {
+                        QueueError::Job(_, why) => QueueError::Job(job.id, why),
+                        other => other,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Ends job `id` as `state` under this worker's lease, in the evidence's transaction.
+    fn finish_work(&self, id: i64, state: &'static str, error: Option<String>) -> evidence::Work {
+        let owner = self.owner.clone();
+        Box::new(move |conn: &mut AnyConnection| {
             let owner = owner.clone();
             let error = error.clone();
             Box::pin(async move {
@@ -436,17 +481,6 @@ impl RelayWorker {
                     Err(StoreError::Conflict("the job's lease was lost"))
                 }
             })
-        });
-        record_after(
-            &self.gateway,
-            &job.chain,
-            (event, reason, details),
-            Some(work),
-        )
-        .await
-        .map_err(|e| match e {
-            QueueError::Job(_, why) => QueueError::Job(job.id, why),
-            other => other,
         })
     }
 }

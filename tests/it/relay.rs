@@ -152,6 +152,53 @@ async fn an_attempt_outlasting_its_lease_is_not_sent_twice() {
     );
 }
 
+/// The office answers 250, and the commit of that outcome fails (a trigger refuses it for
+/// about a second, as a database that is briefly away would): the worker tries the commit
+/// again under its lease instead of leaving the job to be claimed and sent once more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_outcome_commit_is_tried_again_not_sent_again() {
+    let c = cast_with(|config| config.queue.lease_secs = 1).await;
+    {
+        let mut conn = c.api.gw.store.pool().acquire().await.unwrap();
+        for sql in [
+            "CREATE TABLE refuse_outcomes (x INTEGER)",
+            "INSERT INTO refuse_outcomes VALUES (1)",
+            "CREATE TRIGGER refuse_outcome BEFORE UPDATE ON outbound_jobs \
+             WHEN NEW.state = 'done' AND EXISTS (SELECT 1 FROM refuse_outcomes) \
+             BEGIN SELECT RAISE(ABORT, 'outcome refused by the test'); END",
+        ] {
+            sqlx::query(sql).execute(&mut *conn).await.unwrap();
+        }
+    }
+    let sink = Sink::start("accept");
+    let (id, stop) = relay_to(&c, sink.port, office_cert()).await;
+    let first = sink.dir.path().join("mail/1.eml");
+    for _ in 0..400 {
+        if first.exists() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(first.exists(), "the office's server never got the message");
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    {
+        let mut conn = c.api.gw.store.pool().acquire().await.unwrap();
+        sqlx::query("DELETE FROM refuse_outcomes")
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+    }
+    let chain = wait_for(&c, &id, Event::RelayToNonERDS).await;
+    assert_eq!(chain.len(), 2, "one relay record");
+    // A second copy would come after the 1 s lease.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    stop.cancel();
+    assert!(
+        !sink.dir.path().join("mail/2.eml").exists(),
+        "the office got the message twice: the failed commit left the job to be sent again"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consecutive_relays_to_one_server_reuse_its_connection() {
     let c = cast_with(|_| {}).await;
