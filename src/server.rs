@@ -30,10 +30,13 @@ use crate::web;
 
 /// How long a TLS handshake may take before the connection is dropped (slow clients).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long shutdown waits for in-flight requests.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long shutdown waits for in-flight requests: longer than a relay attempt may wait for
+/// the office's server plus its outcome's commit, so that an attempt in flight is recorded
+/// rather than sent again after the restart.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(70);
+const _: () = assert!(DRAIN_TIMEOUT.as_secs() >= crate::queue::SMTP_TIMEOUT.as_secs() + 7);
 /// How long shutdown then waits for database connections to come back. With the drain,
-/// under deploy/bote.service's `TimeoutStopSec=45s`, so systemd never SIGKILLs a stop.
+/// under deploy/bote.service's `TimeoutStopSec=90s`, so systemd never SIGKILLs a stop.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why the gateway could not start or stopped with an error.

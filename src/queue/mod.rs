@@ -41,7 +41,7 @@ const PARALLEL: usize = 32;
 /// How often the queue gauges are refreshed.
 const GAUGES: Duration = Duration::from_secs(1);
 /// One SMTP conversation's time limit.
-const SMTP_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const SMTP_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often a relay outcome's commit is tried, and the first wait between tries (doubled
 /// after each): the office has the message already, and an outcome left unrecorded would
 /// send it again once the lease runs out.
