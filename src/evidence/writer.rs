@@ -24,6 +24,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::{EvidenceError, SignedRecord, record_in_tx};
 use crate::error::{Classify, Failure};
 use crate::log::{Log, SignedCheckpoint};
+use crate::store::queue::{JobEnd, finish_all};
 use crate::store::{Store, StoreError};
 
 /// Most evidence records one transaction takes.
@@ -92,10 +93,20 @@ impl Classify for WriterError {
 type Reply = oneshot::Sender<Result<Done, WriterError>>;
 
 struct Request {
-    sealed: Vec<SignedRecord>,
-    work: Option<Work>,
+    job: Job,
     reply: Reply,
     deferrable: bool,
+}
+
+/// What one request writes.
+struct Job {
+    sealed: Vec<SignedRecord>,
+    work: Option<Work>,
+    /// A relay job's end. Unlike a [`Work`] closure, the ends of a batch's requests are
+    /// written together, in one statement per kind of end: under load a batch carries a
+    /// dozen relay outcomes, each of which would otherwise be two statements, each a round
+    /// trip to SQLite's worker thread while the writer holds the database.
+    end: Option<JobEnd>,
 }
 
 /// Handle to the writer task; cheap to clone.
@@ -106,7 +117,7 @@ pub struct Writer {
 
 impl std::fmt::Debug for Request {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Request({} records)", self.sealed.len())
+        write!(f, "Request({} records)", self.job.sealed.len())
     }
 }
 
@@ -132,7 +143,7 @@ impl Writer {
         sealed: Vec<SignedRecord>,
         work: Option<Work>,
     ) -> Result<Committed, WriterError> {
-        let done = self.request(sealed, work, false).await?;
+        let done = self.request(Job::new(sealed, work), false).await?;
         Ok(Committed {
             log_indexes: done.log_indexes,
             checkpoint: done.checkpoint.ok_or(WriterError::MissingIndexes)?,
@@ -146,27 +157,39 @@ impl Writer {
         sealed: Vec<SignedRecord>,
         work: Option<Work>,
     ) -> Result<(), WriterError> {
-        self.request(sealed, work, true).await.map(|_| ())
+        self.request(Job::new(sealed, work), true).await.map(|_| ())
+    }
+
+    /// Like [`Writer::commit_deferred`], for a relay attempt's evidence and the end of its
+    /// job, which is written together with the other ends in the batch. Fails with
+    /// [`StoreError::Conflict`] (as [`WriterError::Work`]) if the job's lease was lost.
+    pub async fn commit_relay_outcome(
+        &self,
+        sealed: Vec<SignedRecord>,
+        end: JobEnd,
+    ) -> Result<(), WriterError> {
+        let job = Job {
+            sealed,
+            work: None,
+            end: Some(end),
+        };
+        self.request(job, true).await.map(|_| ())
     }
 
     /// Runs `work` alone in a batch's transaction and waits until it is durable: a write
     /// that needs no evidence rides along with the evidence of others instead of taking
     /// the database lock and an fsync of its own. Deferrable (see [`LINGER`]).
     pub async fn run(&self, work: Work) -> Result<(), WriterError> {
-        self.request(Vec::new(), Some(work), true).await.map(|_| ())
+        self.request(Job::new(Vec::new(), Some(work)), true)
+            .await
+            .map(|_| ())
     }
 
-    async fn request(
-        &self,
-        sealed: Vec<SignedRecord>,
-        work: Option<Work>,
-        deferrable: bool,
-    ) -> Result<Done, WriterError> {
+    async fn request(&self, job: Job, deferrable: bool) -> Result<Done, WriterError> {
         let (reply, answer) = oneshot::channel();
         self.tx
             .send(Request {
-                sealed,
-                work,
+                job,
                 reply,
                 deferrable,
             })
@@ -249,7 +272,7 @@ struct Batch {
 
 impl Batch {
     fn push(&mut self, request: Request) {
-        self.records += request.sealed.len();
+        self.records += request.job.sealed.len();
         self.requests.push(request);
     }
 
@@ -276,7 +299,7 @@ async fn commit_batch(store: &Store, log: &Log, batch: Vec<Request>) -> Option<S
     let mut jobs = Vec::with_capacity(batch.len());
     for request in batch {
         replies.push(Some(request.reply));
-        jobs.push((request.sealed, request.work));
+        jobs.push(request.job);
     }
     // Optimistically without savepoints (two statements less per request); only if some
     // request's work fails is the batch redone with each request isolated.
@@ -323,7 +346,7 @@ type Outcome = Result<(Vec<(usize, usize)>, Vec<u64>, Option<SignedCheckpoint>),
 async fn attempt(
     store: &Store,
     log: &Log,
-    jobs: &[(Vec<SignedRecord>, Option<Work>)],
+    jobs: &[Job],
     replies: &mut [Option<Reply>],
     isolate: bool,
 ) -> Outcome {
@@ -356,15 +379,16 @@ impl From<StoreError> for BatchError {
     }
 }
 
-/// The transaction of one batch. With `isolate`, each request's work runs under its own
-/// savepoint, and requests whose work fails are answered here and dropped from the batch;
-/// without, any failing work aborts the whole attempt ([`BatchError::WorkFailed`]).
+/// The transaction of one batch. With `isolate`, each request's work (and job end) runs
+/// under its own savepoint, and requests whose work fails are answered here and dropped
+/// from the batch; without, any failing work aborts the whole attempt
+/// ([`BatchError::WorkFailed`]), and the job ends of all requests are written together.
 /// Returns (position, record count) of the accepted requests, their indexes and the
 /// checkpoint.
 async fn run_batch(
     store: &Store,
     log: &Log,
-    jobs: &[(Vec<SignedRecord>, Option<Work>)],
+    jobs: &[Job],
     replies: &mut [Option<Reply>],
     isolate: bool,
 ) -> Outcome {
@@ -375,27 +399,37 @@ async fn run_batch(
     log.lock(&mut tx).await.map_err(EvidenceError::from)?;
     let mut accepted = Vec::with_capacity(jobs.len());
     let mut sealed: Vec<&SignedRecord> = Vec::new();
-    for (position, (records, work)) in jobs.iter().enumerate() {
-        if let Some(work) = work {
-            if !isolate {
-                if work(&mut tx).await.is_err() {
-                    tx.rollback().await?;
-                    return Err(BatchError::WorkFailed);
-                }
-            } else {
-                let mut savepoint = tx.begin().await?;
-                if let Err(e) = work(&mut savepoint).await {
-                    savepoint.rollback().await?;
-                    if let Some(reply) = replies[position].take() {
-                        let _ = reply.send(Err(WriterError::Work(Arc::new(e))));
-                    }
-                    continue;
-                }
-                savepoint.commit().await?;
+    for (position, job) in jobs.iter().enumerate() {
+        if !isolate {
+            if job.run_work(&mut tx).await.is_err() {
+                tx.rollback().await?;
+                return Err(BatchError::WorkFailed);
             }
+        } else if job.work.is_some() || job.end.is_some() {
+            let mut savepoint = tx.begin().await?;
+            let done = match job.run_work(&mut savepoint).await {
+                Ok(()) => job.run_end(&mut savepoint).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = done {
+                savepoint.rollback().await?;
+                if let Some(reply) = replies[position].take() {
+                    let _ = reply.send(Err(WriterError::Work(Arc::new(e))));
+                }
+                continue;
+            }
+            savepoint.commit().await?;
         }
-        accepted.push((position, records.len()));
-        sealed.extend(records.iter());
+        accepted.push((position, job.sealed.len()));
+        sealed.extend(job.sealed.iter());
+    }
+    if !isolate {
+        let ends: Vec<JobEnd> = jobs.iter().filter_map(|j| j.end.clone()).collect();
+        // A lost lease or a failing statement: the isolated retry finds out whose.
+        if !ends.is_empty() && !matches!(finish_all(&mut tx, &ends).await, Ok(true)) {
+            tx.rollback().await?;
+            return Err(BatchError::WorkFailed);
+        }
     }
     // A batch of work alone (claims) leaves the log as it is: no empty checkpoint.
     let (indexes, checkpoint) = if sealed.is_empty() {
@@ -406,4 +440,31 @@ async fn run_batch(
     };
     tx.commit().await?;
     Ok((accepted, indexes, checkpoint))
+}
+
+impl Job {
+    fn new(sealed: Vec<SignedRecord>, work: Option<Work>) -> Self {
+        Self {
+            sealed,
+            work,
+            end: None,
+        }
+    }
+
+    async fn run_work(&self, conn: &mut AnyConnection) -> Result<(), StoreError> {
+        match &self.work {
+            Some(work) => work(conn).await,
+            None => Ok(()),
+        }
+    }
+
+    /// This request's job end alone.
+    async fn run_end(&self, conn: &mut AnyConnection) -> Result<(), StoreError> {
+        match &self.end {
+            Some(end) if !finish_all(conn, std::slice::from_ref(end)).await? => {
+                Err(StoreError::Conflict("the job's lease was lost"))
+            }
+            _ => Ok(()),
+        }
+    }
 }

@@ -445,12 +445,17 @@ impl RelayWorker {
             reply: Some(reply.chars().take(1000).collect()),
             ..Details::default()
         };
-        let error = (state == "failed").then(|| reason.to_string());
+        let end = repo::JobEnd {
+            id: job.id,
+            owner: self.owner.clone(),
+            state,
+            error: (state == "failed").then(|| reason.to_string()),
+        };
+        let record = successor(&self.gateway, &job.chain, (event, reason, details))
+            .map_err(|_| QueueError::Job(job.id, "no evidence chain to continue".into()))?;
         let (mut wait, mut tries) = (OUTCOME_RETRY, 1);
         loop {
-            let work = self.finish_work(job.id, state, error.clone());
-            let fact = (event, reason, details.clone());
-            match record_after(&self.gateway, &job.chain, fact, Some(work)).await {
+            match self.commit_outcome(record.clone(), end.clone()).await {
                 Err(e) if tries < OUTCOME_TRIES && e.may_pass() => {
                     metrics::counter!("bote_relay_outcome_retries_total").increment(1);
                     tracing::warn!(job = job.id, error = %e, "relay outcome not committed; trying again");
@@ -458,30 +463,24 @@ impl RelayWorker {
                     wait *= 2;
                     tries += 1;
                 }
-                done => {
-                    return done.map_err(|e| match e {
-                        QueueError::Job(_, why) => QueueError::Job(job.id, why),
-                        other => other,
-                    });
-                }
+                done => return done,
             }
         }
     }
 
-    /// Ends job `id` as `state` under this worker's lease, in the evidence's transaction.
-    fn finish_work(&self, id: i64, state: &'static str, error: Option<String>) -> evidence::Work {
-        let owner = self.owner.clone();
-        Box::new(move |conn: &mut AnyConnection| {
-            let owner = owner.clone();
-            let error = error.clone();
-            Box::pin(async move {
-                if repo::finish(conn, id, &owner, state, error.as_deref()).await? {
-                    Ok(())
-                } else {
-                    Err(StoreError::Conflict("the job's lease was lost"))
-                }
-            })
-        })
+    /// Signs `record` and commits it with the job's `end`.
+    async fn commit_outcome(
+        &self,
+        record: EvidenceRecord,
+        end: repo::JobEnd,
+    ) -> Result<(), QueueError> {
+        let keys = self.gateway.keys();
+        let signed = evidence::sign_async(keys.evidence.clone(), vec![record]).await?;
+        self.gateway
+            .writer()
+            .commit_relay_outcome(signed, end)
+            .await?;
+        Ok(())
     }
 }
 
@@ -535,19 +534,27 @@ async fn record_after(
     (event, reason, details): (Event, ReasonCode, Details),
     work: Option<evidence::Work>,
 ) -> Result<(), QueueError> {
-    let keys = gateway.keys();
-    let record = EvidenceRecord::successor(
+    let record = successor(gateway, chain, (event, reason, details))?;
+    let signed = evidence::sign_async(gateway.keys().evidence.clone(), vec![record]).await?;
+    gateway.writer().commit_deferred(signed, work).await?;
+    Ok(())
+}
+
+/// The record that continues `chain` with one relay event, now.
+fn successor(
+    gateway: &Gateway,
+    chain: &[StoredEvidence],
+    (event, reason, details): (Event, ReasonCode, Details),
+) -> Result<EvidenceRecord, QueueError> {
+    EvidenceRecord::successor(
         chain,
-        &keys.evidence.fingerprint(),
+        &gateway.keys().evidence.fingerprint(),
         event,
         reason,
         details,
         Timestamp(now_ms()),
     )
-    .ok_or_else(|| QueueError::Job(0, "no evidence chain to continue".into()))?;
-    let signed = evidence::sign_async(keys.evidence.clone(), vec![record]).await?;
-    gateway.writer().commit_deferred(signed, work).await?;
-    Ok(())
+    .ok_or_else(|| QueueError::Job(0, "no evidence chain to continue".into()))
 }
 
 /// A delivery status notification (RFC 3464) from an office's server, for mail that

@@ -162,36 +162,80 @@ pub async fn claimed(
         .collect()
 }
 
-/// Ends a job held by `owner` in `state` (`done` or `failed`); false if the lease was lost.
-/// A delivered job's payload goes with it (the office has the message, the evidence its
-/// hash); a failed one keeps it for `bote queue retry`.
-pub async fn finish(
-    conn: &mut AnyConnection,
-    id: i64,
-    owner: &str,
-    state: &str,
-    error: Option<&str>,
-) -> Result<bool, StoreError> {
-    let done = sqlx::query(
-        "UPDATE outbound_jobs SET state = $1, attempts = attempts + 1, last_error = $2, \
-         lease_owner = NULL, lease_expires_at = NULL WHERE id = $3 AND lease_owner = $4",
-    )
-    .bind(state)
-    .bind(error)
-    .bind(id)
-    .bind(owner)
-    .execute(&mut *conn)
-    .await?;
-    if done.rows_affected() != 1 {
-        return Ok(false);
+/// How a job that a worker holds ends, for [`finish_all`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobEnd {
+    /// Row id.
+    pub id: i64,
+    /// The worker holding its lease.
+    pub owner: String,
+    /// `done` or `failed`.
+    pub state: &'static str,
+    /// What a failed job keeps as its last error.
+    pub error: Option<String>,
+}
+
+/// Ids per `IN (…)` list of [`finish_all`]; lists are padded to a power of two (repeating
+/// the last id), so a handful of statement shapes stay in sqlx's statement cache.
+const FINISH_CHUNK: usize = 32;
+
+/// Ends jobs, each held by its worker and in its state, with one UPDATE per owner, state and
+/// error (ids in `IN` lists) and one DELETE of the delivered jobs' payloads (the office has
+/// the message, the evidence its hash; a failed job keeps its payload for `bote queue
+/// retry`). False if any lease was lost: the caller rolls back.
+pub async fn finish_all(conn: &mut AnyConnection, ends: &[JobEnd]) -> Result<bool, StoreError> {
+    let mut groups = std::collections::BTreeMap::<_, Vec<i64>>::new();
+    for end in ends {
+        groups
+            .entry((end.owner.as_str(), end.state, end.error.as_deref()))
+            .or_default()
+            .push(end.id);
     }
-    if state == "done" {
-        sqlx::query("DELETE FROM outbound_payloads WHERE job_id = $1")
-            .bind(id)
-            .execute(conn)
+    for ((owner, state, error), ids) in &groups {
+        for chunk in ids.chunks(FINISH_CHUNK) {
+            let sql = format!(
+                "UPDATE outbound_jobs SET state = $1, attempts = attempts + 1, last_error = $2, \
+                 lease_owner = NULL, lease_expires_at = NULL \
+                 WHERE lease_owner = $3 AND id IN ({})",
+                placeholders(4, chunk.len().next_power_of_two())
+            );
+            let query = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(*state)
+                .bind(*error)
+                .bind(*owner);
+            let done = bind_padded(query, chunk).execute(&mut *conn).await?;
+            if done.rows_affected() != chunk.len() as u64 {
+                return Ok(false);
+            }
+        }
+    }
+    let delivered: Vec<i64> = ends
+        .iter()
+        .filter(|e| e.state == "done")
+        .map(|e| e.id)
+        .collect();
+    for chunk in delivered.chunks(FINISH_CHUNK) {
+        let sql = format!(
+            "DELETE FROM outbound_payloads WHERE job_id IN ({})",
+            placeholders(1, chunk.len().next_power_of_two())
+        );
+        bind_padded(sqlx::query(sqlx::AssertSqlSafe(sql)), chunk)
+            .execute(&mut *conn)
             .await?;
     }
     Ok(true)
+}
+
+/// Binds `ids`, then the last of them again up to the next power of two.
+fn bind_padded<'q>(
+    mut query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    ids: &[i64],
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    let last = ids.last().copied().unwrap_or_default();
+    for i in 0..ids.len().next_power_of_two() {
+        query = query.bind(ids.get(i).copied().unwrap_or(last));
+    }
+    query
 }
 
 /// Extends the lease of a job `owner` is sending to `lease_until`; false if it no longer

@@ -611,3 +611,96 @@ async fn exactly_once(gw: Gateway) {
         );
     }
 }
+
+crate::on_both_backends!(
+    relay_outcomes_of_one_batch_are_written_together,
+    super::outcomes_together
+);
+
+/// Relay outcomes that reach the evidence writer together end their jobs in shared
+/// statements: a delivered job loses its payload, a failed one keeps it with its reason,
+/// and a job whose lease another worker took meanwhile fails alone while the others
+/// commit.
+async fn outcomes_together(gw: Gateway) {
+    use bote::store::queue::{JobEnd, claim_due};
+    let c = cast(gw).await;
+    let first = queue_relay(&c, crate::support::free_port(), office_cert()).await;
+    let anna = c.api.login("anna@lemgo.example").await;
+    let mut ids = vec![first];
+    for n in 0..3 {
+        let body = crate::api::letter("amt@kreis.example", &format!("Antrag {n}"), "Text");
+        let r = c.api.post("/api/v1/messages", &anna, body).await;
+        assert_eq!(r.status, axum::http::StatusCode::CREATED, "{}", r.text());
+        ids.push(r.json()["gateway_id"].as_str().unwrap().to_owned());
+    }
+    let gw = &c.api.gw;
+    let mut conn = gw.store.pool().acquire().await.unwrap();
+    let now = bote::clock::now_ms();
+    let claimed = claim_due(&mut conn, "worker-a", now, now + 60_000, 10)
+        .await
+        .unwrap();
+    let mut jobs = Vec::new();
+    for id in &ids {
+        jobs.push(bote::store::messages::jobs_of(&mut conn, id).await.unwrap()[0].id);
+    }
+    assert_eq!(claimed.len(), 4);
+    sqlx::query("UPDATE outbound_jobs SET lease_owner = 'worker-b' WHERE id = $1")
+        .bind(jobs[3])
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    drop(conn);
+    let end = |id: i64, state: &'static str, error: Option<&str>| JobEnd {
+        id,
+        owner: "worker-a".into(),
+        state,
+        error: error.map(str::to_owned),
+    };
+    // A linger long enough for the requests sent together to share one batch.
+    let writer = bote::evidence::Writer::spawn_with_linger(
+        gw.store.clone(),
+        gw.log.clone(),
+        std::time::Duration::from_secs(1),
+    );
+    let (delivered, failed) = tokio::join!(
+        writer.commit_relay_outcome(Vec::new(), end(jobs[0], "done", None)),
+        writer.commit_relay_outcome(Vec::new(), end(jobs[1], "failed", Some("RB07"))),
+    );
+    delivered.unwrap();
+    failed.unwrap();
+    let (delivered, stolen) = tokio::join!(
+        writer.commit_relay_outcome(Vec::new(), end(jobs[2], "done", None)),
+        writer.commit_relay_outcome(Vec::new(), end(jobs[3], "done", None)),
+    );
+    delivered.unwrap();
+    let lost = stolen.expect_err("the stolen job's lease was lost");
+    assert!(lost.to_string().contains("lease was lost"), "{lost}");
+    let mut conn = gw.store.pool().acquire().await.unwrap();
+    let state = |row: sqlx::any::AnyRow| -> (String, Option<String>, Option<String>, i64) {
+        use sqlx::Row;
+        (row.get(0), row.get(1), row.get(2), row.get::<i64, _>(3))
+    };
+    let mut seen = Vec::new();
+    for job in &jobs {
+        let row = sqlx::query(
+            "SELECT state, last_error, lease_owner, \
+             (SELECT COUNT(*) FROM outbound_payloads p WHERE p.job_id = j.id) \
+             FROM outbound_jobs j WHERE id = $1",
+        )
+        .bind(job)
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+        seen.push(state(row));
+    }
+    let s = |x: &str| Some(x.to_owned());
+    assert_eq!(
+        seen,
+        vec![
+            ("done".into(), None, None, 0),
+            ("failed".into(), s("RB07"), None, 1),
+            ("done".into(), None, None, 0),
+            ("running".into(), None, s("worker-b"), 1),
+        ]
+    );
+}
