@@ -453,9 +453,15 @@ impl RelayWorker {
         };
         let record = successor(&self.gateway, &job.chain, (event, reason, details))
             .map_err(|_| QueueError::Job(job.id, "no evidence chain to continue".into()))?;
+        let signed =
+            evidence::sign_async(self.gateway.keys().evidence.clone(), vec![record]).await?;
         let (mut wait, mut tries) = (OUTCOME_RETRY, 1);
         loop {
-            match self.commit_outcome(record.clone(), end.clone()).await {
+            let writer = self.gateway.writer();
+            let committed = writer
+                .commit_relay_outcome(signed.clone(), end.clone())
+                .await;
+            match committed.map_err(QueueError::from) {
                 Err(e) if tries < OUTCOME_TRIES && e.may_pass() => {
                     metrics::counter!("bote_relay_outcome_retries_total").increment(1);
                     tracing::warn!(job = job.id, error = %e, "relay outcome not committed; trying again");
@@ -466,21 +472,6 @@ impl RelayWorker {
                 done => return done,
             }
         }
-    }
-
-    /// Signs `record` and commits it with the job's `end`.
-    async fn commit_outcome(
-        &self,
-        record: EvidenceRecord,
-        end: repo::JobEnd,
-    ) -> Result<(), QueueError> {
-        let keys = self.gateway.keys();
-        let signed = evidence::sign_async(keys.evidence.clone(), vec![record]).await?;
-        self.gateway
-            .writer()
-            .commit_relay_outcome(signed, end)
-            .await?;
-        Ok(())
     }
 }
 
