@@ -89,11 +89,12 @@ impl Gateway {
         self.pipeline.await_room(size, recipients).await
     }
 
-    /// Room in the memory budget for `bytes` more of a message still arriving.
-    pub async fn reserve_arriving(
+    /// Grows the room `held` for a message still arriving to `bytes` in all.
+    pub async fn grow_room(
         &self,
+        held: Vec<crate::pipeline::Reservation>,
         bytes: u64,
-    ) -> Result<crate::pipeline::Reservation, crate::pipeline::Busy> {
-        self.pipeline.reserve_arriving(bytes).await
+    ) -> Result<Vec<crate::pipeline::Reservation>, crate::pipeline::Busy> {
+        self.pipeline.grow_room(held, bytes).await
     }
 }

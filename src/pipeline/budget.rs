@@ -4,36 +4,54 @@
 //! then is refused as a temporary failure (the client retries), so parallel large messages
 //! cannot exhaust memory (docs/decisions.md, "Bounded memory per request").
 //!
-//! Content still arriving (SMTP DATA) holds only the bytes that have arrived, and the
-//! submission tops that up to its footprint once it is whole ([`MemoryBudget::top_up`]): a
-//! client that announces a large message and then stalls holds no more than it sent.
+//! Content still arriving (SMTP DATA) holds the bytes that have arrived, grown in small
+//! steps, and the submission grows that to its footprint once the message is whole
+//! ([`MemoryBudget::grow`]): a client that announces a large message and then stalls holds
+//! no more than it sent and one step.
+//!
+//! Architecture invariant: nobody waits for room while holding room, and nobody waiting
+//! holds a place in a queue. A session that must wait gives back what it holds and waits
+//! for its whole amount, so two sessions each holding part of the budget cannot wait for
+//! each other until the timeout; and a waiter for a large amount (or the whole budget)
+//! does not keep small reservations that would fit from going through. The price: a large
+//! reservation can be overtaken by small ones and time out (the client retries), and while
+//! a session waits, the bytes it already received are not counted.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Notify;
 
 /// How long a submission waits for room before it is refused.
 const WAIT: Duration = Duration::from_secs(10);
-/// Budget granularity.
-const UNIT: u64 = 1024;
 
 /// The process-wide budget; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct MemoryBudget {
-    permits: Arc<Semaphore>,
-    units: u32,
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    total: u64,
+    used: Mutex<u64>,
+    freed: Notify,
 }
 
 /// Room reserved in the budget; dropping it gives the room back.
 #[derive(Debug)]
 pub struct Reservation {
-    permit: OwnedSemaphorePermit,
+    budget: Arc<Inner>,
     bytes: u64,
 }
 
 impl Drop for Reservation {
     fn drop(&mut self) {
+        {
+            let mut used = self.budget.lock();
+            *used = used.saturating_sub(self.bytes);
+        }
+        self.budget.freed.notify_waiters();
         metrics::gauge!("bote_messages_in_flight_bytes").decrement(self.bytes as f64);
     }
 }
@@ -43,67 +61,95 @@ impl Drop for Reservation {
 #[error("the gateway is busy with other large messages; try again in a few seconds")]
 pub struct Busy;
 
-impl MemoryBudget {
-    /// A budget of `bytes`.
-    pub fn new(bytes: u64) -> Self {
-        let units = u32::try_from((bytes / UNIT).max(1)).unwrap_or(u32::MAX);
-        Self {
-            permits: Arc::new(Semaphore::new(units as usize)),
-            units,
+impl Inner {
+    fn lock(&self) -> std::sync::MutexGuard<'_, u64> {
+        // The guarded number is updated in one statement: a panic cannot leave it half-done.
+        self.used.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// `bytes` clamped to the whole budget: a single message larger than the budget
+    /// passes alone.
+    fn clamp(&self, bytes: u64) -> u64 {
+        bytes.min(self.total)
+    }
+
+    /// Takes `bytes` now if they fit.
+    fn try_take(self: &Arc<Self>, bytes: u64) -> Option<Reservation> {
+        let mut used = self.lock();
+        if self.total - *used < bytes {
+            return None;
         }
+        *used += bytes;
+        drop(used);
+        metrics::gauge!("bote_messages_in_flight_bytes").increment(bytes as f64);
+        Some(Reservation {
+            budget: self.clone(),
+            bytes,
+        })
     }
 
-    /// Reserves `bytes`, waiting for room up to a few seconds. A single message larger
-    /// than the whole budget is let through alone.
-    pub async fn reserve(&self, bytes: u64) -> Result<Reservation, Busy> {
-        self.acquire(self.units_of(bytes), bytes).await
-    }
-
-    /// Waits, as [`Self::reserve`] does, until `bytes` would fit, and keeps nothing: the
-    /// early answer to a client that announces a message's size before sending it.
-    pub async fn await_room(&self, bytes: u64) -> Result<(), Busy> {
-        self.reserve(bytes).await.map(drop)
-    }
-
-    /// Tops the room already `held` up to `bytes` in all (clamped to the whole budget, as
-    /// [`Self::reserve`] is), waiting as it does; on [`Busy`] the held room is given back.
-    pub async fn top_up(
-        &self,
-        mut held: Vec<Reservation>,
-        bytes: u64,
-    ) -> Result<Vec<Reservation>, Busy> {
-        let have: u32 = held.iter().map(|r| r.units()).sum();
-        let want = self.units_of(bytes);
-        if want > have {
-            let more = want - have;
-            held.push(self.acquire(more, u64::from(more) * UNIT).await?);
-        }
-        Ok(held)
-    }
-
-    fn units_of(&self, bytes: u64) -> u32 {
-        u32::try_from(bytes.div_ceil(UNIT))
-            .unwrap_or(u32::MAX)
-            .clamp(1, self.units)
-    }
-
-    async fn acquire(&self, units: u32, bytes: u64) -> Result<Reservation, Busy> {
-        let acquire = self.permits.clone().acquire_many_owned(units);
-        match tokio::time::timeout(WAIT, acquire).await {
-            Ok(Ok(permit)) => {
-                metrics::gauge!("bote_messages_in_flight_bytes").increment(bytes as f64);
-                Ok(Reservation { permit, bytes })
+    /// Waits up to [`WAIT`] until `ready` (called under the lock with the bytes in use)
+    /// gives an answer.
+    async fn wait_until<T>(&self, mut ready: impl FnMut() -> Option<T>) -> Result<T, Busy> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            // Registered before the check, so a release between the two is not missed.
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            if let Some(answer) = ready() {
+                return Ok(answer);
             }
-            // Timed out, or (never: the semaphore is not closed) closed.
-            _ => Err(Busy),
+            if tokio::time::timeout_at(deadline, freed).await.is_err() {
+                return Err(Busy);
+            }
         }
     }
 }
 
-impl Reservation {
-    fn units(&self) -> u32 {
-        // At most the budget's units, which fit a u32 (`MemoryBudget::new`).
-        u32::try_from(self.permit.num_permits()).unwrap_or(u32::MAX)
+impl MemoryBudget {
+    /// A budget of `bytes`.
+    pub fn new(bytes: u64) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                total: bytes.max(1),
+                used: Mutex::new(0),
+                freed: Notify::new(),
+            }),
+        }
+    }
+
+    /// Waits until `bytes` would fit, and keeps nothing: the early answer to a client that
+    /// announces a message's size before sending it.
+    pub async fn await_room(&self, bytes: u64) -> Result<(), Busy> {
+        let wanted = self.inner.clamp(bytes);
+        let inner = &self.inner;
+        inner
+            .wait_until(|| (inner.total - *inner.lock() >= wanted).then_some(()))
+            .await
+    }
+
+    /// Grows the room already `held` to `bytes` in all (clamped to the whole budget). What
+    /// is missing is taken at once if it fits; otherwise the held room is given back and
+    /// the whole amount waited for (see the module doc). On [`Busy`] nothing is held.
+    pub async fn grow(
+        &self,
+        mut held: Vec<Reservation>,
+        bytes: u64,
+    ) -> Result<Vec<Reservation>, Busy> {
+        let wanted = self.inner.clamp(bytes);
+        let have: u64 = held.iter().map(|r| r.bytes).sum();
+        if wanted <= have {
+            return Ok(held);
+        }
+        if let Some(more) = self.inner.try_take(wanted - have) {
+            held.push(more);
+            return Ok(held);
+        }
+        drop(held);
+        let inner = &self.inner;
+        let whole = inner.wait_until(|| inner.try_take(wanted)).await?;
+        Ok(vec![whole])
     }
 }
 
@@ -118,21 +164,26 @@ pub fn footprint(size: u64, recipients: usize) -> u64 {
 mod tests {
     use super::*;
 
+    const KIB: u64 = 1024;
+
+    fn held(room: &[Reservation]) -> u64 {
+        room.iter().map(|r| r.bytes).sum()
+    }
+
     #[tokio::test(start_paused = true)]
     async fn over_the_budget_a_submission_waits_then_is_refused() {
-        let budget = MemoryBudget::new(1024 * 1024);
-        let first = budget.reserve(600 * 1024).await.unwrap();
-        let second = budget.reserve(600 * 1024).await;
-        assert!(second.is_err(), "two would exceed the budget");
-        drop(first);
-        let alone = budget.reserve(5 * 1024 * 1024).await;
+        let budget = MemoryBudget::new(1024 * KIB);
+        let first = budget.grow(Vec::new(), 600 * KIB).await.unwrap();
         assert!(
-            alone.is_ok(),
-            "a message larger than the budget passes alone"
+            budget.grow(Vec::new(), 600 * KIB).await.is_err(),
+            "two would exceed the budget"
         );
+        drop(first);
+        let alone = budget.grow(Vec::new(), 5 * 1024 * KIB).await.unwrap();
+        assert_eq!(held(&alone), 1024 * KIB, "larger than the budget: alone");
         let waiting = tokio::spawn({
             let budget = budget.clone();
-            async move { budget.reserve(1).await.is_ok() }
+            async move { budget.grow(Vec::new(), 1).await.is_ok() }
         });
         tokio::time::sleep(Duration::from_secs(1)).await;
         drop(alone);
@@ -140,26 +191,62 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_top_up_takes_only_what_is_missing_and_gives_all_back_when_busy() {
-        let budget = MemoryBudget::new(1024 * 1024);
-        let arrived = budget.reserve(300 * 1024).await.unwrap();
-        let whole = budget.top_up(vec![arrived], 800 * 1024).await.unwrap();
-        let total: u32 = whole.iter().map(Reservation::units).sum();
-        assert_eq!(total, 800, "300 KiB held, 500 KiB added");
+    async fn growing_takes_only_what_is_missing() {
+        let budget = MemoryBudget::new(1024 * KIB);
+        let arrived = budget.grow(Vec::new(), 300 * KIB).await.unwrap();
+        let whole = budget.grow(arrived, 800 * KIB).await.unwrap();
+        assert_eq!(held(&whole), 800 * KIB, "300 KiB held, 500 KiB added");
         assert!(
-            budget.await_room(300 * 1024).await.is_err(),
+            budget.await_room(300 * KIB).await.is_err(),
             "only 224 KiB are free"
         );
-        drop(whole);
-        let arrived = budget.reserve(300 * 1024).await.unwrap();
-        let other = budget.reserve(600 * 1024).await.unwrap();
-        assert!(budget.top_up(vec![arrived], 800 * 1024).await.is_err());
+        let same = budget.grow(whole, 700 * KIB).await.unwrap();
+        assert_eq!(held(&same), 800 * KIB, "nothing to add, nothing given back");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn two_holders_growing_at_once_do_not_wait_for_each_other() {
+        let budget = MemoryBudget::new(1024 * KIB);
+        let a = budget.grow(Vec::new(), 400 * KIB).await.unwrap();
+        let b = budget.grow(Vec::new(), 400 * KIB).await.unwrap();
+        // Each needs 700 KiB; together they cannot both have it, one after the other can.
+        let (budget_a, budget_b) = (budget.clone(), budget.clone());
+        let a = tokio::spawn(async move {
+            let room = budget_a.grow(a, 700 * KIB).await?;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            drop(room);
+            Ok::<_, Busy>(())
+        });
+        let b = tokio::spawn(async move {
+            let room = budget_b.grow(b, 700 * KIB).await?;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            drop(room);
+            Ok::<_, Busy>(())
+        });
+        let started = tokio::time::Instant::now();
+        assert!(a.await.unwrap().is_ok() && b.await.unwrap().is_ok());
         assert!(
-            budget.await_room(400 * 1024).await.is_ok(),
-            "the refused top-up gave its 300 KiB back"
+            started.elapsed() < WAIT,
+            "neither waited for the other's timeout"
         );
-        drop(other);
-        let huge = budget.top_up(Vec::new(), 5 * 1024 * 1024).await.unwrap();
-        assert_eq!(huge.iter().map(Reservation::units).sum::<u32>(), 1024);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiter_for_much_does_not_hold_up_a_little_that_fits() {
+        let budget = MemoryBudget::new(1024 * KIB);
+        let stalled = budget.grow(Vec::new(), 64 * KIB).await.unwrap();
+        let greedy = tokio::spawn({
+            let budget = budget.clone();
+            async move { budget.await_room(1024 * KIB).await }
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let started = tokio::time::Instant::now();
+        let small = budget.grow(Vec::new(), 100 * KIB).await.unwrap();
+        assert_eq!(started.elapsed(), Duration::ZERO, "taken at once");
+        drop((small, stalled));
+        assert!(
+            greedy.await.unwrap().is_ok(),
+            "the whole budget is free again"
+        );
     }
 }

@@ -106,7 +106,7 @@ pub struct Submission {
     /// De-Mail options.
     pub options: Options,
     /// Room in the memory budget that the front door reserved while the content arrived
-    /// (SMTP DATA); the pipeline tops it up to the whole submission's footprint.
+    /// (SMTP DATA); the pipeline grows it to the whole submission's footprint.
     pub reserved: Vec<Reservation>,
 }
 
@@ -363,10 +363,14 @@ impl Pipeline {
             .await
     }
 
-    /// Room in the memory budget for `bytes` more of content still arriving (SMTP DATA);
-    /// pass it on in [`Submission::reserved`], which the submission tops up.
-    pub async fn reserve_arriving(&self, bytes: u64) -> Result<Reservation, Busy> {
-        self.budget.reserve(bytes).await
+    /// Grows the room `held` for content still arriving (SMTP DATA) to `bytes`; pass it on
+    /// in [`Submission::reserved`], which the submission grows to its footprint.
+    pub async fn grow_room(
+        &self,
+        held: Vec<Reservation>,
+        bytes: u64,
+    ) -> Result<Vec<Reservation>, Busy> {
+        self.budget.grow(held, bytes).await
     }
 
     /// The store this pipeline writes to.
@@ -389,7 +393,7 @@ impl Pipeline {
         // Held until the commit returns: the copies live in memory until then.
         let _room = self
             .budget
-            .top_up(
+            .grow(
                 submission.reserved,
                 budget::footprint(submission.content.approx_size(), recipients.len()),
             )

@@ -73,7 +73,8 @@ impl QueueError {
         match self {
             Self::Job(..) | Self::Store(StoreError::Conflict(_)) => false,
             Self::Writer(WriterError::Work(e)) => !matches!(**e, StoreError::Conflict(_)),
-            Self::Writer(w) => matches!(w, WriterError::Commit(_)),
+            // A panic in another request's work fails the whole batch, this outcome with it.
+            Self::Writer(w) => matches!(w, WriterError::Commit(_) | WriterError::Panicked),
             Self::Store(_) | Self::Evidence(_) => true,
         }
     }

@@ -254,11 +254,11 @@ async fn connection(
             }
             Next::Data(max) => {
                 // A declared size is answered before a byte is read: if the message and its
-                // copies would not fit the memory budget now, the client is told to come
-                // back (20 parallel 45 MiB messages must not exhaust memory). What is then
-                // held is only what has arrived, so announcing a large message and stalling
-                // holds nothing beyond the first chunk; the submission tops the room up to
-                // its footprint once the message is whole.
+                // copies would not fit the memory budget within a few seconds, the client is
+                // told to come back (20 parallel 45 MiB messages must not exhaust memory).
+                // What is then held is only what has arrived, so announcing a large message
+                // and stalling holds one chunk; the submission grows the room to its
+                // footprint once the message is whole.
                 let mut room = match reserve_for_data(gateway, &session, max).await {
                     Ok(room) => room,
                     Err(busy) => {
@@ -419,8 +419,9 @@ struct Room {
     bytes: u64,
 }
 
-/// How much more room a message takes at a time while it arrives.
-const INTAKE_CHUNK: u64 = 1024 * 1024;
+/// How much more room a message takes at a time while it arrives: small, since a stalled
+/// client holds one chunk beyond what it sent.
+const INTAKE_CHUNK: u64 = 64 * 1024;
 
 /// Waits for the declared message (if a size was declared) to fit the budget with its
 /// copies, then reserves the first chunk of what arrives.
@@ -436,7 +437,7 @@ async fn reserve_for_data(
     }
     let first = INTAKE_CHUNK.min(max);
     Ok(Room {
-        held: vec![gateway.reserve_arriving(first).await?],
+        held: gateway.grow_room(Vec::new(), first).await?,
         bytes: first,
     })
 }
@@ -488,16 +489,13 @@ async fn read_data(
         }
         let needed = (message.len() + content.len()) as u64;
         if problem.is_none() && needed > room.bytes {
-            let more = INTAKE_CHUNK.max(needed - room.bytes);
-            match gateway.reserve_arriving(more).await {
-                Ok(r) => {
-                    room.held.push(r);
-                    room.bytes += more;
-                }
-                Err(busy) => {
-                    problem = Some(Reply::new(452, "4.3.1", busy.to_string()));
-                    room.held.clear();
-                }
+            let bytes = needed + INTAKE_CHUNK;
+            match gateway
+                .grow_room(std::mem::take(&mut room.held), bytes)
+                .await
+            {
+                Ok(held) => *room = Room { held, bytes },
+                Err(busy) => problem = Some(Reply::new(452, "4.3.1", busy.to_string())),
             }
         }
         if problem.is_none() {

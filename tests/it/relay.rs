@@ -627,7 +627,7 @@ async fn outcomes_together(gw: Gateway) {
     let first = queue_relay(&c, crate::support::free_port(), office_cert()).await;
     let anna = c.api.login("anna@lemgo.example").await;
     let mut ids = vec![first];
-    for n in 0..3 {
+    for n in 0..5 {
         let body = crate::api::letter("amt@kreis.example", &format!("Antrag {n}"), "Text");
         let r = c.api.post("/api/v1/messages", &anna, body).await;
         assert_eq!(r.status, axum::http::StatusCode::CREATED, "{}", r.text());
@@ -643,9 +643,9 @@ async fn outcomes_together(gw: Gateway) {
     for id in &ids {
         jobs.push(bote::store::messages::jobs_of(&mut conn, id).await.unwrap()[0].id);
     }
-    assert_eq!(claimed.len(), 4);
+    assert_eq!(claimed.len(), 6);
     sqlx::query("UPDATE outbound_jobs SET lease_owner = 'worker-b' WHERE id = $1")
-        .bind(jobs[3])
+        .bind(jobs[5])
         .execute(&mut *conn)
         .await
         .unwrap();
@@ -662,15 +662,18 @@ async fn outcomes_together(gw: Gateway) {
         gw.log.clone(),
         std::time::Duration::from_secs(1),
     );
-    let (delivered, failed) = tokio::join!(
+    // Three delivered (one IN list, padded to four) and one failed, together.
+    let together = futures_util::future::join_all([
         writer.commit_relay_outcome(Vec::new(), end(jobs[0], "done", None)),
         writer.commit_relay_outcome(Vec::new(), end(jobs[1], "failed", Some("RB07"))),
-    );
-    delivered.unwrap();
-    failed.unwrap();
-    let (delivered, stolen) = tokio::join!(
         writer.commit_relay_outcome(Vec::new(), end(jobs[2], "done", None)),
         writer.commit_relay_outcome(Vec::new(), end(jobs[3], "done", None)),
+    ])
+    .await;
+    assert!(together.iter().all(Result::is_ok), "{together:?}");
+    let (delivered, stolen) = tokio::join!(
+        writer.commit_relay_outcome(Vec::new(), end(jobs[4], "done", None)),
+        writer.commit_relay_outcome(Vec::new(), end(jobs[5], "done", None)),
     );
     delivered.unwrap();
     let lost = stolen.expect_err("the stolen job's lease was lost");
@@ -699,6 +702,8 @@ async fn outcomes_together(gw: Gateway) {
         vec![
             ("done".into(), None, None, 0),
             ("failed".into(), s("RB07"), None, 1),
+            ("done".into(), None, None, 0),
+            ("done".into(), None, None, 0),
             ("done".into(), None, None, 0),
             ("running".into(), None, s("worker-b"), 1),
         ]

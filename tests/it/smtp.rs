@@ -1063,17 +1063,19 @@ async fn large_messages_beyond_the_memory_budget_are_told_to_retry_before_they_a
     let s = Smtp::start().await;
     let (port, auth) = small_budget(&s).await;
     let ca = s.ca.clone();
-    // The slow message holds the first MiB of what it sends while it arrives, and the
-    // whole 5 MiB of its copies from its final dot to its commit. Longer than the 10 s a
-    // message waits for room.
+    // The slow message holds the 1 MB it has sent while it pauses (longer than the 10 s a
+    // message waits for room), and the 5 MB of its copies from its final dot to its commit.
+    let body = format!("~{}\n", "x".repeat(990)).repeat(1000);
+    let script =
+        announced(&auth, 1024 * 1024, 14).replace("~\n<SLEEP", &format!("~\n{body}<SLEEP"));
     let slow = {
-        let (ca, script) = (ca.clone(), announced(&auth, 1024 * 1024, 14));
+        let ca = ca.clone();
         tokio::task::spawn_blocking(move || raw_on(port, "plain", &ca, &script))
     };
     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     let before = s.messages().await;
     // 1.5 MiB to one recipient takes 7.5 MiB with its copies: it fits an empty budget, not
-    // the 7 MiB left.
+    // the ~6.9 MiB left.
     let crowded_script = announced(&auth, 1536 * 1024, 0);
     let crowded = {
         let (ca, script) = (ca.clone(), crowded_script.clone());
@@ -1128,6 +1130,107 @@ async fn a_client_that_announces_a_large_message_and_stalls_does_not_hold_the_bu
     );
     let stalling = stalling.await.unwrap();
     assert!(stalling.contains("250 2.0.0 accepted as "), "{stalling}");
+}
+
+/// A session that has sent its message and needs the rest of its room at the final dot is
+/// not kept waiting by a newcomer that announced a message and waits for room (with a
+/// first-come queue the two waited for each other until the 10 s timeout, and the newcomer
+/// got 452).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_waiting_for_room_does_not_hold_up_the_one_it_waits_for() {
+    let s = Smtp::start().await;
+    let (port, auth) = small_budget(&s).await;
+    let ca = s.ca.clone();
+    // 1.4 MB sent (7 MB with its copies), then 2 s before the final dot.
+    let body = format!("~{}\n", "x".repeat(990)).repeat(1400);
+    let script = announced(&auth, 1536 * 1024, 2).replace("~\n<SLEEP", &format!("~\n{body}<SLEEP"));
+    let first = {
+        let ca = ca.clone();
+        tokio::task::spawn_blocking(move || raw_on(port, "plain", &ca, &script))
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let started = std::time::Instant::now();
+    let second = {
+        let (ca, script) = (ca.clone(), announced(&auth, 1536 * 1024, 0));
+        tokio::task::spawn_blocking(move || raw_on(port, "plain", &ca, &script))
+    };
+    let first = first.await.unwrap();
+    let first_done = started.elapsed();
+    let second = second.await.unwrap();
+    assert!(first.contains("250 2.0.0 accepted as "), "{first}");
+    assert!(
+        second.contains("250 2.0.0 accepted as "),
+        "the newcomer waited its turn:\n{second}"
+    );
+    assert!(
+        first_done < Duration::from_secs(8),
+        "the first message waited out the newcomer's 10 s: {first_done:?}"
+    );
+}
+
+/// A client waiting for the whole budget (an announced message larger than it) while
+/// another session holds a little does not keep small messages waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_announcement_waiting_for_the_whole_budget_does_not_hold_up_others() {
+    let s = Smtp::start().await;
+    let (port, auth) = small_budget(&s).await;
+    let ca = s.ca.clone();
+    let stalling = {
+        let (ca, script) = (ca.clone(), announced(&auth, 2048, 14));
+        tokio::task::spawn_blocking(move || raw_on(port, "plain", &ca, &script))
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let greedy = {
+        let (ca, script) = (ca.clone(), announced(&auth, 20 * 1024 * 1024, 0));
+        tokio::task::spawn_blocking(move || raw_on(port, "plain", &ca, &script))
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = std::time::Instant::now();
+    let other = {
+        let (ca, script) = (ca.clone(), announced(&auth, 2048, 0));
+        tokio::task::spawn_blocking(move || raw_on(port, "plain", &ca, &script))
+    }
+    .await
+    .unwrap();
+    assert!(other.contains("250 2.0.0 accepted as "), "{other}");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "a small message waited out the greedy one's 10 s: {:?}",
+        started.elapsed()
+    );
+    let greedy = greedy.await.unwrap();
+    assert!(
+        greedy.contains("452 4.3.1"),
+        "the whole budget never came free:\n{greedy}"
+    );
+    assert!(stalling.await.unwrap().contains("250 2.0.0 accepted as "));
+}
+
+/// A message larger than the whole budget is let through alone over SMTP too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_larger_than_the_whole_budget_passes_alone_over_smtp() {
+    let s = Smtp::start().await;
+    let token = s.cast.api.send_token(OFFICE);
+    let core = s.core_with(|config| config.limits.memory_budget = 1024 * 1024);
+    let port = listen(core, &s.stop, Port::Submission).await;
+    use base64::Engine as _;
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("\0{OFFICE}\0{token}"));
+    let body = format!("~{}\n", "x".repeat(990)).repeat(1600);
+    let script = format!(
+        "EHLO office.example\n<TLS>\nEHLO office.example\nAUTH PLAIN {auth}\n\
+         MAIL FROM:<{OFFICE}> SIZE={}\nRCPT TO:<{ANNA}>\nDATA\n\
+         ~From: {OFFICE}\n~To: {ANNA}\n~Subject: Planunterlagen\n~\n{body}.\nQUIT\n",
+        1600 * 1000 + 200
+    );
+    let ca = s.ca.clone();
+    let out = tokio::task::spawn_blocking(move || raw_on(port, "plain", &ca, &script))
+        .await
+        .unwrap();
+    assert!(
+        out.contains("250 2.0.0 accepted as "),
+        "{}",
+        &out[out.len().saturating_sub(600)..]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
