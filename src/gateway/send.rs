@@ -89,12 +89,13 @@ impl Gateway {
         self.pipeline.await_room(size, recipients).await
     }
 
-    /// Grows the room `held` for a message still arriving to `bytes` in all.
-    pub async fn grow_room(
+    /// Grows the room `held` for a message still arriving from `client` to `bytes` in all.
+    pub async fn grow_arriving(
         &self,
+        client: std::net::IpAddr,
         held: Vec<crate::pipeline::Reservation>,
         bytes: u64,
     ) -> Result<Vec<crate::pipeline::Reservation>, crate::pipeline::Busy> {
-        self.pipeline.grow_room(held, bytes).await
+        self.pipeline.grow_arriving(client, held, bytes).await
     }
 }

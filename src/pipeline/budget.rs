@@ -9,6 +9,10 @@
 //! ([`MemoryBudget::grow`]): a client that announces a large message and then stalls holds
 //! no more than it sent and one step.
 //!
+//! While a message arrives, one client address may hold at most a quarter of the budget
+//! over all its sessions (a single session may hold more, alone): a client that sends and
+//! then stalls before the final dot, on many connections, cannot hold the whole budget.
+//!
 //! Architecture invariant: nobody waits for room while holding room, and nobody waiting
 //! holds a place in a queue. A session that must wait gives back what it holds and waits
 //! for its whole amount, so two sessions each holding part of the budget cannot wait for
@@ -17,6 +21,8 @@
 //! reservation can be overtaken by small ones and time out (the client retries), and while
 //! a session waits, the bytes it already received are not counted.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -34,8 +40,17 @@ pub struct MemoryBudget {
 #[derive(Debug)]
 struct Inner {
     total: u64,
-    used: Mutex<u64>,
+    /// Most that one client address may hold while its messages arrive.
+    share: u64,
+    used: Mutex<Used>,
     freed: Notify,
+}
+
+#[derive(Debug, Default)]
+struct Used {
+    all: u64,
+    /// Room held for arriving content, per client address.
+    by_client: HashMap<IpAddr, u64>,
 }
 
 /// Room reserved in the budget; dropping it gives the room back.
@@ -43,17 +58,38 @@ struct Inner {
 pub struct Reservation {
     budget: Arc<Inner>,
     bytes: u64,
+    /// The client whose arriving content this is, counted against its share.
+    client: Option<IpAddr>,
 }
 
 impl Drop for Reservation {
     fn drop(&mut self) {
         {
             let mut used = self.budget.lock();
-            *used = used.saturating_sub(self.bytes);
+            used.all = used.all.saturating_sub(self.bytes);
+            if let Some(ip) = self.client {
+                let left = used
+                    .by_client
+                    .get(&ip)
+                    .map_or(0, |b| b.saturating_sub(self.bytes));
+                if left == 0 {
+                    used.by_client.remove(&ip);
+                } else {
+                    used.by_client.insert(ip, left);
+                }
+            }
         }
         self.budget.freed.notify_waiters();
         metrics::gauge!("bote_messages_in_flight_bytes").decrement(self.bytes as f64);
     }
+}
+
+/// Whose room a reservation is, for a client's share: the address, and how much this
+/// session holds already (its own room does not keep it from growing alone).
+#[derive(Debug, Clone, Copy)]
+struct Holder {
+    ip: IpAddr,
+    mine: u64,
 }
 
 /// The budget is used up for longer than a submission waits.
@@ -62,8 +98,8 @@ impl Drop for Reservation {
 pub struct Busy;
 
 impl Inner {
-    fn lock(&self) -> std::sync::MutexGuard<'_, u64> {
-        // The guarded number is updated in one statement: a panic cannot leave it half-done.
+    fn lock(&self) -> std::sync::MutexGuard<'_, Used> {
+        // Nothing under the lock can panic between two updates.
         self.used.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -73,18 +109,27 @@ impl Inner {
         bytes.min(self.total)
     }
 
-    /// Takes `bytes` now if they fit.
-    fn try_take(self: &Arc<Self>, bytes: u64) -> Option<Reservation> {
+    /// Takes `bytes` now if they fit the budget and, for arriving content, the client's
+    /// share (unless the client holds nothing else).
+    fn try_take(self: &Arc<Self>, bytes: u64, holder: Option<Holder>) -> Option<Reservation> {
         let mut used = self.lock();
-        if self.total - *used < bytes {
+        if self.total - used.all < bytes {
             return None;
         }
-        *used += bytes;
+        if let Some(Holder { ip, mine }) = holder {
+            let theirs = used.by_client.get(&ip).copied().unwrap_or(0);
+            if theirs > mine && theirs + bytes > self.share {
+                return None;
+            }
+            *used.by_client.entry(ip).or_default() += bytes;
+        }
+        used.all += bytes;
         drop(used);
         metrics::gauge!("bote_messages_in_flight_bytes").increment(bytes as f64);
         Some(Reservation {
             budget: self.clone(),
             bytes,
+            client: holder.map(|h| h.ip),
         })
     }
 
@@ -110,10 +155,12 @@ impl Inner {
 impl MemoryBudget {
     /// A budget of `bytes`.
     pub fn new(bytes: u64) -> Self {
+        let total = bytes.max(1);
         Self {
             inner: Arc::new(Inner {
-                total: bytes.max(1),
-                used: Mutex::new(0),
+                total,
+                share: (total / 4).max(1),
+                used: Mutex::default(),
                 freed: Notify::new(),
             }),
         }
@@ -125,15 +172,30 @@ impl MemoryBudget {
         let wanted = self.inner.clamp(bytes);
         let inner = &self.inner;
         inner
-            .wait_until(|| (inner.total - *inner.lock() >= wanted).then_some(()))
+            .wait_until(|| (inner.total - inner.lock().all >= wanted).then_some(()))
             .await
     }
 
     /// Grows the room already `held` to `bytes` in all (clamped to the whole budget). What
     /// is missing is taken at once if it fits; otherwise the held room is given back and
     /// the whole amount waited for (see the module doc). On [`Busy`] nothing is held.
-    pub async fn grow(
+    pub async fn grow(&self, held: Vec<Reservation>, bytes: u64) -> Result<Vec<Reservation>, Busy> {
+        self.grow_for(None, held, bytes).await
+    }
+
+    /// [`Self::grow`] for content still arriving from `client`, within its share.
+    pub async fn grow_arriving(
         &self,
+        client: IpAddr,
+        held: Vec<Reservation>,
+        bytes: u64,
+    ) -> Result<Vec<Reservation>, Busy> {
+        self.grow_for(Some(client), held, bytes).await
+    }
+
+    async fn grow_for(
+        &self,
+        client: Option<IpAddr>,
         mut held: Vec<Reservation>,
         bytes: u64,
     ) -> Result<Vec<Reservation>, Busy> {
@@ -142,13 +204,16 @@ impl MemoryBudget {
         if wanted <= have {
             return Ok(held);
         }
-        if let Some(more) = self.inner.try_take(wanted - have) {
+        let holder = |mine| client.map(|ip| Holder { ip, mine });
+        if let Some(more) = self.inner.try_take(wanted - have, holder(have)) {
             held.push(more);
             return Ok(held);
         }
         drop(held);
         let inner = &self.inner;
-        let whole = inner.wait_until(|| inner.try_take(wanted)).await?;
+        let whole = inner
+            .wait_until(|| inner.try_take(wanted, holder(0)))
+            .await?;
         Ok(vec![whole])
     }
 }
@@ -248,5 +313,33 @@ mod tests {
             greedy.await.unwrap().is_ok(),
             "the whole budget is free again"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_client_holds_at_most_a_quarter_while_its_messages_arrive() {
+        let budget = MemoryBudget::new(1024 * KIB);
+        let (one, other): (IpAddr, IpAddr) = ([192, 0, 2, 1].into(), [192, 0, 2, 2].into());
+        let first = budget
+            .grow_arriving(one, Vec::new(), 200 * KIB)
+            .await
+            .unwrap();
+        // A second session of the same client would take it past 256 KiB.
+        assert!(
+            budget
+                .grow_arriving(one, Vec::new(), 100 * KIB)
+                .await
+                .is_err()
+        );
+        // Another client is not affected, and a session alone may grow past the share.
+        let theirs = budget
+            .grow_arriving(other, Vec::new(), 100 * KIB)
+            .await
+            .unwrap();
+        drop(theirs);
+        let alone = budget.grow_arriving(one, first, 600 * KIB).await.unwrap();
+        assert_eq!(held(&alone), 600 * KIB);
+        drop(alone);
+        let again = budget.grow_arriving(one, Vec::new(), 100 * KIB).await;
+        assert!(again.is_ok(), "the client's share was given back");
     }
 }

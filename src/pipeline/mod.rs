@@ -363,14 +363,16 @@ impl Pipeline {
             .await
     }
 
-    /// Grows the room `held` for content still arriving (SMTP DATA) to `bytes`; pass it on
-    /// in [`Submission::reserved`], which the submission grows to its footprint.
-    pub async fn grow_room(
+    /// Grows the room `held` for content still arriving from `client` (SMTP DATA) to
+    /// `bytes`, within the client's share; pass it on in [`Submission::reserved`], which the
+    /// submission grows to its footprint.
+    pub async fn grow_arriving(
         &self,
+        client: std::net::IpAddr,
         held: Vec<Reservation>,
         bytes: u64,
     ) -> Result<Vec<Reservation>, Busy> {
-        self.budget.grow(held, bytes).await
+        self.budget.grow_arriving(client, held, bytes).await
     }
 
     /// The store this pipeline writes to.

@@ -259,7 +259,7 @@ async fn connection(
                 // What is then held is only what has arrived, so announcing a large message
                 // and stalling holds one chunk; the submission grows the room to its
                 // footprint once the message is whole.
-                let mut room = match reserve_for_data(gateway, &session, max).await {
+                let mut room = match reserve_for_data(gateway, &session, peer.ip(), max).await {
                     Ok(room) => room,
                     Err(busy) => {
                         let refusal = Reply::new(452, "4.3.1", busy.to_string());
@@ -272,7 +272,7 @@ async fn connection(
                 write(&mut conn, &reply).await?;
                 let reply = match tokio::time::timeout(
                     DATA_TIMEOUT,
-                    read_data(&mut conn, max, gateway, &mut room),
+                    read_data(&mut conn, max, gateway, peer.ip(), &mut room),
                 )
                 .await
                 {
@@ -428,6 +428,7 @@ const INTAKE_CHUNK: u64 = 64 * 1024;
 async fn reserve_for_data(
     gateway: &Gateway,
     session: &Session,
+    client: IpAddr,
     max: u64,
 ) -> Result<Room, crate::pipeline::Busy> {
     if session.declared_size() > 0 {
@@ -437,7 +438,7 @@ async fn reserve_for_data(
     }
     let first = INTAKE_CHUNK.min(max);
     Ok(Room {
-        held: gateway.grow_room(Vec::new(), first).await?,
+        held: gateway.grow_arriving(client, Vec::new(), first).await?,
         bytes: first,
     })
 }
@@ -446,6 +447,7 @@ async fn read_data(
     conn: &mut Conn,
     max: u64,
     gateway: &Gateway,
+    client: IpAddr,
     room: &mut Room,
 ) -> std::io::Result<Data> {
     let mut message = Vec::new();
@@ -490,10 +492,8 @@ async fn read_data(
         let needed = (message.len() + content.len()) as u64;
         if problem.is_none() && needed > room.bytes {
             let bytes = needed + INTAKE_CHUNK;
-            match gateway
-                .grow_room(std::mem::take(&mut room.held), bytes)
-                .await
-            {
+            let held = std::mem::take(&mut room.held);
+            match gateway.grow_arriving(client, held, bytes).await {
                 Ok(held) => *room = Room { held, bytes },
                 Err(busy) => problem = Some(Reply::new(452, "4.3.1", busy.to_string())),
             }

@@ -646,12 +646,37 @@ fn raw_with_cert(
     script: &str,
     cert: Option<(&Path, &Path)>,
 ) -> String {
-    let mut cmd = Command::new("python3");
-    if let Some((cert, key)) = cert {
-        cmd.env("PROBE_CLIENT_CERT", cert)
-            .env("PROBE_CLIENT_KEY", key);
-    }
-    let mut child = cmd
+    let env: Vec<(&str, &std::ffi::OsStr)> = cert
+        .map(|(cert, key)| {
+            vec![
+                ("PROBE_CLIENT_CERT", cert.as_os_str()),
+                ("PROBE_CLIENT_KEY", key.as_os_str()),
+            ]
+        })
+        .unwrap_or_default();
+    raw_with_env(port, mode, ca, script, &env)
+}
+
+/// As [`raw_on`], connecting from another loopback address (`127.0.0.2`: another client).
+fn raw_from(source: &str, port: u16, mode: &str, ca: &str, script: &str) -> String {
+    raw_with_env(
+        port,
+        mode,
+        ca,
+        script,
+        &[("PROBE_SOURCE", std::ffi::OsStr::new(source))],
+    )
+}
+
+fn raw_with_env(
+    port: u16,
+    mode: &str,
+    ca: &str,
+    script: &str,
+    env: &[(&str, &std::ffi::OsStr)],
+) -> String {
+    let mut child = Command::new("python3")
+        .envs(env.iter().copied())
         .arg(PROBE)
         .args(["raw", "localhost", &port.to_string(), mode, ca])
         .stdin(Stdio::piped())
@@ -1231,6 +1256,52 @@ async fn a_message_larger_than_the_whole_budget_passes_alone_over_smtp() {
         "{}",
         &out[out.len().saturating_sub(600)..]
     );
+}
+
+/// `announced`, with `lines` lines of 990 octets sent before the pause.
+fn sending(auth: &str, size: u64, lines: usize, pause: u32) -> String {
+    let body = format!("~{}\n", "x".repeat(990)).repeat(lines);
+    announced(auth, size, pause).replace("~\n<SLEEP", &format!("~\n{body}<SLEEP"))
+}
+
+/// While its messages arrive, one client address holds at most a quarter of the memory
+/// budget (2 MiB of 8): a client that sends and stalls on several connections cannot hold
+/// it all, and other clients are not affected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_holds_at_most_a_quarter_of_the_budget_while_its_messages_arrive() {
+    let s = Smtp::start().await;
+    let (port, auth) = small_budget(&s).await;
+    let ca = s.ca.clone();
+    // 1.5 MB sent, then a pause longer than the 10 s a message waits for room.
+    let stalling = {
+        let (ca, script) = (ca.clone(), sending(&auth, 1600 * 1000, 1500, 14));
+        tokio::task::spawn_blocking(move || raw_on(port, "plain", &ca, &script))
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // 0.7 MB more from the same address is past its share; from another, it is not.
+    let (same, other) = tokio::join!(
+        tokio::task::spawn_blocking({
+            let (ca, script) = (ca.clone(), sending(&auth, 800 * 1000, 700, 0));
+            move || raw_on(port, "plain", &ca, &script)
+        }),
+        tokio::task::spawn_blocking({
+            let (ca, script) = (ca.clone(), sending(&auth, 800 * 1000, 700, 0));
+            move || raw_from("127.0.0.2", port, "plain", &ca, &script)
+        }),
+    );
+    let (same, other) = (same.unwrap(), other.unwrap());
+    assert!(
+        other.contains("250 2.0.0 accepted as "),
+        "another client:\n{}",
+        &other[other.len().saturating_sub(400)..]
+    );
+    assert!(
+        same.contains("452 4.3.1"),
+        "the same client past its share:\n{}",
+        &same[same.len().saturating_sub(400)..]
+    );
+    let stalling = stalling.await.unwrap();
+    assert!(stalling.contains("250 2.0.0 accepted as "), "{stalling}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

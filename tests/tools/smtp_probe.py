@@ -54,7 +54,10 @@ def send(host, port, mode, cafile, user, password, sender, to, headers):
 
 
 def raw(host, port, mode, cafile):
-    sock = socket.create_connection((host, int(port)), timeout=30)
+    # PROBE_SOURCE: connect from another loopback address, as another client would.
+    source = os.environ.get("PROBE_SOURCE")
+    sock = socket.create_connection((host, int(port)), timeout=30,
+                                    source_address=(source, 0) if source else None)
     if mode == "tls":
         sock = context(cafile).wrap_socket(sock, server_hostname=host)
     f = sock.makefile("rb")
