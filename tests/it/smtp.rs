@@ -1072,6 +1072,18 @@ fn announced(auth: &str, size: u64, pause: u32) -> String {
     )
 }
 
+/// `announced`, with `lines` lines of 990 octets sent before the pause.
+fn sending(auth: &str, size: u64, lines: usize, pause: u32) -> String {
+    let body = format!("~{}\n", "x".repeat(990)).repeat(lines);
+    announced(auth, size, pause).replace("~\n<SLEEP", &format!("~\n{body}<SLEEP"))
+}
+
+/// [`raw_on`] in plain-then-STARTTLS mode, on a blocking thread.
+fn spawn_raw(port: u16, ca: &str, script: String) -> tokio::task::JoinHandle<String> {
+    let ca = ca.to_owned();
+    tokio::task::spawn_blocking(move || raw_on(port, "plain", &ca, &script))
+}
+
 /// The submission listener of a gateway with an 8 MiB memory budget, and AUTH PLAIN for
 /// the office.
 async fn small_budget(s: &Smtp) -> (u16, String) {
@@ -1090,22 +1102,14 @@ async fn large_messages_beyond_the_memory_budget_are_told_to_retry_before_they_a
     let ca = s.ca.clone();
     // The slow message holds the 1 MB it has sent while it pauses (longer than the 10 s a
     // message waits for room), and the 5 MB of its copies from its final dot to its commit.
-    let body = format!("~{}\n", "x".repeat(990)).repeat(1000);
-    let script =
-        announced(&auth, 1024 * 1024, 14).replace("~\n<SLEEP", &format!("~\n{body}<SLEEP"));
-    let slow = {
-        let ca = ca.clone();
-        tokio::task::spawn_blocking(move || raw_on(port, "plain", &ca, &script))
-    };
+    let script = sending(&auth, 1024 * 1024, 1000, 14);
+    let slow = spawn_raw(port, &ca, script);
     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     let before = s.messages().await;
     // 1.5 MiB to one recipient takes 7.5 MiB with its copies: it fits an empty budget, not
     // the ~6.9 MiB left.
     let crowded_script = announced(&auth, 1536 * 1024, 0);
-    let crowded = {
-        let (ca, script) = (ca.clone(), crowded_script.clone());
-        tokio::task::spawn_blocking(move || raw_on(port, "plain", &ca, &script))
-    };
+    let crowded = spawn_raw(port, &ca, crowded_script.clone());
     let crowded = crowded.await.unwrap();
     assert!(
         crowded.contains("452 4.3.1 the gateway is busy"),
@@ -1132,18 +1136,12 @@ async fn a_client_that_announces_a_large_message_and_stalls_does_not_hold_the_bu
     let ca = s.ca.clone();
     // 20 MiB to one recipient is more than the whole budget: it is let in alone, and then
     // sends a few lines and stalls for longer than a message waits for room.
-    let stalling = {
-        let (ca, script) = (ca.clone(), announced(&auth, 20 * 1024 * 1024, 14));
-        tokio::task::spawn_blocking(move || raw_on(port, "plain", &ca, &script))
-    };
+    let stalling = spawn_raw(port, &ca, announced(&auth, 20 * 1024 * 1024, 14));
     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     let started = std::time::Instant::now();
-    let other = {
-        let (ca, script) = (ca.clone(), announced(&auth, 2048, 0));
-        tokio::task::spawn_blocking(move || raw_on(port, "plain", &ca, &script))
-    }
-    .await
-    .unwrap();
+    let other = spawn_raw(port, &ca, announced(&auth, 2048, 0))
+        .await
+        .unwrap();
     assert!(
         other.contains("250 2.0.0 accepted as "),
         "another message goes through meanwhile:\n{other}"
@@ -1167,18 +1165,11 @@ async fn a_message_waiting_for_room_does_not_hold_up_the_one_it_waits_for() {
     let (port, auth) = small_budget(&s).await;
     let ca = s.ca.clone();
     // 1.4 MB sent (7 MB with its copies), then 2 s before the final dot.
-    let body = format!("~{}\n", "x".repeat(990)).repeat(1400);
-    let script = announced(&auth, 1536 * 1024, 2).replace("~\n<SLEEP", &format!("~\n{body}<SLEEP"));
-    let first = {
-        let ca = ca.clone();
-        tokio::task::spawn_blocking(move || raw_on(port, "plain", &ca, &script))
-    };
+    let script = sending(&auth, 1536 * 1024, 1400, 2);
+    let first = spawn_raw(port, &ca, script);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let started = std::time::Instant::now();
-    let second = {
-        let (ca, script) = (ca.clone(), announced(&auth, 1536 * 1024, 0));
-        tokio::task::spawn_blocking(move || raw_on(port, "plain", &ca, &script))
-    };
+    let second = spawn_raw(port, &ca, announced(&auth, 1536 * 1024, 0));
     let first = first.await.unwrap();
     let first_done = started.elapsed();
     let second = second.await.unwrap();
@@ -1200,23 +1191,14 @@ async fn an_announcement_waiting_for_the_whole_budget_does_not_hold_up_others() 
     let s = Smtp::start().await;
     let (port, auth) = small_budget(&s).await;
     let ca = s.ca.clone();
-    let stalling = {
-        let (ca, script) = (ca.clone(), announced(&auth, 2048, 14));
-        tokio::task::spawn_blocking(move || raw_on(port, "plain", &ca, &script))
-    };
+    let stalling = spawn_raw(port, &ca, announced(&auth, 2048, 14));
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let greedy = {
-        let (ca, script) = (ca.clone(), announced(&auth, 20 * 1024 * 1024, 0));
-        tokio::task::spawn_blocking(move || raw_on(port, "plain", &ca, &script))
-    };
+    let greedy = spawn_raw(port, &ca, announced(&auth, 20 * 1024 * 1024, 0));
     tokio::time::sleep(Duration::from_millis(500)).await;
     let started = std::time::Instant::now();
-    let other = {
-        let (ca, script) = (ca.clone(), announced(&auth, 2048, 0));
-        tokio::task::spawn_blocking(move || raw_on(port, "plain", &ca, &script))
-    }
-    .await
-    .unwrap();
+    let other = spawn_raw(port, &ca, announced(&auth, 2048, 0))
+        .await
+        .unwrap();
     assert!(other.contains("250 2.0.0 accepted as "), "{other}");
     assert!(
         started.elapsed() < Duration::from_secs(8),
@@ -1258,12 +1240,6 @@ async fn a_message_larger_than_the_whole_budget_passes_alone_over_smtp() {
     );
 }
 
-/// `announced`, with `lines` lines of 990 octets sent before the pause.
-fn sending(auth: &str, size: u64, lines: usize, pause: u32) -> String {
-    let body = format!("~{}\n", "x".repeat(990)).repeat(lines);
-    announced(auth, size, pause).replace("~\n<SLEEP", &format!("~\n{body}<SLEEP"))
-}
-
 /// While its messages arrive, one client address holds at most a quarter of the memory
 /// budget (2 MiB of 8): a client that sends and stalls on several connections cannot hold
 /// it all, and other clients are not affected.
@@ -1273,10 +1249,7 @@ async fn one_client_holds_at_most_a_quarter_of_the_budget_while_its_messages_arr
     let (port, auth) = small_budget(&s).await;
     let ca = s.ca.clone();
     // 1.5 MB sent, then a pause longer than the 10 s a message waits for room.
-    let stalling = {
-        let (ca, script) = (ca.clone(), sending(&auth, 1600 * 1000, 1500, 14));
-        tokio::task::spawn_blocking(move || raw_on(port, "plain", &ca, &script))
-    };
+    let stalling = spawn_raw(port, &ca, sending(&auth, 1600 * 1000, 1500, 14));
     tokio::time::sleep(Duration::from_secs(2)).await;
     // 0.7 MB more from the same address is past its share; from another, it is not.
     let (same, other) = tokio::join!(
