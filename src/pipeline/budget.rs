@@ -4,13 +4,13 @@
 //! then is refused as a temporary failure (the client retries), so parallel large messages
 //! cannot exhaust memory (docs/decisions.md, "Bounded memory per request").
 //!
-//! Content still arriving (SMTP DATA) holds the bytes that have arrived, grown in small
-//! steps, and the submission grows that to its footprint once the message is whole
-//! ([`MemoryBudget::grow`]): a client that announces a large message and then stalls holds
-//! no more than it sent and one step.
+//! Content still arriving (SMTP DATA) holds the bytes that have arrived, grown in steps
+//! (and its buffer is never larger than its room), and the submission grows that to its
+//! footprint once the message is whole ([`MemoryBudget::grow`]): a client that announces a
+//! large message and then stalls holds little more than it sent.
 //!
-//! While a message arrives, one client address may hold at most a quarter of the budget
-//! over all its sessions (a single session may hold more, alone): a client that sends and
+//! While a message arrives, one client address (an IPv6 /64) may hold at most a quarter of
+//! the budget over all its sessions (a single session may hold more, alone): a client that sends and
 //! then stalls before the final dot, on many connections, cannot hold the whole budget.
 //!
 //! Architecture invariant: nobody waits for room while holding room, and nobody waiting
@@ -64,23 +64,33 @@ pub struct Reservation {
 
 impl Drop for Reservation {
     fn drop(&mut self) {
+        if self.bytes == 0 {
+            // Merged into another reservation (`MemoryBudget::grow`).
+            return;
+        }
         {
             let mut used = self.budget.lock();
             used.all = used.all.saturating_sub(self.bytes);
             if let Some(ip) = self.client {
-                let left = used
-                    .by_client
-                    .get(&ip)
-                    .map_or(0, |b| b.saturating_sub(self.bytes));
-                if left == 0 {
-                    used.by_client.remove(&ip);
-                } else {
-                    used.by_client.insert(ip, left);
-                }
+                used.release_share(ip, self.bytes);
             }
         }
         self.budget.freed.notify_waiters();
         metrics::gauge!("bote_messages_in_flight_bytes").decrement(self.bytes as f64);
+    }
+}
+
+impl Used {
+    fn release_share(&mut self, ip: IpAddr, bytes: u64) {
+        let left = self
+            .by_client
+            .get(&ip)
+            .map_or(0, |b| b.saturating_sub(bytes));
+        if left == 0 {
+            self.by_client.remove(&ip);
+        } else {
+            self.by_client.insert(ip, left);
+        }
     }
 }
 
@@ -107,6 +117,23 @@ impl Inner {
     /// passes alone.
     fn clamp(&self, bytes: u64) -> u64 {
         bytes.min(self.total)
+    }
+
+    /// Stops counting `held` against its clients' shares (it stays in the budget).
+    fn untag(&self, held: &mut [Reservation]) {
+        let mut freed = false;
+        {
+            let mut used = self.lock();
+            for r in held.iter_mut() {
+                if let Some(ip) = r.client.take() {
+                    used.release_share(ip, r.bytes);
+                    freed = true;
+                }
+            }
+        }
+        if freed {
+            self.freed.notify_waiters();
+        }
     }
 
     /// Takes `bytes` now if they fit the budget and, for arriving content, the client's
@@ -190,7 +217,7 @@ impl MemoryBudget {
         held: Vec<Reservation>,
         bytes: u64,
     ) -> Result<Vec<Reservation>, Busy> {
-        self.grow_for(Some(client), held, bytes).await
+        self.grow_for(Some(share_key(client)), held, bytes).await
     }
 
     async fn grow_for(
@@ -199,14 +226,28 @@ impl MemoryBudget {
         mut held: Vec<Reservation>,
         bytes: u64,
     ) -> Result<Vec<Reservation>, Busy> {
+        if client.is_none() {
+            // The content has arrived whole: it no longer counts against its client.
+            self.inner.untag(&mut held);
+        }
         let wanted = self.inner.clamp(bytes);
         let have: u64 = held.iter().map(|r| r.bytes).sum();
         if wanted <= have {
             return Ok(held);
         }
+        let mine: u64 = held
+            .iter()
+            .filter(|r| client.is_some() && r.client == client)
+            .map(|r| r.bytes)
+            .sum();
         let holder = |mine| client.map(|ip| Holder { ip, mine });
-        if let Some(more) = self.inner.try_take(wanted - have, holder(have)) {
-            held.push(more);
+        if let Some(mut more) = self.inner.try_take(wanted - have, holder(mine)) {
+            // One reservation per session and client, however often it grows: each
+            // release wakes every waiter.
+            match held.iter_mut().find(|r| r.client == more.client) {
+                Some(same) => same.bytes += std::mem::take(&mut more.bytes),
+                None => held.push(more),
+            }
             return Ok(held);
         }
         drop(held);
@@ -215,6 +256,18 @@ impl MemoryBudget {
             .wait_until(|| inner.try_take(wanted, holder(0)))
             .await?;
         Ok(vec![whole])
+    }
+}
+
+/// The client a share belongs to: an IPv4 address, or an IPv6 /64 (one host can use a
+/// whole /64 as easily as one address).
+fn share_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(prefix.into())
+        }
+        v4 => v4,
     }
 }
 
@@ -316,6 +369,53 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_whole_message_no_longer_counts_against_its_clients_share() {
+        let budget = MemoryBudget::new(1024 * KIB);
+        let one: IpAddr = [192, 0, 2, 1].into();
+        let arrived = budget
+            .grow_arriving(one, Vec::new(), 200 * KIB)
+            .await
+            .unwrap();
+        let processing = budget.grow(arrived, 500 * KIB).await.unwrap();
+        let next = budget.grow_arriving(one, Vec::new(), 100 * KIB).await;
+        assert!(next.is_ok(), "the first message is no longer arriving");
+        drop(processing);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn room_held_without_the_client_does_not_widen_its_share() {
+        let budget = MemoryBudget::new(1024 * KIB);
+        let one: IpAddr = [192, 0, 2, 1].into();
+        let _other_session = budget
+            .grow_arriving(one, Vec::new(), 200 * KIB)
+            .await
+            .unwrap();
+        let untagged = budget.grow(Vec::new(), 300 * KIB).await.unwrap();
+        let grown = budget.grow_arriving(one, untagged, 400 * KIB).await;
+        assert!(grown.is_err(), "300 KiB over two sessions, share 256 KiB");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_session_holds_one_reservation_however_often_it_grows() {
+        let budget = MemoryBudget::new(1024 * 1024 * KIB);
+        let one: IpAddr = [192, 0, 2, 1].into();
+        let mut room = Vec::new();
+        for step in 1..=720 {
+            room = budget
+                .grow_arriving(one, room, step * 64 * KIB)
+                .await
+                .unwrap();
+        }
+        assert_eq!(held(&room), 720 * 64 * KIB);
+        assert_eq!(room.len(), 1);
+        drop(room);
+        assert!(
+            budget.await_room(1024 * 1024 * KIB).await.is_ok(),
+            "all given back"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn one_client_holds_at_most_a_quarter_while_its_messages_arrive() {
         let budget = MemoryBudget::new(1024 * KIB);
         let (one, other): (IpAddr, IpAddr) = ([192, 0, 2, 1].into(), [192, 0, 2, 2].into());
@@ -341,5 +441,24 @@ mod tests {
         drop(alone);
         let again = budget.grow_arriving(one, Vec::new(), 100 * KIB).await;
         assert!(again.is_ok(), "the client's share was given back");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_addresses_of_one_ipv6_64_share_one_share() {
+        let budget = MemoryBudget::new(1024 * KIB);
+        let a: IpAddr = "2001:db8:1:2::a".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff::b".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::c".parse().unwrap();
+        let _first = budget
+            .grow_arriving(a, Vec::new(), 200 * KIB)
+            .await
+            .unwrap();
+        assert!(
+            budget
+                .grow_arriving(b, Vec::new(), 100 * KIB)
+                .await
+                .is_err()
+        );
+        assert!(budget.grow_arriving(c, Vec::new(), 100 * KIB).await.is_ok());
     }
 }

@@ -450,7 +450,9 @@ async fn read_data(
     client: IpAddr,
     room: &mut Room,
 ) -> std::io::Result<Data> {
-    let mut message = Vec::new();
+    // The buffer is as large as the room reserved for it, no larger (a doubling Vec could
+    // hold twice what the budget counts).
+    let mut message = Vec::with_capacity(usize::try_from(room.bytes).unwrap_or(0));
     let mut problem: Option<Reply> = None;
     loop {
         let line = match read_line(conn, MAX_TEXT_LINE).await? {
@@ -491,17 +493,25 @@ async fn read_data(
         }
         let needed = (message.len() + content.len()) as u64;
         if problem.is_none() && needed > room.bytes {
-            let bytes = needed + INTAKE_CHUNK;
+            // A quarter more at a time: few copies of the buffer, little room unused.
+            let bytes = (needed + INTAKE_CHUNK)
+                .max(room.bytes + room.bytes / 4)
+                .min(max + INTAKE_CHUNK);
             let held = std::mem::take(&mut room.held);
             match gateway.grow_arriving(client, held, bytes).await {
-                Ok(held) => *room = Room { held, bytes },
+                Ok(held) => {
+                    *room = Room { held, bytes };
+                    let more = bytes.saturating_sub(message.len() as u64);
+                    message.reserve_exact(usize::try_from(more).unwrap_or(0));
+                }
                 Err(busy) => problem = Some(Reply::new(452, "4.3.1", busy.to_string())),
             }
         }
         if problem.is_none() {
             message.extend_from_slice(content);
         } else {
-            message.clear();
+            // Nothing of a refused message is kept, and its buffer goes too.
+            message = Vec::new();
         }
     }
     Ok(match problem {
