@@ -134,15 +134,17 @@ pub async fn sign_async(
     crate::crypto::pool::run_costed(cost, move || sign(&key, records)).await
 }
 
-/// Appends signed records to the log and stores them, inside the caller's transaction.
+/// Appends signed records to the log and stores them, inside the caller's transaction,
+/// which holds the log's lock ([`Log::lock`]).
 /// Returns each record's log index (in order) and the checkpoint to publish after commit.
 pub async fn record_in_tx(
     conn: &mut AnyConnection,
     log: &Log,
+    locked: crate::log::Locked,
     sealed: &[&SignedRecord],
 ) -> Result<(Vec<u64>, Appended), EvidenceError> {
     let entries: Vec<Vec<u8>> = sealed.iter().map(|s| s.entry()).collect();
-    let appended = log.append(conn, &entries).await?;
+    let appended = log.append_locked(conn, locked, &entries).await?;
     let indexes: Vec<u64> = (0..sealed.len() as u64)
         .map(|i| appended.first_index + i)
         .collect();

@@ -396,7 +396,7 @@ async fn run_batch(
     // Take the sequencer lock before any work: one lock order for every writer (no
     // deadlocks on PostgreSQL), and on SQLite the first statement is a write, so a busy
     // database is waited for instead of failing the upgrade from a read snapshot.
-    log.lock(&mut tx).await.map_err(EvidenceError::from)?;
+    let locked = log.lock(&mut tx).await.map_err(EvidenceError::from)?;
     let mut accepted = Vec::with_capacity(jobs.len());
     let mut sealed: Vec<&SignedRecord> = Vec::new();
     for (position, job) in jobs.iter().enumerate() {
@@ -435,7 +435,7 @@ async fn run_batch(
     let (indexes, checkpoint) = if sealed.is_empty() {
         (Vec::new(), None)
     } else {
-        let (indexes, appended) = record_in_tx(&mut tx, log, &sealed).await?;
+        let (indexes, appended) = record_in_tx(&mut tx, log, locked, &sealed).await?;
         (indexes, Some(appended.checkpoint))
     };
     tx.commit().await?;

@@ -102,6 +102,13 @@ impl From<tlog_tiles::Error> for LogError {
     }
 }
 
+/// The sequencer lock held in a transaction, and the log's size under it. Not `Clone`:
+/// one lock, one append.
+#[derive(Debug)]
+pub struct Locked {
+    size: u64,
+}
+
 /// What one append produced.
 #[derive(Debug, Clone)]
 pub struct Appended {
@@ -159,11 +166,13 @@ impl Log {
         &self.published_file
     }
 
-    /// Takes the sequencer lock (the `log_head` row) in the caller's transaction, if it does
-    /// not hold it already. [`Log::append`] takes it too; call this first to take it before
-    /// other work.
-    pub async fn lock(&self, conn: &mut AnyConnection) -> Result<(), LogError> {
-        Ok(repo::lock(conn, now_ms()).await?)
+    /// Takes the sequencer lock (the `log_head` row) in the caller's transaction and reads
+    /// the size under it: call this first to take the lock before other work, then
+    /// [`Log::append_locked`] in the same transaction.
+    pub async fn lock(&self, conn: &mut AnyConnection) -> Result<Locked, LogError> {
+        let size = repo::lock_size(conn, now_ms()).await?;
+        let size = u64::try_from(size).map_err(|_| LogError::Tlog("negative log size".into()))?;
+        Ok(Locked { size })
     }
 
     /// Appends `entries` in the caller's transaction and signs the checkpoint for the new
@@ -174,8 +183,19 @@ impl Log {
         conn: &mut AnyConnection,
         entries: &[Vec<u8>],
     ) -> Result<Appended, LogError> {
-        let start = repo::lock_size(conn, now_ms()).await?;
-        let n0 = u64::try_from(start).map_err(|_| LogError::Tlog("negative log size".into()))?;
+        let locked = self.lock(conn).await?;
+        self.append_locked(conn, locked, entries).await
+    }
+
+    /// [`Log::append`] in a transaction that took the lock with [`Log::lock`] already (one
+    /// statement less: the writer's batches).
+    pub async fn append_locked(
+        &self,
+        conn: &mut AnyConnection,
+        locked: Locked,
+        entries: &[Vec<u8>],
+    ) -> Result<Appended, LogError> {
+        let n0 = locked.size;
         let new_size = n0 + entries.len() as u64;
         let base = stored_hash_count(n0);
 

@@ -46,16 +46,7 @@ pub struct Head {
 }
 
 /// Takes the sequencer lock (row lock on PostgreSQL, write lock on SQLite) in the caller's
-/// transaction.
-pub async fn lock(conn: &mut AnyConnection, now: i64) -> Result<(), StoreError> {
-    sqlx::query("UPDATE log_head SET updated_at = $1 WHERE id = 1")
-        .bind(now)
-        .execute(conn)
-        .await?;
-    Ok(())
-}
-
-/// Takes the sequencer lock and returns the current size, in one statement.
+/// transaction and returns the current size, in one statement.
 pub async fn lock_size(conn: &mut AnyConnection, now: i64) -> Result<i64, StoreError> {
     Ok(
         sqlx::query_scalar("UPDATE log_head SET updated_at = $1 WHERE id = 1 RETURNING size")
