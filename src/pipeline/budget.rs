@@ -10,8 +10,8 @@
 //! large message and then stalls holds little more than it sent.
 //!
 //! While a message arrives, one client address (an IPv6 /64) may hold at most a quarter of
-//! the budget over all its sessions (a single session may hold more, alone): a client that sends and
-//! then stalls before the final dot, on many connections, cannot hold the whole budget.
+//! the budget over all its sessions (a single session may hold more, alone): a client that
+//! sends and then stalls before the final dot, on many connections, cannot hold it all.
 //!
 //! Architecture invariant: nobody waits for room while holding room, and nobody waiting
 //! holds a place in a queue. A session that must wait gives back what it holds and waits
