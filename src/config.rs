@@ -321,6 +321,9 @@ pub struct QueueConfig {
     pub retry_base_ms: u64,
     /// How long a worker holds a job it claimed; after a crash, the job waits this long.
     pub lease_secs: u64,
+    /// SMTP sessions one relay worker holds at once, and so at most to one office's server
+    /// (Postfix allows 50 per client by default).
+    pub relay_sessions: u32,
 }
 
 impl Default for QueueConfig {
@@ -329,6 +332,7 @@ impl Default for QueueConfig {
             relay_expiry_secs: 24 * 3600,
             retry_base_ms: 60_000,
             lease_secs: 300,
+            relay_sessions: 32,
         }
     }
 }
@@ -613,6 +617,12 @@ impl Config {
             return Err(key_err(
                 "limits.max_recipients",
                 "expected at least 100 (RFC 5321 §4.5.3.1.8)".into(),
+            ));
+        }
+        if !(1..=1000).contains(&self.queue.relay_sessions) {
+            return Err(key_err(
+                "queue.relay_sessions",
+                "expected 1 to 1000 SMTP sessions".into(),
             ));
         }
         self.validate_log(&key_err)?;

@@ -89,6 +89,10 @@ pub fn describe_metrics() {
         "bote_relay_deliveries_total",
         "Relay attempts to external offices by outcome (delivered, refused, deferred, expired)"
     );
+    metrics::describe_histogram!(
+        "bote_relay_attempt_seconds",
+        "Duration of one relay attempt's SMTP conversation, connecting included"
+    );
     metrics::describe_counter!(
         "bote_relay_resends_total",
         "Relay jobs taken over after their worker died (the office may receive them twice)"

@@ -23,8 +23,6 @@ pub struct Claimed {
     pub relay: Option<Relay>,
     /// The message's sender (the envelope sender of the relay).
     pub sender: String,
-    /// The PGP/MIME message to send.
-    pub payload: Vec<u8>,
     /// Attempts so far (this one not counted).
     pub attempts: i64,
     /// When the job was queued (unix ms).
@@ -119,8 +117,9 @@ pub async fn claim_due(
         .collect())
 }
 
-/// The jobs `claims` (from [`claim_due`]) as `owner` holds them, with their payload,
-/// sender and relay, in one query; a job whose lease was lost meanwhile is left out.
+/// The jobs `claims` (from [`claim_due`]) as `owner` holds them, with their sender and
+/// relay, in one query (each payload is read by [`payload`] when its session starts); a
+/// job whose lease was lost meanwhile is left out.
 pub async fn claimed(
     conn: &mut AnyConnection,
     owner: &str,
@@ -130,7 +129,7 @@ pub async fn claimed(
         return Ok(Vec::new());
     }
     let sql = format!(
-        "SELECT j.id AS job_id, j.gateway_id, j.recipient, p.payload, j.attempts, \
+        "SELECT j.id AS job_id, j.gateway_id, j.recipient, j.attempts, \
          j.created_at AS job_created_at, msg.sender, {MAILBOX_COLUMNS} \
          FROM outbound_jobs j JOIN outbound_payloads p ON p.job_id = j.id \
          JOIN messages msg ON msg.gateway_id = j.gateway_id \
@@ -152,7 +151,6 @@ pub async fn claimed(
                 recipient: r.try_get("recipient")?,
                 relay: mailbox_from_row(r)?.relay,
                 sender: r.try_get("sender")?,
-                payload: r.try_get("payload")?,
                 attempts: r.try_get("attempts")?,
                 created_at: r.try_get("job_created_at")?,
                 orphan: claims.iter().any(|(c, orphan)| *c == id && *orphan),
@@ -160,6 +158,25 @@ pub async fn claimed(
             })
         })
         .collect()
+}
+
+/// The PGP/MIME message of job `id`, read when its conversation starts: a claim takes more
+/// jobs than the worker talks to servers about at once, and only jobs in conversation hold
+/// their message in memory. `None` if `owner` no longer holds the job.
+pub async fn payload(
+    conn: &mut AnyConnection,
+    id: i64,
+    owner: &str,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    let row = sqlx::query(
+        "SELECT p.payload FROM outbound_payloads p JOIN outbound_jobs j ON j.id = p.job_id \
+         WHERE p.job_id = $1 AND j.lease_owner = $2",
+    )
+    .bind(id)
+    .bind(owner)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(row.map(|r| r.try_get("payload")).transpose()?)
 }
 
 /// How a job that a worker holds ends, for [`finish_all`].
@@ -256,6 +273,19 @@ pub async fn renew(
     .execute(conn)
     .await?;
     Ok(done.rows_affected() == 1)
+}
+
+/// Puts a job `owner` holds and has not tried back in the queue, as it was before the claim.
+pub async fn give_back(conn: &mut AnyConnection, id: i64, owner: &str) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE outbound_jobs SET state = 'queued', lease_owner = NULL, lease_expires_at = NULL \
+         WHERE id = $1 AND lease_owner = $2 AND state = 'running'",
+    )
+    .bind(id)
+    .bind(owner)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// Puts a job held by `owner` back in the queue, due at `due_at`.

@@ -345,6 +345,13 @@ async fn bad_configuration_is_refused_with_key_file_and_expectation() {
         ],
     );
 
+    let mut no_sessions = setup.cmd(&["config", "check"]);
+    no_sessions.env("BOTE_QUEUE_RELAY_SESSIONS", "0");
+    assert_one_line_error(
+        &run(no_sessions),
+        &["`queue.relay_sessions`", "expected 1 to 1000"],
+    );
+
     let absent = bote(&["config", "check", "--config", "/nonexistent/bote.toml"]);
     assert_one_line_error(
         &run(absent),

@@ -136,6 +136,84 @@ async fn a_temporary_failure_is_retried_and_then_delivered() {
 /// runs; an office server that takes 2 s to answer the final dot) keeps its job: the worker
 /// must not claim it again as an orphan and send it a second time while the first attempt
 /// is still waiting for the 250.
+/// A worker with one SMTP session (`queue.relay_sessions = 1`) and a slow
+/// office server: one job talks while the others wait for the session, claimed. Stopping
+/// lets the one in its session finish and gives the waiting ones back to the queue unsent
+/// (due, no lease), so the next start sends them at once instead of after their lease as
+/// jobs of a dead worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_waiting_for_a_session_go_back_to_the_queue_at_shutdown() {
+    let c = cast_with(|config| config.queue.relay_sessions = 1).await;
+    let sink = Sink::start("slow");
+    queue_relay(&c, sink.port, office_cert()).await;
+    let anna = c.api.login("anna@lemgo.example").await;
+    for n in 0..2 {
+        let body = crate::api::letter("amt@kreis.example", &format!("Nachtrag {n}"), "Anlage");
+        let r = c.api.post("/api/v1/messages", &anna, body).await;
+        assert_eq!(r.status, axum::http::StatusCode::CREATED, "{}", r.text());
+    }
+    let jobs = |state: &'static str| {
+        let pool = c.api.gw.store.pool().clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT COUNT(*) FROM outbound_jobs WHERE state = $1 \
+                 AND (lease_owner IS NULL) = ($1 <> 'running')",
+            )
+            .bind(state)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    let stop = tokio_util::sync::CancellationToken::new();
+    let worker = tokio::spawn(bote::queue::RelayWorker::new(c.api.core.clone()).run(stop.clone()));
+    let started = sink.dir.path().join("mail/data-started");
+    for _ in 0..400 {
+        if started.exists() && jobs("running").await == 3 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(started.exists(), "the office's server never got a message");
+    assert_eq!(
+        jobs("running").await,
+        3,
+        "all three claimed, one in its session"
+    );
+    stop.cancel();
+    tokio::time::timeout(std::time::Duration::from_secs(20), worker)
+        .await
+        .expect("the worker stopped")
+        .unwrap();
+    assert!(sink.dir.path().join("mail/1.eml").exists());
+    assert!(
+        !sink.dir.path().join("mail/2.eml").exists(),
+        "a job waiting for the session was sent during the shutdown"
+    );
+    assert_eq!(jobs("done").await, 1);
+    assert_eq!(
+        jobs("queued").await,
+        2,
+        "the waiting jobs are due again, unleased"
+    );
+
+    // The next start sends them without waiting for a lease to run out.
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(bote::queue::RelayWorker::new(c.api.core.clone()).run(stop.clone()));
+    let third = sink.dir.path().join("mail/3.eml");
+    for _ in 0..400 {
+        if third.exists() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    stop.cancel();
+    assert!(
+        third.exists(),
+        "the jobs given back were not sent after the restart"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_attempt_outlasting_its_lease_is_not_sent_twice() {
     let c = cast_with(|config| config.queue.lease_secs = 1).await;
