@@ -321,8 +321,9 @@ pub struct QueueConfig {
     pub retry_base_ms: u64,
     /// How long a worker holds a job it claimed; after a crash, the job waits this long.
     pub lease_secs: u64,
-    /// SMTP sessions one relay worker holds at once, and so at most to one office's server
-    /// (Postfix allows 50 per client by default).
+    /// SMTP sessions one relay worker (one process) holds at once, to all offices'
+    /// servers together (Postfix allows 50 per client by default). Each may hold its
+    /// message twice (the payload and lettre's dot-stuffed copy).
     pub relay_sessions: u32,
 }
 
@@ -619,10 +620,10 @@ impl Config {
                 "expected at least 100 (RFC 5321 §4.5.3.1.8)".into(),
             ));
         }
-        if !(1..=1000).contains(&self.queue.relay_sessions) {
+        if !(1..=100).contains(&self.queue.relay_sessions) {
             return Err(key_err(
                 "queue.relay_sessions",
-                "expected 1 to 1000 SMTP sessions".into(),
+                "expected 1 to 100 SMTP sessions".into(),
             ));
         }
         self.validate_log(&key_err)?;

@@ -34,14 +34,12 @@ use crate::store::queue::{self as repo, Claimed};
 
 /// How often the queue is looked at when idle.
 const POLL: Duration = Duration::from_millis(200);
-/// Jobs one worker holds at once, per SMTP session it may hold (`queue.relay_sessions`),
-/// and at least [`MIN_IN_FLIGHT`]: jobs wait for a session, talk, or wait for their
-/// outcome's commit. Each claim is a round of the evidence writer (~10 ms under load);
-/// when a worker claimed no more jobs than it had free sessions, claims of ~16 jobs capped
-/// relaying at ~1,300 messages/s here while intake accepted ~1,900. Only a job in a session
-/// holds its message in memory.
-const IN_FLIGHT_PER_SESSION: usize = 4;
-const MIN_IN_FLIGHT: usize = 128;
+/// Jobs one worker holds at once per SMTP session it may hold (`queue.relay_sessions`):
+/// jobs wait for a session, talk, or wait for their outcome's commit. Each claim is a
+/// round of the evidence writer (~10 ms under load); when a worker claimed no more jobs
+/// than it had free sessions, claims of ~16 jobs capped relaying at ~1,300 messages/s here
+/// while intake accepted ~1,900. Only a job in a session holds its message in memory.
+const JOBS_PER_SESSION: usize = 4;
 /// How often the queue gauges are refreshed.
 const GAUGES: Duration = Duration::from_secs(1);
 /// One SMTP conversation's time limit.
@@ -96,21 +94,25 @@ struct Places {
     sessions: Arc<Semaphore>,
     in_flight: Arc<Semaphore>,
     size: usize,
+    /// Jobs that were still waiting for a session when the worker stopped.
+    unsent: Arc<Mutex<Vec<i64>>>,
 }
 
 /// One job's place.
 struct Place {
     sessions: Arc<Semaphore>,
+    unsent: Arc<Mutex<Vec<i64>>>,
     _in_flight: OwnedSemaphorePermit,
 }
 
 impl Places {
     fn new(sessions: usize) -> Self {
-        let size = (sessions * IN_FLIGHT_PER_SESSION).max(MIN_IN_FLIGHT);
+        let size = sessions * JOBS_PER_SESSION;
         Self {
             sessions: Arc::new(Semaphore::new(sessions)),
             in_flight: Arc::new(Semaphore::new(size)),
             size,
+            unsent: Arc::default(),
         }
     }
 
@@ -119,6 +121,7 @@ impl Places {
         let in_flight = self.in_flight.clone().acquire_owned().await.ok()?;
         Some(Place {
             sessions: self.sessions.clone(),
+            unsent: self.unsent.clone(),
             _in_flight: in_flight,
         })
     }
@@ -128,10 +131,22 @@ impl Places {
         self.in_flight.available_permits()
     }
 
-    /// Waits until every job has given its place back.
-    async fn all_back(&self) {
+    /// Waits until every job has given its place back; returns the jobs that were not
+    /// sent because the worker stopped.
+    async fn all_back(&self) -> Vec<i64> {
         let all = u32::try_from(self.size).unwrap_or(u32::MAX);
         let _ = self.in_flight.acquire_many(all).await;
+        std::mem::take(&mut *self.unsent.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+impl Place {
+    /// This job was not sent: the worker stopped while it waited for a session.
+    fn unsent(&self, id: i64) {
+        self.unsent
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(id);
     }
 }
 
@@ -195,12 +210,16 @@ impl RelayWorker {
             // Wait for a free place first: claiming nothing while every place is taken and
             // then sleeping for the poll interval would idle the worker.
             let first = tokio::select! {
-                place = places.take() => place,
+                biased;
                 () = shutdown.cancelled() => break,
+                place = places.take() => place,
             };
             let Some(first) = first else {
                 return;
             };
+            if shutdown.is_cancelled() {
+                break;
+            }
             let claimed = match self.claim_due(places.free() + 1).await {
                 Ok(c) => c,
                 Err(e) => {
@@ -239,8 +258,12 @@ impl RelayWorker {
                 break;
             }
         }
-        // Let attempts in flight finish (their leases would hand them on anyway).
-        places.all_back().await;
+        // Let attempts in flight finish (their leases would hand them on anyway), then put
+        // the jobs that never got a session back in the queue, in one statement.
+        let unsent = places.all_back().await;
+        if let Err(e) = self.give_back(&unsent).await {
+            tracing::warn!(error = %e, jobs = unsent.len(), "unsent relay jobs not given back; they wait for their leases");
+        }
     }
 
     /// Queue depth and the age of its oldest job, for the metrics.
@@ -344,8 +367,9 @@ impl RelayWorker {
     }
 
     /// Waits for a session, sends, and records the outcome. A job still waiting for a
-    /// session when the gateway stops is given back to the queue: it was never sent, and
-    /// left to its lease it would wait `queue.lease_secs` and then count as a resend.
+    /// session when the gateway stops, or whose message cannot be read, is handed back
+    /// unsent: left to its lease it would wait `queue.lease_secs` and then count as a
+    /// resend, and no attempt was made that should count or leave evidence.
     async fn attempt_leased(
         &self,
         job: Claimed,
@@ -361,7 +385,10 @@ impl RelayWorker {
             // through the commit of the outcome.
             let session = tokio::select! {
                 biased;
-                () = shutdown.cancelled() => return self.give_back(job.id).await,
+                () = shutdown.cancelled() => {
+                    place.unsent(job.id);
+                    return Ok(());
+                }
                 session = place.sessions.acquire() => session,
             };
             let Ok(_session) = session else {
@@ -369,10 +396,10 @@ impl RelayWorker {
             };
             match self.payload(&job).await {
                 Ok(payload) => self.send(&relay, &job, &payload).await,
-                Err(e) if e.may_pass() => (
-                    Attempt::Later(format!("the queue could not be read: {e}")),
-                    false,
-                ),
+                Err(e) if e.may_pass() => {
+                    tracing::warn!(job = job.id, error = %e, "relay payload unreadable; job handed back");
+                    return self.give_back(&[job.id]).await;
+                }
                 Err(e) => return Err(e),
             }
         };
@@ -468,17 +495,20 @@ impl RelayWorker {
         exp + jitter
     }
 
-    /// Puts a job this worker holds and has not sent back in the queue, due as it was.
-    async fn give_back(&self, id: i64) -> Result<(), QueueError> {
+    /// Puts jobs this worker holds and has not sent back in the queue, due as they were.
+    async fn give_back(&self, ids: &[i64]) -> Result<(), QueueError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
         let mut conn = self.gateway.store().pool().acquire().await?;
-        repo::give_back(&mut conn, id, &self.owner).await?;
+        repo::give_back(&mut conn, ids, &self.owner).await?;
         Ok(())
     }
 
     /// The message of a job this worker holds.
     async fn payload(&self, job: &Claimed) -> Result<Vec<u8>, QueueError> {
         let mut conn = self.gateway.store().reader().await?;
-        let payload = repo::payload(&mut conn, job.id, &self.owner).await?;
+        let payload = repo::payload(&mut conn, job.id, &self.owner, now_ms()).await?;
         conn.release();
         payload.ok_or(QueueError::Store(StoreError::Conflict(
             "the job's lease was lost before it was sent",

@@ -160,20 +160,25 @@ pub async fn claimed(
         .collect()
 }
 
-/// The PGP/MIME message of job `id`, read when its conversation starts: a claim takes more
-/// jobs than the worker talks to servers about at once, and only jobs in conversation hold
-/// their message in memory. `None` if `owner` no longer holds the job.
+/// The PGP/MIME message of job `id`, read when its session starts: a claim takes more
+/// jobs than the worker talks to servers about at once, and only jobs in a session hold
+/// their message in memory. `None` if `owner` no longer holds the job's lease at `now`
+/// (a job can wait minutes for a session; a lease that ran out meanwhile may be another
+/// worker's claim).
 pub async fn payload(
     conn: &mut AnyConnection,
     id: i64,
     owner: &str,
+    now: i64,
 ) -> Result<Option<Vec<u8>>, StoreError> {
     let row = sqlx::query(
         "SELECT p.payload FROM outbound_payloads p JOIN outbound_jobs j ON j.id = p.job_id \
-         WHERE p.job_id = $1 AND j.lease_owner = $2",
+         WHERE p.job_id = $1 AND j.lease_owner = $2 AND j.state = 'running' \
+         AND j.lease_expires_at > $3",
     )
     .bind(id)
     .bind(owner)
+    .bind(now)
     .fetch_optional(&mut *conn)
     .await?;
     Ok(row.map(|r| r.try_get("payload")).transpose()?)
@@ -275,16 +280,26 @@ pub async fn renew(
     Ok(done.rows_affected() == 1)
 }
 
-/// Puts a job `owner` holds and has not tried back in the queue, as it was before the claim.
-pub async fn give_back(conn: &mut AnyConnection, id: i64, owner: &str) -> Result<(), StoreError> {
-    sqlx::query(
-        "UPDATE outbound_jobs SET state = 'queued', lease_owner = NULL, lease_expires_at = NULL \
-         WHERE id = $1 AND lease_owner = $2 AND state = 'running'",
-    )
-    .bind(id)
-    .bind(owner)
-    .execute(conn)
-    .await?;
+/// Puts jobs `owner` holds and has not tried back in the queue, as they were before the
+/// claim (attempts, due time and last error unchanged).
+pub async fn give_back(
+    conn: &mut AnyConnection,
+    ids: &[i64],
+    owner: &str,
+) -> Result<(), StoreError> {
+    for chunk in ids.chunks(500) {
+        let sql = format!(
+            "UPDATE outbound_jobs SET state = 'queued', lease_owner = NULL, \
+             lease_expires_at = NULL WHERE lease_owner = $1 AND state = 'running' \
+             AND id IN ({})",
+            placeholders(2, chunk.len())
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(owner);
+        for id in chunk {
+            query = query.bind(*id);
+        }
+        query.execute(&mut *conn).await?;
+    }
     Ok(())
 }
 

@@ -349,7 +349,7 @@ async fn bad_configuration_is_refused_with_key_file_and_expectation() {
     no_sessions.env("BOTE_QUEUE_RELAY_SESSIONS", "0");
     assert_one_line_error(
         &run(no_sessions),
-        &["`queue.relay_sessions`", "expected 1 to 1000"],
+        &["`queue.relay_sessions`", "expected 1 to 100"],
     );
 
     let absent = bote(&["config", "check", "--config", "/nonexistent/bote.toml"]);

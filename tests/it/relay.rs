@@ -132,18 +132,18 @@ async fn a_temporary_failure_is_retried_and_then_delivered() {
     assert!(envelope.contains("amt@kreis.example"));
 }
 
-/// A relay attempt that outlasts the claim's lease (`queue.lease_secs = 1`, as the crash test
-/// runs; an office server that takes 2 s to answer the final dot) keeps its job: the worker
-/// must not claim it again as an orphan and send it a second time while the first attempt
-/// is still waiting for the 250.
-/// A worker with one SMTP session (`queue.relay_sessions = 1`) and a slow
-/// office server: one job talks while the others wait for the session, claimed. Stopping
-/// lets the one in its session finish and gives the waiting ones back to the queue unsent
-/// (due, no lease), so the next start sends them at once instead of after their lease as
-/// jobs of a dead worker.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn jobs_waiting_for_a_session_go_back_to_the_queue_at_shutdown() {
-    let c = cast_with(|config| config.queue.relay_sessions = 1).await;
+crate::on_both_backends!(
+    jobs_waiting_for_a_session_go_back_to_the_queue_at_shutdown,
+    super::unsent_go_back
+);
+
+/// A worker with one SMTP session (`queue.relay_sessions = 1`) and a slow office server:
+/// one job talks while the others wait for the session, claimed. Stopping lets the one in
+/// its session finish and gives the waiting ones back to the queue unsent (due as before,
+/// no lease, no attempt counted), so the next start sends them at once instead of after
+/// their lease as jobs of a dead worker.
+async fn unsent_go_back(gw: Gateway) {
+    let c = cast_again(cast(gw).await, |config| config.queue.relay_sessions = 1);
     let sink = Sink::start("slow");
     queue_relay(&c, sink.port, office_cert()).await;
     let anna = c.api.login("anna@lemgo.example").await;
@@ -165,6 +165,19 @@ async fn jobs_waiting_for_a_session_go_back_to_the_queue_at_shutdown() {
             .unwrap()
         }
     };
+    // What a give-back must leave as it was.
+    let as_queued = || {
+        let pool = c.api.gw.store.pool().clone();
+        async move {
+            sqlx::query_as::<_, (i64, String, i64, i64, Option<String>)>(
+                "SELECT id, state, attempts, due_at, last_error FROM outbound_jobs ORDER BY id",
+            )
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    let before = as_queued().await;
     let stop = tokio_util::sync::CancellationToken::new();
     let worker = tokio::spawn(bote::queue::RelayWorker::new(c.api.core.clone()).run(stop.clone()));
     let started = sink.dir.path().join("mail/data-started");
@@ -196,6 +209,24 @@ async fn jobs_waiting_for_a_session_go_back_to_the_queue_at_shutdown() {
         2,
         "the waiting jobs are due again, unleased"
     );
+    let unsent = |rows: Vec<(i64, String, i64, i64, Option<String>)>, ids: &[i64]| {
+        rows.into_iter()
+            .filter(|r| ids.contains(&r.0))
+            .map(|(id, _, attempts, due, error)| (id, attempts, due, error))
+            .collect::<Vec<_>>()
+    };
+    let after = as_queued().await;
+    let given_back: Vec<i64> = after
+        .iter()
+        .filter(|r| r.1 == "queued")
+        .map(|r| r.0)
+        .collect();
+    assert_eq!(given_back.len(), 2);
+    assert_eq!(
+        unsent(after, &given_back),
+        unsent(before, &given_back),
+        "a give-back counts no attempt, moves no due time, records no error"
+    );
 
     // The next start sends them without waiting for a lease to run out.
     let stop = tokio_util::sync::CancellationToken::new();
@@ -214,6 +245,10 @@ async fn jobs_waiting_for_a_session_go_back_to_the_queue_at_shutdown() {
     );
 }
 
+/// A relay attempt that outlasts the claim's lease (`queue.lease_secs = 1`, as the crash test
+/// runs; an office server that takes 2 s to answer the final dot) keeps its job: the worker
+/// must not claim it again as an orphan and send it a second time while the first attempt
+/// is still waiting for the 250.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_attempt_outlasting_its_lease_is_not_sent_twice() {
     let c = cast_with(|config| config.queue.lease_secs = 1).await;
