@@ -27,6 +27,29 @@ async fn wait_for(c: &Cast, gateway_id: &str, event: Event) -> Vec<bote::evidenc
     panic!("no {event} for {gateway_id}");
 }
 
+/// Whether `file` appears within 20 s (what the office's server writes as mail arrives).
+async fn appears(file: &std::path::Path) -> bool {
+    for _ in 0..400 {
+        if file.exists() {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    file.exists()
+}
+
+/// Stops a relay worker and waits (up to 20 s) until its attempts in flight are done.
+async fn stop_worker(
+    stop: &tokio_util::sync::CancellationToken,
+    worker: tokio::task::JoinHandle<()>,
+) {
+    stop.cancel();
+    tokio::time::timeout(std::time::Duration::from_secs(20), worker)
+        .await
+        .expect("the worker stopped")
+        .unwrap();
+}
+
 fn office_cert() -> Vec<u8> {
     let home = tempfile::tempdir().unwrap();
     crate::interop::gpg_office_key(home.path(), "Kreisverwaltung <amt@kreis.example>")
@@ -47,22 +70,11 @@ async fn shutdown_waits_for_a_relay_attempt_in_flight() {
     let id = queue_relay(&c, sink.port, office_cert()).await;
     let stop = tokio_util::sync::CancellationToken::new();
     let worker = tokio::spawn(bote::queue::RelayWorker::new(c.api.core.clone()).run(stop.clone()));
-    let started = sink.dir.path().join("mail/data-started");
-    for _ in 0..400 {
-        if started.exists() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
     assert!(
-        started.exists(),
+        appears(&sink.dir.path().join("mail/data-started")).await,
         "the office's server never got the message"
     );
-    stop.cancel();
-    tokio::time::timeout(std::time::Duration::from_secs(20), worker)
-        .await
-        .expect("the worker stopped")
-        .unwrap();
+    stop_worker(&stop, worker).await;
     let recipient = bote::address::EmailAddress::parse("amt@kreis.example").unwrap();
     let mut conn = c.api.gw.store.pool().acquire().await.unwrap();
     let chain = bote::evidence::query::chain(&mut conn, &id, Some(&recipient))
@@ -193,11 +205,7 @@ async fn unsent_go_back(gw: Gateway) {
         3,
         "all three claimed, one in its session"
     );
-    stop.cancel();
-    tokio::time::timeout(std::time::Duration::from_secs(20), worker)
-        .await
-        .expect("the worker stopped")
-        .unwrap();
+    stop_worker(&stop, worker).await;
     assert!(sink.dir.path().join("mail/1.eml").exists());
     assert!(
         !sink.dir.path().join("mail/2.eml").exists(),
@@ -231,18 +239,9 @@ async fn unsent_go_back(gw: Gateway) {
     // The next start sends them without waiting for a lease to run out.
     let stop = tokio_util::sync::CancellationToken::new();
     tokio::spawn(bote::queue::RelayWorker::new(c.api.core.clone()).run(stop.clone()));
-    let third = sink.dir.path().join("mail/3.eml");
-    for _ in 0..400 {
-        if third.exists() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let third = appears(&sink.dir.path().join("mail/3.eml")).await;
     stop.cancel();
-    assert!(
-        third.exists(),
-        "the jobs given back were not sent after the restart"
-    );
+    assert!(third, "the jobs given back were not sent after the restart");
 }
 
 /// A relay attempt that outlasts the claim's lease (`queue.lease_secs = 1`, as the crash test
@@ -285,14 +284,10 @@ async fn a_failed_outcome_commit_is_tried_again_not_sent_again() {
     }
     let sink = Sink::start("accept");
     let (id, stop) = relay_to(&c, sink.port, office_cert()).await;
-    let first = sink.dir.path().join("mail/1.eml");
-    for _ in 0..400 {
-        if first.exists() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert!(first.exists(), "the office's server never got the message");
+    assert!(
+        appears(&sink.dir.path().join("mail/1.eml")).await,
+        "the office's server never got the message"
+    );
     tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
     {
         let mut conn = c.api.gw.store.pool().acquire().await.unwrap();
