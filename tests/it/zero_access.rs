@@ -95,6 +95,28 @@ fn files_under(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
     }
 }
 
+/// Every file under `dir` with its content, from one listing whose files all could be read.
+/// The checkpoint publisher may rename its temporary file between a listing and a read
+/// (it runs on a blocking thread); the listing is then taken again, so nothing is skipped.
+fn read_files_under(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    for _ in 0..20 {
+        let mut files = Vec::new();
+        files_under(dir, &mut files);
+        let read: Result<Vec<_>, _> = files
+            .into_iter()
+            .map(|f| std::fs::read(&f).map(|bytes| (f, bytes)))
+            .collect();
+        match read {
+            Ok(read) => return read,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(e) => panic!("cannot read the data directory: {e}"),
+        }
+    }
+    panic!("files kept vanishing under {}", dir.display());
+}
+
 fn contains(haystack: &[u8], needle: &str) -> bool {
     haystack
         .windows(needle.len())
@@ -216,20 +238,17 @@ async fn a_copy_of_the_disk_reads_no_message() {
 
     // No plaintext marker anywhere: database (with WAL), data dir, config, keys, logs.
     api.gw.store.close().await;
-    let mut files = Vec::new();
-    files_under(api.gw.setup.path(), &mut files);
-    assert!(files.iter().any(|f| f.ends_with("bote.db")), "{files:?}");
+    let files = read_files_under(api.gw.setup.path());
+    let names: Vec<_> = files.iter().map(|(f, _)| f).collect();
+    assert!(names.iter().any(|f| f.ends_with("bote.db")), "{names:?}");
     // The scan sees stored cleartext: attachment names are evidence metadata by design.
     assert!(
-        files
-            .iter()
-            .any(|f| contains(&std::fs::read(f).unwrap(), "antrag.txt")),
+        files.iter().any(|(_, bytes)| contains(bytes, "antrag.txt")),
         "the scan must see what the database holds in clear"
     );
-    for file in &files {
-        let bytes = std::fs::read(file).unwrap();
+    for (file, bytes) in &files {
         for marker in [SUBJECT, BODY, ATTACHMENT] {
-            assert!(!contains(&bytes, marker), "{marker} in {}", file.display());
+            assert!(!contains(bytes, marker), "{marker} in {}", file.display());
         }
     }
     let logs = captured.0.lock().unwrap().clone();
