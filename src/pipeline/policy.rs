@@ -54,7 +54,20 @@ impl Pipeline {
                 ),
             ));
         }
-        self.check_message_id(&mut conn, from, prepared).await?;
+        let asked_id = self.message_id_to_look_up(prepared)?;
+        let office = (from.mailbox.kind != MailboxKind::Citizen).then_some(from.mailbox.id);
+        let reads = repo::sender_reads(&mut conn, &from.mailbox.address.key(), asked_id, office)
+            .await
+            .map_err(fail)?;
+        if let (Some(id), Some(earlier)) = (asked_id, &reads.earlier) {
+            return Err(rejected(
+                Refusal::DuplicateMessageId,
+                ReasonCode::Policy,
+                format!(
+                    "you sent a message with the Message-ID {id} already: gateway id {earlier}"
+                ),
+            ));
+        }
         let mut resolved = Vec::with_capacity(recipients.len());
         for address in recipients {
             let key = address.key();
@@ -101,26 +114,23 @@ impl Pipeline {
                 }));
             }
         }
-        if from.mailbox.kind != MailboxKind::Citizen {
-            self.check_office_rate(&mut conn, from, recipients.len())
-                .await?;
+        if office.is_some() {
+            self.check_office_rate(from, &reads, recipients.len())?;
         }
         conn.release();
         Ok(resolved)
     }
 
     /// An office mailbox's hourly send rate, its own or the configured default.
-    async fn check_office_rate(
+    fn check_office_rate(
         &self,
-        conn: &mut sqlx::AnyConnection,
         from: &Submitter,
+        own_rates: &repo::SenderReads,
         recipients: usize,
     ) -> Result<(), CheckError> {
         let limits = &self.config.limits;
         let (messages, recipients_per_hour) =
-            crate::store::accounts::office_rate_limits(conn, from.mailbox.id)
-                .await
-                .map_err(|e| CheckError::Failed(e.into()))?;
+            (own_rates.messages_per_hour, own_rates.recipients_per_hour);
         let own = |v: Option<i64>, default: u32| {
             v.map_or(default, |v| u32::try_from(v).unwrap_or(u32::MAX))
         };
@@ -144,17 +154,16 @@ impl Pipeline {
     /// A Message-ID in the gateway's own domains must be one the gateway assigned, and a
     /// sender's Message-IDs are unique: evidence found by Message-ID is then always one
     /// sender's one message (a resubmission after a lost reply is told the first id).
-    async fn check_message_id(
+    /// Refuses a reserved one; returns the Message-ID whose uniqueness is to be looked up.
+    fn message_id_to_look_up<'p>(
         &self,
-        conn: &mut sqlx::AnyConnection,
-        from: &Submitter,
-        prepared: &Prepared,
-    ) -> Result<(), CheckError> {
+        prepared: &'p Prepared,
+    ) -> Result<Option<&'p str>, CheckError> {
         let Some(id) = &prepared.message_id else {
-            return Ok(());
+            return Ok(None);
         };
         if prepared.message_id_assigned {
-            return Ok(());
+            return Ok(None);
         }
         if is_gateway_form(id, &self.config.gateway.domains) {
             return Err(rejected(
@@ -167,19 +176,7 @@ impl Pipeline {
                 ),
             ));
         }
-        if let Some(earlier) = repo::message_with_id(conn, &from.mailbox.address.key(), id)
-            .await
-            .map_err(fail)?
-        {
-            return Err(rejected(
-                Refusal::DuplicateMessageId,
-                ReasonCode::Policy,
-                format!(
-                    "you sent a message with the Message-ID {id} already: gateway id {earlier}"
-                ),
-            ));
-        }
-        Ok(())
+        Ok(Some(id))
     }
 
     /// Records SubmissionRejection for every named recipient, then returns the refusal.

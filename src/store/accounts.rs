@@ -754,25 +754,6 @@ pub async fn set_unlocked(
     Ok(())
 }
 
-/// An office mailbox's own send rates (messages, recipients per hour); `None` where the
-/// configured default applies.
-pub async fn office_rate_limits(
-    conn: &mut AnyConnection,
-    mailbox_id: i64,
-) -> Result<(Option<i64>, Option<i64>), StoreError> {
-    let row = sqlx::query(
-        "SELECT messages_per_hour, recipients_per_hour FROM office_rate_limits \
-         WHERE mailbox_id = $1",
-    )
-    .bind(mailbox_id)
-    .fetch_optional(conn)
-    .await?;
-    match row {
-        Some(r) => Ok((r.try_get(0)?, r.try_get(1)?)),
-        None => Ok((None, None)),
-    }
-}
-
 /// Sets an office mailbox's own send rates (`None`: back to the default).
 pub async fn set_office_rate_limits(
     conn: &mut AnyConnection,

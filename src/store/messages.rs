@@ -263,6 +263,48 @@ pub async fn sent_since(
     })
 }
 
+/// What the policy reads about a sender for one submission, in one statement: a round trip
+/// to SQLite's connection thread is a good part of a small message's cost.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SenderReads {
+    /// The gateway id of the sender's earlier message with the asked Message-ID, if any.
+    pub earlier: Option<String>,
+    /// The office mailbox's own hourly message rate, if it has one.
+    pub messages_per_hour: Option<i64>,
+    /// The office mailbox's own hourly recipient rate, if it has one.
+    pub recipients_per_hour: Option<i64>,
+}
+
+/// The sender's earlier message with `message_id` (if one is given) and the own rates of
+/// `office` (if given), each `None` where there is none (the configured default rates apply).
+pub async fn sender_reads(
+    conn: &mut AnyConnection,
+    sender_key: &str,
+    message_id: Option<&str>,
+    office: Option<i64>,
+) -> Result<SenderReads, StoreError> {
+    if message_id.is_none() && office.is_none() {
+        return Ok(SenderReads::default());
+    }
+    // A NULL parameter matches no row: each subquery is then NULL.
+    let row = sqlx::query(
+        "SELECT (SELECT gateway_id FROM messages WHERE message_id = $1 AND sender_key = $2 \
+         LIMIT 1), \
+         (SELECT messages_per_hour FROM office_rate_limits WHERE mailbox_id = $3), \
+         (SELECT recipients_per_hour FROM office_rate_limits WHERE mailbox_id = $3)",
+    )
+    .bind(message_id)
+    .bind(sender_key)
+    .bind(office)
+    .fetch_one(conn)
+    .await?;
+    Ok(SenderReads {
+        earlier: row.try_get(0)?,
+        messages_per_hour: row.try_get(1)?,
+        recipients_per_hour: row.try_get(2)?,
+    })
+}
+
 /// The gateway id of the message `sender_key` sent with this RFC 5322 Message-ID, if any.
 pub async fn message_with_id(
     conn: &mut AnyConnection,

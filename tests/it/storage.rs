@@ -421,3 +421,81 @@ on_both_backends!(
     an_upgrade_keeps_the_payloads_of_unfinished_relay_jobs,
     super::an_upgrade_keeps_the_payloads_of_unfinished_relay_jobs
 );
+
+/// The policy's one read per submission: a sender's earlier Message-ID and an office's own
+/// rates, each absent where there is none, and nothing of another sender or mailbox.
+async fn the_policy_reads_a_senders_message_id_and_rates_at_once(db: TestDb) {
+    use bote::store::accounts::set_office_rate_limits;
+    use bote::store::messages::{MessageRow, SenderReads, insert_messages, sender_reads};
+    let store = db.store_with(1).await;
+    let mut conn = store.pool().acquire().await.unwrap();
+    // Rows without their mailbox rows: only these two tables matter here.
+    let off = match db.backend {
+        Backend::Sqlite => "PRAGMA foreign_keys = OFF",
+        Backend::Postgres => "SET session_replication_role = replica",
+    };
+    sqlx::query(off).execute(&mut *conn).await.unwrap();
+    let sent = MessageRow {
+        gateway_id: "gw-1".into(),
+        message_id: Some("<a@bauamt.example>".into()),
+        sender: "bauamt@lemgo.example".into(),
+        sender_key: "bauamt@lemgo.example".into(),
+        channel: "smtp",
+        auth_level: "normal".into(),
+        authoritative: false,
+        personal: false,
+        retrieval_confirmation: false,
+        end_to_end: false,
+        size: 1,
+        sha256: "00".into(),
+        recipients: 1,
+        created_at: 0,
+    };
+    insert_messages(&mut conn, &[sent]).await.unwrap();
+    set_office_rate_limits(&mut conn, 7, (Some(10), None))
+        .await
+        .unwrap();
+    let sender = "bauamt@lemgo.example";
+    assert_eq!(
+        sender_reads(&mut conn, sender, Some("<a@bauamt.example>"), Some(7))
+            .await
+            .unwrap(),
+        SenderReads {
+            earlier: Some("gw-1".into()),
+            messages_per_hour: Some(10),
+            recipients_per_hour: None,
+        }
+    );
+    assert_eq!(
+        sender_reads(&mut conn, sender, Some("<b@bauamt.example>"), Some(8))
+            .await
+            .unwrap(),
+        SenderReads::default()
+    );
+    assert_eq!(
+        sender_reads(
+            &mut conn,
+            "anna@lemgo.example",
+            Some("<a@bauamt.example>"),
+            None
+        )
+        .await
+        .unwrap(),
+        SenderReads::default(),
+        "another sender's Message-ID is not a duplicate"
+    );
+    assert_eq!(
+        sender_reads(&mut conn, sender, None, Some(7))
+            .await
+            .unwrap(),
+        SenderReads {
+            earlier: None,
+            messages_per_hour: Some(10),
+            recipients_per_hour: None,
+        }
+    );
+}
+on_both_backends!(
+    the_policy_reads_a_senders_message_id_and_rates_at_once,
+    super::the_policy_reads_a_senders_message_id_and_rates_at_once
+);
