@@ -92,7 +92,9 @@ impl Auth {
         match &result {
             Ok(_) => self.lockout.note_success(&key, client),
             Err(AuthError::BadCredentials) => {
-                self.lockout.note_failure(&key, client, now);
+                // The wait counts from the refusal, not from the request: a slow password
+                // check must not use up the wait of the failure it reports.
+                self.lockout.note_failure(&key, client, now_ms());
                 tracing::info!(account = %pseudonym(&key), client = ?client, "login refused");
             }
             Err(_) => {}
@@ -237,7 +239,7 @@ impl Auth {
                 Ok(())
             }
             Err(AccountError::WrongRecoveryCode | AccountError::UnknownUser(_)) => {
-                self.lockout.note_failure(&key, client, now);
+                self.lockout.note_failure(&key, client, now_ms());
                 tracing::info!(account = %pseudonym(&key), client = ?client, "recovery refused");
                 Err(AuthError::BadCredentials)
             }

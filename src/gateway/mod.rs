@@ -291,6 +291,11 @@ impl Gateway {
         &self.writer
     }
 
+    /// Bytes of the memory budget held by messages in flight now.
+    pub fn memory_in_use(&self) -> u64 {
+        self.pipeline.memory_in_use()
+    }
+
     /// Sessions, tokens and second factors.
     pub fn auth(&self) -> &Auth {
         &self.auth

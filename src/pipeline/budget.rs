@@ -193,6 +193,12 @@ impl MemoryBudget {
         }
     }
 
+    /// Bytes reserved now (what the `bote_messages_in_flight_bytes` gauge sums over all
+    /// budgets of the process).
+    pub fn in_use(&self) -> u64 {
+        self.inner.lock().all
+    }
+
     /// Waits until `bytes` would fit, and keeps nothing: the early answer to a client that
     /// announces a message's size before sending it.
     pub async fn await_room(&self, bytes: u64) -> Result<(), Busy> {

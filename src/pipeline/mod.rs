@@ -355,6 +355,11 @@ impl Pipeline {
         }
     }
 
+    /// Bytes of the memory budget held by messages in flight now.
+    pub fn memory_in_use(&self) -> u64 {
+        self.budget.in_use()
+    }
+
     /// Waits until a message of `size` bytes to `recipients` would fit the memory budget,
     /// reserving nothing (SMTP: the answer to a declared SIZE before the 354).
     pub async fn await_room(&self, size: u64, recipients: usize) -> Result<(), Busy> {

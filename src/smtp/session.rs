@@ -392,7 +392,8 @@ impl Session {
                 )
             }
             Err(why) => {
-                lockout.note_failure(&account, Some(self.peer), now);
+                // From the refusal, as for web logins (`auth::session`).
+                lockout.note_failure(&account, Some(self.peer), crate::clock::now_ms());
                 self.auth_failed(why)
             }
         }

@@ -248,7 +248,7 @@ pub(crate) struct Sink {
 
 impl Sink {
     pub(crate) fn start(mode: &str) -> Self {
-        Self::start_on(crate::support::free_port(), mode)
+        Self::launch(0, mode, None)
     }
 
     pub(crate) fn start_on(port: u16, mode: &str) -> Self {
@@ -258,9 +258,10 @@ impl Sink {
     /// A sink that offers STARTTLS with `cert` (certificate, key: PEM files), and takes
     /// mail only under TLS.
     pub(crate) fn start_with_tls(mode: &str, cert: (&Path, &Path)) -> Self {
-        Self::launch(crate::support::free_port(), mode, Some(cert))
+        Self::launch(0, mode, Some(cert))
     }
 
+    /// Starts the sink on `port`, or on a port it picks itself if `port` is 0.
     fn launch(port: u16, mode: &str, tls: Option<(&Path, &Path)>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let ready = dir.path().join("ready");
@@ -287,6 +288,11 @@ impl Sink {
             );
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
+        let port = std::fs::read_to_string(&ready)
+            .unwrap()
+            .trim()
+            .parse()
+            .expect("the sink names its port");
         Self { child, port, dir }
     }
 

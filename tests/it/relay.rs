@@ -156,7 +156,7 @@ crate::on_both_backends!(
 /// their lease as jobs of a dead worker.
 async fn unsent_go_back(gw: Gateway) {
     let c = cast_again(cast(gw).await, |config| config.queue.relay_sessions = 1);
-    let sink = Sink::start("slow");
+    let sink = Sink::start("hold");
     queue_relay(&c, sink.port, office_cert()).await;
     let anna = c.api.login("anna@lemgo.example").await;
     for n in 0..2 {
@@ -193,7 +193,7 @@ async fn unsent_go_back(gw: Gateway) {
     let stop = tokio_util::sync::CancellationToken::new();
     let worker = tokio::spawn(bote::queue::RelayWorker::new(c.api.core.clone()).run(stop.clone()));
     let started = sink.dir.path().join("mail/data-started");
-    for _ in 0..400 {
+    for _ in 0..1000 {
         if started.exists() && jobs("running").await == 3 {
             break;
         }
@@ -205,6 +205,10 @@ async fn unsent_go_back(gw: Gateway) {
         3,
         "all three claimed, one in its session"
     );
+    // The office holds its 250 until the worker is told to stop: the job in the session
+    // then finishes, and the ones waiting must not take the session it frees.
+    stop.cancel();
+    std::fs::write(sink.dir.path().join("mail/release"), b"").unwrap();
     stop_worker(&stop, worker).await;
     assert!(sink.dir.path().join("mail/1.eml").exists());
     assert!(
@@ -244,24 +248,27 @@ async fn unsent_go_back(gw: Gateway) {
     assert!(third, "the jobs given back were not sent after the restart");
 }
 
-/// A relay attempt that outlasts the claim's lease (`queue.lease_secs = 1`, as the crash test
-/// runs; an office server that takes 2 s to answer the final dot) keeps its job: the worker
-/// must not claim it again as an orphan and send it a second time while the first attempt
-/// is still waiting for the 250.
+/// A relay attempt that outlasts the claim's lease (`queue.lease_secs = 3`; an office server
+/// that takes 8 s to answer the final dot) keeps its job: the worker must not claim it again
+/// as an orphan and send it a second time while the first attempt is still waiting for the
+/// 250. (A lease of a few seconds, not one: the renewals, a third of a lease apart, must
+/// not miss it on a loaded machine.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_attempt_outlasting_its_lease_is_not_sent_twice() {
-    let c = cast_with(|config| config.queue.lease_secs = 1).await;
-    let sink = Sink::start("slow");
+    let c = cast_with(|config| config.queue.lease_secs = 3).await;
+    let sink = Sink::start("slow:8");
     let (id, stop) = relay_to(&c, sink.port, office_cert()).await;
     wait_for(&c, &id, Event::RelayToNonERDS).await;
-    // A second copy would arrive within the sink's 2 s after its claim.
-    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
     stop.cancel();
-    assert!(sink.dir.path().join("mail/1.eml").exists());
-    assert!(
-        !sink.dir.path().join("mail/2.eml").exists(),
+    // A second claim would have come once the lease ran out, 3 s into the 8 s attempt,
+    // and its message would have reached the server by now.
+    let started = std::fs::read_to_string(sink.dir.path().join("mail/data-started")).unwrap();
+    assert_eq!(
+        started.trim(),
+        "1",
         "the office got the message twice: the lease expired during the attempt"
     );
+    assert!(sink.dir.path().join("mail/1.eml").exists());
 }
 
 /// The office answers 250, and the commit of that outcome fails (a trigger refuses it for
@@ -269,7 +276,7 @@ async fn an_attempt_outlasting_its_lease_is_not_sent_twice() {
 /// again under its lease instead of leaving the job to be claimed and sent once more.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_outcome_commit_is_tried_again_not_sent_again() {
-    let c = cast_with(|config| config.queue.lease_secs = 1).await;
+    let c = cast_with(|config| config.queue.lease_secs = 3).await;
     {
         let mut conn = c.api.gw.store.pool().acquire().await.unwrap();
         for sql in [
@@ -298,8 +305,8 @@ async fn a_failed_outcome_commit_is_tried_again_not_sent_again() {
     }
     let chain = wait_for(&c, &id, Event::RelayToNonERDS).await;
     assert_eq!(chain.len(), 2, "one relay record");
-    // A second copy would come after the 1 s lease.
-    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    // A second copy would come after the 3 s lease.
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
     stop.cancel();
     assert!(
         !sink.dir.path().join("mail/2.eml").exists(),

@@ -134,7 +134,9 @@ async fn a_restored_backup_refuses_to_start_while_a_witness_holds_a_newer_checkp
     assert_eq!(attested.cosignatures, 1);
 
     // Restore the backup: the local roll-back guard passes (the checkpoint file came back
-    // with the database), but the witness has seen more.
+    // with the database), but the witness has seen more. The publisher writes the new
+    // checkpoint file on a thread of its own: done before the directory is replaced.
+    a.wait_published(new_size).await;
     a.store.close().await;
     std::fs::remove_dir_all(&data).unwrap();
     copy_dir(backup.path(), &data);
@@ -187,11 +189,11 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_witnesses_down_start_up_waits_then_refuses() {
     let a = Gateway::new(Backend::Sqlite).await;
-    let b = WitnessPeer::start(&a).await;
+    let mut b = WitnessPeer::start(&a).await;
     let config = attest_with(&a, &b, None);
     b._server.abort();
-    // Aborted: the next connection is refused.
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    // Aborted and dropped (with its listener): the next connection is refused.
+    let _ = (&mut b._server).await;
     let attestor = Attestor::new(&config, a.store.clone(), a.log.clone())
         .unwrap()
         .unwrap();

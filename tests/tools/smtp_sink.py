@@ -1,11 +1,15 @@
 #!/usr/bin/env python3
 """An office's mail server for the tests: aiosmtpd, plain SMTP on 127.0.0.1.
 
-    smtp_sink.py DIR PORT accept|reject|defer-once READY_FILE
+    smtp_sink.py DIR PORT accept|reject|defer-once|slow[:SECONDS]|hold READY_FILE
 
 Writes every accepted message to DIR/<n>.eml (the exact bytes received) and the envelope
 to DIR/<n>.env; `reject` answers 550 to DATA, `defer-once` answers 451 to the first DATA
-and accepts later ones. READY_FILE appears once it listens. DIR/sessions holds the number of
+and accepts later ones; `slow` answers the final dot after SECONDS (2 by default), `hold`
+once DIR/release exists. Both write the number of messages received so far (answered or
+not) to DIR/data-started. READY_FILE appears once it listens, with the port in it: PORT 0
+picks a free one here (narrower than a port chosen by the caller and bound after this
+interpreter's start-up, which another test may take meanwhile). DIR/sessions holds the number of
 SMTP sessions (EHLOs) so far, to tell whether the client reuses its connections.
 """
 import asyncio
@@ -22,6 +26,7 @@ class Handler:
         self.count = 0
         self.deferred = False
         self.sessions = 0
+        self.started = 0
 
     async def handle_EHLO(self, server, session, envelope, hostname, responses):
         session.host_name = hostname
@@ -38,10 +43,18 @@ class Handler:
         if self.mode == "defer-once" and not self.deferred:
             self.deferred = True
             return "451 4.3.0 Bitte spaeter erneut versuchen"
-        if self.mode == "slow":
-            # A slow office server: the message is in, the 250 comes 2 s later.
-            open(os.path.join(self.directory, "data-started"), "w").close()
-            await asyncio.sleep(2)
+        if self.mode.startswith("slow") or self.mode == "hold":
+            # A slow office server: the message is in, the 250 comes later.
+            self.started += 1
+            started = os.path.join(self.directory, "data-started")
+            with open(started + ".tmp", "w") as f:
+                f.write(f"{self.started}\n")
+            os.replace(started + ".tmp", started)
+            if self.mode == "hold":
+                while not os.path.exists(os.path.join(self.directory, "release")):
+                    await asyncio.sleep(0.02)
+            else:
+                await asyncio.sleep(float(self.mode.partition(":")[2] or 2))
         self.count += 1
         path = os.path.join(self.directory, f"{self.count}")
         with open(path + ".env", "w") as f:
@@ -55,6 +68,12 @@ class Handler:
 def main():
     directory, port, mode, ready = sys.argv[1:5]
     os.makedirs(directory, exist_ok=True)
+    port = int(port)
+    if port == 0:
+        import socket
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
     tls = {}
     if os.environ.get("SINK_TLS_CERT"):
         # An office server with STARTTLS (and only with it): the relay's `required` mode.
@@ -62,11 +81,12 @@ def main():
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(os.environ["SINK_TLS_CERT"], os.environ["SINK_TLS_KEY"])
         tls = {"tls_context": context, "require_starttls": True}
-    controller = Controller(Handler(directory, mode), hostname="127.0.0.1", port=int(port),
+    controller = Controller(Handler(directory, mode), hostname="127.0.0.1", port=port,
                             decode_data=False, **tls)
     controller.start()
-    with open(ready, "w") as f:
-        f.write("ready\n")
+    with open(ready + ".tmp", "w") as f:
+        f.write(f"{port}\n")
+    os.replace(ready + ".tmp", ready)
     try:
         asyncio.get_event_loop().run_forever()
     except KeyboardInterrupt:
