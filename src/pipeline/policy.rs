@@ -129,14 +129,15 @@ impl Pipeline {
         recipients: usize,
     ) -> Result<(), CheckError> {
         let limits = &self.config.limits;
-        let (messages, recipients_per_hour) =
-            (own_rates.messages_per_hour, own_rates.recipients_per_hour);
         let own = |v: Option<i64>, default: u32| {
             v.map_or(default, |v| u32::try_from(v).unwrap_or(u32::MAX))
         };
         let rates = Rates {
-            messages: own(messages, limits.office_messages_per_hour),
-            recipients: own(recipients_per_hour, limits.office_recipients_per_hour),
+            messages: own(own_rates.messages_per_hour, limits.office_messages_per_hour),
+            recipients: own(
+                own_rates.recipients_per_hour,
+                limits.office_recipients_per_hour,
+            ),
         };
         let count = u32::try_from(recipients).unwrap_or(u32::MAX);
         self.rates
