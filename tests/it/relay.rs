@@ -13,7 +13,8 @@ use crate::support::{Gateway, run, stdout};
 /// The chain of the external recipient, once its last event is `event` (waits up to 20 s).
 async fn wait_for(c: &Cast, gateway_id: &str, event: Event) -> Vec<bote::evidence::StoredEvidence> {
     let recipient = bote::address::EmailAddress::parse("amt@kreis.example").unwrap();
-    for _ in 0..400 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
         let mut conn = c.api.gw.store.pool().acquire().await.unwrap();
         let chain = bote::evidence::query::chain(&mut conn, gateway_id, Some(&recipient))
             .await
