@@ -289,18 +289,24 @@ async fn postgres_over_tcp_runs_without_nagle() {
     assert_eq!(sqlite.nodelay_connections(), None);
 }
 
-/// Relay jobs are inserted many per statement: each payload must land with its own job
-/// (a swap would send one office's ciphertext to another), across statement chunks.
-async fn each_relay_payload_is_stored_with_its_own_job(db: TestDb) {
-    use bote::store::messages::{JobRow, insert_jobs};
-    let store = db.store_with(1).await;
+/// A connection whose writes skip the foreign-key checks, for tests of a few tables alone.
+async fn without_foreign_keys(db: &TestDb, store: &Store) -> sqlx::pool::PoolConnection<sqlx::Any> {
     let mut conn = store.pool().acquire().await.unwrap();
-    // Jobs without their message and mailbox rows: only the job tables matter here.
     let off = match db.backend {
         Backend::Sqlite => "PRAGMA foreign_keys = OFF",
         Backend::Postgres => "SET session_replication_role = replica",
     };
     sqlx::query(off).execute(&mut *conn).await.unwrap();
+    conn
+}
+
+/// Relay jobs are inserted many per statement: each payload must land with its own job
+/// (a swap would send one office's ciphertext to another), across statement chunks.
+async fn each_relay_payload_is_stored_with_its_own_job(db: TestDb) {
+    use bote::store::messages::{JobRow, insert_jobs};
+    let store = db.store_with(1).await;
+    // Jobs without their message and mailbox rows: only the job tables matter here.
+    let mut conn = without_foreign_keys(&db, &store).await;
     // 20 jobs: more than one statement's chunk; two recipients per message.
     let jobs: Vec<JobRow> = (0..10)
         .flat_map(|m| {
@@ -428,13 +434,8 @@ async fn the_policy_reads_a_senders_message_id_and_rates_at_once(db: TestDb) {
     use bote::store::accounts::set_office_rate_limits;
     use bote::store::messages::{MessageRow, SenderReads, insert_messages, sender_reads};
     let store = db.store_with(1).await;
-    let mut conn = store.pool().acquire().await.unwrap();
     // Rows without their mailbox rows: only these two tables matter here.
-    let off = match db.backend {
-        Backend::Sqlite => "PRAGMA foreign_keys = OFF",
-        Backend::Postgres => "SET session_replication_role = replica",
-    };
-    sqlx::query(off).execute(&mut *conn).await.unwrap();
+    let mut conn = without_foreign_keys(&db, &store).await;
     let sent = MessageRow {
         gateway_id: "gw-1".into(),
         message_id: Some("<a@bauamt.example>".into()),
