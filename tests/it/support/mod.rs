@@ -316,12 +316,24 @@ impl Setup {
     }
 }
 
-/// A TCP port that was free a moment ago.
+/// A TCP port for a server that a test starts: free now, and handed out once per run.
+///
+/// Taken below Linux's ephemeral range (32768–60999 by default), not from `bind(…:0)`:
+/// the server binds it only after its process has started, and meanwhile any other test's
+/// `bind(…:0)` or outgoing connection could be given an ephemeral port that was just
+/// released. Each test binary takes its own window of the range (by process id).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    const WINDOW: u32 = 2_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let base = 20_000 + (std::process::id() % 6) * WINDOW;
+    for _ in 0..WINDOW {
+        let offset = NEXT.fetch_add(1, Ordering::Relaxed) % WINDOW;
+        let port = u16::try_from(base + offset).expect("below 32768");
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 20000–32000");
 }
 
 /// A gateway's evidence machinery opened in-process on a `bote init` setup.
