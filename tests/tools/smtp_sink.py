@@ -65,15 +65,17 @@ class Handler:
         return "250 2.0.0 Ok: queued as KREIS%d" % self.count
 
 
+def free_port():
+    import socket
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def main():
     directory, port, mode, ready = sys.argv[1:5]
     os.makedirs(directory, exist_ok=True)
     port = int(port)
-    if port == 0:
-        import socket
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
     tls = {}
     if os.environ.get("SINK_TLS_CERT"):
         # An office server with STARTTLS (and only with it): the relay's `required` mode.
@@ -81,9 +83,21 @@ def main():
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(os.environ["SINK_TLS_CERT"], os.environ["SINK_TLS_KEY"])
         tls = {"tls_context": context, "require_starttls": True}
-    controller = Controller(Handler(directory, mode), hostname="127.0.0.1", port=port,
-                            decode_data=False, **tls)
-    controller.start()
+    handler = Handler(directory, mode)
+    # aiosmtpd cannot listen on port 0 (its readiness check connects to the port it was
+    # given): a free port is looked up and bound at once, again if another process took it
+    # in between.
+    for attempt in range(10):
+        chosen = port or free_port()
+        controller = Controller(handler, hostname="127.0.0.1", port=chosen,
+                                decode_data=False, **tls)
+        try:
+            controller.start()
+            break
+        except OSError:
+            if port or attempt == 9:
+                raise
+    port = chosen
     with open(ready + ".tmp", "w") as f:
         f.write(f"{port}\n")
     os.replace(ready + ".tmp", ready)

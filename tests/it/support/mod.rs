@@ -321,14 +321,16 @@ impl Setup {
 /// Taken below Linux's ephemeral range (32768–60999 by default), not from `bind(…:0)`:
 /// the server binds it only after its process has started, and meanwhile any other test's
 /// `bind(…:0)` or outgoing connection could be given an ephemeral port that was just
-/// released. Each test binary takes its own window of the range (by process id).
+/// released. Each run starts at a random place in the range, so that two runs on one
+/// machine do not walk it in step.
 pub fn free_port() -> u16 {
-    const WINDOW: u32 = 2_000;
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let base = 20_000 + (std::process::id() % 6) * WINDOW;
-    for _ in 0..WINDOW {
-        let offset = NEXT.fetch_add(1, Ordering::Relaxed) % WINDOW;
-        let port = u16::try_from(base + offset).expect("below 32768");
+    const FIRST: u32 = 20_000;
+    const COUNT: u32 = 12_000;
+    static NEXT: std::sync::OnceLock<AtomicU32> = std::sync::OnceLock::new();
+    let next = NEXT.get_or_init(|| AtomicU32::new(rand::random::<u32>() % COUNT));
+    for _ in 0..COUNT {
+        let port = FIRST + next.fetch_add(1, Ordering::Relaxed) % COUNT;
+        let port = u16::try_from(port).expect("below 32768");
         if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
