@@ -161,6 +161,7 @@ impl Classify for crate::store::StoreError {
             // next attempt may well succeed.
             StoreError::Query(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_))
             | StoreError::Connect { .. } => Failure::unavailable(self),
+            StoreError::Sqlite(e) if crate::store::is_transient(e) => Failure::unavailable(self),
             _ => Failure::internal(self),
         }
     }

@@ -31,8 +31,8 @@ impl Auth {
         credential: &Credential,
         client_cert: Option<ClientCert>,
     ) -> Result<Caller, AuthError> {
-        let mut conn = self.store.reader().await?;
-        let found = account_repo::credential_by_hash(&mut conn, &credential.digest())
+        let digest = credential.digest();
+        let found = account_repo::lookup_credential(&self.store, &digest)
             .await?
             .ok_or(AuthError::Unauthenticated)?;
         // A token bound to a client certificate opens only over a connection that presented
@@ -45,9 +45,11 @@ impl Auth {
             },
         };
         let data_key = if found.scope == "read" {
+            let mut conn = self.store.reader().await?;
             let wrap = keystore::wrap(&mut conn, found.mailbox.id, Holder::Token(found.id))
                 .await?
                 .ok_or(AuthError::Unauthenticated)?;
+            conn.release();
             let key = Key32::from_secret(credential.expose().as_bytes(), PURPOSE_READ_TOKEN);
             let bytes = keywrap::open(&key, &wrap, &token_context(found.id))
                 .map_err(|_| AuthError::Unauthenticated)?;
@@ -55,7 +57,6 @@ impl Auth {
         } else {
             None
         };
-        conn.release();
         Ok(Caller {
             access: Access::Token {
                 credential_id: found.id,

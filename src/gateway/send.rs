@@ -64,10 +64,7 @@ impl Gateway {
         &self,
         address: &EmailAddress,
     ) -> Result<Option<Recipient>, GatewayError> {
-        let mut conn = self.store.reader().await?;
-        let found = resolve(&mut conn, address).await?;
-        conn.release();
-        Ok(found)
+        Ok(resolve(&self.store, address).await?)
     }
 
     /// The id of the external office whose mail server presented `cert`, if one registered

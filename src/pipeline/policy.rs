@@ -30,7 +30,6 @@ impl Pipeline {
         if let Some((refusal, detail)) = &prepared.over_limit {
             return Err(rejected(*refusal, ReasonCode::Policy, detail.clone()));
         }
-        let mut conn = self.store.reader().await.map_err(fail)?;
         if recipients.len() > limits.max_recipients as usize {
             return Err(rejected(
                 Refusal::TooManyRecipients,
@@ -56,7 +55,8 @@ impl Pipeline {
         }
         let asked_id = self.message_id_to_look_up(prepared)?;
         let office = (from.mailbox.kind != MailboxKind::Citizen).then_some(from.mailbox.id);
-        let reads = repo::sender_reads(&mut conn, &from.mailbox.address.key(), asked_id, office)
+        let sender_key = from.mailbox.address.key();
+        let reads = repo::lookup_sender_reads(&self.store, &sender_key, asked_id, office)
             .await
             .map_err(fail)?;
         if let (Some(id), Some(earlier)) = (asked_id, &reads.earlier) {
@@ -73,7 +73,7 @@ impl Pipeline {
             let key = address.key();
             let found = match known.iter().find(|r| r.mailbox.address.key() == key) {
                 Some(r) => Some(r.clone()),
-                None => resolve(&mut conn, address)
+                None => resolve(&self.store, address)
                     .await
                     .map_err(CheckError::Failed)?,
             };
@@ -92,9 +92,11 @@ impl Pipeline {
         check_readable(prepared, &resolved)?;
         if quota_limited(from) {
             let day_ago = now - 24 * 60 * 60 * 1000;
+            let mut conn = self.store.reader().await.map_err(fail)?;
             let sent = repo::sent_since(&mut conn, &from.mailbox.address.key(), day_ago)
                 .await
                 .map_err(fail)?;
+            conn.release();
             let wanted = i64::try_from(recipients.len()).unwrap_or(i64::MAX);
             if sent.messages >= i64::from(limits.citizen_daily_messages)
                 || sent.recipients + wanted > i64::from(limits.citizen_daily_recipients)
@@ -117,7 +119,6 @@ impl Pipeline {
         if office.is_some() {
             self.check_office_rate(from, &reads, recipients.len())?;
         }
-        conn.release();
         Ok(resolved)
     }
 

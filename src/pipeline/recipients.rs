@@ -6,11 +6,11 @@
 use std::sync::Arc;
 
 use sequoia_openpgp::Cert;
-use sqlx::AnyConnection;
 
 use super::SubmitError;
 use crate::accounts::Mailbox;
 use crate::address::EmailAddress;
+use crate::store::Store;
 use crate::store::accounts as account_repo;
 
 /// A recipient resolved to its mailbox and the certificate its copy is encrypted to.
@@ -24,11 +24,10 @@ pub struct Recipient {
 
 /// The recipient at `address`, or `None` if nothing there can receive mail.
 pub async fn resolve(
-    conn: &mut AnyConnection,
+    store: &Store,
     address: &EmailAddress,
 ) -> Result<Option<Recipient>, SubmitError> {
-    let Some((mailbox, key_cert)) = account_repo::find_mailbox_with_key_cert(conn, address).await?
-    else {
+    let Some((mailbox, key_cert)) = account_repo::lookup_recipient(store, address).await? else {
         return Ok(None);
     };
     if mailbox.disabled {

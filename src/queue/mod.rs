@@ -507,9 +507,9 @@ impl RelayWorker {
 
     /// The message of a job this worker holds.
     async fn payload(&self, job: &Claimed) -> Result<Vec<u8>, QueueError> {
-        let mut conn = self.gateway.store().reader().await?;
-        let payload = repo::payload(&mut conn, job.id, &self.owner, now_ms()).await?;
-        conn.release();
+        let store = self.gateway.store();
+        let job_size = (job.id, job.payload_size);
+        let payload = repo::lookup_payload(store, job_size, &self.owner, now_ms()).await?;
         payload.ok_or(QueueError::Store(StoreError::Conflict(
             "the job's lease was lost before it was sent",
         )))

@@ -7,7 +7,8 @@
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
-use super::StoreError;
+use super::columns::Columns;
+use super::{Store, StoreError};
 use crate::accounts::{
     Identity, IdentityMethod, Mailbox, MailboxKind, Membership, MembershipState, Relay, RelayTls,
     Role, User, Verification,
@@ -56,12 +57,11 @@ fn corrupt(what: &str, detail: impl std::fmt::Display) -> StoreError {
     ))
 }
 
-fn parse_col<T: std::str::FromStr>(row: &AnyRow, col: &str) -> Result<T, StoreError>
+fn parse_col<T: std::str::FromStr>(row: &impl Columns, col: &str) -> Result<T, StoreError>
 where
     T::Err: std::fmt::Display,
 {
-    let text: String = row.try_get(col)?;
-    text.parse().map_err(|e| corrupt(col, e))
+    row.text(col)?.parse().map_err(|e| corrupt(col, e))
 }
 
 fn parse_opt_address(row: &AnyRow, col: &str) -> Result<Option<EmailAddress>, StoreError> {
@@ -125,13 +125,12 @@ pub async fn insert_user(
 const USER_COLUMNS: &str = "u.id, u.email, u.display_name, u.role, u.notify_email, u.disabled, \
      u.created_at, u.identity_id, i.verified, i.method, i.verified_by, i.verified_at";
 
-fn identity_from_row(row: &AnyRow) -> Result<Identity, StoreError> {
-    let verified: i64 = row.try_get("verified")?;
-    let verification = if verified == 1 {
+fn identity_from_row(row: &impl Columns) -> Result<Identity, StoreError> {
+    let verification = if row.int("verified")? == 1 {
         Some(Verification {
             method: parse_col::<IdentityMethod>(row, "method")?,
-            verified_by: row.try_get("verified_by")?,
-            verified_at: row.try_get("verified_at")?,
+            verified_by: row.text("verified_by")?,
+            verified_at: row.int("verified_at")?,
         })
     } else {
         None
@@ -275,30 +274,30 @@ pub(super) const MAILBOX_COLUMNS: &str = "m.id, m.address, m.kind, m.display_nam
      m.identity_id, m.relay_host, m.relay_port, m.relay_tls, m.cert, m.cert_fingerprint, \
      m.disabled, m.created_at, i.verified, i.method, i.verified_by, i.verified_at";
 
-pub(super) fn mailbox_from_row(row: &AnyRow) -> Result<Mailbox, StoreError> {
+pub(super) fn mailbox_from_row(row: &impl Columns) -> Result<Mailbox, StoreError> {
     let kind: MailboxKind = parse_col(row, "kind")?;
     let relay = if kind == MailboxKind::External {
-        let port: i64 = row.try_get("relay_port")?;
+        let port = row.int("relay_port")?;
         Some(Relay {
-            host: row.try_get("relay_host")?,
+            host: row.text("relay_host")?,
             port: u16::try_from(port).map_err(|e| corrupt("relay_port", e))?,
             tls: parse_col::<RelayTls>(row, "relay_tls")?,
-            cert: row.try_get("cert")?,
-            cert_fingerprint: row.try_get("cert_fingerprint")?,
+            cert: row.blob("cert")?,
+            cert_fingerprint: row.text("cert_fingerprint")?,
         })
     } else {
         None
     };
     Ok(Mailbox {
-        id: row.try_get("id")?,
+        id: row.int("id")?,
         address: parse_col(row, "address")?,
         kind,
-        name: row.try_get("display_name")?,
-        owner_user_id: row.try_get("owner_user_id")?,
+        name: row.text("display_name")?,
+        owner_user_id: row.opt_int("owner_user_id")?,
         identity: identity_from_row(row)?,
         relay,
-        disabled: row.try_get::<i64, _>("disabled")? == 1,
-        created_at: row.try_get("created_at")?,
+        disabled: row.int("disabled")? == 1,
+        created_at: row.int("created_at")?,
     })
 }
 
@@ -319,23 +318,56 @@ pub async fn find_mailbox(
         .transpose()
 }
 
-/// A mailbox by address with its own key's certificate (none for external offices, whose
-/// registered certificate is in the mailbox row): one query for a submission's recipient.
+/// A mailbox and its own key's certificate (none for external offices, whose registered
+/// certificate is in the mailbox row).
+pub type MailboxWithKeyCert = (Mailbox, Option<Vec<u8>>);
+
+/// A mailbox by address with its own key's certificate: one query for a submission's
+/// recipient.
 pub async fn find_mailbox_with_key_cert(
     conn: &mut AnyConnection,
     address: &EmailAddress,
-) -> Result<Option<(Mailbox, Option<Vec<u8>>)>, StoreError> {
-    let sql = format!(
-        "SELECT {MAILBOX_COLUMNS}, k.cert AS key_cert FROM mailboxes m \
-         JOIN identities i ON i.id = m.identity_id \
-         LEFT JOIN mailbox_keys k ON k.mailbox_id = m.id WHERE m.address_key = $1"
-    );
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+) -> Result<Option<MailboxWithKeyCert>, StoreError> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(mailbox_with_key_cert_sql()))
         .bind(address.key())
         .fetch_optional(conn)
         .await?;
-    row.map(|r| Ok((mailbox_from_row(&r)?, r.try_get("key_cert")?)))
-        .transpose()
+    row.as_ref().map(mailbox_with_key_cert).transpose()
+}
+
+/// [`find_mailbox_with_key_cert`] as every RCPT TO and submission reads it: inline on
+/// SQLite (`store::inline`).
+pub async fn lookup_recipient(
+    store: &Store,
+    address: &EmailAddress,
+) -> Result<Option<MailboxWithKeyCert>, StoreError> {
+    store
+        .lookup(
+            |c| mailbox_with_key_cert_inline(c, address),
+            async |c| find_mailbox_with_key_cert(c, address).await,
+        )
+        .await
+}
+
+fn mailbox_with_key_cert_inline(
+    conn: &rusqlite::Connection,
+    address: &EmailAddress,
+) -> Result<Option<MailboxWithKeyCert>, StoreError> {
+    super::inline::optional_row(conn, &mailbox_with_key_cert_sql(), [address.key()], |r| {
+        mailbox_with_key_cert(r)
+    })
+}
+
+fn mailbox_with_key_cert_sql() -> String {
+    format!(
+        "SELECT {MAILBOX_COLUMNS}, k.cert AS key_cert FROM mailboxes m \
+         JOIN identities i ON i.id = m.identity_id \
+         LEFT JOIN mailbox_keys k ON k.mailbox_id = m.id WHERE m.address_key = $1"
+    )
+}
+
+fn mailbox_with_key_cert(r: &impl Columns) -> Result<MailboxWithKeyCert, StoreError> {
+    Ok((mailbox_from_row(r)?, r.opt_blob("key_cert")?))
 }
 
 /// All mailboxes, ordered by address.
@@ -544,7 +576,7 @@ pub async fn pending_grants_for(
 }
 
 /// A live credential found by the SHA-256 of its token, with its mailbox.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FoundCredential {
     /// Row id.
     pub id: i64,
@@ -556,32 +588,59 @@ pub struct FoundCredential {
     pub client_cert_sha256: Option<String>,
 }
 
-/// The unrevoked credential whose token hashes to `token_hash`.
+/// The unrevoked credential whose token hashes to `token_hash`, over sqlx.
 pub async fn credential_by_hash(
     conn: &mut AnyConnection,
     token_hash: &[u8; 32],
 ) -> Result<Option<FoundCredential>, StoreError> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(credential_sql()))
+        .bind(token_hash.to_vec())
+        .fetch_optional(conn)
+        .await?;
+    row.as_ref().map(found_credential).transpose()
+}
+
+/// [`credential_by_hash`] as every AUTH and token-authenticated request reads it: inline
+/// on SQLite (`store::inline`).
+pub async fn lookup_credential(
+    store: &Store,
+    token_hash: &[u8; 32],
+) -> Result<Option<FoundCredential>, StoreError> {
+    store
+        .lookup(
+            |c| credential_inline(c, token_hash),
+            async |c| credential_by_hash(c, token_hash).await,
+        )
+        .await
+}
+
+fn credential_inline(
+    conn: &rusqlite::Connection,
+    token_hash: &[u8; 32],
+) -> Result<Option<FoundCredential>, StoreError> {
+    super::inline::optional_row(conn, &credential_sql(), [token_hash], |r| {
+        found_credential(r)
+    })
+}
+
+fn credential_sql() -> String {
     // The mailbox in the same read: every SMTP AUTH and token-authenticated request needs
     // it next, and each read after a commit rereads its pages (docs/decisions.md).
-    let sql = format!(
+    format!(
         "SELECT c.id AS credential_id, c.scope, c.client_cert_sha256, {MAILBOX_COLUMNS} \
          FROM credentials c JOIN mailboxes m ON m.id = c.mailbox_id \
          JOIN identities i ON i.id = m.identity_id \
          WHERE c.token_hash = $1 AND c.revoked_at IS NULL"
-    );
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(token_hash.to_vec())
-        .fetch_optional(conn)
-        .await?;
-    row.map(|r| {
-        Ok(FoundCredential {
-            id: r.try_get("credential_id")?,
-            mailbox: mailbox_from_row(&r)?,
-            scope: r.try_get("scope")?,
-            client_cert_sha256: r.try_get("client_cert_sha256")?,
-        })
+    )
+}
+
+fn found_credential(r: &impl Columns) -> Result<FoundCredential, StoreError> {
+    Ok(FoundCredential {
+        id: r.int("credential_id")?,
+        mailbox: mailbox_from_row(r)?,
+        scope: r.text("scope")?,
+        client_cert_sha256: r.opt_text("client_cert_sha256")?,
     })
-    .transpose()
 }
 
 /// A credential as listed for operators and its creator (never the token).

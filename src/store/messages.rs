@@ -3,7 +3,8 @@
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
-use super::{INSERT_CHUNK, StoreError, multi_row_insert};
+use super::columns::Columns;
+use super::{INSERT_CHUNK, Store, StoreError, multi_row_insert};
 
 /// A message row: cleartext metadata only (the content lives in the copies' bodies).
 #[derive(Debug, Clone)]
@@ -283,25 +284,63 @@ pub async fn sender_reads(
     message_id: Option<&str>,
     office: Option<i64>,
 ) -> Result<SenderReads, StoreError> {
+    let row = sqlx::query(SENDER_READS)
+        .bind(message_id)
+        .bind(sender_key)
+        .bind(office)
+        .fetch_one(conn)
+        .await?;
+    sender_reads_from(&row)
+}
+
+/// [`sender_reads`] as the policy reads it for every submission: inline on SQLite
+/// (`store::inline`).
+pub async fn lookup_sender_reads(
+    store: &Store,
+    sender_key: &str,
+    message_id: Option<&str>,
+    office: Option<i64>,
+) -> Result<SenderReads, StoreError> {
+    // Nothing to ask: a citizen's message without a Message-ID.
     if message_id.is_none() && office.is_none() {
         return Ok(SenderReads::default());
     }
-    // A NULL parameter matches no row: each subquery is then NULL.
-    let row = sqlx::query(
-        "SELECT (SELECT gateway_id FROM messages WHERE message_id = $1 AND sender_key = $2 \
-         LIMIT 1), \
-         (SELECT messages_per_hour FROM office_rate_limits WHERE mailbox_id = $3), \
-         (SELECT recipients_per_hour FROM office_rate_limits WHERE mailbox_id = $3)",
-    )
-    .bind(message_id)
-    .bind(sender_key)
-    .bind(office)
-    .fetch_one(conn)
-    .await?;
+    store
+        .lookup(
+            |c| sender_reads_inline(c, sender_key, message_id, office),
+            async |c| sender_reads(c, sender_key, message_id, office).await,
+        )
+        .await
+}
+
+fn sender_reads_inline(
+    conn: &rusqlite::Connection,
+    sender_key: &str,
+    message_id: Option<&str>,
+    office: Option<i64>,
+) -> Result<SenderReads, StoreError> {
+    let found = super::inline::optional_row(
+        conn,
+        SENDER_READS,
+        rusqlite::params![message_id, sender_key, office],
+        |r| sender_reads_from(r),
+    )?;
+    // One row always: each scalar subquery gives a value or NULL.
+    Ok(found.unwrap_or_default())
+}
+
+// A NULL parameter matches no row: each subquery is then NULL.
+const SENDER_READS: &str = "SELECT \
+     (SELECT gateway_id FROM messages WHERE message_id = $1 AND sender_key = $2 LIMIT 1) \
+     AS earlier, \
+     (SELECT messages_per_hour FROM office_rate_limits WHERE mailbox_id = $3) AS messages, \
+     (SELECT recipients_per_hour FROM office_rate_limits WHERE mailbox_id = $3) AS recipients";
+
+fn sender_reads_from(r: &impl Columns) -> Result<SenderReads, StoreError> {
     Ok(SenderReads {
-        earlier: row.try_get(0)?,
-        messages_per_hour: row.try_get(1)?,
-        recipients_per_hour: row.try_get(2)?,
+        earlier: r.opt_text("earlier")?,
+        messages_per_hour: r.opt_int("messages")?,
+        recipients_per_hour: r.opt_int("recipients")?,
     })
 }
 

@@ -11,7 +11,9 @@
 
 pub mod accounts;
 pub mod audit;
+mod columns;
 pub mod evidence;
+mod inline;
 pub mod log;
 pub mod messages;
 mod pg_relay;
@@ -32,6 +34,7 @@ use sqlx::{AnyConnection, AnyPool, Executor, Row};
 
 pub use crate::config::Backend;
 use crate::config::{Config, redact_url};
+pub use inline::is_transient;
 pub use readers::Reader;
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
@@ -98,6 +101,9 @@ pub enum StoreError {
     /// A query failed.
     #[error("database error: {0}")]
     Query(#[from] sqlx::Error),
+    /// An inline SQLite read failed (`store::inline`).
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     /// A conditional write found the row changed by someone else first.
     #[error("{0}")]
     Conflict(&'static str),
@@ -148,6 +154,8 @@ pub struct Store {
     /// (`pg_relay`); it lives as long as the last handle.
     relay: Option<Arc<pg_relay::Relay>>,
     readers: Arc<readers::Readers>,
+    /// SQLite's reads on the caller's thread; `None` on PostgreSQL and in memory.
+    inline: Option<Arc<inline::Inline>>,
 }
 
 impl Store {
@@ -208,6 +216,10 @@ impl Store {
                 None => url.to_owned(),
             },
         };
+        let inline = match backend {
+            Backend::Sqlite => inline::path_of(&url).map(|p| Arc::new(inline::Inline::new(p))),
+            Backend::Postgres => None,
+        };
         let options = AnyConnectOptions::from_str(&url).map_err(|e| connect_err(e.to_string()))?;
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections)
@@ -235,6 +247,7 @@ impl Store {
                 backend == Backend::Sqlite,
                 max_connections,
             )),
+            inline,
         };
         match mode {
             OpenMode::CreateAndMigrate => {
@@ -268,9 +281,38 @@ impl Store {
         self.readers.take(&self.pool).await
     }
 
+    /// One short read by index, of the kind every message makes (`store::inline`): on
+    /// SQLite `inline` runs on this thread; otherwise `pooled` on a reader connection.
+    pub(super) async fn lookup<T>(
+        &self,
+        inline: impl FnOnce(&rusqlite::Connection) -> Result<T, StoreError>,
+        pooled: impl AsyncFnOnce(&mut AnyConnection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        match &self.inline {
+            Some(reads) => reads.read(inline),
+            None => self.read(pooled).await,
+        }
+    }
+
+    /// Reads on a reader connection, which is kept for the next read if they succeed.
+    pub async fn read<T>(
+        &self,
+        reads: impl AsyncFnOnce(&mut AnyConnection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.reader().await?;
+        let found = reads(&mut conn).await?;
+        conn.release();
+        Ok(found)
+    }
+
     /// Reader connections waiting for the next read (tests).
     pub fn idle_readers(&self) -> usize {
         self.readers.idle()
+    }
+
+    /// Inline read connections waiting for the next read (tests; 0 on PostgreSQL).
+    pub fn kept_inline_readers(&self) -> usize {
+        self.inline.as_ref().map_or(0, |i| i.kept())
     }
 
     /// Starts a transaction. On SQLite it takes the write lock at once (`BEGIN IMMEDIATE`):
@@ -367,6 +409,9 @@ impl Store {
     /// Closes the pool, waiting for connections to be returned (kept readers first).
     pub async fn close(&self) {
         self.readers.close();
+        if let Some(inline) = &self.inline {
+            inline.close();
+        }
         self.pool.close().await;
     }
 }

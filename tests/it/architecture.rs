@@ -1,5 +1,6 @@
-//! The code map stays true: every file under `src/` is in docs/ARCHITECTURE.md, and no
-//! two files reach each other through `crate::` paths (no module cycles).
+//! The code map stays true: every file under `src/` is in docs/ARCHITECTURE.md, no two
+//! files reach each other through `crate::` paths (no module cycles), and the database
+//! drivers stay inside `src/store/` where the map says so.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -49,6 +50,25 @@ fn every_source_file_is_in_the_code_map() {
 }
 
 /// The file a `crate::a::b::c` path lands in: the longest prefix that is a module file.
+/// rusqlite runs the inline SQLite reads, which bypass the pool and its checks: nothing
+/// outside `src/store/` may open or use such a connection.
+#[test]
+fn rusqlite_is_used_inside_the_store_only() {
+    let outside: Vec<String> = source_files()
+        .into_iter()
+        .filter(|f| !f.starts_with("src/store/"))
+        .filter(|f| {
+            std::fs::read_to_string(root().join(f))
+                .unwrap()
+                .contains("rusqlite")
+        })
+        .collect();
+    assert!(
+        outside.is_empty(),
+        "rusqlite used outside src/store/: {outside:?}"
+    );
+}
+
 fn resolve(segments: &[&str], files: &BTreeSet<String>) -> Option<String> {
     for len in (1..=segments.len()).rev() {
         let base = format!("src/{}", segments[..len].join("/"));

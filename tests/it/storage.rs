@@ -428,19 +428,13 @@ on_both_backends!(
     super::an_upgrade_keeps_the_payloads_of_unfinished_relay_jobs
 );
 
-/// The policy's one read per submission: a sender's earlier Message-ID and an office's own
-/// rates, each absent where there is none, and nothing of another sender or mailbox.
-async fn the_policy_reads_a_senders_message_id_and_rates_at_once(db: TestDb) {
-    use bote::store::accounts::set_office_rate_limits;
-    use bote::store::messages::{MessageRow, SenderReads, insert_messages, sender_reads};
-    let store = db.store_with(1).await;
-    // Rows without their mailbox rows: only these two tables matter here.
-    let mut conn = without_foreign_keys(&db, &store).await;
-    let sent = MessageRow {
+/// The row of message `gw-1` from `sender`, with `message_id`.
+fn message_row(sender: &str, message_id: Option<&str>) -> bote::store::messages::MessageRow {
+    bote::store::messages::MessageRow {
         gateway_id: "gw-1".into(),
-        message_id: Some("<a@bauamt.example>".into()),
-        sender: "bauamt@lemgo.example".into(),
-        sender_key: "bauamt@lemgo.example".into(),
+        message_id: message_id.map(str::to_owned),
+        sender: sender.into(),
+        sender_key: sender.into(),
         channel: "smtp",
         auth_level: "normal".into(),
         authoritative: false,
@@ -451,16 +445,38 @@ async fn the_policy_reads_a_senders_message_id_and_rates_at_once(db: TestDb) {
         sha256: "00".into(),
         recipients: 1,
         created_at: 0,
-    };
+    }
+}
+
+/// The policy's one read per submission: a sender's earlier Message-ID and an office's own
+/// rates, each absent where there is none, and nothing of another sender or mailbox.
+async fn the_policy_reads_a_senders_message_id_and_rates_at_once(db: TestDb) {
+    use bote::store::accounts::set_office_rate_limits;
+    use bote::store::messages::{SenderReads, insert_messages, lookup_sender_reads, sender_reads};
+    // Two connections: one for the rows below, one for the reads on PostgreSQL.
+    let store = db.store_with(2).await;
+    // Rows without their mailbox rows: only these two tables matter here.
+    let mut conn = without_foreign_keys(&db, &store).await;
+    let sent = message_row("bauamt@lemgo.example", Some("<a@bauamt.example>"));
     insert_messages(&mut conn, &[sent]).await.unwrap();
     set_office_rate_limits(&mut conn, 7, (Some(10), None))
         .await
         .unwrap();
     let sender = "bauamt@lemgo.example";
-    assert_eq!(
-        sender_reads(&mut conn, sender, Some("<a@bauamt.example>"), Some(7))
+    // Over sqlx, and as the policy reads it (inline on SQLite): the same.
+    let reads = async |conn: &mut sqlx::AnyConnection,
+                       sender: &str,
+                       id: Option<&str>,
+                       office: Option<i64>| {
+        let pooled = sender_reads(conn, sender, id, office).await.unwrap();
+        let looked_up = lookup_sender_reads(&store, sender, id, office)
             .await
-            .unwrap(),
+            .unwrap();
+        assert_eq!(looked_up, pooled);
+        pooled
+    };
+    assert_eq!(
+        reads(&mut conn, sender, Some("<a@bauamt.example>"), Some(7)).await,
         SenderReads {
             earlier: Some("gw-1".into()),
             messages_per_hour: Some(10),
@@ -468,27 +484,22 @@ async fn the_policy_reads_a_senders_message_id_and_rates_at_once(db: TestDb) {
         }
     );
     assert_eq!(
-        sender_reads(&mut conn, sender, Some("<b@bauamt.example>"), Some(8))
-            .await
-            .unwrap(),
+        reads(&mut conn, sender, Some("<b@bauamt.example>"), Some(8)).await,
         SenderReads::default()
     );
     assert_eq!(
-        sender_reads(
+        reads(
             &mut conn,
             "anna@lemgo.example",
             Some("<a@bauamt.example>"),
             None
         )
-        .await
-        .unwrap(),
+        .await,
         SenderReads::default(),
         "another sender's Message-ID is not a duplicate"
     );
     assert_eq!(
-        sender_reads(&mut conn, sender, None, Some(7))
-            .await
-            .unwrap(),
+        reads(&mut conn, sender, None, Some(7)).await,
         SenderReads {
             earlier: None,
             messages_per_hour: Some(10),
@@ -499,4 +510,151 @@ async fn the_policy_reads_a_senders_message_id_and_rates_at_once(db: TestDb) {
 on_both_backends!(
     the_policy_reads_a_senders_message_id_and_rates_at_once,
     super::the_policy_reads_a_senders_message_id_and_rates_at_once
+);
+
+/// The reads every message makes (AUTH's credential, RCPT's mailbox, the relay's
+/// message) run on SQLite on the caller's thread (`store::inline`) and on PostgreSQL over
+/// a reader connection: either way they give the sqlx queries' answers and see each
+/// commit at once (a revoked token stops working, a lease that ran out hides the message).
+async fn the_lookups_of_every_message_agree_with_the_pooled_reads(db: TestDb) {
+    use bote::accounts::{IdentityMethod, MailboxKind, Relay, RelayTls, Verification};
+    use bote::address::EmailAddress;
+    use bote::store::accounts::{self as repo, Credentials};
+    use bote::store::messages::{JobRow, insert_jobs, insert_messages};
+    use bote::store::queue;
+    let store = db.store_with(4).await;
+    let kreis = EmailAddress::parse("amt@kreis.example").unwrap();
+    let relay = Relay {
+        host: "mx.kreis.example".into(),
+        port: 2525,
+        tls: RelayTls::Opportunistic,
+        cert: vec![0x99, 0, 1],
+        cert_fingerprint: "ABCD".into(),
+    };
+    let token = [7u8; 32];
+    let payload: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let mut conn = store.pool().acquire().await.unwrap();
+    let identity = repo::insert_identity(&mut conn).await.unwrap();
+    let verification = Verification {
+        method: IdentityMethod::InPerson,
+        verified_by: "operator:test".into(),
+        verified_at: 5,
+    };
+    repo::verify_identity(&mut conn, identity, &verification)
+        .await
+        .unwrap();
+    let new = repo::NewMailbox {
+        address: &kreis,
+        kind: MailboxKind::External,
+        name: "Kreisverwaltung",
+        owner_user_id: None,
+        identity_id: identity,
+        relay: Some(&relay),
+        now: 6,
+    };
+    let mailbox = repo::insert_mailbox(&mut conn, &new).await.unwrap();
+    let new = repo::NewCredential {
+        mailbox_id: mailbox,
+        scope: "send",
+        token_hash: token,
+        client_cert_sha256: Some("c0ffee".into()),
+        created_by: "operator:test",
+        creator_user_id: None,
+        now: 7,
+    };
+    let credential = repo::insert_credential(&mut conn, &new).await.unwrap();
+    let message = message_row("anna@lemgo.example", None);
+    insert_messages(&mut conn, &[message]).await.unwrap();
+    let job = JobRow {
+        gateway_id: "gw-1".into(),
+        mailbox_id: mailbox,
+        recipient: kreis.to_string(),
+        payload: payload.clone(),
+        due_at: 0,
+    };
+    insert_jobs(&mut conn, &[job]).await.unwrap();
+    let claims = queue::claim_due(&mut conn, "worker-1", 100, 10_000, 5)
+        .await
+        .unwrap();
+    let claimed = queue::claimed(&mut conn, "worker-1", &claims)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].payload_size, payload.len() as i64);
+    let job = claimed[0].id;
+
+    let credential_of = async |hash: [u8; 32]| {
+        let inline = repo::lookup_credential(&store, &hash).await.unwrap();
+        let pooled = store
+            .read(async |c| repo::credential_by_hash(c, &hash).await)
+            .await
+            .unwrap();
+        assert_eq!(inline, pooled);
+        inline
+    };
+    let mailbox_of = async |address: &str| {
+        let address = EmailAddress::parse(address).unwrap();
+        let inline = repo::lookup_recipient(&store, &address).await.unwrap();
+        let pooled = store
+            .read(async |c| repo::find_mailbox_with_key_cert(c, &address).await)
+            .await
+            .unwrap();
+        assert_eq!(inline, pooled);
+        inline
+    };
+    // The relay reads a message of up to 256 KiB inline, a larger one over sqlx.
+    let payload_of = async |owner: &str, now: i64| {
+        let size = i64::try_from(payload.len()).unwrap();
+        let inline = queue::lookup_payload(&store, (job, 1000), owner, now)
+            .await
+            .unwrap();
+        let large = queue::lookup_payload(&store, (job, size), owner, now)
+            .await
+            .unwrap();
+        assert_eq!(inline, large);
+        let pooled = store
+            .read(async |c| queue::payload(c, job, owner, now).await)
+            .await
+            .unwrap();
+        assert_eq!(inline, pooled);
+        inline
+    };
+
+    let found = credential_of(token).await.expect("the live token is found");
+    assert_eq!((found.id, found.scope.as_str()), (credential, "send"));
+    assert_eq!(found.client_cert_sha256.as_deref(), Some("c0ffee"));
+    assert_eq!(found.mailbox.address, kreis);
+    assert_eq!(found.mailbox.relay.as_ref(), Some(&relay));
+    assert_eq!(found.mailbox.identity.verification, Some(verification));
+    assert_eq!(credential_of([8; 32]).await, None);
+    let (found, key_cert) = mailbox_of("AMT@kreis.example").await.unwrap();
+    assert_eq!((found.id, key_cert), (mailbox, None));
+    assert_eq!(found.relay, Some(relay));
+    assert_eq!(mailbox_of("nobody@kreis.example").await, None);
+    assert_eq!(payload_of("worker-1", 200).await.as_ref(), Some(&payload));
+    assert_eq!(
+        payload_of("worker-2", 200).await,
+        None,
+        "another worker's job"
+    );
+    assert_eq!(
+        payload_of("worker-1", 10_000).await,
+        None,
+        "the lease ran out"
+    );
+
+    repo::revoke_credentials(&mut conn, Credentials::Id(credential), 9)
+        .await
+        .unwrap();
+    assert_eq!(
+        credential_of(token).await,
+        None,
+        "revoked, and not found at once"
+    );
+    let inline_kept = usize::from(db.backend == Backend::Sqlite);
+    assert_eq!(store.kept_inline_readers(), inline_kept);
+}
+on_both_backends!(
+    the_lookups_of_every_message_agree_with_the_pooled_reads,
+    super::the_lookups_of_every_message_agree_with_the_pooled_reads
 );
