@@ -23,6 +23,31 @@ use crate::gateway::Gateway;
 use crate::message::{Content, Options};
 use crate::pipeline::{Channel, Recipient, Submission, Submitter};
 
+/// Why an AUTH did not succeed.
+enum AuthRefusal {
+    /// The credentials are wrong (or not this mailbox's): 535, counted as a failure.
+    Invalid(&'static str),
+    /// The gateway could not check them: 454, not counted.
+    Temporary,
+}
+
+impl AuthRefusal {
+    /// `e` as the client sees it: invalid credentials, unless the gateway itself failed.
+    fn of(e: &(impl Classify + std::fmt::Display), what: &str) -> Self {
+        use crate::error::ErrorKind;
+        match e.failure().kind {
+            ErrorKind::Unavailable | ErrorKind::Internal => {
+                tracing::warn!(error = %e, "{what}: the gateway failed");
+                Self::Temporary
+            }
+            _ => {
+                tracing::info!(error = %e, "{what}");
+                Self::Invalid("invalid credentials")
+            }
+        }
+    }
+}
+
 /// Commands one session may send without a message accepted before it is closed (loops
 /// and garbage end; an office server that keeps its connection open to deliver mail does
 /// not: every accepted message starts the count again).
@@ -391,11 +416,21 @@ impl Session {
                     Next::Command,
                 )
             }
-            Err(why) => {
+            Err(AuthRefusal::Invalid(why)) => {
                 // From the refusal, as for web logins (`auth::session`).
                 lockout.note_failure(&account, Some(self.peer), crate::clock::now_ms());
                 self.auth_failed(why)
             }
+            // The gateway could not check the token (its database failed): the client
+            // did nothing wrong, so neither the lockout nor the session's count moves.
+            Err(AuthRefusal::Temporary) => (
+                Reply::new(
+                    454,
+                    "4.7.0",
+                    "temporary authentication failure, try again later",
+                ),
+                Next::Command,
+            ),
         }
     }
 
@@ -405,24 +440,20 @@ impl Session {
         gateway: &Gateway,
         address: Result<EmailAddress, crate::address::AddressError>,
         password: &str,
-    ) -> Result<Submitter, &'static str> {
-        let address = address.map_err(|_| "the user name is the mailbox address")?;
-        let credential = Credential::parse(password.trim()).ok_or("invalid credentials")?;
+    ) -> Result<Submitter, AuthRefusal> {
+        let address =
+            address.map_err(|_| AuthRefusal::Invalid("the user name is the mailbox address"))?;
+        let credential = Credential::parse(password.trim())
+            .ok_or(AuthRefusal::Invalid("invalid credentials"))?;
         let caller = gateway
             .auth()
             .resolve(&credential, self.client_cert)
             .await
-            .map_err(|e| {
-                tracing::info!(error = %e, "SMTP AUTH refused");
-                "invalid credentials"
-            })?;
+            .map_err(|e| AuthRefusal::of(&e, "SMTP AUTH refused"))?;
         gateway
             .submitter(&caller, Some(&address), Channel::Smtp)
             .await
-            .map_err(|e| {
-                tracing::info!(error = %e, "SMTP AUTH for another mailbox refused");
-                "invalid credentials"
-            })
+            .map_err(|e| AuthRefusal::of(&e, "SMTP AUTH for another mailbox refused"))
     }
 
     fn auth_failed(&mut self, why: &str) -> (Reply, Next) {

@@ -245,6 +245,43 @@ async fn auth_failures_count_per_client_address_across_sessions() {
     assert!(replied(&later, "235"), "{later}");
 }
 
+/// AUTH while the gateway cannot read its credentials (here: the table is renamed away)
+/// is a temporary failure of the gateway, not the client's: 454, the session goes on, and
+/// nothing counts toward the lockout, so the right token works once the database does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_during_a_database_failure_is_temporary_and_not_counted() {
+    let s = Smtp::start().await;
+    let token = s.cast.api.send_token(OFFICE);
+    let b64 = |t: &str| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, t);
+    let right = format!("AUTH PLAIN {}\n", b64(&format!("\0{OFFICE}\0{token}")));
+    let rename = async |from: &str, to: &str| {
+        let sql = format!("ALTER TABLE {from} RENAME TO {to}");
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(s.cast.api.gw.store.pool())
+            .await
+            .unwrap();
+    };
+    rename("credentials", "credentials_away").await;
+    let during = s.raw(
+        "starttls",
+        &format!("EHLO x\n<TLS>\nEHLO x\n{}QUIT\n", right.repeat(6)),
+    );
+    rename("credentials_away", "credentials").await;
+    assert_eq!(
+        during
+            .matches("454 4.7.0 temporary authentication failure")
+            .count(),
+        6,
+        "{during}"
+    );
+    assert!(
+        !replied(&during, "421") && !replied(&during, "535"),
+        "{during}"
+    );
+    let after = s.raw("starttls", &format!("EHLO x\n<TLS>\nEHLO x\n{right}QUIT\n"));
+    assert!(replied(&after, "235"), "{after}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_refusal_has_its_code_and_stores_nothing() {
     let s = Smtp::start().await;
