@@ -216,10 +216,6 @@ impl Store {
                 None => url.to_owned(),
             },
         };
-        let inline = match backend {
-            Backend::Sqlite => inline::path_of(&url).map(|p| Arc::new(inline::Inline::new(p))),
-            Backend::Postgres => None,
-        };
         let options = AnyConnectOptions::from_str(&url).map_err(|e| connect_err(e.to_string()))?;
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections)
@@ -239,6 +235,10 @@ impl Store {
             .connect_with(options)
             .await
             .map_err(|e| connect_err(e.to_string()))?;
+        let inline = match backend {
+            Backend::Sqlite => inline::Inline::of(&pool, &url).await.map(Arc::new),
+            Backend::Postgres => None,
+        };
         let store = Self {
             pool,
             backend,

@@ -49,7 +49,6 @@ fn every_source_file_is_in_the_code_map() {
     );
 }
 
-/// The file a `crate::a::b::c` path lands in: the longest prefix that is a module file.
 /// rusqlite runs the inline SQLite reads, which bypass the pool and its checks: nothing
 /// outside `src/store/` may open or use such a connection.
 #[test]
@@ -69,6 +68,7 @@ fn rusqlite_is_used_inside_the_store_only() {
     );
 }
 
+/// The file a `crate::a::b::c` path lands in: the longest prefix that is a module file.
 fn resolve(segments: &[&str], files: &BTreeSet<String>) -> Option<String> {
     for len in (1..=segments.len()).rev() {
         let base = format!("src/{}", segments[..len].join("/"));
