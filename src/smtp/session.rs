@@ -27,7 +27,8 @@ use crate::pipeline::{Channel, Recipient, Submission, Submitter};
 enum AuthRefusal {
     /// The credentials are wrong (or not this mailbox's): 535, counted as a failure.
     Invalid(&'static str),
-    /// The gateway could not check them: 454, not counted.
+    /// The gateway could not check them: 454, counted toward no lockout (the tenth in a
+    /// session closes it, [`MAX_AUTH_UNCHECKED`]).
     Temporary,
 }
 
@@ -54,6 +55,9 @@ impl AuthRefusal {
 pub const MAX_COMMANDS: u32 = 1000;
 /// Failed AUTH attempts before the session is closed.
 pub const MAX_AUTH_FAILURES: u32 = 3;
+/// AUTHs the gateway could not check (454) before the session is closed: they count
+/// toward no lockout, and each may hold a worker for a locked database's timeout.
+pub const MAX_AUTH_UNCHECKED: u32 = 10;
 
 /// Which listener the session is on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,6 +124,7 @@ pub struct Session {
     resolved: Vec<Recipient>,
     commands: u32,
     auth_failures: u32,
+    auth_unchecked: u32,
     auth_step: Option<AuthStep>,
     max_size: u64,
     max_recipients: usize,
@@ -154,6 +159,7 @@ impl Session {
             resolved: Vec::new(),
             commands: 0,
             auth_failures: 0,
+            auth_unchecked: 0,
             auth_step: None,
             max_size,
             max_recipients,
@@ -423,14 +429,27 @@ impl Session {
             }
             // The gateway could not check the token (its database failed): the client
             // did nothing wrong, so neither the lockout nor the session's count moves.
-            Err(AuthRefusal::Temporary) => (
-                Reply::new(
-                    454,
-                    "4.7.0",
-                    "temporary authentication failure, try again later",
-                ),
-                Next::Command,
-            ),
+            Err(AuthRefusal::Temporary) => {
+                self.auth_unchecked += 1;
+                if self.auth_unchecked >= MAX_AUTH_UNCHECKED {
+                    return (
+                        Reply::new(
+                            421,
+                            "4.3.0",
+                            "temporary failure of the gateway, try again later",
+                        ),
+                        Next::Close,
+                    );
+                }
+                (
+                    Reply::new(
+                        454,
+                        "4.7.0",
+                        "temporary authentication failure, try again later",
+                    ),
+                    Next::Command,
+                )
+            }
         }
     }
 

@@ -50,23 +50,35 @@ impl Inline {
         let query = url.split_once('?').map_or("", |(_, q)| q);
         if query
             .split('&')
-            .any(|kv| kv.starts_with("vfs=") || kv.starts_with("immutable=") || kv == "mode=memory")
+            .any(|kv| kv.starts_with("vfs=") || kv.starts_with("immutable="))
         {
             return None;
         }
         // The file SQLite itself opened for sqlx (the URL's path decoded and resolved);
         // empty for an in-memory database.
         let file: String =
-            sqlx::query_scalar("SELECT file FROM pragma_database_list WHERE name = 'main'")
+            match sqlx::query_scalar("SELECT file FROM pragma_database_list WHERE name = 'main'")
                 .fetch_one(pool)
                 .await
-                .ok()?;
+            {
+                Ok(file) => file,
+                Err(e) => {
+                    tracing::warn!(error = %e, "SQLite reads stay on sqlx's threads");
+                    return None;
+                }
+            };
         if file.is_empty() {
             return None;
         }
         let inline = Self::new(PathBuf::from(file));
-        match inline.read(|_| Ok(())) {
-            Ok(()) => Some(inline),
+        // A read of the schema: the file opens, and its pages can be read.
+        let schema = |c: &Connection| {
+            optional_row(c, "SELECT COUNT(*) FROM sqlite_master", [], |r| {
+                Ok(r.get::<_, i64>(0)?)
+            })
+        };
+        match inline.read(schema) {
+            Ok(_) => Some(inline),
             Err(e) => {
                 tracing::warn!(error = %e, path = %inline.path.display(), "SQLite reads stay on sqlx's threads");
                 None
@@ -147,7 +159,9 @@ pub fn is_transient(e: &rusqlite::Error) -> bool {
 
 /// The row `sql` finds with `params`, if any, read by `map`. `params` bind by position:
 /// SQLite numbers `$n` parameters in their order of first appearance, sqlx by `n`, so the
-/// SQL shared with sqlx must name `$1`, `$2`, … in that order (checked here).
+/// SQL shared with sqlx must name `$1`, `$2`, … in that order. Checked at every read (a
+/// few parameters, a cached statement): a mistake fails the read rather than swapping its
+/// arguments, and the storage tests run every shared statement.
 pub(super) fn optional_row<T>(
     conn: &Connection,
     sql: &str,

@@ -278,6 +278,15 @@ async fn auth_during_a_database_failure_is_temporary_and_not_counted() {
         !replied(&during, "421") && !replied(&during, "535"),
         "{during}"
     );
+    // Not for ever: the tenth in a session ends it.
+    rename("credentials", "credentials_away").await;
+    let many = s.raw(
+        "starttls",
+        &format!("EHLO x\n<TLS>\nEHLO x\n{}QUIT\n", right.repeat(12)),
+    );
+    rename("credentials_away", "credentials").await;
+    assert_eq!(many.matches("454 4.7.0").count(), 9, "{many}");
+    assert!(replied(&many, "421"), "{many}");
     let after = s.raw("starttls", &format!("EHLO x\n<TLS>\nEHLO x\n{right}QUIT\n"));
     assert!(replied(&after, "235"), "{after}");
 }
