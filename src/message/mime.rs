@@ -146,7 +146,7 @@ pub const MAX_MESSAGE_ID: usize = 250;
 pub const MAX_ATTACHMENT_NAME: usize = 255;
 
 /// What the gateway records about submitted content, without copying any of it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Facts {
     /// The Message-ID, with angle brackets.
     pub message_id: Option<String>,
@@ -186,8 +186,35 @@ fn structure(message: &mail_parser::Message<'_>) -> Structure {
 
 /// The facts of a submitted message; it must parse and name a From address.
 pub fn facts(bytes: &[u8]) -> Result<Facts, MimeError> {
+    // A message that is one plain-text part has no attachments and no structure beyond its
+    // header; parsing all of it would only have mail-parser decode the body into a string
+    // that nothing here reads (120 µs of a 100 KiB message's ~2.4 ms here).
+    let head = parse_header_section(bytes)?;
+    if is_one_text_part(&head) {
+        facts_of(head)
+    } else {
+        facts_of(parse_message(bytes)?)
+    }
+}
+
+/// Whether mail-parser would read the message as one inline text/plain part: no
+/// Content-Type (which means text/plain) or text/plain, and not marked as an attachment.
+fn is_one_text_part(head: &mail_parser::Message<'_>) -> bool {
+    let root = head.root_part();
+    let plain = root.content_type().is_none_or(|ct| {
+        ct.ctype().eq_ignore_ascii_case("text")
+            && ct
+                .subtype()
+                .is_some_and(|s| s.eq_ignore_ascii_case("plain"))
+    });
+    let attachment = root
+        .content_disposition()
+        .is_some_and(|d| d.is_attachment());
+    plain && !attachment
+}
+
+fn facts_of(message: mail_parser::Message<'_>) -> Result<Facts, MimeError> {
     use sha2::Digest as _;
-    let message = parse_message(bytes)?;
     let from_headers = message
         .headers()
         .iter()
@@ -525,6 +552,63 @@ mod tests {
         assert_eq!(parsed.attachments[0].content_type, "application/pdf");
         assert_eq!(parsed.attachments[0].data, vec![0, 1, 2, 255, 13, 10]);
         assert!(parsed.end_to_end.is_none());
+    }
+
+    /// The facts of a one-part plain-text message come from its header alone: for every
+    /// mix of Content-Type, Content-Disposition, transfer encoding and body they equal the
+    /// facts of the whole parse (an attachment must never go missing from evidence).
+    #[test]
+    fn facts_from_the_header_alone_are_those_of_the_whole_message() {
+        let types = [
+            None,
+            Some("text/plain"),
+            Some("TEXT/Plain; charset=iso-8859-1"),
+            Some("text/plain; name=\"brief.txt\""),
+            Some("text/html"),
+            Some("application/pdf; name=\"a.pdf\""),
+            Some("multipart/mixed; boundary=\"b\""),
+            Some("multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=\"b\""),
+            Some("not a type"),
+        ];
+        let dispositions = [
+            None,
+            Some("inline"),
+            Some("attachment"),
+            Some("ATTACHMENT; filename=\"x.txt\""),
+        ];
+        let encodings = [None, Some("base64"), Some("quoted-printable"), Some("8bit")];
+        let bodies: [&[u8]; 4] = [
+            b"Hallo\r\n",
+            b"SGFsbG8=\r\n",
+            b"--b\r\nContent-Type: text/plain\r\n\r\nx\r\n--b\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename=\"a.pdf\"\r\n\r\n%PDF\r\n--b--\r\n",
+            b"==not base64 at all \xff\r\n",
+        ];
+        let mut fast = 0;
+        for ct in types {
+            for cd in dispositions {
+                for cte in encodings {
+                    for body in bodies {
+                        let mut m = b"From: anna@lemgo.example\r\nMessage-ID: <1@x>\r\n".to_vec();
+                        for (name, value) in [
+                            ("Content-Type", ct),
+                            ("Content-Disposition", cd),
+                            ("Content-Transfer-Encoding", cte),
+                        ] {
+                            if let Some(v) = value {
+                                m.extend_from_slice(format!("{name}: {v}\r\n").as_bytes());
+                            }
+                        }
+                        m.extend_from_slice(b"\r\n");
+                        m.extend_from_slice(body);
+                        let whole = facts_of(parse_message(&m).unwrap()).unwrap();
+                        assert_eq!(facts(&m).unwrap(), whole, "{}", String::from_utf8_lossy(&m));
+                        fast += usize::from(is_one_text_part(&parse_header_section(&m).unwrap()));
+                    }
+                }
+            }
+        }
+        // The shortcut is taken where it may be, and not everywhere.
+        assert!(fast > 100 && fast < 576, "{fast}");
     }
 
     #[test]
