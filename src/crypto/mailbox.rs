@@ -124,8 +124,7 @@ pub(super) fn encrypt_packets(
         // SEIPDv1 (what gpg 2.2 reads): the session key goes out in v3 PKESKs that
         // `pkesk` makes for Cv25519 keys and sequoia for any other.
         let sym = openpgp::types::SymmetricAlgorithm::default();
-        let session_key =
-            openpgp::crypto::SessionKey::new(sym.key_size().map_err(err)?).map_err(err)?;
+        let session_key = fresh_session_key(sym.key_size().map_err(err)?);
         for key in &keys {
             let packet =
                 match super::pkesk::cv25519(key.key().role_as_unspecified(), sym, &session_key) {
@@ -157,6 +156,15 @@ pub(super) fn encrypt_packets(
 /// optional ("MAY"), RFC 9580 says not to emit it, and gpg 2.2 and every reader since
 /// accept armour without it. Computing it byte by byte was the largest single cost of
 /// relaying a 100 KiB message (sequoia's armour writer, 6–8 % of the gateway's CPU).
+/// A fresh session key of `size` bytes from the thread's CSPRNG (rand's ChaCha, seeded
+/// and reseeded from the OS, as the key-wrapping keys are): sequoia's OpenSSL backend sets
+/// up a new HMAC-DRBG for every random value it draws, 7.6 µs here against 0.1 µs.
+fn fresh_session_key(size: usize) -> openpgp::crypto::SessionKey {
+    let mut bytes = zeroize::Zeroizing::new(vec![0u8; size]);
+    rand::fill(&mut bytes[..]);
+    openpgp::crypto::SessionKey::from(&bytes[..])
+}
+
 fn armor_message(binary: &[u8]) -> Result<Vec<u8>, CryptoError> {
     // Armour grows the output by about a third.
     let mut armored = Vec::with_capacity(binary.len() * 4 / 3 + binary.len() / 32 + 128);
@@ -293,6 +301,16 @@ mod tests {
             Err(CryptoError::Decryption(_))
         ));
         assert!(decrypt(&tsk, b"garbage").is_err());
+    }
+
+    #[test]
+    fn every_message_gets_a_session_key_of_its_own() {
+        let keys: Vec<Vec<u8>> = (0..64).map(|_| fresh_session_key(32).to_vec()).collect();
+        for (i, key) in keys.iter().enumerate() {
+            assert_eq!(key.len(), 32);
+            assert!(key.iter().any(|b| *b != 0));
+            assert!(keys[..i].iter().all(|earlier| earlier != key));
+        }
     }
 
     #[test]
