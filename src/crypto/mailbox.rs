@@ -106,7 +106,6 @@ pub(super) fn encrypt_packets(
         }
     }
     let mut out = Vec::with_capacity(packets.len() + 1024);
-    let mut message = Message::new(&mut out);
     // As sequoia decides (a certificate without a Features subpacket supports SEIPDv1).
     let seipdv2 = keys.iter().all(|k| {
         use openpgp::cert::Preferences;
@@ -115,14 +114,16 @@ pub(super) fn encrypt_packets(
             .features()
             .is_some_and(|f| f.supports_seipdv2())
     });
-    let mut encryptor = if seipdv2 {
-        // SEIPDv2 recipients: sequoia makes v6 PKESKs as usual.
-        Encryptor::for_recipients(message, keys)
+    if seipdv2 {
+        // SEIPDv2 recipients: sequoia makes v6 PKESKs and the packet as usual.
+        let mut encryptor = Encryptor::for_recipients(Message::new(&mut out), keys)
             .build()
-            .map_err(err)?
+            .map_err(err)?;
+        encryptor.write_all(packets).map_err(err)?;
+        encryptor.finalize().map_err(err)?;
     } else {
         // SEIPDv1 (what gpg 2.2 reads): the session key goes out in v3 PKESKs that
-        // `pkesk` makes for Cv25519 keys and sequoia for any other.
+        // `pkesk` makes for Cv25519 keys and sequoia for any other; `seipd` encrypts.
         let sym = openpgp::types::SymmetricAlgorithm::default();
         let session_key = fresh_session_key(sym.key_size().map_err(err)?);
         for key in &keys {
@@ -135,16 +136,11 @@ pub(super) fn encrypt_packets(
                             .into()
                     }
                 };
-            openpgp::serialize::Serialize::serialize(&openpgp::Packet::PKESK(packet), &mut message)
+            openpgp::serialize::Marshal::serialize(&openpgp::Packet::PKESK(packet), &mut out)
                 .map_err(err)?;
         }
-        Encryptor::with_session_key(message, sym, session_key)
-            .map_err(err)?
-            .build()
-            .map_err(err)?
-    };
-    encryptor.write_all(packets).map_err(err)?;
-    encryptor.finalize().map_err(err)?;
+        super::seipd::write_v1(sym, &session_key, packets, &mut out).map_err(err)?;
+    }
     if armored {
         armor_message(&out)
     } else {

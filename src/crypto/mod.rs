@@ -9,6 +9,7 @@ pub mod mailbox;
 pub mod message;
 pub mod pkesk;
 pub mod pool;
+pub mod seipd;
 
 use sequoia_openpgp as openpgp;
 
