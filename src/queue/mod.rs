@@ -535,7 +535,7 @@ impl RelayWorker {
                 Err(e) => return (Attempt::Later(e.to_string()), false),
             };
             let encrypted = session.is_encrypted();
-            let sent = session.send(&envelope, payload).await;
+            let sent = connections::send(&mut session, &envelope, payload).await;
             self.sessions.put_back(relay, session);
             let attempt = match sent {
                 Ok(response) => Attempt::Delivered(format!(
