@@ -408,9 +408,6 @@ enum Data {
     Eof,
 }
 
-/// Reads DATA to its end (`.` alone on a line), unstuffing dots. The message is refused,
-/// after the client has finished sending, when it is larger than `max`, has a line longer
-/// than 1000 octets, a bare LF or CR, or a NUL: nothing of it is kept.
 /// Room in the memory budget for a message being read: its first [`INTAKE_CHUNK`] reserved
 /// before the 354, grown by chunks as the message grows beyond it, given back when dropped.
 struct Room {
@@ -443,6 +440,71 @@ async fn reserve_for_data(
     })
 }
 
+/// A message arriving in DATA, line by line: its content so far, unstuffed, or why it is
+/// refused (the first reason found; the rest is read and dropped).
+struct Intake {
+    message: Vec<u8>,
+    problem: Option<Reply>,
+    max: u64,
+}
+
+impl Intake {
+    /// The content of one complete line (LF included), or `None` for the end-of-data line.
+    fn content<'a>(&mut self, line: &'a [u8]) -> Option<&'a [u8]> {
+        if line == b".\r\n" {
+            return None;
+        }
+        let bare = !line.ends_with(b"\r\n") || line[..line.len() - 2].contains(&b'\r');
+        if bare {
+            self.refuse(Reply::new(
+                550,
+                "5.6.2",
+                "bare LF or CR in the message: lines end in CRLF",
+            ));
+        }
+        if line.contains(&0) {
+            self.refuse(Reply::new(550, "5.6.0", "NUL octets in the message"));
+        }
+        let content = line.strip_prefix(b".").unwrap_or(line);
+        if (self.message.len() + content.len()) as u64 > self.max {
+            let max = self.max;
+            self.refuse(Reply::new(
+                552,
+                "5.3.4",
+                format!("message larger than {max} octets"),
+            ));
+        }
+        Some(content)
+    }
+
+    fn too_long(&mut self) {
+        self.refuse(Reply::new(
+            500,
+            "5.5.2",
+            "a line longer than 1000 octets (RFC 5321 4.5.3.1.6)",
+        ));
+    }
+
+    fn refuse(&mut self, reply: Reply) {
+        self.problem.get_or_insert(reply);
+        // Nothing of a refused message is kept, and its buffer goes too.
+        self.message = Vec::new();
+    }
+
+    fn append(&mut self, content: &[u8]) {
+        if self.problem.is_none() {
+            self.message.extend_from_slice(content);
+        }
+    }
+}
+
+/// Reads DATA to its end (`.` alone on a line), unstuffing dots. The message is refused,
+/// after the client has finished sending, when it is larger than `max`, has a line longer
+/// than 1000 octets, a bare LF or CR, or a NUL: nothing of it is kept.
+///
+/// Lines are taken from the read buffer in place (memchr), not read one by one into a
+/// buffer of their own: per-line reads were 5 % of the CPU of a 100 KiB submission. Only
+/// a line the buffer ends in the middle of is copied, up to the line limit.
 async fn read_data(
     conn: &mut Conn,
     max: u64,
@@ -452,70 +514,96 @@ async fn read_data(
 ) -> std::io::Result<Data> {
     // The buffer is as large as the room reserved for it, no larger (a doubling Vec could
     // hold twice what the budget counts).
-    let mut message = Vec::with_capacity(usize::try_from(room.bytes).unwrap_or(0));
-    let mut problem: Option<Reply> = None;
+    let mut intake = Intake {
+        message: Vec::with_capacity(usize::try_from(room.bytes).unwrap_or(0)),
+        problem: None,
+        max,
+    };
+    // The start of a line the read buffer ended in, at most a line's limit.
+    let mut partial: Vec<u8> = Vec::new();
+    // Octets of an overlong line read so far (0: none); beyond a megabyte, give up on them.
+    let mut overlong = 0usize;
     loop {
-        let line = match read_line(conn, MAX_TEXT_LINE).await? {
-            Line::Eof => return Ok(Data::Eof),
-            Line::TooLong => {
-                problem.get_or_insert_with(|| {
-                    Reply::new(
-                        500,
-                        "5.5.2",
-                        "a line longer than 1000 octets (RFC 5321 4.5.3.1.6)",
-                    )
-                });
+        let chunk = fill_buf(conn).await?;
+        if chunk.is_empty() {
+            return Ok(Data::Eof);
+        }
+        let mut used = 0;
+        let mut ended = false;
+        while let Some(at) = memchr::memchr(b'\n', &chunk[used..]) {
+            let piece = &chunk[used..used + at + 1];
+            used += at + 1;
+            if overlong > 0 || partial.len() + piece.len() > MAX_TEXT_LINE {
+                overlong = 0;
+                partial.clear();
+                intake.too_long();
                 continue;
             }
-            Line::Text(l) => l,
-        };
-        if line == b".\r\n" {
+            let line: &[u8] = if partial.is_empty() {
+                piece
+            } else {
+                partial.extend_from_slice(piece);
+                &partial
+            };
+            let Some(content) = intake.content(line) else {
+                ended = true;
+                break;
+            };
+            let needed = (intake.message.len() + content.len()) as u64;
+            if intake.problem.is_none() && needed > room.bytes {
+                // A quarter more at a time: few copies of the buffer, little room unused.
+                let bytes = (needed + INTAKE_CHUNK)
+                    .max(room.bytes + room.bytes / 4)
+                    .min(max + INTAKE_CHUNK);
+                let held = std::mem::take(&mut room.held);
+                match gateway.grow_arriving(client, held, bytes).await {
+                    Ok(held) => {
+                        *room = Room { held, bytes };
+                        let more = bytes.saturating_sub(intake.message.len() as u64);
+                        intake
+                            .message
+                            .reserve_exact(usize::try_from(more).unwrap_or(0));
+                    }
+                    Err(busy) => intake.refuse(Reply::new(452, "4.3.1", busy.to_string())),
+                }
+            }
+            intake.append(content);
+            partial.clear();
+        }
+        if !ended {
+            let rest = &chunk[used..];
+            if overlong > 0 || partial.len() + rest.len() > MAX_TEXT_LINE {
+                overlong = overlong.max(partial.len()) + rest.len();
+                partial.clear();
+                if overlong > 1 << 20 {
+                    return Ok(Data::Eof);
+                }
+            } else {
+                partial.extend_from_slice(rest);
+            }
+            used = chunk.len();
+        }
+        consume(conn, used);
+        if ended {
             break;
         }
-        let bare = !line.ends_with(b"\r\n") || line[..line.len() - 2].contains(&b'\r');
-        if bare {
-            problem.get_or_insert_with(|| {
-                Reply::new(
-                    550,
-                    "5.6.2",
-                    "bare LF or CR in the message: lines end in CRLF",
-                )
-            });
-        }
-        if line.contains(&0) {
-            problem.get_or_insert_with(|| Reply::new(550, "5.6.0", "NUL octets in the message"));
-        }
-        let content = line.strip_prefix(b".").unwrap_or(&line);
-        if (message.len() + content.len()) as u64 > max {
-            problem.get_or_insert_with(|| {
-                Reply::new(552, "5.3.4", format!("message larger than {max} octets"))
-            });
-        }
-        let needed = (message.len() + content.len()) as u64;
-        if problem.is_none() && needed > room.bytes {
-            // A quarter more at a time: few copies of the buffer, little room unused.
-            let bytes = (needed + INTAKE_CHUNK)
-                .max(room.bytes + room.bytes / 4)
-                .min(max + INTAKE_CHUNK);
-            let held = std::mem::take(&mut room.held);
-            match gateway.grow_arriving(client, held, bytes).await {
-                Ok(held) => {
-                    *room = Room { held, bytes };
-                    let more = bytes.saturating_sub(message.len() as u64);
-                    message.reserve_exact(usize::try_from(more).unwrap_or(0));
-                }
-                Err(busy) => problem = Some(Reply::new(452, "4.3.1", busy.to_string())),
-            }
-        }
-        if problem.is_none() {
-            message.extend_from_slice(content);
-        } else {
-            // Nothing of a refused message is kept, and its buffer goes too.
-            message = Vec::new();
-        }
     }
-    Ok(match problem {
+    Ok(match intake.problem {
         Some(reply) => Data::Refused(reply),
-        None => Data::Message(message),
+        None => Data::Message(intake.message),
     })
+}
+
+async fn fill_buf(conn: &mut Conn) -> std::io::Result<&[u8]> {
+    match conn {
+        Conn::Plain(r) => r.fill_buf().await,
+        Conn::Tls(r) => r.fill_buf().await,
+    }
+}
+
+fn consume(conn: &mut Conn, used: usize) {
+    match conn {
+        Conn::Plain(r) => r.consume(used),
+        Conn::Tls(r) => r.consume(used),
+    }
 }

@@ -1465,3 +1465,124 @@ async fn an_office_server_reports_failures_of_its_own_office_only() {
     });
     assert!(own.contains("recorded for 1 recipient(s)"), "{own}");
 }
+
+/// Reads one SMTP reply (all its lines) from `r`.
+async fn reply_of(r: &mut (impl tokio::io::AsyncBufRead + Unpin)) -> String {
+    use tokio::io::AsyncBufReadExt;
+    let mut reply = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(
+            r.read_line(&mut line).await.unwrap() > 0,
+            "closed after {reply}"
+        );
+        reply.push_str(&line);
+        if line.as_bytes().get(3) != Some(&b'-') {
+            return reply;
+        }
+    }
+}
+
+/// A message whose lines the gateway's read buffer splits anywhere (the client writes odd
+/// pieces, pausing now and then) arrives exactly as sent: dots unstuffed, a line of the
+/// full 1000 octets kept, nothing lost or doubled at a split; an overlong line split the
+/// same way is refused with 500 5.5.2, and the session goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lines_split_anywhere_by_the_network_arrive_exactly() {
+    use tokio::io::{AsyncWriteExt, BufReader};
+    let s = Smtp::start().await;
+    let home = tempfile::tempdir().unwrap();
+    add_external_office(&s, home.path(), "Kreisverwaltung", "amt@kreis.example");
+    let trusted = mx(
+        s.core_with(|config| config.smtp.trusted_networks = vec!["127.0.0.0/8".parse().unwrap()]),
+        &s.stop,
+    )
+    .await;
+
+    let mut text = String::new();
+    for i in 0..1500usize {
+        let line = match i % 5 {
+            0 => format!(".{i} a line that starts with a dot"),
+            1 => "x".repeat(998), // 1000 octets with CRLF: the longest line allowed
+            2 => String::new(),
+            3 => ".".to_owned(),
+            _ => format!("Zeile {i} {}", "y".repeat(i % 97)),
+        };
+        text.push_str(&line);
+        text.push('\n');
+    }
+    let mut wire = format!("From: amt@kreis.example\r\nTo: {ANNA}\r\nSubject: Stueckweise\r\n\r\n");
+    for line in text.lines() {
+        if line.starts_with('.') {
+            wire.push('.');
+        }
+        wire.push_str(line);
+        wire.push_str("\r\n");
+    }
+    wire.push_str(".\r\n");
+    let overlong = format!("Subject: x\r\n\r\n{}\r\nok\r\n.\r\n", "z".repeat(1001));
+
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", trusted))
+        .await
+        .unwrap();
+    stream.set_nodelay(true).unwrap();
+    let (read, mut write) = stream.into_split();
+    let mut read = BufReader::new(read);
+    assert!(reply_of(&mut read).await.starts_with("220"));
+    let mut dribble = async |data: &str| {
+        let sizes = [7usize, 333, 1, 4099, 998, 2, 1001, 64];
+        let (mut at, mut n) = (0, 0);
+        while at < data.len() {
+            let end = (at + sizes[n % sizes.len()]).min(data.len());
+            write.write_all(&data.as_bytes()[at..end]).await.unwrap();
+            write.flush().await.unwrap();
+            if n % 16 == 0 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            (at, n) = (end, n + 1);
+        }
+    };
+    for command in [
+        "EHLO mail.kreis.example\r\n".to_owned(),
+        "MAIL FROM:<amt@kreis.example>\r\n".to_owned(),
+        format!("RCPT TO:<{ANNA}>\r\n"),
+        "DATA\r\n".to_owned(),
+    ] {
+        dribble(&command).await;
+        let reply = reply_of(&mut read).await;
+        assert!(
+            reply.starts_with('2') || reply.starts_with("354"),
+            "{reply}"
+        );
+    }
+    dribble(&wire).await;
+    let accepted = reply_of(&mut read).await;
+    let id = accepted
+        .trim()
+        .strip_prefix("250 2.0.0 accepted as ")
+        .unwrap_or_else(|| panic!("{accepted}"))
+        .to_owned();
+    for command in [
+        "MAIL FROM:<amt@kreis.example>\r\n".to_owned(),
+        format!("RCPT TO:<{ANNA}>\r\n"),
+        "DATA\r\n".to_owned(),
+    ] {
+        dribble(&command).await;
+        reply_of(&mut read).await;
+    }
+    dribble(&overlong).await;
+    let refused = reply_of(&mut read).await;
+    assert!(refused.starts_with("500 5.5.2"), "{refused}");
+    dribble("QUIT\r\n").await;
+    assert!(reply_of(&mut read).await.starts_with("221"));
+
+    let anna = s.cast.api.login(ANNA).await;
+    let r = s
+        .cast
+        .api
+        .get(&format!("/api/v1/messages/{id}"), &anna)
+        .await;
+    let shown = r.json()["text"].as_str().unwrap().replace("\r\n", "\n");
+    assert_eq!(shown.trim_end(), text.trim_end());
+    assert_eq!(s.messages().await, 1, "the overlong message is not stored");
+}
