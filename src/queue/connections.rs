@@ -101,19 +101,25 @@ impl Sessions {
 /// content. Like lettre's `send`, an error or a refusal aborts the session (QUIT, and it
 /// is not given back). Content or addresses beyond ASCII go through lettre's `send`,
 /// which negotiates 8BITMIME and SMTPUTF8.
+///
+/// The payload is taken, and dropped once its stuffed copy is made: lettre copies the
+/// content once more as it sends it, and a message near the size limit is held twice,
+/// not three times.
 pub(super) async fn send(
     session: &mut AsyncSmtpConnection,
     envelope: &Envelope,
-    payload: &[u8],
+    payload: Vec<u8>,
 ) -> Result<Response, lettre::transport::smtp::Error> {
     let ascii = |a: &lettre::Address| AsRef::<str>::as_ref(a).is_ascii();
     let ascii_addresses = envelope.from().into_iter().all(ascii) && envelope.to().iter().all(ascii);
-    let Some(text) = std::str::from_utf8(payload)
+    let Some(text) = std::str::from_utf8(&payload)
         .ok()
         .filter(|t| t.is_ascii() && ascii_addresses)
     else {
-        return session.send(envelope, payload).await;
+        return session.send(envelope, &payload).await;
     };
+    let data = dot_stuffed(text);
+    drop(payload);
     let transaction = async {
         session
             .command(Mail::new(envelope.from().cloned(), Vec::new()))
@@ -122,7 +128,7 @@ pub(super) async fn send(
             session.command(Rcpt::new(to.clone(), Vec::new())).await?;
         }
         session.command(Data).await?;
-        session.command(dot_stuffed(text).as_str()).await
+        session.command(data.as_str()).await
     };
     let sent = transaction.await;
     if sent.is_err() {

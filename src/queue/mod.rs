@@ -395,7 +395,7 @@ impl RelayWorker {
                 return Err(QueueError::Job(job.id, "the worker stopped".into()));
             };
             match self.payload(&job).await {
-                Ok(payload) => self.send(&relay, &job, &payload).await,
+                Ok(payload) => self.send(&relay, &job, payload).await,
                 Err(e) if e.may_pass() => {
                     tracing::warn!(job = job.id, error = %e, "relay payload unreadable; job handed back");
                     return self.give_back(&[job.id]).await;
@@ -516,7 +516,7 @@ impl RelayWorker {
     }
 
     /// One SMTP attempt, and whether its session was encrypted (false if none was made).
-    async fn send(&self, relay: &Relay, job: &Claimed, payload: &[u8]) -> (Attempt, bool) {
+    async fn send(&self, relay: &Relay, job: &Claimed, payload: Vec<u8>) -> (Attempt, bool) {
         let envelope = match (job.sender.parse(), job.recipient.parse()) {
             (Ok(from), Ok(to)) => match Envelope::new(Some(from), vec![to]) {
                 Ok(e) => e,
