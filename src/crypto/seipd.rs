@@ -34,6 +34,7 @@ pub fn write_v1(
     plaintext: &[u8],
     out: &mut Vec<u8>,
 ) -> openpgp::Result<()> {
+    // Every OpenPGP block cipher has 8- or 16-octet blocks, so `block - 2` cannot wrap.
     let block = sym.block_size()?;
     // The random prefix, one block, and its last two octets repeated (the "quick check").
     let mut prefix = vec![0u8; block + 2];
