@@ -828,3 +828,71 @@ async fn outcomes_together(gw: Gateway) {
         ]
     );
 }
+
+/// The office's server receives each stored relay payload byte for byte: a line that starts
+/// with a dot arrives unstuffed by the server (aiosmtpd), the end-of-data line adds no empty
+/// line, and content beyond ASCII (which bote's own PGP/MIME never has) still goes out,
+/// through lettre's own transaction with 8BITMIME (which adds an empty line at the end).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_office_receives_each_payload_byte_for_byte() {
+    let c = cast_with(|_| {}).await;
+    let sink = Sink::start("accept");
+    let first = queue_relay(&c, sink.port, office_cert()).await;
+    let anna = c.api.login("anna@lemgo.example").await;
+    let body = crate::api::letter("amt@kreis.example", "Nachtrag", "Anlage");
+    let r = c.api.post("/api/v1/messages", &anna, body).await;
+    assert_eq!(r.status, axum::http::StatusCode::CREATED, "{}", r.text());
+    let second = r.json()["gateway_id"].as_str().unwrap().to_owned();
+
+    let mut conn = c.api.gw.store.pool().acquire().await.unwrap();
+    let mut expected = Vec::new();
+    for (id, extra) in [
+        (
+            &first,
+            "\r\n.Punkt am Zeilenanfang\r\n.\r\n..\r\nEnde\r\n".as_bytes(),
+        ),
+        (&second, "\r\nGr\u{fc}\u{df}e aus Lemgo\r\n".as_bytes()),
+    ] {
+        let stored: Vec<u8> = sqlx::query_scalar(
+            "SELECT p.payload FROM outbound_payloads p \
+             JOIN outbound_jobs j ON j.id = p.job_id WHERE j.gateway_id = $1",
+        )
+        .bind(id.as_str())
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+        assert!(stored.ends_with(b"\r\n"));
+        // The extra lines go before the closing CRLF, as if the message had them.
+        let mut payload = stored[..stored.len() - 2].to_vec();
+        payload.extend_from_slice(extra);
+        sqlx::query(
+            "UPDATE outbound_payloads SET payload = $1 WHERE job_id = \
+             (SELECT id FROM outbound_jobs WHERE gateway_id = $2)",
+        )
+        .bind(payload.clone())
+        .bind(id.as_str())
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+        let mut arrives = payload.clone();
+        if !payload.is_ascii() {
+            // lettre's own transaction writes CRLF . CRLF after the content: one empty
+            // line more at the end, after the closing MIME boundary.
+            arrives.extend_from_slice(b"\r\n");
+        }
+        expected.push(arrives);
+    }
+    drop(conn);
+
+    let stop = tokio_util::sync::CancellationToken::new();
+    let worker = tokio::spawn(bote::queue::RelayWorker::new(c.api.core.clone()).run(stop.clone()));
+    wait_for(&c, &first, Event::RelayToNonERDS).await;
+    wait_for(&c, &second, Event::RelayToNonERDS).await;
+    stop_worker(&stop, worker).await;
+    let mut received: Vec<Vec<u8>> = (1..=2)
+        .map(|n| std::fs::read(sink.dir.path().join(format!("mail/{n}.eml"))).unwrap())
+        .collect();
+    received.sort();
+    expected.sort();
+    assert_eq!(received, expected);
+}
