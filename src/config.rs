@@ -323,7 +323,7 @@ pub struct QueueConfig {
     pub lease_secs: u64,
     /// SMTP sessions one relay worker (one process) holds at once, to all offices'
     /// servers together (Postfix allows 50 per client by default). Each may hold its
-    /// message twice (the payload and lettre's dot-stuffed copy).
+    /// message twice (its dot-stuffed copy and the copy lettre writes from).
     pub relay_sessions: u32,
 }
 

@@ -141,14 +141,13 @@ pub(super) async fn send(
 /// line, then the end-of-data line (after a line break of its own if the content does
 /// not end with one).
 fn dot_stuffed(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let dots = memchr::memmem::find_iter(bytes, b"\r\n.").count();
-    let mut out = String::with_capacity(text.len() + dots + 6);
+    // Room for the end-of-data line and a few doubled dots; relay payloads have none.
+    let mut out = String::with_capacity(text.len() + 64);
     if text.starts_with('.') {
         out.push('.');
     }
     let mut from = 0;
-    for at in memchr::memmem::find_iter(bytes, b"\r\n.") {
+    for at in memchr::memmem::find_iter(text.as_bytes(), b"\r\n.") {
         // `at + 2` is the `.`, after the ASCII line break: a character boundary.
         out.push_str(&text[from..at + 2]);
         out.push('.');
