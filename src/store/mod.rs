@@ -149,6 +149,9 @@ impl MigrationStatus {
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: AnyPool,
+    /// SQLite files: one connection for every transaction (`begin`), so the writer's page
+    /// cache survives from one commit to the next. `None` on PostgreSQL and in memory.
+    writes: Option<AnyPool>,
     backend: Backend,
     /// PostgreSQL over TCP goes through a relay that turns Nagle's algorithm off
     /// (`pg_relay`); it lives as long as the last handle.
@@ -217,30 +220,31 @@ impl Store {
             },
         };
         let options = AnyConnectOptions::from_str(&url).map_err(|e| connect_err(e.to_string()))?;
-        let pool = AnyPoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(timeout)
-            // A ping per acquire guards against PostgreSQL connections dropped by a server
-            // restart; an embedded SQLite connection cannot be dropped, and the ping cost a
-            // worker-thread round trip per query (measured in benches/submit.rs).
-            .test_before_acquire(backend == Backend::Postgres)
-            .after_connect(move |conn, _meta| {
-                Box::pin(async move {
-                    if backend == Backend::Sqlite {
-                        configure_sqlite(conn).await?;
-                    }
-                    Ok(())
-                })
-            })
-            .connect_with(options)
+        let pool = pool_options(backend, max_connections, timeout)
+            .connect_with(options.clone())
             .await
             .map_err(|e| connect_err(e.to_string()))?;
         let inline = match backend {
             Backend::Sqlite => inline::Inline::of(&pool, &url).await.map(Arc::new),
             Backend::Postgres => None,
         };
+        // A pool hands out its idle connections in turn, and SQLite drops a connection's
+        // page cache whenever another connection has committed: with the writer's batches
+        // spread over the pool, each began by reading its pages again (docs/decisions.md,
+        // tenth round). An in-memory database is one per pool, so it keeps one pool. A
+        // transaction waits for the connection as long as it would wait for SQLite's lock.
+        let writes = match inline {
+            Some(_) => Some(
+                pool_options(backend, 1, timeout.max(SQLITE_BUSY))
+                    .connect_with(options)
+                    .await
+                    .map_err(|e| connect_err(e.to_string()))?,
+            ),
+            None => None,
+        };
         let store = Self {
             pool,
+            writes,
             backend,
             relay,
             readers: Arc::new(readers::Readers::new(
@@ -321,7 +325,10 @@ impl Store {
     /// without waiting for `busy_timeout`; an immediate one waits its turn.
     pub async fn begin(&self) -> Result<Tx, StoreError> {
         Ok(match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Sqlite => {
+                let pool = self.writes.as_ref().unwrap_or(&self.pool);
+                pool.begin_with("BEGIN IMMEDIATE").await?
+            }
             Backend::Postgres => self.pool.begin().await?,
         })
     }
@@ -412,8 +419,30 @@ impl Store {
         if let Some(inline) = &self.inline {
             inline.close();
         }
+        if let Some(writes) = &self.writes {
+            writes.close().await;
+        }
         self.pool.close().await;
     }
+}
+
+/// The pool settings both pools share.
+fn pool_options(backend: Backend, max_connections: u32, timeout: Duration) -> AnyPoolOptions {
+    AnyPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(timeout)
+        // A ping per acquire guards against PostgreSQL connections dropped by a server
+        // restart; an embedded SQLite connection cannot be dropped, and the ping cost a
+        // worker-thread round trip per query (measured in benches/submit.rs).
+        .test_before_acquire(backend == Backend::Postgres)
+        .after_connect(move |conn, _meta| {
+            Box::pin(async move {
+                if backend == Backend::Sqlite {
+                    configure_sqlite(conn).await?;
+                }
+                Ok(())
+            })
+        })
 }
 
 /// Adds `mode=` to a SQLite URL: `rwc` may create the file, `rw` refuses a missing one.
@@ -454,6 +483,9 @@ fn sqlite_url(url: &str, mode: OpenMode) -> Result<String, StoreError> {
     Ok(format!("sqlite://{path}?{query}"))
 }
 
+/// How long a SQLite write waits for the database's write lock (`busy_timeout`).
+const SQLITE_BUSY: Duration = Duration::from_secs(10);
+
 /// Per-connection SQLite settings: WAL, fsync on every commit, foreign keys enforced.
 async fn configure_sqlite(conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
     for pragma in [
@@ -465,6 +497,7 @@ async fn configure_sqlite(conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
         "PRAGMA journal_mode = WAL",
         "PRAGMA synchronous = FULL",
         "PRAGMA foreign_keys = ON",
+        // `SQLITE_BUSY`, in milliseconds.
         "PRAGMA busy_timeout = 10000",
         // 32 MiB page cache (the default is 2 MiB): the evidence indexes outgrow 2 MiB
         // within minutes of steady traffic, and every miss is a read system call.
@@ -494,5 +527,52 @@ mod tests {
         let created = sqlite_url(&format!("{url}?mode=ro"), OpenMode::CreateAndMigrate).unwrap();
         assert!(created.ends_with("?mode=rwc"), "{created}");
         assert!(db.parent().unwrap().is_dir());
+    }
+
+    /// Every transaction on a SQLite file runs on the same connection, so its page cache
+    /// lives on from one commit to the next (a temporary table is that connection's own);
+    /// a second transaction waits for the first.
+    #[tokio::test]
+    async fn transactions_on_a_sqlite_file_share_one_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/bote.db", dir.path().display());
+        let timeout = Duration::from_secs(5);
+        let store = Store::open_url(&url, OpenMode::CreateAndMigrate, 10, timeout)
+            .await
+            .unwrap();
+        // Several idle connections, which the pool would hand out in turn.
+        let mut held = Vec::new();
+        for _ in 0..4 {
+            held.push(store.pool().acquire().await.unwrap());
+        }
+        drop(held);
+        let mut tx = store.begin().await.unwrap();
+        tx.execute("CREATE TEMP TABLE mine (v INTEGER)")
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        for _ in 0..8 {
+            let mut tx = store.begin().await.unwrap();
+            tx.execute("INSERT INTO mine VALUES (1)").await.unwrap();
+            tx.commit().await.unwrap();
+        }
+
+        let first = store.begin().await.unwrap();
+        let second = tokio::spawn({
+            let store = store.clone();
+            async move {
+                let mut tx = store.begin().await?;
+                let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM mine")
+                    .fetch_one(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok::<_, StoreError>(n)
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!second.is_finished());
+        first.rollback().await.unwrap();
+        assert_eq!(second.await.unwrap().unwrap(), 8);
+        store.close().await;
     }
 }
