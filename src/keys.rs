@@ -452,9 +452,9 @@ impl SigningKey {
 
 /// One detached binary-mode signature packet over `data`.
 fn sign_detached(signer: &mut crypto::Ed25519Signer, data: &[u8]) -> Result<Vec<u8>, KeyError> {
-    let sig = SignatureBuilder::new(SignatureType::Binary)
-        .sign_message(signer, data)
-        .map_err(pgp_err)?;
+    let sig =
+        crypto::signature::detached(signer, SignatureBuilder::new(SignatureType::Binary), data)
+            .map_err(pgp_err)?;
     Packet::from(sig).to_vec().map_err(pgp_err)
 }
 

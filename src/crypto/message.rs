@@ -14,6 +14,7 @@ use sequoia_openpgp as openpgp;
 use openpgp::Cert;
 use openpgp::KeyHandle;
 use openpgp::crypto::SessionKey;
+use openpgp::packet::Packet;
 use openpgp::packet::signature::SignatureBuilder;
 use openpgp::packet::signature::subpacket::NotationDataFlags;
 use openpgp::packet::{PKESK, SKESK, Signature};
@@ -21,11 +22,12 @@ use openpgp::parse::Parse;
 use openpgp::parse::stream::{
     DecryptionHelper, DecryptorBuilder, MessageLayer, MessageStructure, VerificationHelper,
 };
-use openpgp::serialize::stream::{LiteralWriter, Message, Signer};
+use openpgp::serialize::Marshal;
+use openpgp::serialize::stream::{LiteralWriter, Message};
 use openpgp::types::{SignatureType, SymmetricAlgorithm};
 use zeroize::Zeroizing;
 
-use super::{CryptoError, Ed25519Signer, mailbox, policy};
+use super::{CryptoError, Ed25519Signer, mailbox, policy, signature};
 
 /// What the gateway attests about a message, as signature notations `<name>@<domain>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,14 +78,22 @@ pub fn sign(
             .add_notation(format!("{name}@{domain}"), value, flags.clone(), false)
             .map_err(err)?;
     }
+    // One-pass signature, literal data, signature (RFC 9580 §10.3): what sequoia's
+    // streaming `Signer` writes, with the signature made by `crypto::signature`.
+    let mut signer = signer;
     let mut out = Vec::with_capacity(content.len() + 512);
-    let message = Signer::with_template(Message::new(&mut out), signer, template)
-        .map_err(err)?
+    Packet::from(signature::one_pass(&signer, &template))
+        .serialize(&mut out)
+        .map_err(err)?;
+    let mut literal = LiteralWriter::new(Message::new(&mut out))
         .build()
         .map_err(err)?;
-    let mut literal = LiteralWriter::new(message).build().map_err(err)?;
     literal.write_all(content).map_err(err)?;
     literal.finalize().map_err(err)?;
+    let mut hash = signature::context().map_err(err)?;
+    hash.update(content);
+    let sig = signature::finish(&mut signer, template, hash).map_err(err)?;
+    Packet::from(sig).serialize(&mut out).map_err(err)?;
     Ok(out)
 }
 

@@ -10,6 +10,7 @@ pub mod message;
 pub mod pkesk;
 pub mod pool;
 pub mod seipd;
+pub mod signature;
 
 use sequoia_openpgp as openpgp;
 
