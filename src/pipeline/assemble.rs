@@ -381,7 +381,7 @@ impl Assembly {
                     gateway_id: self.gateway_id.clone(),
                     mailbox_id: r.mailbox.id,
                     recipient: address.to_string(),
-                    payload: mime::pgp_mime(&self.sender.address, address, &outer_id, &armored)?,
+                    payload: mime::pgp_mime(&self.sender.address, address, &outer_id, armored)?,
                     due_at: self.now,
                 });
             }
