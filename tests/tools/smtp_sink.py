@@ -10,7 +10,8 @@ once DIR/release exists. Both write the number of messages received so far (answ
 not) to DIR/data-started. READY_FILE appears once it listens, with the port in it: PORT 0
 picks a free one here (narrower than a port chosen by the caller and bound after this
 interpreter's start-up, which another test may take meanwhile). DIR/sessions holds the number of
-SMTP sessions (EHLOs) so far, to tell whether the client reuses its connections.
+SMTP sessions (connections that said EHLO, however often) so far, to tell whether the client
+reuses its connections.
 """
 import asyncio
 import os
@@ -30,6 +31,11 @@ class Handler:
 
     async def handle_EHLO(self, server, session, envelope, hostname, responses):
         session.host_name = hostname
+        # A client may say EHLO again on one connection (bote does, to read the
+        # extensions lettre does not keep).
+        if getattr(session, "counted", False):
+            return responses
+        session.counted = True
         self.sessions += 1
         with open(os.path.join(self.directory, "sessions.tmp"), "w") as f:
             f.write(f"{self.sessions}\n")
