@@ -54,7 +54,7 @@ fn err(e: impl std::fmt::Display) -> CryptoError {
 /// Signs `content` with the provider key: an inline-signed OpenPGP message (binary) whose
 /// signature carries the attestation as human-readable notations in `domain`'s namespace.
 pub fn sign(
-    signer: Ed25519Signer,
+    mut signer: Ed25519Signer,
     domain: &str,
     attestation: &Attestation,
     content: &[u8],
@@ -80,7 +80,6 @@ pub fn sign(
     }
     // One-pass signature, literal data, signature (RFC 9580 §10.3): what sequoia's
     // streaming `Signer` writes, with the signature made by `crypto::signature`.
-    let mut signer = signer;
     let mut out = Vec::with_capacity(content.len() + 512);
     Packet::from(signature::one_pass(&signer, &template))
         .serialize(&mut out)
