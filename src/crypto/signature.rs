@@ -18,7 +18,7 @@ use openpgp::crypto::hash::{Context, Hash};
 use openpgp::crypto::{Signer, mpi};
 use openpgp::packet::signature::{Signature4, SignatureBuilder};
 use openpgp::packet::{OnePassSig, Signature};
-use openpgp::types::HashAlgorithm;
+use openpgp::types::{HashAlgorithm, SignatureType};
 use rand::RngCore;
 
 /// The digest every provider signature uses (sequoia's default, as before).
@@ -45,12 +45,16 @@ pub fn one_pass(signer: &dyn Signer, template: &SignatureBuilder) -> OnePassSig 
 }
 
 /// Signs what `data` has hashed, with `template`'s subpackets plus the creation time, the
-/// issuer and a fresh salt.
+/// issuer and a fresh salt. Binary signatures only: a text signature would need the data
+/// hashed with normalised line ends, which nothing here does.
 pub fn finish(
     signer: &mut dyn Signer,
     template: SignatureBuilder,
     mut data: Context,
 ) -> openpgp::Result<Signature> {
+    if template.typ() != SignatureType::Binary {
+        return Err(openpgp::Error::UnsupportedSignatureType(template.typ()).into());
+    }
     let mut salt = [0u8; 32];
     rand::rng().fill_bytes(&mut salt);
     let public = signer.public();
@@ -98,7 +102,6 @@ mod tests {
     use openpgp::cert::CertBuilder;
     use openpgp::packet::signature::subpacket::NotationDataFlags;
     use openpgp::policy::StandardPolicy;
-    use openpgp::types::SignatureType;
 
     /// What sequoia's own builder makes and what this file makes verify the same way and
     /// carry the same subpackets; a changed octet or another key fails.
@@ -155,6 +158,9 @@ mod tests {
                     .is_err()
             );
         }
+        // A text signature would need line ends normalised first: refused, not made wrong.
+        let text = SignatureBuilder::new(SignatureType::Text);
+        assert!(detached(&mut signer, text, b"a\nb").is_err());
         let a = detached(&mut signer, template(), b"same").unwrap();
         let b = detached(&mut signer, template(), b"same").unwrap();
         assert_ne!(a.mpis(), b.mpis(), "each signature has a salt of its own");

@@ -236,6 +236,9 @@ impl Store {
         let writes = match inline {
             Some(_) => Some(
                 pool_options(backend, 1, timeout.max(SQLITE_BUSY))
+                    // Kept for good: a replaced connection starts with a cold cache.
+                    .idle_timeout(None)
+                    .max_lifetime(None)
                     .connect_with(options)
                     .await
                     .map_err(|e| connect_err(e.to_string()))?,
@@ -419,10 +422,14 @@ impl Store {
         if let Some(inline) = &self.inline {
             inline.close();
         }
-        if let Some(writes) = &self.writes {
-            writes.close().await;
-        }
-        self.pool.close().await;
+        // Both at once: a transaction that outlives the caller's patience must not keep
+        // the shared pool open.
+        let writes = async {
+            if let Some(writes) = &self.writes {
+                writes.close().await;
+            }
+        };
+        tokio::join!(writes, self.pool.close());
     }
 }
 
