@@ -233,6 +233,24 @@ async fn directory_and_wkd_serve_every_mailbox_certificate(gw: Gateway) {
             .fingerprint(),
         gw.keys.evidence.cert().fingerprint()
     );
+    // The provider certificate: what an office's gpg needs to check the signature of every
+    // message bote relays (`gpg --locate-keys provider@lemgo.example`).
+    let (status, _, provider) = fetch(
+        &app,
+        &format!(
+            "/.well-known/openpgpkey/lemgo.example/hu/{}",
+            wkd_hash_by_gnupg("provider@lemgo.example")
+        ),
+        host,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        sequoia_openpgp::Cert::from_bytes(&provider)
+            .unwrap()
+            .fingerprint(),
+        gw.keys.provider.cert().fingerprint()
+    );
     let (status, _, _) = fetch(&app, "/.well-known/openpgpkey/lemgo.example/policy", host).await;
     assert_eq!(status, StatusCode::OK);
 
