@@ -217,40 +217,31 @@ async fn directory_and_wkd_serve_every_mailbox_certificate(gw: Gateway) {
     .await;
     assert_eq!(status, StatusCode::OK);
     assert!(sequoia_openpgp::Cert::from_bytes(&office_key).is_ok());
-    let (status, _, evidence) = fetch(
-        &app,
-        &format!(
-            "/.well-known/openpgpkey/lemgo.example/hu/{}",
-            wkd_hash_by_gnupg("evidence@lemgo.example")
-        ),
-        host,
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK);
-    assert_eq!(
-        sequoia_openpgp::Cert::from_bytes(&evidence)
-            .unwrap()
-            .fingerprint(),
-        gw.keys.evidence.cert().fingerprint()
-    );
-    // The provider certificate: what an office's gpg needs to check the signature of every
-    // message bote relays (`gpg --locate-keys provider@lemgo.example`).
-    let (status, _, provider) = fetch(
-        &app,
-        &format!(
-            "/.well-known/openpgpkey/lemgo.example/hu/{}",
-            wkd_hash_by_gnupg("provider@lemgo.example")
-        ),
-        host,
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK);
-    assert_eq!(
-        sequoia_openpgp::Cert::from_bytes(&provider)
-            .unwrap()
-            .fingerprint(),
-        gw.keys.provider.cert().fingerprint()
-    );
+    // The gateway's own certificates: the evidence key's, and the provider key's, which an
+    // office's gpg needs to check the signature of every message bote relays
+    // (`gpg --locate-keys provider@lemgo.example`).
+    for (address, key) in [
+        ("evidence@lemgo.example", &gw.keys.evidence),
+        ("provider@lemgo.example", &gw.keys.provider),
+    ] {
+        let (status, _, cert) = fetch(
+            &app,
+            &format!(
+                "/.well-known/openpgpkey/lemgo.example/hu/{}",
+                wkd_hash_by_gnupg(address)
+            ),
+            host,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{address}");
+        assert_eq!(
+            sequoia_openpgp::Cert::from_bytes(&cert)
+                .unwrap()
+                .fingerprint(),
+            key.cert().fingerprint(),
+            "{address}"
+        );
+    }
     let (status, _, _) = fetch(&app, "/.well-known/openpgpkey/lemgo.example/policy", host).await;
     assert_eq!(status, StatusCode::OK);
 
