@@ -123,11 +123,11 @@ struct Shared {
 /// Opens a session, ready for MAIL. A greeting of 421 (bote allows 20 connections per
 /// client address, and a session's slot is freed a moment after its 221) is retried after
 /// a millisecond, as an MTA would retry later; such refusals are counted.
-async fn open(s: &Shared, refused: &mut u64) -> Result<Conn, String> {
+async fn open(s: &Shared, t: &mut Tally) -> Result<Conn, String> {
     for _ in 0..1000 {
-        match open_once(s).await {
+        match open_once(s, &mut t.resumed).await {
             Err(e) if e.starts_with("greeting 421") => {
-                *refused += 1;
+                t.refused += 1;
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
             other => return other,
@@ -136,7 +136,7 @@ async fn open(s: &Shared, refused: &mut u64) -> Result<Conn, String> {
     Err("refused 1000 times".into())
 }
 
-async fn open_once(s: &Shared) -> Result<Conn, String> {
+async fn open_once(s: &Shared, resumed: &mut u64) -> Result<Conn, String> {
     let a = &s.args;
     let tcp = TcpStream::connect((a.host.as_str(), a.port))
         .await
@@ -160,6 +160,9 @@ async fn open_once(s: &Shared) -> Result<Conn, String> {
             .connect(name, inner)
             .await
             .map_err(|e| format!("TLS: {e}"))?;
+        if stream.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+            *resumed += 1;
+        }
         c = Conn {
             io: BufStream::new(Box::new(stream) as Box<dyn Io>),
             line: String::new(),
@@ -199,6 +202,7 @@ struct Tally {
     latencies: Vec<Duration>,
     failed: u64,
     refused: u64,
+    resumed: u64,
     first_error: Option<String>,
 }
 
@@ -217,7 +221,7 @@ async fn session(s: Arc<Shared>) -> Tally {
         let result = async {
             let (mut c, n) = match conn.take() {
                 Some(open) => open,
-                None => (open(&s, &mut t.refused).await?, 0),
+                None => (open(&s, &mut t).await?, 0),
             };
             let latency = send(&s, &mut c, i).await?;
             if n + 1 >= s.args.per_connection {
@@ -321,9 +325,11 @@ fn main() {
     let mut latencies: Vec<Duration> = Vec::new();
     let mut failed = 0;
     let mut refused = 0;
+    let mut resumed = 0;
     let mut first_error = None;
     for t in tallies {
         refused += t.refused;
+        resumed += t.resumed;
         latencies.extend(t.latencies);
         failed += t.failed;
         if first_error.is_none() {
@@ -335,6 +341,7 @@ fn main() {
         "ok": latencies.len(),
         "failed": failed,
         "refused_connections": refused,
+        "resumed_tls_sessions": resumed,
         "first_error": first_error,
         "start_unix": unix(wall),
         "end_unix": unix(end),
