@@ -250,10 +250,7 @@ impl Store {
             writes,
             backend,
             relay,
-            readers: Arc::new(readers::Readers::new(
-                backend == Backend::Sqlite,
-                max_connections,
-            )),
+            readers: Arc::new(readers::Readers::new(max_connections)),
             inline,
         };
         match mode {
@@ -438,10 +435,21 @@ fn pool_options(backend: Backend, max_connections: u32, timeout: Duration) -> An
     AnyPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(timeout)
-        // A ping per acquire guards against PostgreSQL connections dropped by a server
-        // restart; an embedded SQLite connection cannot be dropped, and the ping cost a
-        // worker-thread round trip per query (measured in benches/submit.rs).
-        .test_before_acquire(backend == Backend::Postgres)
+        // An embedded SQLite connection cannot be dropped, and a ping cost a worker-thread
+        // round trip per query (measured in benches/submit.rs). A PostgreSQL connection can
+        // (a server restart, an idle timeout on the way): one idle for a while is pinged
+        // before use. Not one per acquire: under load that was a round trip (over TLS and
+        // the relay) per statement batch and per read (docs/decisions.md, "SMTP path on
+        // PostgreSQL").
+        .test_before_acquire(false)
+        .before_acquire(move |conn, meta| {
+            Box::pin(async move {
+                if backend == Backend::Postgres && meta.idle_for >= RECHECK_IDLE {
+                    sqlx::Connection::ping(conn).await?;
+                }
+                Ok(true)
+            })
+        })
         .after_connect(move |conn, _meta| {
             Box::pin(async move {
                 if backend == Backend::Sqlite {
@@ -492,6 +500,11 @@ fn sqlite_url(url: &str, mode: OpenMode) -> Result<String, StoreError> {
 
 /// How long a SQLite write waits for the database's write lock (`busy_timeout`).
 const SQLITE_BUSY: Duration = Duration::from_secs(10);
+
+/// A PostgreSQL connection idle this long is pinged before its next use: long enough that
+/// a busy gateway never pings, short enough that after a quiet second a dropped connection
+/// is found before a request meets it.
+const RECHECK_IDLE: Duration = Duration::from_secs(1);
 
 /// Per-connection SQLite settings: WAL, fsync on every commit, foreign keys enforced.
 async fn configure_sqlite(conn: &mut AnyConnection) -> Result<(), sqlx::Error> {

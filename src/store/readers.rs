@@ -1,23 +1,28 @@
 //! Connections for the short reads on the hot path of every message (SMTP AUTH's
-//! credential, RCPT's mailbox, the policy checks), kept aside from the pool.
+//! credential, RCPT's mailbox, the policy checks, the relay's payload), kept aside from
+//! the pool.
 //!
 //! sqlx pings a connection when it goes back to the pool, to catch one left in an unknown
 //! state by a cancelled query. On SQLite that ping is a round trip to the connection's
 //! worker thread (two thread wake-ups): three per message, about 5 % of the CPU of a
-//! 1 KiB SMTP submission (docs/decisions.md, "Fourth round"). A [`Reader`] whose user
-//! finished its reads calls [`Reader::release`] and the connection waits here for the next
-//! read, without the ping; one dropped otherwise (an error, a cancelled task, possibly in
-//! the middle of a query) goes back to the pool the usual way, ping included.
+//! 1 KiB SMTP submission (docs/decisions.md, "Fourth round"); on PostgreSQL it is a round
+//! trip to the server. A [`Reader`] whose user finished its reads calls
+//! [`Reader::release`] and the connection waits here for the next read, without the ping;
+//! one dropped otherwise (an error, a cancelled task, possibly in the middle of a query)
+//! goes back to the pool the usual way, ping included.
 //!
-//! Only on SQLite: a PostgreSQL connection can die while it waits (server restart, idle
-//! timeout), and the pool's checks are what notice that.
+//! A PostgreSQL connection can die while it waits (a server restart, an idle timeout on
+//! the way). One kept longer than [`RECHECK_IDLE`] is pinged before it serves again, as
+//! the pool checks its own; one that died within that second fails its read as a
+//! temporary error (SMTP 451, HTTP 503), as a statement in flight during a restart does.
 
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
 
 use sqlx::pool::PoolConnection;
-use sqlx::{Any, AnyConnection, AnyPool};
+use sqlx::{Any, AnyConnection, AnyPool, Connection};
 
-use super::StoreError;
+use super::{RECHECK_IDLE, StoreError};
 
 /// Idle connections kept aside at most: two cores' worth of concurrent reads. More
 /// readers than this at once take pool connections and give the extra ones back.
@@ -30,41 +35,46 @@ pub(super) struct Readers {
     keep: usize,
 }
 
-/// The kept connections, and whether the store is closing: the pool's `close` waits for
-/// every connection out of it, so once it has begun none may be kept back.
+/// The kept connections with the time each was kept, and whether the store is closing:
+/// the pool's `close` waits for every connection out of it, so once it has begun none may
+/// be kept back.
 #[derive(Debug, Default)]
 struct Idle {
-    conns: Vec<PoolConnection<Any>>,
+    conns: Vec<(PoolConnection<Any>, Instant)>,
     closed: bool,
 }
 
 impl Readers {
-    /// Keeps connections aside only if `enabled` (SQLite), and at most a quarter of the
-    /// pool's `max_connections`: kept connections are out of the pool, and the writer and
-    /// everything else must still get one.
-    pub(super) fn new(enabled: bool, max_connections: u32) -> Self {
-        let keep = if enabled {
-            KEEP.min(max_connections / 4)
-        } else {
-            0
-        };
+    /// Keeps at most a quarter of the pool's `max_connections` aside: kept connections are
+    /// out of the pool, and the writer and everything else must still get one.
+    pub(super) fn new(max_connections: u32) -> Self {
         Self {
             idle: Mutex::default(),
-            keep: usize::try_from(keep).unwrap_or(0),
+            keep: usize::try_from(KEEP.min(max_connections / 4)).unwrap_or(0),
         }
     }
 
-    /// An idle reader connection, or a new one from `pool`.
+    /// An idle reader connection (pinged first if it waited long), or one from `pool`.
     pub(super) async fn take(self: &Arc<Self>, pool: &AnyPool) -> Result<Reader, StoreError> {
-        let idle = self.idle.lock().ok().and_then(|mut idle| idle.conns.pop());
-        let conn = match idle {
-            Some(conn) => conn,
-            None => pool.acquire().await?,
-        };
-        Ok(Reader {
+        while let Some((mut conn, since)) = self.pop() {
+            if since.elapsed() < RECHECK_IDLE || conn.ping().await.is_ok() {
+                return Ok(self.reader(conn));
+            }
+            // Lost while it waited: closed here, not offered to the pool again.
+            conn.close_on_drop();
+        }
+        Ok(self.reader(pool.acquire().await?))
+    }
+
+    fn pop(&self) -> Option<(PoolConnection<Any>, Instant)> {
+        self.idle.lock().ok().and_then(|mut idle| idle.conns.pop())
+    }
+
+    fn reader(self: &Arc<Self>, conn: PoolConnection<Any>) -> Reader {
+        Reader {
             conn: Some(conn),
             home: self.clone(),
-        })
+        }
     }
 
     fn put(&self, conn: PoolConnection<Any>) {
@@ -72,7 +82,7 @@ impl Readers {
             && !idle.closed
             && idle.conns.len() < self.keep
         {
-            idle.conns.push(conn);
+            idle.conns.push((conn, Instant::now()));
         }
         // Otherwise `conn` drops here and returns to the pool.
     }
@@ -103,7 +113,7 @@ impl Drop for Readers {
         // default, which `Store` keeps).
         if tokio::runtime::Handle::try_current().is_err() {
             let idle = self.idle.get_mut().unwrap_or_else(PoisonError::into_inner);
-            for conn in idle.conns.drain(..) {
+            for (conn, _) in idle.conns.drain(..) {
                 drop(conn.detach());
             }
         }
