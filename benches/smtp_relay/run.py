@@ -9,7 +9,8 @@ Contenders, alternated within each size, --runs times each, medians reported:
   postfix/lg   the same Postfix, driven by benches/smtp_load.rs in plain SMTP (so that
                Postfix's reply-to-final-dot latency is measured by the same client as bote's)
   bote         smtp_load.rs (STARTTLS + AUTH PLAIN with a mailbox token, as office software)
-               -> `bote serve` (release build, SQLite in a data dir on disk) submission port ->
+               -> `bote serve` (release build, SQLite in a data dir on disk, or with
+               --database postgres a private PostgreSQL cluster) submission port ->
                provider signature, encryption, durable commit, evidence in the log ->
                relay worker -> smtp-sink (the external office's server, TLS mode none)
 Every contender: one connection per message (smtp-source's default; --keep-connections: one
@@ -150,10 +151,11 @@ class Bote:
     """A gateway in WORK/bote: a local office (the sender), an external office relayed to
     smtp-sink on `sink_port` (TLS none), a token; `bote serve` with submission only."""
 
-    def __init__(self, bote, work, sink_port):
+    def __init__(self, bote, work, sink_port, database_url=None):
         self.bin = bote
         self.dir = os.path.join(work, "bote")
-        sh([bote, "init", "--dir", self.dir, "--domain", "lemgo.example"])
+        self.database_url = database_url
+        sh([bote, "init", "--dir", self.dir, "--domain", "lemgo.example"], env=self.env())
         self.cli("user", "add", "--role", "staff", "--name", "Bernd", "--email",
                  "bernd@lemgo.example", "--password-stdin", stdin=PASSWORD + "\n")
         out = self.cli("mailbox", "add", "--office", FROM, "--name", "Bauamt")
@@ -192,6 +194,8 @@ class Bote:
         # recipient's keys captures a backtrace: ~2 % of bote's CPU at 1 KiB.
         env.pop("RUST_BACKTRACE", None)
         env.pop("RUST_LIB_BACKTRACE", None)
+        if self.database_url:
+            env["BOTE_DATABASE_URL"] = self.database_url
         return env
 
     def start(self):
@@ -230,6 +234,48 @@ class Postfix:
 
     def stop(self):
         subprocess.run([INSTANCE, "stop", self.dir], capture_output=True)
+
+
+class PgCluster:
+    """A private PostgreSQL cluster in WORK/pg on a free loopback port, as production runs
+    one: on disk, fsync and synchronous commit on, reached over TCP with TLS. One database
+    per gateway (`database(name)`), so every size starts from an empty one."""
+
+    def __init__(self, work):
+        bins = sorted(d for d in os.listdir("/usr/lib/postgresql")
+                      if os.path.isdir(f"/usr/lib/postgresql/{d}/bin"))
+        if not bins:
+            raise SystemExit("PostgreSQL server binaries not found (apt-get install postgresql)")
+        self.bin = f"/usr/lib/postgresql/{bins[-1]}/bin"
+        self.dir = os.path.join(work, "pg")
+        os.makedirs(self.dir)
+        shutil.chown(self.dir, "postgres")
+        self.data = os.path.join(self.dir, "data")
+        self.port = free_port()
+        self.as_postgres([f"{self.bin}/initdb", "-D", self.data, "-U", "postgres", "-A",
+                          "trust", "-E", "UTF8"])
+        key, crt = os.path.join(self.data, "server.key"), os.path.join(self.data, "server.crt")
+        sh(["openssl", "req", "-new", "-x509", "-days", "7", "-nodes", "-subj", "/CN=127.0.0.1",
+            "-keyout", key, "-out", crt])
+        os.chmod(key, 0o600)
+        for f in (key, crt):
+            shutil.chown(f, "postgres")
+        self.as_postgres([f"{self.bin}/pg_ctl", "-D", self.data, "-w", "-l",
+                          os.path.join(self.dir, "log"), "-o",
+                          f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 "
+                          "-c ssl=on -c max_connections=100", "start"])
+
+    def as_postgres(self, cmd):
+        return sh(["runuser", "-u", "postgres", "--", *cmd])
+
+    def database(self, name):
+        self.as_postgres([f"{self.bin}/psql", "-h", self.dir, "-p", str(self.port), "-U",
+                          "postgres", "-c", f"CREATE DATABASE {name}"])
+        return f"postgres://postgres@127.0.0.1:{self.port}/{name}?sslmode=require"
+
+    def stop(self):
+        subprocess.run(["runuser", "-u", "postgres", "--", f"{self.bin}/pg_ctl", "-D",
+                        self.data, "-m", "fast", "stop"], capture_output=True)
 
 
 # --keep-connections: every session sends all its messages over one connection.
@@ -295,6 +341,9 @@ def main():
                    help="each session sends all its messages over one connection "
                         "(smtp-source -d; smtp_load --per-connection)")
     p.add_argument("--bote-bin", help="this bote binary instead of target/release/bote")
+    p.add_argument("--database", choices=("sqlite", "postgres"), default="sqlite",
+                   help="bote's backend: SQLite in its data dir (the embedded default) or a "
+                        "private PostgreSQL cluster on this machine (fsync on, TCP + TLS)")
     a = p.parse_args()
     global KEEP
     KEEP = a.keep_connections
@@ -314,10 +363,14 @@ def main():
         work = tempfile.mkdtemp(prefix="bote-smtp-bench-", dir="/var/tmp")
         sink_port = free_port()
         sink = Sink(sink_port)
-        postfix = bote = None
+        postfix = bote = pg = None
         try:
             postfix = Postfix(work, sink_port)
-            bote = Bote(bote_bin, work, sink_port)
+            url = None
+            if a.database == "postgres":
+                pg = PgCluster(work)
+                url = pg.database(f"bote_{size}")
+            bote = Bote(bote_bin, work, sink_port, url)
             bote.start()
             n, s = a.messages, a.sessions
             # Warm-up (caches, SQLite file growth, Postfix's processes), not counted.
@@ -353,6 +406,8 @@ def main():
                 bote.stop()
             if postfix:
                 postfix.stop()
+            if pg:
+                pg.stop()
             sink.stop()
             shutil.rmtree(work, ignore_errors=True)
 
@@ -361,7 +416,7 @@ def main():
         return statistics.median(vals) if vals else float("nan")
 
     per = "one connection per session" if KEEP else "one connection per message"
-    print(f"\n{a.messages} messages, {a.sessions} sessions, {per}, "
+    print(f"\n{a.messages} messages, {a.sessions} sessions, {per}, bote on {a.database}, "
           f"medians of {a.runs} runs (alternated)\n")
     print("| size | contender | msgs/s end to end | min–max | accepted/s (client) | p50 ms | p99 ms |")
     print("|---|---|---|---|---|---|---|")
