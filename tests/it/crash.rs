@@ -40,8 +40,19 @@ fn serve(setup: &Setup, submission: u16, metrics: Option<u16>) -> Child {
 
 #[test]
 fn sigkill_during_smtp_intake_and_relay_loses_no_acknowledged_message() {
+    sigkill_during_intake_and_relay(Backend::Sqlite);
+}
+
+/// The same on PostgreSQL, the production backend: the relay's leases are rows locked
+/// with `FOR UPDATE SKIP LOCKED`, and the server outlives every kill of the gateway.
+#[test]
+fn sigkill_during_smtp_intake_and_relay_loses_no_acknowledged_message_on_postgresql() {
+    sigkill_during_intake_and_relay(Backend::Postgres);
+}
+
+fn sigkill_during_intake_and_relay(backend: Backend) {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let (setup, _db) = rt.block_on(Setup::new(Backend::Sqlite));
+    let (setup, _db) = rt.block_on(Setup::new(backend));
     let config = setup.config();
     let mut text = std::fs::read_to_string(&config).unwrap();
     text.push_str("\n[queue]\nlease_secs = 1\nretry_base_ms = 200\n");
@@ -234,7 +245,7 @@ fn sigkill_during_smtp_intake_and_relay_loses_no_acknowledged_message() {
     let verify = run(setup.cmd(&["log", "verify"]));
     assert!(verify.status.success(), "{}", stderr(&verify));
     eprintln!(
-        "crash test: {CYCLES} SIGKILLs, {} acknowledged, {} relayed, {resent} re-sent",
+        "crash test ({backend:?}): {CYCLES} SIGKILLs, {} acknowledged, {} relayed, {resent} re-sent",
         accepted.len(),
         delivered.len()
     );
