@@ -420,6 +420,83 @@ on_both_backends!(
     super::each_relay_payload_is_stored_with_its_own_job
 );
 
+/// The relay claims what is due, oldest first: queued jobs whose time has come and running
+/// jobs whose lease ran out (their worker died), marking the latter as orphans; never a job
+/// not yet due, one under a live lease, or a finished one. Also after many finished jobs,
+/// whose earlier versions PostgreSQL keeps in the index until VACUUM.
+async fn the_relay_claims_due_jobs_and_orphans_in_due_order(db: TestDb) {
+    use bote::store::messages::{JobRow, insert_jobs};
+    use bote::store::queue::claim_due;
+    let store = db.store_with(1).await;
+    let mut conn = without_foreign_keys(&db, &store).await;
+    let job = |name: &str, due_at: i64| JobRow {
+        gateway_id: name.to_owned(),
+        mailbox_id: 1,
+        recipient: "amt@kreis.example".to_owned(),
+        payload: name.as_bytes().to_vec(),
+        due_at,
+    };
+    // 300 jobs that went queued -> running -> done, as delivered ones do.
+    let finished: Vec<JobRow> = (0..300).map(|n| job(&format!("done-{n}"), n)).collect();
+    insert_jobs(&mut conn, &finished).await.unwrap();
+    let all = claim_due(&mut conn, "old-worker", 1_000, 2_000, 300)
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 300);
+    sqlx::query("UPDATE outbound_jobs SET state = 'done', lease_owner = NULL")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    insert_jobs(
+        &mut conn,
+        &[
+            job("due-late", 900),
+            job("due-early", 100),
+            job("not-yet", 5_000),
+            job("orphan", 500),
+            job("leased", 50),
+        ],
+    )
+    .await
+    .unwrap();
+    let id_of = async |conn: &mut sqlx::AnyConnection, name: &str| -> i64 {
+        sqlx::query_scalar("SELECT id FROM outbound_jobs WHERE gateway_id = $1")
+            .bind(name)
+            .fetch_one(conn)
+            .await
+            .unwrap()
+    };
+    for (name, lease_until) in [("orphan", 1_500), ("leased", 9_000)] {
+        let id = id_of(&mut conn, name).await;
+        sqlx::query(
+            "UPDATE outbound_jobs SET state = 'running', lease_owner = 'w', \
+             lease_expires_at = $1 WHERE id = $2",
+        )
+        .bind(lease_until)
+        .bind(id)
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    }
+    let claimed = claim_due(&mut conn, "new-worker", 2_000, 62_000, 10)
+        .await
+        .unwrap();
+    let mut expected = Vec::new();
+    for (name, orphan) in [("due-early", false), ("orphan", true), ("due-late", false)] {
+        expected.push((id_of(&mut conn, name).await, orphan));
+    }
+    assert_eq!(claimed, expected);
+    // A limit takes the oldest.
+    let again = claim_due(&mut conn, "third", 70_000, 80_000, 1)
+        .await
+        .unwrap();
+    assert_eq!(again, vec![(id_of(&mut conn, "leased").await, true)]);
+}
+on_both_backends!(
+    the_relay_claims_due_jobs_and_orphans_in_due_order,
+    super::the_relay_claims_due_jobs_and_orphans_in_due_order
+);
+
 /// Migration 0011 moves relay payloads into their own table: an upgrade must keep the
 /// payload of every job still to be sent (a lost one is a message acknowledged and never
 /// relayed) and may drop those already delivered.
