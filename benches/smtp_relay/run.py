@@ -263,7 +263,8 @@ class PgCluster:
         self.as_postgres([f"{self.bin}/pg_ctl", "-D", self.data, "-w", "-l",
                           os.path.join(self.dir, "log"), "-o",
                           f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 "
-                          "-c ssl=on -c max_connections=100", "start"])
+                          "-c ssl=on -c max_connections=100 -c max_wal_size=8GB "
+                          "-c checkpoint_timeout=15min", "start"])
 
     def as_postgres(self, cmd):
         return sh(["runuser", "-u", "postgres", "--", *cmd])
