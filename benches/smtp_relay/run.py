@@ -242,11 +242,15 @@ class PgCluster:
     per gateway (`database(name)`), so every size starts from an empty one."""
 
     def __init__(self, work):
-        bins = sorted(d for d in os.listdir("/usr/lib/postgresql")
-                      if os.path.isdir(f"/usr/lib/postgresql/{d}/bin"))
+        root = "/usr/lib/postgresql"
+        bins = sorted((d for d in (os.listdir(root) if os.path.isdir(root) else [])
+                       if os.path.isdir(f"{root}/{d}/bin")),
+                      key=lambda v: [int(p) for p in re.findall(r"\d+", v)])
         if not bins:
             raise SystemExit("PostgreSQL server binaries not found (apt-get install postgresql)")
-        self.bin = f"/usr/lib/postgresql/{bins[-1]}/bin"
+        self.bin = f"{root}/{bins[-1]}/bin"
+        # The server runs as `postgres`, which must reach its directory inside WORK.
+        os.chmod(work, 0o755)
         self.dir = os.path.join(work, "pg")
         os.makedirs(self.dir)
         shutil.chown(self.dir, "postgres")

@@ -250,7 +250,7 @@ impl Store {
             writes,
             backend,
             relay,
-            readers: Arc::new(readers::Readers::new(max_connections)),
+            readers: Arc::new(readers::Readers::new(max_connections, timeout)),
             inline,
         };
         match mode {
@@ -432,7 +432,7 @@ impl Store {
 
 /// The pool settings both pools share.
 fn pool_options(backend: Backend, max_connections: u32, timeout: Duration) -> AnyPoolOptions {
-    AnyPoolOptions::new()
+    let options = AnyPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(timeout)
         // An embedded SQLite connection cannot be dropped, and a ping cost a worker-thread
@@ -442,14 +442,6 @@ fn pool_options(backend: Backend, max_connections: u32, timeout: Duration) -> An
         // the relay) per statement batch and per read (docs/decisions.md, "SMTP path on
         // PostgreSQL").
         .test_before_acquire(false)
-        .before_acquire(move |conn, meta| {
-            Box::pin(async move {
-                if backend == Backend::Postgres && meta.idle_for >= RECHECK_IDLE {
-                    sqlx::Connection::ping(conn).await?;
-                }
-                Ok(true)
-            })
-        })
         .after_connect(move |conn, _meta| {
             Box::pin(async move {
                 if backend == Backend::Sqlite {
@@ -457,7 +449,18 @@ fn pool_options(backend: Backend, max_connections: u32, timeout: Duration) -> An
                 }
                 Ok(())
             })
-        })
+        });
+    match backend {
+        Backend::Postgres => options.before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= RECHECK_IDLE {
+                    sqlx::Connection::ping(conn).await?;
+                }
+                Ok(true)
+            })
+        }),
+        Backend::Sqlite => options,
+    }
 }
 
 /// Adds `mode=` to a SQLite URL: `rwc` may create the file, `rw` refuses a missing one.

@@ -54,6 +54,15 @@ pub struct Listed {
     pub last_error: Option<String>,
 }
 
+/// The query of [`due`] (`$1` now, `$2` the limit); public for the test of what it reads.
+pub const DUE_JOBS: &str = "SELECT id, state FROM ( \
+      SELECT * FROM (SELECT id, state, due_at FROM outbound_jobs \
+        WHERE state = 'queued' AND due_at <= $1 ORDER BY due_at LIMIT $2) AS queued \
+      UNION ALL \
+      SELECT * FROM (SELECT id, state, due_at FROM outbound_jobs \
+        WHERE state = 'running' AND lease_expires_at < $1 ORDER BY due_at LIMIT $2) AS orphans \
+    ) AS due ORDER BY due_at LIMIT $2";
+
 /// Ids of up to `limit` jobs due at `now` (queued and due, or running with an expired
 /// lease: their worker died), each with whether it is such an orphan.
 ///
@@ -68,19 +77,11 @@ async fn due(
     now: i64,
     limit: i64,
 ) -> Result<Vec<(i64, bool)>, StoreError> {
-    let rows = sqlx::query(
-        "SELECT id, state FROM ( \
-           SELECT * FROM (SELECT id, state, due_at FROM outbound_jobs \
-             WHERE state = 'queued' AND due_at <= $1 ORDER BY due_at LIMIT $2) AS queued \
-           UNION ALL \
-           SELECT * FROM (SELECT id, state, due_at FROM outbound_jobs \
-             WHERE state = 'running' AND lease_expires_at < $1 ORDER BY due_at LIMIT $2) AS orphans \
-         ) AS due ORDER BY due_at LIMIT $2",
-    )
-    .bind(now)
-    .bind(limit)
-    .fetch_all(conn)
-    .await?;
+    let rows = sqlx::query(DUE_JOBS)
+        .bind(now)
+        .bind(limit)
+        .fetch_all(conn)
+        .await?;
     rows.iter()
         .map(|r| {
             let state: String = r.try_get(1)?;

@@ -13,11 +13,15 @@
 //!
 //! A PostgreSQL connection can die while it waits (a server restart, an idle timeout on
 //! the way). One kept longer than [`RECHECK_IDLE`] is pinged before it serves again, as
-//! the pool checks its own; one that died within that second fails its read as a
-//! temporary error (SMTP 451, HTTP 503), as a statement in flight during a restart does.
+//! the pool checks its own, within the store's connect timeout (a half-open connection
+//! would otherwise hold the read until TCP gives up); one that died within that second
+//! fails its read as a temporary error (SMTP 451, HTTP 503), as a statement in flight
+//! during a restart does. A connection first taken from the pool longer ago than
+//! [`KEEP_AT_MOST`] goes back to it rather than aside, so that the pool's `max_lifetime`
+//! still rotates readers (to a new server after a failover).
 
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyConnection, AnyPool, Connection};
@@ -28,61 +32,88 @@ use super::{RECHECK_IDLE, StoreError};
 /// readers than this at once take pool connections and give the extra ones back.
 const KEEP: u32 = 2;
 
+/// A reader connection is kept aside only within this time of leaving the pool: sqlx's
+/// default `max_lifetime`, which the pool enforces only on connections it holds.
+const KEEP_AT_MOST: Duration = Duration::from_secs(30 * 60);
+
 /// The set of idle reader connections of one store.
 #[derive(Debug, Default)]
 pub(super) struct Readers {
     idle: Mutex<Idle>,
     keep: usize,
+    ping_timeout: Duration,
 }
 
-/// The kept connections with the time each was kept, and whether the store is closing:
-/// the pool's `close` waits for every connection out of it, so once it has begun none may
-/// be kept back.
+/// The kept connections, and whether the store is closing: the pool's `close` waits for
+/// every connection out of it, so once it has begun none may be kept back.
 #[derive(Debug, Default)]
 struct Idle {
-    conns: Vec<(PoolConnection<Any>, Instant)>,
+    conns: Vec<Kept>,
     closed: bool,
+}
+
+/// A connection kept aside: when it left the pool, and when it was last put aside.
+#[derive(Debug)]
+struct Kept {
+    conn: PoolConnection<Any>,
+    taken: Instant,
+    since: Instant,
 }
 
 impl Readers {
     /// Keeps at most a quarter of the pool's `max_connections` aside: kept connections are
-    /// out of the pool, and the writer and everything else must still get one.
-    pub(super) fn new(max_connections: u32) -> Self {
+    /// out of the pool, and the writer and everything else must still get one. A kept
+    /// connection's check waits at most `ping_timeout`.
+    pub(super) fn new(max_connections: u32, ping_timeout: Duration) -> Self {
         Self {
             idle: Mutex::default(),
             keep: usize::try_from(KEEP.min(max_connections / 4)).unwrap_or(0),
+            ping_timeout,
         }
     }
 
     /// An idle reader connection (pinged first if it waited long), or one from `pool`.
     pub(super) async fn take(self: &Arc<Self>, pool: &AnyPool) -> Result<Reader, StoreError> {
-        while let Some((mut conn, since)) = self.pop() {
-            if since.elapsed() < RECHECK_IDLE || conn.ping().await.is_ok() {
-                return Ok(self.reader(conn));
+        while let Some(mut kept) = self.pop() {
+            if kept.since.elapsed() < RECHECK_IDLE || self.alive(&mut kept.conn).await {
+                return Ok(self.reader(kept.conn, kept.taken));
             }
             // Lost while it waited: closed here, not offered to the pool again.
-            conn.close_on_drop();
+            kept.conn.close_on_drop();
         }
-        Ok(self.reader(pool.acquire().await?))
+        Ok(self.reader(pool.acquire().await?, Instant::now()))
     }
 
-    fn pop(&self) -> Option<(PoolConnection<Any>, Instant)> {
+    async fn alive(&self, conn: &mut PoolConnection<Any>) -> bool {
+        matches!(
+            tokio::time::timeout(self.ping_timeout, conn.ping()).await,
+            Ok(Ok(()))
+        )
+    }
+
+    fn pop(&self) -> Option<Kept> {
         self.idle.lock().ok().and_then(|mut idle| idle.conns.pop())
     }
 
-    fn reader(self: &Arc<Self>, conn: PoolConnection<Any>) -> Reader {
+    fn reader(self: &Arc<Self>, conn: PoolConnection<Any>, taken: Instant) -> Reader {
         Reader {
             conn: Some(conn),
             home: self.clone(),
+            taken,
         }
     }
 
-    fn put(&self, conn: PoolConnection<Any>) {
-        if let Ok(mut idle) = self.idle.lock()
+    fn put(&self, conn: PoolConnection<Any>, taken: Instant) {
+        if taken.elapsed() < KEEP_AT_MOST
+            && let Ok(mut idle) = self.idle.lock()
             && !idle.closed
             && idle.conns.len() < self.keep
         {
-            idle.conns.push((conn, Instant::now()));
+            idle.conns.push(Kept {
+                conn,
+                taken,
+                since: Instant::now(),
+            });
         }
         // Otherwise `conn` drops here and returns to the pool.
     }
@@ -108,13 +139,14 @@ impl Drop for Readers {
     fn drop(&mut self) {
         // A pool connection's drop spawns the task that takes it back, which panics
         // outside a runtime (a store dropped after its runtime ended). Such connections
-        // leave the pool and close on their own: SQLite's need no runtime to close, and
-        // the emptied handle spawns nothing while the pool's `min_connections` is 0 (the
-        // default, which `Store` keeps).
+        // leave the pool and close on their own: SQLite's need no runtime to close, a
+        // PostgreSQL one closes its socket without a goodbye (the server logs an
+        // unexpected EOF), and the emptied handle spawns nothing while the pool's
+        // `min_connections` is 0 (the default, which `Store` keeps).
         if tokio::runtime::Handle::try_current().is_err() {
             let idle = self.idle.get_mut().unwrap_or_else(PoisonError::into_inner);
-            for (conn, _) in idle.conns.drain(..) {
-                drop(conn.detach());
+            for kept in idle.conns.drain(..) {
+                drop(kept.conn.detach());
             }
         }
     }
@@ -125,13 +157,14 @@ impl Drop for Readers {
 pub struct Reader {
     conn: Option<PoolConnection<Any>>,
     home: Arc<Readers>,
+    taken: Instant,
 }
 
 impl Reader {
     /// The reads are done and their results taken: keep the connection for the next.
     pub fn release(mut self) {
         if let Some(conn) = self.conn.take() {
-            self.home.put(conn);
+            self.home.put(conn, self.taken);
         }
     }
 }

@@ -43,8 +43,9 @@ fn sigkill_during_smtp_intake_and_relay_loses_no_acknowledged_message() {
     sigkill_during_intake_and_relay(Backend::Sqlite);
 }
 
-/// The same on PostgreSQL, the production backend: the relay's leases are rows locked
-/// with `FOR UPDATE SKIP LOCKED`, and the server outlives every kill of the gateway.
+/// The same on PostgreSQL, the production backend: the relay's leases are rows claimed
+/// by a conditional `UPDATE … RETURNING`, and the server outlives every kill of the
+/// gateway.
 #[test]
 fn sigkill_during_smtp_intake_and_relay_loses_no_acknowledged_message_on_postgresql() {
     sigkill_during_intake_and_relay(Backend::Postgres);
