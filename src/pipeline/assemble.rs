@@ -81,7 +81,7 @@ pub(super) fn assurance(mailbox: &Mailbox) -> IdentityAssurance {
 
 /// The submitted bytes and what evidence needs from them.
 pub(super) struct Prepared {
-    pub(super) bytes: Vec<u8>,
+    pub(super) bytes: pgp::Digested,
     pub(super) size: u64,
     pub(super) sha256: Sha256Digest,
     pub(super) message_id: Option<String>,
@@ -186,8 +186,9 @@ pub(super) fn prepare(
     } else {
         bytes
     };
-    let sha256 = Sha256Digest::of(&bytes);
-    let size = bytes.len() as u64;
+    let bytes = pgp::Digested::new(bytes)?;
+    let sha256 = Sha256Digest(bytes.sha256());
+    let size = bytes.as_bytes().len() as u64;
     if over_size {
         let detail = format!(
             "the message is {size} bytes; at most {} bytes may be submitted",
@@ -206,7 +207,7 @@ pub(super) fn prepare(
             over_limit: Some((Refusal::TooLarge, detail)),
         });
     }
-    let facts = mime::facts(&bytes)?;
+    let facts = mime::facts(bytes.as_bytes())?;
     if let Some(detail) = limits.check(facts.structure) {
         // The record of the refusal names the message by digest, not its thousands of parts.
         return Ok(Prepared {
@@ -314,7 +315,7 @@ impl Assembly {
         )?;
         // The signed message contains the content; holding both would double the peak
         // memory of a large message.
-        drop(std::mem::take(&mut self.prepared.bytes));
+        self.prepared.bytes.clear();
         let head = head(
             &self.keys,
             &self.domain,
