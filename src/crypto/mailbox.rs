@@ -168,7 +168,7 @@ fn fresh_session_key(size: usize) -> openpgp::crypto::SessionKey {
 ///   allow, where sequoia and gpg write 64: a sixth fewer lines for every SMTP server and
 ///   reader on the way (docs/decisions.md, tenth round).
 /// - CRLF written here, not converted afterwards: one pass over the payload less.
-fn armor_message(binary: &[u8]) -> Result<Vec<u8>, CryptoError> {
+pub(super) fn armor_message(binary: &[u8]) -> Result<Vec<u8>, CryptoError> {
     use base64::Engine as _;
     const HEAD: &[u8] = b"-----BEGIN PGP MESSAGE-----\r\n\r\n";
     const TAIL: &[u8] = b"-----END PGP MESSAGE-----\r\n";

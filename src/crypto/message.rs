@@ -147,6 +147,12 @@ pub fn encrypt_signed(
     mailbox::encrypt_packets(&[recipient], signed, armored)
 }
 
+/// ASCII armour for a binary OpenPGP message from [`encrypt_signed`]: what a relayed
+/// PGP/MIME part carries (RFC 3156), in CRLF lines of 76.
+pub fn armor(binary: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    mailbox::armor_message(binary)
+}
+
 /// A decrypted message and, if the provider signature verified, what it attests.
 #[derive(Debug)]
 pub struct Opened {

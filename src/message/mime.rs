@@ -388,6 +388,68 @@ fn encrypted_payload<'m>(message: &'m mail_parser::Message<'_>) -> Option<&'m [u
     Some(payload.contents())
 }
 
+/// Marks a relay payload stored in parts ([`pgp_mime_stored`]). A NUL first: no RFC 5322
+/// message (a payload stored whole, as before this format) starts with one.
+const STORED_PARTS: &[u8; 8] = b"\0bote-p1";
+
+/// Stands for the encrypted part's body while the envelope is composed; the last
+/// occurrence is the body (a header field before it may hold anything, the closing
+/// boundary after it is random).
+const BODY_MARK: &str = "BOTE-ENCRYPTED-PART-BODY\r\n";
+
+/// The RFC 3156 message of [`pgp_mime`] as the relay queue stores it: the text before and
+/// after the encrypted part's body, with `binary` (the OpenPGP message) between them
+/// unarmoured. Armour is a third larger, and a payload is written, checkpointed, read back
+/// and deleted by the database before it is sent; it is armoured as it leaves
+/// ([`stored_pgp_mime_parts`]).
+pub fn pgp_mime_stored(
+    from: &EmailAddress,
+    to: &EmailAddress,
+    message_id: &str,
+    binary: &[u8],
+) -> Result<Vec<u8>, MimeError> {
+    let framed = pgp_mime(from, to, message_id, BODY_MARK.as_bytes().to_vec())?;
+    let at = framed
+        .windows(BODY_MARK.len())
+        .rposition(|w| w == BODY_MARK.as_bytes())
+        .ok_or_else(|| MimeError::Compose("the encrypted part's body went missing".into()))?;
+    let (head, rest) = framed.split_at(at);
+    let tail = &rest[BODY_MARK.len()..];
+    let length = |n: usize| {
+        u32::try_from(n)
+            .map(u32::to_be_bytes)
+            .map_err(|_| MimeError::Compose("a relay payload of 4 GiB or more".into()))
+    };
+    let mut stored = Vec::with_capacity(STORED_PARTS.len() + 8 + framed.len() + binary.len());
+    stored.extend_from_slice(STORED_PARTS);
+    stored.extend_from_slice(&length(head.len())?);
+    stored.extend_from_slice(head);
+    stored.extend_from_slice(&length(binary.len())?);
+    stored.extend_from_slice(binary);
+    stored.extend_from_slice(tail);
+    Ok(stored)
+}
+
+/// The parts of a payload that [`pgp_mime_stored`] made: the text before the encrypted
+/// part's body, the OpenPGP message to armour into it, and the text after; `None` for a
+/// payload stored whole (the message to send as it is).
+pub fn stored_pgp_mime_parts(stored: &[u8]) -> Result<Option<[&[u8]; 3]>, MimeError> {
+    let Some(rest) = stored.strip_prefix(STORED_PARTS) else {
+        return Ok(None);
+    };
+    let (head, rest) = length_prefixed(rest)?;
+    let (binary, tail) = length_prefixed(rest)?;
+    Ok(Some([head, binary, tail]))
+}
+
+/// The octets a 4-octet big-endian length names at the start of `bytes`, and the rest.
+fn length_prefixed(bytes: &[u8]) -> Result<(&[u8], &[u8]), MimeError> {
+    let malformed = || MimeError::Malformed("a stored relay payload whose parts do not add up");
+    let (length, rest) = bytes.split_first_chunk::<4>().ok_or_else(malformed)?;
+    let length = usize::try_from(u32::from_be_bytes(*length)).map_err(|_| malformed())?;
+    rest.split_at_checked(length).ok_or_else(malformed)
+}
+
 /// The RFC 3156 §4 envelope around an armoured OpenPGP message: what an external office's
 /// mail server receives. The outer header keeps From, To, Date and Message-ID (so receivers
 /// can de-duplicate a re-sent relay); the subject travels only inside, encrypted.
@@ -675,6 +737,39 @@ Content-Type: text/plain\r\n\r\nHallo\r\n--b\r\nContent-Type: text/html\r\n\r\n\
             .unwrap_err(),
             MimeError::AttachmentName
         );
+    }
+
+    /// A payload stored in parts is the same message once its body is armoured in: a
+    /// Message-ID holding the body's mark does not move the cut, and parts that do not add
+    /// up are refused; a payload stored whole passes as it is.
+    #[test]
+    fn a_payload_stored_in_parts_gives_back_the_whole_message() {
+        let binary: Vec<u8> = (0..300u32).map(|i| (i % 256) as u8).collect();
+        let armored = "-----BEGIN PGP MESSAGE-----\r\n\r\nAAEC\r\n-----END PGP MESSAGE-----\r\n";
+        for id in ["<m3@lemgo.example>", "<BOTE-ENCRYPTED-PART-BODY@x.example>"] {
+            let stored = pgp_mime_stored(
+                &addr("anna@lemgo.example"),
+                &addr("amt@kreis.example"),
+                id,
+                &binary,
+            )
+            .unwrap();
+            let [head, inner, tail] = stored_pgp_mime_parts(&stored).unwrap().unwrap();
+            assert_eq!(inner, &binary[..]);
+            let whole = [head, armored.as_bytes(), tail].concat();
+            let parsed = parse_entity(&whole).unwrap();
+            assert_eq!(parsed.message_id.as_deref(), Some(id));
+            assert_eq!(parsed.end_to_end.as_deref(), Some(armored.as_bytes()));
+            // Cut short anywhere inside the parts: refused, never read past.
+            for cut in [9, 12, 12 + head.len(), stored.len() - tail.len() - 1] {
+                assert!(
+                    stored_pgp_mime_parts(&stored[..cut]).is_err(),
+                    "cut at {cut}"
+                );
+            }
+        }
+        let whole = b"From: a@b.example\r\n\r\nbody\r\n";
+        assert_eq!(stored_pgp_mime_parts(whole).unwrap(), None);
     }
 
     #[test]

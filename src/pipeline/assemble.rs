@@ -372,7 +372,8 @@ impl Assembly {
                     next,
                 ));
             } else {
-                let armored = pgp::encrypt_signed(&r.cert, &signed, true)?;
+                // Stored unarmoured; armoured as it is sent (`mime::pgp_mime_stored`).
+                let binary = pgp::encrypt_signed(&r.cert, &signed, false)?;
                 let outer_id = self
                     .prepared
                     .message_id
@@ -382,7 +383,12 @@ impl Assembly {
                     gateway_id: self.gateway_id.clone(),
                     mailbox_id: r.mailbox.id,
                     recipient: address.to_string(),
-                    payload: mime::pgp_mime(&self.sender.address, address, &outer_id, armored)?,
+                    payload: mime::pgp_mime_stored(
+                        &self.sender.address,
+                        address,
+                        &outer_id,
+                        &binary,
+                    )?,
                     due_at: self.now,
                 });
             }

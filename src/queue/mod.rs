@@ -505,14 +505,15 @@ impl RelayWorker {
         Ok(())
     }
 
-    /// The message of a job this worker holds.
+    /// The message of a job this worker holds, ready to send.
     async fn payload(&self, job: &Claimed) -> Result<Vec<u8>, QueueError> {
         let store = self.gateway.store();
         let job_size = (job.id, job.payload_size);
         let payload = repo::lookup_payload(store, job_size, &self.owner, now_ms()).await?;
-        payload.ok_or(QueueError::Store(StoreError::Conflict(
+        let stored = payload.ok_or(QueueError::Store(StoreError::Conflict(
             "the job's lease was lost before it was sent",
-        )))
+        )))?;
+        outgoing(stored).map_err(|e| QueueError::Job(job.id, e))
     }
 
     /// One SMTP attempt, and whether its session was encrypted (false if none was made).
@@ -739,4 +740,16 @@ pub async fn record_dsn(
         recorded += 1;
     }
     Ok(recorded)
+}
+
+/// A stored payload as it goes out: one stored in parts gets its encrypted body armoured
+/// in (`mime::pgp_mime_stored`); one stored whole (before that format) is sent as it is.
+fn outgoing(stored: Vec<u8>) -> Result<Vec<u8>, String> {
+    let Some([head, binary, tail]) =
+        crate::message::mime::stored_pgp_mime_parts(&stored).map_err(|e| e.to_string())?
+    else {
+        return Ok(stored);
+    };
+    let armored = crate::crypto::message::armor(binary).map_err(|e| e.to_string())?;
+    Ok([head, &armored, tail].concat())
 }
