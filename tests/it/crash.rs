@@ -27,6 +27,9 @@ fn serve(setup: &Setup, submission: u16, metrics: Option<u16>) -> Child {
             format!("127.0.0.1:{submission}"),
         )
         .env("BOTE_SMTP_SUBMISSIONS_LISTEN", "")
+        // A killed gateway cannot remove its PostgreSQL relay's socket directory: in the
+        // setup's directory it goes with the test's.
+        .env("TMPDIR", setup.path())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     let child = cmd.spawn().unwrap();
