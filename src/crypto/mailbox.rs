@@ -66,7 +66,7 @@ pub fn public_bytes(cert: &Cert) -> Result<Vec<u8>, CryptoError> {
 
 /// Encrypts `plaintext` to every certificate in `recipients` (binary OpenPGP message).
 pub fn encrypt(recipients: &[&Cert], plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
-    encrypt_packets(recipients, &literal(plaintext)?, false)
+    encrypt_packets(recipients, &literal(plaintext)?)
 }
 
 /// `plaintext` as one OpenPGP literal data packet.
@@ -81,12 +81,11 @@ pub(super) fn literal(plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
 }
 
 /// Encrypts ready-made OpenPGP packets (a literal packet, or a signed message) to every
-/// certificate in `recipients`, binary or ASCII-armoured. Encrypting serialised packets
+/// certificate in `recipients`, as a binary OpenPGP message. Encrypting serialised packets
 /// lets a message be signed once and encrypted for many recipients.
 pub(super) fn encrypt_packets(
     recipients: &[&Cert],
     packets: &[u8],
-    armored: bool,
 ) -> Result<Vec<u8>, CryptoError> {
     let policy = policy();
     let mut keys = Vec::new();
@@ -141,11 +140,7 @@ pub(super) fn encrypt_packets(
         }
         super::seipd::write_v1(sym, &session_key, packets, &mut out).map_err(err)?;
     }
-    if armored {
-        armor_message(&out)
-    } else {
-        Ok(out)
-    }
+    Ok(out)
 }
 
 /// A fresh session key of `size` bytes from the thread's CSPRNG (rand's ChaCha, seeded
@@ -373,7 +368,7 @@ mod tests {
             literal.finalize().unwrap();
         }
         assert!(packets.len() < 1024 * 1024, "{}", packets.len());
-        let bomb = encrypt_packets(&[&public], &packets, false).unwrap();
+        let bomb = encrypt_packets(&[&public], &packets).unwrap();
         let err = decrypt(&anna, &bomb).unwrap_err().to_string();
         assert!(err.contains("exceeds"), "{err}");
     }

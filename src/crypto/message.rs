@@ -138,13 +138,10 @@ pub fn sign(
     Ok(out)
 }
 
-/// Encrypts a signed message (from [`sign`]) to one recipient; armoured for the wire.
-pub fn encrypt_signed(
-    recipient: &Cert,
-    signed: &[u8],
-    armored: bool,
-) -> Result<Vec<u8>, CryptoError> {
-    mailbox::encrypt_packets(&[recipient], signed, armored)
+/// Encrypts a signed message (from [`sign`]) to one recipient, as a binary OpenPGP message
+/// ([`armor`] makes it ready for the wire).
+pub fn encrypt_signed(recipient: &Cert, signed: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    mailbox::encrypt_packets(&[recipient], signed)
 }
 
 /// ASCII armour for a binary OpenPGP message from [`encrypt_signed`]: what a relayed
@@ -300,8 +297,8 @@ mod tests {
         let plain: [u8; 32] = sha2::Sha256::digest(content.as_bytes()).into();
         assert_eq!(content.sha256(), plain);
         let signed = sign(signer, "lemgo.example", &att, &content).unwrap();
-        let to_anna = encrypt_signed(&anna, &signed, false).unwrap();
-        let to_amt = encrypt_signed(&amt, &signed, true).unwrap();
+        let to_anna = encrypt_signed(&anna, &signed).unwrap();
+        let to_amt = armor(&encrypt_signed(&amt, &signed).unwrap()).unwrap();
         assert!(to_amt.starts_with(b"-----BEGIN PGP MESSAGE-----"));
         let opened = open(
             &anna,

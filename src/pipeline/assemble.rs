@@ -356,7 +356,7 @@ impl Assembly {
                     mailbox_id: r.mailbox.id,
                     folder: "inbox",
                     recipient: address.to_string(),
-                    body: pgp::encrypt_signed(&r.cert, &signed, false)?,
+                    body: pgp::encrypt_signed(&r.cert, &signed)?,
                     created_at: self.now,
                 });
                 let consigned = Details {
@@ -373,7 +373,7 @@ impl Assembly {
                 ));
             } else {
                 // Stored unarmoured; armoured as it is sent (`mime::pgp_mime_stored`).
-                let binary = pgp::encrypt_signed(&r.cert, &signed, false)?;
+                let binary = pgp::encrypt_signed(&r.cert, &signed)?;
                 let outer_id = self
                     .prepared
                     .message_id
@@ -400,7 +400,7 @@ impl Assembly {
                 mailbox_id: mailbox.id,
                 folder: "sent",
                 recipient: mailbox.address.to_string(),
-                body: pgp::encrypt_signed(cert, &signed, false)?,
+                body: pgp::encrypt_signed(cert, &signed)?,
                 created_at: self.now,
             });
         }
