@@ -164,25 +164,37 @@ fn fresh_session_key(size: usize) -> openpgp::crypto::SessionKey {
 ///   reader on the way (docs/decisions.md, tenth round).
 /// - CRLF written here, not converted afterwards: one pass over the payload less.
 pub(super) fn armor_message(binary: &[u8]) -> Result<Vec<u8>, CryptoError> {
-    use base64::Engine as _;
-    const HEAD: &[u8] = b"-----BEGIN PGP MESSAGE-----\r\n\r\n";
-    const TAIL: &[u8] = b"-----END PGP MESSAGE-----\r\n";
-    /// Octets per line: 57 encode to 76 characters.
-    const OCTETS: usize = 57;
-    let lines = binary.len().div_ceil(OCTETS);
-    let mut armored = Vec::with_capacity(HEAD.len() + lines * 78 + TAIL.len());
-    armored.extend_from_slice(HEAD);
-    for chunk in binary.chunks(OCTETS) {
-        let at = armored.len();
-        armored.resize(at + 76, 0);
-        let written = base64::engine::general_purpose::STANDARD
-            .encode_slice(chunk, &mut armored[at..])
-            .map_err(err)?;
-        armored.truncate(at + written);
-        armored.extend_from_slice(b"\r\n");
-    }
-    armored.extend_from_slice(TAIL);
+    let mut armored = Vec::with_capacity(armored_len(binary.len()));
+    armor_message_into(binary, &mut armored)?;
     Ok(armored)
+}
+
+const ARMOR_HEAD: &[u8] = b"-----BEGIN PGP MESSAGE-----\r\n\r\n";
+const ARMOR_TAIL: &[u8] = b"-----END PGP MESSAGE-----\r\n";
+/// Octets per armour line: 57 encode to 76 characters.
+const ARMOR_OCTETS: usize = 57;
+
+/// The length of [`armor_message`]'s output for `binary` octets.
+pub(super) fn armored_len(binary: usize) -> usize {
+    ARMOR_HEAD.len() + binary.div_ceil(ARMOR_OCTETS) * 78 + ARMOR_TAIL.len()
+}
+
+/// [`armor_message`] appended to `out`.
+pub(super) fn armor_message_into(binary: &[u8], out: &mut Vec<u8>) -> Result<(), CryptoError> {
+    use base64::Engine as _;
+    out.reserve(armored_len(binary.len()));
+    out.extend_from_slice(ARMOR_HEAD);
+    for chunk in binary.chunks(ARMOR_OCTETS) {
+        let at = out.len();
+        out.resize(at + 76, 0);
+        let written = base64::engine::general_purpose::STANDARD
+            .encode_slice(chunk, &mut out[at..])
+            .map_err(err)?;
+        out.truncate(at + written);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(ARMOR_TAIL);
+    Ok(())
 }
 
 /// Most plaintext bote decrypts from one message: above the largest message a gateway

@@ -150,6 +150,16 @@ pub fn armor(binary: &[u8]) -> Result<Vec<u8>, CryptoError> {
     mailbox::armor_message(binary)
 }
 
+/// [`armor`] appended to `out`, which needs [`armored_len`] octets more.
+pub fn armor_into(binary: &[u8], out: &mut Vec<u8>) -> Result<(), CryptoError> {
+    mailbox::armor_message_into(binary, out)
+}
+
+/// How long the armour of `binary` octets is.
+pub fn armored_len(binary: usize) -> usize {
+    mailbox::armored_len(binary)
+}
+
 /// A decrypted message and, if the provider signature verified, what it attests.
 #[derive(Debug)]
 pub struct Opened {

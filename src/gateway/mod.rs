@@ -296,6 +296,15 @@ impl Gateway {
         self.pipeline.memory_in_use()
     }
 
+    /// Reserves `bytes` of the memory budget the pipeline's messages in flight share
+    /// ([`crate::pipeline::Pipeline::reserve`]); dropping the room gives it back.
+    pub async fn reserve_memory(
+        &self,
+        bytes: u64,
+    ) -> Result<Vec<crate::pipeline::Reservation>, crate::pipeline::Busy> {
+        self.pipeline.reserve(bytes).await
+    }
+
     /// Sessions, tokens and second factors.
     pub fn auth(&self) -> &Auth {
         &self.auth

@@ -368,6 +368,13 @@ impl Pipeline {
             .await
     }
 
+    /// Reserves `bytes` of the memory budget (clamped to the whole budget), waiting a little
+    /// for room: the relay worker's hold on a message it sends, counted with the messages
+    /// in flight so that intake and relay together stay within `limits.memory_budget`.
+    pub async fn reserve(&self, bytes: u64) -> Result<Vec<Reservation>, Busy> {
+        self.budget.grow(Vec::new(), bytes).await
+    }
+
     /// Grows the room `held` for content still arriving from `client` (SMTP DATA) to
     /// `bytes`, within the client's share; pass it on in [`Submission::reserved`], which the
     /// submission grows to its footprint.

@@ -25,6 +25,10 @@ use lettre::transport::smtp::response::Response;
 
 use crate::accounts::{Relay, RelayTls};
 
+/// The most [`send`] appends to a content to end its DATA: a line break and the
+/// end-of-data line. Room left for it spares a copy of the content.
+pub(super) const END_OF_DATA: &str = "\r\n.\r\n";
+
 /// An idle session older than this is tested (NOOP) before it is used again.
 const STALE: Duration = Duration::from_secs(5);
 
@@ -120,9 +124,9 @@ impl Sessions {
 /// answer. Content or addresses beyond ASCII go through lettre's `send`, which negotiates
 /// 8BITMIME and SMTPUTF8.
 ///
-/// The payload is taken, and dropped once its stuffed copy is made: lettre copies the
-/// content once more as it sends it, and a message near the size limit is held twice,
-/// not three times.
+/// The payload is taken and becomes the DATA text in place when no line starts with a
+/// dot (a relay payload has none): lettre copies it once more as it sends it, so a
+/// message is held twice at most (`queue::RELAY_FOOTPRINT`).
 pub(super) async fn send(
     session: &mut Session,
     envelope: &Envelope,
@@ -131,14 +135,12 @@ pub(super) async fn send(
     let ascii = |a: &lettre::Address| AsRef::<str>::as_ref(a).is_ascii();
     let ascii_addresses = envelope.from().into_iter().all(ascii) && envelope.to().iter().all(ascii);
     let smtp = &mut session.smtp;
-    let Some(text) = std::str::from_utf8(&payload)
-        .ok()
-        .filter(|t| t.is_ascii() && ascii_addresses)
-    else {
-        return smtp.send(envelope, &payload).await;
+    let text = match String::from_utf8(payload) {
+        Ok(text) if text.is_ascii() && ascii_addresses => text,
+        Ok(text) => return smtp.send(envelope, text.as_bytes()).await,
+        Err(e) => return smtp.send(envelope, e.as_bytes()).await,
     };
     let data = dot_stuffed(text);
-    drop(payload);
     let mail = Mail::new(envelope.from().cloned(), Vec::new());
     let rcpts = envelope
         .to()
@@ -176,9 +178,21 @@ pub(super) async fn send(
 
 /// The content as DATA carries it (RFC 5321 §4.5.2): a `.` doubled at the start of every
 /// line, then the end-of-data line (after a line break of its own if the content does
-/// not end with one).
-fn dot_stuffed(text: &str) -> String {
-    // Room for the end-of-data line and a few doubled dots; relay payloads have none.
+/// not end with one). Without a line to stuff, the text is extended in place.
+fn dot_stuffed(mut text: String) -> String {
+    if text.starts_with('.') || memchr::memmem::find(text.as_bytes(), b"\r\n.").is_some() {
+        text = stuff_lines(&text);
+    }
+    if !(text.is_empty() || text.ends_with("\r\n")) {
+        text.push_str("\r\n");
+    }
+    text.push_str(".\r\n");
+    text
+}
+
+/// `text` with a `.` doubled at the start of every line.
+fn stuff_lines(text: &str) -> String {
+    // Room for a few doubled dots and the end-of-data line.
     let mut out = String::with_capacity(text.len() + 64);
     if text.starts_with('.') {
         out.push('.');
@@ -191,10 +205,6 @@ fn dot_stuffed(text: &str) -> String {
         from = at + 2;
     }
     out.push_str(&text[from..]);
-    if !(text.is_empty() || text.ends_with("\r\n")) {
-        out.push_str("\r\n");
-    }
-    out.push_str(".\r\n");
     out
 }
 
@@ -432,7 +442,7 @@ mod tests {
             "Subject: x\r\n\r\nbody\r\n",
         ];
         for case in cases {
-            let data = dot_stuffed(case);
+            let data = dot_stuffed(case.to_owned());
             assert!(data.ends_with("\r\n.\r\n") || data == ".\r\n", "{case:?}");
             let mut expected = case.to_owned();
             if !(case.is_empty() || case.ends_with("\r\n")) {
@@ -448,9 +458,9 @@ mod tests {
 
     #[test]
     fn no_line_of_the_content_ends_the_data_early() {
-        let data = dot_stuffed("one\r\n.\r\ntwo\r\n");
+        let data = dot_stuffed("one\r\n.\r\ntwo\r\n".to_owned());
         assert_eq!(data, "one\r\n..\r\ntwo\r\n.\r\n");
         // A bare LF before a dot is not a line break; nothing to stuff.
-        assert_eq!(dot_stuffed("a\n.b\r\n"), "a\n.b\r\n.\r\n");
+        assert_eq!(dot_stuffed("a\n.b\r\n".to_owned()), "a\n.b\r\n.\r\n");
     }
 }

@@ -31,6 +31,7 @@ use crate::evidence::{
 use crate::gateway::Gateway;
 use crate::store::StoreError;
 use crate::store::queue::{self as repo, Claimed};
+use connections::END_OF_DATA;
 
 /// How often the queue is looked at when idle.
 const POLL: Duration = Duration::from_millis(200);
@@ -49,6 +50,11 @@ pub(crate) const SMTP_TIMEOUT: Duration = Duration::from_secs(60);
 /// send it again once the lease runs out.
 const OUTCOME_TRIES: u32 = 5;
 const OUTCOME_RETRY: Duration = Duration::from_millis(200);
+/// What sending a payload holds at its peak, per stored octet: the stored payload and the
+/// text made from it (its armour is 4/3 of the binary), then that text and lettre's copy
+/// of it. Reserved in the memory budget the intake shares, so 32 sessions relaying 20 MiB
+/// messages wait for room instead of holding 2 GB beside it.
+pub const RELAY_FOOTPRINT: u64 = 3;
 
 /// Why a job's outcome could not be recorded.
 #[derive(Debug, thiserror::Error)]
@@ -393,6 +399,13 @@ impl RelayWorker {
             };
             let Ok(_session) = session else {
                 return Err(QueueError::Job(job.id, "the worker stopped".into()));
+            };
+            let footprint = u64::try_from(job.payload_size)
+                .unwrap_or(0)
+                .saturating_mul(RELAY_FOOTPRINT);
+            let Ok(_room) = self.gateway.reserve_memory(footprint).await else {
+                tracing::warn!(job = job.id, "memory budget in use; job handed back");
+                return self.give_back(&[job.id]).await;
             };
             match self.payload(&job).await {
                 Ok(payload) => self.send(&relay, &job, payload).await,
@@ -744,12 +757,18 @@ pub async fn record_dsn(
 
 /// A stored payload as it goes out: one stored in parts gets its encrypted body armoured
 /// in (`mime::pgp_mime_stored`); one stored whole (before that format) is sent as it is.
+/// The text is made in one buffer with room for the end-of-data line, which
+/// `connections::send` appends in place.
 fn outgoing(stored: Vec<u8>) -> Result<Vec<u8>, String> {
     let Some([head, binary, tail]) =
         crate::message::mime::stored_pgp_mime_parts(&stored).map_err(|e| e.to_string())?
     else {
         return Ok(stored);
     };
-    let armored = crate::crypto::message::armor(binary).map_err(|e| e.to_string())?;
-    Ok([head, &armored, tail].concat())
+    let armored = crate::crypto::message::armored_len(binary.len());
+    let mut text = Vec::with_capacity(head.len() + armored + tail.len() + END_OF_DATA.len());
+    text.extend_from_slice(head);
+    crate::crypto::message::armor_into(binary, &mut text).map_err(|e| e.to_string())?;
+    text.extend_from_slice(tail);
+    Ok(text)
 }

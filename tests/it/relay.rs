@@ -145,6 +145,46 @@ async fn a_temporary_failure_is_retried_and_then_delivered() {
     assert!(envelope.contains("amt@kreis.example"));
 }
 
+/// The relay worker holds the message it sends within the memory budget that the intake
+/// uses: while other messages in flight fill the budget, the claimed job waits unsent;
+/// once they are committed (their room given back) it goes out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_waits_for_room_in_the_memory_budget() {
+    const BUDGET: u64 = 1024 * 1024;
+    let c = cast_with(|config| config.limits.memory_budget = BUDGET).await;
+    let sink = Sink::start("accept");
+    let id = queue_relay(&c, sink.port, office_cert()).await;
+    let in_flight = c.api.core.reserve_memory(BUDGET).await.unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let worker = tokio::spawn(bote::queue::RelayWorker::new(c.api.core.clone()).run(stop.clone()));
+    let state = || async {
+        let mut conn = c.api.gw.store.pool().acquire().await.unwrap();
+        let jobs = bote::store::messages::jobs_of(&mut conn, &id)
+            .await
+            .unwrap();
+        jobs[0].state.clone()
+    };
+    for _ in 0..200 {
+        if state().await == "running" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(state().await, "running", "the job was not claimed");
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    assert!(
+        !sink.dir.path().join("mail/1.eml").exists(),
+        "relayed while the memory budget was full"
+    );
+    assert_eq!(state().await, "running");
+    drop(in_flight);
+    let (wire, _) = sink.first().await;
+    assert!(wire.contains("multipart/encrypted"), "{wire}");
+    wait_for(&c, &id, Event::RelayToNonERDS).await;
+    assert_eq!(c.api.core.memory_in_use(), 0, "the relay kept its room");
+    stop_worker(&stop, worker).await;
+}
+
 crate::on_both_backends!(
     jobs_waiting_for_a_session_go_back_to_the_queue_at_shutdown,
     super::unsent_go_back
