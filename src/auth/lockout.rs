@@ -23,6 +23,8 @@ use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
+use crate::turns::{Turn, Turns};
+
 /// Entries per table.
 const CAPACITY: usize = 100_000;
 /// A count is forgotten this long after its last failure.
@@ -134,6 +136,7 @@ struct Tables {
 #[derive(Debug, Clone)]
 pub struct Lockout {
     tables: Arc<Mutex<Tables>>,
+    turns: Arc<Turns>,
 }
 
 impl Default for Lockout {
@@ -144,19 +147,46 @@ impl Default for Lockout {
                 client: Table::new(CLIENT),
                 account: Table::new(ACCOUNT),
             })),
+            turns: Arc::default(),
         }
     }
+}
+
+/// The turn of one attempt ([`Lockout::turn`]): held from the check of the wait to the
+/// count of the outcome.
+#[derive(Debug)]
+pub struct AttemptTurn<'a> {
+    _account: Turn<'a>,
+    _client: Turn<'a>,
 }
 
 /// The address failures are counted under: an unknown client (in-process callers) is one
 /// address of its own.
 fn client_key(client: Option<IpAddr>) -> IpAddr {
-    client.map_or(IpAddr::from([0, 0, 0, 0]), crate::gateway::network)
+    client.map_or(IpAddr::from([0, 0, 0, 0]), crate::client::network)
 }
 
 impl Lockout {
     fn tables(&self) -> std::sync::MutexGuard<'_, Tables> {
         self.tables.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits until no other attempt on `account`, and none from `client`'s network, is
+    /// between its check and its count. Without it, guesses sent at once would all pass
+    /// [`Lockout::wait_secs`] before the first failure was counted: hundreds of guesses
+    /// where five are free. Attempts wait in turn, they are not refused; each then sees
+    /// the failures of those before it. Always the account first, then the client: one
+    /// order, no deadlock.
+    pub async fn turn(&self, account: &str, client: Option<IpAddr>) -> AttemptTurn<'_> {
+        let account_turn = self.turns.turn(format!("account:{account}")).await;
+        let client_turn = self
+            .turns
+            .turn(format!("client:{}", client_key(client)))
+            .await;
+        AttemptTurn {
+            _account: account_turn,
+            _client: client_turn,
+        }
     }
 
     /// Seconds `account` must wait before trying again from `client` (0: try now).

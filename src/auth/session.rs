@@ -69,12 +69,14 @@ impl Auth {
         pw: &str,
         client: Option<IpAddr>,
     ) -> Result<LoggedIn, AuthError> {
-        let now = now_ms();
         // Only well-formed addresses are tracked: the key is short and bounded.
         let Ok(address) = EmailAddress::parse(email) else {
             return Err(AuthError::BadCredentials);
         };
         let key = address.key();
+        let _turn = self.lockout.turn(&key, client).await;
+        // After the turn: the failures counted meanwhile are later than an earlier `now`.
+        let now = now_ms();
         let mut wait = self.lockout.wait_secs(&key, client, now);
         if wait > 0 {
             // An operator may have lifted the throttle since (another process: the CLI).
@@ -213,11 +215,13 @@ impl Auth {
         client: Option<IpAddr>,
     ) -> Result<(), AuthError> {
         use crate::accounts::service::AccountError;
-        let now = now_ms();
         let Ok(address) = EmailAddress::parse(email) else {
             return Err(AuthError::BadCredentials);
         };
         let key = address.key();
+        let _turn = self.lockout.turn(&key, client).await;
+        // After the turn: the failures counted meanwhile are later than an earlier `now`.
+        let now = now_ms();
         let wait = self.lockout.wait_secs(&key, client, now);
         if wait > 0 {
             tracing::info!(account = %pseudonym(&key), client = ?client, wait, "recovery throttled");

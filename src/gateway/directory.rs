@@ -52,25 +52,13 @@ impl LookupLimiter {
         if self.limiter.len() > TRACKED {
             self.limiter.retain_recent();
         }
-        let key = client.map_or(IpAddr::from([0, 0, 0, 0]), network);
+        let key = client.map_or(IpAddr::from([0, 0, 0, 0]), crate::client::network);
         self.limiter.check_key(&key).map_err(|not_until| {
             let wait = not_until.wait_time_from(governor::clock::Clock::now(
                 &governor::clock::DefaultClock::default(),
             ));
             wait.as_secs().max(1)
         })
-    }
-}
-
-/// The key a client is counted under: an IPv4 address, or an IPv6 /64 (one subscriber).
-pub fn network(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => {
-            let mut octets = v6.octets();
-            octets[8..].fill(0);
-            IpAddr::from(octets)
-        }
     }
 }
 

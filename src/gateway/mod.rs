@@ -18,7 +18,6 @@ mod proofs;
 mod read;
 mod send;
 
-pub use directory::network;
 pub use proofs::SEARCH_PAGE;
 pub use read::{FOLDER_PAGE, FOLDERS, TIMELINE_PAGE};
 

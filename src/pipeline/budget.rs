@@ -223,7 +223,8 @@ impl MemoryBudget {
         held: Vec<Reservation>,
         bytes: u64,
     ) -> Result<Vec<Reservation>, Busy> {
-        self.grow_for(Some(share_key(client)), held, bytes).await
+        self.grow_for(Some(crate::client::network(client)), held, bytes)
+            .await
     }
 
     async fn grow_for(
@@ -262,18 +263,6 @@ impl MemoryBudget {
             .wait_until(|| inner.try_take(wanted, holder(0)))
             .await?;
         Ok(vec![whole])
-    }
-}
-
-/// The client a share belongs to: an IPv4 address, or an IPv6 /64 (one host can use a
-/// whole /64 as easily as one address).
-fn share_key(ip: IpAddr) -> IpAddr {
-    match ip.to_canonical() {
-        IpAddr::V6(v6) => {
-            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
-            IpAddr::V6(prefix.into())
-        }
-        v4 => v4,
     }
 }
 

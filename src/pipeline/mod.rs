@@ -26,12 +26,13 @@ use std::sync::Arc;
 
 use sequoia_openpgp::Cert;
 
+use crate::turns::Turns;
 use assemble::{Assembly, ContentLimits, attestation, evidence_sender, prepare};
 use batcher::{Batcher, Rows};
 use budget::MemoryBudget;
 pub use budget::{Busy, Reservation};
 pub use open::{OpenError, OpenedMessage, Summary};
-use policy::{CheckError, Turns, parse_recipients, quota_limited};
+use policy::{CheckError, parse_recipients, quota_limited};
 pub use receipts::Receipt;
 pub use recipients::{Recipient, resolve};
 

@@ -2,8 +2,6 @@
 //! recipient registered, the options, the citizen quota or the office rate. A refusal of a complete,
 //! authenticated submission is recorded as SubmissionRejection before the sender hears of it.
 
-use std::sync::Arc;
-
 use super::assemble::Prepared;
 use super::rate::Rates;
 use super::recipients::{Recipient, resolve};
@@ -255,55 +253,6 @@ fn is_gateway_form(id: &str, domains: &[crate::address::DomainName]) -> bool {
 /// Citizens at level `normal` have a daily quota (spec §2).
 pub(super) fn quota_limited(from: &Submitter) -> bool {
     from.mailbox.kind == MailboxKind::Citizen && from.auth_level != AuthLevel::High
-}
-
-/// One lock per key (a quota-limited sender; a sender's Message-ID), held from the check to
-/// the commit. Entries live only while someone holds or waits for them.
-#[derive(Debug, Default)]
-pub(super) struct Turns {
-    locks: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-}
-
-/// A held turn; dropping it lets the sender's next submission through.
-pub(super) struct Turn<'a> {
-    turns: &'a Turns,
-    key: String,
-    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
-}
-
-impl Turns {
-    pub(super) async fn turn(&self, key: String) -> Turn<'_> {
-        let lock = self
-            .locks
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .entry(key.clone())
-            .or_default()
-            .clone();
-        Turn {
-            turns: self,
-            key,
-            guard: Some(lock.lock_owned().await),
-        }
-    }
-}
-
-impl Drop for Turn<'_> {
-    fn drop(&mut self) {
-        drop(self.guard.take());
-        let mut locks = self
-            .turns
-            .locks
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        // Nobody else holds or waits for it: the map's own reference is the last one.
-        if locks
-            .get(&self.key)
-            .is_some_and(|l| Arc::strong_count(l) == 1)
-        {
-            locks.remove(&self.key);
-        }
-    }
 }
 
 pub(super) struct Rejection {

@@ -70,7 +70,8 @@ pub struct Slot {
 }
 
 impl ConnectionLimits {
-    /// At most `max` connections per client address (`smtp.max_connections_per_client`).
+    /// At most `max` connections per client (`smtp.max_connections_per_client`): an IPv4
+    /// address or an IPv6 /64 ([`crate::client::network`]).
     pub fn new(max: u32) -> Self {
         Self {
             open: Arc::default(),
@@ -80,6 +81,7 @@ impl ConnectionLimits {
 
     /// A slot for `ip`, unless it has the maximum open already.
     pub fn take(&self, ip: IpAddr) -> Option<Slot> {
+        let ip = crate::client::network(ip);
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         let n = open.entry(ip).or_default();
         if *n >= self.max {
@@ -133,6 +135,9 @@ pub async fn accept_loop(
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, "TCP_NODELAY not set");
         }
+        // An IPv4 client of a dual-stack listener as IPv4 (not `::ffff:a.b.c.d`): trusted
+        // networks, limits and lockouts are written and counted in IPv4.
+        let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
         let Some(slot) = limits.take(peer.ip()) else {
             metrics::counter!("bote_smtp_refused_connections_total").increment(1);
             tracker.spawn(refuse(stream));
@@ -446,15 +451,30 @@ struct Intake {
     message: Vec<u8>,
     problem: Option<Reply>,
     max: u64,
+    /// Whether the previous line ended in CRLF: only then does `.` CRLF end the data
+    /// (RFC 5321 §4.1.1.4, CRLF `.` CRLF). A `.` CRLF after a bare LF is content of a
+    /// message refused for that LF; taken as the end, it would let the bytes after it be
+    /// read as commands, a message smuggled inside another (SMTP smuggling).
+    after_crlf: bool,
 }
 
 impl Intake {
+    fn new(capacity: usize, max: u64) -> Self {
+        Self {
+            message: Vec::with_capacity(capacity),
+            problem: None,
+            max,
+            after_crlf: true,
+        }
+    }
+
     /// The content of one complete line (LF included), or `None` for the end-of-data line.
     fn content<'a>(&mut self, line: &'a [u8]) -> Option<&'a [u8]> {
-        if line == b".\r\n" {
+        if line == b".\r\n" && self.after_crlf {
             return None;
         }
-        let bare = !line.ends_with(b"\r\n") || line[..line.len() - 2].contains(&b'\r');
+        self.after_crlf = line.ends_with(b"\r\n");
+        let bare = !self.after_crlf || line[..line.len() - 2].contains(&b'\r');
         if bare {
             self.refuse(Reply::new(
                 550,
@@ -477,7 +497,9 @@ impl Intake {
         Some(content)
     }
 
-    fn too_long(&mut self) {
+    /// Refuses the message for a line over the limit (which ended in CRLF or not).
+    fn too_long(&mut self, crlf: bool) {
+        self.after_crlf = crlf;
         self.refuse(Reply::new(
             500,
             "5.5.2",
@@ -514,15 +536,13 @@ async fn read_data(
 ) -> std::io::Result<Data> {
     // The buffer is as large as the room reserved for it, no larger (a doubling Vec could
     // hold twice what the budget counts).
-    let mut intake = Intake {
-        message: Vec::with_capacity(usize::try_from(room.bytes).unwrap_or(0)),
-        problem: None,
-        max,
-    };
+    let mut intake = Intake::new(usize::try_from(room.bytes).unwrap_or(0), max);
     // The start of a line the read buffer ended in, at most a line's limit.
     let mut partial: Vec<u8> = Vec::new();
     // Octets of an overlong line read so far (0: none); beyond a megabyte, give up on them.
     let mut overlong = 0usize;
+    // The last octet of the overlong line read so far.
+    let mut overlong_last: Option<u8> = None;
     loop {
         let chunk = fill_buf(conn).await?;
         if chunk.is_empty() {
@@ -534,9 +554,13 @@ async fn read_data(
             let piece = &chunk[used..used + at + 1];
             used += at + 1;
             if overlong > 0 || partial.len() + piece.len() > MAX_TEXT_LINE {
+                // The CR of the line's CRLF may have come with the previous read.
+                let cr_before = partial.last().or(overlong_last.as_ref()) == Some(&b'\r');
+                let crlf = piece.ends_with(b"\r\n") || (piece == b"\n" && cr_before);
                 overlong = 0;
+                overlong_last = None;
                 partial.clear();
-                intake.too_long();
+                intake.too_long(crlf);
                 continue;
             }
             let line: &[u8] = if partial.is_empty() {
@@ -574,6 +598,7 @@ async fn read_data(
             let rest = &chunk[used..];
             if overlong > 0 || partial.len() + rest.len() > MAX_TEXT_LINE {
                 overlong = overlong.max(partial.len()) + rest.len();
+                overlong_last = rest.last().or(partial.last()).copied().or(overlong_last);
                 partial.clear();
                 if overlong > 1 << 20 {
                     return Ok(Data::Eof);
@@ -605,5 +630,75 @@ fn consume(conn: &mut Conn, used: usize) {
     match conn {
         Conn::Plain(r) => r.consume(used),
         Conn::Tls(r) => r.consume(used),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What DATA yields line by line: `Some(content)` or `None` for the end of the data.
+    fn lines(intake: &mut Intake, data: &[&[u8]]) -> Vec<Option<Vec<u8>>> {
+        data.iter()
+            .map(|line| intake.content(line).map(<[u8]>::to_vec))
+            .collect()
+    }
+
+    #[test]
+    fn only_crlf_dot_crlf_ends_the_data() {
+        let mut intake = Intake::new(0, 1 << 20);
+        let smuggled: &[&[u8]] = &[
+            b"carrier\n",
+            b".\r\n",
+            b"MAIL FROM:<other@kreis.example>\r\n",
+            b".\r\n",
+        ];
+        let seen = lines(&mut intake, smuggled);
+        assert!(seen[1].is_some(), "a dot after a bare LF ended the data");
+        assert_eq!(seen[3], None, "CRLF . CRLF did not end the data");
+        assert_eq!(
+            intake.problem.map(|r| r.to_wire()),
+            Some(
+                Reply::new(
+                    550,
+                    "5.6.2",
+                    "bare LF or CR in the message: lines end in CRLF"
+                )
+                .to_wire()
+            )
+        );
+
+        let mut intake = Intake::new(0, 1 << 20);
+        let seen = lines(&mut intake, &[b".\r\n"]);
+        assert_eq!(seen, vec![None], "an empty message ends at its first line");
+        let mut intake = Intake::new(0, 1 << 20);
+        intake.too_long(false);
+        assert!(lines(&mut intake, &[b".\r\n"])[0].is_some());
+        intake.too_long(true);
+        assert_eq!(lines(&mut intake, &[b".\r\n"]), vec![None]);
+    }
+
+    #[test]
+    fn connections_are_counted_per_client_network() {
+        let limits = ConnectionLimits::new(2);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let _a = limits.take(ip("2001:db8:1:2::1")).unwrap();
+        let _b = limits.take(ip("2001:db8:1:2::2")).unwrap();
+        assert!(
+            limits.take(ip("2001:db8:1:2::3")).is_none(),
+            "one /64, one client"
+        );
+        assert!(limits.take(ip("2001:db8:1:3::1")).is_some());
+        let v4 = limits.take(ip("::ffff:192.0.2.1")).unwrap();
+        let _c = limits.take(ip("192.0.2.1")).unwrap();
+        assert!(
+            limits.take(ip("192.0.2.1")).is_none(),
+            "mapped and plain IPv4 are one"
+        );
+        drop(v4);
+        assert!(
+            limits.take(ip("192.0.2.1")).is_some(),
+            "a closed connection frees its slot"
+        );
     }
 }

@@ -403,6 +403,7 @@ impl Session {
                 .map_or_else(|_| user.to_lowercase(), EmailAddress::key)
         );
         let lockout = gateway.auth().lockout();
+        let _turn = lockout.turn(&account, Some(self.peer)).await;
         let now = crate::clock::now_ms();
         let wait = lockout.wait_secs(&account, Some(self.peer), now);
         if wait > 0 {

@@ -65,7 +65,7 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
             parts
                 .extensions
                 .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| c.0.ip()),
+                .map(|c| c.0.ip().to_canonical()),
         ))
     }
 }

@@ -312,6 +312,29 @@ on_both_backends!(
     super::read_tokens_die_with_their_creators_access
 );
 
+/// Guesses sent at once are counted like guesses sent one after the other: five are free,
+/// the rest wait, however many arrive before the first refusal is counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_guesses_do_not_outrun_the_throttle() {
+    let Cast { api, .. } = cast(Gateway::new(bote::store::Backend::Sqlite).await).await;
+    let guess = json!({ "email": "anna@lemgo.example", "password": "wrong password!!" });
+    let guesses = (0..20).map(|_| api.call("POST", "/api/v1/session", None, Some(guess.clone())));
+    let statuses: Vec<StatusCode> = futures_util::future::join_all(guesses)
+        .await
+        .iter()
+        .map(|r| r.status)
+        .collect();
+    let checked = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::UNAUTHORIZED)
+        .count();
+    let throttled = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert_eq!((checked, throttled), (5, 15), "{statuses:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operators_enable_users_and_lift_the_throttle() {
     let Cast { api, .. } = cast(Gateway::new(bote::store::Backend::Sqlite).await).await;

@@ -365,6 +365,13 @@ async fn every_refusal_has_its_code_and_stores_nothing() {
             "550 5.6.2",
         ),
         (
+            "a message smuggled behind LF . CRLF",
+            format!(
+                "{authed}MAIL FROM:<{OFFICE}>\nRCPT TO:<{ANNA}>\nDATA\n~From: {OFFICE}\\r\\nTo: {ANNA}\\r\\n\\r\\ncarrier\\n.\\r\\nMAIL FROM:<{OFFICE}>\\r\\nRCPT TO:<{ANNA}>\\r\\nDATA\\r\\nFrom: {OFFICE}\\r\\nTo: {ANNA}\\r\\n\\r\\nsmuggled\\r\\n\n.\nQUIT\n"
+            ),
+            "550 5.6.2",
+        ),
+        (
             "a NUL in the message",
             format!(
                 "{authed}MAIL FROM:<{OFFICE}>\nRCPT TO:<{ANNA}>\nDATA\n~From: {OFFICE}\n~\n~nul\\0byte\n.\nQUIT\n"
@@ -657,9 +664,19 @@ pub(crate) async fn mx(core: bote::gateway::Gateway, stop: &CancellationToken) -
 
 /// A listener of `kind` on a free port, serving `core` until `stop`.
 async fn listen(core: bote::gateway::Gateway, stop: &CancellationToken, kind: Port) -> u16 {
+    listen_at(core, stop, kind, "127.0.0.1:0").await
+}
+
+/// [`listen`] on a free port of `bind` (`[::]:0`: dual stack, as in production).
+async fn listen_at(
+    core: bote::gateway::Gateway,
+    stop: &CancellationToken,
+    kind: Port,
+    bind: &str,
+) -> u16 {
     let config = core.config().clone();
     let cert = Arc::new(bote::tls::ServerCert::load(&config.tls).unwrap());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = tokio::net::TcpListener::bind(bind).await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let acceptor = TlsAcceptor::from(bote::tls::server_config_with_client_certs(cert).unwrap());
     let tracker = TaskTracker::new();
@@ -672,6 +689,25 @@ async fn listen(core: bote::gateway::Gateway, stop: &CancellationToken, kind: Po
         tracker.clone(),
     ));
     port
+}
+
+/// On a dual-stack listener (`[::]`, as deploy/bote.production.toml binds) an IPv4 office
+/// server connects as `::ffff:127.0.0.1`; it is still in the IPv4 trusted network.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ipv4_office_server_is_trusted_on_a_dual_stack_listener() {
+    let s = Smtp::start().await;
+    let home = tempfile::tempdir().unwrap();
+    add_external_office(&s, home.path(), "Kreisverwaltung", "amt@kreis.example");
+    let core = s.core_with(|c| c.smtp.trusted_networks = vec!["127.0.0.0/8".parse().unwrap()]);
+    let port = listen_at(core, &s.stop, Port::Mx, "[::]:0").await;
+    let script = format!("EHLO x\nMAIL FROM:<amt@kreis.example>\nRCPT TO:<{ANNA}>\nQUIT\n");
+    let ca = s.ca.clone();
+    let out =
+        tokio::task::spawn_blocking(move || raw_from("127.0.0.1", port, "plain", &ca, &script))
+            .await
+            .unwrap();
+    assert!(out.contains("250 2.1.5 recipient ok"), "{out}");
+    assert!(!replied(&out, "550"), "{out}");
 }
 
 /// Whether the server sent a reply with this code: a line that starts with it, so a
