@@ -302,6 +302,9 @@ async fn connection(
                     }
                     Ok(Ok(Data::Eof)) => return Ok(()),
                 };
+                // What a refused message held goes back before the reply is written: a
+                // client that stops reading must not keep it.
+                drop(room);
                 record_reply(&reply);
                 write(&mut conn, &reply).await?;
             }
@@ -321,10 +324,10 @@ async fn start_tls(conn: Conn, ready: &Reply, tls: &TlsAcceptor) -> std::io::Res
     };
     if !reader.buffer().is_empty() {
         let refusal = Reply::new(554, "5.5.0", "commands pipelined after STARTTLS, closing");
-        reader.get_mut().write_all(&refusal.to_wire()).await?;
+        write_flush(reader.get_mut(), &refusal.to_wire()).await?;
         return Err(std::io::Error::other("pipelined data after STARTTLS"));
     }
-    reader.get_mut().write_all(&ready.to_wire()).await?;
+    write_flush(reader.get_mut(), &ready.to_wire()).await?;
     let stream = reader.into_inner();
     let tls_stream = tokio::time::timeout(COMMAND_TIMEOUT, tls.accept(stream)).await??;
     Ok(Conn::Tls(Box::new(BufReader::new(tls_stream))))
@@ -348,9 +351,17 @@ async fn write(conn: &mut Conn, reply: &Reply) -> std::io::Result<()> {
     }
 }
 
+/// Writes and flushes within [`COMMAND_TIMEOUT`]: a client that pipelines commands and
+/// never reads the replies fills the socket's buffers, and without a limit the session
+/// (its connection slot, its task) would wait on it for ever.
 async fn write_flush<W: AsyncWrite + Unpin>(w: &mut W, bytes: &[u8]) -> std::io::Result<()> {
-    w.write_all(bytes).await?;
-    w.flush().await
+    let written = async {
+        w.write_all(bytes).await?;
+        w.flush().await
+    };
+    tokio::time::timeout(COMMAND_TIMEOUT, written)
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "client not reading"))?
 }
 
 enum Line {
@@ -676,6 +687,16 @@ mod tests {
         assert!(lines(&mut intake, &[b".\r\n"])[0].is_some());
         intake.too_long(true);
         assert_eq!(lines(&mut intake, &[b".\r\n"]), vec![None]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_does_not_read_its_replies_is_given_up() {
+        let (mut server, _client) = tokio::io::duplex(64);
+        let written = write_flush(&mut server, &[b'x'; 1024]).await;
+        assert_eq!(
+            written.map_err(|e| e.kind()),
+            Err(std::io::ErrorKind::TimedOut)
+        );
     }
 
     #[test]

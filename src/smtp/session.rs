@@ -14,7 +14,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use smtp_proto::{AUTH_LOGIN, AUTH_PLAIN, Request};
 
 use super::reply::{Reply, for_failure};
-use crate::accounts::credential::Credential;
+use crate::accounts::credential::{Credential, Kind};
 use crate::accounts::{AuthLevel, MailboxKind};
 use crate::address::EmailAddress;
 use crate::auth::ClientCert;
@@ -188,6 +188,8 @@ impl Session {
 
     fn reset(&mut self) {
         self.mail_from = false;
+        // A later transaction without SIZE must not wait for this one's declared size.
+        self.declared_size = 0;
         self.bounce = None;
         self.recipients.clear();
         self.resolved.clear();
@@ -463,7 +465,10 @@ impl Session {
     ) -> Result<Submitter, AuthRefusal> {
         let address =
             address.map_err(|_| AuthRefusal::Invalid("the user name is the mailbox address"))?;
+        // Mailbox tokens only (`bote token create`, spec §3): a web session's token is
+        // not a password for SMTP, whatever level its login reached.
         let credential = Credential::parse(password.trim())
+            .filter(|c| c.kind() == Kind::MailboxToken)
             .ok_or(AuthRefusal::Invalid("invalid credentials"))?;
         let caller = gateway
             .auth()
@@ -583,13 +588,15 @@ impl Session {
         if client == MxClient::Unknown {
             return (unregistered(), Next::Command);
         }
+        // Before the sender is looked up and taken: a refused MAIL must not change the
+        // sender of the transaction already open.
+        if self.mail_from {
+            return (
+                Reply::new(503, "5.5.1", "nested MAIL command"),
+                Next::Command,
+            );
+        }
         if from.is_empty() {
-            if self.mail_from {
-                return (
-                    Reply::new(503, "5.5.1", "nested MAIL command"),
-                    Next::Command,
-                );
-            }
             self.bounce = Some(client);
             self.mail_from = true;
             return (Reply::new(250, "2.1.0", "null sender ok"), Next::Command);

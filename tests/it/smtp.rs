@@ -299,7 +299,17 @@ async fn every_refusal_has_its_code_and_stores_nothing() {
     let b64 = |t: &str| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, t);
     let plain = b64(&format!("\0{OFFICE}\0{token}"));
     let authed = format!("EHLO x\n<TLS>\nEHLO x\nAUTH PLAIN {plain}\n");
+    // A member's web session: a credential, but not one for SMTP.
+    let session = s.cast.api.login("bernd@lemgo.example").await;
     let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "a web session's token",
+            format!(
+                "EHLO x\n<TLS>\nEHLO x\nAUTH PLAIN {}\nQUIT\n",
+                b64(&format!("\0{OFFICE}\0{session}"))
+            ),
+            "535 5.7.8",
+        ),
         (
             "AUTH before STARTTLS",
             format!("EHLO x\nAUTH PLAIN {plain}\nQUIT\n"),
