@@ -122,7 +122,7 @@ async fn setup(url: Option<&str>, messages: u64) -> Bench {
         .login("anna@bench.example", "a long enough password", None)
         .await
         .unwrap();
-    let cookie = format!("bote_session={}", session.credential.expose());
+    let cookie = format!("__Host-bote_session={}", session.credential.expose());
     let app = bote::web::router(gateway.clone());
     Bench {
         _parts: parts,

@@ -73,6 +73,11 @@ impl Auth {
         let Ok(address) = EmailAddress::parse(email) else {
             return Err(AuthError::BadCredentials);
         };
+        // No password is longer (`accounts::password`): a longer one is wrong without
+        // hashing megabytes. The answer does not depend on the account.
+        if pw.len() > crate::accounts::password::MAX_LEN {
+            return Err(AuthError::BadCredentials);
+        }
         let key = address.key();
         let _turn = self.lockout.turn(&key, client).await;
         // After the turn: the failures counted meanwhile are later than an earlier `now`.

@@ -55,6 +55,12 @@ impl View {
     }
 }
 
+/// A send-only token: it sees the sender's side of what its mailbox sent, never what the
+/// mailbox received (not even the evidence of it: the sender, attachment names, digests).
+fn send_only(access: &Access) -> bool {
+    matches!(access, Access::Token { data_key: None, .. })
+}
+
 impl Pipeline {
     /// The message `id` names, as `access` may see it.
     pub(super) async fn view(
@@ -68,14 +74,21 @@ impl Pipeline {
             let mailbox = self
                 .authorize(&mut conn, access, copy.copy.mailbox_id)
                 .await?;
-            return Ok(if copy.copy.folder == "sent" {
-                View::Sender {
+            return if copy.copy.folder == "sent" {
+                Ok(View::Sender {
                     gateway_id: copy.message.gateway_id.clone(),
                     copy: Some((copy, mailbox)),
-                }
+                })
+            } else if send_only(access) {
+                tracing::info!(
+                    ?access,
+                    message = id,
+                    "a send-only token asked for a received message"
+                );
+                Err(OpenError::NotFound)
             } else {
-                View::Recipient { copy, mailbox }
-            });
+                Ok(View::Recipient { copy, mailbox })
+            };
         }
         let view = self
             .view_by_gateway_id(&mut conn, access, id, prefer)
@@ -104,7 +117,7 @@ impl Pipeline {
             };
             if copy.copy.folder == "sent" {
                 sent = Some((copy, mailbox));
-            } else if received.is_none() {
+            } else if received.is_none() && !send_only(access) {
                 received = Some(View::Recipient { copy, mailbox });
             }
         }

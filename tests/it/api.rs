@@ -526,6 +526,16 @@ async fn nobody_reads_what_is_not_theirs(gw: Gateway) {
         .await;
     assert_eq!(inbox.status, StatusCode::FORBIDDEN, "{}", inbox.text());
     assert_eq!(inbox.problem(), "urn:bote:problem:send-only-token");
+    // Nor the evidence of what the office received (its sender, attachments, digests):
+    // a send-only token sees the sender's side of what its mailbox sent, no more.
+    for path in [
+        format!("/api/v1/messages/{gateway_id}/timeline"),
+        format!("/api/v1/messages/{gateway_id}/receipts"),
+        format!("/api/v1/messages/{gateway_id}/bundle"),
+    ] {
+        let r = api.get(&path, &send).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}: {}", r.text());
+    }
     let r = api
         .post(
             "/api/v1/messages",

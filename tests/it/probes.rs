@@ -335,6 +335,40 @@ async fn concurrent_guesses_do_not_outrun_the_throttle() {
     assert_eq!((checked, throttled), (5, 15), "{statuses:?}");
 }
 
+/// The login answers anyone: it reads no large body and hashes no long password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_reads_no_megabytes() {
+    let Cast { api, .. } = cast(Gateway::new(bote::store::Backend::Sqlite).await).await;
+    let login = |password: String| json!({ "email": "anna@lemgo.example", "password": password });
+    let r = api
+        .call(
+            "POST",
+            "/api/v1/session",
+            None,
+            Some(login("x".repeat(64 * 1024))),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.text());
+    let r = api
+        .call(
+            "POST",
+            "/api/v1/session",
+            None,
+            Some(login("y".repeat(2000))),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text());
+    let r = api
+        .call(
+            "POST",
+            "/api/v1/session",
+            None,
+            Some(login("a long enough password".into())),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operators_enable_users_and_lift_the_throttle() {
     let Cast { api, .. } = cast(Gateway::new(bote::store::Backend::Sqlite).await).await;

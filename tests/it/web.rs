@@ -155,7 +155,7 @@ impl<'a> Browser<'a> {
             )
             .await;
         assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text());
-        assert!(self.cookies.contains_key("bote_session"));
+        assert!(self.cookies.contains_key("__Host-bote_session"));
     }
 
     /// The CSRF token of the page at `path`.
@@ -244,14 +244,14 @@ async fn login_sets_a_strict_cookie_and_pages_have_the_headers(gw: Gateway) {
     let session = b
         .set_cookies
         .iter()
-        .find(|c| c.starts_with("bote_session="))
+        .find(|c| c.starts_with("__Host-bote_session="))
         .unwrap()
         .clone();
     assert!(cookie_flags_ok(&session), "{session}");
     let pre = b
         .set_cookies
         .iter()
-        .find(|c| c.starts_with("bote_pre="))
+        .find(|c| c.starts_with("__Host-bote_pre="))
         .unwrap();
     assert!(cookie_flags_ok(pre), "{pre}");
     // The cookie carries the API's session token: the user key stays sealed under it.
@@ -269,10 +269,16 @@ async fn login_sets_a_strict_cookie_and_pages_have_the_headers(gw: Gateway) {
     let de = b.get("/mail?folder=inbox").await;
     assert!(de.text().contains("Posteingang"), "{}", de.text());
     assert!(de.text().contains("<html lang=\"de\">"));
-    assert_eq!(
-        b.get("/lang/en?back=%2F%2Fevil.example").await.headers["location"],
-        "/"
-    );
+    for elsewhere in [
+        "%2F%2Fevil.example",
+        "%2F%09%2Fevil.example",
+        "%2F%0A%2Fevil.example",
+        "%2F%5Cevil.example",
+        "https%3A%2F%2Fevil.example",
+    ] {
+        let r = b.get(&format!("/lang/en?back={elsewhere}")).await;
+        assert_eq!(r.headers["location"], "/", "back={elsewhere}");
+    }
 }
 on_both_backends!(
     login_sets_a_strict_cookie_and_pages_have_the_headers,
@@ -331,7 +337,7 @@ async fn forms_without_the_csrf_token_are_refused(gw: Gateway) {
     let token = b.csrf_of("/security").await;
     let r = b.post("/logout", &[("csrf", &token)]).await;
     assert_eq!(r.status, StatusCode::SEE_OTHER);
-    assert!(!b.cookies.contains_key("bote_session"));
+    assert!(!b.cookies.contains_key("__Host-bote_session"));
     assert_eq!(b.get("/mail").await.status, StatusCode::SEE_OTHER);
 }
 on_both_backends!(

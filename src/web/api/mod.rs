@@ -22,18 +22,28 @@ use super::problem::Problem;
 use crate::error::{Classify, Failure};
 use crate::gateway::{Gateway, Paged};
 
+/// Largest body of the routes that take credentials (a login, a code, a token's name):
+/// they answer anyone, before any authentication, so they must not read megabytes.
+const CREDENTIALS_BODY: usize = 16 * 1024;
+
 /// The API routes (mounted under the HTTPS router).
 pub fn routes(max_body: usize) -> Router<Gateway> {
+    let small = || axum::extract::DefaultBodyLimit::max(CREDENTIALS_BODY);
     Router::new()
         .route(
             "/api/v1/session",
-            post(session::login).delete(session::logout),
+            post(session::login).delete(session::logout).layer(small()),
         )
-        .route("/api/v1/session/totp", post(session::second_factor))
-        .route("/api/v1/totp", post(session::enrol_totp))
+        .route(
+            "/api/v1/session/totp",
+            post(session::second_factor).layer(small()),
+        )
+        .route("/api/v1/totp", post(session::enrol_totp).layer(small()))
         .route(
             "/api/v1/tokens",
-            post(session::create_read_token).get(session::list_tokens),
+            post(session::create_read_token)
+                .get(session::list_tokens)
+                .layer(small()),
         )
         .route("/api/v1/tokens/{id}", delete(session::revoke_token))
         .route("/api/v1/mailboxes", get(messages::mailboxes))

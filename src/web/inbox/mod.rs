@@ -44,10 +44,13 @@ use crate::gateway::Gateway;
 use crate::web::caller::ClientIp;
 pub use i18n::Lang;
 
-/// The session cookie: the session token, exactly as the API's bearer token.
-pub const SESSION_COOKIE: &str = "bote_session";
+/// The session cookie: the session token, exactly as the API's bearer token. `__Host-`:
+/// browsers accept it only from this host, `Secure`, with `Path=/` and no `Domain`, so
+/// a sibling site (another service under the municipality's domain) cannot plant its
+/// own session or pre-session cookie here (login CSRF, session fixation).
+pub const SESSION_COOKIE: &str = "__Host-bote_session";
 /// A random value before login, from which login forms' CSRF tokens are derived.
-pub const PRE_COOKIE: &str = "bote_pre";
+pub const PRE_COOKIE: &str = "__Host-bote_pre";
 /// The chosen language (a preference only).
 pub const LANG_COOKIE: &str = "bote_lang";
 

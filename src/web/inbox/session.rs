@@ -436,10 +436,9 @@ pub async fn set_lang(Path(code): Path<String>, Query(q): Query<BackQuery>) -> R
     let Some(lang) = Lang::parse(&code) else {
         return see_other("/");
     };
-    // Only paths of this site: no open redirect.
     let back = q
         .back
-        .filter(|b| b.starts_with('/') && !b.starts_with("//") && !b.contains('\\'))
+        .filter(|b| is_local_path(b))
         .unwrap_or_else(|| "/".to_owned());
     let value = HeaderValue::from_str(&format!(
         "{LANG_COOKIE}={lang}; Path=/; Secure; SameSite=Strict; Max-Age=31536000"
@@ -448,4 +447,14 @@ pub async fn set_lang(Path(code): Path<String>, Query(q): Query<BackQuery>) -> R
     let mut r = see_other(&back);
     r.headers_mut().append(header::SET_COOKIE, value);
     r
+}
+
+/// Whether `back` is a path of this site, safe for `Location` (no open redirect): it
+/// starts with one `/`, and holds visible ASCII only, no `\`. Browsers read `\` as `/`
+/// and drop tabs and line breaks from a URL, so `/\t/evil.example` would be
+/// `//evil.example`, another site; the site's own links are percent-encoded anyway.
+fn is_local_path(back: &str) -> bool {
+    back.starts_with('/')
+        && !back.starts_with("//")
+        && back.bytes().all(|b| b.is_ascii_graphic() && b != b'\\')
 }
