@@ -372,6 +372,21 @@ pub fn verify(args: &VerifyArgs) -> Result<(), CliError> {
     };
     let verified = bundle::verify(&bytes, &trust)
         .map_err(|e| CliError::Usage(format!("verification failed: {e}")))?;
+    // The status is settled before a line is printed: a reader that stops early
+    // (`| head`, a broken pipe, which is otherwise a success) must not turn "verified only
+    // against itself" into "verified".
+    let status = if verified.anchored {
+        Ok(())
+    } else {
+        Err(CliError::Unanchored(verified.fingerprint.clone()))
+    };
+    let printed = print_verified(&verified, trust.witnesses.is_empty());
+    status.and(printed)
+}
+
+/// What `bote verify` found, line by line; says so where a check was not made, so that
+/// the output never reads as more than was checked.
+fn print_verified(verified: &bundle::Verified, no_witnesses: bool) -> Result<(), CliError> {
     out!("verified: {} evidence records", verified.records.len());
     out!("evidence-key: {}", verified.fingerprint);
     out!(
@@ -379,6 +394,9 @@ pub fn verify(args: &VerifyArgs) -> Result<(), CliError> {
         verified.checkpoint.origin,
         verified.checkpoint.size
     );
+    if no_witnesses {
+        out!("cosigned: not checked (no witness trusted: pass --witness or a trust file)");
+    }
     for c in &verified.cosignatures {
         out!(
             "cosigned: {} at {}",
@@ -390,8 +408,8 @@ pub fn verify(args: &VerifyArgs) -> Result<(), CliError> {
             )
         );
     }
-    if let Some((stamp, anchored)) = &verified.timestamp {
-        out!(
+    match &verified.timestamp {
+        Some((stamp, anchored)) => out!(
             "time-stamp: {} by {} (certificate sha256 {}{})",
             rfc3339_ms(
                 i64::try_from(stamp.time)
@@ -405,7 +423,8 @@ pub fn verify(args: &VerifyArgs) -> Result<(), CliError> {
             } else {
                 ", not anchored: pass --tsa to trust it"
             }
-        );
+        ),
+        None => out!("time-stamp: none"),
     }
     for r in &verified.records {
         out!(
@@ -415,9 +434,6 @@ pub fn verify(args: &VerifyArgs) -> Result<(), CliError> {
             r.reason,
             r.recipient
         );
-    }
-    if !verified.anchored {
-        return Err(CliError::Unanchored(verified.fingerprint));
     }
     Ok(())
 }

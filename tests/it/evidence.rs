@@ -229,6 +229,9 @@ async fn bundle_export_and_offline_verification(gw: Gateway) {
         text.contains("SubmissionAcceptance") && text.contains("ContentHandover"),
         "{text}"
     );
+    // What was not checked is said: no witness was trusted, the bundle has no time-stamp.
+    assert!(text.contains("cosigned: not checked"), "{text}");
+    assert!(text.contains("time-stamp: none"), "{text}");
     assert!(
         !text.contains("ordnungsamt"),
         "another recipient's evidence leaked: {text}"
@@ -261,6 +264,15 @@ async fn bundle_export_and_offline_verification(gw: Gateway) {
     assert_eq!(inspected.status.code(), Some(3), "{}", stderr(&inspected));
     assert!(stdout(&inspected).contains("verified: 3 evidence records"));
     assert!(stderr(&inspected).contains("trust not anchored") && stderr(&inspected).contains(&fpr));
+    // A reader that goes away (`| head`): still "verified only against itself", not 0.
+    let mut piped = crate::support::bote(&["verify", out.to_str().unwrap(), "--allow-unanchored"]);
+    let mut child = piped
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    assert_eq!(child.wait().unwrap().code(), Some(3));
 
     // Another key: fails and says so.
     let other = Gateway::new(Backend::Sqlite).await;

@@ -514,9 +514,11 @@ fn readme(chain: &[StoredEvidence], at: &ProvenAt, keys: &KeyRing) -> String {
          \x20 (or: bote verify THIS-FILE.tar --trust TRUST-FILE, as your association of\n\
          \x20 municipalities publishes it, naming gateways, witnesses and time-stamp authorities)\n\
          It checks every signature, every digest, every log inclusion proof, the chain of\n\
-         records, the checkpoint signature, the witnesses' cosignatures and the time-stamp,\n\
-         and prints the first thing that fails, if any. It exits with status 0 only if\n\
-         everything holds and the keys are the ones you named.\n\n\
+         records and the checkpoint signature, and prints the first thing that fails, if any.\n\
+         It exits with status 0 only if everything holds and the keys are the ones you named.\n\
+         Cosignatures count only from witnesses you trust (--witness, or the trust file), and\n\
+         the time-stamp only from an authority you trust (--tsa); otherwise the output says\n\
+         \"not checked\" or \"not anchored\" for them.\n\n\
          HOW TO CHECK BY HAND WITH GnuPG\n\
          \x20 1. Unpack:            tar -xf THIS-FILE.tar\n\
          \x20 2. Import the key:    gpg --import keys/evidence.cert.asc\n\
