@@ -713,14 +713,23 @@ pub async fn record_dsn(
     else {
         return Ok(0);
     };
-    let relayed = crate::store::messages::jobs_of(&mut conn, &gateway_id).await?;
-    drop(conn);
+    let jobs = crate::store::messages::jobs_of(&mut conn, &gateway_id).await?;
     let mut recorded = 0;
-    for failed in &dsn.failed {
-        if !relayed.iter().any(|j| {
-            j.recipient.eq_ignore_ascii_case(&failed.recipient)
-                && reporter.is_none_or(|office| office == j.mailbox_id)
-        }) {
+    // One failure per relayed job at most, however often the DSN names its recipient:
+    // jobs the office's server took (`done`) and that this reporter speaks for, whose
+    // chain does not end in a failure already (a DSN sent twice records once).
+    for job in jobs
+        .iter()
+        .filter(|j| j.state == "done" && reporter.is_none_or(|office| office == j.mailbox_id))
+    {
+        let Some(failed) = dsn
+            .failed
+            .iter()
+            .find(|f| job.recipient.eq_ignore_ascii_case(&f.recipient))
+        else {
+            continue;
+        };
+        if failure_recorded(&mut conn, (job.id, &gateway_id, &job.recipient)).await? {
             continue;
         }
         let reply = format!(
@@ -741,7 +750,7 @@ pub async fn record_dsn(
         record_event(
             gateway,
             &gateway_id,
-            &failed.recipient,
+            &job.recipient,
             (
                 Event::RelayToNonERDSFailure,
                 ReasonCode::RefusedByRecipientSystem,
@@ -753,6 +762,23 @@ pub async fn record_dsn(
         recorded += 1;
     }
     Ok(recorded)
+}
+
+/// Whether the chain of job `id`'s `recipient` of message `gateway_id` ends in a relay
+/// failure.
+async fn failure_recorded(
+    conn: &mut AnyConnection,
+    (id, gateway_id, recipient): (i64, &str, &str),
+) -> Result<bool, QueueError> {
+    let fail = |e: String| QueueError::Job(id, e);
+    let recipient =
+        crate::address::EmailAddress::parse(recipient).map_err(|e| fail(e.to_string()))?;
+    let chain = evidence::query::chain(conn, gateway_id, Some(&recipient))
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    Ok(chain
+        .last()
+        .is_some_and(|e| e.record.event == Event::RelayToNonERDSFailure))
 }
 
 /// A stored payload as it goes out: one stored in parts gets its encrypted body armoured

@@ -24,9 +24,26 @@ pub struct Dsn {
     pub failed: Vec<Failed>,
 }
 
-/// Parses `message` as a DSN; `None` if it is not one (or names no message).
+/// Octets of a DSN read at most: its report parts come first and are small; the message
+/// returned after them (up to the gateway's size limit) is needed only for its headers.
+const MAX_SCAN: usize = 256 * 1024;
+
+/// Which part of the report a line is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Part {
+    /// Before the first part, or one that says nothing bote reads (the human-readable text).
+    Other,
+    /// `message/delivery-status`: the per-recipient fields.
+    Status,
+    /// `text/rfc822-headers` or `message/rfc822`: the returned message's header.
+    Returned,
+}
+
+/// Parses `message` as a DSN; `None` if it is not one (or names no message). Fields count
+/// only in their part: recipients in the delivery-status part, the Message-ID (the first)
+/// in the returned header, so text quoted in the human-readable part changes nothing.
 pub fn parse(message: &[u8]) -> Option<Dsn> {
-    let text = String::from_utf8_lossy(message);
+    let text = String::from_utf8_lossy(&message[..message.len().min(MAX_SCAN)]);
     let (head, body) = text.split_once("\r\n\r\n")?;
     let head = unfold(head);
     let content_type = head
@@ -42,33 +59,28 @@ pub fn parse(message: &[u8]) -> Option<Dsn> {
             .filter(|(n, _)| n.trim().eq_ignore_ascii_case(name))
             .map(|(_, v)| v.trim().to_owned())
     };
+    let mut part = Part::Other;
     let mut reporting_mta = None;
     let mut message_id = None;
     let mut failed = Vec::new();
     let mut current: Option<Block> = None;
     for line in body.lines() {
-        if let Some(v) = field(line, "Reporting-MTA") {
-            reporting_mta = Some(after_type(&v));
-        } else if let Some(v) = field(line, "Final-Recipient") {
+        if line.starts_with("--") {
             flush(&mut current, &mut failed);
-            current = Some(Block {
-                recipient: after_type(&v).to_ascii_lowercase(),
-                ..Block::default()
-            });
-        } else if let Some(v) = field(line, "Action") {
-            if let Some(c) = current.as_mut() {
-                c.failed = v.eq_ignore_ascii_case("failed");
+            part = Part::Other;
+        } else if let Some(v) = field(line, "Content-Type").filter(|_| part == Part::Other) {
+            let v = v.to_ascii_lowercase();
+            if v.starts_with("message/delivery-status") {
+                part = Part::Status;
+            } else if v.starts_with("text/rfc822-headers") || v.starts_with("message/rfc822") {
+                part = Part::Returned;
             }
-        } else if let Some(v) = field(line, "Status") {
-            if let Some(c) = current.as_mut() {
-                c.status = Some(v);
+        } else if part == Part::Returned {
+            if let Some(v) = field(line, "Message-ID") {
+                message_id.get_or_insert(v);
             }
-        } else if let Some(v) = field(line, "Diagnostic-Code") {
-            if let Some(c) = current.as_mut() {
-                c.diagnostic = Some(after_type(&v));
-            }
-        } else if let Some(v) = field(line, "Message-ID") {
-            message_id = Some(v);
+        } else if part == Part::Status {
+            status_field(line, &field, &mut reporting_mta, &mut current, &mut failed);
         }
     }
     flush(&mut current, &mut failed);
@@ -77,6 +89,37 @@ pub fn parse(message: &[u8]) -> Option<Dsn> {
         message_id: message_id?,
         failed,
     })
+}
+
+/// One line of the delivery-status part.
+fn status_field(
+    line: &str,
+    field: &impl Fn(&str, &str) -> Option<String>,
+    reporting_mta: &mut Option<String>,
+    current: &mut Option<Block>,
+    failed: &mut Vec<Failed>,
+) {
+    if let Some(v) = field(line, "Reporting-MTA") {
+        *reporting_mta = Some(after_type(&v));
+    } else if let Some(v) = field(line, "Final-Recipient") {
+        flush(current, failed);
+        *current = Some(Block {
+            recipient: after_type(&v).to_ascii_lowercase(),
+            ..Block::default()
+        });
+    } else if let Some(v) = field(line, "Action") {
+        if let Some(c) = current.as_mut() {
+            c.failed = v.eq_ignore_ascii_case("failed");
+        }
+    } else if let Some(v) = field(line, "Status") {
+        if let Some(c) = current.as_mut() {
+            c.status = Some(v);
+        }
+    } else if let Some(v) = field(line, "Diagnostic-Code")
+        && let Some(c) = current.as_mut()
+    {
+        c.diagnostic = Some(after_type(&v));
+    }
 }
 
 /// One per-recipient block of the delivery-status part.
@@ -140,5 +183,28 @@ mod tests {
             }]
         );
         assert!(parse(b"From: x@y.example\r\nSubject: hi\r\n\r\nhello\r\n").is_none());
+    }
+
+    #[test]
+    fn fields_count_only_in_their_part() {
+        // The human-readable part quotes a recipient block and a Message-ID: neither counts.
+        let quoting = DSN.replace(
+            "Zustellung fehlgeschlagen.\r\n",
+            "Zustellung fehlgeschlagen.\r\nFinal-Recipient: rfc822; x@kreis.example\r\n\
+             Action: failed\r\nMessage-ID: <other@lemgo.example>\r\n",
+        );
+        let dsn = parse(quoting.as_bytes()).unwrap();
+        assert_eq!(dsn.message_id, "<orig-7@lemgo.example>");
+        assert_eq!(dsn.failed.len(), 1);
+        assert_eq!(dsn.failed[0].recipient, "amt@kreis.example");
+        // A returned header with two Message-IDs: the first.
+        let two = DSN.replace(
+            "Subject: ...",
+            "Message-ID: <second@lemgo.example>\r\nSubject: ...",
+        );
+        assert_eq!(
+            parse(two.as_bytes()).unwrap().message_id,
+            "<orig-7@lemgo.example>"
+        );
     }
 }

@@ -660,16 +660,17 @@ async fn a_delivery_status_notification_sent_back_later_becomes_a_relay_failure(
          ~Content-Type: multipart/report; report-type=delivery-status; boundary=\"b\"\n~\n\
          ~--b\n~Content-Type: message/delivery-status\n~\n~Reporting-MTA: dns; mail.kreis.example\n~\n\
          ~Final-Recipient: rfc822; amt@kreis.example\n~Action: failed\n~Status: 5.1.1\n\
-         ~Diagnostic-Code: smtp; 550 5.1.1 Postfach unbekannt\n~\n~--b\n\
+         ~Diagnostic-Code: smtp; 550 5.1.1 Postfach unbekannt\n~\n\
+         ~Final-Recipient: rfc822; AMT@kreis.example\n~Action: failed\n~Status: 5.1.1\n~\n~--b\n\
          ~Content-Type: text/rfc822-headers\n~\n~Message-ID: {message_id}\n~--b--\n.\nQUIT\n"
     );
     let ca = c.api.gw.config.tls.ca_cert.0.display().to_string();
-    let out = tokio::task::spawn_blocking({
-        let ca = ca.clone();
-        move || crate::smtp::raw_on(port, "plain", &ca, &dsn)
-    })
-    .await
-    .unwrap();
+    let send_dsn = || {
+        let (ca, dsn) = (ca.clone(), dsn.clone());
+        tokio::task::spawn_blocking(move || crate::smtp::raw_on(port, "plain", &ca, &dsn))
+    };
+    // A recipient named twice in the report is one failure.
+    let out = send_dsn().await.unwrap();
     assert!(
         out.contains("250 2.0.0 delivery status notification recorded for 1 recipient(s)"),
         "{out}"
@@ -685,6 +686,19 @@ async fn a_delivery_status_notification_sent_back_later_becomes_a_relay_failure(
         Some("mail.kreis.example")
     );
     assert_eq!(chain.len(), 3);
+    // The same report again records nothing more.
+    let out = send_dsn().await.unwrap();
+    assert!(
+        out.contains("250 2.0.0 delivery status notification recorded for 0 recipient(s)"),
+        "{out}"
+    );
+    let recipient = bote::address::EmailAddress::parse("amt@kreis.example").unwrap();
+    let mut conn = c.api.gw.store.pool().acquire().await.unwrap();
+    let again = bote::evidence::query::chain(&mut conn, &id, Some(&recipient))
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 3, "a DSN sent twice was recorded twice");
+    drop(conn);
 
     // Anything else from the null sender is refused.
     let spam = "EHLO x\nMAIL FROM:<>\nRCPT TO:<anna@lemgo.example>\nDATA\n~From: x@y.example\n~\n~hi\n.\nQUIT\n";
