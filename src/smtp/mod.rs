@@ -43,6 +43,10 @@ pub const MAX_TEXT_LINE: usize = 1000;
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(300);
 /// Time allowed for the whole DATA phase.
 pub const DATA_TIMEOUT: Duration = Duration::from_secs(600);
+/// Longest an SMTP session lasts, checked between commands (a message under way finishes
+/// under [`DATA_TIMEOUT`]): a client sending a NOOP now and then cannot hold its
+/// connection slot for days. An office's software sends its batch and reconnects.
+pub const SESSION_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// Which listener a connection came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -213,12 +217,15 @@ async fn connection(
         session.tls_started(client_cert(&conn));
     }
     write(&mut conn, &session.banner()).await?;
+    let ends = tokio::time::Instant::now() + SESSION_TIMEOUT;
     loop {
+        let (wait, why) =
+            next_command_wait(ends.saturating_duration_since(tokio::time::Instant::now()));
         let line = tokio::select! {
-            read = tokio::time::timeout(COMMAND_TIMEOUT, read_line(&mut conn, MAX_COMMAND_LINE)) => match read {
+            read = tokio::time::timeout(wait, read_line(&mut conn, MAX_COMMAND_LINE)) => match read {
                 Ok(line) => line?,
                 Err(_) => {
-                    write(&mut conn, &Reply::new(421, "4.4.2", "idle too long, closing")).await?;
+                    write(&mut conn, &Reply::new(421, "4.4.2", why)).await?;
                     return Ok(());
                 }
             },
@@ -309,6 +316,16 @@ async fn connection(
                 write(&mut conn, &reply).await?;
             }
         }
+    }
+}
+
+/// How long to wait for the next command when the session has `left` before its
+/// [`SESSION_TIMEOUT`], and what the 421 says if none comes.
+fn next_command_wait(left: Duration) -> (Duration, &'static str) {
+    if left < COMMAND_TIMEOUT {
+        (left, "session too long, closing")
+    } else {
+        (COMMAND_TIMEOUT, "idle too long, closing")
     }
 }
 
@@ -697,6 +714,21 @@ mod tests {
             written.map_err(|e| e.kind()),
             Err(std::io::ErrorKind::TimedOut)
         );
+    }
+
+    #[test]
+    fn a_session_ends_after_its_time_even_if_never_idle() {
+        let hour = SESSION_TIMEOUT;
+        assert_eq!(
+            next_command_wait(hour),
+            (COMMAND_TIMEOUT, "idle too long, closing")
+        );
+        let (wait, why) = next_command_wait(Duration::from_secs(7));
+        assert_eq!(
+            (wait, why),
+            (Duration::from_secs(7), "session too long, closing")
+        );
+        assert_eq!(next_command_wait(Duration::ZERO).0, Duration::ZERO);
     }
 
     #[test]

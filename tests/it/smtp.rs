@@ -1499,6 +1499,18 @@ async fn an_office_server_reports_failures_of_its_own_office_only() {
         )
     };
     let cert = Some((server.as_path(), server_key.as_path()));
+    // Not relayed yet: no server has the message, so none can report on it.
+    let early = tokio::task::block_in_place(|| {
+        raw_with_cert(port, "plain", &s.ca, &dsn("amt@kreis.example"), cert)
+    });
+    assert!(early.contains("recorded for 0 recipient(s)"), "{early}");
+    // As if relayed to both offices' servers.
+    let mut conn = s.cast.api.gw.store.pool().acquire().await.unwrap();
+    sqlx::query("UPDATE outbound_jobs SET state = 'done'")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    drop(conn);
     let other = tokio::task::block_in_place(|| {
         raw_with_cert(port, "plain", &s.ca, &dsn("post@stadtwerke.example"), cert)
     });
