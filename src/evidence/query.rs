@@ -64,6 +64,14 @@ pub enum QueryError {
         /// Their addresses.
         list: String,
     },
+    /// A Message-ID that several messages carry (it is unique per sender only).
+    #[error("{message} names {count} messages: give the gateway id of the one you want")]
+    AmbiguousMessage {
+        /// The Message-ID.
+        message: String,
+        /// How many messages carry it.
+        count: usize,
+    },
 }
 
 impl Classify for QueryError {
@@ -78,6 +86,12 @@ impl Classify for QueryError {
                 ErrorKind::Invalid,
                 "recipient-required",
                 "Choose a recipient",
+            )
+            .detail(self),
+            Self::AmbiguousMessage { .. } => Failure::new(
+                ErrorKind::Invalid,
+                "gateway-id-required",
+                "Choose a message",
             )
             .detail(self),
         }

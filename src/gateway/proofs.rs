@@ -101,7 +101,24 @@ impl Gateway {
                 .into());
             }
         };
-        self.export(caller, message, Some(&chosen)).await
+        // By the gateway id of the hit, not the name given: a Message-ID is unique per
+        // sender only, and the export would otherwise take every message carrying it,
+        // those outside the scope too.
+        let mut ids = found
+            .iter()
+            .filter(|e| e.record.recipient.key() == chosen.key())
+            .map(|e| e.record.message.gateway_id.as_str())
+            .collect::<Vec<_>>();
+        ids.dedup();
+        match ids.as_slice() {
+            [one] => self.export(caller, one, Some(&chosen)).await,
+            [] => Err(GatewayError::NotFound),
+            _ => Err(QueryError::AmbiguousMessage {
+                message: message.to_owned(),
+                count: ids.len(),
+            }
+            .into()),
+        }
     }
 
     /// The offices a legal user's evidence access is limited to (empty: not limited).

@@ -133,6 +133,68 @@ on_both_backends!(
     super::message_ids_belong_to_one_sender
 );
 
+/// A Message-ID is unique per sender only: a legal user scoped to the Bauamt who asks for
+/// a bundle by the Message-ID its software gave gets that message's chain, not the chain
+/// of another sender's message to the same recipient under the same Message-ID.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scoped_bundle_by_message_id_is_one_message() {
+    let Cast { api, .. } = cast(Gateway::new(bote::store::Backend::Sqlite).await).await;
+    api.cli(
+        &[
+            "user",
+            "add",
+            "--role",
+            "legal",
+            "--name",
+            "Bau-Recht",
+            "--email",
+            "bau-recht@lemgo.example",
+            "--password-stdin",
+            "--scope",
+            "bauamt@lemgo.example",
+        ],
+        "a long enough password\n",
+    );
+    let office = api.send_token("bauamt@lemgo.example");
+    let anna = api.login("anna@lemgo.example").await;
+    let id = "<akte-9@fachverfahren.example>";
+    let r = api
+        .post(
+            "/api/v1/messages",
+            &office,
+            raw("bauamt@lemgo.example", "anna@lemgo.example", id),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let theirs = r.json()["gateway_id"].as_str().unwrap().to_owned();
+    let r = api
+        .post(
+            "/api/v1/messages",
+            &anna,
+            raw("anna@lemgo.example", "anna@lemgo.example", id),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let hers = r.json()["gateway_id"].as_str().unwrap().to_owned();
+    let legal = api.login("bau-recht@lemgo.example").await;
+    let r = api
+        .get(
+            &format!("/api/v1/evidence/bundle?message={}", urlencode(id)),
+            &legal,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let bundle = String::from_utf8_lossy(&r.body).into_owned();
+    assert!(
+        bundle.contains(&theirs),
+        "the Bauamt's message is in its bundle"
+    );
+    assert!(
+        !bundle.contains(&hers),
+        "another sender's message is in the bundle"
+    );
+}
+
 fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {

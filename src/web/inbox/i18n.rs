@@ -750,6 +750,11 @@ const TABLE: &[(&str, &str, &str)] = &[
         "Wählen Sie den Empfänger, dessen Nachweise Sie möchten.",
     ),
     (
+        "gateway-id-required",
+        "Several messages carry this Message-ID: give the gateway id of the one you want.",
+        "Mehrere Nachrichten tragen diese Message-ID: Geben Sie die Gateway-ID der gewünschten an.",
+    ),
+    (
         "not-a-recipient",
         "That address is not a recipient of this message.",
         "Diese Adresse ist kein Empfänger dieser Nachricht.",
