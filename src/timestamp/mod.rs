@@ -242,14 +242,22 @@ fn check(token: &[u8], data: &[u8]) -> Result<(TimeStamp, TstInfo), TimeStampErr
 }
 
 /// The fields no signature covers must have their one valid value, so that a token has no
-/// variants that verify alike: SignedData version 3, the digest algorithm set holding the
-/// signer's alone, the SignerInfo version matching its identifier (1 issuer and serial,
-/// 3 key identifier).
+/// variants that verify alike: SignedData version 3, the signer's digest algorithm SHA-256,
+/// -384 or -512 and the digest algorithm set holding it alone, the SignerInfo version
+/// matching its identifier (1 issuer and serial, 3 key identifier).
 fn check_unsigned_fields(signed: &SignedData, signer: &SignerInfo) -> Result<(), TimeStampError> {
     use cms::content_info::CmsVersion;
     let bad = |m: &str| TimeStampError::Malformed(m.to_owned());
     if signed.version != CmsVersion::V3 {
         return Err(bad("SignedData version must be 3"));
+    }
+    // RSA and ECDSA tie the digest to the signature algorithm (check_signature); Ed25519
+    // does not, so a SHA-1 message digest would otherwise pass (docs/proof-bundle.md §12.3).
+    let digest_alg = signer.digest_alg.oid;
+    if ![oid::SHA256, oid::SHA384, oid::SHA512].contains(&digest_alg) {
+        return Err(TimeStampError::Malformed(format!(
+            "the signer's digest algorithm {digest_alg} is not SHA-256, SHA-384 or SHA-512"
+        )));
     }
     let algs: Vec<_> = signed.digest_algorithms.iter().collect();
     if algs.len() != 1 || algs[0] != &signer.digest_alg {
@@ -500,4 +508,128 @@ fn check_certificate(cert: &Certificate, time: u64) -> Result<(), TimeStampError
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cms::cert::x509::attr::Attribute;
+    use cms::cert::{CertificateChoices, IssuerAndSerialNumber};
+    use cms::content_info::CmsVersion;
+    use cms::signed_data::{CertificateSet, EncapsulatedContentInfo, SignerInfos};
+    use der::asn1::{GeneralizedTime, SetOfVec};
+    use rcgen::SigningKey;
+
+    const DATA: &[u8] = b"lemgo.example/log\n8\nCsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2I=\n";
+
+    /// A self-signed Ed25519 TSA certificate (critical EKU, time-stamping only) and its key.
+    fn ed25519_tsa() -> (Certificate, rcgen::KeyPair) {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "bote test TSA");
+        let eku = ExtendedKeyUsage(vec![oid::TIME_STAMPING]).to_der().unwrap();
+        let mut ext = rcgen::CustomExtension::from_oid_content(&[2, 5, 29, 37], eku);
+        ext.set_criticality(true);
+        params.custom_extensions.push(ext);
+        let cert = params.self_signed(&key).unwrap();
+        (Certificate::from_der(cert.der()).unwrap(), key)
+    }
+
+    /// A token over [`DATA`], signed with Ed25519 (which fixes no digest of its own), whose
+    /// signer names `digest_alg` and digests the TSTInfo with it.
+    fn ed25519_token(digest_alg: ObjectIdentifier) -> Vec<u8> {
+        let (cert, key) = ed25519_tsa();
+        let tst = TstInfo {
+            version: TspVersion::V1,
+            policy: ObjectIdentifier::new_unwrap("1.3.6.1.4.1.99999.1"),
+            message_imprint: imprint(DATA).unwrap(),
+            serial_number: Int::new(&[0x2a]).unwrap(),
+            gen_time: GeneralizedTime::from_unix_duration(std::time::Duration::from_secs(
+                1_795_000_000,
+            ))
+            .unwrap(),
+            accuracy: None,
+            ordering: false,
+            nonce: None,
+            tsa: None,
+            extensions: None,
+        }
+        .to_der()
+        .unwrap();
+        let alg = |oid| spki::AlgorithmIdentifierOwned {
+            oid,
+            parameters: None,
+        };
+        let attr = |oid, value: Any| Attribute {
+            oid,
+            values: SetOfVec::try_from(vec![value]).unwrap(),
+        };
+        let ess = SigningCertificateV2 {
+            certs: vec![EssCertIdV2 {
+                hash_algorithm: None,
+                cert_hash: OctetString::new(Sha256::digest(cert.to_der().unwrap()).to_vec())
+                    .unwrap(),
+                issuer_serial: None,
+            }],
+            policies: None,
+        };
+        let message_digest = OctetString::new(digest(&digest_alg, &tst).unwrap()).unwrap();
+        let signed_attrs = SetOfVec::try_from(vec![
+            attr(oid::CONTENT_TYPE, Any::encode_from(&oid::TST_INFO).unwrap()),
+            attr(
+                oid::MESSAGE_DIGEST,
+                Any::encode_from(&message_digest).unwrap(),
+            ),
+            attr(oid::SIGNING_CERTIFICATE_V2, Any::encode_from(&ess).unwrap()),
+        ])
+        .unwrap();
+        let signature = key.sign(&signed_attrs.to_der().unwrap()).unwrap();
+        let signer = SignerInfo {
+            version: CmsVersion::V1,
+            sid: SignerIdentifier::IssuerAndSerialNumber(IssuerAndSerialNumber {
+                issuer: cert.tbs_certificate.issuer.clone(),
+                serial_number: cert.tbs_certificate.serial_number.clone(),
+            }),
+            digest_alg: alg(digest_alg),
+            signed_attrs: Some(signed_attrs),
+            signature_algorithm: alg(oid::ED25519),
+            signature: OctetString::new(signature).unwrap(),
+            unsigned_attrs: None,
+        };
+        let signed = SignedData {
+            version: CmsVersion::V3,
+            digest_algorithms: SetOfVec::try_from(vec![alg(digest_alg)]).unwrap(),
+            encap_content_info: EncapsulatedContentInfo {
+                econtent_type: oid::TST_INFO,
+                econtent: Some(Any::encode_from(&OctetString::new(tst).unwrap()).unwrap()),
+            },
+            certificates: Some(CertificateSet(
+                SetOfVec::try_from(vec![CertificateChoices::Certificate(cert)]).unwrap(),
+            )),
+            crls: None,
+            signer_infos: SignerInfos(SetOfVec::try_from(vec![signer]).unwrap()),
+        };
+        ContentInfo {
+            content_type: oid::SIGNED_DATA,
+            content: Any::encode_from(&signed).unwrap(),
+        }
+        .to_der()
+        .unwrap()
+    }
+
+    #[test]
+    fn the_signers_digest_algorithm_is_sha2_only() {
+        for alg in [oid::SHA256, oid::SHA384, oid::SHA512] {
+            let stamp = verify(&ed25519_token(alg), DATA, &[]).unwrap();
+            assert_eq!(stamp.time, 1_795_000_000);
+        }
+        // SHA-1 (or anything else) as the signer's digest: docs/proof-bundle.md §12.3.
+        let e = verify(&ed25519_token(oid::SHA1), DATA, &[]).unwrap_err();
+        assert!(
+            matches!(&e, TimeStampError::Malformed(why) if why.contains("digest algorithm")),
+            "{e}"
+        );
+    }
 }

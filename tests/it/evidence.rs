@@ -1205,3 +1205,108 @@ async fn a_chain_with_a_record_dropped_added_or_reordered_fails() {
         2
     );
 }
+
+/// Rebuilds a bundle with the members `edit_members` leaves and a fresh manifest listing
+/// them, edited by `edit_manifest`, signed with the gateway's own evidence key: what its
+/// operator could forge.
+fn resigned(
+    gw: &Gateway,
+    bytes: &[u8],
+    edit_members: impl Fn(&mut Vec<(String, Vec<u8>)>),
+    edit_manifest: impl Fn(&mut serde_json::Value),
+) -> Vec<u8> {
+    let mut members = members_of(bytes);
+    let mut manifest: serde_json::Value = serde_json::from_slice(&members[1].1).unwrap();
+    members.drain(1..3);
+    edit_members(&mut members);
+    let listed: Vec<bundle::Member> = members
+        .iter()
+        .map(|(name, data)| bundle::Member {
+            name: name.clone(),
+            size: data.len() as u64,
+            sha256: bote::evidence::Sha256Digest::of(data),
+        })
+        .collect();
+    manifest["members"] = serde_json::to_value(listed).unwrap();
+    edit_manifest(&mut manifest);
+    let manifest_bytes = serde_jcs::to_vec(&manifest).unwrap();
+    let sig = bote::crypto::armor_signature(&gw.keys.evidence.sign(&manifest_bytes).unwrap());
+    let created = manifest["created"].as_str().unwrap();
+    let mtime = bote::clock::parse_rfc3339_ms(created).unwrap() / 1000;
+    members.insert(1, ("manifest.json".into(), manifest_bytes));
+    members.insert(2, ("manifest.json.asc".into(), sig));
+    bundle::encode_tar(&members, u64::try_from(mtime).unwrap()).unwrap()
+}
+
+/// The same bundle as a version 1 bundle: no FORMAT.md, no `issuer_key`.
+fn as_version_1(gw: &Gateway, bytes: &[u8]) -> Vec<u8> {
+    resigned(
+        gw,
+        bytes,
+        |m| m.retain(|(n, _)| n != "FORMAT.md"),
+        |v| {
+            v["version"] = serde_json::json!(1);
+            v.as_object_mut().unwrap().remove("issuer_key");
+        },
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_1_manifest_with_version_2_records_fails() {
+    let gw = Gateway::new(Backend::Sqlite).await;
+    populate(&gw).await;
+    for r in linked_chain(&gw, "msg-9", "bauamt@lemgo.example") {
+        gw.commit(vec![r]).await;
+    }
+    let trust = Trust::key(Anchor::Fingerprint(gw.keys.evidence.fingerprint()));
+    // Version 1 records under a version 1 manifest: what a version 1 writer made.
+    let old = export_bundle_bytes(&gw, "msg-1", "bauamt@lemgo.example").await;
+    bundle::verify(&as_version_1(&gw, &old), &trust).unwrap();
+    // Version 2 records are newer than any version 1 writer (docs/proof-bundle.md §5).
+    let linked = export_bundle_bytes(&gw, "msg-9", "bauamt@lemgo.example").await;
+    bundle::verify(&linked, &trust).unwrap();
+    let e = bundle::verify(&as_version_1(&gw, &linked), &trust).unwrap_err();
+    assert!(
+        matches!(&e, VerifyError::RecordVersion { member, version: 2 } if member == "evidence/001.json"),
+        "{e}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_2_log_key_with_surrounding_whitespace_fails() {
+    let gw = Gateway::new(Backend::Sqlite).await;
+    populate(&gw).await;
+    let bytes = export_bundle_bytes(&gw, "msg-1", "bauamt@lemgo.example").await;
+    let trust = Trust::key(Anchor::Fingerprint(gw.keys.evidence.fingerprint()));
+    let vkey = gw.keys.log.verifier_key().to_owned();
+    let with_vkey = |text: String| {
+        move |m: &mut Vec<(String, Vec<u8>)>| {
+            let (_, data) = m.iter_mut().find(|(n, _)| n == "keys/log.vkey").unwrap();
+            *data = text.clone().into_bytes();
+        }
+    };
+    bundle::verify(
+        &resigned(&gw, &bytes, with_vkey(format!("{vkey}\n")), |_| {}),
+        &trust,
+    )
+    .unwrap();
+    // Version 2: exactly the key and one line feed (docs/proof-bundle.md §10).
+    for text in [
+        format!(" {vkey}\n"),
+        format!("{vkey} \n"),
+        format!("\t{vkey}\n"),
+    ] {
+        let forged = resigned(&gw, &bytes, with_vkey(text.clone()), |_| {});
+        let e = bundle::verify(&forged, &trust).unwrap_err();
+        assert!(
+            matches!(&e, VerifyError::Malformed { member, .. } if member == "keys/log.vkey"),
+            "{text:?}: {e}"
+        );
+    }
+    // Version 1: surrounding whitespace is ignored.
+    let v1 = as_version_1(
+        &gw,
+        &resigned(&gw, &bytes, with_vkey(format!(" {vkey} \n")), |_| {}),
+    );
+    bundle::verify(&v1, &trust).unwrap();
+}

@@ -954,6 +954,31 @@ async fn build_corpus(dir: &Path) -> (Corpus, Vec<Box<dyn std::any::Any>>) {
         false,
         "log.vkey with CRLF",
     );
+    corpus.add(
+        "invalid-log-vkey-spaces",
+        &resigned_member(
+            "keys/log.vkey",
+            format!(" {} \n", a.keys.log.verifier_key()).into_bytes(),
+        ),
+        &key,
+        false,
+        "version 2 log.vkey with surrounding spaces",
+    );
+    let v1_linked: Members = m
+        .iter()
+        .filter(|(n, _)| n != "FORMAT.md" && n != "checkpoint.tst")
+        .cloned()
+        .collect();
+    corpus.add(
+        "invalid-manifest-version-1-with-version-2-records",
+        &resign(&a, &v1_linked, &base, |v| {
+            v["version"] = json!(1);
+            v.as_object_mut().unwrap().remove("issuer_key");
+        }),
+        &key,
+        false,
+        "a version 1 manifest listing version 2 records",
+    );
     let readme = String::from_utf8(get(&m, "README.txt").to_vec()).unwrap();
     corpus.add(
         "valid-resigned-readme-changed",

@@ -29,8 +29,8 @@ said otherwise):
     tabs and CR make the file invalid; DOMAIN must be a lower-case domain (§7
     syntax) and is compared exactly with the manifest's issuer; `tsa` hashes must
     be lower-case (§1), although --tsa on the command line accepts any case;
-    `quorum` must be a plain decimal and may appear once; several `gateway`
-    lines may match, and then every log key they name must be the bundle's.
+    `quorum` must be a plain decimal and may appear once; a second `gateway`
+    line for the same domain and fingerprint makes the file invalid.
  3. §1 "Text is UTF-8 ... no carriage returns anywhere": applied to README.txt
     and FORMAT.md (valid UTF-8, no CR) and to keys/evidence.cert.asc.
  4. §6: the certificate's armour is not canonical, but text before BEGIN or
@@ -329,11 +329,15 @@ def read_archive(data):
             raise Reject("3", "member name not ASCII")
         need(NAME_RE.fullmatch(name) is not None, "3", f"name not allowed: {name!r}")
         need(name not in seen, "2", f"name occurs twice: {name}")
+        need(len(members) < MAX_MEMBERS, "2", f"more than {MAX_MEMBERS} members")
         seen.add(name)
         need(pos + 512 + size <= len(data), "2", "archive truncated")
         members.append((name, data[pos + 512:pos + 512 + size]))
         pos += 512 + (size + 511) // 512 * 512
     return members
+
+# §2: the most members an archive may hold.
+MAX_MEMBERS = 100_000
 
 def tar_header(name, size, mtime):
     need(size < 8 ** 11 and 0 <= mtime < 8 ** 11, "2", "size or time not encodable")
@@ -1363,6 +1367,8 @@ def read_trust_file(path):
             if not is_domain(w[1].lower()) or not re.fullmatch(r"[0-9A-Fa-f]{40}", w[2]):
                 raise bad(line)
             log = VKey(w[3], 0x01, "15") if len(w) == 4 else None
+            if any(g[:2] == (w[1].lower(), w[2].upper()) for g in t.gateways):
+                raise bad(f"a second gateway line for {w[1]} {w[2]}")
             t.gateways.append((w[1].lower(), w[2].upper(), log))
         elif w[0] == "witness" and len(w) == 2:
             t.witnesses.append(VKey(w[1], 0x04, "15"))

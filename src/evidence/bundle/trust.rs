@@ -41,6 +41,7 @@ impl TrustFile {
     /// Parses a trust file; every line is a directive, blank, or a `#` comment.
     pub fn parse(text: &str) -> Result<Self, TrustFileError> {
         let mut file = Self::default();
+        let mut gateways = std::collections::HashSet::new();
         for (i, raw) in text.lines().enumerate() {
             let fail = |problem: String| TrustFileError {
                 line: i + 1,
@@ -68,8 +69,17 @@ impl TrustFile {
                             "the log key `{vkey}` is not named {domain}/log"
                         )));
                     }
+                    let domain = domain.to_ascii_lowercase();
+                    // A verifier takes the first entry for a (domain, key): a second one
+                    // would be ignored, with the log key it may pin, so the file is refused
+                    // as ambiguous.
+                    if !gateways.insert((domain.clone(), fingerprint.clone())) {
+                        return Err(fail(format!(
+                            "a second `gateway` line for {domain} with key {fingerprint}"
+                        )));
+                    }
                     file.gateways.push(TrustedGateway {
-                        domain: domain.to_ascii_lowercase(),
+                        domain,
                         fingerprint,
                         log_key: rest.first().map(|k| (*k).to_owned()),
                     });
@@ -157,5 +167,29 @@ mod tests {
         let foreign_log = format!("gateway lemgo.example {FPR} other.example/log+01+AQ\n");
         assert!(TrustFile::parse(&foreign_log).is_err());
         assert!(TrustFile::parse("# nothing\n").is_err());
+    }
+
+    #[test]
+    fn a_second_gateway_line_for_the_same_key_and_domain_is_refused() {
+        let pinned = format!("gateway lemgo.example {FPR} lemgo.example/log+01020304+AQID\n");
+        // The same (domain, fingerprint), however spelt: the file is ambiguous about the
+        // log key, so it is refused rather than read with one line silently winning.
+        for second in [
+            format!("gateway lemgo.example {FPR}\n"),
+            format!("gateway LEMGO.example {}\n", FPR.to_ascii_uppercase()),
+            format!("gateway lemgo.example {FPR} lemgo.example/log+05060708+BAUG\n"),
+            pinned.clone(),
+        ] {
+            let e = TrustFile::parse(&format!("{pinned}# again\n{second}")).unwrap_err();
+            assert_eq!(e.line, 3, "{second}");
+            assert!(e.problem.contains("second `gateway` line"), "{e}");
+        }
+        // One key for two gateways, or two keys for one gateway (a rotation): both fine.
+        let other = "fedcba9876543210fedcba9876543210fedcba98";
+        let file = TrustFile::parse(&format!(
+            "{pinned}gateway detmold.example {FPR}\ngateway lemgo.example {other}\n"
+        ))
+        .unwrap();
+        assert_eq!(file.gateways.len(), 3);
     }
 }

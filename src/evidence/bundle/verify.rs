@@ -2,6 +2,8 @@
 //! beyond what the caller anchors, and names the first check that fails as a typed
 //! [`VerifyError`], so that callers (and tests) branch on what failed, not on wording.
 
+use std::collections::HashMap;
+
 use sequoia_openpgp::Cert;
 use sequoia_openpgp::parse::Parse;
 use tlog_tiles::{Hash, check_record, record_hash};
@@ -9,7 +11,7 @@ use tlog_tiles::{Hash, check_record, record_hash};
 use super::trust::{TrustFile, TrustedGateway};
 use super::{
     CHECKPOINT, EVIDENCE_CERT, FORMAT, FORMAT_DOC, InclusionProof, LOG_VKEY, MANIFEST,
-    MANIFEST_SIG, Manifest, README, RECORD, RECORD_PROOF, RECORD_SIG, TIMESTAMP, VERSION,
+    MANIFEST_SIG, Manifest, Member, README, RECORD, RECORD_PROOF, RECORD_SIG, TIMESTAMP, VERSION,
     encode_tar, mtime_secs, record_member,
 };
 use crate::crypto;
@@ -21,6 +23,11 @@ use crate::witness::{Cosignature, WitnessKey, cosignatures};
 
 /// Longest inclusion proof a log of up to 2^64 entries can need.
 const MAX_PROOF: usize = 64;
+
+/// Most members an archive may hold: eight fixed ones and three per record leave room for
+/// over 33,000 records, far more than the events of one (message, recipient) chain, while
+/// bounding the work a crafted file of tiny members can cause.
+const MAX_MEMBERS: usize = 100_000;
 
 /// Why a bundle does not verify: the first failed check.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -37,6 +44,9 @@ pub enum VerifyError {
     /// A member the format does not know.
     #[error("unknown member `{0}`")]
     Unknown(String),
+    /// More members than any bundle holds.
+    #[error("the archive holds more than {MAX_MEMBERS} members")]
+    TooManyMembers,
     /// A required member is absent.
     #[error("member `{0}` is missing")]
     Missing(String),
@@ -123,6 +133,15 @@ pub enum VerifyError {
         member: String,
         /// Why.
         reason: String,
+    },
+    /// A record of a newer version than the manifest's: a version 1 manifest lists
+    /// version 1 records only (it predates version 2 records).
+    #[error("{member}: a version {version} record in a version 1 bundle")]
+    RecordVersion {
+        /// The record member.
+        member: String,
+        /// Its version.
+        version: u32,
     },
     /// A record is about another message or recipient than the manifest names.
     #[error("{0}: is about another message or recipient than the bundle")]
@@ -214,14 +233,25 @@ pub struct Verified {
     pub timestamp: Option<(TimeStamp, bool)>,
 }
 
-type Members = Vec<(String, Vec<u8>)>;
+/// The archive's members in archive order, indexed by name: a member is looked up in
+/// constant time, so that checking each of many members stays linear in their number.
+struct Members {
+    list: Vec<(String, Vec<u8>)>,
+    index: HashMap<String, usize>,
+}
 
 fn decode_tar(bytes: &[u8]) -> Result<Members, VerifyError> {
     use std::io::Read;
     let archive_err = |e: std::io::Error| VerifyError::Archive(e.to_string());
     let mut archive = tar::Archive::new(bytes);
-    let mut out: Members = Vec::new();
+    let mut out = Members {
+        list: Vec::new(),
+        index: HashMap::new(),
+    };
     for entry in archive.entries().map_err(archive_err)? {
+        if out.list.len() == MAX_MEMBERS {
+            return Err(VerifyError::TooManyMembers);
+        }
         let mut entry = entry.map_err(archive_err)?;
         let name = entry
             .path()
@@ -232,25 +262,27 @@ fn decode_tar(bytes: &[u8]) -> Result<Members, VerifyError> {
         if entry.header().entry_type() != tar::EntryType::Regular {
             return Err(VerifyError::NotRegular(name));
         }
-        if out.iter().any(|(n, _)| *n == name) {
+        if out.index.contains_key(&name) {
             return Err(VerifyError::Duplicate(name));
         }
         let mut data = Vec::new();
         entry.read_to_end(&mut data).map_err(archive_err)?;
-        out.push((name, data));
+        out.index.insert(name.clone(), out.list.len());
+        out.list.push((name, data));
     }
     Ok(out)
 }
 
-fn member<'a>(members: &'a [(String, Vec<u8>)], name: &str) -> Result<&'a [u8], VerifyError> {
+fn member<'a>(members: &'a Members, name: &str) -> Result<&'a [u8], VerifyError> {
     members
-        .iter()
-        .find(|(n, _)| n == name)
+        .index
+        .get(name)
+        .and_then(|&i| members.list.get(i))
         .map(|(_, d)| d.as_slice())
         .ok_or_else(|| VerifyError::Missing(name.to_owned()))
 }
 
-fn text<'a>(members: &'a [(String, Vec<u8>)], name: &str) -> Result<&'a str, VerifyError> {
+fn text<'a>(members: &'a Members, name: &str) -> Result<&'a str, VerifyError> {
     std::str::from_utf8(member(members, name)?).map_err(|_| VerifyError::NotText(name.to_owned()))
 }
 
@@ -410,7 +442,7 @@ pub const CLOCK_TOLERANCE_MS: i64 = 5 * 60 * 1000;
 pub fn verify(bytes: &[u8], trust: &Trust<'_>) -> Result<Verified, VerifyError> {
     // 1. Archive structure and member names.
     let members = decode_tar(bytes)?;
-    if let Some((name, _)) = members.iter().find(|(n, _)| !allowed_name(n)) {
+    if let Some((name, _)) = members.list.iter().find(|(n, _)| !allowed_name(n)) {
         return Err(VerifyError::Unknown(name.clone()));
     }
 
@@ -557,18 +589,22 @@ fn canonical_json<T: serde::de::DeserializeOwned + serde::Serialize>(
     }
 }
 
-/// `keys/log.vkey`: from version 2 exactly one line ending in a line feed.
+/// `keys/log.vkey`: from version 2 exactly the key and one line feed.
 fn bundled_log_key(members: &Members, version: u32) -> Result<String, VerifyError> {
     let text = text(members, LOG_VKEY)?;
     if version >= 2 {
+        // Whitespace around the key is checked here, since the checkpoint parser trims the
+        // key it is given: version 2 has exactly one spelling of the member.
         let line = text
             .strip_suffix('\n')
-            .filter(|l| !l.contains(['\n', '\r']));
+            .filter(|l| !l.contains(['\n', '\r']) && *l == l.trim());
         return line
             .map(str::to_owned)
             .ok_or_else(|| VerifyError::Malformed {
                 member: LOG_VKEY.into(),
-                reason: "must be the verifier key on one line ending in a line feed".into(),
+                reason: "must be the verifier key on one line ending in a line feed, without \
+                         surrounding whitespace"
+                    .into(),
             });
     }
     Ok(text.trim().to_owned())
@@ -740,11 +776,16 @@ fn signed_manifest(
 }
 
 fn check_listed(members: &Members, manifest: &Manifest) -> Result<(), VerifyError> {
-    for (name, data) in members {
+    let by_name: HashMap<&str, &Member> = manifest
+        .members
+        .iter()
+        .map(|m| (m.name.as_str(), m))
+        .collect();
+    for (name, data) in &members.list {
         if name == MANIFEST || name == MANIFEST_SIG {
             continue;
         }
-        let Some(listed) = manifest.members.iter().find(|m| &m.name == name) else {
+        let Some(listed) = by_name.get(name.as_str()) else {
             return Err(VerifyError::Unlisted(name.clone()));
         };
         if listed.size != data.len() as u64 || listed.sha256 != Sha256Digest::of(data) {
@@ -769,7 +810,7 @@ fn check_canonical(
     }
     expected_order.extend([MANIFEST, MANIFEST_SIG]);
     expected_order.extend(manifest.members.iter().skip(1).map(|m| m.name.as_str()));
-    let ordered: Members = expected_order
+    let ordered: Vec<(String, Vec<u8>)> = expected_order
         .iter()
         .map(|n| member(members, n).map(|d| ((*n).to_owned(), d.to_vec())))
         .collect::<Result<_, _>>()?;
@@ -811,6 +852,14 @@ fn check_records(
         let name = record_member(n, RECORD);
         let canonical = member(members, &name)?;
         let record = EvidenceRecord::from_canonical(canonical).map_err(|e| malformed(&name, &e))?;
+        // A version 1 manifest predates version 2 records: no version 1 writer made a bundle
+        // holding one (docs/proof-bundle.md §5).
+        if manifest.version == 1 && record.version > 1 {
+            return Err(VerifyError::RecordVersion {
+                member: name,
+                version: record.version,
+            });
+        }
         let sig_name = record_member(n, RECORD_SIG);
         let sig = member(members, &sig_name)?;
         crypto::verify_detached(cert, canonical, sig).map_err(|e| VerifyError::Signature {
@@ -971,4 +1020,31 @@ fn check_inclusion(
         index: proof.log_index,
         reason: e.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An archive of `n` empty members with distinct allowed names.
+    fn archive_of(n: usize) -> Vec<u8> {
+        let members: Vec<(String, Vec<u8>)> = (1..=n)
+            .map(|i| (record_member(i, RECORD), Vec::new()))
+            .collect();
+        encode_tar(&members, 0).unwrap()
+    }
+
+    #[test]
+    fn an_archive_of_more_members_than_any_bundle_is_refused() {
+        let trust = Trust::key(Anchor::None);
+        assert_eq!(
+            verify(&archive_of(MAX_MEMBERS + 1), &trust).unwrap_err(),
+            VerifyError::TooManyMembers
+        );
+        // At the bound the archive is read, and refused for what it lacks.
+        assert_eq!(
+            verify(&archive_of(MAX_MEMBERS), &trust).unwrap_err(),
+            VerifyError::Missing(EVIDENCE_CERT.into())
+        );
+    }
 }
