@@ -121,7 +121,7 @@ impl Auth {
             Some((user, _)) => account_repo::password_hash(&mut conn, user.id).await?,
             None => None,
         };
-        let (Some((user, _)), Some(phc)) = (found, phc) else {
+        let (Some((user, _)), Some((phc, credentials_version))) = (found, phc) else {
             // As slow as a real check, so response times do not tell which accounts exist.
             let pw = zeroize::Zeroizing::new(pw.to_owned());
             pool::run(move || password::verify(&pw, password::DUMMY_HASH)).await;
@@ -157,6 +157,7 @@ impl Auth {
                 sealed_user_key: sealed,
                 created_at: now,
                 expires_at: now + SESSION_TTL_MS,
+                credentials_version,
             },
         )
         .await?;

@@ -36,13 +36,15 @@ impl Auth {
                 "second factors belong to logged-in users",
             ));
         };
+        let key = user.email.key();
+        // As for passwords: guesses sent at once wait in turn (`Lockout::turn`).
+        let _turn = self.lockout.turn(&key, client).await;
         let now = now_ms();
         let mut conn = self.store.pool().acquire().await?;
         let (secret, _, _) = repo::totp(&mut conn, user.id)
             .await?
             .ok_or(AuthError::NoSecondFactor)?;
         drop(conn);
-        let key = user.email.key();
         let wait = self.lockout.wait_secs(&key, client, now);
         if wait > 0 {
             return Err(AuthError::LockedOut(wait));

@@ -172,13 +172,13 @@ pub async fn find_user(
 pub async fn password_hash(
     conn: &mut AnyConnection,
     user_id: i64,
-) -> Result<Option<String>, StoreError> {
-    Ok(
-        sqlx::query_scalar("SELECT password_hash FROM users WHERE id = $1 AND disabled = 0")
-            .bind(user_id)
-            .fetch_optional(conn)
-            .await?,
+) -> Result<Option<(String, i64)>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT password_hash, credentials_version FROM users WHERE id = $1 AND disabled = 0",
     )
+    .bind(user_id)
+    .fetch_optional(conn)
+    .await?)
 }
 
 /// All users, ordered by login.
@@ -216,12 +216,17 @@ pub async fn set_password_hash(
     phc: &str,
     now: i64,
 ) -> Result<(), StoreError> {
-    sqlx::query("UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3")
-        .bind(phc)
-        .bind(now)
-        .bind(user_id)
-        .execute(conn)
-        .await?;
+    // A new credentials version ends every session opened under the old password, also
+    // one whose login is still under way (migration 0013).
+    sqlx::query(
+        "UPDATE users SET password_hash = $1, updated_at = $2, \
+         credentials_version = credentials_version + 1 WHERE id = $3",
+    )
+    .bind(phc)
+    .bind(now)
+    .bind(user_id)
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
@@ -625,12 +630,18 @@ fn credential_inline(
 
 fn credential_sql() -> String {
     // The mailbox in the same read: every SMTP AUTH and token-authenticated request needs
-    // it next, and each read after a commit rereads its pages (docs/decisions.md).
+    // it next, and each read after a commit rereads its pages (docs/decisions.md). A token
+    // a member created lives only while its creator is an enabled, active member: removing
+    // the member revokes the tokens it finds, and this also ends one created by a request
+    // that raced the removal.
     format!(
         "SELECT c.id AS credential_id, c.scope, c.client_cert_sha256, {MAILBOX_COLUMNS} \
          FROM credentials c JOIN mailboxes m ON m.id = c.mailbox_id \
          JOIN identities i ON i.id = m.identity_id \
-         WHERE c.token_hash = $1 AND c.revoked_at IS NULL"
+         WHERE c.token_hash = $1 AND c.revoked_at IS NULL \
+         AND (c.creator_user_id IS NULL OR EXISTS (SELECT 1 FROM memberships ms \
+              JOIN users u ON u.id = ms.user_id WHERE ms.mailbox_id = c.mailbox_id \
+              AND ms.user_id = c.creator_user_id AND ms.state = 'active' AND u.disabled = 0))"
     )
 }
 

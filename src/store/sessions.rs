@@ -19,13 +19,16 @@ pub struct SessionRow {
     pub created_at: i64,
     /// Expires.
     pub expires_at: i64,
+    /// The user's credentials version its password was checked under: the session ends
+    /// with the next password change.
+    pub credentials_version: i64,
 }
 
 /// Stores a session.
 pub async fn insert(conn: &mut AnyConnection, s: &SessionRow) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO sessions (token_hash, user_id, auth_level, sealed_user_key, created_at, \
-         expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
+         expires_at, credentials_version) VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(s.token_hash.to_vec())
     .bind(s.user_id)
@@ -33,6 +36,7 @@ pub async fn insert(conn: &mut AnyConnection, s: &SessionRow) -> Result<(), Stor
     .bind(s.sealed_user_key.clone())
     .bind(s.created_at)
     .bind(s.expires_at)
+    .bind(s.credentials_version)
     .execute(conn)
     .await?;
     Ok(())
@@ -45,8 +49,10 @@ pub async fn find(
     now: i64,
 ) -> Result<Option<SessionRow>, StoreError> {
     let row = sqlx::query(
-        "SELECT user_id, auth_level, sealed_user_key, created_at, expires_at FROM sessions \
-         WHERE token_hash = $1 AND expires_at > $2",
+        "SELECT s.user_id, s.auth_level, s.sealed_user_key, s.created_at, s.expires_at, \
+         s.credentials_version FROM sessions s JOIN users u ON u.id = s.user_id \
+         WHERE s.token_hash = $1 AND s.expires_at > $2 \
+         AND s.credentials_version = u.credentials_version",
     )
     .bind(token_hash.to_vec())
     .bind(now)
@@ -60,6 +66,7 @@ pub async fn find(
             sealed_user_key: r.try_get(2)?,
             created_at: r.try_get(3)?,
             expires_at: r.try_get(4)?,
+            credentials_version: r.try_get(5)?,
         })
     })
     .transpose()

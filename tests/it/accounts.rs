@@ -77,7 +77,7 @@ async fn citizen_gets_user_mailbox_and_audit_entry(db: TestDb) {
     assert_eq!(entries[0].details["role"], "citizen");
     assert!(!entries[0].details.to_string().contains("password"));
 
-    let phc = repo::password_hash(&mut conn, user.id)
+    let (phc, _) = repo::password_hash(&mut conn, user.id)
         .await
         .unwrap()
         .unwrap();
@@ -394,10 +394,14 @@ async fn identity_verification_disable_and_password_change(db: TestDb) {
         .unwrap();
     assert_eq!(kept, None, "the key was kept: no new recovery code");
     let mut conn = store.pool().acquire().await.unwrap();
-    let phc = repo::password_hash(&mut conn, user.id)
+    let (phc, version) = repo::password_hash(&mut conn, user.id)
         .await
         .unwrap()
         .unwrap();
+    assert!(
+        version > 0,
+        "a password change raises the credentials version"
+    );
     assert!(password::verify("another long password", &phc));
     assert!(!password::verify("a long enough password", &phc));
 
