@@ -164,7 +164,7 @@ fn fresh_session_key(size: usize) -> openpgp::crypto::SessionKey {
 ///   reader on the way (docs/decisions.md, tenth round).
 /// - CRLF written here, not converted afterwards: one pass over the payload less.
 pub(super) fn armor_message(binary: &[u8]) -> Result<Vec<u8>, CryptoError> {
-    let mut armored = Vec::with_capacity(armored_len(binary.len()));
+    let mut armored = Vec::new();
     armor_message_into(binary, &mut armored)?;
     Ok(armored)
 }

@@ -109,6 +109,8 @@ impl Gateway {
             .filter(|e| e.record.recipient.key() == chosen.key())
             .map(|e| e.record.message.gateway_id.as_str())
             .collect::<Vec<_>>();
+        // Sorted first: the hits are in log order, where two messages' records interleave.
+        ids.sort_unstable();
         ids.dedup();
         match ids.as_slice() {
             [one] => self.export(caller, one, Some(&chosen)).await,
