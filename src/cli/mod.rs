@@ -163,6 +163,12 @@ pub enum CliError {
     /// Sessions and second factors.
     #[error(transparent)]
     Auth(#[from] crate::auth::AuthError),
+    /// Opening the gateway's store, keys and log for a command that records evidence.
+    #[error(transparent)]
+    Gateway(#[from] crate::gateway::OpenGatewayError),
+    /// The relay queue.
+    #[error(transparent)]
+    Queue(#[from] crate::queue::QueueError),
     /// Bad invocation or input not covered by a module error.
     #[error("{0}")]
     Usage(String),

@@ -6,6 +6,8 @@ use clap::Subcommand;
 
 use super::{CliError, load_config};
 use crate::clock::{now_ms, rfc3339_ms};
+use crate::gateway::Gateway;
+use crate::queue::Removed;
 use crate::store::queue as repo;
 use crate::store::{OpenMode, Store, StoreError};
 
@@ -24,7 +26,9 @@ pub enum QueueCommand {
         /// The job id (first column of `queue list`).
         id: i64,
     },
-    /// Remove a job that is not being sent (the message and its evidence stay).
+    /// Remove a job that is not being sent (the message and its evidence stay). A job not
+    /// yet sent is cancelled: its recipient's evidence records the failure (RA05, cancelled
+    /// by the operator), which needs the gateway's keys.
     Delete {
         /// The job id.
         id: i64,
@@ -62,12 +66,19 @@ pub async fn queue(config_path: &Path, command: QueueCommand) -> Result<(), CliE
             out!("queued: {id}");
         }
         QueueCommand::Delete { id } => {
-            if !repo::delete(&mut conn, id).await? {
-                return Err(CliError::Usage(format!(
-                    "no job {id} that could be deleted (a job being sent cannot)"
-                )));
+            drop(conn);
+            let gateway = Gateway::attach(config).await?;
+            match crate::queue::remove(&gateway, id).await? {
+                Some(Removed::Finished) => out!("deleted: {id}"),
+                Some(Removed::Cancelled) => {
+                    out!("deleted: {id} (not sent; cancellation recorded as evidence)");
+                }
+                None => {
+                    return Err(CliError::Usage(format!(
+                        "no job {id} that could be deleted (a job being sent cannot)"
+                    )));
+                }
             }
-            out!("deleted: {id}");
         }
     }
     Ok(())

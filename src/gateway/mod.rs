@@ -229,6 +229,26 @@ impl Gateway {
         Ok(gateway)
     }
 
+    /// The parts of the gateway an operator's command needs to record evidence beside a
+    /// running gateway (or none): the existing store, the keys, the log and a writer of its
+    /// own. Log appends take the sequencer lock in the database, so two writers in two
+    /// processes keep one log; no witness is asked (the server's next checkpoint is).
+    pub async fn attach(config: Config) -> Result<Self, OpenGatewayError> {
+        let store = Store::open(&config, OpenMode::Existing).await?;
+        let keys = KeyRing::load(&config)?;
+        let log = Arc::new(Log::new(
+            keys.log.clone(),
+            keys.origin.clone(),
+            &config.gateway.data_dir,
+        ));
+        {
+            let mut conn = store.pool().acquire().await.map_err(StoreError::from)?;
+            log.check_published(&mut conn).await?;
+        }
+        let writer = Writer::spawn(store.clone(), log.clone());
+        Ok(Self::from_parts(store, Arc::new(config), keys, log, writer))
+    }
+
     /// The same gateway, attested by `attestor` (tests).
     pub fn with_attestor(mut self, attestor: Attestor) -> Self {
         self.attestor = Some(attestor);

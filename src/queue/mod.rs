@@ -162,7 +162,17 @@ enum Attempt {
     Delivered(String),
     Refused(String),
     Later(String),
+    /// Not sent: nothing about it could be sent by trying again (a stored message that no
+    /// longer reads, an envelope that does not parse).
+    Unsendable(String),
 }
+
+/// Why a job waits while its office has no mail server to relay to: the operator may give
+/// it one (`bote mailbox add --office … --relay`) before the job expires.
+const NO_RELAY: &str = "not sent: the office's mailbox has no mail server to relay to";
+
+/// The note of the failure `bote queue delete` records for a job it cancels.
+const CANCELLED: &str = "cancelled by the operator (bote queue delete); not sent";
 
 /// The relay worker of one gateway process.
 #[derive(Clone)]
@@ -382,11 +392,14 @@ impl RelayWorker {
         place: Place,
         shutdown: CancellationToken,
     ) -> Result<(), QueueError> {
-        let relay = job
-            .relay
-            .clone()
-            .ok_or_else(|| QueueError::Job(job.id, "its mailbox has no relay".into()))?;
-        let (outcome, encrypted) = {
+        let Some(relay) = job.relay.clone() else {
+            // Handed on through backoff to its expiry, and its evidence then, instead of
+            // waiting for the lease and being taken over as an orphan, again and again.
+            return self
+                .end(&job, None, (Attempt::Later(NO_RELAY.into()), false))
+                .await;
+        };
+        let sent = {
             // The session and the message are held until the server has answered, not
             // through the commit of the outcome.
             let session = tokio::select! {
@@ -409,6 +422,7 @@ impl RelayWorker {
             };
             match self.payload(&job).await {
                 Ok(payload) => self.send(&relay, &job, payload).await,
+                Err(QueueError::Job(_, why)) => (Attempt::Unsendable(why), false),
                 Err(e) if e.may_pass() => {
                     tracing::warn!(job = job.id, error = %e, "relay payload unreadable; job handed back");
                     return self.give_back(&[job.id]).await;
@@ -416,22 +430,33 @@ impl RelayWorker {
                 Err(e) => return Err(e),
             }
         };
+        self.end(&job, Some(&relay), sent).await
+    }
+
+    /// Records what an attempt at `job` (to `relay`, if it has one) came to: evidence and
+    /// the job's end, or its next due time.
+    async fn end(
+        &self,
+        job: &Claimed,
+        relay: Option<&Relay>,
+        (outcome, encrypted): (Attempt, bool),
+    ) -> Result<(), QueueError> {
         let expired =
             now_ms() - job.created_at >= i64::try_from(self.expiry.as_millis()).unwrap_or(i64::MAX);
-        let remote = format!("{}:{}", relay.host, relay.port);
+        let remote = relay.map_or_else(|| "none".to_owned(), |r| format!("{}:{}", r.host, r.port));
         // What happened and the mailbox's rule: `opportunistic` alone would not say whether
         // the message crossed the network encrypted. (lettre does not expose the version.)
         let tls = format!(
             "{}; {}",
             if encrypted { "TLS" } else { "plain" },
-            relay.tls.as_str()
+            relay.map_or("none", |r| r.tls.as_str())
         );
         match outcome {
             Attempt::Delivered(reply) => {
                 metrics::counter!("bote_relay_deliveries_total", "outcome" => "delivered")
                     .increment(1);
                 self.record(
-                    &job,
+                    job,
                     Event::RelayToNonERDS,
                     ReasonCode::Accepted,
                     remote,
@@ -445,7 +470,7 @@ impl RelayWorker {
                 metrics::counter!("bote_relay_deliveries_total", "outcome" => "refused")
                     .increment(1);
                 self.record(
-                    &job,
+                    job,
                     Event::RelayToNonERDSFailure,
                     ReasonCode::RefusedByRecipientSystem,
                     remote,
@@ -455,11 +480,26 @@ impl RelayWorker {
                 )
                 .await
             }
+            Attempt::Unsendable(why) => {
+                metrics::counter!("bote_relay_deliveries_total", "outcome" => "unsendable")
+                    .increment(1);
+                tracing::error!(job = job.id, %why, "relay job cannot be sent; failed");
+                self.record(
+                    job,
+                    Event::RelayToNonERDSFailure,
+                    ReasonCode::InvalidFormat,
+                    remote,
+                    tls,
+                    why,
+                    "failed",
+                )
+                .await
+            }
             Attempt::Later(reason) if expired => {
                 metrics::counter!("bote_relay_deliveries_total", "outcome" => "expired")
                     .increment(1);
                 self.record(
-                    &job,
+                    job,
                     Event::RelayToNonERDSFailure,
                     ReasonCode::Expired,
                     remote,
@@ -526,7 +566,8 @@ impl RelayWorker {
         let stored = payload.ok_or(QueueError::Store(StoreError::Conflict(
             "the job's lease was lost before it was sent",
         )))?;
-        outgoing(stored).map_err(|e| QueueError::Job(job.id, e))
+        outgoing(stored)
+            .map_err(|e| QueueError::Job(job.id, format!("not sent: the stored message: {e}")))
     }
 
     /// One SMTP attempt, and whether its session was encrypted (false if none was made).
@@ -534,11 +575,16 @@ impl RelayWorker {
         let envelope = match (job.sender.parse(), job.recipient.parse()) {
             (Ok(from), Ok(to)) => match Envelope::new(Some(from), vec![to]) {
                 Ok(e) => e,
-                Err(e) => return (Attempt::Refused(format!("envelope: {e}")), false),
+                Err(e) => {
+                    return (
+                        Attempt::Unsendable(format!("not sent: envelope: {e}")),
+                        false,
+                    );
+                }
             },
             _ => {
-                let why = "the envelope addresses do not parse".into();
-                return (Attempt::Refused(why), false);
+                let why = "not sent: the envelope addresses do not parse".into();
+                return (Attempt::Unsendable(why), false);
             }
         };
         let hello = ClientId::Domain(self.gateway.config().primary_domain().to_owned());
@@ -619,6 +665,53 @@ impl RelayWorker {
                 done => return done,
             }
         }
+    }
+}
+
+/// What `bote queue delete` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removed {
+    /// A job waiting to be sent: cancelled, and its recipient's chain ends in
+    /// RelayToNonERDSFailure (RA05, "cancelled by the operator"), which the sender sees.
+    Cancelled,
+    /// A finished job: its row and payload are gone; its chain ends in its outcome.
+    Finished,
+}
+
+/// Removes job `id` for the operator (`bote queue delete`); `None` if there is no such job
+/// or it is being sent. A job not yet sent ends with evidence, in the transaction that
+/// removes it: a message must not stay "being relayed" in its sender's view and its
+/// proof, with no record of why it never went.
+pub async fn remove(gateway: &Gateway, id: i64) -> Result<Option<Removed>, QueueError> {
+    let mut conn = gateway.store().pool().acquire().await?;
+    let Some(job) = repo::find(&mut conn, id).await? else {
+        return Ok(None);
+    };
+    match job.state.as_str() {
+        "done" | "failed" => Ok(repo::delete_finished(&mut conn, id)
+            .await?
+            .then_some(Removed::Finished)),
+        "queued" => {
+            drop(conn);
+            let details = Details {
+                note: Some(CANCELLED.into()),
+                ..Details::default()
+            };
+            let work: evidence::Work =
+                Box::new(move |conn: &mut AnyConnection| Box::pin(repo::delete_queued(conn, id)));
+            let fact = (Event::RelayToNonERDSFailure, ReasonCode::Policy, details);
+            match record_event(gateway, &job.gateway_id, &job.recipient, fact, Some(work)).await {
+                Ok(()) => Ok(Some(Removed::Cancelled)),
+                // A worker claimed it meanwhile: nothing was written.
+                Err(QueueError::Writer(evidence::WriterError::Work(e)))
+                    if matches!(*e, StoreError::Conflict(_)) =>
+                {
+                    Ok(None)
+                }
+                Err(e) => Err(e),
+            }
+        }
+        _ => Ok(None),
     }
 }
 

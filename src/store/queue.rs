@@ -448,13 +448,56 @@ pub async fn retry_now(conn: &mut AnyConnection, id: i64, now: i64) -> Result<bo
     Ok(done.rows_affected() == 1)
 }
 
-/// Removes a job that is not being sent; false if there is no such job.
-pub async fn delete(conn: &mut AnyConnection, id: i64) -> Result<bool, StoreError> {
-    let done = sqlx::query("DELETE FROM outbound_jobs WHERE id = $1 AND state <> 'running'")
+/// A job as `bote queue delete` finds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    /// `queued`, `running`, `done`, `failed`.
+    pub state: String,
+    /// The message.
+    pub gateway_id: String,
+    /// The recipient.
+    pub recipient: String,
+}
+
+/// Job `id`, if there is one.
+pub async fn find(conn: &mut AnyConnection, id: i64) -> Result<Option<Found>, StoreError> {
+    let row = sqlx::query("SELECT state, gateway_id, recipient FROM outbound_jobs WHERE id = $1")
+        .bind(id)
+        .fetch_optional(conn)
+        .await?;
+    row.map(|r| {
+        Ok(Found {
+            state: r.try_get(0)?,
+            gateway_id: r.try_get(1)?,
+            recipient: r.try_get(2)?,
+        })
+    })
+    .transpose()
+}
+
+/// Removes a job whose chain ends in its outcome (`done` or `failed`) and its payload;
+/// false if there is no such job.
+pub async fn delete_finished(conn: &mut AnyConnection, id: i64) -> Result<bool, StoreError> {
+    let done =
+        sqlx::query("DELETE FROM outbound_jobs WHERE id = $1 AND state IN ('done', 'failed')")
+            .bind(id)
+            .execute(conn)
+            .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Removes a job still waiting to be sent, and its payload (in the transaction of the
+/// evidence that says so); a conflict if a worker claimed it meanwhile.
+pub async fn delete_queued(conn: &mut AnyConnection, id: i64) -> Result<(), StoreError> {
+    let done = sqlx::query("DELETE FROM outbound_jobs WHERE id = $1 AND state = 'queued'")
         .bind(id)
         .execute(conn)
         .await?;
-    Ok(done.rows_affected() == 1)
+    if done.rows_affected() == 1 {
+        Ok(())
+    } else {
+        Err(StoreError::Conflict("the job is being sent"))
+    }
 }
 
 /// Jobs not yet finished, and the creation time (unix ms) of the oldest of them.

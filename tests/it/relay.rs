@@ -442,6 +442,129 @@ async fn an_unreachable_server_expires_with_evidence_and_the_operator_can_retry(
     assert!(stdout(&run(c.api.gw.setup.cmd(&["queue", "list"]))).is_empty());
 }
 
+/// The first job's id in `bote queue list`.
+fn first_job(c: &Cast) -> String {
+    let list = stdout(&run(c.api.gw.setup.cmd(&["queue", "list"])));
+    let line = list
+        .lines()
+        .next()
+        .unwrap_or_else(|| panic!("no job: {list}"));
+    line.split('\t').next().unwrap().to_owned()
+}
+
+/// Sets job `job`'s state in the database (what a worker's claim would do).
+async fn set_state(c: &Cast, job: &str, state: &str) {
+    let mut conn = c.api.gw.store.pool().acquire().await.unwrap();
+    sqlx::query("UPDATE outbound_jobs SET state = $1 WHERE id = $2")
+        .bind(state)
+        .bind(job.parse::<i64>().unwrap())
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+}
+
+/// The chain of the external recipient now.
+async fn kreis_chain(c: &Cast, id: &str) -> Vec<bote::evidence::StoredEvidence> {
+    let mut conn = c.api.gw.store.pool().acquire().await.unwrap();
+    let to = bote::address::EmailAddress::parse("amt@kreis.example").unwrap();
+    bote::evidence::query::chain(&mut conn, id, Some(&to))
+        .await
+        .unwrap()
+}
+
+crate::on_both_backends!(
+    deleting_a_queued_job_records_its_cancellation,
+    super::cancellation
+);
+
+/// `bote queue delete` of a job not yet sent ends it with evidence the sender sees (the
+/// message must not stay "being relayed" with no record of why it never went), in the
+/// transaction that removes it; a job being sent is refused and keeps everything.
+async fn cancellation(gw: Gateway) {
+    let c = cast(gw).await;
+    // No worker runs: the job waits in the queue.
+    let id = queue_relay(&c, crate::support::free_port(), office_cert()).await;
+    let job = first_job(&c);
+
+    set_state(&c, &job, "running").await;
+    crate::support::assert_one_line_error(
+        &run(c.api.gw.setup.cmd(&["queue", "delete", &job])),
+        &[&format!("no job {job} that could be deleted"), "being sent"],
+    );
+    assert_eq!(kreis_chain(&c, &id).await.len(), 1, "nothing recorded");
+    assert_eq!(stored_payloads(&c).await, 1);
+
+    set_state(&c, &job, "queued").await;
+    let out = run(c.api.gw.setup.cmd(&["queue", "delete", &job]));
+    assert_eq!(
+        stdout(&out),
+        format!("deleted: {job} (not sent; cancellation recorded as evidence)\n"),
+        "{}",
+        crate::support::stderr(&out)
+    );
+    let chain = kreis_chain(&c, &id).await;
+    let last = &chain.last().unwrap().record;
+    assert_eq!(chain.len(), 2);
+    assert_eq!(last.event, Event::RelayToNonERDSFailure);
+    assert_eq!(last.reason, ReasonCode::Policy);
+    let note = last.details.note.clone().unwrap_or_default();
+    assert!(note.contains("cancelled by the operator"), "{note}");
+    assert!(stdout(&run(c.api.gw.setup.cmd(&["queue", "list", "--all"]))).is_empty());
+    assert_eq!(stored_payloads(&c).await, 0, "its payload went with it");
+
+    // The sender sees it among the receipts; the log written by two processes verifies.
+    let anna = c.api.login("anna@lemgo.example").await;
+    let receipts = c
+        .api
+        .get(&format!("/api/v1/messages/{id}/receipts"), &anna)
+        .await
+        .json();
+    assert!(
+        receipts
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["headers"]["REM-EventIdentifier"] == "RelayToNonERDSFailure"),
+        "{receipts}"
+    );
+    let out = run(c.api.gw.setup.cmd(&["log", "verify"]));
+    assert!(out.status.success(), "{}", crate::support::stderr(&out));
+}
+
+/// A job whose stored message no longer reads cannot be mended by trying again: it fails
+/// at once with evidence (RA02) and is not sent, instead of being held until its lease
+/// ran out and taken over as an orphan, lease after lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_cannot_be_sent_fails_with_evidence_instead_of_cycling() {
+    let c = cast_with(|_| {}).await;
+    let sink = Sink::start("accept");
+    let id = queue_relay(&c, sink.port, office_cert()).await;
+    {
+        let mut conn = c.api.gw.store.pool().acquire().await.unwrap();
+        // The stored format's mark, then parts whose lengths do not add up.
+        let broken = b"\0bote-p1\xff\xff\xff\xff".to_vec();
+        sqlx::query("UPDATE outbound_payloads SET payload = $1")
+            .bind(broken)
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+    }
+    let stop = tokio_util::sync::CancellationToken::new();
+    let worker = tokio::spawn(bote::queue::RelayWorker::new(c.api.core.clone()).run(stop.clone()));
+    let chain = wait_for(&c, &id, Event::RelayToNonERDSFailure).await;
+    let failure = &chain.last().unwrap().record;
+    assert_eq!(failure.reason, ReasonCode::InvalidFormat);
+    let reply = failure.details.reply.clone().unwrap_or_default();
+    assert!(reply.contains("not sent: the stored message"), "{reply}");
+    stop_worker(&stop, worker).await;
+    let list = stdout(&run(c.api.gw.setup.cmd(&["queue", "list"])));
+    assert!(list.contains("\tfailed\t1\t"), "{list}");
+    assert!(
+        !sink.dir.path().join("mail/1.eml").exists(),
+        "nothing reached the office"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn required_tls_is_never_given_up_for_a_server_without_starttls() {
     let c = cast_with(|config| config.queue.retry_base_ms = 50).await;
