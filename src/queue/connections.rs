@@ -32,12 +32,23 @@ pub(super) const END_OF_DATA: &str = "\r\n.\r\n";
 /// An idle session older than this is tested (NOOP) before it is used again.
 const STALE: Duration = Duration::from_secs(5);
 
+/// How long an idle session is kept for the next job to its server: long enough to carry
+/// a pause in a burst over, well short of the idle limit servers set (Postfix's
+/// `smtpd_timeout`, 300 s), so that it is closed by a QUIT, not found dead.
+const KEEP_IDLE: Duration = Duration::from_secs(60);
+
+/// How long a QUIT to an idle session may take before the connection is just dropped.
+const QUIT_TIMEOUT: Duration = Duration::from_secs(5);
+
 type Key = (String, u16, RelayTls);
 
-/// Idle sessions by server and TLS mode.
-#[derive(Default)]
+/// Idle sessions by server and TLS mode: at most `cap` in all (the sessions a worker may
+/// use at once), none kept longer than [`KEEP_IDLE`]. Uncapped, a worker that relays to a
+/// hundred offices kept a hundred times its sessions open, each until its server hung up.
 pub(super) struct Sessions {
     idle: Mutex<HashMap<Key, Vec<(Session, Instant)>>>,
+    cap: usize,
+    keep_idle: Duration,
 }
 
 /// An open SMTP session to an office's server.
@@ -79,6 +90,64 @@ fn key(relay: &Relay) -> Key {
 }
 
 impl Sessions {
+    /// No idle sessions yet; at most `cap` kept.
+    pub(super) fn new(cap: usize) -> Self {
+        Self {
+            idle: Mutex::default(),
+            cap,
+            keep_idle: KEEP_IDLE,
+        }
+    }
+
+    /// Idle sessions now.
+    pub(super) fn idle(&self) -> usize {
+        self.lock().values().map(Vec::len).sum()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Vec<(Session, Instant)>>> {
+        // A poisoned lock means a panic while moving a session in or out; the map is intact.
+        self.idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Closes the idle sessions kept longer than [`KEEP_IDLE`] (`keep_idle`), and the longest idle ones
+    /// beyond the cap (QUIT, in the background).
+    pub(super) fn close_idle(&self) {
+        let closing = {
+            let mut idle = self.lock();
+            let mut closing = Vec::new();
+            for sessions in idle.values_mut() {
+                // Each list is in the order the sessions came back: the oldest first.
+                let expired = sessions
+                    .iter()
+                    .take_while(|(_, since)| since.elapsed() >= self.keep_idle)
+                    .count();
+                closing.extend(sessions.drain(..expired).map(|(s, _)| s));
+            }
+            let mut kept: usize = idle.values().map(Vec::len).sum();
+            while kept > self.cap {
+                let oldest = idle
+                    .iter()
+                    .filter_map(|(k, v)| v.first().map(|(_, since)| (k.clone(), *since)))
+                    .min_by_key(|(_, since)| *since)
+                    .map(|(k, _)| k);
+                let Some(sessions) = oldest.and_then(|k| idle.get_mut(&k)) else {
+                    break;
+                };
+                closing.push(sessions.remove(0).0);
+                kept -= 1;
+            }
+            idle.retain(|_, v| !v.is_empty());
+            closing
+        };
+        for mut session in closing {
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(QUIT_TIMEOUT, session.smtp.quit()).await;
+            });
+        }
+    }
+
     /// An open session to `relay`: an idle one if it still answers, else a new one.
     pub(super) async fn take(
         &self,
@@ -95,26 +164,26 @@ impl Sessions {
     }
 
     fn pop(&self, relay: &Relay) -> Option<(Session, Instant)> {
-        // A poisoned lock means a panic while moving a session in or out; the map is intact.
-        let mut idle = self
-            .idle
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        idle.get_mut(&key(relay))?.pop()
+        // The most recently used: the likeliest still open.
+        self.lock().get_mut(&key(relay))?.pop()
     }
 
-    /// Gives a session back for the next job, unless it broke.
+    /// Gives a session back for the next job, unless it broke; the longest idle session
+    /// is closed if this one is over the cap.
     pub(super) fn put_back(&self, relay: &Relay, session: Session) {
         if session.smtp.has_broken() {
             return;
         }
-        let mut idle = self
-            .idle
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        idle.entry(key(relay))
-            .or_default()
-            .push((session, Instant::now()));
+        let over = {
+            let mut idle = self.lock();
+            idle.entry(key(relay))
+                .or_default()
+                .push((session, Instant::now()));
+            idle.values().map(Vec::len).sum::<usize>() > self.cap
+        };
+        if over {
+            self.close_idle();
+        }
     }
 }
 
@@ -280,6 +349,8 @@ mod tests {
     struct Seen {
         with_mail: Vec<String>,
         contents: Vec<String>,
+        /// The client said QUIT (rather than just closing the connection).
+        quit: bool,
     }
 
     /// A one-connection SMTP server that offers PIPELINING or not and refuses any RCPT to
@@ -338,6 +409,7 @@ mod tests {
                     }
                     "QUIT" => {
                         w.write_all(b"221 bye\r\n").await.unwrap();
+                        seen.quit = true;
                         return seen;
                     }
                     _ => "250 ok",
@@ -366,6 +438,40 @@ mod tests {
             vec![to.parse().unwrap()],
         )
         .unwrap()
+    }
+
+    /// Idle sessions are capped in all, and closed with a QUIT after their idle time: the
+    /// longest idle goes first.
+    #[tokio::test]
+    async fn idle_sessions_are_capped_and_closed_politely() {
+        let hello = ClientId::Domain("lemgo.example".into());
+        let (first, first_served) = office_server(true).await;
+        let (second, second_served) = office_server(true).await;
+        let sessions = Sessions::new(1);
+        for port in [first, second] {
+            let session = open(&relay(port), &hello, &[]).await.unwrap();
+            sessions.put_back(&relay(port), session);
+        }
+        assert_eq!(sessions.idle(), 1);
+        let wait = std::time::Duration::from_secs(10);
+        let seen = tokio::time::timeout(wait, first_served)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(seen.quit, "the longest idle session got a QUIT");
+        // The one kept is the second server's; once its idle time is over, it goes too.
+        assert!(sessions.lock().contains_key(&key(&relay(second))));
+        let sessions = Sessions {
+            keep_idle: Duration::ZERO,
+            ..sessions
+        };
+        sessions.close_idle();
+        assert_eq!(sessions.idle(), 0);
+        let seen = tokio::time::timeout(wait, second_served)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(seen.quit);
     }
 
     /// To a server that offers PIPELINING, MAIL, RCPT and DATA arrive together; to one

@@ -209,7 +209,9 @@ impl RelayWorker {
             expiry: Duration::from_secs(config.queue.relay_expiry_secs),
             retry_base: Duration::from_millis(config.queue.retry_base_ms),
             lease: Duration::from_secs(config.queue.lease_secs.max(1)),
-            sessions: Arc::default(),
+            sessions: Arc::new(connections::Sessions::new(
+                config.queue.relay_sessions as usize,
+            )),
             gateway,
         }
     }
@@ -222,6 +224,7 @@ impl RelayWorker {
             if gauges_at.is_none_or(|at| at.elapsed() >= GAUGES) {
                 gauges_at = Some(std::time::Instant::now());
                 self.update_gauges().await;
+                self.sessions.close_idle();
             }
             // Wait for a free place first: claiming nothing while every place is taken and
             // then sleeping for the poll interval would idle the worker.
@@ -295,6 +298,8 @@ impl RelayWorker {
                 #[allow(clippy::cast_precision_loss)]
                 metrics::gauge!("bote_queue_depth").set(jobs as f64);
                 metrics::gauge!("bote_queue_oldest_job_age_seconds").set(age);
+                #[allow(clippy::cast_precision_loss)]
+                metrics::gauge!("bote_relay_idle_sessions").set(self.sessions.idle() as f64);
             }
             Err(e) => tracing::warn!(error = %e, "queue depth unreadable"),
         }
