@@ -32,7 +32,8 @@ use crate::web;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long shutdown waits for in-flight requests: longer than a relay attempt may wait for
 /// the office's server plus its outcome's commit, so that an attempt in flight is recorded
-/// rather than sent again after the restart.
+/// rather than sent again after the restart (all but the transfer of a large message,
+/// whose attempt may take longer: `queue::connections::attempt_limit`).
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(70);
 const _: () = assert!(DRAIN_TIMEOUT.as_secs() >= crate::queue::SMTP_TIMEOUT.as_secs() + 7);
 /// How long shutdown then waits for database connections to come back. With the drain,

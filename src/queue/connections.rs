@@ -40,6 +40,25 @@ const KEEP_IDLE: Duration = Duration::from_secs(60);
 /// How long a QUIT to an idle session may take before the connection is just dropped.
 const QUIT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The slowest transfer a relay attempt waits for: 32 KiB/s (256 kbit/s). Under one
+/// fixed limit, a 20 MiB message (27 MiB armoured) needed 3.7 Mbit/s to an office's
+/// server, which 32 sessions sharing a 100 Mbit/s uplink do not get each: it could never
+/// be delivered, only retried until it expired.
+const SLOWEST_TRANSFER: usize = 32 * 1024;
+
+/// The longest attempt of all, however large its message.
+const LONGEST_ATTEMPT: Duration = Duration::from_secs(30 * 60);
+
+/// How long an attempt to send `size` octets may take: `base` for connecting, the
+/// commands and the replies, and the content's time at [`SLOWEST_TRANSFER`], at most
+/// [`LONGEST_ATTEMPT`]. RFC 5321 (4.5.3.2) suggests waiting up to 10 minutes for the
+/// reply to the final dot alone; a server that slow gets the message again on the next
+/// attempt (same Message-ID), which keeps one stuck server from holding sessions long.
+pub(super) fn attempt_limit(base: Duration, size: usize) -> Duration {
+    let transfer = Duration::from_secs(u64::try_from(size / SLOWEST_TRANSFER).unwrap_or(u64::MAX));
+    base.saturating_add(transfer).min(LONGEST_ATTEMPT)
+}
+
 type Key = (String, u16, RelayTls);
 
 /// Idle sessions by server and TLS mode: at most `cap` in all (the sessions a worker may
@@ -438,6 +457,75 @@ mod tests {
             vec![to.parse().unwrap()],
         )
         .unwrap()
+    }
+
+    /// A transfer slower than the base limit but faster than the slowest one waited for
+    /// is delivered, not cut off: the limit grows with the message. (The office's server
+    /// here reads 16 KiB every 100 ms, 160 KiB/s; the base limit is 1 s.)
+    #[tokio::test]
+    async fn a_large_message_on_a_slow_link_gets_the_time_its_size_needs() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let content = format!("Subject: x\r\n\r\n{}", "0123456789abcde\r\n".repeat(25_000));
+        let size = content.len();
+        tokio::spawn(async move {
+            use tokio::io::AsyncReadExt;
+            let (mut stream, _) = listener.accept().await.unwrap();
+            stream
+                .write_all(b"220 office.example ESMTP\r\n")
+                .await
+                .unwrap();
+            let (mut buf, mut seen, mut in_data) = (vec![0; 16 * 1024], Vec::new(), false);
+            loop {
+                let n = stream.read(&mut buf).await.unwrap();
+                if n == 0 {
+                    return;
+                }
+                seen.extend_from_slice(&buf[..n]);
+                let answer: &[u8] = if in_data {
+                    if !seen.ends_with(b"\r\n.\r\n") {
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        continue;
+                    }
+                    in_data = false;
+                    b"250 2.0.0 queued\r\n"
+                } else if !seen.ends_with(b"\r\n") {
+                    continue;
+                } else if seen.starts_with(b"DATA") {
+                    in_data = true;
+                    b"354 go ahead\r\n"
+                } else {
+                    b"250 ok\r\n"
+                };
+                seen.clear();
+                stream.write_all(answer).await.unwrap();
+            }
+        });
+        let hello = ClientId::Domain("lemgo.example".into());
+        let base = Duration::from_secs(1);
+        let limit = attempt_limit(base, size);
+        assert!(limit >= base + Duration::from_secs(12), "{limit:?}");
+        let attempt = async {
+            let mut session = open(&relay(port), &hello, &[]).await.unwrap();
+            send(
+                &mut session,
+                &envelope("amt@kreis.example"),
+                content.into_bytes(),
+            )
+            .await
+        };
+        let started = std::time::Instant::now();
+        let sent = tokio::time::timeout(limit, attempt).await;
+        assert!(
+            started.elapsed() > base,
+            "the transfer outlasted the base limit"
+        );
+        assert_eq!(
+            sent.expect("within the limit").unwrap().code().to_string(),
+            "250"
+        );
+        // And the limit has an end, for any size.
+        assert_eq!(attempt_limit(base, usize::MAX), LONGEST_ATTEMPT);
     }
 
     /// Idle sessions are capped in all, and closed with a QUIT after their idle time: the

@@ -43,7 +43,8 @@ const POLL: Duration = Duration::from_millis(200);
 const JOBS_PER_SESSION: usize = 4;
 /// How often the queue gauges are refreshed.
 const GAUGES: Duration = Duration::from_secs(1);
-/// One SMTP conversation's time limit.
+/// One SMTP conversation's time limit, apart from the time its content takes to travel
+/// ([`connections::attempt_limit`]): shutdown's drain waits this long for an attempt.
 pub(crate) const SMTP_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often a relay outcome's commit is tried, and the first wait between tries (doubled
 /// after each): the office has the message already, and an outcome left unrecorded would
@@ -351,7 +352,7 @@ impl RelayWorker {
     }
 
     /// One attempt at one job, and its recorded outcome, holding the job's lease until the
-    /// outcome is committed: an SMTP conversation (up to [`SMTP_TIMEOUT`]) may outlast
+    /// outcome is committed: an SMTP conversation ([`connections::attempt_limit`]) may outlast
     /// `queue.lease_secs`, and a job whose lease ran out would be claimed again (by any
     /// worker, this one included) and sent a second time while still being sent.
     async fn attempt(
@@ -594,6 +595,7 @@ impl RelayWorker {
         };
         let hello = ClientId::Domain(self.gateway.config().primary_domain().to_owned());
         let started = std::time::Instant::now();
+        let limit = connections::attempt_limit(SMTP_TIMEOUT, payload.len());
         let attempt = async {
             let mut session = match self.sessions.take(relay, &hello, &self.relay_ca).await {
                 Ok(s) => s,
@@ -613,10 +615,10 @@ impl RelayWorker {
             };
             (attempt, encrypted)
         };
-        let done = tokio::time::timeout(SMTP_TIMEOUT, attempt)
+        let done = tokio::time::timeout(limit, attempt)
             .await
             .unwrap_or_else(|_| {
-                let why = format!("no answer within {SMTP_TIMEOUT:?}");
+                let why = format!("not done within {} s", limit.as_secs());
                 (Attempt::Later(why), false)
             });
         metrics::histogram!("bote_relay_attempt_seconds").record(started.elapsed().as_secs_f64());
