@@ -113,6 +113,27 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Se
     Ok(())
 }
 
+/// How often sessions that can no longer open are deleted.
+const PURGE_SESSIONS: Duration = Duration::from_secs(600);
+
+/// Deletes the sessions that can no longer open, at start and then every
+/// [`PURGE_SESSIONS`], until `shutdown`.
+async fn purge_sessions(gateway: Gateway, shutdown: CancellationToken) {
+    let mut every = tokio::time::interval(PURGE_SESSIONS);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        match gateway.auth().purge_sessions().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(sessions = n, "ended sessions deleted"),
+            Err(e) => tracing::warn!(error = %e, "ended sessions not deleted"),
+        }
+    }
+}
+
 /// Binds the listeners and spawns their accept loops on `tracker`.
 pub async fn start(
     gateway: &Gateway,
@@ -122,6 +143,7 @@ pub async fn start(
     let config = gateway.config();
     let mut bound = Bound::default();
     tracker.spawn(crate::queue::RelayWorker::new(gateway.clone()).run(shutdown.clone()));
+    tracker.spawn(purge_sessions(gateway.clone(), shutdown.clone()));
     if let Some(attestor) = gateway.attestor() {
         let attestor = attestor.clone();
         let stop = shutdown.clone();

@@ -185,6 +185,14 @@ impl Auth {
         Ok(())
     }
 
+    /// Deletes the sessions that can no longer open (expired, or from before a password
+    /// change): each holds its user's key, sealed under a token only the browser had, and
+    /// has no reason to stay in the database and its backups. Returns how many.
+    pub async fn purge_sessions(&self) -> Result<u64, AuthError> {
+        let mut conn = self.store.pool().acquire().await?;
+        Ok(repo::purge(&mut conn, now_ms()).await?)
+    }
+
     /// Ends every session of the caller's user ("log out everywhere"), audited.
     pub async fn logout_everywhere(&self, caller: &Caller) -> Result<(), AuthError> {
         let (Access::User { user, .. }, Some(_)) = (&caller.access, caller.session) else {

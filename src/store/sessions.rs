@@ -90,6 +90,19 @@ pub async fn delete(conn: &mut AnyConnection, token_hash: &[u8; 32]) -> Result<(
     Ok(())
 }
 
+/// Deletes the sessions that can no longer open: expired at `now`, or opened under a
+/// password the user has changed since. Returns how many.
+pub async fn purge(conn: &mut AnyConnection, now: i64) -> Result<u64, StoreError> {
+    let done = sqlx::query(
+        "DELETE FROM sessions WHERE expires_at <= $1 OR credentials_version <> \
+         (SELECT u.credentials_version FROM users u WHERE u.id = sessions.user_id)",
+    )
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
 /// Ends every session of a user (password change, disabling).
 pub async fn delete_for_user(conn: &mut AnyConnection, user_id: i64) -> Result<(), StoreError> {
     sqlx::query("DELETE FROM sessions WHERE user_id = $1")

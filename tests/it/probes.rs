@@ -477,6 +477,39 @@ async fn sessions_end_with_the_password_they_were_opened_under(gw: Gateway) {
         api.get("/api/v1/mailboxes", &again).await.status,
         StatusCode::OK
     );
+
+    // Sessions that can no longer open are deleted, sealed keys and all: anna's old one
+    // and bernd's expired one; anna's new one stays and works.
+    let bernd = api.login("bernd@lemgo.example").await;
+    let mut conn = api.gw.store.pool().acquire().await.unwrap();
+    sqlx::query(
+        "UPDATE sessions SET expires_at = 1 WHERE user_id = \
+         (SELECT id FROM users WHERE email_key = 'bernd@lemgo.example')",
+    )
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+    let count = "SELECT COUNT(*) FROM sessions";
+    let before: i64 = sqlx::query_scalar(count)
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(before, 3);
+    drop(conn);
+    assert_eq!(api.core.auth().purge_sessions().await.unwrap(), 2);
+    let mut conn = api.gw.store.pool().acquire().await.unwrap();
+    let after: i64 = sqlx::query_scalar(count)
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(after, 1);
+    drop(conn);
+    assert_eq!(
+        api.get("/api/v1/mailboxes", &again).await.status,
+        StatusCode::OK
+    );
+    let r = api.get("/api/v1/mailboxes", &bernd).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text());
 }
 on_both_backends!(
     sessions_end_with_the_password_they_were_opened_under,
