@@ -106,6 +106,24 @@ pub enum AccountError {
         /// The mailbox.
         mailbox: EmailAddress,
     },
+    /// No pending grant of `user` to `mailbox` that the caller could confirm.
+    #[error("no access request of {user} to {mailbox} that you can confirm")]
+    NoPendingGrant {
+        /// The user.
+        user: EmailAddress,
+        /// The mailbox.
+        mailbox: EmailAddress,
+    },
+    /// The pending member's key is not the one the confirming member compared.
+    #[error(
+        "the key of {user} is now {fingerprint}, not the one you confirmed: compare it with them again"
+    )]
+    GrantKeyChanged {
+        /// The user.
+        user: EmailAddress,
+        /// Their key's fingerprint now.
+        fingerprint: String,
+    },
     /// A mailbox without an active member: only its recovery code can grant access.
     #[error(
         "nobody holds the key of {0} yet: grant its first member with the mailbox recovery \
@@ -168,6 +186,12 @@ impl Classify for AccountError {
                 return Failure::not_found();
             }
             Self::NotAMember { .. } => (ErrorKind::Conflict, "not-a-member", "Not a member"),
+            Self::NoPendingGrant { .. } => return Failure::not_found(),
+            Self::GrantKeyChanged { .. } => (
+                ErrorKind::Conflict,
+                "grant-key-changed",
+                "The member's key is another one now",
+            ),
             Self::NotStaff { .. }
             | Self::NotLocalOffice { .. }
             | Self::NotAnOffice(_)

@@ -11,6 +11,7 @@
 //! Files: `session.rs` (login, logout, session resolution), `tokens.rs` (mailbox tokens,
 //! read-token creation), `totp.rs` (second factors), `lockout.rs` (failed-login tracking).
 
+mod grants;
 mod lockout;
 mod session;
 mod tokens;
@@ -28,6 +29,7 @@ use crate::crypto::CryptoError;
 use crate::crypto::keywrap::Key32;
 use crate::error::{Classify, ErrorKind, Failure};
 use crate::store::{Store, StoreError, audit};
+pub use grants::Grants;
 pub use lockout::Lockout;
 pub use session::LoggedIn;
 pub use totp::totp_code_now;

@@ -34,8 +34,9 @@ pub struct LoggedIn {
     pub level: AuthLevel,
     /// Whether a second factor can raise the session to `high`.
     pub second_factor: bool,
-    /// Pending grants this login completed.
-    pub grants_completed: usize,
+    /// Pending grants the user may confirm (members waiting for the key of a mailbox the
+    /// user is active in).
+    pub grants_waiting: usize,
 }
 
 impl std::fmt::Debug for LoggedIn {
@@ -161,9 +162,10 @@ impl Auth {
             },
         )
         .await?;
-        let grants_completed = grants::complete_pending(&mut tx, &user, Arc::new(cert)).await?;
+        drop(cert);
+        let grants_waiting = grants::pending(&mut tx, &user).await?.len();
         let actor = Actor::User(user.email.clone());
-        let details = serde_json::json!({ "grants_completed": grants_completed });
+        let details = serde_json::json!({});
         audit_self(&mut tx, &actor, "session.login", &user.email, details, now).await?;
         tx.commit().await?;
         Ok(LoggedIn {
@@ -171,7 +173,7 @@ impl Auth {
             user,
             level: AuthLevel::Normal,
             second_factor,
-            grants_completed,
+            grants_waiting,
         })
     }
 

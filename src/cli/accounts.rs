@@ -208,7 +208,7 @@ pub enum MailboxCommand {
         #[arg(long, value_parser = parse_address)]
         user: EmailAddress,
         /// Read the mailbox recovery code from standard input and complete the grant now
-        /// (otherwise it waits for a member who holds the key).
+        /// (otherwise it waits for a member who holds the key to confirm it).
         #[arg(long)]
         recovery_code_stdin: bool,
     },
@@ -493,6 +493,12 @@ pub async fn mailbox(config: &Path, command: MailboxCommand) -> Result<(), CliEr
             let accounts = open(config).await?;
             let state = accounts.add_member(&actor, &mailbox, &user, code).await?;
             out!("member: {user} of {mailbox} ({state})");
+            if state == crate::accounts::MembershipState::Pending {
+                out!(
+                    "waiting for a member of {mailbox} to confirm it in the web inbox \
+                     (Settings), after comparing {user}'s key fingerprint with them"
+                );
+            }
         }
         MailboxCommand::RemoveMember { mailbox, user } => {
             let accounts = open(config).await?;

@@ -45,8 +45,9 @@ pub enum OpenError {
     PersonalNeedsHigh,
     /// The caller's membership is pending: the mailbox key was not shared with them yet.
     #[error(
-        "your access to {0} is pending: it is completed when another member logs in, or by an \
-         operator with the mailbox recovery code"
+        "your access to {0} is pending: a member of it confirms it (after comparing your key's \
+         fingerprint, shown under Settings, with you), or an operator with the mailbox \
+         recovery code"
     )]
     Pending(EmailAddress),
     /// The sender's end-to-end layer cannot be opened with this mailbox's key.

@@ -562,22 +562,75 @@ pub async fn mailboxes_of_user(
     rows.iter().map(mailbox_from_row).collect()
 }
 
-/// Pending members of the mailboxes in which `user_id` is active: (mailbox id, user id).
+/// A pending membership that an active member of its mailbox may confirm.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingGrant {
+    /// The mailbox's row id.
+    pub mailbox_id: i64,
+    /// The mailbox.
+    pub mailbox: String,
+    /// The waiting user's row id.
+    pub user_id: i64,
+    /// The waiting user.
+    pub user: String,
+    /// Their display name.
+    pub name: String,
+    /// Their user key's fingerprint: what the confirming member compares with them.
+    pub fingerprint: String,
+    /// Who asked for the membership (the operator's command).
+    pub requested_by: String,
+    /// When (unix ms).
+    pub requested_at: i64,
+}
+
+/// Pending members (enabled, with a key) of the mailboxes in which `user_id` is active,
+/// by mailbox and user.
 pub async fn pending_grants_for(
     conn: &mut AnyConnection,
     user_id: i64,
-) -> Result<Vec<(i64, i64)>, StoreError> {
+) -> Result<Vec<PendingGrant>, StoreError> {
     let rows = sqlx::query(
-        "SELECT p.mailbox_id, p.user_id FROM memberships p JOIN memberships a \
-         ON a.mailbox_id = p.mailbox_id WHERE a.user_id = $1 AND a.state = 'active' \
-         AND p.state = 'pending'",
+        "SELECT p.mailbox_id, mb.address, p.user_id, u.email, u.display_name, k.fingerprint, \
+         p.granted_by, p.created_at FROM memberships p JOIN memberships a \
+         ON a.mailbox_id = p.mailbox_id JOIN mailboxes mb ON mb.id = p.mailbox_id \
+         JOIN users u ON u.id = p.user_id JOIN user_keys k ON k.user_id = p.user_id \
+         WHERE a.user_id = $1 AND a.state = 'active' AND p.state = 'pending' \
+         AND u.disabled = 0 ORDER BY mb.address_key, u.email_key",
     )
     .bind(user_id)
     .fetch_all(conn)
     .await?;
     rows.iter()
-        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .map(|r| {
+            Ok(PendingGrant {
+                mailbox_id: r.try_get(0)?,
+                mailbox: r.try_get(1)?,
+                user_id: r.try_get(2)?,
+                user: r.try_get(3)?,
+                name: r.try_get(4)?,
+                fingerprint: r.try_get(5)?,
+                requested_by: r.try_get(6)?,
+                requested_at: r.try_get(7)?,
+            })
+        })
         .collect()
+}
+
+/// Makes a pending membership active; false if it is no longer pending.
+pub async fn activate_pending(
+    conn: &mut AnyConnection,
+    mailbox_id: i64,
+    user_id: i64,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE memberships SET state = 'active' \
+         WHERE mailbox_id = $1 AND user_id = $2 AND state = 'pending'",
+    )
+    .bind(mailbox_id)
+    .bind(user_id)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
 }
 
 /// A live credential found by the SHA-256 of its token, with its mailbox.

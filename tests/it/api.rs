@@ -797,9 +797,17 @@ on_both_backends!(
     super::refusals_are_clear_and_leave_evidence
 );
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_pending_member_is_granted_at_the_next_members_login() {
-    let Cast { api, .. } = cast(Gateway::new(bote::store::Backend::Sqlite).await).await;
+on_both_backends!(
+    a_pending_member_is_granted_when_a_member_confirms_their_key,
+    super::confirmed_grant
+);
+
+/// An operator cannot give anyone read access alone: a pending member gets the office's
+/// key only when an active member confirms it, naming the key they compared with the
+/// newcomer; a member's login completes nothing, and a key other than the one compared
+/// is refused.
+async fn confirmed_grant(gw: Gateway) {
+    let Cast { api, .. } = cast(gw).await;
     api.gw.setup.add_user("staff", "carl@lemgo.example");
     api.cli(
         &[
@@ -821,18 +829,73 @@ async fn a_pending_member_is_granted_at_the_next_members_login() {
         )
         .await;
     assert_eq!(r.status, StatusCode::CREATED);
+    let inbox = "/api/v1/mailboxes/bauamt@lemgo.example/inbox";
     let carl = api.login("carl@lemgo.example").await;
-    let r = api
-        .get("/api/v1/mailboxes/bauamt@lemgo.example/inbox", &carl)
-        .await;
     assert_eq!(
-        r.status,
+        api.get(inbox, &carl).await.status,
         StatusCode::NOT_FOUND,
         "pending members cannot open yet"
     );
-    api.login("bernd@lemgo.example").await;
+    // Carl sees his own key, and has nothing to confirm; he cannot confirm himself.
+    let mine = api.get("/api/v1/grants", &carl).await.json();
+    let carl_key = mine["own_key"].as_str().unwrap().to_owned();
+    assert_eq!(carl_key.len(), 40, "{mine}");
+    assert_eq!(mine["pending"], json!([]));
+    let confirm = |fingerprint: &str| {
+        json!({ "mailbox": "bauamt@lemgo.example", "user": "carl@lemgo.example",
+                "fingerprint": fingerprint })
+    };
+    let r = api.post("/api/v1/grants", &carl, confirm(&carl_key)).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text());
+
+    // Bernd, a member, logs in: told of the request, nothing granted by the login.
+    let r = api
+        .call(
+            "POST",
+            "/api/v1/session",
+            None,
+            Some(json!({ "email": "bernd@lemgo.example", "password": "a long enough password" })),
+        )
+        .await;
+    assert_eq!(r.json()["grants_waiting"], 1, "{}", r.text());
+    let bernd = r.json()["token"].as_str().unwrap().to_owned();
+    assert_eq!(api.get(inbox, &carl).await.status, StatusCode::NOT_FOUND);
+    let theirs = api.get("/api/v1/grants", &bernd).await.json();
+    let request = &theirs["pending"][0];
+    assert_eq!(request["mailbox"], "bauamt@lemgo.example", "{theirs}");
+    assert_eq!(request["user"], "carl@lemgo.example");
+    assert_eq!(request["fingerprint"], carl_key.as_str());
+
+    // A key other than the one compared (replaced meanwhile, or misread) is refused.
+    let r = api
+        .post("/api/v1/grants", &bernd, confirm(&"0".repeat(40)))
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text());
+    assert!(r.problem().ends_with("grant-key-changed"), "{}", r.text());
+    assert_eq!(api.get(inbox, &carl).await.status, StatusCode::NOT_FOUND);
+    // A token holds no member's key: it cannot confirm.
+    let token = api.send_token("bauamt@lemgo.example");
+    let r = api.post("/api/v1/grants", &token, confirm(&carl_key)).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text());
+
+    // Confirmed with the key as people read it aloud: Carl reads the office's mail.
+    let spaced: String = carl_key
+        .to_lowercase()
+        .as_bytes()
+        .chunks(4)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let r = api.post("/api/v1/grants", &bernd, confirm(&spaced)).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text());
     let listed = only_copy(&api, &carl, "bauamt@lemgo.example", "inbox").await;
     assert_eq!(listed["subject"], "Antrag");
+    assert_eq!(
+        api.get("/api/v1/grants", &bernd).await.json()["pending"],
+        json!([])
+    );
+    let r = api.post("/api/v1/grants", &bernd, confirm(&carl_key)).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "confirmed once");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

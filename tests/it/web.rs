@@ -1536,6 +1536,102 @@ on_both_backends!(
     super::settings_directory_and_read_tokens
 );
 
+/// Form fields as `Browser::post` takes them.
+fn borrowed<'a>(fields: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    fields.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+/// A member gives a colleague the office's key from the settings page, once they have
+/// compared the colleague's key fingerprint (which the colleague sees on theirs); the
+/// box must be ticked, and a key replaced since the page was shown is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_gives_a_colleague_access_after_comparing_their_key() {
+    let gw = Gateway::new(bote::store::Backend::Sqlite).await;
+    let Cast { api, .. } = cast(gw).await;
+    api.gw.setup.add_user("staff", "carl@lemgo.example");
+    api.cli(
+        &[
+            "mailbox",
+            "add-member",
+            "--mailbox",
+            "bauamt@lemgo.example",
+            "--user",
+            "carl@lemgo.example",
+        ],
+        "",
+    );
+    let anna_api = api.login("anna@lemgo.example").await;
+    send_letter(&api, &anna_api, "bauamt@lemgo.example", "Antrag", "Text").await;
+    let inbox = "/api/v1/mailboxes/bauamt@lemgo.example/inbox";
+
+    // Carl's settings show his key; Bernd's show the request with the same fingerprint.
+    let mut carl = Browser::new(&api);
+    carl.login("carl@lemgo.example").await;
+    let page = carl.get("/settings").await.text();
+    let at = page.find("id=\"own-key\">").expect("Carl sees his key");
+    let carl_key = page[at + 13..].split('<').next().unwrap().to_owned();
+    assert_eq!(
+        carl_key.len(),
+        49,
+        "40 hex digits in groups of four: {carl_key}"
+    );
+    let mut bernd = Browser::new(&api);
+    bernd.login("bernd@lemgo.example").await;
+    let page = bernd.get("/settings").await.text();
+    assert!(page.contains(&carl_key), "{page}");
+    assert!(page.contains("carl@lemgo.example"));
+    let stored: String = carl_key.split(' ').collect();
+    let token = bernd.csrf_of("/settings").await;
+    let form = |fingerprint: &str, compared: bool| {
+        let mut f = vec![
+            ("csrf", token.clone()),
+            ("mailbox", "bauamt@lemgo.example".to_owned()),
+            ("user", "carl@lemgo.example".to_owned()),
+            ("fingerprint", fingerprint.to_owned()),
+        ];
+        if compared {
+            f.push(("compared", "yes".to_owned()));
+        }
+        f
+    };
+    let carl_api = api.login("carl@lemgo.example").await;
+
+    // Not ticked: refused, nothing granted.
+    let r = bernd
+        .post("/settings/grants", &borrowed(&form(&stored, false)))
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text());
+    assert!(r.text().contains("Tick the box"), "{}", r.text());
+    assert_eq!(
+        api.get(inbox, &carl_api).await.status,
+        StatusCode::NOT_FOUND
+    );
+    // A key other than the one shown: refused.
+    let r = bernd
+        .post("/settings/grants", &borrowed(&form(&"A".repeat(40), true)))
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text());
+    assert!(
+        r.text().contains("compare the new fingerprint"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(
+        api.get(inbox, &carl_api).await.status,
+        StatusCode::NOT_FOUND
+    );
+    // Compared and ticked: Carl reads the office's mail; the request is gone.
+    let r = bernd
+        .post("/settings/grants", &borrowed(&form(&stored, true)))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert!(r.text().contains("Access given"), "{}", r.text());
+    assert!(!r.text().contains(&carl_key));
+    let list = api.get(inbox, &carl_api).await;
+    assert_eq!(list.status, StatusCode::OK, "{}", list.text());
+    assert_eq!(list.json().as_array().unwrap().len(), 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn browser_story_postgres() {
     crate::support::run_on(bote::store::Backend::Postgres, browser_story).await;

@@ -46,6 +46,12 @@ pub fn routes(max_body: usize) -> Router<Gateway> {
                 .layer(small()),
         )
         .route("/api/v1/tokens/{id}", delete(session::revoke_token))
+        .route(
+            "/api/v1/grants",
+            get(session::grants)
+                .post(session::confirm_grant)
+                .layer(small()),
+        )
         .route("/api/v1/mailboxes", get(messages::mailboxes))
         .route(
             "/api/v1/mailboxes/{address}/{folder}",
@@ -77,6 +83,8 @@ pub fn routes(max_body: usize) -> Router<Gateway> {
         session::create_read_token,
         session::list_tokens,
         session::revoke_token,
+        session::grants,
+        session::confirm_grant,
         messages::mailboxes,
         messages::folder,
         messages::submit,

@@ -42,6 +42,9 @@ pub struct SessionResponse {
     auth_level: String,
     /// Whether a second factor is enrolled.
     second_factor: bool,
+    /// Access requests to the user's mailboxes waiting for their confirmation
+    /// (`GET /api/v1/grants`).
+    grants_waiting: usize,
 }
 
 /// Logs in with a password; the session starts at level `normal`.
@@ -66,6 +69,7 @@ pub async fn login(
             role: session.user.role.to_string(),
             auth_level: session.level.to_string(),
             second_factor: session.second_factor,
+            grants_waiting: session.grants_waiting,
         }),
     ))
 }
@@ -238,5 +242,90 @@ pub async fn revoke_token(
     ApiPath(id): ApiPath<i64>,
 ) -> Result<StatusCode, ApiError> {
     gateway.auth().revoke_own_token(&caller, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A member waiting for the key of a mailbox the caller is active in.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PendingGrantOut {
+    /// The office mailbox.
+    mailbox: String,
+    /// The waiting user.
+    user: String,
+    /// Their name.
+    name: String,
+    /// Their user key's fingerprint: compare it with them (they see it as `own_key`)
+    /// before confirming.
+    fingerprint: String,
+    /// Who asked for the membership.
+    requested_by: String,
+    /// When, RFC 3339.
+    requested_at: String,
+}
+
+/// `GET /api/v1/grants`
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GrantsResponse {
+    /// The fingerprint of the caller's own key, for a colleague to compare.
+    own_key: String,
+    /// Access requests the caller may confirm.
+    pending: Vec<PendingGrantOut>,
+}
+
+/// The caller's own key and the access requests to their mailboxes that wait for a
+/// member's confirmation (an operator cannot grant access alone).
+#[utoipa::path(get, path = "/api/v1/grants", security(("bearer" = [])),
+    responses((status = 200, body = GrantsResponse), (status = 403, body = crate::web::problem::Problem)))]
+pub async fn grants(
+    State(gateway): State<Gateway>,
+    caller: Caller,
+) -> Result<Json<GrantsResponse>, ApiError> {
+    let grants = gateway.auth().grants(&caller).await?;
+    Ok(Json(GrantsResponse {
+        own_key: grants.own_fingerprint,
+        pending: grants
+            .pending
+            .into_iter()
+            .map(|g| PendingGrantOut {
+                mailbox: g.mailbox,
+                user: g.user,
+                name: g.name,
+                fingerprint: g.fingerprint,
+                requested_by: g.requested_by,
+                requested_at: crate::clock::rfc3339_ms(g.requested_at),
+            })
+            .collect(),
+    }))
+}
+
+/// `POST /api/v1/grants`
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConfirmGrant {
+    /// The office mailbox.
+    mailbox: String,
+    /// The waiting user.
+    user: String,
+    /// Their key's fingerprint as compared with them (spaces and colons allowed).
+    fingerprint: String,
+}
+
+/// Confirms an access request: the mailbox's key is shared with the user's key, if its
+/// fingerprint is still the one given (409 `grant-key-changed` if not).
+#[utoipa::path(post, path = "/api/v1/grants", request_body = ConfirmGrant,
+    security(("bearer" = [])),
+    responses((status = 204), (status = 404, body = crate::web::problem::Problem),
+        (status = 409, body = crate::web::problem::Problem)))]
+pub async fn confirm_grant(
+    State(gateway): State<Gateway>,
+    caller: Caller,
+    ApiJson(req): ApiJson<ConfirmGrant>,
+) -> Result<StatusCode, ApiError> {
+    let mailbox = EmailAddress::parse(&req.mailbox).map_err(ApiError::bad_request)?;
+    let user = EmailAddress::parse(&req.user).map_err(ApiError::bad_request)?;
+    gateway
+        .auth()
+        .confirm_grant(&caller, &mailbox, &user, &req.fingerprint)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }

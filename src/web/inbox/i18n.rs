@@ -273,6 +273,46 @@ const TABLE: &[(&str, &str, &str)] = &[
         "The token is revoked: it opens nothing from now on.",
         "Der Zugangsschlüssel ist widerrufen: Er öffnet ab jetzt nichts mehr.",
     ),
+    ("own-key", "Your key", "Ihr Schlüssel"),
+    (
+        "own-key-explained",
+        "When an operator adds you to an office mailbox, a member of it gives you its key after comparing this fingerprint with you (in person or by phone):",
+        "Wenn der Betrieb Sie einem Behördenpostfach hinzufügt, gibt Ihnen ein Mitglied dessen Schlüssel, nachdem es diesen Fingerabdruck mit Ihnen verglichen hat (persönlich oder am Telefon):",
+    ),
+    ("grants", "Access requests", "Zugangsanfragen"),
+    (
+        "grants-explained",
+        "The operator asked for these colleagues to read an office mailbox you belong to. The operator cannot give them its key; you can. Compare the fingerprint with the colleague in person or by phone first: if it differs, someone else holds that key.",
+        "Der Betrieb hat beantragt, dass diese Kolleginnen und Kollegen ein Behördenpostfach lesen, dem Sie angehören. Der Betrieb kann ihnen den Schlüssel nicht geben; Sie können es. Vergleichen Sie vorher den Fingerabdruck mit der Person, persönlich oder am Telefon: Weicht er ab, hält jemand anderes diesen Schlüssel.",
+    ),
+    ("colleague", "Colleague", "Person"),
+    (
+        "fingerprint",
+        "Key fingerprint",
+        "Fingerabdruck des Schlüssels",
+    ),
+    ("requested-by", "Requested by", "Beantragt von"),
+    (
+        "grant-compared",
+        "I compared this fingerprint with",
+        "Ich habe diesen Fingerabdruck verglichen mit",
+    ),
+    ("grant-confirm", "Give access", "Zugang geben"),
+    (
+        "grant-confirmed",
+        "Access given: the colleague can now read the mailbox.",
+        "Zugang gegeben: Die Person kann das Postfach jetzt lesen.",
+    ),
+    (
+        "grant-not-compared",
+        "Tick the box once you have compared the fingerprint with the colleague.",
+        "Setzen Sie das Häkchen, sobald Sie den Fingerabdruck mit der Person verglichen haben.",
+    ),
+    (
+        "grant-key-changed",
+        "The colleague's key changed since this page was shown: compare the new fingerprint with them again.",
+        "Der Schlüssel der Person hat sich geändert, seit diese Seite angezeigt wurde: Vergleichen Sie den neuen Fingerabdruck noch einmal mit ihr.",
+    ),
     // Folders
     ("folder-inbox", "Inbox", "Posteingang"),
     (

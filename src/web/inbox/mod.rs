@@ -71,6 +71,7 @@ pub fn routes(max_submission: usize) -> Router<Gateway> {
         .route("/settings", get(settings::settings))
         .route("/settings/directory", post(settings::directory))
         .route("/settings/tokens", post(settings::create_token))
+        .route("/settings/grants", post(settings::confirm_grant))
         .route("/settings/tokens/{id}/revoke", post(settings::revoke_token))
         .route("/static/{name}", get(assets::serve))
         .route("/mail", get(mail::folder))

@@ -24,6 +24,29 @@ pub struct TokenRow {
     revoked: Option<String>,
 }
 
+/// An access request the user may confirm.
+pub struct GrantRow {
+    mailbox: String,
+    user: String,
+    name: String,
+    /// As stored: what the form sends back.
+    fingerprint: String,
+    /// In groups of four, for reading aloud.
+    shown: String,
+    requested_by: String,
+    requested: String,
+}
+
+/// A fingerprint in groups of four characters, as people read it to each other.
+fn grouped(fingerprint: &str) -> String {
+    fingerprint
+        .as_bytes()
+        .chunks(4)
+        .map(String::from_utf8_lossy)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 #[derive(Template)]
 #[template(path = "settings.html", config = "src/web/inbox/askama.toml")]
 struct SettingsPage {
@@ -33,6 +56,11 @@ struct SettingsPage {
     /// Office mailboxes the user can create read tokens for (staff only).
     offices: Vec<String>,
     tokens: Vec<TokenRow>,
+    /// The fingerprint of the user's own key, in groups of four (staff only: members of
+    /// office mailboxes are who compares it).
+    own_key: Option<String>,
+    /// Access requests the user may confirm.
+    grants: Vec<GrantRow>,
     new_token: Option<(String, String)>,
     error: Option<String>,
     notice: Option<&'static str>,
@@ -76,6 +104,10 @@ async fn page(
             .collect(),
         Err(e) => return web.fail(&e.failure()),
     };
+    let grants = match gateway.auth().grants(&web.caller).await {
+        Ok(g) => g,
+        Err(e) => return web.fail(&e.failure()),
+    };
     render_status(
         status,
         &SettingsPage {
@@ -83,6 +115,24 @@ async fn page(
             own,
             offices,
             tokens,
+            own_key: web
+                .caller
+                .user()
+                .is_some_and(|u| u.role == crate::accounts::Role::Staff)
+                .then(|| grouped(&grants.own_fingerprint)),
+            grants: grants
+                .pending
+                .into_iter()
+                .map(|g| GrantRow {
+                    shown: grouped(&g.fingerprint),
+                    mailbox: g.mailbox,
+                    user: g.user,
+                    name: g.name,
+                    fingerprint: g.fingerprint,
+                    requested_by: g.requested_by,
+                    requested: when(g.requested_at),
+                })
+                .collect(),
             new_token,
             error,
             notice,
@@ -183,6 +233,70 @@ pub async fn revoke_token(
             .await
         }
         Err(e) => web.fail(&e.failure()),
+    }
+}
+
+/// The access request form.
+#[derive(Deserialize)]
+pub struct GrantForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    mailbox: String,
+    #[serde(default)]
+    user: String,
+    #[serde(default)]
+    fingerprint: String,
+    /// The box "I compared this fingerprint with …".
+    #[serde(default)]
+    compared: Option<String>,
+}
+
+/// `POST /settings/grants`: a member gives a colleague the key of an office mailbox,
+/// having compared the colleague's key fingerprint with them.
+pub async fn confirm_grant(
+    State(gateway): State<Gateway>,
+    web: Web,
+    Form(form): Form<GrantForm>,
+) -> Response {
+    if let Err(r) = web.check_csrf(&form.csrf, "/settings/grants") {
+        return r;
+    }
+    if form.compared.is_none() {
+        let why = super::i18n::t(web.lang, "grant-not-compared").to_owned();
+        return page(
+            &gateway,
+            &web,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            None,
+            Some(why),
+            None,
+        )
+        .await;
+    }
+    let (Ok(mailbox), Ok(user)) = (
+        EmailAddress::parse(form.mailbox.trim()),
+        EmailAddress::parse(form.user.trim()),
+    ) else {
+        return web.fail(&crate::gateway::GatewayError::NotFound.failure());
+    };
+    match gateway
+        .auth()
+        .confirm_grant(&web.caller, &mailbox, &user, &form.fingerprint)
+        .await
+    {
+        Ok(()) => {
+            page(
+                &gateway,
+                &web,
+                StatusCode::OK,
+                None,
+                None,
+                Some("grant-confirmed"),
+            )
+            .await
+        }
+        Err(e) => refused(&gateway, &web, &e.failure()).await,
     }
 }
 
