@@ -1,6 +1,7 @@
 // The web inbox's story in a real browser (Debian's Chromium, driven by playwright-core):
 // a citizen logs in, enrols TOTP and steps up, sends an authoritative message with an
-// attachment to an office and sees SubmissionAcceptance; staff open it; ContentHandover
+// attachment to an office and sees SubmissionAcceptance; staff open it (and a member gives
+// a new colleague the office's key after comparing its fingerprint); ContentHandover
 // appears in the citizen's timeline; legal staff find the message, print the receipt and
 // export a bundle. axe-core checks every page for WCAG 2.1 A/AA violations; every page is
 // screenshotted into $ARTIFACTS. Any failure exits non-zero with the reason.
@@ -203,6 +204,29 @@ try {
   await bernd.getByRole('button', { name: 'Create read token' }).click();
   await expectText(bernd, '#new-token', 'bote_token_');
   await check(bernd, 'bernd-settings-token');
+
+  // 4b. The operator added Carl to the office; only a member can give him its key. Carl
+  // reads his key's fingerprint to Bernd, who compares it and gives access.
+  const carl = await newPage(browser);
+  await login(carl, 'carl@lemgo.example', 'carl');
+  await expectText(carl, 'main', 'compared your key');
+  await check(carl, 'carl-pending');
+  await carl.getByRole('link', { name: 'Settings' }).click();
+  const carlKey = (await carl.locator('#own-key').innerText()).trim();
+  if (!/^([0-9A-F]{4} ){9}[0-9A-F]{4}$/.test(carlKey)) fail(`Carl's key fingerprint reads ${carlKey}`);
+  await check(carl, 'carl-settings-key');
+  await bernd.goto(`${BASE}/mail`);
+  await expectText(bernd, '#grants-waiting', 'waits for access');
+  await bernd.locator('#grants-waiting').getByRole('link', { name: 'Settings' }).click();
+  await expectText(bernd, 'form.grant', carlKey);
+  await check(bernd, 'bernd-settings-grant');
+  await bernd.getByLabel('I compared this fingerprint with Carl').check();
+  await bernd.getByRole('button', { name: /Give access/ }).click();
+  await expectText(bernd, '.notice', 'Access given');
+  await check(bernd, 'bernd-settings-granted');
+  await carl.goto(`${BASE}/mail`);
+  await expectText(carl, 'main', 'Bauantrag Gartenhaus');
+  await check(carl, 'carl-inbox');
 
   // 5. The citizen sees the pickup in her timeline.
   await anna.getByRole('link', { name: 'Sent', exact: true }).first().click();

@@ -1077,6 +1077,7 @@ async fn browser_story((setup, _db): (crate::support::Setup, crate::support::Tes
     );
     let anna_recovery = setup.add_user("citizen", "anna@lemgo.example");
     setup.add_user("staff", "bernd@lemgo.example");
+    setup.add_user_named("staff", "carl@lemgo.example", "Carl");
     let ok = |args: &[&str], stdin: &str| {
         let out = crate::support::run_with_stdin(setup.cmd(args), stdin);
         assert!(
@@ -1105,6 +1106,18 @@ async fn browser_story((setup, _db): (crate::support::Setup, crate::support::Tes
             "Bauamt Lemgo",
             "--member",
             "bernd@lemgo.example",
+        ],
+        "",
+    );
+    // A colleague the operator adds waits for a member's confirmation (story step 4b).
+    ok(
+        &[
+            "mailbox",
+            "add-member",
+            "--mailbox",
+            "bauamt@lemgo.example",
+            "--user",
+            "carl@lemgo.example",
         ],
         "",
     );

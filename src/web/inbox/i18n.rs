@@ -285,6 +285,11 @@ const TABLE: &[(&str, &str, &str)] = &[
         "The operator asked for these colleagues to read an office mailbox you belong to. The operator cannot give them its key; you can. Compare the fingerprint with the colleague in person or by phone first: if it differs, someone else holds that key.",
         "Der Betrieb hat beantragt, dass diese Kolleginnen und Kollegen ein Behördenpostfach lesen, dem Sie angehören. Der Betrieb kann ihnen den Schlüssel nicht geben; Sie können es. Vergleichen Sie vorher den Fingerabdruck mit der Person, persönlich oder am Telefon: Weicht er ab, hält jemand anderes diesen Schlüssel.",
     ),
+    (
+        "grants-waiting",
+        "A colleague waits for access to an office mailbox you belong to:",
+        "Eine Person wartet auf Zugang zu einem Behördenpostfach, dem Sie angehören:",
+    ),
     ("colleague", "Colleague", "Person"),
     (
         "fingerprint",
@@ -733,6 +738,11 @@ const TABLE: &[(&str, &str, &str)] = &[
         "not-found",
         "Not found: it does not exist, or it is not yours.",
         "Nicht gefunden: Es existiert nicht oder gehört nicht Ihnen.",
+    ),
+    (
+        "no-mailbox-yet",
+        "You have no mailbox to read yet. If an operator added you to an office mailbox, a member of it gives you access once they have compared your key's fingerprint with you: you find it under Settings.",
+        "Sie haben noch kein Postfach zum Lesen. Wenn der Betrieb Sie einem Behördenpostfach hinzugefügt hat, gibt Ihnen ein Mitglied Zugang, sobald es den Fingerabdruck Ihres Schlüssels mit Ihnen verglichen hat: Sie finden ihn unter Einstellungen.",
     ),
     (
         "personal-needs-high",

@@ -47,6 +47,8 @@ struct FolderPage {
     rows: Vec<Row>,
     next: Option<String>,
     first: bool,
+    /// Access requests waiting for this member's confirmation (Settings).
+    grants_waiting: usize,
 }
 
 /// `?mailbox=&folder=&before=`
@@ -148,7 +150,13 @@ pub async fn folder(
         .and_then(|m| EmailAddress::parse(m).ok())
         .or_else(|| mailboxes.first().map(|m| m.address.clone()));
     let Some(mailbox) = chosen else {
-        return web.fail(&crate::gateway::GatewayError::NotFound.failure());
+        // Most often a new colleague whose access waits for a member's confirmation.
+        let none = crate::error::Failure::new(
+            crate::error::ErrorKind::NotFound,
+            "no-mailbox-yet",
+            "No mailbox yet",
+        );
+        return web.fail(&none);
     };
     let page = match gateway
         .folder(
@@ -173,8 +181,19 @@ pub async fn folder(
     } else {
         "folder-inbox"
     };
+    // Members learn of access requests where they look every day, not only in Settings.
+    let grants_waiting = if folder == "inbox" && q.before.is_none() {
+        gateway
+            .auth()
+            .grants(&web.caller)
+            .await
+            .map_or(0, |g| g.pending.len())
+    } else {
+        0
+    };
     render(&FolderPage {
         c: web.chrome(title, current),
+        grants_waiting,
         mailboxes: mailboxes.iter().map(|m| m.address.to_string()).collect(),
         mailbox: mailbox.to_string(),
         folder,

@@ -292,6 +292,11 @@ impl Setup {
 
     /// Adds a user with a password on stdin; returns their recovery code; panics on failure.
     pub fn add_user(&self, role: &str, email: &str) -> String {
+        self.add_user_named(role, email, "Test User")
+    }
+
+    /// [`Setup::add_user`] with a display name.
+    pub fn add_user_named(&self, role: &str, email: &str, name: &str) -> String {
         let out = run_with_stdin(
             self.cmd(&[
                 "user",
@@ -299,7 +304,7 @@ impl Setup {
                 "--role",
                 role,
                 "--name",
-                "Test User",
+                name,
                 "--email",
                 email,
                 "--password-stdin",
