@@ -765,7 +765,10 @@ pub async fn record_event(
 }
 
 /// Continues `chain` (one recipient's records of one message, oldest first) with one relay
-/// event, committed with `work` (if any) in one transaction.
+/// event, committed with `work` (if any) in one transaction, if the chain has not grown
+/// meanwhile: two records continuing one head would fork the chain, and a bundle of it
+/// would not verify (two DSNs for one message arriving at once did that). A chain that
+/// grew is a [`StoreError::Conflict`] (as [`evidence::WriterError::Work`]), nothing written.
 async fn record_after(
     gateway: &Gateway,
     chain: &[StoredEvidence],
@@ -773,8 +776,30 @@ async fn record_after(
     work: Option<evidence::Work>,
 ) -> Result<(), QueueError> {
     let record = successor(gateway, chain, (event, reason, details))?;
+    let (gateway_id, recipient) = (record.message.gateway_id.clone(), record.recipient.key());
+    let head = chain
+        .iter()
+        .map(|e| i64::try_from(e.log_index).unwrap_or(i64::MAX))
+        .max();
     let signed = evidence::sign_async(gateway.keys().evidence.clone(), vec![record]).await?;
-    gateway.writer().commit_deferred(signed, work).await?;
+    let work = work.map(Arc::new);
+    let guarded: evidence::Work = Box::new(move |conn: &mut AnyConnection| {
+        let (gateway_id, recipient, work) = (gateway_id.clone(), recipient.clone(), work.clone());
+        Box::pin(async move {
+            let now = crate::store::evidence::chain_head(conn, &gateway_id, &recipient).await?;
+            if now != head {
+                return Err(StoreError::Conflict("the evidence chain grew meanwhile"));
+            }
+            match work {
+                Some(work) => work(conn).await,
+                None => Ok(()),
+            }
+        })
+    });
+    gateway
+        .writer()
+        .commit_deferred(signed, Some(guarded))
+        .await?;
     Ok(())
 }
 
@@ -841,25 +866,33 @@ pub async fn record_dsn(
                 .map(|d| format!(": {d}"))
                 .unwrap_or_default()
         );
+        let reply: String = reply.chars().take(1000).collect();
         let details = Details {
             remote_host: dsn.reporting_mta.clone(),
-            reply: Some(reply.chars().take(1000).collect()),
+            reply: Some(reply.clone()),
             note: Some("reported later by the recipient's mail server (RFC 3464)".into()),
             ..Details::default()
         };
-        record_event(
-            gateway,
-            &gateway_id,
-            &job.recipient,
-            (
-                Event::RelayToNonERDSFailure,
-                ReasonCode::RefusedByRecipientSystem,
-                details,
-            ),
-            None,
-        )
-        .await?;
-        recorded += 1;
+        let id = job.id;
+        let noted: evidence::Work = Box::new(move |conn: &mut AnyConnection| {
+            let reply = reply.clone();
+            Box::pin(async move { repo::note_reported_failure(conn, id, &reply).await })
+        });
+        let fact = (
+            Event::RelayToNonERDSFailure,
+            ReasonCode::RefusedByRecipientSystem,
+            details,
+        );
+        match record_event(gateway, &gateway_id, &job.recipient, fact, Some(noted)).await {
+            Ok(()) => recorded += 1,
+            // The same report, arriving at the same time, was recorded by the other copy.
+            Err(QueueError::Writer(evidence::WriterError::Work(e)))
+                if matches!(*e, StoreError::Conflict(_)) =>
+            {
+                tracing::info!(job = id, "failure reported again at once; recorded once");
+            }
+            Err(e) => return Err(e),
+        }
     }
     Ok(recorded)
 }

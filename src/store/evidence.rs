@@ -228,6 +228,23 @@ pub async fn of_pairs(
     Ok(out)
 }
 
+/// The log index of the last record of the chain of (`gateway_id`, recipient address key
+/// `recipient`), if it has one.
+pub async fn chain_head(
+    conn: &mut AnyConnection,
+    gateway_id: &str,
+    recipient: &str,
+) -> Result<Option<i64>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT MAX(log_index) FROM evidence \
+         WHERE gateway_message_id = $1 AND recipient_key = $2",
+    )
+    .bind(gateway_id)
+    .bind(recipient)
+    .fetch_one(conn)
+    .await?)
+}
+
 /// The latest event per (message, recipient) of these messages, in message order then
 /// recipient order: (gateway id, recipient address key, event).
 pub async fn latest_events(

@@ -448,6 +448,32 @@ pub async fn retry_now(conn: &mut AnyConnection, id: i64, now: i64) -> Result<bo
     Ok(done.rows_affected() == 1)
 }
 
+/// Notes on delivered job `id` the failure its office's server reported later (a DSN), in
+/// the transaction of its evidence; a conflict if one was noted already: two reports
+/// recorded at once would fork the recipient's chain, and the job row is what the second
+/// finds taken, even inside one batch of the evidence writer.
+pub async fn note_reported_failure(
+    conn: &mut AnyConnection,
+    id: i64,
+    report: &str,
+) -> Result<(), StoreError> {
+    let done = sqlx::query(
+        "UPDATE outbound_jobs SET last_error = $1 \
+         WHERE id = $2 AND state = 'done' AND last_error IS NULL",
+    )
+    .bind(report)
+    .bind(id)
+    .execute(conn)
+    .await?;
+    if done.rows_affected() == 1 {
+        Ok(())
+    } else {
+        Err(StoreError::Conflict(
+            "a failure was reported for this job already",
+        ))
+    }
+}
+
 /// A job as `bote queue delete` finds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Found {
