@@ -311,6 +311,16 @@ fn malleated_signatures(armored: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
 
 /// The linked chain of three events of one message.
 fn linked_chain(gw: &Gateway, id: &str, t0: i64) -> Vec<EvidenceRecord> {
+    linked_chain_with(gw, id, t0, |_, _| {})
+}
+
+/// [`linked_chain`], the head of record `i` (0-based) edited by `edit`.
+fn linked_chain_with(
+    gw: &Gateway,
+    id: &str,
+    t0: i64,
+    edit: impl Fn(usize, &mut Head),
+) -> Vec<EvidenceRecord> {
     let base = record(Event::SubmissionAcceptance, id, "bauamt@lemgo.example", t0);
     let head = Head {
         issuer: base.issuer.clone(),
@@ -334,6 +344,8 @@ fn linked_chain(gw: &Gateway, id: &str, t0: i64) -> Vec<EvidenceRecord> {
     .into_iter()
     .enumerate()
     {
+        let mut head = head.clone();
+        edit(i, &mut head);
         let r = head.record(
             Fact {
                 event,
@@ -425,6 +437,30 @@ async fn build_corpus(dir: &Path) -> (Corpus, Vec<Box<dyn std::any::Any>>) {
     };
     let linked = export("m-linked", true).await;
     let old_records = export("m-old", false).await;
+    // A chain whose second record, in the log and well linked, names another message: the
+    // export refuses to make its bundle, so it is assembled directly.
+    for r in linked_chain_with(&a, "m-mixed", now, |i, head| {
+        if i == 1 {
+            head.message.sha256 = Sha256Digest::of(b"another message");
+        }
+    }) {
+        a.commit(vec![r]).await;
+    }
+    let mixed = {
+        let mut conn = a.store.pool().acquire().await.unwrap();
+        let chain = bote::evidence::query::chain(&mut conn, "m-mixed", Some(&recipient))
+            .await
+            .unwrap();
+        let checkpoint = a.log.latest_checkpoint(&mut conn).await.unwrap().unwrap();
+        let mut proofs = Vec::new();
+        for e in &chain {
+            let proof = a
+                .log
+                .inclusion_proof(&mut conn, e.log_index, checkpoint.size);
+            proofs.push(proof.await.unwrap());
+        }
+        bundle::build(&chain, &proofs, &checkpoint, &a.keys, now).unwrap()
+    };
 
     let mut corpus = Corpus {
         dir: dir.to_owned(),
@@ -745,6 +781,13 @@ async fn build_corpus(dir: &Path) -> (Corpus, Vec<Box<dyn std::any::Any>>) {
             why,
         );
     }
+    corpus.add(
+        "invalid-chain-other-message",
+        &mixed,
+        &key,
+        false,
+        "record 2, logged and linked, names another message digest than record 1",
+    );
     let resigned_record = |edit: &dyn Fn(&mut serde_json::Value) -> Vec<u8>| {
         let mut mm = m.clone();
         let mut value: serde_json::Value =

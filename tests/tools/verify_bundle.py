@@ -958,6 +958,8 @@ def check_chain(manifest, records, raw_records, indexes, fpr):
                 need(r["submission_time"] == prev["submission_time"], "8",
                      f"{what}: submission_time differs")
                 need(r.get("options") == prev.get("options"), "8", f"{what}: options differ")
+                need(r["message"] == prev["message"], "8", f"{what}: message differs")
+                need(r["sender"] == prev["sender"], "8", f"{what}: sender differs")
 
 # ---------------------------------------------------------------- section 12 (DER)
 

@@ -894,7 +894,7 @@ fn check_records(
 /// The records form one chain, in log order, by one issuer. Version 2 records also link:
 /// record n is at position n and names the digest of record n - 1, so that none can be
 /// dropped, added or reordered without breaking a signature; they name the signing key
-/// and share the submission's time and options.
+/// and share the submission's time, options, message and sender.
 fn check_chain(
     records: &[Checked],
     manifest: &Manifest,
@@ -975,6 +975,14 @@ fn check_link(
         return Err(
             "names another submission time or other options than the record before it".into(),
         );
+    }
+    // One message's chain tells of one message from one sender: a record that names
+    // another digest or sender than its predecessor is not part of this story, however
+    // well it links.
+    if prev.record.version >= 2
+        && (prev.record.message != record.message || prev.record.sender != record.sender)
+    {
+        return Err("names another message or sender than the record before it".into());
     }
     Ok(())
 }
