@@ -58,17 +58,26 @@ pub async fn queue(config_path: &Path, command: QueueCommand) -> Result<(), CliE
             }
         }
         QueueCommand::Retry { id } => {
-            if !repo::retry_now(&mut conn, id, now_ms()).await? {
+            drop(conn);
+            let mut tx = store.begin().await?;
+            if !repo::retry_now(&mut tx, id, now_ms()).await? {
                 return Err(CliError::Usage(format!(
                     "no queued or failed job {id} (see `bote queue list`)"
                 )));
             }
+            let actor = crate::accounts::Actor::current_operator();
+            let target = format!("job {id}");
+            let details = serde_json::json!({});
+            crate::store::audit::record(&mut tx, &actor, "queue.retry", &target, details, now_ms())
+                .await?;
+            tx.commit().await.map_err(StoreError::from)?;
             out!("queued: {id}");
         }
         QueueCommand::Delete { id } => {
             drop(conn);
             let gateway = Gateway::attach(config).await?;
-            match crate::queue::remove(&gateway, id).await? {
+            let actor = crate::accounts::Actor::current_operator();
+            match crate::queue::remove(&gateway, id, &actor).await? {
                 Some(Removed::Finished) => out!("deleted: {id}"),
                 Some(Removed::Cancelled) => {
                     out!("deleted: {id} (not sent; cancellation recorded as evidence)");

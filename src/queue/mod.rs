@@ -23,14 +23,15 @@ use sqlx::AnyConnection;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use crate::accounts::Actor;
 use crate::accounts::Relay;
 use crate::clock::now_ms;
 use crate::evidence::{
     self, Details, Event, EvidenceRecord, ReasonCode, StoredEvidence, Timestamp,
 };
 use crate::gateway::Gateway;
-use crate::store::StoreError;
 use crate::store::queue::{self as repo, Claimed};
+use crate::store::{StoreError, audit};
 use connections::END_OF_DATA;
 
 /// How often the queue is looked at when idle.
@@ -689,23 +690,50 @@ pub enum Removed {
 /// or it is being sent. A job not yet sent ends with evidence, in the transaction that
 /// removes it: a message must not stay "being relayed" in its sender's view and its
 /// proof, with no record of why it never went.
-pub async fn remove(gateway: &Gateway, id: i64) -> Result<Option<Removed>, QueueError> {
+/// Audited as `queue.delete` by `actor`.
+pub async fn remove(
+    gateway: &Gateway,
+    id: i64,
+    actor: &Actor,
+) -> Result<Option<Removed>, QueueError> {
     let mut conn = gateway.store().pool().acquire().await?;
     let Some(job) = repo::find(&mut conn, id).await? else {
         return Ok(None);
     };
+    drop(conn);
+    let entry = |cancelled: bool| {
+        let details = serde_json::json!({
+            "gateway_id": job.gateway_id,
+            "recipient": job.recipient,
+            "state": job.state,
+            "cancelled": cancelled,
+        });
+        (actor.clone(), format!("job {id}"), details)
+    };
     match job.state.as_str() {
-        "done" | "failed" => Ok(repo::delete_finished(&mut conn, id)
-            .await?
-            .then_some(Removed::Finished)),
+        "done" | "failed" => {
+            let (actor, target, details) = entry(false);
+            let mut tx = gateway.store().begin().await?;
+            if !repo::delete_finished(&mut tx, id).await? {
+                return Ok(None);
+            }
+            audit::record(&mut tx, &actor, "queue.delete", &target, details, now_ms()).await?;
+            tx.commit().await.map_err(StoreError::from)?;
+            Ok(Some(Removed::Finished))
+        }
         "queued" => {
-            drop(conn);
             let details = Details {
                 note: Some(CANCELLED.into()),
                 ..Details::default()
             };
-            let work: evidence::Work =
-                Box::new(move |conn: &mut AnyConnection| Box::pin(repo::delete_queued(conn, id)));
+            let logged = entry(true);
+            let work: evidence::Work = Box::new(move |conn: &mut AnyConnection| {
+                let (actor, target, details) = logged.clone();
+                Box::pin(async move {
+                    repo::delete_queued(conn, id).await?;
+                    audit::record(conn, &actor, "queue.delete", &target, details, now_ms()).await
+                })
+            });
             let fact = (Event::RelayToNonERDSFailure, ReasonCode::Policy, details);
             match record_event(gateway, &job.gateway_id, &job.recipient, fact, Some(work)).await {
                 Ok(()) => Ok(Some(Removed::Cancelled)),

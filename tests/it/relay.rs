@@ -440,6 +440,12 @@ async fn an_unreachable_server_expires_with_evidence_and_the_operator_can_retry(
     let out = run(c.api.gw.setup.cmd(&["queue", "delete", &job]));
     assert_eq!(stdout(&out), format!("deleted: {job}\n"));
     assert!(stdout(&run(c.api.gw.setup.cmd(&["queue", "list"]))).is_empty());
+    let actions: Vec<String> =
+        sqlx::query_scalar("SELECT action FROM audit_log WHERE action LIKE 'queue.%' ORDER BY id")
+            .fetch_all(c.api.gw.store.pool())
+            .await
+            .unwrap();
+    assert_eq!(actions, ["queue.retry", "queue.delete"]);
 }
 
 /// The first job's id in `bote queue list`.
@@ -511,6 +517,16 @@ async fn cancellation(gw: Gateway) {
     assert!(note.contains("cancelled by the operator"), "{note}");
     assert!(stdout(&run(c.api.gw.setup.cmd(&["queue", "list", "--all"]))).is_empty());
     assert_eq!(stored_payloads(&c).await, 0, "its payload went with it");
+    // The operator's command is in the audit trail, the refused attempt is not.
+    let audited: Vec<(String, String, String)> =
+        sqlx::query_as("SELECT action, target, details FROM audit_log WHERE action LIKE 'queue.%'")
+            .fetch_all(c.api.gw.store.pool())
+            .await
+            .unwrap();
+    assert_eq!(audited.len(), 1, "{audited:?}");
+    assert_eq!(audited[0].0, "queue.delete");
+    assert_eq!(audited[0].1, format!("job {job}"));
+    assert!(audited[0].2.contains("\"cancelled\":true"), "{audited:?}");
 
     // The sender sees it among the receipts; the log written by two processes verifies.
     let anna = c.api.login("anna@lemgo.example").await;
