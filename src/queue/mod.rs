@@ -14,6 +14,7 @@
 
 mod connections;
 
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -186,6 +187,35 @@ pub struct RelayWorker {
     retry_base: Duration,
     lease: Duration,
     sessions: Arc<connections::Sessions>,
+    /// Jobs this worker is attempting now.
+    attempting: Arc<Mutex<HashSet<i64>>>,
+}
+
+/// Marks a job as being attempted by this worker until dropped.
+struct Attempting {
+    ids: Arc<Mutex<HashSet<i64>>>,
+    id: i64,
+}
+
+impl Attempting {
+    fn new(ids: &Arc<Mutex<HashSet<i64>>>, id: i64) -> Self {
+        ids.lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id);
+        Self {
+            ids: ids.clone(),
+            id,
+        }
+    }
+}
+
+impl Drop for Attempting {
+    fn drop(&mut self) {
+        self.ids
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.id);
+    }
 }
 
 impl std::fmt::Debug for RelayWorker {
@@ -214,6 +244,7 @@ impl RelayWorker {
             sessions: Arc::new(connections::Sessions::new(
                 config.queue.relay_sessions as usize,
             )),
+            attempting: Arc::default(),
             gateway,
         }
     }
@@ -268,7 +299,9 @@ impl RelayWorker {
                     },
                 };
                 let (worker, shutdown) = (self.clone(), shutdown.clone());
+                let attempting = Attempting::new(&self.attempting, job.id);
                 tokio::spawn(async move {
+                    let _attempting = attempting;
                     let id = job.id;
                     if let Err(e) = worker.attempt(job, place, shutdown).await {
                         tracing::error!(job = id, error = %e, "relay outcome not recorded");
@@ -336,6 +369,23 @@ impl RelayWorker {
         let claims = std::mem::take(&mut *taken.lock().unwrap_or_else(PoisonError::into_inner));
         let mut conn = self.gateway.store().pool().acquire().await?;
         let mut jobs = repo::claimed(&mut conn, &self.owner, &claims).await?;
+        // A lease that lapsed while this worker's own attempt went on (its renewals failed:
+        // the database was away) comes back as an orphan; the claim renewed it, and the
+        // attempt in flight keeps it. A second attempt would send the message twice.
+        jobs.retain(|job| {
+            let own = self
+                .attempting
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .contains(&job.id);
+            if own {
+                tracing::warn!(
+                    job = job.id,
+                    "lease lapsed during this worker's attempt; the attempt goes on"
+                );
+            }
+            !own
+        });
         attach_chains(&mut conn, &mut jobs).await?;
         for job in jobs.iter().filter(|j| j.orphan) {
             // Its worker died mid-attempt: the office may get it twice.

@@ -312,6 +312,42 @@ async fn an_attempt_outlasting_its_lease_is_not_sent_twice() {
     assert!(sink.dir.path().join("mail/1.eml").exists());
 }
 
+/// A lease that lapses during the worker's own attempt (its renewals failing, as when the
+/// database is away for a while: simulated by expiring the lease every 50 ms) comes back
+/// to the same worker as an orphan; the worker must not start a second attempt beside its
+/// first, which would send the message twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_lapsing_during_the_workers_own_attempt_starts_no_second_one() {
+    let c = cast_with(|config| config.queue.lease_secs = 3).await;
+    let sink = Sink::start("slow:6");
+    let (id, stop) = relay_to(&c, sink.port, office_cert()).await;
+    let started = sink.dir.path().join("mail/data-started");
+    assert!(appears(&started).await, "the attempt began");
+    let expiring = tokio_util::sync::CancellationToken::new();
+    let expire = {
+        let (store, expiring, id) = (c.api.gw.store.clone(), expiring.clone(), id.clone());
+        tokio::spawn(async move {
+            while !expiring.is_cancelled() {
+                sqlx::query("UPDATE outbound_jobs SET lease_expires_at = 1 WHERE gateway_id = $1 AND state = 'running'")
+                    .bind(&id)
+                    .execute(store.pool())
+                    .await
+                    .unwrap();
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        })
+    };
+    wait_for(&c, &id, Event::RelayToNonERDS).await;
+    expiring.cancel();
+    expire.await.unwrap();
+    stop.cancel();
+    assert_eq!(
+        std::fs::read_to_string(&started).unwrap().trim(),
+        "1",
+        "the office got the message twice"
+    );
+}
+
 /// The office answers 250, and the commit of that outcome fails (a trigger refuses it for
 /// two seconds, as a database that is briefly away would): the worker tries the commit
 /// again, keeping its lease (2 s) alive meanwhile, instead of leaving the job to be claimed
