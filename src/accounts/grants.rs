@@ -28,7 +28,14 @@ pub async fn pending(
     conn: &mut sqlx::AnyConnection,
     member: &User,
 ) -> Result<Vec<PendingGrant>, AccountError> {
-    Ok(account_repo::pending_grants_for(conn, member.id).await?)
+    let mut grants = account_repo::pending_grants_for(conn, member.id).await?;
+    for grant in &mut grants {
+        // Staff learn that the operator asked, not the operator's account on the host.
+        if grant.requested_by.starts_with("operator:") {
+            "operator".clone_into(&mut grant.requested_by);
+        }
+    }
+    Ok(grants)
 }
 
 /// `member` (active in `mailbox`, their key unlocked) confirms the pending grant of `user`
@@ -65,12 +72,25 @@ pub async fn confirm(
     ) else {
         return Err(no_grant());
     };
+    // The key wrapped to is the one compared: its own fingerprint, not the stored column,
+    // and read after the list (on PostgreSQL each statement sees the latest commit).
+    let wrapped_to = crate::crypto::stored_cert(&user_key.cert)?
+        .fingerprint()
+        .to_hex();
+    if wrapped_to != grant.fingerprint {
+        return Err(AccountError::GrantKeyChanged {
+            user: user.clone(),
+            fingerprint: wrapped_to,
+        });
+    }
     let wrapped = pool::run(move || {
         let data_key = vault::unwrap_for_user(&wrap, &member_key)?;
         vault::wrap_for_user(&data_key, &user_key.cert)
     })
     .await?;
-    if !account_repo::activate_pending(tx, grant.mailbox_id, grant.user_id).await? {
+    let activated =
+        account_repo::activate_pending(tx, grant.mailbox_id, grant.user_id, &wrapped_to).await?;
+    if !activated {
         return Err(no_grant());
     }
     let now = now_ms();

@@ -106,6 +106,9 @@ pub enum AccountError {
         /// The mailbox.
         mailbox: EmailAddress,
     },
+    /// The current password given to change it is wrong.
+    #[error("the current password is wrong")]
+    WrongPassword,
     /// No pending grant of `user` to `mailbox` that the caller could confirm.
     #[error("no access request of {user} to {mailbox} that you can confirm")]
     NoPendingGrant {
@@ -187,6 +190,11 @@ impl Classify for AccountError {
             }
             Self::NotAMember { .. } => (ErrorKind::Conflict, "not-a-member", "Not a member"),
             Self::NoPendingGrant { .. } => return Failure::not_found(),
+            Self::WrongPassword => (
+                ErrorKind::Unauthenticated,
+                "wrong-password",
+                "Current password wrong",
+            ),
             Self::GrantKeyChanged { .. } => (
                 ErrorKind::Conflict,
                 "grant-key-changed",
@@ -246,6 +254,20 @@ pub struct AddedUser {
     pub user: User,
     /// Opens the user's key if they forget their password.
     pub recovery_code: String,
+}
+
+/// A key a user made for themselves ([`Accounts::renew_own_key`]).
+pub struct NewOwnKey {
+    /// Its fingerprint (what colleagues compare before giving access to an office).
+    pub fingerprint: String,
+    /// Its recovery code, to show the user once; never stored.
+    pub recovery_code: zeroize::Zeroizing<String>,
+}
+
+impl std::fmt::Debug for NewOwnKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "NewOwnKey({}, recovery code ***)", self.fingerprint)
+    }
 }
 
 /// A new mailbox and, for a local office, its recovery code (shown once, never stored).
@@ -529,6 +551,10 @@ impl Accounts {
         repo::set_password_hash(&mut tx, user.id, &phc, now).await?;
         end_sessions_and_tokens(&mut tx, actor, &user, "password changed", now).await?;
         keystore::put_user_key(&mut tx, user.id, &row, now).await?;
+        if matches!(actor, Actor::Operator(_)) {
+            // The operator chose the new password: the key is one they can open.
+            repo::set_key_origin(&mut tx, user.id, "operator").await?;
+        }
         audit::record(
             &mut tx,
             actor,
@@ -542,6 +568,65 @@ impl Accounts {
         Ok(new_code)
     }
 
+    /// The user, with their current password, changes it and gets a new key that only
+    /// they hold: a new user key and recovery code (returned, to show once), every mailbox
+    /// key they hold wrapped anew for it, the old key gone. Until then their key is one an
+    /// operator made: the operator chose its first password and saw its recovery code.
+    /// Ends the user's sessions (and the read tokens they created), as any password change.
+    pub async fn renew_own_key(
+        &self,
+        user: &User,
+        current: Password,
+        new_password: Password,
+    ) -> Result<NewOwnKey, AccountError> {
+        password::check_policy(&new_password)?;
+        let (stored, phc, wraps) = {
+            let mut conn = self.store.pool().acquire().await?;
+            let stored = keystore::user_key(&mut conn, user.id).await?;
+            let phc = repo::password_hash(&mut conn, user.id).await?;
+            (stored, phc, keystore::user_wraps(&mut conn, user.id).await?)
+        };
+        let (Some(row), Some((phc, _))) = (stored, phc) else {
+            return Err(AccountError::WrongPassword);
+        };
+        let (name, addr) = (user.name.clone(), user.email.to_string());
+        let (hash, key, rewrapped) = crate::crypto::pool::run(move || {
+            if !password::verify(&current, &phc) {
+                return Err(AccountError::WrongPassword);
+            }
+            let old = vault::unlock_user_with_password(&row, &current)
+                .map_err(|_| AccountError::WrongPassword)?;
+            let key = vault::create_user_key(&name, &addr, &new_password)?;
+            let rewrapped = wraps
+                .iter()
+                .map(|(mailbox_id, wrapped)| {
+                    let data_key = vault::unwrap_for_user(wrapped, &old)?;
+                    Ok((*mailbox_id, vault::wrap_for_user(&data_key, &key.row.cert)?))
+                })
+                .collect::<Result<Vec<_>, AccountError>>()?;
+            Ok::<_, AccountError>((password::hash(&new_password)?, key, rewrapped))
+        })
+        .await?;
+        let now = now_ms();
+        let actor = Actor::User(user.email.clone());
+        let mut tx = self.store.begin().await?;
+        repo::set_password_hash(&mut tx, user.id, &hash, now).await?;
+        end_sessions_and_tokens(&mut tx, &actor, user, "password changed", now).await?;
+        keystore::put_user_key(&mut tx, user.id, &key.row, now).await?;
+        for (mailbox_id, wrapped) in &rewrapped {
+            keystore::put_wrap(&mut tx, *mailbox_id, Holder::User(user.id), wrapped, now).await?;
+        }
+        repo::set_key_origin(&mut tx, user.id, "user").await?;
+        let details = json!({ "user_key": key.row.fingerprint, "mailboxes": rewrapped.len() });
+        let target = user.email.to_string();
+        audit::record(&mut tx, &actor, "user.renew-key", &target, details, now).await?;
+        tx.commit().await?;
+        Ok(NewOwnKey {
+            fingerprint: key.row.fingerprint,
+            recovery_code: zeroize::Zeroizing::new(key.recovery_code),
+        })
+    }
+
     async fn replace_user_key(
         &self,
         actor: &Actor,
@@ -553,6 +638,7 @@ impl Accounts {
         repo::set_password_hash(&mut tx, user.id, &material.password_hash, now).await?;
         end_sessions_and_tokens(&mut tx, actor, user, "password changed", now).await?;
         keystore::put_user_key(&mut tx, user.id, &material.user_key.row, now).await?;
+        repo::set_key_origin(&mut tx, user.id, "operator").await?;
         // The old key is gone: its wraps can never open again, and memberships wait for a
         // new grant from a member or the mailbox recovery code.
         keystore::drop_user_wraps(&mut tx, user.id).await?;

@@ -13,6 +13,9 @@ use super::{Access, Auth, AuthError, Caller};
 pub struct Grants {
     /// The fingerprint of the user's own key.
     pub own_fingerprint: String,
+    /// Whether the user made that key (changed their password); else an operator's
+    /// command made it, and colleagues cannot give it an office's key.
+    pub own_key_is_own: bool,
     /// Members waiting for the key of a mailbox the user is active in.
     pub pending: Vec<PendingGrant>,
 }
@@ -29,6 +32,7 @@ impl Auth {
         let mut conn = self.store.pool().acquire().await?;
         Ok(Grants {
             own_fingerprint: key.fingerprint().to_hex(),
+            own_key_is_own: crate::store::accounts::key_is_own(&mut conn, user.id).await?,
             pending: grants::pending(&mut conn, user).await?,
         })
     }

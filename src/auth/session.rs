@@ -267,6 +267,44 @@ impl Auth {
         }
     }
 
+    /// The logged-in caller changes their password and gets a key only they hold
+    /// ([`crate::accounts::service::Accounts::renew_own_key`]); throttled and counted like
+    /// logins, since the current password is checked. Ends the caller's sessions.
+    pub async fn renew_own_key(
+        &self,
+        accounts: &crate::accounts::service::Accounts,
+        caller: &Caller,
+        current: &str,
+        new_password: &str,
+        client: Option<IpAddr>,
+    ) -> Result<crate::accounts::service::NewOwnKey, AuthError> {
+        use crate::accounts::service::AccountError;
+        let (Access::User { user, .. }, Some(_)) = (&caller.access, caller.session) else {
+            return Err(AuthError::Forbidden(
+                "a password is changed from the user's own logged-in session",
+            ));
+        };
+        let key = user.email.key();
+        let _turn = self.lockout.turn(&key, client).await;
+        let wait = self.lockout.wait_secs(&key, client, now_ms());
+        if wait > 0 {
+            return Err(AuthError::LockedOut(wait));
+        }
+        let current = zeroize::Zeroizing::new(current.to_owned());
+        let new_password = zeroize::Zeroizing::new(new_password.to_owned());
+        match accounts.renew_own_key(user, current, new_password).await {
+            Ok(renewed) => {
+                self.lockout.note_success(&key, client);
+                Ok(renewed)
+            }
+            Err(AccountError::WrongPassword) => {
+                self.lockout.note_failure(&key, client, now_ms());
+                Err(AuthError::Grants(AccountError::WrongPassword))
+            }
+            Err(e) => Err(AuthError::Grants(e)),
+        }
+    }
+
     pub(super) async fn resolve_session(
         &self,
         credential: &Credential,

@@ -74,10 +74,19 @@ pub async fn queue(config_path: &Path, command: QueueCommand) -> Result<(), CliE
             out!("queued: {id}");
         }
         QueueCommand::Delete { id } => {
-            drop(conn);
-            let gateway = Gateway::attach(config).await?;
             let actor = crate::accounts::Actor::current_operator();
-            match crate::queue::remove(&gateway, id, &actor).await? {
+            let queued = repo::find(&mut conn, id)
+                .await?
+                .is_some_and(|j| j.state == "queued");
+            drop(conn);
+            // Only a job not yet sent needs evidence, and so the keys.
+            let removed = if queued {
+                let gateway = Gateway::attach(config).await?;
+                crate::queue::remove(&gateway, id, &actor).await?
+            } else {
+                crate::queue::remove_finished(&store, id, &actor).await?
+            };
+            match removed {
                 Some(Removed::Finished) => out!("deleted: {id}"),
                 Some(Removed::Cancelled) => {
                     out!("deleted: {id} (not sent; cancellation recorded as evidence)");

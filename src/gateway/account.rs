@@ -1,4 +1,5 @@
-//! A user's own account from a front door: recovering it with the recovery code.
+//! A user's own account from a front door: recovering it with the recovery code, and
+//! changing its password, which makes the user a key only they hold.
 
 use std::net::IpAddr;
 
@@ -19,6 +20,23 @@ impl Gateway {
         Ok(self
             .auth
             .recover(&accounts, email, recovery_code, new_password, client)
+            .await?)
+    }
+
+    /// The caller changes their password and gets a new key and recovery code that only
+    /// they know (their mail stays readable: every mailbox key they hold is wrapped anew);
+    /// throttled like logins, every session ended.
+    pub async fn renew_own_key(
+        &self,
+        caller: &crate::auth::Caller,
+        current: &str,
+        new_password: &str,
+        client: Option<IpAddr>,
+    ) -> Result<crate::accounts::service::NewOwnKey, GatewayError> {
+        let accounts = Accounts::new(self.store.clone(), self.config.gateway.domains.clone());
+        Ok(self
+            .auth
+            .renew_own_key(&accounts, caller, current, new_password, client)
             .await?)
     }
 }

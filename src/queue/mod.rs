@@ -620,9 +620,20 @@ impl RelayWorker {
         let store = self.gateway.store();
         let job_size = (job.id, job.payload_size);
         let payload = repo::lookup_payload(store, job_size, &self.owner, now_ms()).await?;
-        let stored = payload.ok_or(QueueError::Store(StoreError::Conflict(
-            "the job's lease was lost before it was sent",
-        )))?;
+        let Some(stored) = payload else {
+            // No payload under this lease: the lease was lost, or (an invariant broken:
+            // every job not done has its payload) the payload is gone, which no retry mends.
+            let mut conn = store.pool().acquire().await?;
+            return Err(
+                if repo::holds_lease(&mut conn, job.id, &self.owner).await? {
+                    QueueError::Job(job.id, "not sent: the stored message is missing".into())
+                } else {
+                    QueueError::Store(StoreError::Conflict(
+                        "the job's lease was lost before it was sent",
+                    ))
+                },
+            );
+        };
         outgoing(stored)
             .map_err(|e| QueueError::Job(job.id, format!("not sent: the stored message: {e}")))
     }
@@ -761,16 +772,7 @@ pub async fn remove(
         (actor.clone(), format!("job {id}"), details)
     };
     match job.state.as_str() {
-        "done" | "failed" => {
-            let (actor, target, details) = entry(false);
-            let mut tx = gateway.store().begin().await?;
-            if !repo::delete_finished(&mut tx, id).await? {
-                return Ok(None);
-            }
-            audit::record(&mut tx, &actor, "queue.delete", &target, details, now_ms()).await?;
-            tx.commit().await.map_err(StoreError::from)?;
-            Ok(Some(Removed::Finished))
-        }
+        "done" | "failed" => remove_finished(gateway.store(), id, actor).await,
         "queued" => {
             let details = Details {
                 note: Some(CANCELLED.into()),
@@ -798,6 +800,33 @@ pub async fn remove(
         }
         _ => Ok(None),
     }
+}
+
+/// Removes job `id` if it is finished (its chain ends in its outcome: no evidence to
+/// write, so no keys needed), audited as `queue.delete` by `actor`; `None` if there is no
+/// such job.
+pub async fn remove_finished(
+    store: &crate::store::Store,
+    id: i64,
+    actor: &Actor,
+) -> Result<Option<Removed>, QueueError> {
+    let mut tx = store.begin().await?;
+    let Some(job) = repo::find(&mut tx, id).await? else {
+        return Ok(None);
+    };
+    if !repo::delete_finished(&mut tx, id).await? {
+        return Ok(None);
+    }
+    let details = serde_json::json!({
+        "gateway_id": job.gateway_id,
+        "recipient": job.recipient,
+        "state": job.state,
+        "cancelled": false,
+    });
+    let target = format!("job {id}");
+    audit::record(&mut tx, actor, "queue.delete", &target, details, now_ms()).await?;
+    tx.commit().await.map_err(StoreError::from)?;
+    Ok(Some(Removed::Finished))
 }
 
 /// Reads the evidence chains of claimed jobs, in one query for all of them.

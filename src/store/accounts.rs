@@ -562,6 +562,30 @@ pub async fn mailboxes_of_user(
     rows.iter().map(mailbox_from_row).collect()
 }
 
+/// Records who could know the secrets that open a user's key: `operator` after an
+/// operator's command made or reset them, `user` once the user made their own key.
+pub async fn set_key_origin(
+    conn: &mut AnyConnection,
+    user_id: i64,
+    origin: &str,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE users SET key_origin = $1 WHERE id = $2")
+        .bind(origin)
+        .bind(user_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Whether a user's key is their own (`key_origin` = `user`).
+pub async fn key_is_own(conn: &mut AnyConnection, user_id: i64) -> Result<bool, StoreError> {
+    let origin: Option<String> = sqlx::query_scalar("SELECT key_origin FROM users WHERE id = $1")
+        .bind(user_id)
+        .fetch_optional(conn)
+        .await?;
+    Ok(origin.as_deref() == Some("user"))
+}
+
 /// A pending membership that an active member of its mailbox may confirm.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingGrant {
@@ -583,8 +607,9 @@ pub struct PendingGrant {
     pub requested_at: i64,
 }
 
-/// Pending members (enabled, with a key) of the mailboxes in which `user_id` is active,
-/// by mailbox and user.
+/// Pending members (enabled, with a key they made themselves) of the mailboxes in which
+/// `user_id` is active, by mailbox and user: a key an operator's command made is one the
+/// operator could open, and giving it an office's key would give the operator the office.
 pub async fn pending_grants_for(
     conn: &mut AnyConnection,
     user_id: i64,
@@ -595,7 +620,7 @@ pub async fn pending_grants_for(
          ON a.mailbox_id = p.mailbox_id JOIN mailboxes mb ON mb.id = p.mailbox_id \
          JOIN users u ON u.id = p.user_id JOIN user_keys k ON k.user_id = p.user_id \
          WHERE a.user_id = $1 AND a.state = 'active' AND p.state = 'pending' \
-         AND u.disabled = 0 ORDER BY mb.address_key, u.email_key",
+         AND u.disabled = 0 AND u.key_origin = 'user' ORDER BY mb.address_key, u.email_key",
     )
     .bind(user_id)
     .fetch_all(conn)
@@ -616,18 +641,23 @@ pub async fn pending_grants_for(
         .collect()
 }
 
-/// Makes a pending membership active; false if it is no longer pending.
+/// Makes a pending membership active, if the user's key is still the one with
+/// `fingerprint` and still their own; false if not, or if it is no longer pending.
 pub async fn activate_pending(
     conn: &mut AnyConnection,
     mailbox_id: i64,
     user_id: i64,
+    fingerprint: &str,
 ) -> Result<bool, StoreError> {
     let done = sqlx::query(
         "UPDATE memberships SET state = 'active' \
-         WHERE mailbox_id = $1 AND user_id = $2 AND state = 'pending'",
+         WHERE mailbox_id = $1 AND user_id = $2 AND state = 'pending' \
+         AND EXISTS (SELECT 1 FROM user_keys k JOIN users u ON u.id = k.user_id \
+           WHERE k.user_id = $2 AND k.fingerprint = $3 AND u.key_origin = 'user')",
     )
     .bind(mailbox_id)
     .bind(user_id)
+    .bind(fingerprint)
     .execute(conn)
     .await?;
     Ok(done.rows_affected() == 1)

@@ -133,7 +133,7 @@ pub async fn claim_due(
 }
 
 /// The jobs `claims` (from [`claim_due`]) as `owner` holds them, with their sender and
-/// relay, in one query (each payload is read by [`payload`] when its session starts); a
+/// relay (a job whose payload is missing too, with size 0: its attempt fails it), in one query (each payload is read by [`payload`] when its session starts); a
 /// job whose lease was lost meanwhile is left out.
 pub async fn claimed(
     conn: &mut AnyConnection,
@@ -145,9 +145,9 @@ pub async fn claimed(
     }
     let sql = format!(
         "SELECT j.id AS job_id, j.gateway_id, j.recipient, j.attempts, \
-         j.created_at AS job_created_at, msg.sender, length(p.payload) AS payload_size, \
-         {MAILBOX_COLUMNS} \
-         FROM outbound_jobs j JOIN outbound_payloads p ON p.job_id = j.id \
+         j.created_at AS job_created_at, msg.sender, \
+         COALESCE(length(p.payload), 0) AS payload_size, {MAILBOX_COLUMNS} \
+         FROM outbound_jobs j LEFT JOIN outbound_payloads p ON p.job_id = j.id \
          JOIN messages msg ON msg.gateway_id = j.gateway_id \
          JOIN mailboxes m ON m.id = j.mailbox_id JOIN identities i ON i.id = m.identity_id \
          WHERE j.lease_owner = $1 AND j.id IN ({})",
@@ -472,6 +472,22 @@ pub async fn note_reported_failure(
             "a failure was reported for this job already",
         ))
     }
+}
+
+/// Whether `owner` holds job `id`'s lease (the job is running under it).
+pub async fn holds_lease(
+    conn: &mut AnyConnection,
+    id: i64,
+    owner: &str,
+) -> Result<bool, StoreError> {
+    let found: Option<i64> = sqlx::query_scalar(
+        "SELECT id FROM outbound_jobs WHERE id = $1 AND lease_owner = $2 AND state = 'running'",
+    )
+    .bind(id)
+    .bind(owner)
+    .fetch_optional(conn)
+    .await?;
+    Ok(found.is_some())
 }
 
 /// A job as `bote queue delete` finds it.

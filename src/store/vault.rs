@@ -171,6 +171,20 @@ pub async fn wrap(
     .await?)
 }
 
+/// Every mailbox data key wrapped for user `user_id`: (mailbox id, wrap).
+pub async fn user_wraps(
+    conn: &mut AnyConnection,
+    user_id: i64,
+) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
+    let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(
+        "SELECT mailbox_id, wrapped FROM key_wraps WHERE holder_kind = 'user' AND holder_id = $1",
+    )
+    .bind(user_id)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows)
+}
+
 /// Removes every wrap held by a user (their key was replaced: the wraps can never open).
 pub async fn drop_user_wraps(conn: &mut AnyConnection, user_id: i64) -> Result<(), StoreError> {
     sqlx::query("DELETE FROM key_wraps WHERE holder_kind = 'user' AND holder_id = $1")

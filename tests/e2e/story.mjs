@@ -94,11 +94,11 @@ async function newPage(browser) {
   return page;
 }
 
-async function login(page, email, name) {
+async function login(page, email, name, password = env('PASSWORD')) {
   await page.goto(`${BASE}/`);
   await check(page, `${name}-login`);
   await page.getByLabel('Email address').fill(email);
-  await page.getByLabel('Password').fill(env('PASSWORD'));
+  await page.getByLabel('Password').fill(password);
   await page.getByRole('button', { name: 'Log in' }).click();
   await page.waitForLoadState('load');
 }
@@ -205,12 +205,24 @@ try {
   await expectText(bernd, '#new-token', 'bote_token_');
   await check(bernd, 'bernd-settings-token');
 
-  // 4b. The operator added Carl to the office; only a member can give him its key. Carl
-  // reads his key's fingerprint to Bernd, who compares it and gives access.
+  // 4b. The operator added Carl to the office; only a member can give him its key, and
+  // only to a key Carl made himself. Carl chooses his own password (bote makes him a new
+  // key and recovery code), reads his key's fingerprint to Bernd, who compares it and
+  // gives access.
   const carl = await newPage(browser);
   await login(carl, 'carl@lemgo.example', 'carl');
   await expectText(carl, 'main', 'compared your key');
   await check(carl, 'carl-pending');
+  await carl.getByRole('link', { name: 'Settings' }).click();
+  await expectText(carl, '#own-key-not-yet', 'Choose your own password');
+  await carl.locator('#own-key-not-yet').getByRole('link', { name: 'Security' }).click();
+  await carl.getByLabel('Current password').fill(env('PASSWORD'));
+  await carl.getByLabel('New password').fill('carls own long password');
+  await check(carl, 'carl-security-password');
+  await carl.getByRole('button', { name: 'Change password and make my key' }).click();
+  await expectText(carl, '#new-recovery-code', '-');
+  await check(carl, 'carl-new-key');
+  await login(carl, 'carl@lemgo.example', 'carl-again', 'carls own long password');
   await carl.getByRole('link', { name: 'Settings' }).click();
   const carlKey = (await carl.locator('#own-key').innerText()).trim();
   if (!/^([0-9A-F]{4} ){9}[0-9A-F]{4}$/.test(carlKey)) fail(`Carl's key fingerprint reads ${carlKey}`);

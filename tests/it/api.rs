@@ -804,8 +804,9 @@ on_both_backends!(
 
 /// An operator cannot give anyone read access alone: a pending member gets the office's
 /// key only when an active member confirms it, naming the key they compared with the
-/// newcomer; a member's login completes nothing, and a key other than the one compared
-/// is refused.
+/// newcomer, and only once the newcomer made that key themselves (the operator chose
+/// their first password and saw their recovery code); a member's login completes
+/// nothing, and a key other than the one compared is refused.
 async fn confirmed_grant(gw: Gateway) {
     let Cast { api, .. } = cast(gw).await;
     api.gw.setup.add_user("staff", "carl@lemgo.example");
@@ -836,37 +837,101 @@ async fn confirmed_grant(gw: Gateway) {
         StatusCode::NOT_FOUND,
         "pending members cannot open yet"
     );
-    // Carl sees his own key, and has nothing to confirm; he cannot confirm himself.
+    // Carl's key is the operator's making: no member is asked to give it the office.
     let mine = api.get("/api/v1/grants", &carl).await.json();
-    let carl_key = mine["own_key"].as_str().unwrap().to_owned();
-    assert_eq!(carl_key.len(), 40, "{mine}");
+    assert_eq!(mine["own_key_origin"], "operator", "{mine}");
+    let bernd_login = || async {
+        let r = api
+            .call(
+                "POST",
+                "/api/v1/session",
+                None,
+                Some(
+                    json!({ "email": "bernd@lemgo.example", "password": "a long enough password" }),
+                ),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+        r.json()
+    };
+    let first = bernd_login().await;
+    assert_eq!(first["grants_waiting"], 0, "{first}");
+    let bernd = first["token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        api.get("/api/v1/grants", &bernd).await.json()["pending"],
+        json!([])
+    );
+
+    // Carl chooses his own password: a new key and recovery code only he knows. A wrong
+    // current password changes nothing; the session of the old key ends.
+    let change =
+        |current: &str| json!({ "password": current, "new_password": "carls own long password" });
+    let r = api
+        .post("/api/v1/password", &carl, change("not my password!"))
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text());
+    assert!(r.problem().ends_with("wrong-password"), "{}", r.text());
+    let r = api
+        .post("/api/v1/password", &carl, change("a long enough password"))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let carl_key = r.json()["own_key"].as_str().unwrap().to_owned();
+    assert_eq!(carl_key.len(), 40, "{}", r.text());
+    assert_ne!(carl_key, mine["own_key"].as_str().unwrap(), "a new key");
+    assert_eq!(
+        r.json()["recovery_code"].as_str().unwrap().len(),
+        29,
+        "{}",
+        r.text()
+    );
+    assert_eq!(
+        api.get("/api/v1/grants", &carl).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let carl = {
+        let r = api
+            .call(
+                "POST",
+                "/api/v1/session",
+                None,
+                Some(
+                    json!({ "email": "carl@lemgo.example", "password": "carls own long password" }),
+                ),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+        r.json()["token"].as_str().unwrap().to_owned()
+    };
+    let mine = api.get("/api/v1/grants", &carl).await.json();
+    assert_eq!(
+        (mine["own_key"].as_str(), mine["own_key_origin"].as_str()),
+        (Some(carl_key.as_str()), Some("user"))
+    );
     assert_eq!(mine["pending"], json!([]));
     let confirm = |fingerprint: &str| {
         json!({ "mailbox": "bauamt@lemgo.example", "user": "carl@lemgo.example",
                 "fingerprint": fingerprint })
     };
+    // He cannot confirm himself.
     let r = api.post("/api/v1/grants", &carl, confirm(&carl_key)).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text());
 
     // Bernd, a member, logs in: told of the request, nothing granted by the login.
-    let r = api
-        .call(
-            "POST",
-            "/api/v1/session",
-            None,
-            Some(json!({ "email": "bernd@lemgo.example", "password": "a long enough password" })),
-        )
-        .await;
-    assert_eq!(r.json()["grants_waiting"], 1, "{}", r.text());
-    let bernd = r.json()["token"].as_str().unwrap().to_owned();
+    let second = bernd_login().await;
+    assert_eq!(second["grants_waiting"], 1, "{second}");
+    let bernd = second["token"].as_str().unwrap().to_owned();
     assert_eq!(api.get(inbox, &carl).await.status, StatusCode::NOT_FOUND);
     let theirs = api.get("/api/v1/grants", &bernd).await.json();
     let request = &theirs["pending"][0];
     assert_eq!(request["mailbox"], "bauamt@lemgo.example", "{theirs}");
     assert_eq!(request["user"], "carl@lemgo.example");
     assert_eq!(request["fingerprint"], carl_key.as_str());
+    assert_eq!(
+        request["requested_by"], "operator",
+        "not the operator's host account"
+    );
 
-    // A key other than the one compared (replaced meanwhile, or misread) is refused.
+    // A key other than the one compared is refused.
     let r = api
         .post("/api/v1/grants", &bernd, confirm(&"0".repeat(40)))
         .await;
@@ -896,6 +961,103 @@ async fn confirmed_grant(gw: Gateway) {
     );
     let r = api.post("/api/v1/grants", &bernd, confirm(&carl_key)).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND, "confirmed once");
+
+    // Bernd makes his own key too: the office's mail stays readable for him.
+    let r = api
+        .post("/api/v1/password", &bernd, json!({ "password": "a long enough password", "new_password": "bernds own long password" }))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let bernd = {
+        let r = api
+            .call(
+                "POST",
+                "/api/v1/session",
+                None,
+                Some(json!({ "email": "bernd@lemgo.example", "password": "bernds own long password" })),
+            )
+            .await;
+        r.json()["token"].as_str().unwrap().to_owned()
+    };
+    let listed = only_copy(&api, &bernd, "bauamt@lemgo.example", "inbox").await;
+    assert_eq!(listed["subject"], "Antrag");
+
+    // The operator replaces Carl's key: he waits again, and no member is asked until he
+    // has made his own once more (the operator chose the new password).
+    api.cli(
+        &[
+            "user",
+            "set-password",
+            "carl@lemgo.example",
+            "--password-stdin",
+            "--new-key",
+        ],
+        "an operators long password\n",
+    );
+    assert_eq!(
+        api.get("/api/v1/grants", &bernd).await.json()["pending"],
+        json!([])
+    );
+}
+
+/// A citizen whose account an operator made chooses their own password: their mail stays
+/// readable under the new key, and the secrets the operator knew (first password, printed
+/// recovery code) open nothing any more; the new recovery code does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_own_key_leaves_the_operator_nothing_to_open() {
+    let Cast { api, .. } = cast(Gateway::new(bote::store::Backend::Sqlite).await).await;
+    let printed = api.gw.setup.add_user("citizen", "dora@lemgo.example");
+    let office = api.send_token("bauamt@lemgo.example");
+    let r = api
+        .post(
+            "/api/v1/messages",
+            &office,
+            letter("dora@lemgo.example", "Bescheid", "Text"),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let dora = api.login("dora@lemgo.example").await;
+    let change =
+        json!({ "password": "a long enough password", "new_password": "doras own long password" });
+    let r = api.post("/api/v1/password", &dora, change).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let own_code = r.json()["recovery_code"].as_str().unwrap().to_owned();
+    let login = |password: &str| {
+        let body = json!({ "email": "dora@lemgo.example", "password": password });
+        api.call("POST", "/api/v1/session", None, Some(body))
+    };
+    assert_eq!(
+        login("a long enough password").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let r = login("doras own long password").await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let dora = r.json()["token"].as_str().unwrap().to_owned();
+    let listed = only_copy(&api, &dora, "dora@lemgo.example", "inbox").await;
+    let opened = api
+        .get(
+            &format!("/api/v1/messages/{}", listed["id"].as_str().unwrap()),
+            &dora,
+        )
+        .await;
+    assert_eq!(opened.status, StatusCode::OK, "{}", opened.text());
+    assert!(opened.text().contains("Bescheid"), "{}", opened.text());
+    // The recovery code the operator printed opens nothing; Dora's own does.
+    let recover = |code: String| {
+        let core = api.core.clone();
+        async move {
+            core.recover_account("dora@lemgo.example", &code, "recovered long password", None)
+                .await
+        }
+    };
+    assert!(
+        recover(printed).await.is_err(),
+        "the operator's recovery code still opens the key"
+    );
+    recover(own_code).await.expect("her own recovery code");
+    assert_eq!(
+        login("recovered long password").await.status,
+        StatusCode::CREATED
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -588,18 +588,31 @@ async fn cancellation(gw: Gateway) {
 /// ran out and taken over as an orphan, lease after lease.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_that_cannot_be_sent_fails_with_evidence_instead_of_cycling() {
+    // The stored format's mark, then parts whose lengths do not add up.
+    let broken = b"\0bote-p1\xff\xff\xff\xff".to_vec();
+    unsendable(
+        sqlx::query("UPDATE outbound_payloads SET payload = $1").bind(broken),
+        "not sent: the stored message",
+    )
+    .await;
+    unsendable(
+        sqlx::query("DELETE FROM outbound_payloads"),
+        "not sent: the stored message is missing",
+    )
+    .await;
+}
+
+/// A job whose payload `damage` made unsendable fails with RA02 and `why`.
+async fn unsendable(
+    damage: sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments>,
+    why: &str,
+) {
     let c = cast_with(|_| {}).await;
     let sink = Sink::start("accept");
     let id = queue_relay(&c, sink.port, office_cert()).await;
     {
         let mut conn = c.api.gw.store.pool().acquire().await.unwrap();
-        // The stored format's mark, then parts whose lengths do not add up.
-        let broken = b"\0bote-p1\xff\xff\xff\xff".to_vec();
-        sqlx::query("UPDATE outbound_payloads SET payload = $1")
-            .bind(broken)
-            .execute(&mut *conn)
-            .await
-            .unwrap();
+        damage.execute(&mut *conn).await.unwrap();
     }
     let stop = tokio_util::sync::CancellationToken::new();
     let worker = tokio::spawn(bote::queue::RelayWorker::new(c.api.core.clone()).run(stop.clone()));
@@ -607,7 +620,7 @@ async fn a_job_that_cannot_be_sent_fails_with_evidence_instead_of_cycling() {
     let failure = &chain.last().unwrap().record;
     assert_eq!(failure.reason, ReasonCode::InvalidFormat);
     let reply = failure.details.reply.clone().unwrap_or_default();
-    assert!(reply.contains("not sent: the stored message"), "{reply}");
+    assert!(reply.contains(why), "{reply}");
     stop_worker(&stop, worker).await;
     let list = stdout(&run(c.api.gw.setup.cmd(&["queue", "list"])));
     assert!(list.contains("\tfailed\t1\t"), "{list}");

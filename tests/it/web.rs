@@ -145,13 +145,18 @@ impl<'a> Browser<'a> {
 
     /// Logs in through the login page; panics unless it works.
     pub async fn login(&mut self, email: &str) {
+        self.login_with(email, PASSWORD).await;
+    }
+
+    /// Logs in with `password`.
+    pub async fn login_with(&mut self, email: &str, password: &str) {
         let page = self.get("/").await;
         assert_eq!(page.status, StatusCode::OK, "{}", page.text());
         let csrf = csrf(&page);
         let r = self
             .post(
                 "/",
-                &[("csrf", &csrf), ("email", email), ("password", PASSWORD)],
+                &[("csrf", &csrf), ("email", email), ("password", password)],
             )
             .await;
         assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text());
@@ -1577,9 +1582,58 @@ async fn a_member_gives_a_colleague_access_after_comparing_their_key() {
     send_letter(&api, &anna_api, "bauamt@lemgo.example", "Antrag", "Text").await;
     let inbox = "/api/v1/mailboxes/bauamt@lemgo.example/inbox";
 
-    // Carl's settings show his key; Bernd's show the request with the same fingerprint.
+    // Carl's key is the operator's making: his settings send him to Security first, and
+    // Bernd is not asked.
     let mut carl = Browser::new(&api);
     carl.login("carl@lemgo.example").await;
+    let page = carl.get("/settings").await.text();
+    assert!(page.contains("id=\"own-key-not-yet\""), "{page}");
+    assert!(!page.contains("id=\"own-key\""));
+    let mut bernd = Browser::new(&api);
+    bernd.login("bernd@lemgo.example").await;
+    assert!(
+        !bernd
+            .get("/settings")
+            .await
+            .text()
+            .contains("carl@lemgo.example")
+    );
+    // Carl chooses his own password: a new key, its recovery code shown once, logged out.
+    let token = carl.csrf_of("/security").await;
+    let change = |current: &'static str| {
+        [
+            ("csrf", token.clone()),
+            ("current", current.to_owned()),
+            ("new_password", "carls own long password".to_owned()),
+        ]
+    };
+    let r = carl
+        .post("/security/password", &borrowed(&change("wrong password!!")))
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text());
+    assert!(
+        r.text().contains("The current password is wrong"),
+        "{}",
+        r.text()
+    );
+    let r = carl
+        .post("/security/password", &borrowed(&change(PASSWORD)))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert!(
+        r.text().contains("id=\"new-recovery-code\""),
+        "{}",
+        r.text()
+    );
+    assert_eq!(
+        carl.get("/settings").await.status,
+        StatusCode::SEE_OTHER,
+        "logged out"
+    );
+    let mut carl = Browser::new(&api);
+    carl.login_with("carl@lemgo.example", "carls own long password")
+        .await;
+    // Now his settings show his key; Bernd's show the request with the same fingerprint.
     let page = carl.get("/settings").await.text();
     let at = page.find("id=\"own-key\">").expect("Carl sees his key");
     let carl_key = page[at + 13..].split('<').next().unwrap().to_owned();
@@ -1588,8 +1642,6 @@ async fn a_member_gives_a_colleague_access_after_comparing_their_key() {
         49,
         "40 hex digits in groups of four: {carl_key}"
     );
-    let mut bernd = Browser::new(&api);
-    bernd.login("bernd@lemgo.example").await;
     let page = bernd.get("/settings").await.text();
     assert!(page.contains(&carl_key), "{page}");
     assert!(page.contains("carl@lemgo.example"));
@@ -1607,7 +1659,11 @@ async fn a_member_gives_a_colleague_access_after_comparing_their_key() {
         }
         f
     };
-    let carl_api = api.login("carl@lemgo.example").await;
+    let carl_api = {
+        let body = json!({ "email": "carl@lemgo.example", "password": "carls own long password" });
+        let r = api.call("POST", "/api/v1/session", None, Some(body)).await;
+        r.json()["token"].as_str().unwrap().to_owned()
+    };
 
     // Not ticked: refused, nothing granted.
     let r = bernd

@@ -47,6 +47,10 @@ pub fn routes(max_body: usize) -> Router<Gateway> {
         )
         .route("/api/v1/tokens/{id}", delete(session::revoke_token))
         .route(
+            "/api/v1/password",
+            post(session::change_password).layer(small()),
+        )
+        .route(
             "/api/v1/grants",
             get(session::grants)
                 .post(session::confirm_grant)
@@ -84,6 +88,7 @@ pub fn routes(max_body: usize) -> Router<Gateway> {
         session::list_tokens,
         session::revoke_token,
         session::grants,
+        session::change_password,
         session::confirm_grant,
         messages::mailboxes,
         messages::folder,

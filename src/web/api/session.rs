@@ -268,6 +268,9 @@ pub struct PendingGrantOut {
 pub struct GrantsResponse {
     /// The fingerprint of the caller's own key, for a colleague to compare.
     own_key: String,
+    /// `user` once the caller made that key (`POST /api/v1/password`); `operator` while
+    /// it is the one an operator's command made, which no colleague can give access to.
+    own_key_origin: String,
     /// Access requests the caller may confirm.
     pending: Vec<PendingGrantOut>,
 }
@@ -283,6 +286,12 @@ pub async fn grants(
     let grants = gateway.auth().grants(&caller).await?;
     Ok(Json(GrantsResponse {
         own_key: grants.own_fingerprint,
+        own_key_origin: if grants.own_key_is_own {
+            "user"
+        } else {
+            "operator"
+        }
+        .into(),
         pending: grants
             .pending
             .into_iter()
@@ -328,4 +337,51 @@ pub async fn confirm_grant(
         .confirm_grant(&caller, &mailbox, &user, &req.fingerprint)
         .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /api/v1/password`
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordChange {
+    /// The current password.
+    password: String,
+    /// The new one.
+    new_password: String,
+}
+
+impl std::fmt::Debug for PasswordChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PasswordChange(***)")
+    }
+}
+
+/// The user's new key.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NewKeyResponse {
+    /// The new key's fingerprint (colleagues compare it before giving access to an office).
+    own_key: String,
+    /// The new recovery code, shown once: keep it offline.
+    recovery_code: String,
+}
+
+/// Changes the caller's password; bote makes them a new key and recovery code that only
+/// they know (a key made by an operator's command is one the operator could open). Every
+/// session ends, this one too: log in again with the new password.
+#[utoipa::path(post, path = "/api/v1/password", request_body = PasswordChange,
+    security(("bearer" = [])),
+    responses((status = 200, body = NewKeyResponse), (status = 401, body = crate::web::problem::Problem),
+        (status = 422, body = crate::web::problem::Problem)))]
+pub async fn change_password(
+    State(gateway): State<Gateway>,
+    caller: Caller,
+    ClientIp(client): ClientIp,
+    ApiJson(req): ApiJson<PasswordChange>,
+) -> Result<Json<NewKeyResponse>, ApiError> {
+    let renewed = gateway
+        .renew_own_key(&caller, &req.password, &req.new_password, client)
+        .await?;
+    Ok(Json(NewKeyResponse {
+        own_key: renewed.fingerprint,
+        recovery_code: renewed.recovery_code.to_string(),
+    }))
 }

@@ -273,6 +273,50 @@ const TABLE: &[(&str, &str, &str)] = &[
         "The token is revoked: it opens nothing from now on.",
         "Der Zugangsschlüssel ist widerrufen: Er öffnet ab jetzt nichts mehr.",
     ),
+    (
+        "own-password",
+        "Your password and key",
+        "Ihr Passwort und Ihr Schlüssel",
+    ),
+    (
+        "own-password-first",
+        "Your first password, your key and its recovery code were made by the operator. Choose your own password: bote then makes you a new key and recovery code that only you know. Until you do, colleagues cannot give you access to an office mailbox.",
+        "Ihr erstes Passwort, Ihr Schlüssel und dessen Wiederherstellungscode wurden vom Betrieb erstellt. Wählen Sie Ihr eigenes Passwort: bote erstellt Ihnen dann einen neuen Schlüssel und Wiederherstellungscode, die nur Sie kennen. Bis dahin können Kolleginnen und Kollegen Ihnen keinen Zugang zu einem Behördenpostfach geben.",
+    ),
+    (
+        "own-password-explained",
+        "Changing your password also makes you a new key and recovery code; your mail stays readable.",
+        "Eine Passwortänderung erstellt Ihnen auch einen neuen Schlüssel und Wiederherstellungscode; Ihre Post bleibt lesbar.",
+    ),
+    ("password-current", "Current password", "Aktuelles Passwort"),
+    ("password-new", "New password", "Neues Passwort"),
+    (
+        "own-password-submit",
+        "Change password and make my key",
+        "Passwort ändern und Schlüssel erstellen",
+    ),
+    ("own-key-made-title", "Your new key", "Ihr neuer Schlüssel"),
+    (
+        "own-key-made",
+        "Your password is changed and your new key is made. Every session has ended: log in again with the new password.",
+        "Ihr Passwort ist geändert und Ihr neuer Schlüssel erstellt. Alle Sitzungen sind beendet: Melden Sie sich mit dem neuen Passwort wieder an.",
+    ),
+    (
+        "own-key-recovery",
+        "Write down this recovery code now and keep it offline: it is shown only this once, and it opens your key if you forget your password.",
+        "Notieren Sie diesen Wiederherstellungscode jetzt und bewahren Sie ihn offline auf: Er wird nur dieses eine Mal angezeigt und öffnet Ihren Schlüssel, falls Sie Ihr Passwort vergessen.",
+    ),
+    ("login-again", "Log in again", "Erneut anmelden"),
+    (
+        "wrong-password",
+        "The current password is wrong.",
+        "Das aktuelle Passwort ist falsch.",
+    ),
+    (
+        "own-key-not-yet",
+        "Choose your own password under Security first: bote then makes you a key that only you hold, and a colleague can give you access to an office mailbox.",
+        "Wählen Sie zuerst unter Sicherheit Ihr eigenes Passwort: bote erstellt Ihnen dann einen Schlüssel, den nur Sie halten, und eine Kollegin oder ein Kollege kann Ihnen Zugang zu einem Behördenpostfach geben.",
+    ),
     ("own-key", "Your key", "Ihr Schlüssel"),
     (
         "own-key-explained",

@@ -63,6 +63,7 @@ pub fn routes(max_submission: usize) -> Router<Gateway> {
         .route("/security", get(session::security))
         .route("/security/totp", post(session::enrol_totp))
         .route("/security/step-up", post(session::step_up))
+        .route("/security/password", post(session::change_password))
         .route(
             "/recover",
             get(session::recover_page).post(session::recover),

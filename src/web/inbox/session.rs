@@ -201,6 +201,8 @@ pub async fn logout_everywhere(
 #[template(path = "security.html", config = "src/web/inbox/askama.toml")]
 struct SecurityPage {
     c: Chrome,
+    /// The user's key is their own (made when they changed their password).
+    own_key: bool,
     enrolled: bool,
     high: bool,
     /// A new secret to confirm: its otpauth URI and QR code (SVG markup we generated).
@@ -209,6 +211,67 @@ struct SecurityPage {
     error: Option<String>,
     error_field: &'static str,
     notice: Option<&'static str>,
+}
+
+/// The page after a password change: the new recovery code, once.
+#[derive(Template)]
+#[template(path = "new_key.html", config = "src/web/inbox/askama.toml")]
+struct NewKeyPage {
+    c: Chrome,
+    recovery_code: String,
+    fingerprint: String,
+}
+
+/// The password form.
+#[derive(Deserialize)]
+pub struct PasswordForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    current: String,
+    #[serde(default)]
+    new_password: String,
+}
+
+/// `POST /security/password`: a new password, and a key and recovery code only the user
+/// knows; every session ends, this one too (its sealed key is the old one).
+pub async fn change_password(
+    State(gateway): State<Gateway>,
+    web: Web,
+    ClientIp(client): ClientIp,
+    Form(form): Form<PasswordForm>,
+) -> Response {
+    if let Err(r) = web.check_csrf(&form.csrf, "/security/password") {
+        return r;
+    }
+    match gateway
+        .renew_own_key(&web.caller, &form.current, &form.new_password, client)
+        .await
+    {
+        Ok(renewed) => {
+            let page = NewKeyPage {
+                c: Chrome::anonymous(web.lang, "own-key-made-title", String::new()),
+                recovery_code: renewed.recovery_code.to_string(),
+                fingerprint: super::settings::grouped(&renewed.fingerprint),
+            };
+            with_cookies(
+                render_status(StatusCode::OK, &page),
+                [secret_cookie(SESSION_COOKIE, "", Some(0))],
+            )
+        }
+        Err(e) => {
+            let f = e.failure();
+            let status = crate::web::problem::status(f.kind);
+            let mut message = failure_text(web.lang, &f);
+            if f.kind == ErrorKind::Invalid
+                && let Some(d) = &f.detail
+            {
+                message = format!("{message}: {d}");
+            }
+            let error = Some((message, "password"));
+            security_page(&gateway, &web, status, None, error, None).await
+        }
+    }
 }
 
 /// `?done=`
@@ -229,6 +292,10 @@ async fn security_page(
         Ok(e) => e,
         Err(e) => return web.fail(&e.failure()),
     };
+    let own_key = match gateway.auth().grants(&web.caller).await {
+        Ok(g) => g.own_key_is_own,
+        Err(e) => return web.fail(&e.failure()),
+    };
     let qr_svg = otpauth.as_deref().and_then(qr_svg);
     let (error, error_field) = match error {
         Some((m, f)) => (Some(m), f),
@@ -238,6 +305,7 @@ async fn security_page(
         status,
         &SecurityPage {
             c: web.chrome("security-title", "nav-security"),
+            own_key,
             enrolled,
             high: web.caller.access.level() == crate::accounts::AuthLevel::High,
             otpauth,

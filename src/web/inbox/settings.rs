@@ -38,7 +38,7 @@ pub struct GrantRow {
 }
 
 /// A fingerprint in groups of four characters, as people read it to each other.
-fn grouped(fingerprint: &str) -> String {
+pub(super) fn grouped(fingerprint: &str) -> String {
     fingerprint
         .as_bytes()
         .chunks(4)
@@ -59,6 +59,8 @@ struct SettingsPage {
     /// The fingerprint of the user's own key, in groups of four (staff only: members of
     /// office mailboxes are who compares it).
     own_key: Option<String>,
+    /// Whether the user made that key themselves.
+    key_is_own: bool,
     /// Access requests the user may confirm.
     grants: Vec<GrantRow>,
     new_token: Option<(String, String)>,
@@ -115,6 +117,7 @@ async fn page(
             own,
             offices,
             tokens,
+            key_is_own: grants.own_key_is_own,
             own_key: web
                 .caller
                 .user()
