@@ -931,12 +931,51 @@ async fn confirmed_grant(gw: Gateway) {
         "not the operator's host account"
     );
 
-    // A key other than the one compared is refused.
+    // A member of another office neither sees the request nor can confirm it.
+    api.gw.setup.add_user("staff", "erika@lemgo.example");
+    api.cli(
+        &[
+            "mailbox",
+            "add",
+            "--office",
+            "ordnungsamt@lemgo.example",
+            "--name",
+            "Ordnungsamt",
+            "--member",
+            "erika@lemgo.example",
+        ],
+        "",
+    );
+    let erika = api.login("erika@lemgo.example").await;
+    assert_eq!(
+        api.get("/api/v1/grants", &erika).await.json()["pending"],
+        json!([])
+    );
+    let r = api.post("/api/v1/grants", &erika, confirm(&carl_key)).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text());
+
+    // Carl's key changes after Bernd compared it (he renews it again): the fingerprint
+    // Bernd compared is refused, and nothing is granted.
     let r = api
-        .post("/api/v1/grants", &bernd, confirm(&"0".repeat(40)))
+        .post("/api/v1/password", &carl, json!({ "password": "carls own long password", "new_password": "carls newer long password" }))
         .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let compared = carl_key;
+    let carl_key = r.json()["own_key"].as_str().unwrap().to_owned();
+    let r = api.post("/api/v1/grants", &bernd, confirm(&compared)).await;
     assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text());
     assert!(r.problem().ends_with("grant-key-changed"), "{}", r.text());
+    assert!(
+        r.text().contains(&carl_key),
+        "names the key now: {}",
+        r.text()
+    );
+    let carl = {
+        let body =
+            json!({ "email": "carl@lemgo.example", "password": "carls newer long password" });
+        let r = api.call("POST", "/api/v1/session", None, Some(body)).await;
+        r.json()["token"].as_str().unwrap().to_owned()
+    };
     assert_eq!(api.get(inbox, &carl).await.status, StatusCode::NOT_FOUND);
     // A token holds no member's key: it cannot confirm.
     let token = api.send_token("bauamt@lemgo.example");
