@@ -762,15 +762,6 @@ pub async fn remove(
         return Ok(None);
     };
     drop(conn);
-    let entry = |cancelled: bool| {
-        let details = serde_json::json!({
-            "gateway_id": job.gateway_id,
-            "recipient": job.recipient,
-            "state": job.state,
-            "cancelled": cancelled,
-        });
-        (actor.clone(), format!("job {id}"), details)
-    };
     match job.state.as_str() {
         "done" | "failed" => remove_finished(gateway.store(), id, actor).await,
         "queued" => {
@@ -778,9 +769,9 @@ pub async fn remove(
                 note: Some(CANCELLED.into()),
                 ..Details::default()
             };
-            let logged = entry(true);
+            let logged = (actor.clone(), deletion(id, &job, true));
             let work: evidence::Work = Box::new(move |conn: &mut AnyConnection| {
-                let (actor, target, details) = logged.clone();
+                let (actor, (target, details)) = logged.clone();
                 Box::pin(async move {
                     repo::delete_queued(conn, id).await?;
                     audit::record(conn, &actor, "queue.delete", &target, details, now_ms()).await
@@ -817,16 +808,21 @@ pub async fn remove_finished(
     if !repo::delete_finished(&mut tx, id).await? {
         return Ok(None);
     }
+    let (target, details) = deletion(id, &job, false);
+    audit::record(&mut tx, actor, "queue.delete", &target, details, now_ms()).await?;
+    tx.commit().await.map_err(StoreError::from)?;
+    Ok(Some(Removed::Finished))
+}
+
+/// The audit target and details of deleting job `id`.
+fn deletion(id: i64, job: &repo::Found, cancelled: bool) -> (String, serde_json::Value) {
     let details = serde_json::json!({
         "gateway_id": job.gateway_id,
         "recipient": job.recipient,
         "state": job.state,
-        "cancelled": false,
+        "cancelled": cancelled,
     });
-    let target = format!("job {id}");
-    audit::record(&mut tx, actor, "queue.delete", &target, details, now_ms()).await?;
-    tx.commit().await.map_err(StoreError::from)?;
-    Ok(Some(Removed::Finished))
+    (format!("job {id}"), details)
 }
 
 /// Reads the evidence chains of claimed jobs, in one query for all of them.
