@@ -211,7 +211,7 @@ try {
   // gives access.
   const carl = await newPage(browser);
   await login(carl, 'carl@lemgo.example', 'carl');
-  await expectText(carl, 'main', 'compared your key');
+  await expectText(carl, 'main', 'choose your own password under Security first');
   await check(carl, 'carl-pending');
   await carl.getByRole('link', { name: 'Settings' }).click();
   await expectText(carl, '#own-key-not-yet', 'Choose your own password');
@@ -228,6 +228,7 @@ try {
   if (!/^([0-9A-F]{4} ){9}[0-9A-F]{4}$/.test(carlKey)) fail(`Carl's key fingerprint reads ${carlKey}`);
   await check(carl, 'carl-settings-key');
   await bernd.goto(`${BASE}/mail`);
+  await expectText(bernd, '#own-password-first', 'Choose your own password');
   await expectText(bernd, '#grants-waiting', 'waits for access');
   await bernd.locator('#grants-waiting').getByRole('link', { name: 'Settings' }).click();
   await expectText(bernd, 'form.grant', carlKey);
@@ -238,6 +239,7 @@ try {
   await check(bernd, 'bernd-settings-granted');
   await carl.goto(`${BASE}/mail`);
   await expectText(carl, 'main', 'Bauantrag Gartenhaus');
+  if (await carl.locator('#own-password-first').count() !== 0) fail('Carl made his key, yet his inbox asks him to');
   await check(carl, 'carl-inbox');
 
   // 5. The citizen sees the pickup in her timeline.

@@ -288,6 +288,11 @@ const TABLE: &[(&str, &str, &str)] = &[
         "Changing your password also makes you a new key and recovery code; your mail stays readable.",
         "Eine Passwortänderung erstellt Ihnen auch einen neuen Schlüssel und Wiederherstellungscode; Ihre Post bleibt lesbar.",
     ),
+    (
+        "own-password-nudge",
+        "You still use the first password the operator gave you, and so a key the operator could open. Choose your own password: bote then makes you a key only you hold.",
+        "Sie verwenden noch das erste Passwort vom Betrieb und damit einen Schlüssel, den der Betrieb öffnen könnte. Wählen Sie Ihr eigenes Passwort: bote erstellt Ihnen dann einen Schlüssel, den nur Sie halten.",
+    ),
     ("password-current", "Current password", "Aktuelles Passwort"),
     ("password-new", "New password", "Neues Passwort"),
     (
@@ -785,8 +790,8 @@ const TABLE: &[(&str, &str, &str)] = &[
     ),
     (
         "no-mailbox-yet",
-        "You have no mailbox to read yet. If an operator added you to an office mailbox, a member of it gives you access once they have compared your key's fingerprint with you: you find it under Settings.",
-        "Sie haben noch kein Postfach zum Lesen. Wenn der Betrieb Sie einem Behördenpostfach hinzugefügt hat, gibt Ihnen ein Mitglied Zugang, sobald es den Fingerabdruck Ihres Schlüssels mit Ihnen verglichen hat: Sie finden ihn unter Einstellungen.",
+        "You have no mailbox to read yet. If an operator added you to an office mailbox, choose your own password under Security first; then a member of the office gives you access once they have compared your key's fingerprint (under Settings) with you.",
+        "Sie haben noch kein Postfach zum Lesen. Wenn der Betrieb Sie einem Behördenpostfach hinzugefügt hat, wählen Sie zuerst unter Sicherheit Ihr eigenes Passwort; dann gibt Ihnen ein Mitglied des Amts Zugang, sobald es den Fingerabdruck Ihres Schlüssels (unter Einstellungen) mit Ihnen verglichen hat.",
     ),
     (
         "personal-needs-high",

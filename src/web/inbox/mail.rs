@@ -49,6 +49,8 @@ struct FolderPage {
     first: bool,
     /// Access requests waiting for this member's confirmation (Settings).
     grants_waiting: usize,
+    /// The user made their key (else the inbox asks them to choose their own password).
+    key_is_own: bool,
 }
 
 /// `?mailbox=&folder=&before=`
@@ -181,19 +183,21 @@ pub async fn folder(
     } else {
         "folder-inbox"
     };
-    // Members learn of access requests where they look every day, not only in Settings.
-    let grants_waiting = if folder == "inbox" && q.before.is_none() {
+    // Members learn of access requests, and users that their key is still the operator's
+    // making, where they look every day, not only in Settings and Security.
+    let (grants_waiting, key_is_own) = if folder == "inbox" && q.before.is_none() {
         gateway
             .auth()
             .grants(&web.caller)
             .await
-            .map_or(0, |g| g.pending.len())
+            .map_or((0, true), |g| (g.pending.len(), g.own_key_is_own))
     } else {
-        0
+        (0, true)
     };
     render(&FolderPage {
         c: web.chrome(title, current),
         grants_waiting,
+        key_is_own,
         mailboxes: mailboxes.iter().map(|m| m.address.to_string()).collect(),
         mailbox: mailbox.to_string(),
         folder,
