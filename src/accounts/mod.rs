@@ -156,6 +156,9 @@ pub struct User {
     pub disabled: bool,
     /// Creation time (unix ms).
     pub created_at: i64,
+    /// The user made their key (changed their password themselves); else an operator's
+    /// command made it, under a password the operator chose (`users.key_origin`).
+    pub own_key: bool,
 }
 
 /// Where and how mail for an external office is relayed.

@@ -32,7 +32,7 @@ impl Auth {
         let mut conn = self.store.pool().acquire().await?;
         Ok(Grants {
             own_fingerprint: key.fingerprint().to_hex(),
-            own_key_is_own: crate::store::accounts::key_is_own(&mut conn, user.id).await?,
+            own_key_is_own: user.own_key,
             pending: grants::pending(&mut conn, user).await?,
         })
     }

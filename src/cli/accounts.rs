@@ -37,7 +37,8 @@ pub enum UserCommand {
         #[arg(long, value_parser = parse_address)]
         scope: Vec<EmailAddress>,
     },
-    /// List users.
+    /// List users: login, role, identity, state, whose key (`key=own` once the user
+    /// chose their own password, `key=operator` before), name.
     List,
     /// Refuse further logins by a user (ends their sessions, revokes their read tokens).
     Disable {
@@ -331,11 +332,14 @@ pub async fn user(config: &Path, command: UserCommand) -> Result<(), CliError> {
             let accounts = open(config).await?;
             for u in accounts.list_users().await? {
                 out!(
-                    "{}\t{}\t{}\t{}\t{}",
+                    "{}\t{}\t{}\t{}\tkey={}\t{}",
                     u.email,
                     u.role,
                     describe_identity(&u.identity),
                     if u.disabled { "disabled" } else { "active" },
+                    // `operator`: still the key `user add` made; ask the user to choose
+                    // their own password.
+                    if u.own_key { "own" } else { "operator" },
                     u.name
                 );
             }

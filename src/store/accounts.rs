@@ -123,7 +123,8 @@ pub async fn insert_user(
 }
 
 const USER_COLUMNS: &str = "u.id, u.email, u.display_name, u.role, u.notify_email, u.disabled, \
-     u.created_at, u.identity_id, i.verified, i.method, i.verified_by, i.verified_at";
+     u.created_at, u.identity_id, u.key_origin, i.verified, i.method, i.verified_by, \
+     i.verified_at";
 
 fn identity_from_row(row: &impl Columns) -> Result<Identity, StoreError> {
     let verification = if row.int("verified")? == 1 {
@@ -148,6 +149,7 @@ fn user_from_row(row: &AnyRow) -> Result<User, StoreError> {
         identity: identity_from_row(row)?,
         disabled: row.try_get::<i64, _>("disabled")? == 1,
         created_at: row.try_get("created_at")?,
+        own_key: row.try_get::<String, _>("key_origin")? == "user",
     })
 }
 
@@ -575,15 +577,6 @@ pub async fn set_key_origin(
         .execute(conn)
         .await?;
     Ok(())
-}
-
-/// Whether a user's key is their own (`key_origin` = `user`).
-pub async fn key_is_own(conn: &mut AnyConnection, user_id: i64) -> Result<bool, StoreError> {
-    let origin: Option<String> = sqlx::query_scalar("SELECT key_origin FROM users WHERE id = $1")
-        .bind(user_id)
-        .fetch_optional(conn)
-        .await?;
-    Ok(origin.as_deref() == Some("user"))
 }
 
 /// A pending membership that an active member of its mailbox may confirm.

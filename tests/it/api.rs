@@ -1054,12 +1054,25 @@ async fn a_users_own_key_leaves_the_operator_nothing_to_open() {
         )
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let dora_line = || {
+        let users = api.cli(&["user", "list"], "");
+        let line = users
+            .lines()
+            .find(|l| l.starts_with("dora@lemgo.example\t"));
+        line.unwrap_or_else(|| panic!("{users}")).to_owned()
+    };
+    assert!(dora_line().contains("\tkey=operator\t"), "{}", dora_line());
     let dora = api.login("dora@lemgo.example").await;
     let change =
         json!({ "password": "a long enough password", "new_password": "doras own long password" });
     let r = api.post("/api/v1/password", &dora, change).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     let own_code = r.json()["recovery_code"].as_str().unwrap().to_owned();
+    assert!(
+        dora_line().contains("\tkey=own\t"),
+        "the operator sees who made their key: {}",
+        dora_line()
+    );
     let login = |password: &str| {
         let body = json!({ "email": "dora@lemgo.example", "password": password });
         api.call("POST", "/api/v1/session", None, Some(body))
