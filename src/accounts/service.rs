@@ -616,6 +616,19 @@ impl Accounts {
         for (mailbox_id, wrapped) in &rewrapped {
             keystore::put_wrap(&mut tx, *mailbox_id, Holder::User(user.id), wrapped, now).await?;
         }
+        // A grant a member confirmed while the key was being made wrapped the mailbox's key
+        // for the old key, which this drops: the user would be an active member who cannot
+        // read. Start again instead (nothing is written).
+        let now_held = keystore::user_wraps(&mut tx, user.id).await?;
+        if now_held.len() != rewrapped.len()
+            || now_held
+                .iter()
+                .any(|(m, _)| !rewrapped.iter().any(|(r, _)| r == m))
+        {
+            return Err(AccountError::Store(StoreError::Conflict(
+                "your access to a mailbox changed meanwhile: try again",
+            )));
+        }
         repo::set_key_origin(&mut tx, user.id, "user").await?;
         let details = json!({ "user_key": key.row.fingerprint, "mailboxes": rewrapped.len() });
         let target = user.email.to_string();
