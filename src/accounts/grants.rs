@@ -66,6 +66,8 @@ pub async fn confirm(
             fingerprint: grant.fingerprint,
         });
     }
+    // Serialised with a renewal of the newcomer's key, which takes the same row first.
+    account_repo::lock_user(tx, grant.user_id).await?;
     let (Some(wrap), Some(user_key)) = (
         keystore::wrap(tx, grant.mailbox_id, Holder::User(member.id)).await?,
         keystore::user_key(tx, grant.user_id).await?,

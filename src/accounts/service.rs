@@ -520,9 +520,11 @@ impl Accounts {
     ) -> Result<Option<String>, AccountError> {
         password::check_policy(&password)?;
         let user = self.user(email).await?;
-        let stored = {
+        let (stored, version) = {
             let mut conn = self.store.pool().acquire().await?;
-            keystore::user_key(&mut conn, user.id).await?
+            let version = repo::credentials_version(&mut conn, user.id).await?;
+            let version = version.ok_or_else(|| AccountError::UnknownUser(email.clone()))?;
+            (keystore::user_key(&mut conn, user.id).await?, version)
         };
         let (phc, row, new_code) = match (stored, recovery_code) {
             (Some(row), Some(code)) => {
@@ -542,17 +544,21 @@ impl Accounts {
                     new_user_material(&name, &addr, &password, citizen)
                 })
                 .await?;
-                return self.replace_user_key(actor, &user, m).await.map(Some);
+                return self
+                    .replace_user_key(actor, &user, m, version)
+                    .await
+                    .map(Some);
             }
             _ => return Err(AccountError::KeyWouldBeLost(email.clone())),
         };
         let now = now_ms();
         let mut tx = self.store.begin().await?;
-        repo::set_password_hash(&mut tx, user.id, &phc, now).await?;
+        repo::set_password_hash(&mut tx, user.id, &phc, now, version).await?;
         end_sessions_and_tokens(&mut tx, actor, &user, "password changed", now).await?;
         keystore::put_user_key(&mut tx, user.id, &row, now).await?;
-        if matches!(actor, Actor::Operator(_)) {
-            // The operator chose the new password: the key is one they can open.
+        if !matches!(actor, Actor::User(_)) {
+            // Not the user's own doing (an operator chose the new password): the key is
+            // one they can open.
             repo::set_key_origin(&mut tx, user.id, "operator").await?;
         }
         audit::record(
@@ -586,7 +592,7 @@ impl Accounts {
             let phc = repo::password_hash(&mut conn, user.id).await?;
             (stored, phc, keystore::user_wraps(&mut conn, user.id).await?)
         };
-        let (Some(row), Some((phc, _))) = (stored, phc) else {
+        let (Some(row), Some((phc, version))) = (stored, phc) else {
             return Err(AccountError::WrongPassword);
         };
         let (name, addr) = (user.name.clone(), user.email.to_string());
@@ -610,7 +616,7 @@ impl Accounts {
         let now = now_ms();
         let actor = Actor::User(user.email.clone());
         let mut tx = self.store.begin().await?;
-        repo::set_password_hash(&mut tx, user.id, &hash, now).await?;
+        repo::set_password_hash(&mut tx, user.id, &hash, now, version).await?;
         end_sessions_and_tokens(&mut tx, &actor, user, "password changed", now).await?;
         keystore::put_user_key(&mut tx, user.id, &key.row, now).await?;
         for (mailbox_id, wrapped) in &rewrapped {
@@ -645,10 +651,11 @@ impl Accounts {
         actor: &Actor,
         user: &User,
         material: UserMaterial,
+        version: i64,
     ) -> Result<String, AccountError> {
         let now = now_ms();
         let mut tx = self.store.begin().await?;
-        repo::set_password_hash(&mut tx, user.id, &material.password_hash, now).await?;
+        repo::set_password_hash(&mut tx, user.id, &material.password_hash, now, version).await?;
         end_sessions_and_tokens(&mut tx, actor, user, "password changed", now).await?;
         keystore::put_user_key(&mut tx, user.id, &material.user_key.row, now).await?;
         repo::set_key_origin(&mut tx, user.id, "operator").await?;
@@ -1035,14 +1042,14 @@ impl Accounts {
                     .await?
                     .ok_or_else(|| AccountError::UnknownUser(user.clone()))?;
                 let address = mailbox.to_string();
-                Some(
-                    crate::crypto::pool::run(move || {
-                        let data_key = vault::unwrap_with_recovery(&wrap, &code, &address)
-                            .map_err(|_| AccountError::WrongRecoveryCode)?;
-                        Ok::<_, AccountError>(vault::wrap_for_user(&data_key, &user_key.cert)?)
-                    })
-                    .await?,
-                )
+                let fingerprint = user_key.fingerprint.clone();
+                let wrapped = crate::crypto::pool::run(move || {
+                    let data_key = vault::unwrap_with_recovery(&wrap, &code, &address)
+                        .map_err(|_| AccountError::WrongRecoveryCode)?;
+                    Ok::<_, AccountError>(vault::wrap_for_user(&data_key, &user_key.cert)?)
+                })
+                .await?;
+                Some((wrapped, fingerprint))
             }
             None => None,
         };
@@ -1054,6 +1061,17 @@ impl Accounts {
         };
         let now = now_ms();
         let mut tx = self.store.begin().await?;
+        if let Some((_, fingerprint)) = &grant {
+            // The key wrapped to must still be the user's: one renewed meanwhile would
+            // leave an active member who cannot read.
+            repo::lock_user(&mut tx, u.id).await?;
+            let now_key = keystore::user_key(&mut tx, u.id).await?;
+            if now_key.is_none_or(|k| k.fingerprint != *fingerprint) {
+                return Err(AccountError::Store(StoreError::Conflict(
+                    "the user's key changed meanwhile: try again",
+                )));
+            }
+        }
         if existing.is_some() {
             repo::set_membership_state(&mut tx, mb.id, u.id, state).await?;
         } else {
@@ -1069,7 +1087,7 @@ impl Accounts {
                     )
                 })?;
         }
-        if let Some(wrap) = &grant {
+        if let Some((wrap, _)) = &grant {
             keystore::put_wrap(&mut tx, mb.id, Holder::User(u.id), wrap, now).await?;
         }
         let details = json!({ "user": u.email.to_string(), "state": state });

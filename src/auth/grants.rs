@@ -16,6 +16,9 @@ pub struct Grants {
     /// Whether the user made that key (changed their password); else an operator's
     /// command made it, and colleagues cannot give it an office's key.
     pub own_key_is_own: bool,
+    /// When the key was made (unix ms): a user who did not change their password then
+    /// learns that someone else did.
+    pub own_key_made_at: Option<i64>,
     /// Members waiting for the key of a mailbox the user is active in.
     pub pending: Vec<PendingGrant>,
 }
@@ -33,6 +36,7 @@ impl Auth {
         Ok(Grants {
             own_fingerprint: key.fingerprint().to_hex(),
             own_key_is_own: user.own_key,
+            own_key_made_at: crate::store::vault::user_key_made_at(&mut conn, user.id).await?,
             pending: grants::pending(&mut conn, user).await?,
         })
     }

@@ -279,11 +279,22 @@ impl Auth {
         client: Option<IpAddr>,
     ) -> Result<crate::accounts::service::NewOwnKey, AuthError> {
         use crate::accounts::service::AccountError;
-        let (Access::User { user, .. }, Some(_)) = (&caller.access, caller.session) else {
+        let (Access::User { user, level, .. }, Some(_)) = (&caller.access, caller.session) else {
             return Err(AuthError::Forbidden(
                 "a password is changed from the user's own logged-in session",
             ));
         };
+        // With a second factor, the password alone must not replace the key (and its
+        // recovery code) and lock its owner out, as it may not replace the factor.
+        {
+            let mut conn = self.store.pool().acquire().await?;
+            let confirmed = repo::totp(&mut conn, user.id).await?.is_some_and(|t| t.1);
+            if confirmed && *level != AuthLevel::High {
+                return Err(AuthError::NeedsHigh(
+                    "changing the password needs a session at level high (second factor)",
+                ));
+            }
+        }
         let key = user.email.key();
         let _turn = self.lockout.turn(&key, client).await;
         let wait = self.lockout.wait_secs(&key, client, now_ms());

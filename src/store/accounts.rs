@@ -217,18 +217,54 @@ pub async fn set_password_hash(
     user_id: i64,
     phc: &str,
     now: i64,
+    expected_version: i64,
 ) -> Result<(), StoreError> {
     // A new credentials version ends every session opened under the old password, also
-    // one whose login is still under way (migration 0013).
-    sqlx::query(
+    // one whose login is still under way (migration 0013). The change applies only to the
+    // version its caller read before its (slow) key work: two changes at once, in one
+    // process or two, must not both write, the later one undoing the earlier one's key.
+    let done = sqlx::query(
         "UPDATE users SET password_hash = $1, updated_at = $2, \
-         credentials_version = credentials_version + 1 WHERE id = $3",
+         credentials_version = credentials_version + 1 \
+         WHERE id = $3 AND credentials_version = $4",
     )
     .bind(phc)
     .bind(now)
     .bind(user_id)
+    .bind(expected_version)
     .execute(conn)
     .await?;
+    if done.rows_affected() == 1 {
+        Ok(())
+    } else {
+        Err(StoreError::Conflict(
+            "the password was changed meanwhile: try again",
+        ))
+    }
+}
+
+/// A user's credentials version (raised by every password change), disabled or not.
+pub async fn credentials_version(
+    conn: &mut AnyConnection,
+    user_id: i64,
+) -> Result<Option<i64>, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT credentials_version FROM users WHERE id = $1")
+            .bind(user_id)
+            .fetch_optional(conn)
+            .await?,
+    )
+}
+
+/// Takes the lock of user `user_id`'s row for the rest of the transaction (a write that
+/// changes nothing): what changes a user's key takes it first, so a grant wrapped to
+/// that key and the key's replacement do not interleave (PostgreSQL reads each statement
+/// at the latest commit; SQLite's writers are serial anyway).
+pub async fn lock_user(conn: &mut AnyConnection, user_id: i64) -> Result<(), StoreError> {
+    sqlx::query("UPDATE users SET credentials_version = credentials_version WHERE id = $1")
+        .bind(user_id)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 

@@ -171,6 +171,19 @@ pub async fn wrap(
     .await?)
 }
 
+/// When user `user_id`'s current key was made (unix ms).
+pub async fn user_key_made_at(
+    conn: &mut AnyConnection,
+    user_id: i64,
+) -> Result<Option<i64>, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT created_at FROM user_keys WHERE user_id = $1")
+            .bind(user_id)
+            .fetch_optional(conn)
+            .await?,
+    )
+}
+
 /// Every mailbox data key wrapped for user `user_id`: (mailbox id, wrap).
 pub async fn user_wraps(
     conn: &mut AnyConnection,

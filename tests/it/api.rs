@@ -907,6 +907,12 @@ async fn confirmed_grant(gw: Gateway) {
         (mine["own_key"].as_str(), mine["own_key_origin"].as_str()),
         (Some(carl_key.as_str()), Some("user"))
     );
+    assert!(
+        mine["own_key_made_at"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z')),
+        "{mine}"
+    );
     assert_eq!(mine["pending"], json!([]));
     let confirm = |fingerprint: &str| {
         json!({ "mailbox": "bauamt@lemgo.example", "user": "carl@lemgo.example",
@@ -1110,6 +1116,48 @@ async fn a_users_own_key_leaves_the_operator_nothing_to_open() {
         login("recovered long password").await.status,
         StatusCode::CREATED
     );
+
+    // Two key changes at once (say an operator's reset in another process): the one that
+    // read the older credentials version writes nothing.
+    let id: i64 = sqlx::query_scalar("SELECT id FROM users WHERE email_key = 'dora@lemgo.example'")
+        .fetch_one(api.gw.store.pool())
+        .await
+        .unwrap();
+    let mut conn = api.gw.store.pool().acquire().await.unwrap();
+    let read = bote::store::accounts::credentials_version(&mut conn, id)
+        .await
+        .unwrap()
+        .unwrap();
+    bote::store::accounts::set_password_hash(&mut conn, id, "first", 1, read)
+        .await
+        .unwrap();
+    let stale = bote::store::accounts::set_password_hash(&mut conn, id, "second", 2, read).await;
+    assert!(
+        matches!(stale, Err(bote::store::StoreError::Conflict(_))),
+        "{stale:?}"
+    );
+    let hash: String = sqlx::query_scalar("SELECT password_hash FROM users WHERE id = $1")
+        .bind(id)
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(hash, "first");
+}
+
+/// With a second factor, the password alone does not replace the key (and lock its
+/// owner out with a recovery code they never saw): a session at level high does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_change_needs_the_second_factor_where_there_is_one() {
+    let Cast { api, anna_otp } = cast(Gateway::new(bote::store::Backend::Sqlite).await).await;
+    let change =
+        json!({ "password": "a long enough password", "new_password": "annas own long password" });
+    let normal = api.login("anna@lemgo.example").await;
+    let r = api.post("/api/v1/password", &normal, change.clone()).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text());
+    assert_eq!(r.problem(), "urn:bote:problem:needs-high");
+    let high = api.login_high("anna@lemgo.example", &anna_otp).await;
+    let r = api.post("/api/v1/password", &high, change).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1633,6 +1633,10 @@ async fn a_member_gives_a_colleague_access_after_comparing_their_key() {
     let mut carl = Browser::new(&api);
     carl.login_with("carl@lemgo.example", "carls own long password")
         .await;
+    // His Security page says when his key was made, so that he would notice a change he
+    // did not make.
+    let page = carl.get("/security").await.text();
+    assert!(page.contains("id=\"key-made\""), "{page}");
     // Now his settings show his key; Bernd's show the request with the same fingerprint.
     let page = carl.get("/settings").await.text();
     let at = page.find("id=\"own-key\">").expect("Carl sees his key");

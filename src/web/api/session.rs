@@ -271,6 +271,9 @@ pub struct GrantsResponse {
     /// `user` once the caller made that key (`POST /api/v1/password`); `operator` while
     /// it is the one an operator's command made, which no colleague can give access to.
     own_key_origin: String,
+    /// When that key was made, RFC 3339: a user who did not change their password then
+    /// learns that someone else did.
+    own_key_made_at: Option<String>,
     /// Access requests the caller may confirm.
     pending: Vec<PendingGrantOut>,
 }
@@ -292,6 +295,7 @@ pub async fn grants(
             "operator"
         }
         .into(),
+        own_key_made_at: grants.own_key_made_at.map(crate::clock::rfc3339_ms),
         pending: grants
             .pending
             .into_iter()
@@ -356,12 +360,18 @@ impl std::fmt::Debug for PasswordChange {
 }
 
 /// The user's new key.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct NewKeyResponse {
     /// The new key's fingerprint (colleagues compare it before giving access to an office).
     own_key: String,
     /// The new recovery code, shown once: keep it offline.
     recovery_code: String,
+}
+
+impl std::fmt::Debug for NewKeyResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "NewKeyResponse({}, recovery code ***)", self.own_key)
+    }
 }
 
 /// Changes the caller's password; bote makes them a new key and recovery code that only

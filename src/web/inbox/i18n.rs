@@ -293,6 +293,16 @@ const TABLE: &[(&str, &str, &str)] = &[
         "You still use the first password the operator gave you, and so a key the operator could open. Choose your own password: bote then makes you a key only you hold.",
         "Sie verwenden noch das erste Passwort vom Betrieb und damit einen Schlüssel, den der Betrieb öffnen könnte. Wählen Sie Ihr eigenes Passwort: bote erstellt Ihnen dann einen Schlüssel, den nur Sie halten.",
     ),
+    (
+        "own-key-made-at",
+        "Your key was made by a password change on",
+        "Ihr Schlüssel wurde durch eine Passwortänderung erstellt am",
+    ),
+    (
+        "own-key-made-check",
+        "If you did not choose your password yourself then, someone else did: change it now.",
+        "Wenn Sie Ihr Passwort damals nicht selbst gewählt haben, hat es jemand anderes getan: Ändern Sie es jetzt.",
+    ),
     ("password-current", "Current password", "Aktuelles Passwort"),
     ("password-new", "New password", "Neues Passwort"),
     (

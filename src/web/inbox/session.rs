@@ -203,6 +203,8 @@ struct SecurityPage {
     c: Chrome,
     /// The user's key is their own (made when they changed their password).
     own_key: bool,
+    /// When the key was made.
+    key_made: Option<String>,
     enrolled: bool,
     high: bool,
     /// A new secret to confirm: its otpauth URI and QR code (SVG markup we generated).
@@ -292,8 +294,8 @@ async fn security_page(
         Ok(e) => e,
         Err(e) => return web.fail(&e.failure()),
     };
-    let own_key = match gateway.auth().grants(&web.caller).await {
-        Ok(g) => g.own_key_is_own,
+    let (own_key, key_made) = match gateway.auth().grants(&web.caller).await {
+        Ok(g) => (g.own_key_is_own, g.own_key_made_at.map(super::when)),
         Err(e) => return web.fail(&e.failure()),
     };
     let qr_svg = otpauth.as_deref().and_then(qr_svg);
@@ -306,6 +308,7 @@ async fn security_page(
         &SecurityPage {
             c: web.chrome("security-title", "nav-security"),
             own_key,
+            key_made,
             enrolled,
             high: web.caller.access.level() == crate::accounts::AuthLevel::High,
             otpauth,
