@@ -201,22 +201,32 @@ pub struct Gateway {
     witness: Option<Arc<Witness>>,
 }
 
+/// The store (opened in `mode`), the unlocked keys and the log, refusing a database older
+/// than the published checkpoint.
+async fn open_core(
+    config: &Config,
+    mode: OpenMode,
+) -> Result<(Store, KeyRing, Arc<Log>), OpenGatewayError> {
+    let store = Store::open(config, mode).await?;
+    let keys = KeyRing::load(config)?;
+    let log = Arc::new(Log::new(
+        keys.log.clone(),
+        keys.origin.clone(),
+        &config.gateway.data_dir,
+    ));
+    {
+        let mut conn = store.pool().acquire().await.map_err(StoreError::from)?;
+        log.check_published(&mut conn).await?;
+    }
+    Ok((store, keys, log))
+}
+
 impl Gateway {
     /// Opens everything a serving gateway needs: the store (created and migrated if
     /// needed), the unlocked keys, the log (refusing a database older than the published
     /// checkpoint), and the group-commit writer.
     pub async fn start(config: Config) -> Result<Self, OpenGatewayError> {
-        let store = Store::open(&config, OpenMode::CreateAndMigrate).await?;
-        let keys = KeyRing::load(&config)?;
-        let log = Arc::new(Log::new(
-            keys.log.clone(),
-            keys.origin.clone(),
-            &config.gateway.data_dir,
-        ));
-        {
-            let mut conn = store.pool().acquire().await.map_err(StoreError::from)?;
-            log.check_published(&mut conn).await?;
-        }
+        let (store, keys, log) = open_core(&config, OpenMode::CreateAndMigrate).await?;
         let attestor = Attestor::new(&config, store.clone(), log.clone())?;
         if let Some(attestor) = &attestor {
             attestor.check_witnesses().await?;
@@ -234,17 +244,7 @@ impl Gateway {
     /// own. Log appends take the sequencer lock in the database, so two writers in two
     /// processes keep one log; no witness is asked (the server's next checkpoint is).
     pub async fn attach(config: Config) -> Result<Self, OpenGatewayError> {
-        let store = Store::open(&config, OpenMode::Existing).await?;
-        let keys = KeyRing::load(&config)?;
-        let log = Arc::new(Log::new(
-            keys.log.clone(),
-            keys.origin.clone(),
-            &config.gateway.data_dir,
-        ));
-        {
-            let mut conn = store.pool().acquire().await.map_err(StoreError::from)?;
-            log.check_published(&mut conn).await?;
-        }
+        let (store, keys, log) = open_core(&config, OpenMode::Existing).await?;
         let writer = Writer::spawn(store.clone(), log.clone());
         Ok(Self::from_parts(store, Arc::new(config), keys, log, writer))
     }

@@ -234,13 +234,7 @@ pub async fn set_password_hash(
     .bind(expected_version)
     .execute(conn)
     .await?;
-    if done.rows_affected() == 1 {
-        Ok(())
-    } else {
-        Err(StoreError::Conflict(
-            "the password was changed meanwhile: try again",
-        ))
-    }
+    super::one_row(&done, "the password was changed meanwhile: try again")
 }
 
 /// A user's credentials version (raised by every password change), disabled or not.

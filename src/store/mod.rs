@@ -73,6 +73,19 @@ pub fn placeholders(first: usize, n: usize) -> String {
 /// An open transaction on either backend.
 pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
 
+/// A conditional write that had to change exactly one row: `Conflict(why)` if it changed
+/// none (another writer got there first; nothing was written).
+pub(crate) fn one_row(
+    done: &sqlx::any::AnyQueryResult,
+    why: &'static str,
+) -> Result<(), StoreError> {
+    if done.rows_affected() == 1 {
+        Ok(())
+    } else {
+        Err(StoreError::Conflict(why))
+    }
+}
+
 /// Storage failures, each with what to do about it where the operator can act.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

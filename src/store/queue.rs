@@ -465,13 +465,7 @@ pub async fn note_reported_failure(
     .bind(id)
     .execute(conn)
     .await?;
-    if done.rows_affected() == 1 {
-        Ok(())
-    } else {
-        Err(StoreError::Conflict(
-            "a failure was reported for this job already",
-        ))
-    }
+    super::one_row(&done, "a failure was reported for this job already")
 }
 
 /// Whether `owner` holds job `id`'s lease (the job is running under it).
@@ -535,11 +529,7 @@ pub async fn delete_queued(conn: &mut AnyConnection, id: i64) -> Result<(), Stor
         .bind(id)
         .execute(conn)
         .await?;
-    if done.rows_affected() == 1 {
-        Ok(())
-    } else {
-        Err(StoreError::Conflict("the job is being sent"))
-    }
+    super::one_row(&done, "the job is being sent")
 }
 
 /// Jobs not yet finished, and the creation time (unix ms) of the oldest of them.
