@@ -161,16 +161,23 @@ impl Api {
 
     /// Logs in with the test password; returns the session token.
     pub async fn login(&self, email: &str) -> String {
-        let r = self
-            .call(
-                "POST",
-                "/api/v1/session",
-                None,
-                Some(json!({ "email": email, "password": "a long enough password" })),
-            )
-            .await;
+        self.login_with(email, "a long enough password").await
+    }
+
+    /// Logs in with `password`; returns the session token.
+    pub async fn login_with(&self, email: &str, password: &str) -> String {
+        self.session(email, password).await["token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// Logs in with `password` (which must succeed); returns the session response.
+    pub async fn session(&self, email: &str, password: &str) -> Value {
+        let body = json!({ "email": email, "password": password });
+        let r = self.call("POST", "/api/v1/session", None, Some(body)).await;
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
-        r.json()["token"].as_str().unwrap().to_owned()
+        r.json()
     }
 
     /// Logs in and gives the TOTP code of `otpauth`: a `high` session.
@@ -840,20 +847,7 @@ async fn confirmed_grant(gw: Gateway) {
     // Carl's key is the operator's making: no member is asked to give it the office.
     let mine = api.get("/api/v1/grants", &carl).await.json();
     assert_eq!(mine["own_key_origin"], "operator", "{mine}");
-    let bernd_login = || async {
-        let r = api
-            .call(
-                "POST",
-                "/api/v1/session",
-                None,
-                Some(
-                    json!({ "email": "bernd@lemgo.example", "password": "a long enough password" }),
-                ),
-            )
-            .await;
-        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
-        r.json()
-    };
+    let bernd_login = || api.session("bernd@lemgo.example", "a long enough password");
     let first = bernd_login().await;
     assert_eq!(first["grants_waiting"], 0, "{first}");
     let bernd = first["token"].as_str().unwrap().to_owned();
@@ -888,20 +882,9 @@ async fn confirmed_grant(gw: Gateway) {
         api.get("/api/v1/grants", &carl).await.status,
         StatusCode::UNAUTHORIZED
     );
-    let carl = {
-        let r = api
-            .call(
-                "POST",
-                "/api/v1/session",
-                None,
-                Some(
-                    json!({ "email": "carl@lemgo.example", "password": "carls own long password" }),
-                ),
-            )
-            .await;
-        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
-        r.json()["token"].as_str().unwrap().to_owned()
-    };
+    let carl = api
+        .login_with("carl@lemgo.example", "carls own long password")
+        .await;
     let mine = api.get("/api/v1/grants", &carl).await.json();
     assert_eq!(
         (mine["own_key"].as_str(), mine["own_key_origin"].as_str()),
@@ -976,12 +959,9 @@ async fn confirmed_grant(gw: Gateway) {
         "names the key now: {}",
         r.text()
     );
-    let carl = {
-        let body =
-            json!({ "email": "carl@lemgo.example", "password": "carls newer long password" });
-        let r = api.call("POST", "/api/v1/session", None, Some(body)).await;
-        r.json()["token"].as_str().unwrap().to_owned()
-    };
+    let carl = api
+        .login_with("carl@lemgo.example", "carls newer long password")
+        .await;
     assert_eq!(api.get(inbox, &carl).await.status, StatusCode::NOT_FOUND);
     // A token holds no member's key: it cannot confirm.
     let token = api.send_token("bauamt@lemgo.example");
@@ -1012,17 +992,9 @@ async fn confirmed_grant(gw: Gateway) {
         .post("/api/v1/password", &bernd, json!({ "password": "a long enough password", "new_password": "bernds own long password" }))
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
-    let bernd = {
-        let r = api
-            .call(
-                "POST",
-                "/api/v1/session",
-                None,
-                Some(json!({ "email": "bernd@lemgo.example", "password": "bernds own long password" })),
-            )
-            .await;
-        r.json()["token"].as_str().unwrap().to_owned()
-    };
+    let bernd = api
+        .login_with("bernd@lemgo.example", "bernds own long password")
+        .await;
     let listed = only_copy(&api, &bernd, "bauamt@lemgo.example", "inbox").await;
     assert_eq!(listed["subject"], "Antrag");
 
@@ -1087,9 +1059,9 @@ async fn a_users_own_key_leaves_the_operator_nothing_to_open() {
         login("a long enough password").await.status,
         StatusCode::UNAUTHORIZED
     );
-    let r = login("doras own long password").await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
-    let dora = r.json()["token"].as_str().unwrap().to_owned();
+    let dora = api
+        .login_with("dora@lemgo.example", "doras own long password")
+        .await;
     let listed = only_copy(&api, &dora, "dora@lemgo.example", "inbox").await;
     let opened = api
         .get(

@@ -1663,11 +1663,9 @@ async fn a_member_gives_a_colleague_access_after_comparing_their_key() {
         }
         f
     };
-    let carl_api = {
-        let body = json!({ "email": "carl@lemgo.example", "password": "carls own long password" });
-        let r = api.call("POST", "/api/v1/session", None, Some(body)).await;
-        r.json()["token"].as_str().unwrap().to_owned()
-    };
+    let carl_api = api
+        .login_with("carl@lemgo.example", "carls own long password")
+        .await;
 
     // Not ticked: refused, nothing granted.
     let r = bernd
